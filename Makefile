@@ -1,0 +1,61 @@
+# eic-guard: `make demo` and `make test` set everything up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SAM_VENV := .venv-sam
+SAM := $(SAM_VENV)/bin/sam
+# sam build needs a python3.13 on PATH (the Lambda runtime); these machines carry one under pyenv.
+PY313_DIR := $(firstword $(shell command -v python3.13 >/dev/null 2>&1 && dirname $$(command -v python3.13); ls -d $$(pyenv root 2>/dev/null)/versions/3.13*/bin 2>/dev/null | sort -V | tail -1))
+BUILD_DIR ?= .aws-sam/build
+PYTEST_ARGS ?=
+
+.PHONY: help setup demo test lint format build validate bench lock clean
+
+help:
+	@echo "make demo | test | lint | build | validate | bench | clean"
+
+$(BIN)/.installed: requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+$(SAM_VENV)/.installed: requirements-sam.txt
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-sam.txt
+	touch $@
+
+setup: $(BIN)/.installed
+
+demo: $(BIN)/.installed
+	$(BIN)/eic-guard demo
+
+test: $(BIN)/.installed
+	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check layers functions tests benchmarks
+	$(BIN)/cfn-lint template.yaml
+
+format: $(BIN)/.installed
+	$(BIN)/ruff check --fix layers functions tests benchmarks
+	$(BIN)/ruff format layers functions tests benchmarks
+
+validate: $(SAM_VENV)/.installed
+	SAM_CLI_TELEMETRY=0 $(SAM) validate --lint --region us-east-1
+
+build: $(SAM_VENV)/.installed
+	@test -n "$(PY313_DIR)" || { echo "sam build needs python3.13 on PATH"; exit 2; }
+	PATH="$(PY313_DIR):$$PATH" SAM_CLI_TELEMETRY=0 $(SAM) build --build-dir $(BUILD_DIR)
+
+bench: $(BIN)/.installed
+	$(BIN)/python -m benchmarks.run
+
+lock:
+	$(PYTHON) -m venv /tmp/eic-guard-lock && /tmp/eic-guard-lock/bin/pip install -q -r requirements-dev.in \
+	  && { echo "# Pinned development/test environment (pip freeze of requirements-dev.in). Regenerate: make lock"; \
+	       /tmp/eic-guard-lock/bin/pip freeze; } > requirements-dev.txt
+
+clean:
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .ruff_cache

@@ -1,0 +1,24 @@
+"""imds-enabled: EIC pushes the one-time key through the instance metadata service."""
+
+from __future__ import annotations
+
+from ..models import CheckResult, Fix, Instance
+from .base import CheckContext, failed, passed
+
+ID = "imds-enabled"
+PERMISSIONS = ("ec2:DescribeInstances",)
+REMEDIATION_PERMISSIONS = ("ec2:ModifyInstanceMetadataOptions",)
+ENABLE_IMDS = "enable-imds"
+
+
+def evaluate(instance: Instance, ctx: CheckContext) -> CheckResult:
+    if instance.http_endpoint == "enabled":
+        return passed(f"metadata endpoint enabled (HttpTokens={instance.http_tokens})")
+    fix = Fix(ENABLE_IMDS, instance.instance_id, "ModifyInstanceMetadataOptions HttpEndpoint=enabled "
+              f"(HttpTokens stays {instance.http_tokens})", (("instance_id", instance.instance_id),))
+    return failed(f"metadata endpoint is {instance.http_endpoint or 'unknown'}", fix)
+
+
+def remediate(fix: Fix, instance: Instance, remediator, actions: list) -> None:
+    """Enable the metadata endpoint; nothing else about the metadata options changes."""
+    actions.append(remediator.gateway.enable_imds(instance.instance_id, instance.http_tokens))

@@ -1,0 +1,87 @@
+"""eic-guard command line: scan, refresh and the embedded demo (DESIGN §5).
+
+Exit codes: 0 every opted-in instance is compliant (or fixed), 1 some is not, 2 usage/configuration/input error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+import boto3
+
+from . import ip_ranges
+from .clients import AwsClients, known_regions
+from .engine import run_scan
+from .errors import ConfigurationError, EicGuardError
+from .report import Report
+from .report_table import render
+from .settings import Settings
+
+EXIT_OK, EXIT_NONCOMPLIANT, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eic-guard", description="Keep EC2 Instance Connect working.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    scan = commands.add_parser("scan", help="check opted-in instances (report-only unless --remediate)")
+    scan.add_argument("--region", action="append", dest="regions", metavar="R",
+                      help="region to scan (repeatable; default: the session's region)")
+    scan.add_argument("--remediate", action="store_true", help="fix the drift that can be fixed safely")
+    scan.add_argument("--ip-ranges", metavar="PATH|URL", help="ip-ranges.json to use instead of the AWS URL")
+    scan.add_argument("--format", choices=("table", "json"), default="table")
+    scan.add_argument("--output", metavar="FILE", help="write the report to FILE instead of standard output")
+    commands.add_parser("demo", help="run the embedded end-to-end demo against a local simulated AWS")
+    return parser
+
+
+def _settings(args: argparse.Namespace, session: boto3.Session) -> Settings:
+    regions = tuple(args.regions or ()) or ((session.region_name,) if session.region_name else ())
+    if not regions:
+        raise ConfigurationError("no region: pass --region or set AWS_REGION")
+    unknown = sorted(set(regions) - known_regions(session))
+    if unknown:
+        raise ConfigurationError(f"unknown region: {', '.join(unknown)}")
+    return Settings.from_env(regions=regions, mode="remediate" if args.remediate else "report")
+
+
+def _write(report: Report, fmt: str, output: str | None) -> None:
+    stream = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
+    try:
+        if fmt == "json":
+            json.dump(report.to_dict(), stream, indent=2)
+            stream.write("\n")
+        else:
+            render(report, stream, color=False if output else None)
+    finally:
+        if output:
+            stream.close()
+
+
+def scan(args: argparse.Namespace) -> int:
+    session = boto3.Session()
+    settings = _settings(args, session)
+    ranges = ip_ranges.load(args.ip_ranges)
+    clients = AwsClients(session)
+    report = run_scan(clients, settings, ranges)
+    _write(report, args.format, args.output)
+    return EXIT_NONCOMPLIANT if report.has_noncompliant else EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            from .demo import main as demo_main  # moto is a dev dependency: imported only for the demo
+
+            return demo_main()
+        return scan(args)
+    except EicGuardError as exc:
+        print(f"eic-guard: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""The engine: scan one (account, region) target — gather, decide, act — and run a whole scan."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .checks import ALL_CHECKS, CheckContext
+from .gateway import QUOTA_CODES, VANISHED_CODES, Ec2Gateway, error_code
+from .inventory import gather
+from .ip_ranges import IpRanges
+from .models import ActionRecord, CheckResult, Instance, InstanceOutcome
+from .observability import logger
+from .remediation import RemediationRefused, Remediator
+from .report import Report, build_report
+from .settings import EXCLUDE_TAG, EXCLUDE_UNTIL_TAG, Settings
+
+CHECKS_BY_ID = {check.ID: check for check in ALL_CHECKS}
+
+
+@dataclass
+class TargetResult:
+    """What one (account, region) scan produced: per-instance outcomes and target-level actions or error."""
+
+    region: str
+    outcomes: list[InstanceOutcome] = field(default_factory=list)
+    actions: list[ActionRecord] = field(default_factory=list)
+    error: str | None = None
+
+
+def exclusion(instance: Instance, today: date) -> str | None:
+    """Why the instance is excluded today, or None. An unreadable end date keeps the exclusion (safe side)."""
+    reason = instance.tag(EXCLUDE_TAG)
+    until = instance.tag(EXCLUDE_UNTIL_TAG)
+    if reason is None and until is None:
+        return None
+    reason = reason or "excluded (no reason given)"
+    if until is None:
+        return reason
+    try:
+        end = date.fromisoformat(until)
+    except ValueError:
+        return f"{reason}; {EXCLUDE_UNTIL_TAG}={until!r} is not a YYYY-MM-DD date, so the exclusion stands"
+    return None if today > end else f"{reason} (until {end.isoformat()})"
+
+
+def evaluate_instance(instance: Instance, ctx: CheckContext, today: date) -> InstanceOutcome:
+    """Decide: run every check (pure) on one instance."""
+    outcome = InstanceOutcome(instance.instance_id, ctx.snapshot.region, instance.vpc_id)
+    outcome.excluded_reason = exclusion(instance, today)
+    if outcome.excluded_reason:
+        return outcome
+    for check in ALL_CHECKS:
+        try:
+            outcome.checks[check.ID] = check.evaluate(instance, ctx)
+        except Exception as exc:  # a check bug must not hide the other checks
+            logger.exception("check failed", extra={"instance_id": instance.instance_id, "check": check.ID})
+            outcome.checks[check.ID] = CheckResult("error", f"{type(exc).__name__}: {exc}")
+    return outcome
+
+
+def remediate_instance(instance: Instance, outcome: InstanceOutcome, remediator: Remediator) -> None:
+    """Act: run the fixes of the failing checks in check order; a failure is recorded, never raised."""
+    for check_id, result in list(outcome.checks.items()):
+        if result.status != "fail" or result.fix is None:
+            continue
+        try:
+            CHECKS_BY_ID[check_id].remediate(result.fix, instance, remediator, outcome.actions)
+        except ClientError as exc:
+            code = error_code(exc)
+            outcome.actions.append(ActionRecord(result.fix.action, result.fix.resource, "failed", f"{code}: {exc}"))
+            if code in VANISHED_CODES:
+                outcome.error = f"instance vanished during the run ({code})"
+                outcome.checks[check_id] = CheckResult("error", outcome.error)
+                return
+            if code in QUOTA_CODES:
+                outcome.checks[check_id] = CheckResult("fail", f"{result.reason}; cannot fix: the network interface "
+                                                       f"is at its security-group quota ({code})")
+            else:
+                outcome.checks[check_id] = CheckResult("error", f"{result.reason}; fix failed: {code}")
+            logger.warning("remediation failed", extra={"instance_id": instance.instance_id, "check": check_id,
+                                                        "error_code": code})
+            continue
+        except RemediationRefused as exc:
+            outcome.actions.append(ActionRecord(result.fix.action, result.fix.resource, "failed", str(exc)))
+            outcome.checks[check_id] = CheckResult("fail", f"{result.reason}; cannot fix: {exc}")
+            continue
+        except (BotoCoreError, Exception) as exc:  # noqa: BLE001 - one instance's failure never aborts the run
+            logger.exception("remediation error", extra={"instance_id": instance.instance_id, "check": check_id})
+            outcome.actions.append(ActionRecord(result.fix.action, result.fix.resource, "failed", str(exc)))
+            outcome.checks[check_id] = CheckResult("error", f"{result.reason}; fix failed: {exc}")
+            continue
+        status = "would-fix" if remediator.dry_run else "fixed"
+        outcome.checks[check_id] = CheckResult(status, result.reason)
+
+
+def scan_target(ec2: Any, account_id: str, region: str, settings: Settings, ip_ranges: IpRanges,
+                today: date) -> TargetResult:
+    """Scan one (account, region): gather once, evaluate every instance, then remediate or plan."""
+    snapshot = gather(ec2, account_id, region, settings)
+    ctx = CheckContext(snapshot, ip_ranges.for_region(region), settings)
+    remediator = Remediator(Ec2Gateway(ec2, region, dry_run=not settings.remediate), ctx)
+    result = TargetResult(region)
+    for instance in snapshot.instances:
+        outcome = evaluate_instance(instance, ctx, today)
+        if not outcome.excluded_reason:
+            remediate_instance(instance, outcome, remediator)
+        result.outcomes.append(outcome)
+    if settings.remediate_public_ip:
+        result.actions.extend(_release_orphan_addresses(snapshot, remediator))
+    return result
+
+
+def _release_orphan_addresses(snapshot, remediator: Remediator) -> list[ActionRecord]:
+    """Release eic-guard's Elastic IPs whose instance is gone or no longer opted in."""
+    scanned = {i.instance_id for i in snapshot.instances}
+    records = []
+    for address in snapshot.managed_addresses:
+        if address.instance_id in scanned:
+            continue
+        try:
+            records.append(remediator.gateway.release_address(address))
+        except ClientError as exc:
+            records.append(ActionRecord("release-elastic-ip", address.allocation_id, "failed", error_code(exc)))
+    return records
+
+
+def run_scan(clients: Any, settings: Settings, ip_ranges: IpRanges, *, run_id: str | None = None,
+             now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Report:
+    """Scan every configured region of the caller's account and build the report (DESIGN §5)."""
+    run_id = run_id or str(uuid.uuid4())
+    started = now()
+    account_id = clients.account_id()
+    targets: list[TargetResult] = []
+    for region in settings.regions:
+        logger.append_keys(region=region)
+        try:
+            targets.append(scan_target(clients.ec2(region), account_id, region, settings, ip_ranges, started.date()))
+        except (ClientError, BotoCoreError) as exc:
+            # One region failing to read is reported and counted; the other regions still run.
+            logger.error("target scan failed", extra={"error": str(exc)})
+            targets.append(TargetResult(region, error=f"{type(exc).__name__}: {exc}"))
+    logger.remove_keys(["region"])
+    return build_report(run_id=run_id, settings=settings, account_id=account_id, started=started,
+                        finished=now(), ip_ranges=ip_ranges, targets=targets)

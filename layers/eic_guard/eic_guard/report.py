@@ -1,0 +1,138 @@
+"""The run report (schema eic-guard/report/v1, DESIGN §5): model, builder and renderers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .checks import CHECK_IDS
+from .models import InstanceOutcome, Verdict
+
+if TYPE_CHECKING:
+    from .engine import TargetResult
+    from .ip_ranges import IpRanges
+    from .settings import Settings
+
+SCHEMA = "eic-guard/report/v1"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class CheckEntry(_Model):
+    status: Literal["pass", "fail", "fixed", "would-fix", "error", "not-applicable"]
+    reason: str | None
+
+
+class ActionEntry(_Model):
+    action: str
+    resource: str
+    status: Literal["done", "planned", "failed"]
+    detail: str
+
+
+class InstanceEntry(_Model):
+    instance_id: str
+    region: str
+    vpc_id: str | None
+    verdict: Verdict
+    checks: dict[str, CheckEntry]
+    actions: list[ActionEntry]
+    excluded_reason: str | None = None
+
+
+class TargetActionEntry(ActionEntry):
+    region: str
+
+
+class TargetError(_Model):
+    region: str
+    error: str
+
+
+class IpRangesEntry(_Model):
+    sync_token: str
+    create_date: str
+
+
+class Summary(_Model):
+    instances: int
+    compliant: int
+    fixed: int
+    noncompliant: int
+    excluded: int
+    errors: int
+
+
+class Report(_Model):
+    schema_: str = Field(default=SCHEMA, alias="schema")
+    run_id: str
+    mode: Literal["report", "remediate"]
+    account_id: str
+    regions: list[str]
+    started_at: datetime
+    finished_at: datetime
+    ip_ranges: IpRangesEntry
+    summary: Summary
+    instances: list[InstanceEntry]
+    # Extensions to the v1 contract (README "Report"): writes and failures that belong to a region, not an instance.
+    target_actions: list[TargetActionEntry] = []
+    target_errors: list[TargetError] = []
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json", by_alias=True)
+
+    @property
+    def has_noncompliant(self) -> bool:
+        return self.summary.noncompliant > 0 or self.summary.errors > 0
+
+
+def verdict(outcome: InstanceOutcome) -> Verdict:
+    """compliant / fixed (every failing check fixed now) / noncompliant (something still fails) / excluded / error."""
+    if outcome.excluded_reason:
+        return "excluded"
+    statuses = {r.status for r in outcome.checks.values()}
+    if outcome.error or "error" in statuses:
+        return "error"
+    if statuses & {"fail", "would-fix"}:
+        return "noncompliant"
+    return "fixed" if "fixed" in statuses else "compliant"
+
+
+def _instance_entry(outcome: InstanceOutcome) -> InstanceEntry:
+    return InstanceEntry(
+        instance_id=outcome.instance_id,
+        region=outcome.region,
+        vpc_id=outcome.vpc_id,
+        verdict=verdict(outcome),
+        checks={cid: CheckEntry(status=r.status, reason=r.reason) for cid, r in outcome.checks.items()},
+        actions=[ActionEntry(**vars(a)) for a in outcome.actions],
+        excluded_reason=outcome.excluded_reason,
+    )
+
+
+def build_report(*, run_id: str, settings: Settings, account_id: str, started: datetime, finished: datetime,
+                 ip_ranges: IpRanges, targets: list[TargetResult]) -> Report:
+    entries = [_instance_entry(o) for t in targets for o in t.outcomes]
+    counts = {v: sum(1 for e in entries if e.verdict == v) for v in ("compliant", "fixed", "noncompliant", "excluded")}
+    errors = [TargetError(region=t.region, error=t.error) for t in targets if t.error]
+    return Report(
+        run_id=run_id,
+        mode=settings.mode,
+        account_id=account_id,
+        regions=list(settings.regions),
+        started_at=started,
+        finished_at=finished,
+        ip_ranges=IpRangesEntry(sync_token=ip_ranges.sync_token, create_date=ip_ranges.create_date),
+        summary=Summary(instances=len(entries), errors=sum(1 for e in entries if e.verdict == "error") + len(errors),
+                        **counts),
+        instances=entries,
+        target_actions=[TargetActionEntry(region=t.region, **vars(a)) for t in targets for a in t.actions],
+        target_errors=errors,
+    )
+
+
+__all__ = ["CHECK_IDS", "Report", "build_report", "verdict"]

@@ -1,0 +1,82 @@
+"""Settings: template parameters arrive as environment variables and are validated once per invocation."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigurationError
+
+IP_RANGES_URL = "https://ip-ranges.amazonaws.com/ip-ranges.json"
+AWS_IP_SPACE_TOPIC = "arn:aws:sns:us-east-1:806199016981:AmazonIpSpaceChanged"
+MANAGED_BY_TAG = ("ManagedBy", "eic-guard")
+MANAGED_GROUP_NAME = "eic-guard-ssh"
+EXCLUDE_TAG = "eic-guard:exclude"
+EXCLUDE_UNTIL_TAG = "eic-guard:exclude-until"
+
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+ENV_PREFIX = "EIC_GUARD_"
+
+
+class Settings(BaseModel):
+    """Validated run settings; `from_env` maps EIC_GUARD_* variables onto these fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tag_key: str = Field(default="eic-guard:managed", min_length=1, max_length=128)
+    tag_value: str = Field(default="true", min_length=1, max_length=256)
+    regions: tuple[str, ...] = Field(min_length=1)
+    mode: Literal["report", "remediate"] = "remediate"
+    ingress_source: Literal["cidr", "prefix-list"] = "cidr"
+    remediate_public_ip: bool = False
+    stale_prefix_grace_hours: int = Field(default=24, ge=0, le=24 * 90)
+    state_table: str | None = None
+    reports_bucket: str | None = None
+    alerts_topic_arn: str | None = None
+    ip_ranges_topic_arns: tuple[str, ...] = (AWS_IP_SPACE_TOPIC,)
+
+    @field_validator("regions")
+    @classmethod
+    def _known_region_shape(cls, regions: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [r for r in regions if not _REGION.match(r)]
+        if bad:
+            raise ValueError(f"not a region name: {', '.join(bad)}")
+        return tuple(dict.fromkeys(regions))
+
+    @property
+    def remediate(self) -> bool:
+        return self.mode == "remediate"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Settings:
+        """Build settings from EIC_GUARD_* variables (regions default to AWS_REGION); raise ConfigurationError."""
+        env = os.environ if env is None else env
+        raw: dict[str, object] = {}
+        for name in cls.model_fields:
+            value = env.get(ENV_PREFIX + name.upper())
+            if value is not None and value != "":
+                raw[name] = value
+        for name in ("regions", "ip_ranges_topic_arns"):
+            if isinstance(raw.get(name), str):
+                raw[name] = tuple(p.strip() for p in str(raw[name]).split(",") if p.strip())
+        if "regions" not in raw:
+            default_region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+            raw["regions"] = (default_region,) if default_region else ()
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.build(**raw)
+
+    @classmethod
+    def build(cls, **values) -> Settings:
+        """Validate `values`, turning pydantic's error into one readable ConfigurationError line."""
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{ENV_PREFIX}{'.'.join(str(p) for p in err['loc'][:1]).upper()}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise ConfigurationError(f"invalid settings: {problems}") from None

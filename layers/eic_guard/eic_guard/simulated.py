@@ -1,0 +1,143 @@
+"""Build realistic accounts in the simulator (moto): used by the demo, the tests and the benchmarks.
+
+Only talks to whatever endpoint the client given points at; never used by the Lambda functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+AMAZON_OWNER_ID = "137112412989"
+DEFAULT_TAG = ("eic-guard:managed", "true")
+
+
+@dataclass
+class Network:
+    """A VPC with an internet gateway, a public and a private subnet."""
+
+    vpc_id: str
+    public_subnet_id: str
+    private_subnet_id: str
+    internet_gateway_id: str
+    main_route_table_id: str
+    public_route_table_id: str
+    app_group_id: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class SimulatedAccount:
+    """A thin builder over an EC2 client pointed at moto."""
+
+    def __init__(self, ec2: Any, ssm: Any | None = None):
+        self.ec2 = ec2
+        self.ssm = ssm
+
+    # ---- AMIs -------------------------------------------------------------------------------------------------
+    def al2023_ami(self) -> str:
+        """The real AL2023 AMI id: from the SSM public parameter when present, else from DescribeImages."""
+        if self.ssm is not None:
+            try:
+                name = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+                return self.ssm.get_parameter(Name=name)["Parameter"]["Value"]
+            except Exception:  # noqa: BLE001 - newer regions have no such data in moto
+                pass
+        return self.amazon_image("al2023-ami-2023.*-x86_64")
+
+    def amazon_image(self, name_pattern: str) -> str:
+        images = self.ec2.describe_images(Owners=[AMAZON_OWNER_ID], Filters=[{"Name": "name", "Values": [name_pattern]}])
+        ordered = sorted(images["Images"], key=lambda i: i.get("CreationDate", ""), reverse=True)
+        if not ordered:
+            raise LookupError(f"no Amazon image named {name_pattern}")
+        return ordered[0]["ImageId"]
+
+    def own_image(self, name: str, description: str = "") -> str:
+        """An AMI registered in this account (so not owned by Amazon)."""
+        return self.ec2.register_image(Name=name, Description=description or name, Architecture="x86_64",
+                                       RootDeviceName="/dev/xvda", VirtualizationType="hvm")["ImageId"]
+
+    # ---- networks ---------------------------------------------------------------------------------------------
+    def network(self, cidr: str = "10.0.0.0/16", name: str = "demo") -> Network:
+        ec2 = self.ec2
+        vpc_id = ec2.create_vpc(CidrBlock=cidr, TagSpecifications=[_named("vpc", name)])["Vpc"]["VpcId"]
+        base = cidr.split(".")
+        public = ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"{base[0]}.{base[1]}.1.0/24",
+                                   TagSpecifications=[_named("subnet", f"{name}-public")])["Subnet"]["SubnetId"]
+        private = ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"{base[0]}.{base[1]}.2.0/24",
+                                    TagSpecifications=[_named("subnet", f"{name}-private")])["Subnet"]["SubnetId"]
+        ec2.modify_subnet_attribute(SubnetId=public, MapPublicIpOnLaunch={"Value": True})
+        igw = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+        ec2.attach_internet_gateway(InternetGatewayId=igw, VpcId=vpc_id)
+        tables = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["RouteTables"]
+        main = next(t["RouteTableId"] for t in tables if any(a.get("Main") for a in t.get("Associations", ())))
+        public_rt = ec2.create_route_table(VpcId=vpc_id)["RouteTable"]["RouteTableId"]
+        ec2.create_route(RouteTableId=public_rt, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw)
+        ec2.associate_route_table(RouteTableId=public_rt, SubnetId=public)
+        app = ec2.create_security_group(GroupName=f"{name}-app", Description="application traffic",
+                                        VpcId=vpc_id)["GroupId"]
+        return Network(vpc_id, public, private, igw, main, public_rt, app)
+
+    def security_group(self, network: Network, name: str, permissions: list[dict]) -> str:
+        group_id = self.ec2.create_security_group(GroupName=name, Description=name, VpcId=network.vpc_id)["GroupId"]
+        if permissions:
+            self.ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=permissions)
+        return group_id
+
+    def block_ssh_in_nacl(self, network: Network, subnet_id: str, rule_number: int = 50) -> str:
+        """A custom NACL on `subnet_id` that denies TCP 22 before allowing everything else."""
+        ec2 = self.ec2
+        acl = ec2.create_network_acl(VpcId=network.vpc_id)["NetworkAcl"]["NetworkAclId"]
+        for egress in (False, True):
+            ec2.create_network_acl_entry(NetworkAclId=acl, RuleNumber=100, Protocol="-1", RuleAction="allow",
+                                         Egress=egress, CidrBlock="0.0.0.0/0")
+        ec2.create_network_acl_entry(NetworkAclId=acl, RuleNumber=rule_number, Protocol="6", RuleAction="deny",
+                                     Egress=False, CidrBlock="0.0.0.0/0", PortRange={"From": 22, "To": 22})
+        associations = ec2.describe_network_acls(Filters=[{"Name": "association.subnet-id", "Values": [subnet_id]}])
+        for existing in associations["NetworkAcls"]:
+            for association in existing["Associations"]:
+                if association["SubnetId"] == subnet_id:
+                    ec2.replace_network_acl_association(AssociationId=association["NetworkAclAssociationId"],
+                                                        NetworkAclId=acl)
+        return acl
+
+    # ---- instances --------------------------------------------------------------------------------------------
+    def launch(self, *, image_id: str, subnet_id: str, group_ids: list[str], count: int = 1,
+               tags: dict[str, str] | None = None, public_ip: bool | None = None, imds: str = "enabled",
+               http_tokens: str = "required", opted_in: bool = True, name: str | None = None) -> list[str]:
+        """Launch `count` instances; opted-in ones carry eic-guard:managed=true."""
+        all_tags = dict(tags or {})
+        if opted_in:
+            all_tags.setdefault(*DEFAULT_TAG)
+        if name:
+            all_tags["Name"] = name
+        kwargs: dict[str, Any] = {
+            "ImageId": image_id, "MinCount": count, "MaxCount": count, "InstanceType": "t3.micro",
+            "MetadataOptions": {"HttpEndpoint": imds, "HttpTokens": http_tokens},
+        }
+        if all_tags:
+            kwargs["TagSpecifications"] = [{"ResourceType": "instance",
+                                            "Tags": [{"Key": k, "Value": v} for k, v in all_tags.items()]}]
+        if public_ip is None:
+            kwargs.update(SubnetId=subnet_id, SecurityGroupIds=group_ids)
+        else:
+            kwargs["NetworkInterfaces"] = [{"DeviceIndex": 0, "SubnetId": subnet_id, "Groups": group_ids,
+                                            "AssociatePublicIpAddress": public_ip}]
+        return [i["InstanceId"] for i in self.ec2.run_instances(**kwargs)["Instances"]]
+
+
+def _named(resource_type: str, name: str) -> dict:
+    return {"ResourceType": resource_type, "Tags": [{"Key": "Name", "Value": name}]}
+
+
+def ssh_from(*cidrs: str, port_from: int = 22, port_to: int = 22, protocol: str = "tcp") -> dict:
+    """An IpPermissions entry (IPv4 and IPv6 CIDRs are told apart by ':')."""
+    permission: dict[str, Any] = {"IpProtocol": protocol}
+    if protocol != "-1":
+        permission.update(FromPort=port_from, ToPort=port_to)
+    v4 = [{"CidrIp": c} for c in cidrs if ":" not in c]
+    v6 = [{"CidrIpv6": c} for c in cidrs if ":" in c]
+    if v4:
+        permission["IpRanges"] = v4
+    if v6:
+        permission["Ipv6Ranges"] = v6
+    return permission

@@ -1,0 +1,95 @@
+"""Shared test setup: fake credentials, no network, the real ip-ranges snapshots and moto accounts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from eic_guard import ip_ranges
+from eic_guard.simulated import SimulatedAccount
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures"
+EVENTS = ROOT / "events"
+IP_RANGES = FIXTURES / "ip-ranges"
+REGION = "us-east-1"
+EIC_US_EAST_1 = "18.206.107.24/29"
+EIC_US_EAST_1_V6 = "2600:1f18:6fe3:8c00::/56"
+
+
+@pytest.fixture(autouse=True)
+def aws_environment(monkeypatch):
+    """Fake credentials and a fixed region; never a real profile or endpoint."""
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    for name in [n for n in __import__("os").environ if n.startswith("EIC_GUARD_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_REGION", REGION)
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+    monkeypatch.setenv("POWERTOOLS_DEV", "false")
+
+
+@pytest.fixture(scope="session")
+def ranges_2026() -> ip_ranges.IpRanges:
+    """The newest real snapshot (2026-08-22)."""
+    return ip_ranges.load(str(IP_RANGES / "ip-ranges-2026-08-22.json"))
+
+
+@pytest.fixture
+def aws():
+    """In-process moto for every service."""
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def ec2(aws):
+    return boto3.client("ec2", REGION)
+
+
+@pytest.fixture
+def account(ec2) -> SimulatedAccount:
+    return SimulatedAccount(ec2, boto3.client("ssm", REGION))
+
+
+class ApiCalls:
+    """Records every AWS API call made by botocore clients (operation name and parameters)."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, dict]] = []
+
+    def __call__(self, model, params, **_):
+        self.calls.append((model.name, dict(params)))
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+    def writes(self) -> list[str]:
+        reads = ("Describe", "Get", "List")
+        return [name for name in self.names() if not name.startswith(reads)]
+
+    def count(self, name: str) -> int:
+        return self.names().count(name)
+
+    def clear(self) -> None:
+        self.calls.clear()
+
+
+@pytest.fixture
+def api_calls(monkeypatch) -> ApiCalls:
+    """Hook every new boto3 session's event system so calls made through eic-guard's clients are recorded."""
+    recorder = ApiCalls()
+    original = boto3.Session.__init__
+
+    def patched(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.events.register("provide-client-params.*.*", recorder)
+
+    monkeypatch.setattr(boto3.Session, "__init__", patched)
+    return recorder
