@@ -1,12 +1,12 @@
-"""Nightly scan: the EventBridge Scheduler event starts a scan (and fix) of every opted-in instance."""
+"""Nightly scan: the EventBridge Scheduler event catches up on ip-ranges.json, then checks and fixes every
+opted-in instance of the configured regions."""
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from eic_guard import ip_ranges
 from eic_guard.clients import AwsClients
-from eic_guard.engine import run_scan
 from eic_guard.events import parse_scheduled_event
-from eic_guard.observability import logger, metrics, record_summary, tracer
+from eic_guard.nightly import nightly_run, state_store
+from eic_guard.observability import logger, metrics, record_refresh, record_summary, tracer
 from eic_guard.settings import Settings
 
 
@@ -17,9 +17,14 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
     scheduled = parse_scheduled_event(event)
     settings = Settings.from_env()
     logger.info("scan started", extra={"schedule": scheduled.resources, "mode": settings.mode})
-    report = run_scan(AwsClients(), settings, ip_ranges.load(), run_id=context.aws_request_id)
+    clients = AwsClients()
+    report, refresh = nightly_run(clients, settings, run_id=context.aws_request_id,
+                                  store=state_store(clients, settings))
     summary = report.to_dict()["summary"]
     record_summary(summary)
+    if refresh is not None:
+        record_refresh(refresh.summary())
     logger.info("scan finished", extra={"summary": summary})
     return {"run_id": report.run_id, "mode": report.mode, "regions": report.regions, "summary": summary,
-            "ip_ranges": report.ip_ranges.model_dump()}
+            "ip_ranges": report.ip_ranges.model_dump(),
+            "refresh": refresh.summary() if refresh is not None else None}

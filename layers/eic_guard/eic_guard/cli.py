@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -15,12 +16,15 @@ import boto3
 from . import ip_ranges
 from .clients import AwsClients, known_regions
 from .engine import run_scan
+from .refresh import apply_ranges
+from .state import FileStateStore
 from .errors import ConfigurationError, EicGuardError
 from .report import Report
 from .report_table import render
 from .settings import Settings
 
 EXIT_OK, EXIT_NONCOMPLIANT, EXIT_USAGE = 0, 1, 2
+DEFAULT_STATE_FILE = os.path.join(os.path.expanduser("~"), ".eic-guard", "state.json")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,18 +37,25 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--ip-ranges", metavar="PATH|URL", help="ip-ranges.json to use instead of the AWS URL")
     scan.add_argument("--format", choices=("table", "json"), default="table")
     scan.add_argument("--output", metavar="FILE", help="write the report to FILE instead of standard output")
+    refresh = commands.add_parser("refresh", help="apply the current EIC ranges to eic-guard's managed groups")
+    refresh.add_argument("--region", action="append", dest="regions", metavar="R",
+                         help="region to refresh (repeatable; default: the session's region)")
+    refresh.add_argument("--ip-ranges", metavar="PATH|URL", help="ip-ranges.json to use instead of the AWS URL")
+    refresh.add_argument("--md5", metavar="HEX", help="expected md5 of the file (as in the SNS message)")
+    refresh.add_argument("--state-file", metavar="FILE", default=None,
+                         help=f"local state (default: $EIC_GUARD_STATE_FILE or {DEFAULT_STATE_FILE})")
     commands.add_parser("demo", help="run the embedded end-to-end demo against a local simulated AWS")
     return parser
 
 
-def _settings(args: argparse.Namespace, session: boto3.Session) -> Settings:
+def _settings(args: argparse.Namespace, session: boto3.Session, mode: str | None = None) -> Settings:
     regions = tuple(args.regions or ()) or ((session.region_name,) if session.region_name else ())
     if not regions:
         raise ConfigurationError("no region: pass --region or set AWS_REGION")
     unknown = sorted(set(regions) - known_regions(session))
     if unknown:
         raise ConfigurationError(f"unknown region: {', '.join(unknown)}")
-    return Settings.from_env(regions=regions, mode="remediate" if args.remediate else "report")
+    return Settings.from_env(regions=regions, mode=mode or ("remediate" if args.remediate else "report"))
 
 
 def _write(report: Report, fmt: str, output: str | None) -> None:
@@ -70,6 +81,21 @@ def scan(args: argparse.Namespace) -> int:
     return EXIT_NONCOMPLIANT if report.has_noncompliant else EXIT_OK
 
 
+def refresh(args: argparse.Namespace) -> int:
+    session = boto3.Session()
+    settings = _settings(args, session, mode="remediate")
+    ranges = ip_ranges.load(args.ip_ranges, expected_md5=args.md5)
+    store = FileStateStore(args.state_file or os.environ.get("EIC_GUARD_STATE_FILE") or DEFAULT_STATE_FILE)
+    clients = AwsClients(session)
+    clients.account_id()  # fail on missing credentials before anything else
+    result = apply_ranges(clients, settings, store, ranges, replay_same=True)
+    summary = result.summary()
+    print(json.dumps(summary, indent=2))
+    for alert in result.alerts:
+        print(f"eic-guard: alert: {alert}", file=sys.stderr)
+    return EXIT_NONCOMPLIANT if result.alerts else EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -77,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .demo import main as demo_main  # moto is a dev dependency: imported only for the demo
 
             return demo_main()
-        return scan(args)
+        return refresh(args) if args.command == "refresh" else scan(args)
     except EicGuardError as exc:
         print(f"eic-guard: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import json
+import re
+from datetime import datetime
 from typing import Any
 
 from aws_lambda_powertools.utilities.parser import ValidationError, parse
-from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
-from pydantic import field_validator
+from aws_lambda_powertools.utilities.parser.models import EventBridgeModel, SnsModel
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .errors import EicGuardError
 
 
 class InvalidEvent(EicGuardError):
-    """The invocation event is not what the handler accepts."""
+    """The invocation event is not what the handler accepts; `reason` is a short token for metrics."""
+
+    def __init__(self, message: str, reason: str = "malformed-event"):
+        super().__init__(message)
+        self.reason = reason
 
 
 class ScheduledEvent(EventBridgeModel):
@@ -40,3 +46,54 @@ def parse_scheduled_event(event: Any) -> ScheduledEvent:
         return parse(event=event, model=ScheduledEvent)
     except (ValidationError, ValueError, TypeError) as exc:
         raise InvalidEvent(f"not a scheduled event: {exc}") from None
+
+
+class IpSpaceChange(BaseModel):
+    """The Message of an AmazonIpSpaceChanged notification. Its `url` is recorded but never followed."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    create_time: str = Field(alias="create-time")
+    synctoken: str = Field(pattern=r"^\d{1,20}$")
+    md5: str = Field(pattern=r"^[0-9a-fA-F]{32}$")
+    url: str | None = None
+
+    @field_validator("create_time")
+    @classmethod
+    def _known_time_format(cls, value: str) -> str:
+        if _AWS_CREATE_TIME.match(value):
+            return value
+        try:
+            datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError("create-time is neither YYYY-MM-DD-hh-mm-ss nor ISO 8601") from None
+        return value
+
+
+_AWS_CREATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2}$")
+
+
+def parse_ip_space_notification(event: Any, allowed_topics: tuple[str, ...]) -> IpSpaceChange:
+    """The verified change announced by an SNS → Lambda event; InvalidEvent (with a reason) otherwise."""
+    try:
+        envelope = SnsModel.model_validate(event)
+    except (ValidationError, ValueError, TypeError) as exc:
+        raise InvalidEvent(f"not an SNS event: {_first_error(exc)}", reason="malformed-event") from None
+    if len(envelope.Records) != 1:
+        raise InvalidEvent(f"expected one SNS record, got {len(envelope.Records)}", reason="malformed-event")
+    notification = envelope.Records[0].Sns
+    if notification.TopicArn not in allowed_topics:
+        raise InvalidEvent(f"notification from {notification.TopicArn}, not from {', '.join(allowed_topics)}",
+                           reason="foreign-topic")
+    try:
+        return IpSpaceChange.model_validate_json(notification.Message)
+    except (ValidationError, ValueError) as exc:
+        raise InvalidEvent(f"malformed AmazonIpSpaceChanged message: {_first_error(exc)}",
+                           reason="malformed-message") from None
+
+
+def _first_error(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        return f"{'.'.join(str(p) for p in first['loc']) or 'event'}: {first['msg']}"
+    return str(exc)

@@ -49,7 +49,7 @@ def gather(ec2: Any, account_id: str, region: str, settings: Settings) -> Target
         images=_images(ec2, sorted({i.image_id for i in instances if i.image_id})),
         route_tables=tuple(_route_tables(ec2, vpc_ids)) if vpc_ids else (),
         network_acls=tuple(_network_acls(ec2, vpc_ids)) if vpc_ids else (),
-        prefix_lists={pl: _prefix_list_entries(ec2, pl) for pl in sorted(list_ids)},
+        prefix_lists={pl: prefix_list_entries(ec2, pl) for pl in sorted(list_ids)},
         managed_groups=managed_groups,
         eic_prefix_list_id=eic_list_id,
         managed_addresses=tuple(_managed_addresses(ec2)) if settings.remediate_public_ip else (),
@@ -61,14 +61,14 @@ def _chunks(values: list[str], size: int = FILTER_VALUES_PER_CALL) -> Iterator[l
         yield values[start:start + size]
 
 
-def _paginate(ec2: Any, operation: str, key: str, **kwargs) -> Iterator[dict]:
+def paginate(ec2: Any, operation: str, key: str, **kwargs) -> Iterator[dict]:
     for page in ec2.get_paginator(operation).paginate(**kwargs):
         yield from page.get(key, ())
 
 
 def _by_filter(ec2: Any, operation: str, key: str, name: str, values: list[str], **kwargs) -> Iterator[dict]:
     for chunk in _chunks(values):
-        yield from _paginate(ec2, operation, key, Filters=[{"Name": name, "Values": chunk}], **kwargs)
+        yield from paginate(ec2, operation, key, Filters=[{"Name": name, "Values": chunk}], **kwargs)
 
 
 def _tags(raw: Iterable[dict] | None) -> tuple[tuple[str, str], ...]:
@@ -80,7 +80,7 @@ def _instances(ec2: Any, settings: Settings) -> Iterator[Instance]:
         {"Name": f"tag:{settings.tag_key}", "Values": [settings.tag_value]},
         {"Name": "instance-state-name", "Values": list(SCANNED_STATES)},
     ]
-    for reservation in _paginate(ec2, "describe_instances", "Reservations", Filters=filters):
+    for reservation in paginate(ec2, "describe_instances", "Reservations", Filters=filters):
         for raw in reservation.get("Instances", ()):
             yield _instance(raw)
 
@@ -117,7 +117,7 @@ def _all_group_ids(instance: Instance) -> set[str]:
     return set(instance.instance_group_ids) | {g for n in instance.network_interfaces for g in n.group_ids}
 
 
-def _security_group(raw: dict) -> SecurityGroup:
+def parse_security_group(raw: dict) -> SecurityGroup:
     return SecurityGroup(
         group_id=raw["GroupId"],
         group_name=raw.get("GroupName", ""),
@@ -145,7 +145,7 @@ def _permission(raw: dict) -> IngressPermission:
 
 def _security_groups(ec2: Any, group_ids: list[str]) -> Iterator[SecurityGroup]:
     for raw in _by_filter(ec2, "describe_security_groups", "SecurityGroups", "group-id", group_ids):
-        yield _security_group(raw)
+        yield parse_security_group(raw)
 
 
 def _managed_groups(ec2: Any, vpc_ids: list[str]) -> dict[str, SecurityGroup]:
@@ -157,8 +157,8 @@ def _managed_groups(ec2: Any, vpc_ids: list[str]) -> dict[str, SecurityGroup]:
             {"Name": "group-name", "Values": [MANAGED_GROUP_NAME]},
             {"Name": f"tag:{key}", "Values": [value]},
         ]
-        for raw in _paginate(ec2, "describe_security_groups", "SecurityGroups", Filters=filters):
-            group = _security_group(raw)
+        for raw in paginate(ec2, "describe_security_groups", "SecurityGroups", Filters=filters):
+            group = parse_security_group(raw)
             found[group.vpc_id or ""] = group
     return found
 
@@ -226,8 +226,8 @@ def _eic_prefix_list_id(ec2: Any, region: str) -> str | None:
     return next((p["PrefixListId"] for p in lists.get("PrefixLists", ())), None)
 
 
-def _prefix_list_entries(ec2: Any, list_id: str) -> tuple[str, ...]:
-    entries = _paginate(ec2, "get_managed_prefix_list_entries", "Entries", PrefixListId=list_id)
+def prefix_list_entries(ec2: Any, list_id: str) -> tuple[str, ...]:
+    entries = paginate(ec2, "get_managed_prefix_list_entries", "Entries", PrefixListId=list_id)
     return tuple(e["Cidr"] for e in entries)
 
 

@@ -42,8 +42,11 @@ def _http_session() -> requests.Session:
     return session
 
 
-def fetch_bytes(source: str | None = None) -> bytes:
-    """Download the pinned URL (or `source`: a URL or a local path) and return the exact bytes."""
+def fetch_bytes(source: str | None = None, if_none_match: str | None = None) -> bytes | None:
+    """Download the pinned URL (or `source`: a URL or a local path) and return the exact bytes.
+
+    With `if_none_match` (the md5 of the copy we hold, which is the file's ETag) a 304 answer returns None.
+    """
     source = source or IP_RANGES_URL
     if not source.startswith(("https://", "http://")):
         try:
@@ -51,7 +54,10 @@ def fetch_bytes(source: str | None = None) -> bytes:
         except OSError as exc:
             raise IpRangesError("unreadable", f"cannot read ip-ranges file {source}: {exc.strerror}") from None
     try:
-        response = _http_session().get(source, timeout=FETCH_TIMEOUT)
+        headers = {"If-None-Match": f'"{if_none_match}"'} if if_none_match else {}
+        response = _http_session().get(source, timeout=FETCH_TIMEOUT, headers=headers)
+        if response.status_code == 304 and if_none_match:
+            return None
         response.raise_for_status()
         # .content would silently accept a body shorter than Content-Length; urllib3 enforces it by default.
         return response.content
@@ -82,7 +88,9 @@ def parse(raw: bytes, expected_md5: str | None = None) -> IpRanges:
 
 def load(source: str | None = None, expected_md5: str | None = None) -> IpRanges:
     """Fetch and parse in one step."""
-    return parse(fetch_bytes(source), expected_md5)
+    raw = fetch_bytes(source)
+    assert raw is not None  # no If-None-Match was sent
+    return parse(raw, expected_md5)
 
 
 def _select_eic(prefixes: list[dict], ipv6_prefixes: list[dict]) -> dict[str, EicPrefixes]:

@@ -51,6 +51,13 @@ class Settings(BaseModel):
     def remediate(self) -> bool:
         return self.mode == "remediate"
 
+    def require(self, *names: str) -> Settings:
+        """Fail clearly when a setting this function cannot run without is empty."""
+        missing = [ENV_PREFIX + n.upper() for n in names if not getattr(self, n)]
+        if missing:
+            raise ConfigurationError(f"missing setting: {', '.join(missing)}")
+        return self
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Settings:
         """Build settings from EIC_GUARD_* variables (regions default to AWS_REGION); raise ConfigurationError."""

@@ -1,0 +1,241 @@
+"""Refresh: bring eic-guard's managed security groups in line with a verified ip-ranges.json.
+
+Rules (DESIGN §3): new prefixes are authorized at once; a prefix that disappeared is revoked only after it has been
+absent for the grace period *and* its region still has a current prefix; a region that vanished keeps its rules and
+raises an alert. Add before revoke. Only rules eic-guard created (its description) are ever revoked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from . import ip_ranges
+from .errors import IpRangesError
+from .events import IpSpaceChange
+from .gateway import Ec2Gateway, error_code
+from .inventory import EIC_PREFIX_LIST, paginate, prefix_list_entries, parse_security_group
+from .ip_ranges import IpRanges
+from .managed_group import RuleSet, current_rules, owned_rules
+from .models import ActionRecord, SecurityGroup
+from .observability import logger
+from .settings import MANAGED_BY_TAG, MANAGED_GROUP_NAME, Settings
+from .state import RangesState, StateStore
+
+RefreshStatus = Literal["applied", "stale", "duplicate"]
+
+
+class RefreshIncomplete(IpRangesError):
+    """Some region could not be refreshed; the state stays where it was."""
+
+
+@dataclass
+class RegionRefresh:
+    """What one region's refresh found and did."""
+
+    region: str
+    groups: int = 0
+    added: list[str] = field(default_factory=list)
+    revoked: list[str] = field(default_factory=list)
+    in_grace: list[str] = field(default_factory=list)
+    prefix_list_differences: list[str] = field(default_factory=list)
+    actions: list[ActionRecord] = field(default_factory=list)
+    alerts: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class RefreshResult:
+    status: RefreshStatus
+    sync_token: str
+    create_date: str
+    regions: list[RegionRefresh] = field(default_factory=list)
+
+    @property
+    def alerts(self) -> list[str]:
+        return [a for r in self.regions for a in r.alerts] + [f"{r.region}: {r.error}" for r in self.regions if r.error]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "sync_token": self.sync_token,
+            "create_date": self.create_date,
+            "prefixes_added": sum(len(r.added) for r in self.regions),
+            "prefixes_revoked": sum(len(r.revoked) for r in self.regions),
+            "prefixes_in_grace": sum(len(r.in_grace) for r in self.regions),
+            "groups": sum(r.groups for r in self.regions),
+            "alerts": self.alerts,
+        }
+
+
+def require_eic(ranges: IpRanges) -> None:
+    """Refuse a file with no EC2_INSTANCE_CONNECT prefix at all: applying it could only take access away."""
+    if not any(p.ipv4 or p.ipv6 for p in ranges.eic.values()):
+        raise IpRangesError("empty-eic-set", f"ip-ranges.json {ranges.sync_token} has no EC2_INSTANCE_CONNECT prefix")
+
+
+def managed_groups(ec2: Any) -> list[SecurityGroup]:
+    """Every eic-guard-ssh group tagged ManagedBy=eic-guard in the region (one filtered, paginated describe)."""
+    key, value = MANAGED_BY_TAG
+    filters = [{"Name": f"tag:{key}", "Values": [value]}, {"Name": "group-name", "Values": [MANAGED_GROUP_NAME]}]
+    return [parse_security_group(raw) for raw in paginate(ec2, "describe_security_groups", "SecurityGroups",
+                                                      Filters=filters)]
+
+
+def _start_absence_clock(region: str, groups: list[SecurityGroup], current: set[str],
+                         seen: dict[str, datetime], now: datetime) -> None:
+    """A rule of ours for a prefix we have no record of (state lost, older install): its grace starts now."""
+    for group in groups:
+        for cidr in owned_rules(group, region).cidrs:
+            if cidr not in current and cidr not in seen:
+                seen[cidr] = now
+
+
+def refresh_region(ec2: Any, region: str, ranges: IpRanges, state: RangesState, settings: Settings,
+                   now: datetime) -> RegionRefresh:
+    """Authorize new prefixes, then revoke our rules for prefixes absent longer than the grace period."""
+    result = RegionRefresh(region)
+    eic = ranges.for_region(region)
+    current = {str(p) for p in eic.all}
+    groups = managed_groups(ec2)
+    result.groups = len(groups)
+    seen = dict(state.last_seen.get(region, {}))
+    if not current:
+        result.alerts.append(f"{region}: ip-ranges.json {ranges.sync_token} lists no EC2_INSTANCE_CONNECT prefix for "
+                             f"the region; its {len(groups)} managed group(s) keep their rules")
+        return result
+    if settings.ingress_source == "prefix-list" and _compare_prefix_list(ec2, region, current, result):
+        return result
+    seen.update({prefix: now for prefix in current})
+    _start_absence_clock(region, groups, current, seen, now)
+    grace = timedelta(hours=settings.stale_prefix_grace_hours)
+    expired = {p for p, last in seen.items() if p not in current and now - last >= grace}
+    result.in_grace = sorted(p for p in seen if p not in current and p not in expired)
+    gateway = Ec2Gateway(ec2, region, dry_run=False)
+    wanted = RuleSet(cidrs=frozenset(current))
+    revoke_failed = False
+    for group in groups:
+        missing = wanted - current_rules(group)
+        if missing:
+            result.actions.append(gateway.authorize(group.group_id, missing))
+            result.added.extend(sorted(missing.cidrs))
+    for group in groups:  # revokes only after every group has its additions
+        stale = RuleSet(cidrs=owned_rules(group, region).cidrs & expired)
+        if not stale:
+            continue
+        try:
+            result.actions.append(gateway.revoke(group.group_id, stale))
+            result.revoked.extend(sorted(stale.cidrs))
+        except (ClientError, BotoCoreError) as exc:
+            revoke_failed = True
+            result.actions.append(ActionRecord("revoke-ingress", group.group_id, "failed", str(exc)))
+    for prefix in expired if not revoke_failed else ():
+        del seen[prefix]
+    state.last_seen[region] = seen
+    state.current[region] = sorted(current)
+    return result
+
+
+def _compare_prefix_list(ec2: Any, region: str, current: set[str], result: RegionRefresh) -> bool:
+    """Prefix-list mode: nothing to write, report how the AWS-managed list differs from the file.
+
+    Returns False when the region has no such list (the groups then use CIDRs, so the CIDR refresh applies).
+    """
+    name = EIC_PREFIX_LIST.format(region=region)
+    lists = ec2.describe_managed_prefix_lists(Filters=[{"Name": "prefix-list-name", "Values": [name]}])
+    list_id = next((p["PrefixListId"] for p in lists.get("PrefixLists", ())), None)
+    if list_id is None:
+        return False
+    entries = set(prefix_list_entries(ec2, list_id))
+    result.prefix_list_differences = [f"only in ip-ranges.json: {p}" for p in sorted(current - entries)] + [
+        f"only in {list_id}: {p}" for p in sorted(entries - current)]
+    if result.prefix_list_differences:
+        result.alerts.append(f"{region}: {list_id} differs from ip-ranges.json: "
+                             + "; ".join(result.prefix_list_differences))
+    return True
+
+
+def apply_ranges(clients: Any, settings: Settings, store: StateStore, ranges: IpRanges, *, replay_same: bool,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> RefreshResult:
+    """Apply `ranges` to every configured region and advance the state.
+
+    An older synctoken is a stale no-op; the same one is a no-op unless `replay_same` (the nightly catch-up and
+    the CLI re-apply it so that drift and expired grace periods are handled even when no notification comes).
+    """
+    require_eic(ranges)
+    state = store.load()
+    previous = state.sync_token
+    result = RefreshResult("applied", ranges.sync_token, ranges.create_date)
+    if previous is not None and not state.is_newer(ranges.sync_token):
+        same = int(ranges.sync_token) == int(previous)
+        if not (same and replay_same):
+            result.status = "duplicate" if same else "stale"
+            logger.info(f"ip-ranges {result.status}: nothing to do",
+                        extra={"sync_token": ranges.sync_token, "stored_sync_token": previous})
+            return result
+    moment = now()
+    for region in settings.regions:
+        try:
+            result.regions.append(refresh_region(clients.ec2(region), region, ranges, state, settings, moment))
+        except (ClientError, BotoCoreError) as exc:
+            code = error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__
+            logger.error("region refresh failed", extra={"region": region, "error": str(exc)})
+            result.regions.append(RegionRefresh(region, error=f"{code}: {exc}"))
+    if any(r.error for r in result.regions):
+        # Leave the state where it was so the next delivery or the nightly run tries again.
+        return result
+    state.sync_token, state.create_date, state.md5 = ranges.sync_token, ranges.create_date, ranges.md5
+    state.updated_at = moment
+    store.save(state, previous)
+    return result
+
+
+def handle_notification(change: IpSpaceChange, clients: Any, settings: Settings, store: StateStore) -> dict:
+    """The SNS path: skip stale or repeated synctokens, else download the pinned URL, verify and apply."""
+    state = store.load()
+    if state.sync_token is not None and not state.is_newer(change.synctoken):
+        status = "duplicate" if int(change.synctoken) == int(state.sync_token) else "stale"
+        logger.info(f"notification {status}: nothing to do",
+                    extra={"sync_token": change.synctoken, "stored_sync_token": state.sync_token})
+        return {"status": status, "sync_token": change.synctoken, "stored_sync_token": state.sync_token}
+    ranges = ip_ranges.load(None, expected_md5=change.md5)  # the pinned URL only: change.url is never followed
+    result = apply_ranges(clients, settings, store, ranges, replay_same=False)
+    failed = [f"{r.region}: {r.error}" for r in result.regions if r.error]
+    if failed:
+        # Fail the invocation so SNS retries it; the state was not advanced.
+        raise RefreshIncomplete("apply-failed", "refresh incomplete: " + "; ".join(failed))
+    return result.summary()
+
+
+def nightly_ranges(store: StateStore, settings: Settings, source: str | None = None) -> IpRanges:
+    """The nightly catch-up's file: the stored copy when AWS says it is unchanged (ETag) or older, else the new one."""
+    state = store.load()
+    stored = state.as_ip_ranges()
+    complete = stored is not None and all(r in state.current for r in settings.regions)
+    raw = ip_ranges.fetch_bytes(source, if_none_match=state.md5 if complete else None)
+    if raw is None:
+        assert stored is not None
+        logger.info("ip-ranges.json unchanged: reusing the stored prefixes", extra={"sync_token": stored.sync_token})
+        return stored
+    fetched = ip_ranges.parse(raw)
+    if complete and stored is not None and not state.is_newer(fetched.sync_token):
+        return stored  # never go back in time on an older (cached) file
+    return fetched
+
+
+def idempotent_on_synctoken(process: Callable[..., dict], table_name: str, context: Any) -> Callable[..., dict]:
+    """Wrap `process(change=...)` so one synctoken is processed once, even when delivered twice at once."""
+    from aws_lambda_powertools.utilities.idempotency import (
+        DynamoDBPersistenceLayer,
+        IdempotencyConfig,
+        idempotent_function,
+    )
+
+    config = IdempotencyConfig(event_key_jmespath="synctoken", expires_after_seconds=24 * 3600)
+    config.register_lambda_context(context)
+    persistence = DynamoDBPersistenceLayer(table_name=table_name, key_attr="id")
+    return idempotent_function(process, data_keyword_argument="change", persistence_store=persistence, config=config)
