@@ -1,0 +1,34 @@
+"""Every IAM action each function may call, declared next to the code that calls it; a test holds template.yaml to it."""
+
+from __future__ import annotations
+
+from .checks import required_actions
+
+# refresh.py: one filtered describe per region, then authorize/revoke on eic-guard's own groups.
+REFRESH_EC2 = (
+    "ec2:DescribeSecurityGroups",
+    "ec2:DescribeManagedPrefixLists",
+    "ec2:GetManagedPrefixListEntries",
+    "ec2:AuthorizeSecurityGroupIngress",
+    "ec2:RevokeSecurityGroupIngress",
+)
+# state.py (conditional put) and Powertools idempotency (put/get/update/delete of its records), same table.
+STATE_TABLE = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
+# publish.py: the run's report to the bucket, one alert message to the topic.
+REPORTS_BUCKET = ("s3:PutObject",)
+ALERTS_TOPIC = ("sns:Publish",)
+# publish.py: eic-guard:status and eic-guard:checked-at on opted-in instances (remediate mode, TagInstances on).
+INSTANCE_STATUS_TAGS = ("ec2:CreateTags",)
+
+
+def scan_function_actions(remediate: bool = True) -> set[str]:
+    """The nightly scan: the checks (and their fixes), the refresh catch-up, state, reports, alerts, tags."""
+    actions = required_actions(remediate) | set(REFRESH_EC2[:3]) | set(STATE_TABLE) | set(REPORTS_BUCKET)
+    actions |= set(ALERTS_TOPIC)
+    if remediate:  # report mode writes nothing to EC2, status tags included
+        actions |= set(REFRESH_EC2) | set(INSTANCE_STATUS_TAGS)
+    return actions
+
+
+def refresh_function_actions() -> set[str]:
+    return set(REFRESH_EC2) | set(STATE_TABLE) | set(REPORTS_BUCKET) | set(ALERTS_TOPIC)
