@@ -1,0 +1,49 @@
+"""imds-enabled: EIC pushes the key through instance metadata; HttpTokens=required is fine (DESIGN §2)."""
+
+from __future__ import annotations
+
+import pytest
+from eic_guard.checks import imds_enabled
+
+from tests.unit.snapshots import INSTANCE_ID, context, instance
+
+
+@pytest.mark.parametrize("tokens", ["required", "optional"])
+def test_enabled_endpoint_passes_whatever_the_tokens(tokens):
+    # Given IMDS enabled
+    inst = instance(http_endpoint="enabled", http_tokens=tokens)
+
+    # When
+    result = imds_enabled.evaluate(inst, context())
+
+    # Then
+    assert result.status == "pass"
+    assert result.fix is None
+
+
+def test_disabled_endpoint_fails_with_a_fix_that_keeps_tokens_required():
+    # Given IMDS disabled with IMDSv2 enforced
+    inst = instance(http_endpoint="disabled", http_tokens="required")
+
+    # When
+    result = imds_enabled.evaluate(inst, context())
+
+    # Then
+    assert result.status == "fail"
+    assert result.reason == "metadata endpoint is disabled"
+    assert result.fix.action == "enable-imds"
+    assert result.fix.resource == INSTANCE_ID
+    assert dict(result.fix.params) == {"instance_id": INSTANCE_ID}
+    assert "HttpTokens stays required" in result.fix.detail
+
+
+def test_unknown_endpoint_state_fails():
+    # Given metadata options missing from the description
+    inst = instance(http_endpoint=None, http_tokens=None)
+
+    # When
+    result = imds_enabled.evaluate(inst, context())
+
+    # Then
+    assert result.status == "fail"
+    assert result.reason == "metadata endpoint is unknown"

@@ -1,0 +1,164 @@
+"""The remembered ip-ranges state: the file store (CLI), the DynamoDB store (deployed) and the state document."""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import UTC, datetime
+
+import boto3
+import pytest
+
+from eic_guard import ip_ranges
+from eic_guard.state import STATE_ITEM_ID, DynamoDbStateStore, FileStateStore, RangesState, StateConflict
+from tests.conftest import EIC_US_EAST_1, EIC_US_EAST_1_V6, IP_RANGES, REGION
+
+SEEN = datetime(2026, 8, 22, 16, 0, tzinfo=UTC)
+TABLE = "eic-guard-state"
+
+
+def state_at(sync_token: str, **changes) -> RangesState:
+    values = {
+        "sync_token": sync_token, "create_date": "2026-08-22-15-17-05", "md5": "63431d35877fa5386ded1a7df9cfa971",
+        "current": {REGION: [EIC_US_EAST_1, EIC_US_EAST_1_V6]},
+        "last_seen": {REGION: {EIC_US_EAST_1: SEEN, EIC_US_EAST_1_V6: SEEN, "198.51.100.24/29": SEEN}},
+        "updated_at": SEEN,
+    }
+    return RangesState(**{**values, **changes})
+
+
+# ---- RangesState --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("stored", "incoming", "newer"), [
+    ("999", "1000", True),          # numeric, not text: "999" > "1000" as strings
+    ("1000", "999", False),
+    ("1787411825", "1787411825", False),
+    ("1780065426", "1787411825", True),
+    ("1787411825", "1512067332", False),
+    (None, "1", True),
+])
+def test_is_newer_compares_synctokens_as_numbers(stored, incoming, newer):
+    # Given a state remembering `stored`, When asked about `incoming`, Then the answer is numeric
+    assert RangesState(sync_token=stored).is_newer(incoming) is newer
+
+
+def test_as_ip_ranges_is_none_without_a_file():
+    # Given the empty state, Then there is nothing to reuse
+    assert RangesState().as_ip_ranges() is None
+
+
+def test_as_ip_ranges_gives_back_the_remembered_prefixes():
+    # Given the state written after applying 2026-08-22 for us-east-1
+    state = state_at("1787411825")
+
+    # When it is turned back into IpRanges
+    ranges = state.as_ip_ranges()
+
+    # Then its identity and us-east-1's prefixes are those of the real file, split by family
+    real = ip_ranges.load(str(IP_RANGES / "ip-ranges-2026-08-22.json"), "63431d35877fa5386ded1a7df9cfa971")
+    assert (ranges.sync_token, ranges.create_date, ranges.md5) == (real.sync_token, real.create_date, real.md5)
+    assert ranges.for_region(REGION) == real.for_region(REGION)
+    assert ranges.for_region(REGION).ipv4 == (ipaddress.ip_network(EIC_US_EAST_1),)
+    assert ranges.for_region(REGION).ipv6 == (ipaddress.ip_network(EIC_US_EAST_1_V6),)
+    assert ranges.for_region("eu-west-1").all == ()  # not remembered: nothing, not someone else's
+
+
+# ---- FileStateStore -----------------------------------------------------------------------------------------------
+def test_file_store_without_a_file_is_empty(tmp_path):
+    # Given no state file, When loaded, Then the state is empty
+    assert FileStateStore(tmp_path / "missing" / "state.json").load() == RangesState()
+
+
+def test_file_store_round_trip(tmp_path):
+    # Given a state with aware datetimes and a store in a directory that does not exist yet
+    store = FileStateStore(tmp_path / "dir" / "state.json")
+    state = state_at("1787411825")
+
+    # When it is saved as the first state, then loaded by another store on the same path
+    store.save(state, None)
+    loaded = FileStateStore(tmp_path / "dir" / "state.json").load()
+
+    # Then everything comes back equal, with no temporary file left behind
+    assert loaded == state
+    assert loaded.last_seen[REGION][EIC_US_EAST_1] == SEEN and loaded.last_seen[REGION][EIC_US_EAST_1].tzinfo
+    assert [p.name for p in (tmp_path / "dir").iterdir()] == ["state.json"]
+
+
+def test_file_store_advances_from_the_previous_token(tmp_path):
+    # Given a saved state at 1780298824
+    store = FileStateStore(tmp_path / "state.json")
+    store.save(state_at("1780298824"), None)
+
+    # When a newer state is saved naming that token as the previous one
+    store.save(state_at("1787411825"), "1780298824")
+
+    # Then the file holds the newer state
+    assert store.load().sync_token == "1787411825"
+
+
+def test_file_store_conflict_when_the_file_changed_under_us(tmp_path):
+    # Given two runs that both read the state at 1780298824
+    path = tmp_path / "state.json"
+    FileStateStore(path).save(state_at("1780298824"), None)
+    ours, theirs = FileStateStore(path), FileStateStore(path)
+    previous = ours.load().sync_token
+
+    # When the other run saves first, and ours then saves from the token it read
+    theirs.save(state_at("1787411825", md5="theirs"), previous)
+    with pytest.raises(StateConflict):
+        ours.save(state_at("1787411825", md5="ours"), previous)
+
+    # Then the other run's state is kept intact
+    assert FileStateStore(path).load().md5 == "theirs"
+
+
+def test_file_store_conflict_when_someone_created_the_file(tmp_path):
+    # Given a run that found no state, and another run that writes one meanwhile
+    path = tmp_path / "state.json"
+    FileStateStore(path).save(state_at("1780298824"), None)
+
+    # When the first run saves as if it were the first, Then it conflicts
+    with pytest.raises(StateConflict):
+        FileStateStore(path).save(state_at("1787411825"), None)
+    assert FileStateStore(path).load().sync_token == "1780298824"
+
+
+# ---- DynamoDbStateStore -------------------------------------------------------------------------------------------
+@pytest.fixture
+def dynamodb(aws):
+    client = boto3.client("dynamodb", REGION)
+    client.create_table(TableName=TABLE, KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                        BillingMode="PAY_PER_REQUEST")
+    return client
+
+
+def test_dynamodb_store_is_empty_before_the_first_save(dynamodb):
+    assert DynamoDbStateStore(dynamodb, TABLE).load() == RangesState()
+
+
+def test_dynamodb_store_conditional_writes(dynamodb):
+    # Given an empty table
+    store = DynamoDbStateStore(dynamodb, TABLE)
+
+    # When the first state is saved with no previous token, then a newer one with the right previous token
+    store.save(state_at("1780298824"), None)
+    first = store.load()
+    store.save(state_at("1787411825"), "1780298824")
+
+    # Then each load returns what was saved last, in one item keyed by the state id
+    assert first == state_at("1780298824")
+    assert store.load() == state_at("1787411825")
+    items = dynamodb.scan(TableName=TABLE)["Items"]
+    assert [(i["id"]["S"], i["sync_token"]["S"]) for i in items] == [(STATE_ITEM_ID, "1787411825")]
+
+
+@pytest.mark.parametrize("previous", [None, "1780298824", "999"])
+def test_dynamodb_store_refuses_a_save_from_a_wrong_previous_token(dynamodb, previous):
+    # Given the table at 1787411825
+    store = DynamoDbStateStore(dynamodb, TABLE)
+    store.save(state_at("1780298824"), None)
+    store.save(state_at("1787411825"), "1780298824")
+
+    # When a run that read an older (or no) state saves, Then it conflicts and the stored state is unchanged
+    with pytest.raises(StateConflict):
+        store.save(state_at("1790000000"), previous)
+    assert store.load() == state_at("1787411825")
