@@ -1,0 +1,463 @@
+"""`eic-guard demo`: the whole product end to end against a local simulated AWS (moto), no account needed.
+
+It seeds an account with every kind of drift eic-guard knows, runs the real CLI three times in-process (report,
+remediate, report) and then proves from the simulated AWS state that it fixed what it may fix and touched nothing
+else. moto is a development dependency, so this module is imported only by `eic-guard demo`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+from moto.server import ThreadedMotoServer
+
+from . import cli, ip_ranges
+from .errors import IpRangesError
+from .managed_group import rule_description
+from .models import EicPrefixes
+from .report import Report
+from .report_table import render
+from .settings import ENV_PREFIX, EXCLUDE_TAG, EXCLUDE_UNTIL_TAG, MANAGED_BY_TAG, MANAGED_GROUP_NAME
+from .simulated import Network, SimulatedAccount, ssh_from
+
+REGION = "us-east-1"
+IP_RANGES_ENV = "EIC_GUARD_DEMO_IP_RANGES"
+DEFAULT_IP_RANGES = Path(__file__).resolve().parents[3] / "tests/fixtures/ip-ranges/ip-ranges-2026-08-22.json"
+HTML_ENV = "EIC_GUARD_DEMO_HTML"
+DEFAULT_HTML = Path(".eic-guard/demo-report.html")
+HEADINGS = (
+    "1. report-only scan: what is wrong",
+    "2. remediate: what eic-guard fixes",
+    "3. final scan: what is left and why it cannot be fixed automatically",
+)
+UBUNTU_NAME = "ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-amd64-server-20240927"
+RETIRED_NAME = "golden-al2023-2024-01 (deregistered)"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One demo instance: where it runs, the drift it carries and the verdict the final scan must give it."""
+
+    name: str
+    drift: str
+    final: str  # the verdict expected from the final scan ("" for instances that are not opted in)
+    image: str = "al2023"
+    vpc: str = "prod"
+    subnet: str = "public"
+    groups: tuple[str, ...] = ("eic-ssh",)
+    public_ip: bool | None = None
+    imds: str = "enabled"
+    tags: tuple[tuple[str, str], ...] = ()
+    stopped: bool = False
+
+    @property
+    def opted_in(self) -> bool:
+        return bool(self.final)
+
+
+SCENARIOS = (
+    Scenario("web-ok", "compliant: SG allows TCP 22 from the EIC range", "compliant"),
+    Scenario("web-open-world", "SSH open to 0.0.0.0/0: passes, reported as over-permissive", "compliant",
+             groups=("open-ssh",)),
+    Scenario("api-no-ssh-rule", "no SSH rule at all: managed group gets attached", "compliant", groups=("app",)),
+    Scenario("api-ssh-2222", "SSH only on port 2222", "compliant", groups=("ssh-2222",)),
+    Scenario("api-udp-22", "UDP 22 instead of TCP 22", "compliant", groups=("udp-22",)),
+    Scenario("api-narrow-cidr", "TCP 22 from half of the EIC range only", "compliant", groups=("narrow-ssh",)),
+    Scenario("batch-imds-off", "IMDS disabled, HttpTokens=required", "compliant", imds="disabled"),
+    Scenario("batch-two-drifts", "no SSH rule and IMDS disabled", "compliant", groups=("app", "web"),
+             imds="disabled"),
+    Scenario("batch-stopped", "stopped, no SSH rule: fixed before it starts", "compliant", groups=("app",),
+             public_ip=True, stopped=True),
+    Scenario("ops-expired-exclusion", "exclusion ended 2020-01-01, no SSH rule: scanned and fixed", "compliant",
+             groups=("app",), tags=((EXCLUDE_TAG, "migration window"), (EXCLUDE_UNTIL_TAG, "2020-01-01"))),
+    Scenario("vendor-excluded", "excluded (vendor appliance), no SSH rule: never touched", "excluded",
+             groups=("app",), tags=((EXCLUDE_TAG, "vendor appliance, SSH managed by the vendor"),)),
+    Scenario("db-no-public-ip", "launched without a public IPv4 address", "noncompliant", public_ip=False),
+    Scenario("db-private-subnet", "private subnet: no route to the internet gateway", "noncompliant",
+             subnet="private"),
+    Scenario("db-nacl-blocked", "subnet NACL denies TCP 22 (rule 50)", "noncompliant", subnet="locked"),
+    Scenario("legacy-al2", "Amazon Linux 2 AMI", "noncompliant", image="al2"),
+    Scenario("legacy-al2-no-ssh", "Amazon Linux 2 AMI and no SSH rule: SSH fixed, AMI reported", "noncompliant",
+             image="al2", groups=("app",)),
+    Scenario("slim-minimal", "AL2023 minimal AMI (no EIC agent)", "noncompliant", image="minimal"),
+    Scenario("ml-ubuntu", "Ubuntu 22.04 AMI from this account", "noncompliant", image="ubuntu"),
+    Scenario("golden-retired", "launched from an AMI since deregistered", "noncompliant", image="retired"),
+    Scenario("stg-ok", "staging VPC: compliant", "compliant", vpc="staging"),
+    Scenario("stg-no-ssh-rule", "staging VPC: no SSH rule (second managed group)", "compliant", vpc="staging",
+             groups=("app",)),
+    Scenario("stg-ssh-2222", "staging VPC: SSH only on port 2222", "compliant", vpc="staging",
+             groups=("ssh-2222",)),
+    Scenario("untagged-bastion", "not opted in: ignored and untouched", "", groups=("app",)),
+    Scenario("untagged-legacy", "not opted in: ignored and untouched", "", image="al2", groups=("udp-22",),
+             imds="disabled"),
+    Scenario("untagged-staging", "not opted in: ignored and untouched", "", vpc="staging", groups=("ssh-2222",)),
+)
+
+
+@dataclass
+class DemoFleet:
+    """What the seeding created: instance ids by scenario, VPCs, and ENI groups that must never change."""
+
+    instances: dict[str, Scenario] = field(default_factory=dict)
+    vpcs: dict[str, str] = field(default_factory=dict)
+    untouched_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    imds_fixed: list[str] = field(default_factory=list)
+
+    def name(self, instance_id: str) -> str:
+        scenario = self.instances.get(instance_id)
+        return scenario.name if scenario else "not created by the demo"
+
+
+# ---- the simulated AWS -----------------------------------------------------------------------------------------
+@contextmanager
+def patched_environ(values: Mapping[str, str | None]) -> Iterator[None]:
+    """Set (or, for None, unset) environment variables for the duration, then restore them exactly."""
+    saved = {name: os.environ.get(name) for name in values}
+    try:
+        for name, value in values.items():
+            _set_env(name, value)
+        yield
+    finally:
+        for name, value in saved.items():
+            _set_env(name, value)
+
+
+def _set_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
+@contextmanager
+def quiet_loggers(*names: str) -> Iterator[None]:
+    """Keep request logs (werkzeug prints one line per API call) out of the demo's output."""
+    saved = {name: logging.getLogger(name).level for name in names}
+    for name in names:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def demo_environment(endpoint: str) -> dict[str, str | None]:
+    """Point boto3 at the local server with fake credentials; drop anything that could reach a real account."""
+    values: dict[str, str | None] = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "demo",
+        "AWS_SECRET_ACCESS_KEY": "demo",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "AWS_PROFILE": None,
+        "AWS_SESSION_TOKEN": None,
+        "AWS_SECURITY_TOKEN": None,
+        "NO_PROXY": ",".join(filter(None, ("127.0.0.1,localhost", os.environ.get("NO_PROXY")))),
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+    }
+    # The user's EIC_GUARD_* settings (tag, ingress source...) would change what the demo must show.
+    values.update({name: None for name in os.environ if name.startswith(ENV_PREFIX) and name != IP_RANGES_ENV})
+    return values
+
+
+@contextmanager
+def simulated_aws() -> Iterator[str]:
+    """A fresh moto server on 127.0.0.1 with boto3 pointed at it; always stopped and the environment restored."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    with quiet_loggers("werkzeug"):
+        server.start()
+        try:
+            host, port = server.get_host_and_port()
+            endpoint = f"http://{host}:{port}"
+            with patched_environ(demo_environment(endpoint)):
+                _reset(endpoint)  # moto's backends live in this process: start from an empty account
+                yield endpoint
+                _reset(endpoint)
+        finally:
+            server.stop()
+
+
+def _reset(endpoint: str) -> None:
+    request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
+
+
+# ---- seeding ---------------------------------------------------------------------------------------------------
+def security_group_rules(eic: EicPrefixes) -> dict[str, list[dict]]:
+    """The application groups the scenarios refer to, by name ("app" is the network's own, rule-less group)."""
+    prefixes = [str(p) for p in eic.ipv4]
+    half = str(next(eic.ipv4[0].subnets(prefixlen_diff=1)))
+    return {
+        "eic-ssh": [ssh_from(*prefixes)],
+        "open-ssh": [ssh_from("0.0.0.0/0")],
+        "ssh-2222": [ssh_from(*prefixes, port_from=2222, port_to=2222)],
+        "udp-22": [ssh_from(*prefixes, protocol="udp")],
+        "narrow-ssh": [ssh_from(half)],
+        "web": [ssh_from("0.0.0.0/0", port_from=443, port_to=443)],
+    }
+
+
+def demo_images(account: SimulatedAccount) -> dict[str, str]:
+    """Real Amazon AMIs from moto's public data, plus two images of this account (one to be deregistered)."""
+    return {
+        "al2023": account.al2023_ami(),
+        "al2": account.amazon_image("amzn2-ami-hvm-*"),
+        "minimal": account.amazon_image("al2023-ami-minimal-2023*-x86_64"),
+        "ubuntu": account.own_image(UBUNTU_NAME, "Canonical, Ubuntu, 22.04 LTS (copied into this account)"),
+        "retired": account.own_image(RETIRED_NAME, "a golden image built from AL2023, deregistered since"),
+    }
+
+
+def locked_subnet(account: SimulatedAccount, network: Network, cidr: str) -> str:
+    """A third, public subnet whose NACL denies TCP 22: every other prerequisite holds there."""
+    ec2 = account.ec2
+    tags = [{"ResourceType": "subnet", "Tags": [{"Key": "Name", "Value": "prod-locked"}]}]
+    subnet = ec2.create_subnet(VpcId=network.vpc_id, CidrBlock=cidr, TagSpecifications=tags)["Subnet"]["SubnetId"]
+    ec2.modify_subnet_attribute(SubnetId=subnet, MapPublicIpOnLaunch={"Value": True})
+    ec2.associate_route_table(RouteTableId=network.public_route_table_id, SubnetId=subnet)
+    account.block_ssh_in_nacl(network, subnet)
+    return subnet
+
+
+@dataclass(frozen=True)
+class DemoNetwork:
+    """A VPC of the demo with its subnets and security groups by the names scenarios use."""
+
+    vpc_id: str
+    subnets: dict[str, str]
+    groups: dict[str, str]
+
+
+def demo_networks(account: SimulatedAccount, eic: EicPrefixes) -> dict[str, DemoNetwork]:
+    """Two VPCs ("prod" with public, private and NACL-locked subnets; "staging"), each with the demo's groups."""
+    networks = {"prod": account.network("10.0.0.0/16", "prod"), "staging": account.network("10.1.0.0/16", "staging")}
+    result = {}
+    for label, network in networks.items():
+        subnets = {"public": network.public_subnet_id, "private": network.private_subnet_id}
+        if label == "prod":
+            subnets["locked"] = locked_subnet(account, network, "10.0.3.0/24")
+        groups = {"app": network.app_group_id}
+        for name, rules in security_group_rules(eic).items():
+            groups[name] = account.security_group(network, f"{label}-{name}", rules)
+        result[label] = DemoNetwork(network.vpc_id, subnets, groups)
+    return result
+
+
+def seed(account: SimulatedAccount, eic: EicPrefixes) -> DemoFleet:
+    """Create the demo account: images, networks, every scenario's instance; then stop and deregister."""
+    images = demo_images(account)
+    networks = demo_networks(account, eic)
+    fleet = DemoFleet(vpcs={label: network.vpc_id for label, network in networks.items()})
+    for scenario in SCENARIOS:
+        fleet.instances[launch(account, scenario, networks[scenario.vpc], images)] = scenario
+    stopped = [i for i, s in fleet.instances.items() if s.stopped]
+    account.ec2.stop_instances(InstanceIds=stopped)
+    account.ec2.deregister_image(ImageId=images["retired"])
+    never_touched = [i for i, s in fleet.instances.items() if s.final in ("", "excluded")]
+    fleet.untouched_groups = interface_groups(account.ec2, never_touched)
+    fleet.imds_fixed = [i for i, s in fleet.instances.items() if s.opted_in and s.imds == "disabled"]
+    return fleet
+
+
+def launch(account: SimulatedAccount, scenario: Scenario, network: DemoNetwork, images: dict[str, str]) -> str:
+    """Launch one scenario's instance, named after it."""
+    (instance_id,) = account.launch(
+        image_id=images[scenario.image], subnet_id=network.subnets[scenario.subnet],
+        group_ids=[network.groups[g] for g in scenario.groups], tags=dict(scenario.tags),
+        public_ip=scenario.public_ip, imds=scenario.imds, opted_in=scenario.opted_in, name=scenario.name)
+    return instance_id
+
+
+def interface_groups(ec2, instance_ids: list[str]) -> dict[str, tuple[str, ...]]:
+    """Each instance's security groups, read from its ENIs (moto does not update the instance-level list)."""
+    found = {}
+    for reservation in ec2.describe_instances(InstanceIds=instance_ids)["Reservations"]:
+        for instance in reservation["Instances"]:
+            found[instance["InstanceId"]] = tuple(sorted(
+                g["GroupId"] for eni in instance["NetworkInterfaces"] for g in eni["Groups"]))
+    return found
+
+
+# ---- the three scans -------------------------------------------------------------------------------------------
+def run_cli_scan(ranges_path: Path, output: Path, remediate: bool, html: Path | None = None) -> tuple[int, Report]:
+    """`eic-guard scan` through the real CLI, in-process; the JSON report is kept to verify and shown as a table."""
+    argv = ["scan", "--region", REGION, "--ip-ranges", str(ranges_path), "--format", "json", "--output", str(output)]
+    if html is not None:
+        argv += ["--html", str(html)]
+    exit_code = cli.main([*argv, "--remediate"] if remediate else argv)
+    if not output.exists():
+        raise RuntimeError(f"eic-guard scan exited {exit_code} without writing a report")
+    report = Report.model_validate_json(output.read_text(encoding="utf-8"))
+    render(report, sys.stdout)
+    print(f"(eic-guard scan exit code {exit_code})")
+    return exit_code, report
+
+
+def print_legend(fleet: DemoFleet) -> None:
+    print("\nThe simulated account, in the report's order (instance id, VPC, Name, drift):")
+    for instance_id, scenario in sorted(fleet.instances.items()):
+        print(f"  {instance_id}  {scenario.vpc:<7} {scenario.name:<22} {scenario.drift}")
+
+
+def heading(text: str) -> None:
+    print(f"\n{'=' * 100}\n{text}\n{'=' * 100}")
+
+
+# ---- proof -----------------------------------------------------------------------------------------------------
+def statuses(report: Report, wanted: str) -> set[tuple[str, str]]:
+    """(instance, check) pairs with the given status."""
+    return {(e.instance_id, c) for e in report.instances for c, r in e.checks.items() if r.status == wanted}
+
+
+def over_permissive(report: Report) -> list[tuple[str, str]]:
+    """Instances whose SSH rule passes but is wider than the EIC range (reported, never narrowed: not ours)."""
+    found = []
+    for entry in report.instances:
+        check = entry.checks.get("eic-ssh-ingress")
+        if check and check.status == "pass" and "over-permissive" in (check.reason or ""):
+            found.append((entry.instance_id, check.reason or ""))
+    return found
+
+
+def report_problems(fleet: DemoFleet, reports: list[tuple[int, Report]]) -> list[str]:
+    """What the three reports show that the demo did not expect."""
+    (_, first), (_, fixing), (last_code, last) = reports
+    problems = []
+    if statuses(first, "would-fix") != statuses(fixing, "fixed"):
+        problems.append("remediate did not fix exactly what the report-only scan planned")
+    leftovers = statuses(last, "would-fix") | statuses(last, "fixed") | statuses(last, "error")
+    if leftovers:
+        problems.append(f"the final scan still has fixable or erroring checks: {sorted(leftovers)}")
+    verdicts = {e.instance_id: e.verdict for e in last.instances}
+    expected = {i: s.final for i, s in fleet.instances.items() if s.opted_in}
+    for instance_id in sorted(expected.keys() | verdicts.keys()):
+        if verdicts.get(instance_id) != expected.get(instance_id):
+            problems.append(f"{instance_id} ({fleet.name(instance_id)}): final verdict {verdicts.get(instance_id)}, "
+                            f"expected {expected.get(instance_id) or 'absent'}")
+    wide_open = {i for i, s in fleet.instances.items() if s.opted_in and "open-ssh" in s.groups}
+    if {i for i, _ in over_permissive(last)} != wide_open:
+        problems.append("the SSH rule open to 0.0.0.0/0 is not reported as over-permissive")
+    if last_code != (1 if "noncompliant" in expected.values() else 0):
+        problems.append(f"the final scan exited {last_code}")
+    return problems
+
+
+def managed_group_problems(ec2, fleet: DemoFleet, eic: EicPrefixes) -> list[str]:
+    """One eic-guard-ssh group per VPC, tagged ManagedBy=eic-guard, holding TCP 22 from every EIC prefix."""
+    groups = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [MANAGED_GROUP_NAME]}])
+    by_vpc = {g["VpcId"]: g for g in groups["SecurityGroups"]}
+    problems = []
+    wanted = {str(p) for p in eic.all}
+    for label, vpc_id in fleet.vpcs.items():
+        group = by_vpc.get(vpc_id)
+        if group is None:
+            problems.append(f"no {MANAGED_GROUP_NAME} group in {label} ({vpc_id})")
+            continue
+        tags = {t["Key"]: t["Value"] for t in group.get("Tags", ())}
+        if tags.get(MANAGED_BY_TAG[0]) != MANAGED_BY_TAG[1]:
+            problems.append(f"{group['GroupId']} lacks the tag {'='.join(MANAGED_BY_TAG)}")
+        missing = wanted - eic_guard_sources(group)
+        if missing:
+            problems.append(f"{group['GroupId']} lacks TCP 22 from {', '.join(sorted(missing))}")
+    return problems
+
+
+def eic_guard_sources(group: dict) -> set[str]:
+    """The TCP 22 sources of a group that carry eic-guard's rule description."""
+    description = rule_description(REGION)
+    sources = set()
+    for permission in group.get("IpPermissions", ()):
+        if permission.get("IpProtocol") != "tcp" or permission.get("FromPort") != 22 or permission.get("ToPort") != 22:
+            continue
+        ranges = [(r["CidrIp"], r.get("Description")) for r in permission.get("IpRanges", ())]
+        ranges += [(r["CidrIpv6"], r.get("Description")) for r in permission.get("Ipv6Ranges", ())]
+        sources.update(cidr for cidr, desc in ranges if desc == description)
+    return sources
+
+
+def state_problems(ec2, fleet: DemoFleet, eic: EicPrefixes) -> list[str]:
+    """What the simulated AWS state shows that the demo did not expect."""
+    problems = managed_group_problems(ec2, fleet, eic)
+    now = interface_groups(ec2, list(fleet.untouched_groups))
+    for instance_id, before in fleet.untouched_groups.items():
+        if now.get(instance_id) != before:
+            problems.append(f"{instance_id} ({fleet.name(instance_id)}) groups changed: "
+                            f"{before} -> {now.get(instance_id)}")
+    for reservation in ec2.describe_instances(InstanceIds=fleet.imds_fixed)["Reservations"]:
+        for instance in reservation["Instances"]:
+            if instance["MetadataOptions"].get("HttpEndpoint") != "enabled":
+                problems.append(f"{instance['InstanceId']} metadata endpoint is still disabled")
+    return problems
+
+
+def print_proof(fleet: DemoFleet, last: Report, problems: list[str]) -> None:
+    heading("proof from the simulated AWS state")
+    untagged = sum(1 for s in fleet.instances.values() if not s.opted_in)
+    print(f"  untagged instances ignored and their groups unchanged: {untagged}; excluded instance untouched")
+    print(f"  {MANAGED_GROUP_NAME} groups tagged {'='.join(MANAGED_BY_TAG)} with the EIC rules: one in each of "
+          f"{', '.join(f'{k} ({v})' for k, v in fleet.vpcs.items())}")
+    print(f"  metadata endpoint enabled on {', '.join(fleet.name(i) for i in fleet.imds_fixed)}")
+    s = last.summary
+    print(f"  final summary: instances {s.instances}: {s.compliant} compliant, {s.fixed} fixed, "
+          f"{s.noncompliant} noncompliant, {s.excluded} excluded, {s.errors} errors; "
+          f"{len(statuses(last, 'would-fix'))} would-fix left")
+    for instance_id, reason in over_permissive(last):
+        print(f"  passes with a warning: {instance_id} ({fleet.name(instance_id)}): {reason}")
+    for problem in problems:
+        print(f"  UNEXPECTED: {problem}")
+    print("demo OK: eic-guard fixed every fixable drift and left the rest reported" if not problems
+          else f"demo FAILED: {len(problems)} unexpected result(s)")
+
+
+# ---- main ------------------------------------------------------------------------------------------------------
+def html_report_path() -> Path:
+    return Path(os.environ.get(HTML_ENV) or DEFAULT_HTML)
+
+
+def ip_ranges_path() -> Path:
+    return Path(os.environ.get(IP_RANGES_ENV) or DEFAULT_IP_RANGES)
+
+
+def main() -> int:
+    """Run the demo; 0 when everything behaved as expected, 1 when not, 2 when the ip-ranges file is missing."""
+    started = time.monotonic()
+    path = ip_ranges_path()
+    try:
+        eic = ip_ranges.load(str(path)).for_region(REGION)
+    except IpRangesError as exc:
+        print(f"eic-guard demo: error: {exc} (set {IP_RANGES_ENV} to an ip-ranges.json file)", file=sys.stderr)
+        return cli.EXIT_USAGE
+    if not eic.ipv4:
+        print(f"eic-guard demo: error: {path} has no EC2_INSTANCE_CONNECT prefix for {REGION}", file=sys.stderr)
+        return cli.EXIT_USAGE
+    with simulated_aws() as endpoint, tempfile.TemporaryDirectory(prefix="eic-guard-demo-") as workdir:
+        print(f"eic-guard demo: simulated AWS (moto) at {endpoint}, region {REGION}, ip-ranges {path.name}")
+        ec2 = boto3.client("ec2", region_name=REGION)
+        fleet = seed(SimulatedAccount(ec2, boto3.client("ssm", region_name=REGION)), eic)
+        print_legend(fleet)
+        reports = []
+        html = html_report_path()
+        html.parent.mkdir(parents=True, exist_ok=True)
+        for number, title in enumerate(HEADINGS):
+            heading(title)
+            last = number == len(HEADINGS) - 1
+            reports.append(run_cli_scan(path, Path(workdir, f"scan-{number + 1}.json"), remediate=number == 1,
+                                        html=html if last else None))
+        problems = report_problems(fleet, reports) + state_problems(ec2, fleet, eic)
+        print_proof(fleet, reports[-1][1], problems)
+        print(f"HTML report of the final scan (opens offline): {html.resolve()}")
+    print(f"(demo finished in {time.monotonic() - started:.1f}s)")
+    return 1 if problems else 0
