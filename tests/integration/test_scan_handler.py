@@ -1,0 +1,170 @@
+"""The nightly scan Lambda handler (functions/scan/app.py) with the real sample events, against moto."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass
+
+import pytest
+import responses
+from eic_guard.errors import ConfigurationError
+from eic_guard.events import InvalidEvent
+from eic_guard.settings import IP_RANGES_URL
+
+from tests.conftest import EVENTS, IP_RANGES, REGION, ROOT
+
+SNAPSHOT = IP_RANGES / "ip-ranges-2026-08-22.json"
+SCHEDULED_EVENTS = ["scheduled-nightly.json", "scheduled-eventbridge-rule.json"]
+# A rejected invocation publishes no metric; Powertools warns about that on flush.
+NO_METRICS = pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
+
+
+def load_handler():
+    """Import functions/scan/app.py by path, as Lambda does (the folder is not a package)."""
+    spec = importlib.util.spec_from_file_location("eic_guard_scan_app", ROOT / "functions" / "scan" / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.lambda_handler
+
+
+@dataclass
+class FakeLambdaContext:
+    function_name: str = "eic-guard-scan"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:123456789012:function:eic-guard-scan"
+    aws_request_id: str = "6f1d2c3b-0a9e-4e8f-b7d6-5c4b3a291807"
+
+
+@pytest.fixture
+def handler():
+    return load_handler()
+
+
+@pytest.fixture
+def ip_ranges_url():
+    """The pinned AWS URL, served from the real 2026-08-22 snapshot (boto3 does not use requests, moto is untouched)."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        rsps.add(responses.GET, IP_RANGES_URL, body=SNAPSHOT.read_bytes(), content_type="application/json")
+        yield rsps
+
+
+@pytest.fixture
+def scan_env(monkeypatch):
+    monkeypatch.setenv("EIC_GUARD_REGIONS", REGION)
+    monkeypatch.setenv("EIC_GUARD_MODE", "remediate")
+
+
+def event(name: str) -> dict:
+    return json.loads((EVENTS / name).read_text())
+
+
+def primary_groups(ec2, instance_id) -> list[str]:
+    raw = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    return [g["GroupId"] for g in raw["NetworkInterfaces"][0]["Groups"]]
+
+
+def metadata_endpoint(ec2, instance_id) -> str:
+    raw = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    return raw["MetadataOptions"]["HttpEndpoint"]
+
+
+def build_fleet(account):
+    """One instance that only lacks SSH from EIC and IMDS, one that is fully compliant."""
+    net = account.network()
+    eic_ssh = account.security_group(net, "eic-ssh", [{
+        "IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "18.206.107.24/29"}]}])
+    ami = account.al2023_ami()
+    [failing] = account.launch(image_id=ami, subnet_id=net.public_subnet_id, group_ids=[net.app_group_id],
+                               public_ip=True, imds="disabled")
+    [compliant] = account.launch(image_id=ami, subnet_id=net.public_subnet_id, group_ids=[eic_ssh], public_ip=True)
+    return net, failing, compliant
+
+
+@pytest.mark.parametrize("event_file", SCHEDULED_EVENTS)
+def test_scheduled_event_scans_fixes_and_returns_the_summary(handler, account, ec2, api_calls, ip_ranges_url,
+                                                             scan_env, event_file):
+    # Given a fleet with one fixable instance and one compliant instance, and remediate settings
+    net, failing, compliant = build_fleet(account)
+    context = FakeLambdaContext()
+    api_calls.clear()
+
+    # When the scheduled event invokes the handler
+    result = handler(event(event_file), context)
+
+    # Then it returns the run's summary under the invocation's request id
+    assert result["run_id"] == context.aws_request_id
+    assert result["mode"] == "remediate"
+    assert result["regions"] == [REGION]
+    assert result["summary"] == {"instances": 2, "compliant": 1, "fixed": 1, "noncompliant": 0, "excluded": 0,
+                                 "errors": 0}
+    assert result["ip_ranges"] == {"sync_token": "1787411825", "create_date": "2026-08-22-15-17-05"}
+    # And it read the ranges from the pinned AWS URL
+    assert [c.request.url for c in ip_ranges_url.calls] == [IP_RANGES_URL]
+    # And the failing instance was fixed in AWS, the compliant one left alone
+    [managed] = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": ["eic-guard-ssh"]}])[
+        "SecurityGroups"]
+    assert primary_groups(ec2, failing) == [net.app_group_id, managed["GroupId"]]
+    assert metadata_endpoint(ec2, failing) == "enabled"
+    assert len(primary_groups(ec2, compliant)) == 1
+
+    # And a second invocation writes nothing and finds both compliant
+    api_calls.clear()
+    again = handler(event(event_file), FakeLambdaContext(aws_request_id="second-run"))
+    assert api_calls.writes() == []
+    assert again["run_id"] == "second-run"
+    assert again["summary"] == {"instances": 2, "compliant": 2, "fixed": 0, "noncompliant": 0, "excluded": 0,
+                                "errors": 0}
+
+
+# A minimal SNS delivery (the shape Lambda receives from an SNS subscription) — not a scheduled event.
+SNS_EVENT = {"Records": [{"EventSource": "aws:sns", "EventVersion": "1.0",
+                          "EventSubscriptionArn": "arn:aws:sns:us-east-1:806199016981:AmazonIpSpaceChanged:x",
+                          "Sns": {"Type": "Notification", "MessageId": "95df01b4-ee98-5cb9-9903-4c221d41eb5e",
+                                  "TopicArn": "arn:aws:sns:us-east-1:806199016981:AmazonIpSpaceChanged",
+                                  "Subject": None, "Message": "{}", "Timestamp": "2026-08-22T15:17:05.000Z"}}]}
+
+
+@NO_METRICS
+@pytest.mark.parametrize("bad_event", [{"foo": 1}, SNS_EVENT, "not even an object"], ids=["foo", "sns", "string"])
+def test_malformed_event_is_rejected_and_nothing_changes(handler, account, ec2, api_calls, ip_ranges_url, scan_env,
+                                                         bad_event):
+    # Given a fixable instance
+    net, failing, _ = build_fleet(account)
+    api_calls.clear()
+
+    # When the handler is invoked with something that is not a scheduled event
+    with pytest.raises(InvalidEvent, match="not a scheduled event"):
+        handler(bad_event, FakeLambdaContext())
+
+    # Then no AWS call and no download was made, and the instance is as it was
+    assert api_calls.calls == []
+    assert len(ip_ranges_url.calls) == 0
+    assert primary_groups(ec2, failing) == [net.app_group_id]
+    assert metadata_endpoint(ec2, failing) == "disabled"
+
+
+@NO_METRICS
+@pytest.mark.parametrize(("variable", "value"), [
+    ("EIC_GUARD_MODE", "fix"),
+    ("EIC_GUARD_INGRESS_SOURCE", "security-group"),
+    ("EIC_GUARD_STALE_PREFIX_GRACE_HOURS", "-1"),
+    ("EIC_GUARD_REGIONS", "us-east-1,not_a_region"),
+])
+def test_bad_setting_fails_before_any_aws_call(handler, account, ec2, api_calls, ip_ranges_url, scan_env,
+                                               monkeypatch, variable, value):
+    # Given a fixable instance and one invalid setting
+    net, failing, _ = build_fleet(account)
+    monkeypatch.setenv(variable, value)
+    api_calls.clear()
+
+    # When the nightly event invokes the handler
+    with pytest.raises(ConfigurationError) as raised:
+        handler(event("scheduled-nightly.json"), FakeLambdaContext())
+
+    # Then the error names the setting, and nothing was called, downloaded or changed
+    assert variable in str(raised.value)
+    assert api_calls.calls == []
+    assert len(ip_ranges_url.calls) == 0
+    assert primary_groups(ec2, failing) == [net.app_group_id]
+    assert metadata_endpoint(ec2, failing) == "disabled"
