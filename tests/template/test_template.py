@@ -1,193 +1,53 @@
-"""template.yaml: runtimes and layer, IAM least privilege, parameters and environment, schedule.
+"""template.yaml: runtimes and layer, the scan role's least privilege, parameters and environment, schedule.
 
-The template is read with cfn-lint's own loader (so !Ref, !If, !Sub parse) and then *resolved* for a given set
-of parameter values: Fn::If follows the template's Conditions, AWS::NoValue disappears, Fn::Sub and Ref become
-strings and the JSON policy strings become documents. The IAM tests therefore see what IAM would see.
+The template is resolved for given parameter values (see `cfn.py`), so the IAM tests see what IAM would see. The
+refresh function and the data resources are in test_refresh_and_data.py, the alarms and dashboard in
+test_observability.py.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from functools import cache
-from pathlib import Path
+import tomllib
 from typing import Any
 
 import pytest
 from cfnlint import api as cfnlint_api
-from cfnlint.decode import decode_str
-from eic_guard.checks import required_actions
+from eic_guard.permissions import scan_function_actions
+from eic_guard.publish import CHECKED_AT_TAG, STATUS_TAG
 from eic_guard.settings import ENV_PREFIX, MANAGED_BY_TAG, Settings
 
-ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE_PATH = ROOT / "template.yaml"
+from tests.template.cfn import (
+    PSEUDO,
+    ROOT,
+    TEMPLATE_PATH,
+    allowed_actions,
+    arn_resource_type,
+    as_list,
+    environment,
+    is_ec2_write,
+    is_write,
+    names_resource_type,
+    parameter_values,
+    physical,
+    policy_document,
+    referenced_names,
+    resolve,
+    resources,
+    role_statements,
+    serverless_functions,
+    statements_granting,
+    string_equals,
+    template,
+)
 
-PSEUDO = {
-    "AWS::Partition": "aws",
-    "AWS::AccountId": "123456789012",
-    "AWS::Region": "us-east-1",
-    "AWS::StackName": "eic-guard",
-    "AWS::URLSuffix": "amazonaws.com",
-}
-NO_VALUE = object()  # what Ref AWS::NoValue resolves to: removed from its list or map
-FULL_REMEDIATION = {"Mode": "remediate", "RemediatePublicIp": "true"}
-READ_PREFIXES = ("ec2:Describe", "ec2:Get")
+FULL_REMEDIATION = {"Mode": "remediate", "RemediatePublicIp": "true", "TagInstances": "true"}
 MANAGED_KEY, MANAGED_VALUE = MANAGED_BY_TAG
-SUB_VARIABLE = re.compile(r"\$\{([^}!]+)\}")
-
-
-# ---------------------------------------------------------------- loading and resolving
-
-
-@cache
-def template() -> dict:
-    parsed, problems = decode_str(TEMPLATE_PATH.read_text(encoding="utf-8"))
-    assert not problems, problems
-    return parsed
-
-
-def parameter_values(**overrides: str) -> dict[str, str]:
-    values = {name: str(spec.get("Default", "")) for name, spec in template()["Parameters"].items()}
-    values.update(overrides)
-    return values
-
-
-def condition_holds(name: str, params: dict[str, str]) -> bool:
-    return bool(_evaluate_condition(template()["Conditions"][name], params))
-
-
-def _evaluate_condition(node: Any, params: dict[str, str]) -> Any:
-    if isinstance(node, dict) and len(node) == 1:
-        ((key, value),) = node.items()
-        if key == "Fn::Equals":
-            left, right = (resolve(v, params) for v in value)
-            return str(left) == str(right)
-        if key == "Fn::And":
-            return all(_evaluate_condition(v, params) for v in value)
-        if key == "Fn::Or":
-            return any(_evaluate_condition(v, params) for v in value)
-        if key == "Fn::Not":
-            return not _evaluate_condition(value[0], params)
-        if key == "Condition":
-            return condition_holds(value, params)
-    return resolve(node, params)
-
-
-def _substitute(text: str, params: dict[str, str], variables: dict[str, Any]) -> str:
-    def value_of(match: re.Match) -> str:
-        name = match.group(1)
-        if name in variables:
-            return str(variables[name])
-        if name in params:
-            return params[name]
-        if name in PSEUDO:
-            return PSEUDO[name]
-        return match.group(0)  # ${Resource.Attr}: left as written
-
-    return SUB_VARIABLE.sub(value_of, text)
-
-
-def resolve(node: Any, params: dict[str, str]) -> Any:
-    """The value CloudFormation would compute for `node` with these parameter values."""
-    if isinstance(node, list):
-        return [v for v in (resolve(item, params) for item in node) if v is not NO_VALUE]
-    if not isinstance(node, dict):
-        return node
-    if len(node) == 1:
-        ((key, value),) = node.items()
-        if key == "Ref":
-            if value == "AWS::NoValue":
-                return NO_VALUE
-            return params.get(value, PSEUDO.get(value, node))
-        if key == "Fn::If":
-            name, when_true, when_false = value
-            return resolve(when_true if condition_holds(name, params) else when_false, params)
-        if key == "Fn::Sub":
-            text, variables = (value, {}) if isinstance(value, str) else value
-            return _substitute(text, params, {k: resolve(v, params) for k, v in variables.items()})
-        if key == "Fn::Split":
-            delimiter, source = value
-            return str(resolve(source, params)).split(delimiter)
-        if key == "Fn::Join":
-            delimiter, items = value
-            return delimiter.join(str(i) for i in resolve(items, params))
-    return {k: v for k, v in ((k, resolve(v, params)) for k, v in node.items()) if v is not NO_VALUE}
-
-
-def resource_exists(logical_id: str, params: dict[str, str]) -> bool:
-    condition = template()["Resources"][logical_id].get("Condition")
-    return condition is None or condition_holds(condition, params)
-
-
-def policy_document(raw: Any, params: dict[str, str]) -> dict:
-    document = resolve(raw, params)
-    return json.loads(document) if isinstance(document, str) else document
-
-
-def as_list(value: Any) -> list:
-    return value if isinstance(value, list) else [value]
+STATUS_TAG_KEYS = sorted([STATUS_TAG, CHECKED_AT_TAG])  # what publish.py writes on instances
 
 
 def scan_function_statements(params: dict[str, str]) -> list[dict]:
-    """Every statement of ScanFunction's role: SAM `Policies:` plus the RolePolicies attached to that role."""
-    statements: list[dict] = []
-    for policy in resolve(template()["Resources"]["ScanFunction"]["Properties"]["Policies"], params):
-        statements.extend(as_list(policy["Statement"]))
-    for logical_id, resource in template()["Resources"].items():
-        if resource["Type"] != "AWS::IAM::RolePolicy" or not resource_exists(logical_id, params):
-            continue
-        if resource["Properties"]["RoleName"] == {"Ref": "ScanFunctionRole"}:
-            statements.extend(as_list(policy_document(resource["Properties"]["PolicyDocument"], params)["Statement"]))
-    return statements
-
-
-def allowed_actions(statements: list[dict]) -> set[str]:
-    return {a for s in statements if s["Effect"] == "Allow" for a in as_list(s["Action"])}
-
-
-def is_write(action: str) -> bool:
-    return not action.startswith(READ_PREFIXES)
-
-
-def string_equals(statement: dict) -> dict:
-    return statement.get("Condition", {}).get("StringEquals", {})
-
-
-def statements_granting(action: str, statements: list[dict]) -> list[dict]:
-    return [s for s in statements if s["Effect"] == "Allow" and action in as_list(s["Action"])]
-
-
-def arn_resource_type(arn: str) -> str:
-    return arn.split(":", 5)[5].split("/", 1)[0]
-
-
-def environment(function_id: str) -> dict:
-    merged = dict(template().get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {}))
-    merged.update(template()["Resources"][function_id]["Properties"].get("Environment", {}).get("Variables", {}))
-    return merged
-
-
-def serverless_functions() -> dict[str, dict]:
-    return {k: v for k, v in template()["Resources"].items() if v["Type"] == "AWS::Serverless::Function"}
-
-
-def referenced_names(node: Any) -> set[str]:
-    """Names used by Ref and by ${Name} inside Fn::Sub strings."""
-    names: set[str] = set()
-    if isinstance(node, list):
-        for item in node:
-            names |= referenced_names(item)
-    elif isinstance(node, dict):
-        for key, value in node.items():
-            if key == "Ref" and isinstance(value, str):
-                names.add(value)
-            elif key == "Fn::Sub":
-                text = value if isinstance(value, str) else value[0]
-                names |= set(SUB_VARIABLE.findall(text))
-                names |= referenced_names(value if isinstance(value, str) else value[1])
-            else:
-                names |= referenced_names(value)
-    return names
+    return role_statements("ScanFunction", params)
 
 
 # ---------------------------------------------------------------- 1. cfn-lint
@@ -234,31 +94,32 @@ def test_every_function_is_python313_arm64_and_the_layer_agrees():
     assert layer["Metadata"] == {"BuildMethod": "python3.13", "BuildArchitecture": "arm64"}
 
 
-# ---------------------------------------------------------------- 3. the engine's actions are granted
+# ---------------------------------------------------------------- 3. the engine's actions are granted, no more
 
 
-def test_scan_role_grants_every_action_the_engine_needs():
-    # Given the actions the engine declares for a remediating scan (Elastic IPs included)
-    needed = required_actions(remediate=True)
+def test_remediating_scan_role_grants_exactly_the_actions_the_engine_declares():
+    # Given the actions permissions.py declares for a remediating scan (Elastic IPs and status tags included)
+    needed = scan_function_actions(remediate=True)
 
     # When the scan role is resolved with every remediation switched on
     granted = allowed_actions(scan_function_statements(parameter_values(**FULL_REMEDIATION)))
 
-    # Then each needed action is allowed by some statement
-    assert needed, "required_actions() returned nothing"
+    # Then each needed action is allowed, and nothing else is
+    assert needed, "scan_function_actions() returned nothing"
     assert sorted(needed - granted) == []
+    assert sorted(granted - needed) == []
 
 
-def test_report_mode_grants_the_reads_and_no_write():
-    # Given report mode (even with the Elastic IP switch on)
-    params = parameter_values(Mode="report", RemediatePublicIp="true")
+def test_report_mode_grants_exactly_the_report_actions_and_no_ec2_write():
+    # Given report mode (even with the Elastic IP and status-tag switches on)
+    params = parameter_values(Mode="report", RemediatePublicIp="true", TagInstances="true")
 
     # When the scan role is resolved
     granted = allowed_actions(scan_function_statements(params))
 
-    # Then every read the engine needs is there and no write action is
-    assert sorted(required_actions(remediate=False) - granted) == []
-    assert sorted(a for a in granted if is_write(a)) == []
+    # Then it grants what permissions.py declares for report mode: reads, state, report and alert, no EC2 write
+    assert sorted(granted ^ scan_function_actions(remediate=False)) == []
+    assert sorted(a for a in granted if is_ec2_write(a)) == []
 
 
 def test_elastic_ip_actions_exist_only_when_remediate_public_ip_is_true():
@@ -287,8 +148,8 @@ def test_every_write_statement_is_narrowed_and_no_action_is_a_wildcard():
     # Then each has a condition or only resources narrower than "*", and no action anywhere is a wildcard
     assert writes
     for statement in writes:
-        resources = as_list(statement["Resource"])
-        assert "Condition" in statement or "*" not in resources, statement["Sid"]
+        resources_ = as_list(statement["Resource"])
+        assert "Condition" in statement or "*" not in resources_, statement["Sid"]
     for statement in statements:
         for action in as_list(statement["Action"]):
             assert "*" not in action, (statement.get("Sid"), action)
@@ -313,14 +174,14 @@ def test_created_security_groups_and_addresses_must_be_tagged_managed_by_eic_gua
     # Given every statement of the remediating scan role
     statements = scan_function_statements(parameter_values(**FULL_REMEDIATION))
 
-    # When the statements that create a security group or an address, or tag anything, are read
+    # When the statements that create a security group or an address, or tag one while creating it, are read
     creating = statements_granting("ec2:CreateSecurityGroup", statements) + statements_granting(
         "ec2:AllocateAddress", statements
     )
-    tagging = statements_granting("ec2:CreateTags", statements)
+    tagging = [s for s in statements_granting("ec2:CreateTags", statements) if not names_resource_type(s, "instance")]
 
     # Then the created group/address needs the ManagedBy request tag (the VPC side of CreateSecurityGroup
-    # has no tag to check), and tags can only be written while creating those two kinds of resource
+    # has no tag to check), and those tags can only be written while creating those two kinds of resource
     for statement in creating:
         types = {arn_resource_type(r) for r in as_list(statement["Resource"])}
         if types == {"vpc"}:
@@ -328,7 +189,7 @@ def test_created_security_groups_and_addresses_must_be_tagged_managed_by_eic_gua
             continue
         assert types <= {"security-group", "elastic-ip"}, statement["Sid"]
         assert string_equals(statement).get(f"aws:RequestTag/{MANAGED_KEY}") == MANAGED_VALUE, statement["Sid"]
-    assert tagging
+    assert {s["Sid"] for s in tagging} == {"TagManagedGroupOnCreate", "TagElasticIpOnAllocate"}
     for statement in tagging:
         assert {arn_resource_type(r) for r in as_list(statement["Resource"])} <= {"security-group", "elastic-ip"}
         assert set(as_list(string_equals(statement)["ec2:CreateAction"])) <= {"CreateSecurityGroup", "AllocateAddress"}
@@ -341,17 +202,52 @@ def test_instance_writes_follow_the_opt_in_tag_parameters(tag_key, tag_value):
 
     # When the statements that name instance resources are picked out
     statements = scan_function_statements(params)
-    on_instances = [
-        s
-        for s in statements
-        if s["Effect"] == "Allow"
-        and any(arn_resource_type(r) == "instance" for r in as_list(s["Resource"]) if r != "*")
-    ]
+    on_instances = [s for s in statements if s["Effect"] == "Allow" and names_resource_type(s, "instance")]
 
-    # Then IMDS changes are granted only there, and all of them require that exact resource tag
-    assert statements_granting("ec2:ModifyInstanceMetadataOptions", statements) == on_instances
+    # Then IMDS changes are granted only there, and every one of them requires that exact resource tag
+    imds = statements_granting("ec2:ModifyInstanceMetadataOptions", statements)
+    assert imds
+    assert all(s in on_instances for s in imds)
     for statement in on_instances:
         assert string_equals(statement) == {f"aws:ResourceTag/{tag_key}": tag_value}
+
+
+@pytest.mark.parametrize("tag_key, tag_value", [("eic-guard:managed", "true"), ("team/eic", "on")])
+def test_status_tags_go_only_on_opted_in_instances_and_only_with_the_two_status_keys(tag_key, tag_value):
+    # Given a remediating stack with TagInstances on and the opt-in tag TagKey=TagValue
+    params = parameter_values(TagKey=tag_key, TagValue=tag_value, Mode="remediate", TagInstances="true")
+
+    # When the CreateTags statements on instances are picked out
+    statements = scan_function_statements(params)
+    on_instances = [s for s in statements_granting("ec2:CreateTags", statements) if names_resource_type(s, "instance")]
+
+    # Then there is one, limited to instances, and it needs both the opt-in tag and only the status tag keys
+    assert len(on_instances) == 1
+    statement = on_instances[0]
+    assert as_list(statement["Action"]) == ["ec2:CreateTags"]
+    assert {arn_resource_type(r) for r in as_list(statement["Resource"])} == {"instance"}
+    assert string_equals(statement) == {f"aws:ResourceTag/{tag_key}": tag_value}
+    assert sorted(statement["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"]) == STATUS_TAG_KEYS
+    # ForAllValues is also true for a request without tags: Null makes the keys mandatory
+    assert statement["Condition"]["Null"] == {"aws:TagKeys": "false"}
+    assert set(statement["Condition"]) == {"StringEquals", "ForAllValues:StringEquals", "Null"}
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"Mode": "report", "TagInstances": "true"}, {"Mode": "remediate", "TagInstances": "false"}],
+    ids=["report-mode", "tag-instances-false"],
+)
+def test_no_status_tags_on_instances_in_report_mode_or_when_switched_off(overrides):
+    # Given report mode, or remediate mode with TagInstances=false
+    params = parameter_values(**overrides)
+
+    # When the scan role is resolved
+    statements = scan_function_statements(params)
+
+    # Then no statement lets it tag an instance, and the function is told the switch's value
+    assert [s for s in statements_granting("ec2:CreateTags", statements) if names_resource_type(s, "instance")] == []
+    assert resolve(environment("ScanFunction")["EIC_GUARD_TAG_INSTANCES"], params) == overrides["TagInstances"]
 
 
 def test_writes_are_denied_outside_the_configured_regions():
@@ -361,8 +257,9 @@ def test_writes_are_denied_outside_the_configured_regions():
     # When the Deny statements of the scan role are read
     denies = [s for s in scan_function_statements(params) if s["Effect"] == "Deny"]
 
-    # Then every write the role allows is denied outside exactly those regions
-    writes = {a for a in allowed_actions(scan_function_statements(parameter_values(**FULL_REMEDIATION))) if is_write(a)}
+    # Then every EC2 write the role allows is denied outside exactly those regions
+    granted = allowed_actions(scan_function_statements(parameter_values(**FULL_REMEDIATION)))
+    writes = {a for a in granted if is_ec2_write(a)}
     assert len(denies) == 1
     assert writes <= set(denies[0]["Action"])
     assert denies[0]["Condition"] == {"StringNotEquals": {"aws:RequestedRegion": ["eu-west-1", "us-east-1"]}}
@@ -397,57 +294,95 @@ def test_connect_policy_pushes_keys_only_as_ec2_user_to_opted_in_instances():
 # ---------------------------------------------------------------- 6. parameters and environment
 
 
-def test_environment_variables_come_from_parameters_and_match_the_engine_settings():
-    # Given the scan function's environment (Globals merged with its own)
-    env = environment("ScanFunction")
-    parameters = template()["Parameters"]
+def env_sources(value: Any) -> set[str]:
+    """Where an environment value comes from: "constant", or the parameters/resources it references."""
+    if isinstance(value, str):
+        return {"constant"}
+    if isinstance(value, dict) and "Fn::If" in value:
+        return env_sources(value["Fn::If"][1]) | env_sources(value["Fn::If"][2])
+    assert isinstance(value, dict) and set(value) == {"Ref"}, value
+    name = value["Ref"]
+    assert name in template()["Parameters"] or name in PSEUDO or name in resources(), value
+    return {name}
 
-    # When each value is classified as a constant, a parameter or a pseudo parameter
-    def sources(value: Any) -> set[str]:
-        if isinstance(value, str):
-            return {"constant"}
-        if isinstance(value, dict) and "Fn::If" in value:
-            return sources(value["Fn::If"][1]) | sources(value["Fn::If"][2])
-        assert isinstance(value, dict) and set(value) == {"Ref"}, value
-        assert value["Ref"] in parameters or value["Ref"] in PSEUDO, value
-        return {value["Ref"]}
 
-    mapped = {name: sources(value) for name, value in env.items()}
-
-    # Then the EIC_GUARD_* variables are exactly the engine's settings fields, each fed by its parameter
-    assert mapped == {
-        "POWERTOOLS_SERVICE_NAME": {"constant"},
-        "POWERTOOLS_METRICS_NAMESPACE": {"constant"},
-        "POWERTOOLS_LOG_LEVEL": {"LogLevel"},
+SHARED_ENVIRONMENT = {
+    "POWERTOOLS_SERVICE_NAME": {"constant"},
+    "POWERTOOLS_METRICS_NAMESPACE": {"constant"},
+    "POWERTOOLS_LOG_LEVEL": {"LogLevel"},
+    "EIC_GUARD_REGIONS": {"Regions", "AWS::Region"},
+    "EIC_GUARD_INGRESS_SOURCE": {"IngressSource"},
+    "EIC_GUARD_STALE_PREFIX_GRACE_HOURS": {"StalePrefixGraceHours"},
+    "EIC_GUARD_STATE_TABLE": {"StateTable"},
+    "EIC_GUARD_REPORTS_BUCKET": {"ReportsBucket"},
+    "EIC_GUARD_ALERTS_TOPIC_ARN": {"AlertsTopic"},
+}
+EXPECTED_ENVIRONMENT = {
+    "ScanFunction": SHARED_ENVIRONMENT
+    | {
         "EIC_GUARD_TAG_KEY": {"TagKey"},
         "EIC_GUARD_TAG_VALUE": {"TagValue"},
-        "EIC_GUARD_REGIONS": {"Regions", "AWS::Region"},
         "EIC_GUARD_MODE": {"Mode"},
-        "EIC_GUARD_INGRESS_SOURCE": {"IngressSource"},
         "EIC_GUARD_REMEDIATE_PUBLIC_IP": {"RemediatePublicIp"},
-        "EIC_GUARD_STALE_PREFIX_GRACE_HOURS": {"StalePrefixGraceHours"},
-    }
-    fields = {name.removeprefix(ENV_PREFIX).lower() for name in env if name.startswith(ENV_PREFIX)}
-    assert fields <= set(Settings.model_fields)
+        "EIC_GUARD_TAG_INSTANCES": {"TagInstances"},
+    },
+    "RefreshFunction": SHARED_ENVIRONMENT,
+}
+RESOURCE_KINDS = {
+    "StateTable": "AWS::DynamoDB::Table",
+    "ReportsBucket": "AWS::S3::Bucket",
+    "AlertsTopic": "AWS::SNS::Topic",
+}
+
+
+@pytest.mark.parametrize("function_id", sorted(EXPECTED_ENVIRONMENT))
+def test_environment_variables_map_to_parameters_or_resources(function_id):
+    # Given the function's environment (Globals merged with its own)
+    env = environment(function_id)
+
+    # When each value is classified as a constant, a parameter, a pseudo parameter or a resource
+    mapped = {name: env_sources(value) for name, value in env.items()}
+
+    # Then each variable is fed by the expected parameter or resource, and the resources are the right kind
+    assert mapped == EXPECTED_ENVIRONMENT[function_id]
+    for name in set().union(*mapped.values()) & set(resources()):
+        assert resources()[name]["Type"] == RESOURCE_KINDS[name], name
     assert env["POWERTOOLS_SERVICE_NAME"] == "eic-guard"
     assert env["POWERTOOLS_METRICS_NAMESPACE"] == "EicGuard"
 
 
-def test_default_parameters_give_settings_the_engine_accepts():
+@pytest.mark.parametrize("function_id", sorted(EXPECTED_ENVIRONMENT))
+def test_environment_variables_are_engine_settings(function_id):
+    # Given the function's EIC_GUARD_* variables
+    env = environment(function_id)
+
+    # When they are mapped to settings field names
+    fields = {name.removeprefix(ENV_PREFIX).lower() for name in env if name.startswith(ENV_PREFIX)}
+
+    # Then each one is a field the engine's Settings reads
+    assert sorted(fields - set(Settings.model_fields)) == []
+
+
+@pytest.mark.parametrize("function_id", sorted(EXPECTED_ENVIRONMENT))
+def test_default_parameters_give_settings_the_engine_accepts(function_id):
     # Given the function's environment resolved with the default parameters
-    env = {k: str(v) for k, v in resolve(environment("ScanFunction"), parameter_values()).items()}
+    env = {k: str(v) for k, v in resolve(environment(function_id), parameter_values()).items()}
 
     # When the engine validates it
     settings = Settings.from_env(env)
 
-    # Then the defaults are the documented ones, the region list defaulting to the stack's region
+    # Then the defaults are the documented ones, the region list defaulting to the stack's region, and the
+    # state, report and alert settings name this stack's table, bucket and topic
     assert settings.regions == (PSEUDO["AWS::Region"],)
-    assert (settings.tag_key, settings.tag_value, settings.mode) == ("eic-guard:managed", "true", "remediate")
-    assert (settings.ingress_source, settings.remediate_public_ip, settings.stale_prefix_grace_hours) == (
-        "cidr",
-        False,
-        24,
+    assert (settings.ingress_source, settings.stale_prefix_grace_hours) == ("cidr", 24)
+    assert (settings.state_table, settings.reports_bucket, settings.alerts_topic_arn) == (
+        physical("StateTable"),
+        physical("ReportsBucket"),
+        physical("AlertsTopic"),
     )
+    if function_id == "ScanFunction":
+        assert (settings.tag_key, settings.tag_value, settings.mode) == ("eic-guard:managed", "true", "remediate")
+        assert (settings.remediate_public_ip, settings.tag_instances) == (False, True)
 
 
 def test_every_parameter_is_described_constrained_and_used():
@@ -475,6 +410,7 @@ def test_every_parameter_is_described_constrained_and_used():
         ),
         ("TagKey", ["eic-guard:managed", "team/eic", "Owner Team"], ['a"b', "a\\b", "aws:managed", ""]),
         ("TagValue", ["true", "yes please"], ['"}', "a\\u0022", ""]),
+        ("AlertEmail", ["", "ops@example.com", "sec-team+eic@corp.example.org"], ["ops", "a b@c.d", "@example.com"]),
     ],
 )
 def test_patterns_keep_regions_parseable_and_policy_json_intact(parameter, good, bad):
@@ -484,7 +420,7 @@ def test_patterns_keep_regions_parseable_and_policy_json_intact(parameter, good,
     # When candidate values are matched
     accepted = [v for v in good + bad if pattern.fullmatch(v)]
 
-    # Then the good values pass and the bad ones (spaces, quotes, backslashes, aws: prefix) do not
+    # Then the good values pass and the bad ones (spaces, quotes, backslashes, aws: prefix, no address) do not
     assert accepted == good
 
 
@@ -516,12 +452,36 @@ def test_outputs_expose_the_deployed_pieces():
     # When their names are listed
     names = set(outputs)
 
-    # Then the function, its role, the layer, the connect policy and the schedule are all reachable
+    # Then both functions, their roles, the layer, the connect policy, the schedule and the data resources are
+    # all reachable, and each output says what it is
     assert {
         "ScanFunctionArn",
         "ScanFunctionRoleArn",
         "EicGuardLayerArn",
         "ConnectPolicyArn",
         "NightlyScheduleName",
+        "RefreshFunctionArn",
+        "StateTableName",
+        "ReportsBucketName",
+        "AlertsTopicArn",
+        "DashboardName",
+        "RefreshDeadLetterQueueUrl",
     } <= names
     assert all(o.get("Description") for o in outputs.values())
+    assert outputs["StateTableName"]["Value"] == {"Ref": "StateTable"}
+    assert outputs["ReportsBucketName"]["Value"] == {"Ref": "ReportsBucket"}
+    assert outputs["AlertsTopicArn"]["Value"] == {"Ref": "AlertsTopic"}
+    assert outputs["RefreshDeadLetterQueueUrl"]["Value"] == {"Ref": "RefreshDeadLetterQueue"}
+    assert outputs["DashboardName"]["Value"] == {"Ref": "EicGuardDashboard"}
+
+
+def test_samconfig_passes_every_parameter_with_its_default():
+    # Given samconfig.toml's deploy parameter overrides
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text(encoding="utf-8"))
+    overrides = dict(item.split("=", 1) for item in config["default"]["deploy"]["parameters"]["parameter_overrides"])
+
+    # When their values are unquoted
+    values = {name: value.strip('"') for name, value in overrides.items()}
+
+    # Then every template parameter is there, set to the template's default (so --guided starts from them)
+    assert values == parameter_values()

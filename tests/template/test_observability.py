@@ -1,0 +1,219 @@
+"""template.yaml: the alarms and the dashboard read exactly the metrics eic-guard emits (namespace EicGuard,
+dimension service=eic-guard), and notify the alerts topic."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from eic_guard.checks import CHECK_IDS
+from eic_guard.observability import NAMESPACE, SERVICE, SUMMARY_METRICS
+
+from tests.template.cfn import parameter_values, physical, resolve, resource_exists, resources
+
+SCAN_METRICS = (
+    "InstancesScanned",
+    "InstancesCompliant",
+    "InstancesFixed",
+    "InstancesNoncompliant",
+    "InstancesExcluded",
+    "Errors",
+    "ScanCompleted",
+    "RemediationsApplied",
+    "RemediationsFailed",
+    "CheckFailures",
+)
+REFRESH_METRICS = ("RefreshApplied", "PrefixesAdded", "PrefixesRemoved", "RefreshAlerts", "RefreshRejected")
+BRIEFED_CHECK_IDS = {"public-ipv4", "eic-ssh-ingress", "al2023-ami", "imds-enabled", "internet-route", "network-acl"}
+SERVICE_DIMENSION = [{"Name": "service", "Value": "eic-guard"}]
+ALARM_LIMIT_SECONDS = 7 * 24 * 3600  # Period x EvaluationPeriods, for periods of one hour or more
+SEARCH = re.compile(r"SEARCH\('\{(?P<namespace>[^,}]+),(?P<dimensions>[^}]*)\} MetricName=\"(?P<name>[^\"]+)\"'")
+
+
+def alarm(logical_id: str) -> dict:
+    resource = resources()[logical_id]
+    assert resource["Type"] == "AWS::CloudWatch::Alarm"
+    return resolve(resource["Properties"], parameter_values())
+
+
+# ---------------------------------------------------------------- alarms
+
+
+def test_every_alarm_notifies_the_alerts_topic():
+    # Given every alarm of the template
+    alarms = [k for k, v in resources().items() if v["Type"] == "AWS::CloudWatch::Alarm"]
+
+    # When their actions are read
+    actions = {k: resources()[k]["Properties"]["AlarmActions"] for k in alarms}
+
+    # Then the three expected alarms exist and each one notifies the alerts topic
+    assert set(alarms) == {"ErrorsAlarm", "NoRecentScanAlarm", "RefreshDeadLetterAlarm"}
+    assert all(a == [{"Ref": "AlertsTopic"}] for a in actions.values()), actions
+
+
+def test_errors_alarm_fires_on_any_reported_error_or_failed_invocation():
+    # Given the errors alarm
+    errors = alarm("ErrorsAlarm")
+
+    # When its metric queries are read
+    queries = {m["Id"]: m for m in errors["Metrics"]}
+    returned = [m for m in errors["Metrics"] if m.get("ReturnData", True)]
+    stats = {q: m["MetricStat"]["Metric"] for q, m in queries.items() if "MetricStat" in m}
+
+    # Then it sums the engine's Errors metric and both functions' Lambda Errors and fires above zero
+    assert len(returned) == 1 and "Expression" in returned[0]
+    assert set(stats) <= set(re.findall(r"[a-z][A-Za-z0-9_]*", returned[0]["Expression"]))
+    assert sorted((m["Namespace"], m["MetricName"], json.dumps(m["Dimensions"])) for m in stats.values()) == sorted(
+        [
+            ("EicGuard", "Errors", json.dumps(SERVICE_DIMENSION)),
+            ("AWS/Lambda", "Errors", json.dumps([{"Name": "FunctionName", "Value": physical("ScanFunction")}])),
+            ("AWS/Lambda", "Errors", json.dumps([{"Name": "FunctionName", "Value": physical("RefreshFunction")}])),
+        ]
+    )
+    assert all(queries[q]["MetricStat"]["Stat"] == "Sum" for q in stats)
+    assert (errors["ComparisonOperator"], errors["Threshold"]) == ("GreaterThanThreshold", 0)
+    assert errors["TreatMissingData"] == "notBreaching"
+
+
+def test_no_recent_scan_alarm_fires_when_no_scan_completed_for_26_hours():
+    # Given the no-recent-scan alarm
+    no_scan = alarm("NoRecentScanAlarm")
+
+    # When its window is computed
+    window = no_scan["Period"] * no_scan["EvaluationPeriods"]
+
+    # Then it watches ScanCompleted over 26 hours, a window CloudWatch accepts (periods of one hour or more may
+    # span seven days), and every period without a completed scan, missing data included, counts as breaching
+    assert (no_scan["Namespace"], no_scan["MetricName"], no_scan["Dimensions"]) == (
+        "EicGuard",
+        "ScanCompleted",
+        SERVICE_DIMENSION,
+    )
+    assert window == 26 * 3600
+    assert no_scan["Period"] >= 3600 and window <= ALARM_LIMIT_SECONDS
+    assert no_scan["DatapointsToAlarm"] == no_scan["EvaluationPeriods"]
+    assert (no_scan["Statistic"], no_scan["ComparisonOperator"], no_scan["Threshold"]) == (
+        "Sum",
+        "LessThanThreshold",
+        1,
+    )
+    assert no_scan["TreatMissingData"] == "breaching"
+
+
+@pytest.mark.parametrize(("state", "exists"), [("ENABLED", True), ("DISABLED", False)])
+def test_no_recent_scan_alarm_exists_only_while_the_schedule_runs(state, exists):
+    # Given a schedule state
+    params = parameter_values(ScheduleState=state)
+
+    # When the alarm's condition is evaluated
+    present = resource_exists("NoRecentScanAlarm", params)
+
+    # Then a disabled schedule does not raise a "no recent scan" alarm every day
+    assert present is exists
+
+
+def test_dead_letter_alarm_fires_when_a_notification_waits_in_the_queue():
+    # Given the dead-letter alarm
+    dead_letters = alarm("RefreshDeadLetterAlarm")
+
+    # When its metric is read
+    metric = (dead_letters["Namespace"], dead_letters["MetricName"], dead_letters["Dimensions"])
+
+    # Then it fires as soon as the refresh dead-letter queue holds a visible message
+    assert metric == (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+        [{"Name": "QueueName", "Value": physical("RefreshDeadLetterQueue", "QueueName")}],
+    )
+    assert (dead_letters["ComparisonOperator"], dead_letters["Threshold"]) == ("GreaterThanThreshold", 0)
+    assert dead_letters["TreatMissingData"] == "notBreaching"
+
+
+# ---------------------------------------------------------------- dashboard
+
+
+def dashboard_widgets() -> list[dict]:
+    dashboard = resources()["EicGuardDashboard"]
+    assert dashboard["Type"] == "AWS::CloudWatch::Dashboard"
+    body = resolve(dashboard["Properties"]["DashboardBody"], parameter_values())
+    assert isinstance(body, str) and "${" not in body, "every ${...} in the body must be substituted"
+    return json.loads(body)["widgets"]
+
+
+def dashboard_metrics() -> list[tuple[str, str, dict[str, str]]]:
+    """(namespace, metric name, dimensions) of every metric line of the dashboard (SEARCH: dimension names only)."""
+    found = []
+    for widget in dashboard_widgets():
+        for line in widget.get("properties", {}).get("metrics", []):
+            if isinstance(line[0], dict) and "expression" in line[0]:
+                match = SEARCH.search(line[0]["expression"])
+                if match:
+                    names = match.group("dimensions").split(",")
+                    found.append((match.group("namespace"), match.group("name"), dict.fromkeys(names, "*")))
+                continue
+            namespace, name, *rest = line
+            pairs = [p for p in rest if not isinstance(p, dict)]
+            found.append((namespace, name, dict(zip(pairs[::2], pairs[1::2], strict=True))))
+    return found
+
+
+def test_dashboard_body_is_json_and_every_widget_is_in_the_stack_region():
+    # Given the dashboard body with every ${...} substituted
+    widgets = dashboard_widgets()
+
+    # When the metric widgets are picked out
+    metric_widgets = [w for w in widgets if w["type"] == "metric"]
+
+    # Then there are some, each with a title, in the stack's region, on the 24-column grid
+    assert len(metric_widgets) >= 6
+    for widget in metric_widgets:
+        assert widget["properties"]["title"]
+        assert widget["properties"]["region"] == "eu-west-3"
+        assert widget["x"] + widget["width"] <= 24
+
+
+def test_dashboard_shows_every_metric_eic_guard_emits_with_the_service_dimension():
+    # Given every metric line of the dashboard
+    metrics = dashboard_metrics()
+
+    # When the EicGuard ones are collected by name
+    names = {name for namespace, name, _ in metrics if namespace == NAMESPACE}
+
+    # Then every scan and refresh metric is there (the engine's summary counters too), each with service=eic-guard
+    assert set(SCAN_METRICS + REFRESH_METRICS) <= names
+    assert set(SUMMARY_METRICS.values()) <= names
+    for namespace, name, dimensions in metrics:
+        if namespace == NAMESPACE:
+            assert dimensions.get("service") in (SERVICE, "*"), name
+
+
+def test_dashboard_shows_failures_for_every_check_and_rejections_by_reason():
+    # Given every metric line of the dashboard
+    metrics = dashboard_metrics()
+
+    # When the CheckFailures and RefreshRejected lines are read
+    check_ids = {d["CheckId"] for ns, name, d in metrics if (ns, name) == (NAMESPACE, "CheckFailures")}
+    rejected = [d for ns, name, d in metrics if (ns, name) == (NAMESPACE, "RefreshRejected")]
+
+    # Then there is one failures line per check the engine has, and the rejections are split by Reason (a SEARCH,
+    # so a reason added later shows up without a template change)
+    assert check_ids == set(CHECK_IDS) == BRIEFED_CHECK_IDS
+    assert rejected and all(set(d) == {"service", "Reason"} for d in rejected)
+
+
+def test_dashboard_shows_lambda_errors_of_both_functions_and_the_dead_letter_queue():
+    # Given every metric line of the dashboard
+    metrics = dashboard_metrics()
+
+    # When the AWS namespaces are picked out
+    aws = [(ns, name, d) for ns, name, d in metrics if ns.startswith("AWS/")]
+
+    # Then both functions' Lambda errors and the dead-letter queue depth are shown
+    assert ("AWS/Lambda", "Errors", {"FunctionName": physical("ScanFunction")}) in aws
+    assert ("AWS/Lambda", "Errors", {"FunctionName": physical("RefreshFunction")}) in aws
+    assert (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+        {"QueueName": physical("RefreshDeadLetterQueue", "QueueName")},
+    ) in aws

@@ -1,0 +1,312 @@
+"""template.yaml: the refresh function and its role, its dead-letter queue, the state table, the reports bucket and
+the alerts topic, and the rule that data-plane permissions always name this stack's own resource."""
+
+from __future__ import annotations
+
+import pytest
+from eic_guard.permissions import refresh_function_actions
+from eic_guard.settings import AWS_IP_SPACE_TOPIC, MANAGED_BY_TAG
+
+from tests.template.cfn import (
+    PSEUDO,
+    ROOT,
+    allowed_actions,
+    arn_resource_type,
+    as_list,
+    condition_holds,
+    is_ec2_write,
+    parameter_values,
+    physical,
+    resolve,
+    resource_exists,
+    resources,
+    role_statements,
+    statements_granting,
+    string_equals,
+)
+
+MANAGED_KEY, MANAGED_VALUE = MANAGED_BY_TAG
+FULL_REMEDIATION = {"Mode": "remediate", "RemediatePublicIp": "true", "TagInstances": "true"}
+FOURTEEN_DAYS = 14 * 24 * 3600
+
+
+def refresh() -> dict:
+    return resources()["RefreshFunction"]["Properties"]
+
+
+# ---------------------------------------------------------------- refresh function
+
+
+def test_refresh_function_is_the_refresh_handler_with_the_layer_and_its_own_log_group():
+    # Given the refresh function and the log group it names
+    function = refresh()
+    log_group = resources()[function["LoggingConfig"]["LogGroup"]["Ref"]]
+
+    # When its code, handler and limits are read
+    code_dir = ROOT / function["CodeUri"]
+
+    # Then it runs functions/refresh/app.lambda_handler from the layer, for up to 120 s, logging to a group of
+    # its own that expires
+    assert function["CodeUri"] == "functions/refresh/"
+    assert function["Handler"] == "app.lambda_handler"
+    assert (code_dir / "app.py").is_file() and (code_dir / "requirements.txt").is_file()
+    assert function["Timeout"] == 120
+    assert function["Layers"] == [{"Ref": "EicGuardLayer"}]
+    assert log_group["Type"] == "AWS::Logs::LogGroup"
+    assert log_group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    assert resolve(log_group["Properties"]["LogGroupName"], parameter_values()) == "/aws/lambda/eic-guard/refresh"
+
+
+def test_refresh_subscribes_to_the_aws_ip_space_topic_in_us_east_1():
+    # Given the refresh function's events
+    events = refresh()["Events"]
+
+    # When its SNS events are read
+    sns = [e["Properties"] for e in events.values() if e["Type"] == "SNS"]
+
+    # Then there is exactly one, on AWS's AmazonIpSpaceChanged topic, subscribed cross-region from us-east-1
+    # whatever the stack's own region (here PSEUDO's, not us-east-1)
+    assert len(events) == 1
+    assert sns == [{"Topic": AWS_IP_SPACE_TOPIC, "Region": "us-east-1"}]
+    assert PSEUDO["AWS::Region"] != "us-east-1"
+
+
+def test_a_failed_notification_is_retried_twice_then_kept_in_the_dead_letter_queue():
+    # Given the refresh function's asynchronous invocation settings and the queue they name
+    config = refresh()["EventInvokeConfig"]
+    on_failure = config["DestinationConfig"]["OnFailure"]
+    queue = resources()["RefreshDeadLetterQueue"]
+
+    # When the destination and retry policy are read
+    destination = on_failure["Destination"]
+
+    # Then it retries twice, gives up within SNS/Lambda's 6 h, and sends the failed event to the SQS queue,
+    # which is encrypted and keeps messages 14 days
+    assert config["MaximumRetryAttempts"] == 2
+    assert 60 <= config["MaximumEventAgeInSeconds"] <= 21600
+    assert on_failure["Type"] == "SQS"
+    assert destination == {"Fn::GetAtt": ["RefreshDeadLetterQueue", "Arn"]}
+    assert queue["Type"] == "AWS::SQS::Queue"
+    assert queue["Properties"]["SqsManagedSseEnabled"] is True
+    assert queue["Properties"]["MessageRetentionPeriod"] == FOURTEEN_DAYS
+
+
+@pytest.mark.parametrize("mode", ["report", "remediate"])
+def test_refresh_role_grants_exactly_the_refresh_actions_whatever_the_scan_mode(mode):
+    # Given the actions permissions.py declares for the refresh
+    needed = refresh_function_actions()
+
+    # When the refresh role is resolved in either scan mode
+    statements = role_statements("RefreshFunction", parameter_values(Mode=mode))
+
+    # Then it grants exactly those (Mode is the scan's: the refresh always updates the managed groups), and is
+    # the same document in both modes
+    assert sorted(allowed_actions(statements) ^ needed) == []
+    assert statements == role_statements("RefreshFunction", parameter_values(Mode="remediate"))
+
+
+def test_refresh_edits_only_managed_groups_and_only_in_the_configured_regions():
+    # Given two configured regions
+    statements = role_statements("RefreshFunction", parameter_values(Regions="eu-west-1,us-east-1"))
+
+    # When the rule-editing statements and the denies are read
+    denies = [s for s in statements if s["Effect"] == "Deny"]
+    writes = {a for a in allowed_actions(statements) if is_ec2_write(a)}
+
+    # Then the EC2 writes are the two ingress edits, on ManagedBy=eic-guard groups only, denied elsewhere
+    assert writes == {"ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress"}
+    for action in writes:
+        for statement in statements_granting(action, statements):
+            assert {arn_resource_type(r) for r in as_list(statement["Resource"])} == {"security-group"}
+            assert string_equals(statement) == {f"aws:ResourceTag/{MANAGED_KEY}": MANAGED_VALUE}
+    assert len(denies) == 1
+    assert writes <= set(denies[0]["Action"])
+    assert denies[0]["Condition"] == {"StringNotEquals": {"aws:RequestedRegion": ["eu-west-1", "us-east-1"]}}
+
+
+# ---------------------------------------------------------------- data-plane permissions name this stack's resources
+
+
+@pytest.mark.parametrize("function_id", ["ScanFunction", "RefreshFunction"])
+def test_table_bucket_and_topic_permissions_name_the_specific_resource(function_id):
+    # Given the resources each data-plane service may touch: this stack's table, report prefix and topic
+    expected = {
+        "dynamodb": [physical("StateTable", "Arn")],
+        "s3": [physical("ReportsBucket", "Arn") + "/reports/*"],
+        "sns": [physical("AlertsTopic")],
+    }
+
+    # When every Allow statement of the role that grants a DynamoDB, S3 or SNS action is read
+    statements = role_statements(function_id, parameter_values(**FULL_REMEDIATION))
+    data = [s for s in statements if s["Effect"] == "Allow" and as_list(s["Action"])[0].split(":")[0] in expected]
+
+    # Then each statement is about one service, names exactly that resource (never "*"), and all three exist
+    services = set()
+    for statement in data:
+        (service,) = {a.split(":")[0] for a in as_list(statement["Action"])}
+        services.add(service)
+        assert as_list(statement["Resource"]) == expected[service], statement.get("Sid")
+        assert "*" not in as_list(statement["Resource"])
+    assert services == set(expected)
+    for statement in statements:
+        if statement["Effect"] == "Allow" and any(a.split(":")[0] in expected for a in as_list(statement["Action"])):
+            assert statement in data
+
+
+# ---------------------------------------------------------------- state table
+
+
+def test_state_table_is_on_demand_encrypted_recoverable_and_retained():
+    # Given the state table
+    table = resources()["StateTable"]
+    properties = table["Properties"]
+
+    # When its key, billing, backup, encryption and TTL are read
+    key_schema = properties["KeySchema"]
+
+    # Then it is keyed on "id" (the state item and Powertools idempotency records), pay-per-request, with
+    # point-in-time recovery, SSE, TTL on "expiration", and kept when the stack goes
+    assert table["Type"] == "AWS::DynamoDB::Table"
+    assert key_schema == [{"AttributeName": "id", "KeyType": "HASH"}]
+    assert properties["AttributeDefinitions"] == [{"AttributeName": "id", "AttributeType": "S"}]
+    assert properties["BillingMode"] == "PAY_PER_REQUEST"
+    assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert properties["SSESpecification"]["SSEEnabled"] is True
+    assert properties["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
+    assert (table["DeletionPolicy"], table["UpdateReplacePolicy"]) == ("Retain", "Retain")
+
+
+# ---------------------------------------------------------------- reports bucket
+
+
+def test_reports_bucket_is_versioned_encrypted_private_and_retained():
+    # Given the reports bucket
+    bucket = resources()["ReportsBucket"]
+    properties = bucket["Properties"]
+
+    # When its versioning, encryption, public access and ownership settings are read
+    encryption = properties["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+
+    # Then every one is on, and the bucket outlives the stack
+    assert bucket["Type"] == "AWS::S3::Bucket"
+    assert properties["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert encryption and all(
+        rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in ("AES256", "aws:kms") for rule in encryption
+    )
+    assert properties["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    assert properties["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    assert (bucket["DeletionPolicy"], bucket["UpdateReplacePolicy"]) == ("Retain", "Retain")
+
+
+def test_reports_expire_after_report_retention_days_and_old_versions_after_30_days():
+    # Given the bucket's lifecycle rules
+    rules = resources()["ReportsBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+
+    # When the rules that expire current objects and noncurrent versions are picked out
+    expiring = [r for r in rules if "ExpirationInDays" in r]
+    noncurrent = [r for r in rules if "NoncurrentVersionExpiration" in r]
+
+    # Then reports/ expires after the ReportRetentionDays parameter (400 by default) and old versions after 30 days
+    assert all(r["Status"] == "Enabled" for r in rules)
+    assert len(expiring) == 1
+    assert expiring[0]["Prefix"] == "reports/"
+    assert expiring[0]["ExpirationInDays"] == {"Ref": "ReportRetentionDays"}
+    assert parameter_values()["ReportRetentionDays"] == "400"
+    assert [r["NoncurrentVersionExpiration"] for r in noncurrent] == [{"NoncurrentDays": 30}]
+
+
+def test_reports_bucket_policy_denies_every_request_without_tls():
+    # Given the bucket policies that apply to the reports bucket
+    policies = [r for r in resources().values() if r["Type"] == "AWS::S3::BucketPolicy"]
+
+    # When its Deny statements are read
+    assert [p["Properties"]["Bucket"] for p in policies] == [{"Ref": "ReportsBucket"}]
+    document = resolve(policies[0]["Properties"]["PolicyDocument"], parameter_values())
+    denies = [s for s in document["Statement"] if s["Effect"] == "Deny"]
+
+    # Then one denies everything to everyone on the bucket and its objects when the request is not TLS
+    bucket_arn = physical("ReportsBucket", "Arn")
+    assert any(
+        s["Principal"] == "*"
+        and as_list(s["Action"]) == ["s3:*"]
+        and sorted(as_list(s["Resource"])) == [bucket_arn, f"{bucket_arn}/*"]
+        and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        for s in denies
+    )
+
+
+# ---------------------------------------------------------------- alerts topic
+
+
+def test_alerts_topic_is_encrypted_with_a_key_cloudwatch_alarms_can_use():
+    # Given the alerts topic and the key it names
+    topic = resources()["AlertsTopic"]
+    key_id = topic["Properties"]["KmsMasterKeyId"]["Fn::GetAtt"][0]
+    key = resources()[key_id]
+
+    # When the key policy is resolved
+    statements = resolve(key["Properties"]["KeyPolicy"], parameter_values())["Statement"]
+    for_cloudwatch = [s for s in statements if s.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}]
+    for_sns = [s for s in statements if s.get("Principal") == {"AWS": "*"}]
+
+    # Then it is a rotating customer managed key (alias/aws/sns would silently drop every alarm notification)
+    # that CloudWatch alarms may use, and other principals only through SNS from this account
+    assert key["Type"] == "AWS::KMS::Key"
+    assert key["Properties"]["EnableKeyRotation"] is True
+    assert len(for_cloudwatch) == 1
+    assert set(for_cloudwatch[0]["Action"]) == {"kms:GenerateDataKey*", "kms:Decrypt"}
+    assert len(for_sns) == 1
+    assert string_equals(for_sns[0]) == {
+        "kms:CallerAccount": PSEUDO["AWS::AccountId"],
+        "kms:ViaService": f"sns.{PSEUDO['AWS::Region']}.amazonaws.com",
+    }
+
+
+def test_alerts_topic_policy_lets_this_accounts_alarms_publish_and_denies_publishing_without_tls():
+    # Given the topic policy of the alerts topic
+    policies = [r for r in resources().values() if r["Type"] == "AWS::SNS::TopicPolicy"]
+    assert [p["Properties"]["Topics"] for p in policies] == [[{"Ref": "AlertsTopic"}]]
+    statements = resolve(policies[0]["Properties"]["PolicyDocument"], parameter_values())["Statement"]
+
+    # When its Allow and Deny statements are read
+    allows = [s for s in statements if s["Effect"] == "Allow"]
+    denies = [s for s in statements if s["Effect"] == "Deny"]
+
+    # Then only CloudWatch alarms of this account are allowed in (the roles publish through IAM), and nothing
+    # may publish without TLS
+    topic = physical("AlertsTopic")
+    account, region = PSEUDO["AWS::AccountId"], PSEUDO["AWS::Region"]
+    assert len(allows) == 1
+    assert allows[0]["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert (allows[0]["Action"], allows[0]["Resource"]) == ("sns:Publish", topic)
+    assert allows[0]["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": account},
+        "ArnLike": {"aws:SourceArn": f"arn:aws:cloudwatch:{region}:{account}:alarm:*"},
+    }
+    assert len(denies) == 1
+    assert (denies[0]["Principal"], denies[0]["Action"], denies[0]["Resource"]) == ("*", "sns:Publish", topic)
+    assert denies[0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+@pytest.mark.parametrize(("email", "subscribed"), [("", False), ("ops@example.com", True)])
+def test_alert_email_is_subscribed_only_when_given(email, subscribed):
+    # Given an AlertEmail value
+    params = parameter_values(AlertEmail=email)
+
+    # When the e-mail subscriptions that exist with it are listed
+    subscriptions = [
+        resolve(r["Properties"], params)
+        for logical_id, r in resources().items()
+        if r["Type"] == "AWS::SNS::Subscription" and resource_exists(logical_id, params)
+    ]
+
+    # Then there is one to that address on the alerts topic, or none when the parameter is empty (the default)
+    assert parameter_values()["AlertEmail"] == ""
+    expected = [{"TopicArn": physical("AlertsTopic"), "Protocol": "email", "Endpoint": email}] if subscribed else []
+    assert subscriptions == expected
+    assert condition_holds("HasAlertEmail", params) is subscribed
