@@ -32,6 +32,7 @@ demo: $(BIN)/.installed
 	$(BIN)/eic-guard demo
 
 test: $(BIN)/.installed
+	@scripts/ensure-chromium.sh
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
 lint: $(BIN)/.installed

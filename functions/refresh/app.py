@@ -1,37 +1,39 @@
 """ip-ranges refresh: an AmazonIpSpaceChanged notification updates eic-guard's managed security groups.
 
-A rejected notification raises, so the invocation fails, SNS/Lambda retry it and the dead-letter queue keeps it.
+A rejected notification raises, so the invocation fails, Lambda retries it and the dead-letter queue keeps it.
 """
 
-import boto3
+from datetime import UTC, datetime
+
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from eic_guard.clients import RETRY_CONFIG, AwsClients
+from eic_guard.clients import AwsClients
 from eic_guard.errors import EicGuardError
-from eic_guard.events import IpSpaceChange, parse_ip_space_notification
+from eic_guard.events import parse_ip_space_notification
 from eic_guard.observability import logger, metrics, record_refresh, record_rejection, tracer
-from eic_guard.refresh import handle_notification, idempotent_on_synctoken
+from eic_guard.publish import publish_refresh
+from eic_guard.refresh import process_notification
 from eic_guard.settings import Settings
-from eic_guard.state import DynamoDbStateStore
 
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    started = datetime.now(UTC)
     settings = Settings.from_env().require("state_table")
+    clients = AwsClients()
     try:
         change = parse_ip_space_notification(event, settings.ip_ranges_topic_arns)
-        store = DynamoDbStateStore(boto3.client("dynamodb", config=RETRY_CONFIG), settings.state_table)
-        process = idempotent_on_synctoken(
-            lambda change: handle_notification(IpSpaceChange.model_validate(change), AwsClients(), settings, store),
-            settings.state_table, context)
-        summary = process(change=change.model_dump(by_alias=True))
+        summary = process_notification(change, clients, settings, context)
     except EicGuardError as exc:
-        record_rejection(getattr(exc, "reason", "invalid"))
-        logger.error("ip-ranges notification rejected", extra={"reason": getattr(exc, "reason", None),
-                                                               "error": str(exc)})
+        reason = getattr(exc, "reason", "invalid")
+        record_rejection(reason)
+        logger.error("ip-ranges notification rejected", extra={"reason": reason, "error": str(exc)})
+        publish_refresh(clients, settings, context.aws_request_id, started, {"status": "rejected", "reason": reason,
+                        "error": str(exc)}, [f"notification rejected ({reason}): {exc}"])
         raise
     record_refresh(summary)
+    publish_refresh(clients, settings, context.aws_request_id, started, summary, summary.get("alerts", []))
     logger.info("ip-ranges refresh done", extra={"summary": summary})
     return summary

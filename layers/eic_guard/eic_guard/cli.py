@@ -9,9 +9,13 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
 import boto3
+from rich.console import Console
+from rich.progress import Progress
 
 from . import ip_ranges
 from .clients import AwsClients, known_regions
@@ -19,6 +23,8 @@ from .engine import run_scan
 from .refresh import apply_ranges
 from .state import FileStateStore
 from .errors import ConfigurationError, EicGuardError
+from .html_report import render_html
+from .observability import logger
 from .report import Report
 from .report_table import render
 from .settings import Settings
@@ -37,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--ip-ranges", metavar="PATH|URL", help="ip-ranges.json to use instead of the AWS URL")
     scan.add_argument("--format", choices=("table", "json"), default="table")
     scan.add_argument("--output", metavar="FILE", help="write the report to FILE instead of standard output")
+    scan.add_argument("--html", metavar="FILE", help="also write the self-contained HTML report to FILE")
     refresh = commands.add_parser("refresh", help="apply the current EIC ranges to eic-guard's managed groups")
     refresh.add_argument("--region", action="append", dest="regions", metavar="R",
                          help="region to refresh (repeatable; default: the session's region)")
@@ -71,13 +78,27 @@ def _write(report: Report, fmt: str, output: str | None) -> None:
             stream.close()
 
 
+@contextmanager
+def _progress(regions: int) -> Iterator[Callable[[str], None] | None]:
+    """A progress bar on stderr for multi-region scans, only when a person is watching a terminal."""
+    if regions < 2 or not sys.stderr.isatty():
+        yield None
+        return
+    with Progress(transient=True, console=Console(stderr=True)) as progress:
+        task = progress.add_task("scanning regions", total=regions)
+        yield lambda region: progress.update(task, advance=1, description=f"scanned {region}")
+
+
 def scan(args: argparse.Namespace) -> int:
     session = boto3.Session()
     settings = _settings(args, session)
     ranges = ip_ranges.load(args.ip_ranges)
     clients = AwsClients(session)
-    report = run_scan(clients, settings, ranges)
+    with _progress(len(settings.regions)) as advance:
+        report = run_scan(clients, settings, ranges, on_target=advance)
     _write(report, args.format, args.output)
+    if args.html:
+        Path(args.html).write_text(render_html(report), encoding="utf-8")
     return EXIT_NONCOMPLIANT if report.has_noncompliant else EXIT_OK
 
 
@@ -96,8 +117,25 @@ def refresh(args: argparse.Namespace) -> int:
     return EXIT_NONCOMPLIANT if result.alerts else EXIT_OK
 
 
+class _CurrentStderr:
+    """Whatever sys.stderr is when a line is written (tests and the demo swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def _quiet_logs() -> None:
+    """The CLI's standard output is the report: structured logs go to stderr, warnings and up unless asked."""
+    logger.registered_handler.setStream(_CurrentStderr())
+    logger.setLevel(os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _quiet_logs()
     try:
         if args.command == "demo":
             from .demo import main as demo_main  # moto is a dev dependency: imported only for the demo

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from .report import Report, build_report
 from .settings import EXCLUDE_TAG, EXCLUDE_UNTIL_TAG, Settings
 
 CHECKS_BY_ID = {check.ID: check for check in ALL_CHECKS}
+# Only the documented form: date.fromisoformat also takes 20260101 or 2026-W01-1, which must keep the exclusion.
+_YYYY_MM_DD = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 @dataclass
@@ -43,8 +46,10 @@ def exclusion(instance: Instance, today: date) -> str | None:
     if until is None:
         return reason
     try:
-        end = date.fromisoformat(until)
+        end = date.fromisoformat(until) if _YYYY_MM_DD.fullmatch(until) else None
     except ValueError:
+        end = None
+    if end is None:
         return f"{reason}; {EXCLUDE_UNTIL_TAG}={until!r} is not a YYYY-MM-DD date, so the exclusion stands"
     return None if today > end else f"{reason} (until {end.isoformat()})"
 
@@ -131,20 +136,36 @@ def _release_orphan_addresses(snapshot, remediator: Remediator) -> list[ActionRe
 
 
 def run_scan(clients: Any, settings: Settings, ip_ranges: IpRanges, *, run_id: str | None = None,
-             now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Report:
-    """Scan every configured region of the caller's account and build the report (DESIGN §5)."""
+             now: Callable[[], datetime] = lambda: datetime.now(UTC),
+             on_target: Callable[[str], None] | None = None) -> Report:
+    """Scan every configured region of the caller's account and build the report (DESIGN §5).
+
+    `on_target(region)` is called after each region (the CLI's progress bar).
+    """
     run_id = run_id or str(uuid.uuid4())
     started = now()
     account_id = clients.account_id()
+    logger.append_keys(run_id=run_id)
     targets: list[TargetResult] = []
     for region in settings.regions:
-        logger.append_keys(region=region)
         try:
             targets.append(scan_target(clients.ec2(region), account_id, region, settings, ip_ranges, started.date()))
-        except (ClientError, BotoCoreError) as exc:
-            # One region failing to read is reported and counted; the other regions still run.
-            logger.error("target scan failed", extra={"error": str(exc)})
+        except Exception as exc:  # noqa: BLE001 - one region failing is reported and counted; the others still run
+            logger.exception("target scan failed", extra={"region": region, "error": str(exc)})
             targets.append(TargetResult(region, error=f"{type(exc).__name__}: {exc}"))
-    logger.remove_keys(["region"])
-    return build_report(run_id=run_id, settings=settings, account_id=account_id, started=started,
-                        finished=now(), ip_ranges=ip_ranges, targets=targets)
+        if on_target:
+            on_target(region)
+    report = build_report(run_id=run_id, settings=settings, account_id=account_id, started=started,
+                          finished=now(), ip_ranges=ip_ranges, targets=targets)
+    _log_problems(report)
+    return report
+
+
+def _log_problems(report: Report) -> None:
+    """One structured line per check an instance still fails, so logs can be searched by instance and check."""
+    for entry in report.instances:
+        for check_id, check in entry.checks.items():
+            if check.status in ("fail", "would-fix", "error"):
+                logger.info("check not passing", extra={"instance_id": entry.instance_id, "region": entry.region,
+                                                        "check": check_id, "status": check.status,
+                                                        "reason": check.reason})

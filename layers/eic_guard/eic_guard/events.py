@@ -62,6 +62,10 @@ class IpSpaceChange(BaseModel):
     @classmethod
     def _known_time_format(cls, value: str) -> str:
         if _AWS_CREATE_TIME.match(value):
+            try:  # the pattern alone would take 2026-99-99-99-99-99
+                datetime.strptime(value, "%Y-%m-%d-%H-%M-%S")
+            except ValueError:
+                raise ValueError("create-time YYYY-MM-DD-hh-mm-ss is not a real date and time") from None
             return value
         try:
             datetime.fromisoformat(value.replace("Z", "+00:00"))

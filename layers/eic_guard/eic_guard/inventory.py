@@ -35,7 +35,7 @@ def gather(ec2: Any, account_id: str, region: str, settings: Settings) -> Target
     vpc_ids = sorted({i.vpc_id for i in instances if i.vpc_id})
     group_ids = sorted({g for i in instances for g in _all_group_ids(i)})
     security_groups = {g.group_id: g for g in _security_groups(ec2, group_ids)} if group_ids else {}
-    managed_groups = _managed_groups(ec2, vpc_ids) if vpc_ids else {}
+    managed_groups, foreign_vpcs = _groups_named_managed(ec2, vpc_ids) if vpc_ids else ({}, frozenset())
     security_groups.update({g.group_id: g for g in managed_groups.values()})
     eic_list_id = _eic_prefix_list_id(ec2, region)
     list_ids = {pl for g in security_groups.values() for p in g.ingress for pl in p.prefix_list_ids}
@@ -51,6 +51,7 @@ def gather(ec2: Any, account_id: str, region: str, settings: Settings) -> Target
         network_acls=tuple(_network_acls(ec2, vpc_ids)) if vpc_ids else (),
         prefix_lists={pl: prefix_list_entries(ec2, pl) for pl in sorted(list_ids)},
         managed_groups=managed_groups,
+        vpcs_with_unowned_managed_name=foreign_vpcs,
         eic_prefix_list_id=eic_list_id,
         managed_addresses=tuple(_managed_addresses(ec2)) if settings.remediate_public_ip else (),
     )
@@ -148,19 +149,24 @@ def _security_groups(ec2: Any, group_ids: list[str]) -> Iterator[SecurityGroup]:
         yield parse_security_group(raw)
 
 
-def _managed_groups(ec2: Any, vpc_ids: list[str]) -> dict[str, SecurityGroup]:
+def _groups_named_managed(ec2: Any, vpc_ids: list[str]) -> tuple[dict[str, SecurityGroup], frozenset[str]]:
+    """The VPCs' eic-guard-ssh groups: those tagged ManagedBy=eic-guard by VPC, and the VPCs whose group of that
+    name is someone else's (read here, so that report mode and remediate mode both refuse before any write)."""
     key, value = MANAGED_BY_TAG
     found: dict[str, SecurityGroup] = {}
+    unowned: set[str] = set()
     for chunk in _chunks(vpc_ids):
         filters = [
             {"Name": "vpc-id", "Values": chunk},
             {"Name": "group-name", "Values": [MANAGED_GROUP_NAME]},
-            {"Name": f"tag:{key}", "Values": [value]},
         ]
         for raw in paginate(ec2, "describe_security_groups", "SecurityGroups", Filters=filters):
             group = parse_security_group(raw)
-            found[group.vpc_id or ""] = group
-    return found
+            if group.tag(key) == value:
+                found[group.vpc_id or ""] = group
+            else:
+                unowned.add(group.vpc_id or "")
+    return found, frozenset(unowned)
 
 
 def _images(ec2: Any, image_ids: list[str]) -> dict[str, Image]:

@@ -103,6 +103,17 @@ class Instance:
     def public_ipv4(self) -> str | None:
         return self.public_ip or next((n.public_ip for n in self.network_interfaces if n.public_ip), None)
 
+    @property
+    def connect_subnet_id(self) -> str | None:
+        """The subnet EIC's traffic enters through: the connect ENI's, else the instance's."""
+        eni = self.connect_eni()
+        return (eni.subnet_id if eni else None) or self.subnet_id
+
+    @property
+    def connect_has_ipv6(self) -> bool:
+        eni = self.connect_eni()
+        return bool(eni and eni.ipv6_addresses)
+
     def connect_eni(self) -> NetworkInterface | None:
         """The ENI EIC reaches: the one holding the public address, else the primary one."""
         with_public = [n for n in self.network_interfaces if n.public_ip]
@@ -180,6 +191,7 @@ class TargetSnapshot:
     network_acls: tuple[NetworkAcl, ...]
     prefix_lists: dict[str, tuple[str, ...]]
     managed_groups: dict[str, SecurityGroup]  # vpc_id -> eic-guard-ssh group
+    vpcs_with_unowned_managed_name: frozenset[str] = frozenset()  # an untagged eic-guard-ssh exists there
     eic_prefix_list_id: str | None = None
     managed_addresses: tuple[ManagedAddress, ...] = ()
 

@@ -1,8 +1,14 @@
-"""Powertools Logger, Tracer and Metrics shared by the handlers and the engine (service eic-guard)."""
+"""Powertools Logger, Tracer and Metrics shared by the handlers and the engine, and eic-guard's metric vocabulary.
+
+Namespace EicGuard, dimension service=eic-guard on every metric; CheckFailures adds CheckId, RefreshRejected Reason.
+"""
 
 from __future__ import annotations
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+from .checks import CHECK_IDS
 
 SERVICE = "eic-guard"
 NAMESPACE = "EicGuard"
@@ -21,25 +27,43 @@ SUMMARY_METRICS = {
 }
 
 
-def record_summary(summary: dict[str, int]) -> None:
-    """Emit one EMF metric per summary counter."""
-    from aws_lambda_powertools.metrics import MetricUnit
+def _count(name: str, value: float) -> None:
+    metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
 
+
+def _dimensioned(name: str, value: float, dimension: str, dimension_value: str) -> None:
+    """A metric with one extra dimension, emitted as its own EMF blob (keeps the service dimension)."""
+    with single_metric(name=name, unit=MetricUnit.Count, value=value, namespace=NAMESPACE,
+                       default_dimensions={"service": SERVICE}) as metric:
+        metric.add_dimension(name=dimension, value=dimension_value)
+
+
+def record_scan(document: dict) -> None:
+    """Summary counters, ScanCompleted, remediations applied/failed, and failures by check id."""
     for key, name in SUMMARY_METRICS.items():
-        metrics.add_metric(name=name, unit=MetricUnit.Count, value=summary.get(key, 0))
-
-
-def record_rejection(reason: str) -> None:
-    """One RefreshRejected metric with the reason as its dimension (a separate EMF blob)."""
-    from aws_lambda_powertools.metrics import MetricUnit, single_metric
-
-    with single_metric(name="RefreshRejected", unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as metric:
-        metric.add_dimension(name="Reason", value=reason)
+        _count(name, document["summary"].get(key, 0))
+    _count("ScanCompleted", 1)
+    actions = [a for instance in document["instances"] for a in instance["actions"]]
+    _count("RemediationsApplied", sum(1 for a in actions if a["status"] == "done"))
+    _count("RemediationsFailed", sum(1 for a in actions if a["status"] == "failed"))
+    failures = dict.fromkeys(CHECK_IDS, 0)
+    for instance in document["instances"]:
+        for check_id, check in instance["checks"].items():
+            if check["status"] in ("fail", "would-fix", "error"):
+                failures[check_id] += 1
+    for check_id, count in failures.items():
+        _dimensioned("CheckFailures", count, "CheckId", check_id)
 
 
 def record_refresh(summary: dict) -> None:
-    from aws_lambda_powertools.metrics import MetricUnit
+    """RefreshApplied, prefixes added and removed, alerts raised."""
+    if summary.get("status") == "applied":
+        _count("RefreshApplied", 1)
+    _count("PrefixesAdded", summary.get("prefixes_added", 0))
+    _count("PrefixesRemoved", summary.get("prefixes_revoked", 0))
+    _count("RefreshAlerts", len(summary.get("alerts", ())))
 
-    metrics.add_metric(name="PrefixesAdded", unit=MetricUnit.Count, value=summary.get("prefixes_added", 0))
-    metrics.add_metric(name="PrefixesRemoved", unit=MetricUnit.Count, value=summary.get("prefixes_revoked", 0))
-    metrics.add_metric(name="RefreshAlerts", unit=MetricUnit.Count, value=len(summary.get("alerts", ())))
+
+def record_rejection(reason: str) -> None:
+    """One RefreshRejected metric with the reason as its dimension."""
+    _dimensioned("RefreshRejected", 1, "Reason", reason)

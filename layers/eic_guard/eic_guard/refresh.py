@@ -7,6 +7,7 @@ raises an alert. Add before revoke. Only rules eic-guard created (its descriptio
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,7 @@ from .managed_group import RuleSet, current_rules, owned_rules
 from .models import ActionRecord, SecurityGroup
 from .observability import logger
 from .settings import MANAGED_BY_TAG, MANAGED_GROUP_NAME, Settings
-from .state import RangesState, StateStore
+from .state import DynamoDbStateStore, RangesState, StateStore
 
 RefreshStatus = Literal["applied", "stale", "duplicate"]
 
@@ -147,9 +148,14 @@ def _compare_prefix_list(ec2: Any, region: str, current: set[str], result: Regio
     """
     name = EIC_PREFIX_LIST.format(region=region)
     lists = ec2.describe_managed_prefix_lists(Filters=[{"Name": "prefix-list-name", "Values": [name]}])
-    list_id = next((p["PrefixListId"] for p in lists.get("PrefixLists", ())), None)
-    if list_id is None:
+    found = next(iter(lists.get("PrefixLists", ())), None)
+    if found is None:
         return False
+    list_id = found["PrefixListId"]
+    # That list is IPv4 (AWS publishes the IPv6 prefixes as com.amazonaws.<region>.ipv6.ec2-instance-connect):
+    # compare it with the file's prefixes of its own family only, or every IPv6 prefix would be reported missing.
+    family = 6 if found.get("AddressFamily") == "IPv6" else 4
+    current = {p for p in current if ipaddress.ip_network(p).version == family}
     entries = set(prefix_list_entries(ec2, list_id))
     result.prefix_list_differences = [f"only in ip-ranges.json: {p}" for p in sorted(current - entries)] + [
         f"only in {list_id}: {p}" for p in sorted(entries - current)]
@@ -227,8 +233,18 @@ def nightly_ranges(store: StateStore, settings: Settings, source: str | None = N
     return fetched
 
 
+def process_notification(change: IpSpaceChange, clients: Any, settings: Settings, context: Any) -> dict:
+    """handle_notification, once per synctoken (Powertools idempotency on the state table)."""
+    store = DynamoDbStateStore(clients.client("dynamodb"), settings.state_table)
+    process = idempotent_on_synctoken(
+        lambda change: handle_notification(IpSpaceChange.model_validate(change), clients, settings, store),
+        settings.state_table, context)
+    return process(change=change.model_dump(by_alias=True))
+
+
 def idempotent_on_synctoken(process: Callable[..., dict], table_name: str, context: Any) -> Callable[..., dict]:
     """Wrap `process(change=...)` so one synctoken is processed once, even when delivered twice at once."""
+    # Imported here: only the refresh function needs it, the scan's cold start does not pay for it.
     from aws_lambda_powertools.utilities.idempotency import (
         DynamoDBPersistenceLayer,
         IdempotencyConfig,

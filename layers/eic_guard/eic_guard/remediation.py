@@ -49,13 +49,13 @@ class Remediator:
         snapshot = self.ctx.snapshot
         existing = snapshot.managed_groups.get(vpc_id)
         if existing is None:
+            if vpc_id in snapshot.vpcs_with_unowned_managed_name:
+                raise RemediationRefused(self._unowned(vpc_id))
             try:
                 group_id, record = self.gateway.create_managed_group(vpc_id)
             except ClientError as exc:
-                if error_code(exc) == "InvalidGroup.Duplicate":
-                    raise RemediationRefused(
-                        f"a group named {MANAGED_GROUP_NAME} exists in {vpc_id} without the ManagedBy=eic-guard tag; "
-                        "eic-guard will not use or change it") from None
+                if error_code(exc) == "InvalidGroup.Duplicate":  # created by someone else since the gather
+                    raise RemediationRefused(self._unowned(vpc_id)) from None
                 raise
             actions.append(record)
         else:
@@ -65,6 +65,11 @@ class Remediator:
         if missing:
             actions.append(self.gateway.authorize(group_id, missing))
         return group_id
+
+    @staticmethod
+    def _unowned(vpc_id: str) -> str:
+        return (f"a group named {MANAGED_GROUP_NAME} exists in {vpc_id} without the ManagedBy=eic-guard tag; "
+                "eic-guard will not use or change it")
 
     def note(self, action: str, resource: str, detail: str) -> ActionRecord:
         """A record for a fix that needed no write (already in the goal state)."""

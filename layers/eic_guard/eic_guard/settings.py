@@ -33,6 +33,7 @@ class Settings(BaseModel):
     mode: Literal["report", "remediate"] = "remediate"
     ingress_source: Literal["cidr", "prefix-list"] = "cidr"
     remediate_public_ip: bool = False
+    tag_instances: bool = False  # eic-guard:status / eic-guard:checked-at on opted-in instances (remediate mode)
     stale_prefix_grace_hours: int = Field(default=24, ge=0, le=24 * 90)
     state_table: str | None = None
     reports_bucket: str | None = None

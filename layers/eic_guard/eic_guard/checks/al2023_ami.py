@@ -21,6 +21,8 @@ def evaluate(instance: Instance, ctx: CheckContext) -> CheckResult:
         return failed(UNKNOWN)
     if image.owner_id != AMAZON_OWNER_ID:
         return failed(f"{image.image_id} ({image.name}) is not owned by Amazon ({AMAZON_OWNER_ID})")
+    if not image.name.startswith("al2023-ami-"):
+        return failed(f"{image.name} is not Amazon Linux 2023 standard")
     if "minimal" in image.name:
         return failed(f"{image.name} is AL2023 minimal, which does not include EC2 Instance Connect")
     if "ecs" in image.name:

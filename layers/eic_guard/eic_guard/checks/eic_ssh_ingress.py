@@ -44,18 +44,26 @@ def uncovered(required: tuple[IPNetwork, ...], sources: list[IPNetwork]) -> list
     return [p for p in required if not any(p.subnet_of(m) for m in merged[p.version])]
 
 
+def _coverage_reason(required: tuple[IPNetwork, ...], sources: list[IPNetwork]) -> str:
+    """Say so when a source that lets EIC in is wider than the EIC range (it lets others in too)."""
+    if any(s in _OPEN for s in sources):
+        return "over-permissive: TCP 22 is open to the whole internet, wider than the EIC range"
+    wider = sorted({str(s) for s in sources for p in required if p.version == s.version and p.subnet_of(s) and s != p})
+    if wider:
+        return f"over-permissive: TCP 22 allowed from {', '.join(wider)}, wider than the EIC range"
+    return f"TCP 22 allowed from {', '.join(str(p) for p in required)}"
+
+
 def evaluate(instance: Instance, ctx: CheckContext) -> CheckResult:
     if not ctx.eic.ipv4:
         return failed(f"no EC2_INSTANCE_CONNECT IPv4 prefix is published for {ctx.eic.region}")
     eni = instance.connect_eni()
     group_ids = eni.group_ids if eni else instance.instance_group_ids
-    required = ctx.eic.ipv4 + (ctx.eic.ipv6 if instance.has_ipv6 else ())
+    required = ctx.eic.ipv4 + (ctx.eic.ipv6 if instance.connect_has_ipv6 else ())
     sources = ssh_sources(group_ids, ctx)
     missing = uncovered(required, sources)
     if not missing:
-        if any(s in _OPEN for s in sources):
-            return passed("over-permissive: TCP 22 is open to the whole internet, wider than the EIC range")
-        return passed(f"TCP 22 allowed from {', '.join(str(p) for p in required)}")
+        return passed(_coverage_reason(required, sources))
     reason = f"TCP 22 not allowed from {', '.join(str(p) for p in missing)}"
     if eni is None or instance.vpc_id is None:
         return failed(reason + " (no network interface to attach a group to)")

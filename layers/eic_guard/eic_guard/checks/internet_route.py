@@ -11,10 +11,11 @@ REMEDIATION_PERMISSIONS: tuple[str, ...] = ()
 
 
 def evaluate(instance: Instance, ctx: CheckContext) -> CheckResult:
-    table = ctx.snapshot.route_table_for(instance.vpc_id, instance.subnet_id)
+    subnet_id = instance.connect_subnet_id
+    table = ctx.snapshot.route_table_for(instance.vpc_id, subnet_id)
     if table is None:
-        return failed(f"no route table found for subnet {instance.subnet_id}")
-    kind = "main" if table.main and instance.subnet_id not in table.subnet_ids else "explicit"
+        return failed(f"no route table found for subnet {subnet_id}")
+    kind = "main" if table.main and subnet_id not in table.subnet_ids else "explicit"
     default = next((r for r in table.routes if r.destination == "0.0.0.0/0"), None)
     if default is None:
         return failed(f"{table.route_table_id} ({kind}) has no 0.0.0.0/0 route")

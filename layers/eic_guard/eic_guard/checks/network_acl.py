@@ -55,10 +55,10 @@ def _describe(net: IPNetwork, lo: int, hi: int) -> str:
 
 
 def evaluate(instance: Instance, ctx: CheckContext) -> CheckResult:
-    nacl = ctx.snapshot.network_acl_for(instance.subnet_id)
+    nacl = ctx.snapshot.network_acl_for(instance.connect_subnet_id)
     if nacl is None:
-        return failed(f"no network ACL found for subnet {instance.subnet_id}")
-    prefixes = ctx.eic.ipv4 + (ctx.eic.ipv6 if instance.has_ipv6 else ())
+        return failed(f"no network ACL found for subnet {instance.connect_subnet_id}")
+    prefixes = ctx.eic.ipv4 + (ctx.eic.ipv6 if instance.connect_has_ipv6 else ())
     if not prefixes:
         return failed(f"no EC2_INSTANCE_CONNECT prefix is published for {ctx.eic.region}")
     for prefix in prefixes:

@@ -1,0 +1,103 @@
+"""A self-contained HTML page of one run: summary, failures by check (inline SVG chart), the instance table.
+
+No external script, stylesheet or font: the page opens offline and can be attached to an audit.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from html import escape
+
+from .checks import CHECK_IDS
+from .report import Report
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;margin:24px;color:#1b1f24;background:#fff}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px} .meta{color:#57606a;font-size:13px}
+.cards{display:flex;gap:12px;flex-wrap:wrap;margin:16px 0}
+.card{border:1px solid #d0d7de;border-radius:8px;padding:10px 16px;min-width:110px}
+.card b{display:block;font-size:26px} .card span{font-size:12px;color:#57606a;text-transform:uppercase}
+table{border-collapse:collapse;width:100%;font-size:13px} th,td{border:1px solid #d0d7de;padding:4px 8px;
+text-align:left;vertical-align:top} th{background:#f6f8fa}
+.pass{color:#1a7f37}.fail{color:#cf222e;font-weight:600}.fixed{color:#0969da}.would-fix{color:#9a6700}
+.error{color:#8250df;font-weight:600}.not-applicable{color:#8c959f}
+.v-compliant{background:#dafbe1}.v-fixed{background:#ddf4ff}.v-noncompliant{background:#ffebe9}
+.v-excluded{background:#f6f8fa}.v-error{background:#fbefff} ul{margin:0;padding-left:18px}
+"""
+STATUS_LABEL = {"pass": "pass", "fail": "FAIL", "fixed": "fixed", "would-fix": "would-fix", "error": "ERROR",
+                "not-applicable": "n/a"}
+
+
+def failures_by_check(report: Report) -> Counter[str]:
+    """How many instances each check still fails (fail, would-fix or error) after this run."""
+    counts: Counter[str] = Counter({check_id: 0 for check_id in CHECK_IDS})
+    for entry in report.instances:
+        for check_id, check in entry.checks.items():
+            if check.status in ("fail", "would-fix", "error"):
+                counts[check_id] += 1
+    return counts
+
+
+def _chart(counts: Counter[str]) -> str:
+    width, bar_height, label_width = 640, 26, 150
+    top = max(counts.values(), default=0) or 1
+    rows = []
+    for index, (check_id, count) in enumerate(counts.items()):
+        y = index * (bar_height + 8)
+        length = int((width - label_width - 60) * count / top)
+        rows.append(
+            f'<text x="0" y="{y + 18}" font-size="13">{escape(check_id)}</text>'
+            f'<rect x="{label_width}" y="{y}" width="{max(length, 1)}" height="{bar_height}" fill="#cf222e" rx="3"/>'
+            f'<text x="{label_width + length + 6}" y="{y + 18}" font-size="13">{count}</text>')
+    height = len(counts) * (bar_height + 8)
+    return (f'<svg role="img" aria-label="failures by check" width="{width}" height="{height}" '
+            f'xmlns="http://www.w3.org/2000/svg">{"".join(rows)}</svg>')
+
+
+def _instance_rows(report: Report) -> str:
+    rows = []
+    for entry in sorted(report.instances, key=lambda e: (e.region, e.instance_id)):
+        cells = []
+        for check_id in CHECK_IDS:
+            check = entry.checks.get(check_id)
+            if check is None:
+                cells.append("<td></td>")
+                continue
+            title = escape(check.reason or "", quote=True)
+            cells.append(f'<td class="{check.status}" title="{title}">{STATUS_LABEL[check.status]}</td>')
+        notes = [f"<li>{escape(entry.excluded_reason)}</li>"] if entry.excluded_reason else []
+        notes += [f"<li><b>{escape(cid)}</b>: {escape(c.reason or '')}</li>" for cid, c in entry.checks.items()
+                  if c.status not in ("pass", "not-applicable")]
+        notes += [f"<li>{escape(a.status)}: {escape(a.action)} {escape(a.resource)} — {escape(a.detail)}</li>"
+                  for a in entry.actions]
+        rows.append(f'<tr class="v-{entry.verdict}"><td>{escape(entry.instance_id)}</td><td>{escape(entry.region)}'
+                    f"</td><td>{escape(entry.vpc_id or '')}</td><td>{entry.verdict}</td>{''.join(cells)}"
+                    f"<td><ul>{''.join(notes)}</ul></td></tr>")
+    return "".join(rows)
+
+
+def render_html(report: Report) -> str:
+    """The whole page as one string."""
+    s = report.summary
+    cards = "".join(f'<div class="card"><b>{value}</b><span>{label}</span></div>' for label, value in (
+        ("instances", s.instances), ("compliant", s.compliant), ("fixed", s.fixed),
+        ("noncompliant", s.noncompliant), ("excluded", s.excluded), ("errors", s.errors)))
+    target_errors = "".join(f"<li>{escape(e.region)}: {escape(e.error)}</li>" for e in report.target_errors)
+    headers = "".join(f"<th>{escape(c)}</th>" for c in CHECK_IDS)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>eic-guard {report.mode} report {escape(report.run_id)}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_STYLE}</style></head>
+<body>
+<h1>eic-guard {report.mode} report</h1>
+<div class="meta">run {escape(report.run_id)} · account {escape(report.account_id)} · regions
+{escape(", ".join(report.regions))} · {report.started_at.isoformat()} → {report.finished_at.isoformat()}
+· ip-ranges {escape(report.ip_ranges.sync_token)} ({escape(report.ip_ranges.create_date)})</div>
+<div class="cards">{cards}</div>
+{f"<h2>Regions that could not be scanned</h2><ul>{target_errors}</ul>" if target_errors else ""}
+<h2>Failures by check</h2>
+{_chart(failures_by_check(report))}
+<h2>Instances</h2>
+<table><thead><tr><th>instance</th><th>region</th><th>vpc</th><th>verdict</th>{headers}<th>reasons and actions</th>
+</tr></thead><tbody>{_instance_rows(report)}</tbody></table>
+</body></html>
+"""
