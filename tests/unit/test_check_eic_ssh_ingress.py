@@ -353,7 +353,7 @@ def test_fix_attaches_the_managed_group_to_the_connect_eni_keeping_its_groups():
 
     # Then
     assert result.status == "fail"
-    assert result.fix.action == eic_ssh_ingress.ATTACH_MANAGED_GROUP == "attach-managed-group"
+    assert result.fix.action == eic_ssh_ingress.ATTACH_MANAGED_GROUP == "attach-security-group"
     assert result.fix.resource == PRIMARY_ENI
     assert dict(result.fix.params) == {"eni_id": PRIMARY_ENI, "vpc_id": VPC, "group_ids": "sg-0closed,sg-0web"}
     assert "sg-0closed, sg-0web" in result.fix.detail

@@ -89,9 +89,17 @@ def _progress(regions: int) -> Iterator[Callable[[str], None] | None]:
         yield lambda region: progress.update(task, advance=1, description=f"scanned {region}")
 
 
+def _require_writable(path: str | None) -> None:
+    """Refuse a report destination that cannot be written before the scan runs (and, with --remediate, changes)."""
+    if path and not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
+        raise ConfigurationError(f"cannot write {path}: its directory does not exist or is not writable")
+
+
 def scan(args: argparse.Namespace) -> int:
     session = boto3.Session()
     settings = _settings(args, session)
+    _require_writable(args.output)
+    _require_writable(args.html)
     ranges = ip_ranges.load(args.ip_ranges)
     clients = AwsClients(session)
     with _progress(len(settings.regions)) as advance:

@@ -15,7 +15,7 @@ REMEDIATION_PERMISSIONS = (
     "ec2:AuthorizeSecurityGroupIngress",
     "ec2:ModifyNetworkInterfaceAttribute",
 )
-ATTACH_MANAGED_GROUP = "attach-managed-group"
+ATTACH_MANAGED_GROUP = "attach-security-group"  # the same name the gateway records
 SSH_PORT = 22
 _OPEN = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 
