@@ -19,7 +19,7 @@ def instance(number: int, verdict: str, **checks: CheckEntry) -> InstanceEntry:
 
 
 def report(instances: list[InstanceEntry], *, mode: str = "remediate",
-           target_errors: list[TargetError] = ()) -> Report:
+           target_errors: tuple[TargetError, ...] = ()) -> Report:
     count = {v: sum(1 for e in instances if e.verdict == v)
              for v in ("compliant", "fixed", "noncompliant", "excluded", "error")}
     return Report(run_id="run-1", mode=mode, account_id="123456789012", regions=["us-east-1", "eu-west-1"],

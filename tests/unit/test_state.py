@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import boto3
 import pytest
-
 from eic_guard import ip_ranges
 from eic_guard.state import STATE_ITEM_ID, DynamoDbStateStore, FileStateStore, RangesState, StateConflict
+
 from tests.conftest import EIC_US_EAST_1, EIC_US_EAST_1_V6, IP_RANGES, REGION
 
 SEEN = datetime(2026, 8, 22, 16, 0, tzinfo=UTC)

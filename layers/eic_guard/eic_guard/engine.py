@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from .checks import ALL_CHECKS, CheckContext
 from .gateway import QUOTA_CODES, VANISHED_CODES, Ec2Gateway, error_code
@@ -76,32 +76,30 @@ def remediate_instance(instance: Instance, outcome: InstanceOutcome, remediator:
             continue
         try:
             CHECKS_BY_ID[check_id].remediate(result.fix, instance, remediator, outcome.actions)
-        except ClientError as exc:
-            code = error_code(exc)
-            outcome.actions.append(ActionRecord(result.fix.action, result.fix.resource, "failed", f"{code}: {exc}"))
-            if code in VANISHED_CODES:
-                outcome.error = f"instance vanished during the run ({code})"
-                outcome.checks[check_id] = CheckResult("error", outcome.error)
-                return
-            if code in QUOTA_CODES:
-                outcome.checks[check_id] = CheckResult("fail", f"{result.reason}; cannot fix: the network interface "
-                                                       f"is at its security-group quota ({code})")
-            else:
-                outcome.checks[check_id] = CheckResult("error", f"{result.reason}; fix failed: {code}")
+        except Exception as exc:  # noqa: BLE001 - one instance's failure never aborts the run
+            code = error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__
+            detail = f"{code}: {exc}" if isinstance(exc, ClientError) else str(exc)
+            outcome.actions.append(ActionRecord(result.fix.action, result.fix.resource, "failed", detail))
+            outcome.checks[check_id] = _after_failed_fix(result, exc, code)
             logger.warning("remediation failed", extra={"instance_id": instance.instance_id, "check": check_id,
                                                         "error_code": code})
+            if code in VANISHED_CODES:
+                outcome.error = outcome.checks[check_id].reason
+                return  # nothing else can be done to an instance that is gone
             continue
-        except RemediationRefused as exc:
-            outcome.actions.append(ActionRecord(result.fix.action, result.fix.resource, "failed", str(exc)))
-            outcome.checks[check_id] = CheckResult("fail", f"{result.reason}; cannot fix: {exc}")
-            continue
-        except (BotoCoreError, Exception) as exc:  # noqa: BLE001 - one instance's failure never aborts the run
-            logger.exception("remediation error", extra={"instance_id": instance.instance_id, "check": check_id})
-            outcome.actions.append(ActionRecord(result.fix.action, result.fix.resource, "failed", str(exc)))
-            outcome.checks[check_id] = CheckResult("error", f"{result.reason}; fix failed: {exc}")
-            continue
-        status = "would-fix" if remediator.dry_run else "fixed"
-        outcome.checks[check_id] = CheckResult(status, result.reason)
+        outcome.checks[check_id] = CheckResult("would-fix" if remediator.dry_run else "fixed", result.reason)
+
+
+def _after_failed_fix(result: CheckResult, exc: Exception, code: str) -> CheckResult:
+    """What a check says once its fix failed: `fail` when eic-guard may not or cannot fix it, else `error`."""
+    if isinstance(exc, RemediationRefused):
+        return CheckResult("fail", f"{result.reason}; cannot fix: {exc}")
+    if code in VANISHED_CODES:
+        return CheckResult("error", f"instance vanished during the run ({code})")
+    if code in QUOTA_CODES:
+        return CheckResult("fail", f"{result.reason}; cannot fix: the network interface is at its security-group "
+                                   f"quota ({code})")
+    return CheckResult("error", f"{result.reason}; fix failed: {code}")
 
 
 def scan_target(ec2: Any, account_id: str, region: str, settings: Settings, ip_ranges: IpRanges,
