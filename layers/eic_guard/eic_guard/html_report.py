@@ -18,7 +18,7 @@ h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px} .meta{col
 .card{border:1px solid #d0d7de;border-radius:8px;padding:10px 16px;min-width:110px}
 .card b{display:block;font-size:26px} .card span{font-size:12px;color:#57606a;text-transform:uppercase}
 table{border-collapse:collapse;width:100%;font-size:13px} th,td{border:1px solid #d0d7de;padding:4px 8px;
-text-align:left;vertical-align:top} th{background:#f6f8fa}
+text-align:left;vertical-align:top} th{background:#f6f8fa} td:nth-child(-n+4){white-space:nowrap}
 .pass{color:#1a7f37}.fail{color:#cf222e;font-weight:600}.fixed{color:#0969da}.would-fix{color:#9a6700}
 .error{color:#8250df;font-weight:600}.not-applicable{color:#8c959f}
 .v-compliant{background:#dafbe1}.v-fixed{background:#ddf4ff}.v-noncompliant{background:#ffebe9}
@@ -85,10 +85,10 @@ def render_html(report: Report) -> str:
     target_errors = "".join(f"<li>{escape(e.region)}: {escape(e.error)}</li>" for e in report.target_errors)
     headers = "".join(f"<th>{escape(c)}</th>" for c in CHECK_IDS)
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>eic-guard {report.mode} report {escape(report.run_id)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>eic-guard {report.mode}-mode run {escape(report.run_id)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{_STYLE}</style></head>
 <body>
-<h1>eic-guard {report.mode} report</h1>
+<h1>eic-guard {report.mode}-mode run</h1>
 <div class="meta">run {escape(report.run_id)} · account {escape(report.account_id)} · regions
 {escape(", ".join(report.regions))} · {report.started_at.isoformat()} → {report.finished_at.isoformat()}
 · ip-ranges {escape(report.ip_ranges.sync_token)} ({escape(report.ip_ranges.create_date)})</div>

@@ -1,0 +1,302 @@
+"""What a run tells CloudWatch: EMF metric lines and structured log lines, for a scan with known drift (moto)."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+import os
+import sys
+from dataclasses import dataclass
+
+import boto3
+import pytest
+import responses
+from moto import mock_aws
+
+from eic_guard.checks import CHECK_IDS
+from eic_guard.observability import logger, metrics, record_refresh, record_rejection, record_scan
+from eic_guard.settings import IP_RANGES_URL
+from eic_guard.simulated import SimulatedAccount
+from tests.conftest import EIC_US_EAST_1, EVENTS, IP_RANGES, REGION, ROOT, ApiCalls
+
+REQUEST_ID = "0b7e4c1a-5d2f-4e63-9a8b-1c2d3e4f5a6b"
+SUMMARY_METRICS = ("InstancesScanned", "InstancesCompliant", "InstancesFixed", "InstancesNoncompliant",
+                   "InstancesExcluded", "Errors", "ScanCompleted", "RemediationsApplied", "RemediationsFailed")
+
+
+@dataclass
+class FakeLambdaContext:
+    function_name: str = "eic-guard-scan"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:123456789012:function:eic-guard-scan"
+    aws_request_id: str = REQUEST_ID
+
+
+def load_handler(name: str):
+    """Import functions/<name>/app.py by path, as Lambda does."""
+    spec = importlib.util.spec_from_file_location(f"eic_guard_{name}_app_obs", ROOT / "functions" / name / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.lambda_handler
+
+
+class _CurrentStdout:
+    """Whatever sys.stdout is when a line is written, so capsys sees the log lines."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def powertools_to_stdout():
+    """Metrics and Logger are module-level singletons: start empty, log INFO to stdout, and put things back.
+
+    (The CLI, run in-process by other tests, moves the logger to stderr at WARNING.)
+    """
+    handler = logger.registered_handler
+    stream, level = handler.stream, logger.log_level
+    metrics.clear_metrics()
+    handler.setStream(_CurrentStdout())
+    logger.setLevel("INFO")
+    try:
+        yield
+    finally:
+        metrics.clear_metrics()
+        handler.setStream(stream)
+        logger.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
+def clean_powertools():
+    with powertools_to_stdout():
+        yield
+
+
+def json_lines(text: str) -> list[dict]:
+    lines = []
+    for line in text.splitlines():
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            lines.append(value)
+    return lines
+
+
+def emf_blobs(text: str) -> list[dict]:
+    return [line for line in json_lines(text) if "_aws" in line]
+
+
+def metric_names(blob: dict) -> list[str]:
+    return [m["Name"] for directive in blob["_aws"]["CloudWatchMetrics"] for m in directive["Metrics"]]
+
+
+def blobs_with(blobs: list[dict], name: str) -> list[dict]:
+    return [b for b in blobs if name in metric_names(b)]
+
+
+def value(blob: dict, name: str) -> float:
+    """The single value of `name` in an EMF blob (Powertools writes a list of values)."""
+    [number] = blob[name]
+    return number
+
+
+def build_drift_fleet(account: SimulatedAccount) -> dict[str, str]:
+    """Three opted-in instances: one fixable (no SSH from EIC, IMDS off), one on a non-AL2023 AMI, one excluded;
+    plus one untagged instance that must not be read at all."""
+    net = account.network()
+    eic_ssh = account.security_group(net, "eic-ssh", [{
+        "IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": EIC_US_EAST_1}]}])
+    al2023 = account.al2023_ami()
+    ubuntu = account.own_image("ubuntu-22.04-custom")
+    [fixable] = account.launch(image_id=al2023, subnet_id=net.public_subnet_id, group_ids=[net.app_group_id],
+                               public_ip=True, imds="disabled")
+    [wrong_ami] = account.launch(image_id=ubuntu, subnet_id=net.public_subnet_id, group_ids=[eic_ssh], public_ip=True)
+    [excluded] = account.launch(image_id=al2023, subnet_id=net.public_subnet_id, group_ids=[net.app_group_id],
+                                public_ip=True, tags={"eic-guard:exclude": "legacy bastion"})
+    account.launch(image_id=ubuntu, subnet_id=net.public_subnet_id, group_ids=[net.app_group_id], public_ip=True,
+                   opted_in=False)
+    return {"fixable": fixable, "wrong_ami": wrong_ami, "excluded": excluded}
+
+
+@pytest.fixture(scope="module")
+def scan_run():
+    """Invoke the scan handler once for the module (remediate mode, pinned URL served from the 2026-08-22 snapshot)
+    and keep its standard output, its result and the AWS writes it made (one moto scan is enough to read)."""
+    recorder = ApiCalls()
+    original_init = boto3.Session.__init__
+
+    def recording_init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        self.events.register("provide-client-params.*.*", recorder)
+
+    with pytest.MonkeyPatch.context() as patch, mock_aws():
+        # Same environment as conftest's function-scoped aws_environment, which a module fixture cannot use.
+        stray = [n for n in os.environ if n.startswith("EIC_GUARD_")]
+        for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+                     "POWERTOOLS_METRICS_NAMESPACE", *stray):
+            patch.delenv(name, raising=False)
+        for name, setting in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                              "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
+                              "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_DEV": "false",
+                              "EIC_GUARD_REGIONS": REGION, "EIC_GUARD_MODE": "remediate"}.items():
+            patch.setenv(name, setting)
+        fleet = build_drift_fleet(SimulatedAccount(boto3.client("ec2", REGION), boto3.client("ssm", REGION)))
+        patch.setattr(boto3.Session, "__init__", recording_init)
+        stdout = io.StringIO()
+        with powertools_to_stdout(), responses.RequestsMock(assert_all_requests_are_fired=True) as http, \
+                contextlib.redirect_stdout(stdout):
+            http.add(responses.GET, IP_RANGES_URL, body=(IP_RANGES / "ip-ranges-2026-08-22.json").read_bytes())
+            result = load_handler("scan")(json.loads((EVENTS / "scheduled-nightly.json").read_text()),
+                                          FakeLambdaContext())
+    return {"result": result, "stdout": stdout.getvalue(), "fleet": fleet, "writes": recorder.writes()}
+
+
+def test_scan_emits_the_summary_counters_in_one_emf_blob(scan_run):
+    # Given a fleet with one fixable, one unfixable and one excluded opted-in instance (scan_run ran the handler)
+    blobs = emf_blobs(scan_run["stdout"])
+
+    # When the summary blob is read
+    [summary] = blobs_with(blobs, "InstancesScanned")
+
+    # Then it is in namespace EicGuard with the service dimension and the exact counts of this run
+    [directive] = summary["_aws"]["CloudWatchMetrics"]
+    assert directive["Namespace"] == "EicGuard"
+    assert directive["Dimensions"] == [["service"]]
+    assert summary["service"] == "eic-guard"
+    assert {name: value(summary, name) for name in SUMMARY_METRICS} == {
+        "InstancesScanned": 3, "InstancesCompliant": 0, "InstancesFixed": 1, "InstancesNoncompliant": 1,
+        "InstancesExcluded": 1, "Errors": 0, "ScanCompleted": 1,
+        # create eic-guard-ssh, authorize the EIC prefixes on it, attach it, enable IMDS
+        "RemediationsApplied": 4, "RemediationsFailed": 0}
+    assert all(m["Unit"] == "Count" for m in directive["Metrics"])
+    # And the counters agree with the handler's return value and with the writes really made
+    assert scan_run["result"]["summary"] == {"instances": 3, "compliant": 0, "fixed": 1, "noncompliant": 1,
+                                             "excluded": 1, "errors": 0}
+    assert sorted(scan_run["writes"]) == sorted(["CreateSecurityGroup", "AuthorizeSecurityGroupIngress",
+                                                 "ModifyNetworkInterfaceAttribute", "ModifyInstanceMetadataOptions"])
+    # And the summary is published once, not once per region or per instance
+    assert len(blobs_with(blobs, "ScanCompleted")) == 1
+
+
+def test_scan_emits_one_check_failures_blob_per_check(scan_run):
+    # Given the scan where only the AMI check stays failing (on one instance); the fixed checks do not count
+    blobs = blobs_with(emf_blobs(scan_run["stdout"]), "CheckFailures")
+
+    # When the CheckFailures blobs are indexed by their CheckId dimension
+    by_check = {b["CheckId"]: b for b in blobs}
+
+    # Then there is exactly one per check id, each with the service and CheckId dimensions and the right count
+    assert len(blobs) == len(CHECK_IDS)
+    assert set(by_check) == set(CHECK_IDS)
+    for check_id, blob in by_check.items():
+        [directive] = blob["_aws"]["CloudWatchMetrics"]
+        assert directive["Namespace"] == "EicGuard"
+        assert directive["Dimensions"] == [["service", "CheckId"]]
+        assert blob["service"] == "eic-guard"
+        assert value(blob, "CheckFailures") == (1 if check_id == "al2023-ami" else 0), check_id
+
+
+def test_scan_log_lines_are_json_with_the_run_id_and_name_each_failing_check(scan_run):
+    # Given the scan's standard output
+    logs = [line for line in json_lines(scan_run["stdout"]) if "_aws" not in line]
+
+    # When the log lines are read
+    messages = [line["message"] for line in logs]
+    not_passing = [line for line in logs if line["message"] == "check not passing"]
+
+    # Then every line carries the invocation's request id as run_id
+    assert "scan started" in messages and "scan finished" in messages
+    assert {line.get("run_id") for line in logs} == {REQUEST_ID}
+    assert all(line["service"] == "eic-guard" for line in logs)
+    # And exactly one "check not passing" line names the unfixable instance, its check and reason
+    assert len(not_passing) == 1
+    [line] = not_passing
+    assert line["instance_id"] == scan_run["fleet"]["wrong_ami"]
+    assert line["check"] == "al2023-ami"
+    assert line["status"] == "fail"
+    assert line["region"] == REGION
+    assert "is not owned by Amazon" in line["reason"]
+
+
+def test_record_scan_counts_only_done_actions_as_applied_and_failed_ones_as_failed(capsys):
+    # Given a report document with a done, a planned (report mode would plan) and a failed action,
+    # and checks that are failing, planned, errored, fixed and passing
+    def instance(actions: list[str], **checks: str) -> dict:
+        return {"actions": [{"action": "enable-imds", "resource": "i-1", "status": s, "detail": ""} for s in actions],
+                "checks": {k.replace("_", "-"): {"status": v, "reason": None} for k, v in checks.items()}}
+
+    document = {"summary": {"instances": 3, "compliant": 0, "fixed": 1, "noncompliant": 1, "excluded": 0,
+                            "errors": 1},
+                "instances": [instance(["done"], imds_enabled="fixed", al2023_ami="pass"),
+                              instance(["planned"], imds_enabled="would-fix", al2023_ami="fail"),
+                              instance(["failed"], imds_enabled="error", public_ipv4="not-applicable")]}
+    capsys.readouterr()
+
+    # When it is recorded and flushed
+    record_scan(document)
+    metrics.flush_metrics()
+
+    # Then one action counts as applied, one as failed, and the planned one as neither
+    blobs = emf_blobs(capsys.readouterr().out)
+    [summary] = blobs_with(blobs, "RemediationsApplied")
+    assert (value(summary, "RemediationsApplied"), value(summary, "RemediationsFailed")) == (1, 1)
+    assert (value(summary, "InstancesFixed"), value(summary, "Errors")) == (1, 1)
+    # And would-fix, fail and error count as failures of their check; fixed, pass and not-applicable do not
+    failures = {b["CheckId"]: value(b, "CheckFailures") for b in blobs_with(blobs, "CheckFailures")}
+    assert failures == {**dict.fromkeys(CHECK_IDS, 0), "imds-enabled": 2, "al2023-ami": 1}
+
+
+def test_record_rejection_emits_refresh_rejected_with_the_reason(capsys):
+    # Given nothing emitted yet
+    capsys.readouterr()
+
+    # When a rejection is recorded
+    record_rejection("md5-mismatch")
+
+    # Then one blob is printed at once: RefreshRejected=1 with the service and Reason dimensions
+    [blob] = emf_blobs(capsys.readouterr().out)
+    [directive] = blob["_aws"]["CloudWatchMetrics"]
+    assert directive["Namespace"] == "EicGuard"
+    assert directive["Dimensions"] == [["service", "Reason"]]
+    assert metric_names(blob) == ["RefreshRejected"]
+    assert (blob["service"], blob["Reason"], value(blob, "RefreshRejected")) == ("eic-guard", "md5-mismatch", 1)
+
+
+def test_record_refresh_emits_prefix_counters_and_refresh_applied(capsys):
+    # Given an applied refresh that added 3 prefixes, revoked 1 and raised one alert
+    summary = {"status": "applied", "sync_token": "1787411825", "prefixes_added": 3, "prefixes_revoked": 1,
+               "alerts": ["ap-south-2: no prefix"]}
+    capsys.readouterr()
+
+    # When it is recorded and the metrics are flushed
+    record_refresh(summary)
+    metrics.flush_metrics()
+
+    # Then one blob carries the refresh counters under the service dimension
+    [blob] = emf_blobs(capsys.readouterr().out)
+    assert blob["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "EicGuard"
+    assert blob["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service"]]
+    assert {n: value(blob, n) for n in metric_names(blob)} == {
+        "RefreshApplied": 1, "PrefixesAdded": 3, "PrefixesRemoved": 1, "RefreshAlerts": 1}
+
+
+def test_record_refresh_of_a_stale_notification_does_not_count_as_applied(capsys):
+    # Given a stale notification's summary (nothing applied)
+    capsys.readouterr()
+
+    # When it is recorded and flushed
+    record_refresh({"status": "stale", "sync_token": "1", "stored_sync_token": "1787411825"})
+    metrics.flush_metrics()
+
+    # Then RefreshApplied is absent and the counters are zero
+    [blob] = emf_blobs(capsys.readouterr().out)
+    assert "RefreshApplied" not in metric_names(blob)
+    assert {n: value(blob, n) for n in metric_names(blob)} == {"PrefixesAdded": 0, "PrefixesRemoved": 0,
+                                                               "RefreshAlerts": 0}
