@@ -91,7 +91,32 @@ def test_every_function_is_python313_arm64_and_the_layer_agrees():
     assert layer["Properties"]["ContentUri"] == "layers/eic_guard"
     assert layer["Properties"]["CompatibleRuntimes"] == ["python3.13"]
     assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
-    assert layer["Metadata"] == {"BuildMethod": "python3.13", "BuildArchitecture": "arm64"}
+    assert layer["Metadata"] == {"BuildMethod": "makefile", "BuildArchitecture": "arm64"}
+    # ... and the layer's Makefile installs wheels for that same runtime and architecture.
+    makefile = (ROOT / "layers" / "eic_guard" / "Makefile").read_text()
+    assert "build-EicGuardLayer:" in makefile
+    assert "--python-version 3.13" in makefile and "manylinux2014_aarch64" in makefile
+
+
+def test_layer_pins_every_dependency_and_leaves_the_sdk_to_the_runtime():
+    # Given the layer's requirements (installed with --no-deps) and the development pins
+    layer = _pins(ROOT / "layers" / "eic_guard" / "requirements.txt")
+    dev = _pins(ROOT / "requirements-dev.txt")
+
+    # Then every layer package is pinned to the version the tests run with, and the SDK is not shipped
+    assert layer, "no pinned requirement in the layer"
+    assert {name: dev.get(name) for name in layer} == layer
+    assert not {"boto3", "botocore", "s3transfer", "urllib3"} & layer.keys()
+
+
+def _pins(path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if "==" in line:
+            name, version = line.split("==")
+            pins[name.split("[")[0].lower().replace("_", "-")] = version
+    return pins
 
 
 # ---------------------------------------------------------------- 3. the engine's actions are granted, no more
