@@ -87,43 +87,66 @@ def managed_groups(ec2: Any) -> list[SecurityGroup]:
                                                       Filters=filters)]
 
 
-def _start_absence_clock(region: str, groups: list[SecurityGroup], current: set[str],
-                         seen: dict[str, datetime], now: datetime) -> None:
-    """A rule of ours for a prefix we have no record of (state lost, older install): its grace starts now."""
-    for group in groups:
-        for cidr in owned_rules(group, region).cidrs:
-            if cidr not in current and cidr not in seen:
-                seen[cidr] = now
+def track_absence(region: str, groups: list[SecurityGroup], current: set[str], state: RangesState,
+                  now: datetime, grace: timedelta) -> tuple[set[str], list[str]]:
+    """Update when each known prefix was last seen and since when it is absent; return (expired, in grace).
+
+    A prefix is known if a past file listed it or one of our rules allows it (state lost, older install): its
+    absence clock starts the first time a file without it is applied, so it must *stay* absent for the grace period.
+    """
+    seen = state.last_seen.setdefault(region, {})
+    absent = state.absent_since.setdefault(region, {})
+    seen.update(dict.fromkeys(current, now))
+    owned = {cidr for group in groups for cidr in owned_rules(group, region).cidrs}
+    for prefix in (set(seen) | owned) - current:
+        absent.setdefault(prefix, now)
+    for prefix in current:
+        absent.pop(prefix, None)
+    expired = {p for p, since in absent.items() if now - since >= grace}
+    return expired, sorted(set(absent) - expired)
+
+
+def forget(region: str, prefixes: set[str], state: RangesState) -> None:
+    """Drop revoked prefixes from the state."""
+    for prefix in prefixes:
+        state.last_seen.get(region, {}).pop(prefix, None)
+        state.absent_since.get(region, {}).pop(prefix, None)
 
 
 def refresh_region(ec2: Any, region: str, ranges: IpRanges, state: RangesState, settings: Settings,
                    now: datetime) -> RegionRefresh:
     """Authorize new prefixes, then revoke our rules for prefixes absent longer than the grace period."""
     result = RegionRefresh(region)
-    eic = ranges.for_region(region)
-    current = {str(p) for p in eic.all}
+    current = {str(p) for p in ranges.for_region(region).all}
     groups = managed_groups(ec2)
     result.groups = len(groups)
-    seen = dict(state.last_seen.get(region, {}))
     if not current:
         result.alerts.append(f"{region}: ip-ranges.json {ranges.sync_token} lists no EC2_INSTANCE_CONNECT prefix for "
                              f"the region; its {len(groups)} managed group(s) keep their rules")
+        # The stored copy must match the file it is stored as (the nightly run reuses it on a 304): no prefix.
+        # The rules stay, and no absence clock starts while the region has no prefix at all.
+        state.current[region] = []
         return result
     if settings.ingress_source == "prefix-list" and _compare_prefix_list(ec2, region, current, result):
         return result
-    seen.update({prefix: now for prefix in current})
-    _start_absence_clock(region, groups, current, seen, now)
     grace = timedelta(hours=settings.stale_prefix_grace_hours)
-    expired = {p for p, last in seen.items() if p not in current and now - last >= grace}
-    result.in_grace = sorted(p for p in seen if p not in current and p not in expired)
-    gateway = Ec2Gateway(ec2, region, dry_run=False)
+    expired, result.in_grace = track_absence(region, groups, current, state, now, grace)
+    if _apply_rules(Ec2Gateway(ec2, region, dry_run=False), region, groups, current, expired, result):
+        forget(region, expired, state)
+    state.current[region] = sorted(current)
+    return result
+
+
+def _apply_rules(gateway: Ec2Gateway, region: str, groups: list[SecurityGroup], current: set[str],
+                 expired: set[str], result: RegionRefresh) -> bool:
+    """Add every current prefix to every group first, then revoke our expired rules; False if a revoke failed."""
     wanted = RuleSet(cidrs=frozenset(current))
-    revoke_failed = False
     for group in groups:
         missing = wanted - current_rules(group)
         if missing:
             result.actions.append(gateway.authorize(group.group_id, missing))
             result.added.extend(sorted(missing.cidrs))
+    all_revoked = True
     for group in groups:  # revokes only after every group has its additions
         stale = RuleSet(cidrs=owned_rules(group, region).cidrs & expired)
         if not stale:
@@ -132,13 +155,9 @@ def refresh_region(ec2: Any, region: str, ranges: IpRanges, state: RangesState, 
             result.actions.append(gateway.revoke(group.group_id, stale))
             result.revoked.extend(sorted(stale.cidrs))
         except (ClientError, BotoCoreError) as exc:
-            revoke_failed = True
+            all_revoked = False
             result.actions.append(ActionRecord("revoke-ingress", group.group_id, "failed", str(exc)))
-    for prefix in expired if not revoke_failed else ():
-        del seen[prefix]
-    state.last_seen[region] = seen
-    state.current[region] = sorted(current)
-    return result
+    return all_revoked
 
 
 def _compare_prefix_list(ec2: Any, region: str, current: set[str], result: RegionRefresh) -> bool:
@@ -172,8 +191,11 @@ def apply_ranges(clients: Any, settings: Settings, store: StateStore, ranges: Ip
     An older synctoken is a stale no-op; the same one is a no-op unless `replay_same` (the nightly catch-up and
     the CLI re-apply it so that drift and expired grace periods are handled even when no notification comes).
     """
-    require_eic(ranges)
     state = store.load()
+    if ranges.md5 != state.md5:
+        # The stored copy the nightly run reuses (the file last applied, reduced to the configured regions) was
+        # checked when it was applied, and is legitimately empty when every configured region vanished from it.
+        require_eic(ranges)
     previous = state.sync_token
     result = RefreshResult("applied", ranges.sync_token, ranges.create_date)
     if previous is not None and not state.is_newer(ranges.sync_token):

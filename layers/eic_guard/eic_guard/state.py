@@ -27,7 +27,8 @@ class StateConflict(Exception):
 
 
 class RangesState(BaseModel):
-    """The remembered ip-ranges: identity, current EIC prefixes per region and when each prefix was last seen."""
+    """The remembered ip-ranges: identity, current EIC prefixes per region, when each prefix was last seen and
+    since when a prefix that disappeared has been absent (its grace period runs from then)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -36,6 +37,7 @@ class RangesState(BaseModel):
     md5: str | None = None
     current: dict[str, list[str]] = Field(default_factory=dict)  # region -> prefixes in the last applied file
     last_seen: dict[str, dict[str, datetime]] = Field(default_factory=dict)  # region -> prefix -> last seen
+    absent_since: dict[str, dict[str, datetime]] = Field(default_factory=dict)  # region -> prefix -> first missed
     updated_at: datetime | None = None
 
     def is_newer(self, sync_token: str) -> bool:

@@ -1,0 +1,434 @@
+"""The Lambda handlers around the refresh, against moto and a mocked https://ip-ranges.amazonaws.com:
+RefreshFunction (SNS AmazonIpSpaceChanged) and ScanFunction's nightly catch-up.
+
+For every bad input: the invocation raises, a RefreshRejected EMF metric carries the reason, no security group
+changes and the state is not advanced. The Given state of those tests is the 2022-04-27 file (IPv4 only), so a
+wrongly accepted 2026 file *would* add the IPv6 rule and advance the state: the assertions can fail.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import threading
+from datetime import timedelta
+
+import boto3
+import pytest
+import requests
+import responses
+from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
+from eic_guard.errors import IpRangesError
+from eic_guard.events import InvalidEvent, parse_ip_space_notification
+from eic_guard.observability import logger as powertools_logger
+from eic_guard.refresh import apply_ranges, handle_notification
+from eic_guard.settings import IP_RANGES_URL, Settings
+from eic_guard.state import DynamoDbStateStore
+from responses.registries import OrderedRegistry
+
+from functions.refresh import app as refresh_app
+from functions.scan import app as scan_app
+from tests.conftest import EIC_US_EAST_1, EIC_US_EAST_1_V6, EVENTS, IP_RANGES, REGION
+from tests.integration.test_refresh import (  # noqa: F401 - fixtures used by name
+    T0,
+    _shared,
+    eic_rules,
+    fast_aws,
+    ingress,
+    new_group,
+    sg_writes,
+    snapshot,
+    snapshot_bytes,
+    tcp,
+)
+
+TABLE = "eic-guard-state"
+NEWEST_MD5 = "63431d35877fa5386ded1a7df9cfa971"
+USER_RULE = tcp(22, "203.0.113.0/24", "office VPN")
+
+
+class LambdaContext:
+    function_name = "eic-guard-refresh"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 256
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:eic-guard-refresh"
+    log_group_name = "/aws/lambda/eic-guard-refresh"
+    log_stream_name = "2026/08/22/[$LATEST]0123456789abcdef"
+
+    def __init__(self, request_id: str = "6bc28136-xmpl-4365-b021-0ce6b2e64ab0"):
+        self.aws_request_id = request_id
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 60_000
+
+
+def event(name: str) -> dict:
+    return json.loads((EVENTS / name).read_text())
+
+
+def with_message(message, base: str = "sns-ip-space-changed-current.json") -> dict:
+    envelope = copy.deepcopy(event(base))
+    envelope["Records"][0]["Sns"]["Message"] = message if isinstance(message, str) else json.dumps(message)
+    return envelope
+
+
+def invoke(evt, request_id: str = "6bc28136-xmpl-4365-b021-0ce6b2e64ab0"):
+    return refresh_app.lambda_handler(copy.deepcopy(evt), LambdaContext(request_id))
+
+
+def emf_blobs(stdout: str, metric: str) -> list[dict]:
+    """The EMF documents printed on standard output that carry `metric`."""
+    blobs = []
+    for line in stdout.splitlines():
+        try:
+            document = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(document, dict) and "_aws" in document and metric in document:
+            blobs.append(document)
+    return blobs
+
+
+@pytest.fixture
+def http(aws):
+    """Serves the pinned URL; started after moto so that it, not moto's catch-all for *.amazonaws.com, answers."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock
+
+
+@pytest.fixture
+def table(aws, monkeypatch):
+    """The state table (also Powertools' idempotency table), partition key `id`."""
+    boto3.client("dynamodb", REGION).create_table(
+        TableName=TABLE, KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST")
+    monkeypatch.setenv("EIC_GUARD_STATE_TABLE", TABLE)
+    return DynamoDbStateStore(boto3.client("dynamodb", REGION), TABLE)
+
+
+@pytest.fixture
+def state_2022(table):
+    """A managed group holding the user's rule, refreshed from 2022-04-27 (IPv4 only) at T0."""
+    group = new_group(permissions=(USER_RULE,))
+    apply_ranges(_shared["clients"], Settings.build(regions=(REGION,)), table, snapshot("2022-04-27"),
+                 replay_same=False, now=lambda: T0)
+    assert ingress(group) == {("tcp", 22, 22, "203.0.113.0/24", "office VPN")} | eic_rules(REGION, EIC_US_EAST_1)
+    return group
+
+
+@pytest.fixture
+def log_messages():
+    """Messages eic-guard logs (the CLI tests may have raised the shared logger's level to WARNING)."""
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    handler = Collect(level=logging.INFO)
+    level = powertools_logger.log_level
+    powertools_logger.setLevel("INFO")
+    powertools_logger.addHandler(handler)
+    yield messages
+    powertools_logger.removeHandler(handler)
+    powertools_logger.setLevel(level)
+
+
+# ---- bad inputs ---------------------------------------------------------------------------------------------------
+INVALID_JSON = b'{"syncToken": "1787411825", "createDate": '
+BAD_INPUTS = {
+    # id: (event, how AWS answers, exception, reason, requests expected at the pinned URL)
+    "wrong-md5": (event("sns-ip-space-changed-wrong-md5.json"), "newest", IpRangesError, "md5-mismatch", 1),
+    "truncated-body": (event("sns-ip-space-changed-current.json"), "truncated", IpRangesError, "md5-mismatch", 1),
+    "invalid-json": (with_message({"create-time": "2026-08-22-16-00-00", "synctoken": "1787415600",
+                                   "md5": hashlib.md5(INVALID_JSON).hexdigest()}),
+                     "invalid-json", IpRangesError, "invalid-json", 1),
+    "timeout": (event("sns-ip-space-changed-current.json"), "timeout", IpRangesError, "download-failed", 1),
+    "http-503": (event("sns-ip-space-changed-current.json"), "503", IpRangesError, "download-failed", 4),
+    "foreign-topic": (event("sns-ip-space-changed-foreign-topic.json"), "newest", InvalidEvent, "foreign-topic", 0),
+    "empty-record": ({"Records": [{}]}, "newest", InvalidEvent, "malformed-event", 0),
+    "eventbridge-event": (event("scheduled-nightly.json"), "newest", InvalidEvent, "malformed-event", 0),
+    "message-not-json": (with_message("create-time=2026-08-22"), "newest", InvalidEvent, "malformed-message", 0),
+    "message-without-md5": (with_message({"create-time": "2026-08-22-15-17-05", "synctoken": "1787411825"}),
+                            "newest", InvalidEvent, "malformed-message", 0),
+}
+
+
+def answer(http, how: str) -> None:
+    if how == "newest":
+        http.add(responses.GET, IP_RANGES_URL, body=snapshot_bytes("2026-08-22"))
+    elif how == "truncated":
+        http.add(responses.GET, IP_RANGES_URL, body=snapshot_bytes("2026-08-22")[:1_000_000])
+    elif how == "invalid-json":
+        http.add(responses.GET, IP_RANGES_URL, body=INVALID_JSON)
+    elif how == "timeout":
+        http.add(responses.GET, IP_RANGES_URL, body=requests.exceptions.ConnectTimeout("connect timed out"))
+    elif how == "503":
+        http.add(responses.GET, IP_RANGES_URL, status=503, body=b"Service Unavailable")  # every attempt
+    else:
+        raise AssertionError(how)
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
+def test_bad_input_is_rejected_with_its_reason_and_changes_nothing(state_2022, table, http, api_calls, capsys, case):
+    # Given the state and group at 2022-04-27, and AWS answering as the case says
+    evt, how, error, reason, expected_requests = BAD_INPUTS[case]
+    answer(http, how)
+    http.add(responses.GET, "https://attacker.example/ip-ranges.json", body=snapshot_bytes("2026-08-22"))
+    rules_before, state_before = ingress(state_2022), table.load()
+    capsys.readouterr()
+    api_calls.clear()
+
+    # When the handler is invoked
+    with pytest.raises(error) as raised:
+        invoke(evt)
+
+    # Then it raises with the reason, emits one RefreshRejected metric with that reason, fetched only the
+    # pinned URL (or nothing at all), and changed no security group and no state
+    assert raised.value.reason == reason
+    blobs = emf_blobs(capsys.readouterr().out, "RefreshRejected")
+    assert [(b["Reason"], b["RefreshRejected"]) for b in blobs] == [(reason, [1.0])]
+    assert blobs[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "EicGuard"
+    assert [c.request.url for c in http.calls] == [IP_RANGES_URL] * expected_requests
+    assert sg_writes(api_calls) == []
+    assert ingress(state_2022) == rules_before
+    assert table.load() == state_before
+
+
+def test_real_2017_event_with_its_real_file_is_rejected_as_empty(table, http, api_calls, capsys):
+    # Given no state yet, a managed group that already holds an eic-guard rule (state lost) and the user's rule,
+    # and AWS serving the real 2017 file, whose md5 is the one in the real 2017 event
+    group = new_group(permissions=(USER_RULE, tcp(22, EIC_US_EAST_1, "eic-guard EC2_INSTANCE_CONNECT us-east-1")))
+    rules_before = ingress(group)
+    http.add(responses.GET, IP_RANGES_URL, body=(IP_RANGES / "ip-ranges-2017-11-30.json").read_bytes())
+    capsys.readouterr()
+    api_calls.clear()
+
+    # When the real 2017 event is handled
+    with pytest.raises(IpRangesError) as raised:
+        invoke(event("sns-ip-space-changed-2017-11-30-real.json"))
+
+    # Then it is refused because the file has no EIC prefix (its md5 was right), nothing was revoked
+    assert raised.value.reason == "empty-eic-set"
+    assert [b["Reason"] for b in emf_blobs(capsys.readouterr().out, "RefreshRejected")] == ["empty-eic-set"]
+    assert sg_writes(api_calls) == []
+    assert ingress(group) == rules_before
+    assert table.load().sync_token is None
+
+
+# ---- accepted notifications ---------------------------------------------------------------------------------------
+def test_current_notification_downloads_the_pinned_url_and_applies(state_2022, table, http, api_calls, capsys):
+    # Given the state at 2022-04-27 and AWS serving 2026-08-22
+    http.add(responses.GET, IP_RANGES_URL, body=snapshot_bytes("2026-08-22"))
+    api_calls.clear()
+
+    # When the current notification is handled
+    summary = invoke(event("sns-ip-space-changed-current.json"))
+
+    # Then the IPv6 prefix is added, the user's rule stays, the state advances, and metrics are emitted
+    assert summary["status"] == "applied" and summary["sync_token"] == "1787411825"
+    assert (summary["prefixes_added"], summary["prefixes_revoked"], summary["alerts"]) == (1, 0, [])
+    assert ingress(state_2022) == {("tcp", 22, 22, "203.0.113.0/24", "office VPN")} | eic_rules(
+        REGION, EIC_US_EAST_1, EIC_US_EAST_1_V6)
+    assert sg_writes(api_calls) == ["AuthorizeSecurityGroupIngress"]
+    assert [c.request.url for c in http.calls] == [IP_RANGES_URL]
+    assert (table.load().sync_token, table.load().md5) == ("1787411825", NEWEST_MD5)
+    out = capsys.readouterr().out
+    assert emf_blobs(out, "RefreshRejected") == []
+    assert [b["PrefixesAdded"] for b in emf_blobs(out, "PrefixesAdded")] == [[1.0]]
+
+
+def test_url_in_the_message_is_never_followed(state_2022, table, http, monkeypatch):
+    # Given the other account's topic allowed by configuration, its Message pointing at another host
+    evt = event("sns-ip-space-changed-foreign-topic.json")
+    monkeypatch.setenv("EIC_GUARD_IP_RANGES_TOPIC_ARNS", ",".join(
+        ["arn:aws:sns:us-east-1:806199016981:AmazonIpSpaceChanged", evt["Records"][0]["Sns"]["TopicArn"]]))
+    http.add(responses.GET, IP_RANGES_URL, body=snapshot_bytes("2026-08-22"))
+    elsewhere = http.add(responses.GET, "https://attacker.example/ip-ranges.json", body=b"{}")
+
+    # When it is handled
+    summary = invoke(evt)
+
+    # Then the file came from the pinned URL only
+    assert summary["status"] == "applied"
+    assert [c.request.url for c in http.calls] == [IP_RANGES_URL]
+    assert elsewhere.call_count == 0
+
+
+def test_one_503_then_200_succeeds_through_the_retry(state_2022, table, api_calls):
+    # Given AWS answering 503 once, then the file
+    with responses.RequestsMock(registry=OrderedRegistry) as http:
+        http.add(responses.GET, IP_RANGES_URL, status=503)
+        http.add(responses.GET, IP_RANGES_URL, body=snapshot_bytes("2026-08-22"))
+
+        # When the current notification is handled
+        summary = invoke(event("sns-ip-space-changed-current.json"))
+
+        # Then the second attempt's file is applied
+        assert len(http.calls) == 2
+    assert summary["status"] == "applied" and summary["prefixes_added"] == 1
+    assert table.load().sync_token == "1787411825"
+
+
+def test_rejected_notification_succeeds_when_lambda_retries_it(state_2022, table, http):
+    # Given a first delivery that failed on a 503 (so Powertools released the synctoken)
+    http.add(responses.GET, IP_RANGES_URL, status=503)
+    with pytest.raises(IpRangesError):
+        invoke(event("sns-ip-space-changed-current.json"))
+    http.replace(responses.GET, IP_RANGES_URL, body=snapshot_bytes("2026-08-22"))
+
+    # When Lambda retries the same event
+    summary = invoke(event("sns-ip-space-changed-current.json"), request_id="retry")
+
+    # Then it is applied
+    assert summary["status"] == "applied" and summary["prefixes_added"] == 1
+    assert EIC_US_EAST_1_V6 in {rule[3] for rule in ingress(state_2022)}
+
+
+def test_replayed_notification_is_answered_from_the_first_run(state_2022, table, http, api_calls):
+    # Given the current notification handled once
+    http.add(responses.GET, IP_RANGES_URL, body=snapshot_bytes("2026-08-22"))
+    first = invoke(event("sns-ip-space-changed-current.json"))
+    rules, state = ingress(state_2022), table.load()
+    api_calls.clear()
+
+    # When SNS delivers the same synctoken again
+    second = invoke(event("sns-ip-space-changed-current.json"), request_id="redelivery")
+
+    # Then it returns the first run's summary without downloading or writing anything
+    assert second == first
+    assert len(http.calls) == 1
+    assert sg_writes(api_calls) == []
+    assert ingress(state_2022) == rules and table.load() == state
+
+
+def test_same_synctoken_twice_is_a_duplicate_below_the_idempotency_layer(state_2022, table, http, api_calls):
+    # Given the current notification applied once by handle_notification
+    http.add(responses.GET, IP_RANGES_URL, body=snapshot_bytes("2026-08-22"))
+    settings = Settings.build(regions=(REGION,))
+    change = parse_ip_space_notification(event("sns-ip-space-changed-current.json"), settings.ip_ranges_topic_arns)
+    assert handle_notification(change, _shared["clients"], settings, table)["status"] == "applied"
+    api_calls.clear()
+
+    # When the same change is handled again (e.g. after the idempotency record expired)
+    result = handle_notification(change, _shared["clients"], settings, table)
+
+    # Then it is a duplicate: no download, no EC2 call at all
+    assert result == {"status": "duplicate", "sync_token": "1787411825", "stored_sync_token": "1787411825"}
+    assert len(http.calls) == 1
+    assert [n for n in api_calls.names() if n != "GetItem"] == []  # only the state was read
+
+
+def test_stale_notification_after_the_current_one_is_a_logged_no_op(state_2022, table, http, api_calls,
+                                                                     log_messages):
+    # Given the current notification applied
+    http.add(responses.GET, IP_RANGES_URL, body=snapshot_bytes("2026-08-22"))
+    invoke(event("sns-ip-space-changed-current.json"))
+    rules, state = ingress(state_2022), table.load()
+    api_calls.clear()
+    log_messages.clear()
+
+    # When the older 2026-05-29 notification arrives late
+    result = invoke(event("sns-ip-space-changed-stale.json"), request_id="late")
+
+    # Then it is a stale no-op: logged, not downloaded, nothing written, state unchanged
+    assert result == {"status": "stale", "sync_token": "1780065426", "stored_sync_token": "1787411825"}
+    assert "notification stale: nothing to do" in log_messages
+    assert len(http.calls) == 1
+    assert sg_writes(api_calls) == []
+    assert ingress(state_2022) == rules and table.load() == state
+
+
+def test_two_concurrent_invocations_of_the_same_event_apply_once(state_2022, table, http, api_calls):
+    # Given AWS serving the file slowly, and two invocations with the same event starting together
+    def slow_file(request):
+        threading.Event().wait(0.5)  # keeps the first invocation in its download while the second starts
+        return 200, {}, snapshot_bytes("2026-08-22")
+
+    http.add_callback(responses.GET, IP_RANGES_URL, callback=slow_file)
+    start = threading.Barrier(2)
+    outcomes: dict[str, object] = {}
+
+    def run(request_id: str) -> None:
+        start.wait()
+        try:
+            outcomes[request_id] = invoke(event("sns-ip-space-changed-current.json"), request_id=request_id)
+        except Exception as exc:  # noqa: BLE001 - recorded and asserted below
+            outcomes[request_id] = exc
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in ("first", "second")]
+    api_calls.clear()
+
+    # When both run at once
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    # Then one applied the change and the other was turned away as in progress (or got the same summary)
+    summaries = [o for o in outcomes.values() if isinstance(o, dict)]
+    others = [o for o in outcomes.values() if not isinstance(o, dict)]
+    assert len(outcomes) == 2 and summaries, outcomes
+    assert summaries[0]["status"] == "applied" and summaries[0]["prefixes_added"] == 1
+    assert all(isinstance(o, IdempotencyAlreadyInProgressError) for o in others), others
+    assert all(s == summaries[0] for s in summaries)
+    # and the change was made once: one download, at most one authorization, each rule present once
+    assert len(http.calls) == 1
+    assert api_calls.count("AuthorizeSecurityGroupIngress") == 1
+    group = boto3.client("ec2", REGION).describe_security_groups(GroupIds=[state_2022])["SecurityGroups"][0]
+    sources = [r["CidrIpv6"] for p in group["IpPermissions"] for r in p.get("Ipv6Ranges", ())]
+    assert sources == [EIC_US_EAST_1_V6]
+    assert table.load().sync_token == "1787411825"
+
+
+# ---- nightly catch-up through the scan handler --------------------------------------------------------------------
+def test_nightly_scan_refreshes_first_then_reuses_the_stored_copy_on_304(table, http, api_calls):
+    # Given a managed group, no state yet, and AWS serving 2026-08-22
+    group = new_group()
+    http.add(responses.GET, IP_RANGES_URL, body=snapshot_bytes("2026-08-22"))
+
+    # When the nightly scan runs
+    first = scan_app.lambda_handler(event("scheduled-nightly.json"), LambdaContext("night-1"))
+
+    # Then it refreshed the ranges before scanning
+    assert first["refresh"]["status"] == "applied" and first["refresh"]["sync_token"] == "1787411825"
+    assert first["refresh"]["prefixes_added"] == 2
+    assert first["ip_ranges"]["sync_token"] == "1787411825"
+    assert ingress(group) == eic_rules(REGION, EIC_US_EAST_1, EIC_US_EAST_1_V6)
+    assert http.calls[0].request.headers.get("If-None-Match") is None  # nothing stored to compare with yet
+
+    # Given the next night AWS answers 304 Not Modified
+    http.replace(responses.GET, IP_RANGES_URL, status=304)
+    api_calls.clear()
+
+    # When the nightly scan runs again
+    second = scan_app.lambda_handler(event("scheduled-nightly.json"), LambdaContext("night-2"))
+
+    # Then it asked with the stored md5 as ETag, reused the stored prefixes and wrote nothing
+    assert http.calls[1].request.headers["If-None-Match"] == f'"{NEWEST_MD5}"'
+    assert second["refresh"]["status"] == "applied" and second["refresh"]["sync_token"] == "1787411825"
+    assert second["refresh"]["prefixes_added"] == 0
+    assert sg_writes(api_calls) == []
+    assert table.load().sync_token == "1787411825"
+
+
+def test_nightly_scan_keeps_the_newer_state_when_served_an_older_file(table, http, api_calls):
+    # Given the state at 2026-08-22 and a cache serving the older 2026-06-01 file
+    group = new_group()
+    apply_ranges(_shared["clients"], Settings.build(regions=(REGION,)), table, snapshot("2026-08-22"),
+                 replay_same=False, now=lambda: T0)
+    http.add(responses.GET, IP_RANGES_URL, body=snapshot_bytes("2026-06-01"))
+    api_calls.clear()
+
+    # When the nightly scan runs
+    result = scan_app.lambda_handler(event("scheduled-nightly.json"), LambdaContext("night"))
+
+    # Then it used the stored 2026-08-22 prefixes and the state did not go back
+    assert result["refresh"]["sync_token"] == "1787411825"
+    assert table.load().sync_token == "1787411825"
+    assert sg_writes(api_calls) == []
+    assert ingress(group) == eic_rules(REGION, EIC_US_EAST_1, EIC_US_EAST_1_V6)
+    assert table.load().last_seen[REGION][EIC_US_EAST_1] > T0 + timedelta(days=1)  # seen again tonight
