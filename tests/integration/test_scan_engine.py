@@ -300,31 +300,34 @@ def test_unowned_group_named_like_the_managed_one_is_never_used(account, ec2, ap
 
 
 def test_prefix_list_ingress_source_references_the_eic_list(account, ec2, api_calls, ranges_2026):
-    # Given the region's EIC prefix list (a customer-managed stand-in: moto lacks the AWS-managed one)
-    # and an instance missing SSH
+    # Given the region's EIC prefix lists, IPv4 and IPv6 (customer-managed stand-ins: moto lacks the AWS-managed
+    # ones) and an instance missing SSH
     net = account.network()
     prefix_list = ec2.create_managed_prefix_list(
         PrefixListName=f"com.amazonaws.{REGION}.ec2-instance-connect", AddressFamily="IPv4", MaxEntries=5,
         Entries=[{"Cidr": EIC_US_EAST_1}])["PrefixList"]["PrefixListId"]
+    ipv6_list = ec2.create_managed_prefix_list(
+        PrefixListName=f"com.amazonaws.{REGION}.ipv6.ec2-instance-connect", AddressFamily="IPv6", MaxEntries=5,
+        Entries=[{"Cidr": EIC_US_EAST_1_V6}])["PrefixList"]["PrefixListId"]
     [instance] = launch_failing(account, net, imds="enabled")
     api_calls.clear()
 
     # When a remediate scan runs with IngressSource=prefix-list
     report = scan(ranges_2026, ingress_source="prefix-list")
 
-    # Then the managed group allows TCP 22 from the list, not from CIDRs, and is attached
+    # Then the managed group allows TCP 22 from the two lists, not from CIDRs, and is attached
     [managed] = groups_named(ec2, net.vpc_id)
     # (moto drops prefix-list rule descriptions, so the description is asserted on the request)
-    assert {rule[:4] for rule in ssh_sources(managed)} == {("tcp", 22, 22, prefix_list)}
+    assert {rule[:4] for rule in ssh_sources(managed)} == {("tcp", 22, 22, prefix_list), ("tcp", 22, 22, ipv6_list)}
     [authorize] = [params for name, params in api_calls.calls if name == "AuthorizeSecurityGroupIngress"]
     assert authorize["IpPermissions"] == [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "PrefixListIds": [
-        {"PrefixListId": prefix_list, "Description": DESCRIPTION}]}]
+        {"PrefixListId": pl, "Description": DESCRIPTION} for pl in sorted((prefix_list, ipv6_list))]}]
     assert eni_groups(ec2, instance) == [net.app_group_id, managed["GroupId"]]
     assert entry(report, instance).verdict == "fixed"
 
     # And the second run reads the list's entries, passes the instance and writes nothing
     second = assert_quiet_second_run(ranges_2026, api_calls, [instance], ingress_source="prefix-list")
-    assert api_calls.count("GetManagedPrefixListEntries") == 1
+    assert api_calls.count("GetManagedPrefixListEntries") == 2
     assert EIC_US_EAST_1 in entry(second, instance).checks["eic-ssh-ingress"].reason
 
 

@@ -28,12 +28,21 @@ def test_desired_rules_in_cidr_mode_are_every_eic_prefix():
 
 
 def test_desired_rules_in_prefix_list_mode_reference_the_list():
-    # Given prefix-list mode and the AWS-managed list id
+    # Given prefix-list mode and the AWS-managed IPv4 list id, but no IPv6 list in the region
     # When
     rules = desired_rules(eic_prefixes(), "prefix-list", EIC_LIST)
 
+    # Then IPv4 comes from the list, IPv6 from the CIDR (an IPv6 instance must still be covered)
+    assert rules == RuleSet(cidrs=frozenset({V6}), prefix_lists=frozenset({EIC_LIST}))
+
+
+def test_desired_rules_in_prefix_list_mode_reference_both_lists_when_they_exist():
+    # Given prefix-list mode and both AWS-managed lists (IPv4 and IPv6 are separate lists)
+    # When
+    rules = desired_rules(eic_prefixes(), "prefix-list", EIC_LIST, "pl-0ipv6eic")
+
     # Then
-    assert rules == RuleSet(prefix_lists=frozenset({EIC_LIST}))
+    assert rules == RuleSet(prefix_lists=frozenset({EIC_LIST, "pl-0ipv6eic"}))
 
 
 def test_prefix_list_mode_falls_back_to_cidrs_when_the_region_has_no_list():

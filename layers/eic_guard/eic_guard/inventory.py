@@ -27,6 +27,7 @@ from .settings import MANAGED_BY_TAG, MANAGED_GROUP_NAME, Settings
 SCANNED_STATES = ("pending", "running", "stopping", "stopped")
 FILTER_VALUES_PER_CALL = 200  # EC2 accepts at most 200 values in one filter
 EIC_PREFIX_LIST = "com.amazonaws.{region}.ec2-instance-connect"
+EIC_IPV6_PREFIX_LIST = "com.amazonaws.{region}.ipv6.ec2-instance-connect"
 
 
 def gather(ec2: Any, account_id: str, region: str, settings: Settings) -> TargetSnapshot:
@@ -37,10 +38,9 @@ def gather(ec2: Any, account_id: str, region: str, settings: Settings) -> Target
     security_groups = {g.group_id: g for g in _security_groups(ec2, group_ids)} if group_ids else {}
     managed_groups, foreign_vpcs = _groups_named_managed(ec2, vpc_ids) if vpc_ids else ({}, frozenset())
     security_groups.update({g.group_id: g for g in managed_groups.values()})
-    eic_list_id = _eic_prefix_list_id(ec2, region)
+    eic_lists = _eic_prefix_list_ids(ec2, region)
     list_ids = {pl for g in security_groups.values() for p in g.ingress for pl in p.prefix_list_ids}
-    if eic_list_id:
-        list_ids.add(eic_list_id)
+    list_ids.update(pl for pl in eic_lists if pl)
     return TargetSnapshot(
         account_id=account_id,
         region=region,
@@ -52,7 +52,8 @@ def gather(ec2: Any, account_id: str, region: str, settings: Settings) -> Target
         prefix_lists={pl: prefix_list_entries(ec2, pl) for pl in sorted(list_ids)},
         managed_groups=managed_groups,
         vpcs_with_unowned_managed_name=foreign_vpcs,
-        eic_prefix_list_id=eic_list_id,
+        eic_prefix_list_id=eic_lists[0],
+        eic_ipv6_prefix_list_id=eic_lists[1],
         managed_addresses=tuple(_managed_addresses(ec2)) if settings.remediate_public_ip else (),
     )
 
@@ -226,10 +227,12 @@ def _network_acls(ec2: Any, vpc_ids: list[str]) -> Iterator[NetworkAcl]:
         )
 
 
-def _eic_prefix_list_id(ec2: Any, region: str) -> str | None:
-    name = EIC_PREFIX_LIST.format(region=region)
-    lists = ec2.describe_managed_prefix_lists(Filters=[{"Name": "prefix-list-name", "Values": [name]}])
-    return next((p["PrefixListId"] for p in lists.get("PrefixLists", ())), None)
+def _eic_prefix_list_ids(ec2: Any, region: str) -> tuple[str | None, str | None]:
+    """The AWS-managed EIC lists of the region (IPv4, IPv6), one call for both; None where a list does not exist."""
+    names = (EIC_PREFIX_LIST.format(region=region), EIC_IPV6_PREFIX_LIST.format(region=region))
+    lists = ec2.describe_managed_prefix_lists(Filters=[{"Name": "prefix-list-name", "Values": list(names)}])
+    ids = {p["PrefixListName"]: p["PrefixListId"] for p in lists.get("PrefixLists", ())}
+    return ids.get(names[0]), ids.get(names[1])
 
 
 def prefix_list_entries(ec2: Any, list_id: str) -> tuple[str, ...]:

@@ -45,11 +45,19 @@ class RuleSet:
         return [{k: v for k, v in permission.items() if v != []}]
 
 
-def desired_rules(eic: EicPrefixes, ingress_source: str, eic_prefix_list_id: str | None) -> RuleSet:
-    """TCP 22 from the region's EIC prefixes, or from the AWS-managed list when asked for and it exists."""
-    if ingress_source == "prefix-list" and eic_prefix_list_id:
-        return RuleSet(prefix_lists=frozenset({eic_prefix_list_id}))
-    return RuleSet(cidrs=frozenset(str(p) for p in eic.all))
+def desired_rules(eic: EicPrefixes, ingress_source: str, eic_prefix_list_id: str | None,
+                  eic_ipv6_prefix_list_id: str | None = None) -> RuleSet:
+    """TCP 22 from the region's EIC prefixes; in prefix-list mode from the AWS-managed lists (IPv4 and IPv6 are
+    separate lists) where they exist, from the CIDRs of a family whose list does not."""
+    if ingress_source != "prefix-list":
+        return RuleSet(cidrs=frozenset(str(p) for p in eic.all))
+    lists, cidrs = set(), set()
+    for list_id, prefixes in ((eic_prefix_list_id, eic.ipv4), (eic_ipv6_prefix_list_id, eic.ipv6)):
+        if list_id:
+            lists.add(list_id)
+        else:
+            cidrs.update(str(p) for p in prefixes)
+    return RuleSet(frozenset(cidrs), frozenset(lists))
 
 
 def _is_ssh_only(permission: IngressPermission) -> bool:

@@ -192,7 +192,8 @@ class TargetSnapshot:
     prefix_lists: dict[str, tuple[str, ...]]
     managed_groups: dict[str, SecurityGroup]  # vpc_id -> eic-guard-ssh group
     vpcs_with_unowned_managed_name: frozenset[str] = frozenset()  # an untagged eic-guard-ssh exists there
-    eic_prefix_list_id: str | None = None
+    eic_prefix_list_id: str | None = None  # com.amazonaws.<region>.ec2-instance-connect
+    eic_ipv6_prefix_list_id: str | None = None  # com.amazonaws.<region>.ipv6.ec2-instance-connect
     managed_addresses: tuple[ManagedAddress, ...] = ()
 
     @cached_property

@@ -60,7 +60,8 @@ class Remediator:
             actions.append(record)
         else:
             group_id = existing.group_id
-        wanted = desired_rules(self.ctx.eic, self.ctx.settings.ingress_source, snapshot.eic_prefix_list_id)
+        wanted = desired_rules(self.ctx.eic, self.ctx.settings.ingress_source, snapshot.eic_prefix_list_id,
+                               snapshot.eic_ipv6_prefix_list_id)
         missing = wanted - current_rules(existing)
         if missing:
             actions.append(self.gateway.authorize(group_id, missing))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..models import CheckResult, EicPrefixes, Fix, Instance, TargetSnapshot
 from ..settings import Settings
@@ -16,6 +16,9 @@ class CheckContext:
     snapshot: TargetSnapshot
     eic: EicPrefixes
     settings: Settings
+    # What a check worked out for one combination of its inputs (a subnet, a set of groups), reused for every
+    # instance that shares it: a fleet has few of them. Lives as long as this context, i.e. one target's scan.
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 def passed(reason: str | None = None) -> CheckResult:

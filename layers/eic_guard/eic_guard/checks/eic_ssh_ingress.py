@@ -59,11 +59,9 @@ def evaluate(instance: Instance, ctx: CheckContext) -> CheckResult:
         return failed(f"no EC2_INSTANCE_CONNECT IPv4 prefix is published for {ctx.eic.region}")
     eni = instance.connect_eni()
     group_ids = eni.group_ids if eni else instance.instance_group_ids
-    required = ctx.eic.ipv4 + (ctx.eic.ipv6 if instance.connect_has_ipv6 else ())
-    sources = ssh_sources(group_ids, ctx)
-    missing = uncovered(required, sources)
-    if not missing:
-        return passed(_coverage_reason(required, sources))
+    missing, passing = _coverage(group_ids, instance.connect_has_ipv6, ctx)
+    if passing is not None:
+        return passing
     reason = f"TCP 22 not allowed from {', '.join(str(p) for p in missing)}"
     if eni is None or instance.vpc_id is None:
         return failed(reason + " (no network interface to attach a group to)")
@@ -71,6 +69,22 @@ def evaluate(instance: Instance, ctx: CheckContext) -> CheckResult:
               f"attach eic-guard-ssh to {eni.eni_id} keeping {', '.join(group_ids) or 'no groups'}",
               (("eni_id", eni.eni_id), ("vpc_id", instance.vpc_id), ("group_ids", ",".join(group_ids))))
     return failed(reason, fix)
+
+
+def _coverage(group_ids: tuple[str, ...], has_ipv6: bool,
+              ctx: CheckContext) -> tuple[list[IPNetwork], CheckResult | None]:
+    """The required prefixes the groups do not cover, and the passing result when none is missing.
+
+    Depends only on the group set and the address families within one target: computed once per combination.
+    """
+    key = (ID, group_ids, has_ipv6)
+    known = ctx.memo.get(key)
+    if known is None:
+        required = ctx.eic.ipv4 + (ctx.eic.ipv6 if has_ipv6 else ())
+        sources = ssh_sources(group_ids, ctx)
+        missing = uncovered(required, sources)
+        known = ctx.memo[key] = (missing, None if missing else passed(_coverage_reason(required, sources)))
+    return known
 
 
 def remediate(fix: Fix, instance: Instance, remediator, actions: list) -> None:

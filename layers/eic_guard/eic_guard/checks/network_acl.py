@@ -55,10 +55,19 @@ def _describe(net: IPNetwork, lo: int, hi: int) -> str:
 
 
 def evaluate(instance: Instance, ctx: CheckContext) -> CheckResult:
-    nacl = ctx.snapshot.network_acl_for(instance.connect_subnet_id)
+    subnet_id, has_ipv6 = instance.connect_subnet_id, instance.connect_has_ipv6
+    key = (ID, subnet_id, has_ipv6)  # the result depends on nothing else: instances of a subnet share it
+    result = ctx.memo.get(key)
+    if result is None:
+        result = ctx.memo[key] = _evaluate_subnet(subnet_id, has_ipv6, ctx)
+    return result
+
+
+def _evaluate_subnet(subnet_id: str | None, has_ipv6: bool, ctx: CheckContext) -> CheckResult:
+    nacl = ctx.snapshot.network_acl_for(subnet_id)
     if nacl is None:
-        return failed(f"no network ACL found for subnet {instance.connect_subnet_id}")
-    prefixes = ctx.eic.ipv4 + (ctx.eic.ipv6 if instance.connect_has_ipv6 else ())
+        return failed(f"no network ACL found for subnet {subnet_id}")
+    prefixes = ctx.eic.ipv4 + (ctx.eic.ipv6 if has_ipv6 else ())
     if not prefixes:
         return failed(f"no EC2_INSTANCE_CONNECT prefix is published for {ctx.eic.region}")
     for prefix in prefixes:
