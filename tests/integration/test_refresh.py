@@ -466,18 +466,20 @@ def test_older_file_after_a_newer_one_is_stale(installed, store, api_calls):
 
 
 # ---- prefix-list mode ---------------------------------------------------------------------------------------------
-def customer_eic_list(region: str, *cidrs: str) -> str:
-    """A customer-managed list that carries the name of the AWS-managed IPv4 EIC list (moto has none)."""
+def customer_eic_list(region: str, *cidrs: str, ipv6: bool = False) -> str:
+    """A customer-managed list that carries the name of an AWS-managed EIC list, IPv4 or IPv6 (moto has none)."""
     ec2 = boto3.client("ec2", region)
+    name = f"com.amazonaws.{region}.ipv6.ec2-instance-connect" if ipv6 else f"com.amazonaws.{region}.ec2-instance-connect"
     return ec2.create_managed_prefix_list(
-        PrefixListName=f"com.amazonaws.{region}.ec2-instance-connect", AddressFamily="IPv4", MaxEntries=5,
+        PrefixListName=name, AddressFamily="IPv6" if ipv6 else "IPv4", MaxEntries=5,
         Entries=[{"Cidr": c} for c in cidrs])["PrefixList"]["PrefixListId"]
 
 
 def test_prefix_list_mode_reports_how_the_list_differs_and_writes_nothing(aws, store, api_calls):
-    # Given a managed group and an EIC list whose entries differ from the file (an extra, unknown entry)
+    # Given a managed group and the EIC lists, the IPv4 one differing from the file (an extra, unknown entry)
     group = new_group()
     list_id = customer_eic_list(REGION, EIC_US_EAST_1, "192.0.2.0/29")
+    customer_eic_list(REGION, EIC_US_EAST_1_V6, ipv6=True)
     api_calls.clear()
 
     # When 2026-08-22 is applied in prefix-list mode
@@ -491,10 +493,11 @@ def test_prefix_list_mode_reports_how_the_list_differs_and_writes_nothing(aws, s
     assert region_result(result, REGION).prefix_list_differences == [f"only in {list_id}: 192.0.2.0/29"]
 
 
-def test_prefix_list_mode_is_quiet_when_the_ipv4_list_matches_the_file(aws, store, api_calls):
-    # Given the IPv4 EIC list holding exactly the file's IPv4 prefix (AWS keeps IPv6 in a separate ipv6. list)
+def test_prefix_list_mode_is_quiet_when_the_lists_match_the_file(aws, store, api_calls):
+    # Given the IPv4 and IPv6 EIC lists holding exactly the file's prefixes (AWS publishes them as two lists)
     new_group()
     customer_eic_list(REGION, EIC_US_EAST_1)
+    customer_eic_list(REGION, EIC_US_EAST_1_V6, ipv6=True)
     api_calls.clear()
 
     # When 2026-08-22 (IPv4 and IPv6 for us-east-1) is applied in prefix-list mode
@@ -502,6 +505,19 @@ def test_prefix_list_mode_is_quiet_when_the_ipv4_list_matches_the_file(aws, stor
 
     # Then nothing is written and nothing is reported
     assert sg_writes(api_calls) == []
+    assert result.alerts == []
+
+
+def test_prefix_list_mode_keeps_cidr_rules_for_a_family_without_a_list(aws, store, api_calls):
+    # Given only the IPv4 EIC list exists in the region
+    group = new_group()
+    customer_eic_list(REGION, EIC_US_EAST_1)
+
+    # When 2026-08-22 is applied in prefix-list mode
+    result = refresh(store, snapshot("2026-08-22"), ingress_source="prefix-list")
+
+    # Then the group gets the IPv6 prefix as a CIDR rule (an IPv6 instance stays reachable), nothing for IPv4
+    assert ingress(group) == eic_rules(REGION, EIC_US_EAST_1_V6)
     assert result.alerts == []
 
 

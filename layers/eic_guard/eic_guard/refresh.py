@@ -19,7 +19,7 @@ from . import ip_ranges
 from .errors import IpRangesError
 from .events import IpSpaceChange
 from .gateway import Ec2Gateway, error_code
-from .inventory import EIC_PREFIX_LIST, paginate, prefix_list_entries, parse_security_group
+from .inventory import EIC_IPV6_PREFIX_LIST, EIC_PREFIX_LIST, paginate, prefix_list_entries, parse_security_group
 from .ip_ranges import IpRanges
 from .managed_group import RuleSet, current_rules, owned_rules
 from .models import ActionRecord, SecurityGroup
@@ -127,11 +127,11 @@ def refresh_region(ec2: Any, region: str, ranges: IpRanges, state: RangesState, 
         # The rules stay, and no absence clock starts while the region has no prefix at all.
         state.current[region] = []
         return result
-    if settings.ingress_source == "prefix-list" and _compare_prefix_list(ec2, region, current, result):
-        return result
+    listed = _compare_prefix_lists(ec2, region, current, result) if settings.ingress_source == "prefix-list" else set()
     grace = timedelta(hours=settings.stale_prefix_grace_hours)
     expired, result.in_grace = track_absence(region, groups, current, state, now, grace)
-    if _apply_rules(Ec2Gateway(ec2, region, dry_run=False), region, groups, current, expired, result):
+    as_cidrs = {p for p in current if ipaddress.ip_network(p).version not in listed}
+    if _apply_rules(Ec2Gateway(ec2, region, dry_run=False), region, groups, as_cidrs, expired, result):
         forget(region, expired, state)
     state.current[region] = sorted(current)
     return result
@@ -160,28 +160,24 @@ def _apply_rules(gateway: Ec2Gateway, region: str, groups: list[SecurityGroup], 
     return all_revoked
 
 
-def _compare_prefix_list(ec2: Any, region: str, current: set[str], result: RegionRefresh) -> bool:
-    """Prefix-list mode: nothing to write, report how the AWS-managed list differs from the file.
-
-    Returns False when the region has no such list (the groups then use CIDRs, so the CIDR refresh applies).
-    """
-    name = EIC_PREFIX_LIST.format(region=region)
-    lists = ec2.describe_managed_prefix_lists(Filters=[{"Name": "prefix-list-name", "Values": [name]}])
-    found = next(iter(lists.get("PrefixLists", ())), None)
-    if found is None:
-        return False
-    list_id = found["PrefixListId"]
-    # That list is IPv4 (AWS publishes the IPv6 prefixes as com.amazonaws.<region>.ipv6.ec2-instance-connect):
-    # compare it with the file's prefixes of its own family only, or every IPv6 prefix would be reported missing.
-    family = 6 if found.get("AddressFamily") == "IPv6" else 4
-    current = {p for p in current if ipaddress.ip_network(p).version == family}
-    entries = set(prefix_list_entries(ec2, list_id))
-    result.prefix_list_differences = [f"only in ip-ranges.json: {p}" for p in sorted(current - entries)] + [
-        f"only in {list_id}: {p}" for p in sorted(entries - current)]
-    if result.prefix_list_differences:
-        result.alerts.append(f"{region}: {list_id} differs from ip-ranges.json: "
-                             + "; ".join(result.prefix_list_differences))
-    return True
+def _compare_prefix_lists(ec2: Any, region: str, current: set[str], result: RegionRefresh) -> set[int]:
+    """Prefix-list mode: nothing to write for a family AWS publishes a managed list for (IPv4 and IPv6 are separate
+    lists); report how each list differs from the file. Returns the address families that have a list."""
+    names = [EIC_PREFIX_LIST.format(region=region), EIC_IPV6_PREFIX_LIST.format(region=region)]
+    lists = ec2.describe_managed_prefix_lists(Filters=[{"Name": "prefix-list-name", "Values": names}])
+    families = set()
+    for found in lists.get("PrefixLists", ()):
+        family = 6 if found.get("AddressFamily") == "IPv6" else 4
+        families.add(family)
+        list_id = found["PrefixListId"]
+        expected = {p for p in current if ipaddress.ip_network(p).version == family}
+        entries = set(prefix_list_entries(ec2, list_id))
+        differences = [f"only in ip-ranges.json: {p}" for p in sorted(expected - entries)] + [
+            f"only in {list_id}: {p}" for p in sorted(entries - expected)]
+        result.prefix_list_differences.extend(differences)
+        if differences:
+            result.alerts.append(f"{region}: {list_id} differs from ip-ranges.json: " + "; ".join(differences))
+    return families
 
 
 def apply_ranges(clients: Any, settings: Settings, store: StateStore, ranges: IpRanges, *, replay_same: bool,
