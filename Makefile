@@ -37,6 +37,7 @@ test: $(BIN)/.installed
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check layers functions tests benchmarks
+	$(BIN)/ruff format --check layers functions tests benchmarks
 	$(BIN)/cfn-lint template.yaml
 
 format: $(BIN)/.installed

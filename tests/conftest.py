@@ -6,10 +6,9 @@ from pathlib import Path
 
 import boto3
 import pytest
-from moto import mock_aws
-
 from eic_guard import ip_ranges
 from eic_guard.simulated import SimulatedAccount
+from moto import mock_aws
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"

@@ -6,7 +6,6 @@ A rejected notification raises, so the invocation fails, Lambda retries it and t
 from datetime import UTC, datetime
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from eic_guard.clients import AwsClients
 from eic_guard.errors import EicGuardError
 from eic_guard.events import parse_ip_space_notification
@@ -30,8 +29,14 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
         reason = getattr(exc, "reason", "invalid")
         record_rejection(reason)
         logger.error("ip-ranges notification rejected", extra={"reason": reason, "error": str(exc)})
-        publish_refresh(clients, settings, context.aws_request_id, started, {"status": "rejected", "reason": reason,
-                        "error": str(exc)}, [f"notification rejected ({reason}): {exc}"])
+        publish_refresh(
+            clients,
+            settings,
+            context.aws_request_id,
+            started,
+            {"status": "rejected", "reason": reason, "error": str(exc)},
+            [f"notification rejected ({reason}): {exc}"],
+        )
         raise
     record_refresh(summary)
     publish_refresh(clients, settings, context.aws_request_id, started, summary, summary.get("alerts", []))

@@ -19,8 +19,18 @@ from tests.conftest import EIC_US_EAST_1, IP_RANGES, REGION
 SNAPSHOT = str(IP_RANGES / "ip-ranges-2026-08-22.json")
 
 # DESIGN §5, key for key.
-REPORT_KEYS = {"schema", "run_id", "mode", "account_id", "regions", "started_at", "finished_at", "ip_ranges",
-               "summary", "instances"}
+REPORT_KEYS = {
+    "schema",
+    "run_id",
+    "mode",
+    "account_id",
+    "regions",
+    "started_at",
+    "finished_at",
+    "ip_ranges",
+    "summary",
+    "instances",
+}
 # Extensions of v1, documented on purpose in README "The report".
 REPORT_EXTENSIONS = {"target_actions", "target_errors"}
 INSTANCE_EXTENSIONS = {"excluded_reason"}
@@ -45,16 +55,26 @@ def compliant_instance(account) -> tuple[str, str]:
     """Public IP, a group allowing the EIC range, AL2023, IMDS on, IGW route, the default NACL."""
     net = account.network()
     eic_ssh = account.security_group(net, "eic-ssh", [ssh_from(EIC_US_EAST_1)])
-    [instance] = account.launch(image_id=account.al2023_ami(), subnet_id=net.public_subnet_id, group_ids=[eic_ssh],
-                                public_ip=True, imds="enabled")
+    [instance] = account.launch(
+        image_id=account.al2023_ami(),
+        subnet_id=net.public_subnet_id,
+        group_ids=[eic_ssh],
+        public_ip=True,
+        imds="enabled",
+    )
     return net.vpc_id, instance
 
 
 def fixable_instance(account, net=None) -> str:
     """Everything right except SSH from EIC and the metadata endpoint: both fixable."""
     net = net or account.network("10.9.0.0/16", name="fixable")
-    [instance] = account.launch(image_id=account.al2023_ami(), subnet_id=net.public_subnet_id,
-                                group_ids=[net.app_group_id], public_ip=True, imds="disabled")
+    [instance] = account.launch(
+        image_id=account.al2023_ami(),
+        subnet_id=net.public_subnet_id,
+        group_ids=[net.app_group_id],
+        public_ip=True,
+        imds="disabled",
+    )
     return instance
 
 
@@ -91,8 +111,14 @@ def test_json_report_matches_the_contract_and_exits_1_when_noncompliant(account,
     assert isinstance(report["run_id"], str) and report["run_id"]
     assert datetime.fromisoformat(report["started_at"]) <= datetime.fromisoformat(report["finished_at"])
     assert report["ip_ranges"] == {"sync_token": "1787411825", "create_date": "2026-08-22-15-17-05"}
-    assert report["summary"] == {"instances": 2, "compliant": 1, "fixed": 0, "noncompliant": 1, "excluded": 0,
-                                 "errors": 0}
+    assert report["summary"] == {
+        "instances": 2,
+        "compliant": 1,
+        "fixed": 0,
+        "noncompliant": 1,
+        "excluded": 0,
+        "errors": 0,
+    }
     assert set(report["summary"]) == SUMMARY_KEYS
     for instance in report["instances"]:
         assert set(instance) == INSTANCE_KEYS | INSTANCE_EXTENSIONS
@@ -143,7 +169,8 @@ def test_remediate_then_second_run_exits_0(account, ec2, api_calls, capsys):
     assert report["mode"] == "remediate"
     assert report["summary"]["fixed"] == 1 and report["summary"]["compliant"] == 1
     assert {"CreateSecurityGroup", "ModifyNetworkInterfaceAttribute", "ModifyInstanceMetadataOptions"} <= set(
-        api_calls.writes())
+        api_calls.writes()
+    )
     raw = ec2.describe_instances(InstanceIds=[fixable])["Reservations"][0]["Instances"][0]
     assert raw["MetadataOptions"]["HttpEndpoint"] == "enabled"
 
@@ -152,16 +179,19 @@ def test_remediate_then_second_run_exits_0(account, ec2, api_calls, capsys):
     code, report = run_json(capsys)
     assert code == 0
     assert api_calls.writes() == []
-    assert {i["instance_id"]: i["verdict"] for i in report["instances"]} == {compliant: "compliant",
-                                                                             fixable: "compliant"}
+    assert {i["instance_id"]: i["verdict"] for i in report["instances"]} == {
+        compliant: "compliant",
+        fixable: "compliant",
+    }
 
 
 def test_remediate_exits_1_when_something_cannot_be_fixed(account, api_calls, capsys):
     # Given an instance running an AMI that is not Amazon Linux 2023 (nothing can fix that in place)
     net = account.network()
     image = account.own_image("ubuntu-24.04-custom")
-    [instance] = account.launch(image_id=image, subnet_id=net.public_subnet_id, group_ids=[net.app_group_id],
-                                public_ip=True)
+    [instance] = account.launch(
+        image_id=image, subnet_id=net.public_subnet_id, group_ids=[net.app_group_id], public_ip=True
+    )
     api_calls.clear()
 
     # When scanning with --remediate

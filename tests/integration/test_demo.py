@@ -41,7 +41,7 @@ def test_demo_fixes_what_it_can_and_reports_the_rest(monkeypatch, capsys):
     assert "demo OK" in out
     positions = [out.index(heading) for heading in demo.HEADINGS]
     assert positions == sorted(positions)
-    final = out[positions[2]:out.index("proof from the simulated AWS state")]
+    final = out[positions[2] : out.index("proof from the simulated AWS state")]
     # ... the final scan left nothing fixable, only what cannot be fixed automatically
     assert re.search(r"instances 22: 13 compliant, 0 fixed, 8 noncompliant, 1 excluded, 0 errors", final)
     assert "would-fix" not in final
@@ -52,7 +52,7 @@ def test_demo_fixes_what_it_can_and_reports_the_rest(monkeypatch, capsys):
     assert "is AL2023 minimal" in final and "(ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-amd64-server-" in final
     assert re.search(r"passes with a warning: i-\w+ \(web-open-world\): over-permissive", out)
     # ... the remediate scan fixed both kinds of fixable drift
-    remediate = out[positions[1]:positions[2]]
+    remediate = out[positions[1] : positions[2]]
     assert "instances 22: 3 compliant, 10 fixed, 8 noncompliant, 1 excluded, 0 errors" in remediate
     assert re.search(r"imds-enabled\s+│ fixed", remediate)
     # ... and the simulator is gone, the environment as it was

@@ -30,8 +30,9 @@ OTHER_REGION = "us-west-2"
 class Fault:
     """Makes `operation` fail with `code` for requests whose query parameters match `when`."""
 
-    def __init__(self, client, operation: str, code: str, when: Callable[[dict], bool] = lambda _: True,
-                 status: int = 400):
+    def __init__(
+        self, client, operation: str, code: str, when: Callable[[dict], bool] = lambda _: True, status: int = 400
+    ):
         self.code, self.when, self.status = code, when, status
         self.hits: list[dict] = []
         client.meta.events.register(f"before-call.ec2.{operation}", self)
@@ -42,8 +43,10 @@ class Fault:
             return None
         self.hits.append(body)
         http = AWSResponse(params.get("url", ""), self.status, {}, None)
-        return http, {"Error": {"Code": self.code, "Message": f"injected {self.code}"},
-                      "ResponseMetadata": {"HTTPStatusCode": self.status}}
+        return http, {
+            "Error": {"Code": self.code, "Message": f"injected {self.code}"},
+            "ResponseMetadata": {"HTTPStatusCode": self.status},
+        }
 
 
 class _RawBody:
@@ -55,8 +58,10 @@ class _RawBody:
 
 
 def ec2_error_response(code: str, status: int) -> AWSResponse:
-    body = (f"<Response><Errors><Error><Code>{code}</Code><Message>injected</Message></Error></Errors>"
-            f"<RequestID>eic-guard-test</RequestID></Response>").encode()
+    body = (
+        f"<Response><Errors><Error><Code>{code}</Code><Message>injected</Message></Error></Errors>"
+        f"<RequestID>eic-guard-test</RequestID></Response>"
+    ).encode()
     return AWSResponse("https://ec2.us-east-1.amazonaws.com/", status, {}, _RawBody(body))
 
 
@@ -88,8 +93,14 @@ def endpoint_of(ec2, instance_id) -> str:
 def fixable_fleet(account, count=3) -> tuple[str, list[str]]:
     """`count` instances that lack only SSH from EIC and the metadata endpoint."""
     net = account.network()
-    ids = account.launch(image_id=account.al2023_ami(), subnet_id=net.public_subnet_id,
-                         group_ids=[net.app_group_id], public_ip=True, imds="disabled", count=count)
+    ids = account.launch(
+        image_id=account.al2023_ami(),
+        subnet_id=net.public_subnet_id,
+        group_ids=[net.app_group_id],
+        public_ip=True,
+        imds="disabled",
+        count=count,
+    )
     return net.app_group_id, ids
 
 
@@ -109,8 +120,12 @@ def test_eni_at_its_security_group_quota_fails_that_instance_only(account, ec2, 
     app_group, (full, *others) = fixable_fleet(account)
     full_eni = eni_of(ec2, full)
     clients = AwsClients()
-    quota = Fault(clients.ec2(REGION), "ModifyNetworkInterfaceAttribute", "SecurityGroupsPerInterfaceLimitExceeded",
-                  when=lambda body: body.get("NetworkInterfaceId") == full_eni)
+    quota = Fault(
+        clients.ec2(REGION),
+        "ModifyNetworkInterfaceAttribute",
+        "SecurityGroupsPerInterfaceLimitExceeded",
+        when=lambda body: body.get("NetworkInterfaceId") == full_eni,
+    )
     api_calls.clear()
 
     # When a remediate scan runs
@@ -124,7 +139,8 @@ def test_eni_at_its_security_group_quota_fails_that_instance_only(account, ec2, 
     assert "SecurityGroupsPerInterfaceLimitExceeded" in e.checks["eic-ssh-ingress"].reason
     # (a failed fix is recorded under the check's Fix action name, a done one under the gateway's)
     assert [(a.action, a.resource) for a in e.actions if a.status == "failed"] == [
-        (eic_ssh_ingress.ATTACH_MANAGED_GROUP, full_eni)]
+        (eic_ssh_ingress.ATTACH_MANAGED_GROUP, full_eni)
+    ]
     assert groups_of(ec2, full) == [app_group]
     # And its other fix still went through, so it is noncompliant (not an error)
     assert e.checks["imds-enabled"].status == "fixed"
@@ -134,8 +150,14 @@ def test_eni_at_its_security_group_quota_fails_that_instance_only(account, ec2, 
     for instance in others:
         assert entry(report, instance).verdict == "fixed"
         assert len(groups_of(ec2, instance)) == 2
-    assert summary(report) == {"instances": 3, "compliant": 0, "fixed": 2, "noncompliant": 1, "excluded": 0,
-                               "errors": 0}
+    assert summary(report) == {
+        "instances": 3,
+        "compliant": 0,
+        "fixed": 2,
+        "noncompliant": 1,
+        "excluded": 0,
+        "errors": 0,
+    }
     assert report.has_noncompliant
 
     # And a second run only retries the attach that failed, and says the same
@@ -143,16 +165,20 @@ def test_eni_at_its_security_group_quota_fails_that_instance_only(account, ec2, 
     again = run_scan(clients, settings(), ranges_2026)
     assert api_calls.writes() == ["ModifyNetworkInterfaceAttribute"]
     assert len(quota.hits) == 2
-    assert summary(again) == {"instances": 3, "compliant": 2, "fixed": 0, "noncompliant": 1, "excluded": 0,
-                              "errors": 0}
+    assert summary(again) == {"instances": 3, "compliant": 2, "fixed": 0, "noncompliant": 1, "excluded": 0, "errors": 0}
 
 
 def test_unauthorized_imds_change_is_an_error_for_that_instance_only(account, ec2, api_calls, ranges_2026):
     # Given three fixable instances; changing the first one's metadata options is denied
     _, (denied, *others) = fixable_fleet(account)
     clients = AwsClients()
-    fault = Fault(clients.ec2(REGION), "ModifyInstanceMetadataOptions", "UnauthorizedOperation",
-                  when=lambda body: body.get("InstanceId") == denied, status=403)
+    fault = Fault(
+        clients.ec2(REGION),
+        "ModifyInstanceMetadataOptions",
+        "UnauthorizedOperation",
+        when=lambda body: body.get("InstanceId") == denied,
+        status=403,
+    )
     api_calls.clear()
 
     # When a remediate scan runs
@@ -171,8 +197,14 @@ def test_unauthorized_imds_change_is_an_error_for_that_instance_only(account, ec
     for instance in others:
         assert entry(report, instance).verdict == "fixed"
         assert endpoint_of(ec2, instance) == "enabled"
-    assert summary(report) == {"instances": 3, "compliant": 0, "fixed": 2, "noncompliant": 0, "excluded": 0,
-                               "errors": 1}
+    assert summary(report) == {
+        "instances": 3,
+        "compliant": 0,
+        "fixed": 2,
+        "noncompliant": 0,
+        "excluded": 0,
+        "errors": 1,
+    }
     assert report.has_noncompliant
 
     # And a second run only retries the denied call
@@ -182,12 +214,16 @@ def test_unauthorized_imds_change_is_an_error_for_that_instance_only(account, ec
     assert summary(again)["compliant"] == 2 and summary(again)["errors"] == 1
 
 
-@pytest.mark.parametrize(("operation", "code", "key"), [
-    ("ModifyNetworkInterfaceAttribute", "InvalidNetworkInterfaceID.NotFound", "NetworkInterfaceId"),
-    ("ModifyInstanceMetadataOptions", "InvalidInstanceID.NotFound", "InstanceId"),
-])
-def test_instance_vanishing_mid_run_is_an_error_and_the_run_goes_on(account, ec2, api_calls, ranges_2026,
-                                                                    operation, code, key):
+@pytest.mark.parametrize(
+    ("operation", "code", "key"),
+    [
+        ("ModifyNetworkInterfaceAttribute", "InvalidNetworkInterfaceID.NotFound", "NetworkInterfaceId"),
+        ("ModifyInstanceMetadataOptions", "InvalidInstanceID.NotFound", "InstanceId"),
+    ],
+)
+def test_instance_vanishing_mid_run_is_an_error_and_the_run_goes_on(
+    account, ec2, api_calls, ranges_2026, operation, code, key
+):
     # Given three fixable instances; the first one is terminated by someone else between gather and act
     _, (gone, *others) = fixable_fleet(account)
     resource = eni_of(ec2, gone) if key == "NetworkInterfaceId" else gone
@@ -207,8 +243,14 @@ def test_instance_vanishing_mid_run_is_an_error_and_the_run_goes_on(account, ec2
     # And the others are fixed, and the counts add up
     for instance in others:
         assert entry(report, instance).verdict == "fixed"
-    assert summary(report) == {"instances": 3, "compliant": 0, "fixed": 2, "noncompliant": 0, "excluded": 0,
-                               "errors": 1}
+    assert summary(report) == {
+        "instances": 3,
+        "compliant": 0,
+        "fixed": 2,
+        "noncompliant": 0,
+        "excluded": 0,
+        "errors": 1,
+    }
 
     # And once it is really gone, the next run neither reports it nor writes anything
     ec2.terminate_instances(InstanceIds=[gone])
@@ -233,8 +275,9 @@ def test_retry_config_is_standard_with_enough_attempts():
 
 
 @pytest.mark.parametrize(("code", "status"), [("RequestLimitExceeded", 503), ("Throttling", 400)])
-def test_throttled_describe_instances_is_retried_and_the_scan_succeeds(account, ec2, api_calls, ranges_2026,
-                                                                       monkeypatch, code, status):
+def test_throttled_describe_instances_is_retried_and_the_scan_succeeds(
+    account, ec2, api_calls, ranges_2026, monkeypatch, code, status
+):
     # Given a fixable instance, and EC2 throttling the first two DescribeInstances requests.
     # The error is answered at before-send (registered ahead of moto's own before-send stub), so it goes through
     # botocore's response parsing and its standard-mode retry handler exactly as a real throttle would; a
@@ -293,8 +336,9 @@ def test_throttling_that_never_ends_becomes_a_region_error(account, api_calls, r
 
 
 # ---- a region that cannot be read --------------------------------------------------------------------------------
-def test_region_without_describe_permission_is_reported_and_the_other_region_scanned(account, ec2, api_calls,
-                                                                                     ranges_2026):
+def test_region_without_describe_permission_is_reported_and_the_other_region_scanned(
+    account, ec2, api_calls, ranges_2026
+):
     # Given a fixable instance in each of two regions, and DescribeInstances denied in the first
     app_group, [east] = fixable_fleet(account, count=1)
     west_ec2 = boto3.client("ec2", OTHER_REGION)
@@ -316,12 +360,22 @@ def test_region_without_describe_permission_is_reported_and_the_other_region_sca
     # And the other region's instance was scanned and fixed
     assert [(e.instance_id, e.region, e.verdict) for e in report.instances] == [(west, OTHER_REGION, "fixed")]
     assert endpoint_of(west_ec2, west) == "enabled"
-    assert summary(report) == {"instances": 1, "compliant": 0, "fixed": 1, "noncompliant": 0, "excluded": 0,
-                               "errors": 1}
+    assert summary(report) == {
+        "instances": 1,
+        "compliant": 0,
+        "fixed": 1,
+        "noncompliant": 0,
+        "excluded": 0,
+        "errors": 1,
+    }
     assert report.has_noncompliant
     west_writes = {name for name, params in api_calls.calls if name in api_calls.writes()}
-    assert west_writes == {"CreateSecurityGroup", "AuthorizeSecurityGroupIngress",
-                           "ModifyNetworkInterfaceAttribute", "ModifyInstanceMetadataOptions"}
+    assert west_writes == {
+        "CreateSecurityGroup",
+        "AuthorizeSecurityGroupIngress",
+        "ModifyNetworkInterfaceAttribute",
+        "ModifyInstanceMetadataOptions",
+    }
 
     # And a second run writes nothing and reports the same region error
     api_calls.clear()

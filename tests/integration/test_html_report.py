@@ -10,7 +10,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-
 from eic_guard import cli
 from eic_guard.checks import CHECK_IDS
 from eic_guard.html_report import failures_by_check, render_html
@@ -24,6 +23,7 @@ from eic_guard.report import (
     Summary,
     TargetError,
 )
+
 from tests.conftest import EIC_US_EAST_1, IP_RANGES, REGION, ROOT
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -41,43 +41,108 @@ def checks(**overrides: CheckEntry) -> dict[str, CheckEntry]:
 def known_report() -> Report:
     """Six instances covering every verdict, with actions, a hostile reason, and one region that failed."""
     instances = [
-        InstanceEntry(instance_id="i-0a00000000000001", region=REGION, vpc_id="vpc-1", verdict="compliant",
-                      checks=checks(), actions=[]),
-        InstanceEntry(instance_id="i-0a00000000000002", region=REGION, vpc_id="vpc-1", verdict="fixed",
-                      checks=checks(eic_ssh_ingress=CheckEntry(status="fixed",
-                                                               reason=f"TCP 22 not allowed from {EIC_US_EAST_1}"),
-                                    imds_enabled=CheckEntry(status="fixed", reason="metadata endpoint is disabled")),
-                      actions=[ActionEntry(action="attach-security-group", resource="eni-0f00000000000002",
-                                           status="done", detail="added sg-0eic to the interface's groups"),
-                               ActionEntry(action="enable-imds", resource="i-0a00000000000002", status="done",
-                                           detail="HttpEndpoint=enabled")]),
-        InstanceEntry(instance_id="i-0a00000000000003", region=REGION, vpc_id="vpc-1", verdict="noncompliant",
-                      checks=checks(al2023_ami=CheckEntry(status="fail", reason=EVIL_REASON),
-                                    network_acl=CheckEntry(status="fail",
-                                                           reason="rule 50 denies TCP 22 from 0.0.0.0/0")),
-                      actions=[]),
-        InstanceEntry(instance_id="i-0a00000000000004", region=REGION, vpc_id="vpc-2", verdict="noncompliant",
-                      checks=checks(public_ipv4=CheckEntry(status="fail", reason="no public IPv4 address"),
-                                    al2023_ami=CheckEntry(status="fail", reason="ami-unknown")),
-                      actions=[]),
-        InstanceEntry(instance_id="i-0a00000000000005", region=REGION, vpc_id="vpc-2", verdict="error",
-                      checks=checks(imds_enabled=CheckEntry(status="error", reason="metadata endpoint is disabled; "
-                                                            "fix failed: UnauthorizedOperation")),
-                      actions=[ActionEntry(action="enable-imds", resource="i-0a00000000000005", status="failed",
-                                           detail="UnauthorizedOperation: not allowed")]),
-        InstanceEntry(instance_id="i-0a00000000000006", region=REGION, vpc_id="vpc-2", verdict="excluded",
-                      checks={}, actions=[], excluded_reason="legacy bastion (until 2026-12-31)"),
+        InstanceEntry(
+            instance_id="i-0a00000000000001",
+            region=REGION,
+            vpc_id="vpc-1",
+            verdict="compliant",
+            checks=checks(),
+            actions=[],
+        ),
+        InstanceEntry(
+            instance_id="i-0a00000000000002",
+            region=REGION,
+            vpc_id="vpc-1",
+            verdict="fixed",
+            checks=checks(
+                eic_ssh_ingress=CheckEntry(status="fixed", reason=f"TCP 22 not allowed from {EIC_US_EAST_1}"),
+                imds_enabled=CheckEntry(status="fixed", reason="metadata endpoint is disabled"),
+            ),
+            actions=[
+                ActionEntry(
+                    action="attach-security-group",
+                    resource="eni-0f00000000000002",
+                    status="done",
+                    detail="added sg-0eic to the interface's groups",
+                ),
+                ActionEntry(
+                    action="enable-imds", resource="i-0a00000000000002", status="done", detail="HttpEndpoint=enabled"
+                ),
+            ],
+        ),
+        InstanceEntry(
+            instance_id="i-0a00000000000003",
+            region=REGION,
+            vpc_id="vpc-1",
+            verdict="noncompliant",
+            checks=checks(
+                al2023_ami=CheckEntry(status="fail", reason=EVIL_REASON),
+                network_acl=CheckEntry(status="fail", reason="rule 50 denies TCP 22 from 0.0.0.0/0"),
+            ),
+            actions=[],
+        ),
+        InstanceEntry(
+            instance_id="i-0a00000000000004",
+            region=REGION,
+            vpc_id="vpc-2",
+            verdict="noncompliant",
+            checks=checks(
+                public_ipv4=CheckEntry(status="fail", reason="no public IPv4 address"),
+                al2023_ami=CheckEntry(status="fail", reason="ami-unknown"),
+            ),
+            actions=[],
+        ),
+        InstanceEntry(
+            instance_id="i-0a00000000000005",
+            region=REGION,
+            vpc_id="vpc-2",
+            verdict="error",
+            checks=checks(
+                imds_enabled=CheckEntry(
+                    status="error", reason="metadata endpoint is disabled; fix failed: UnauthorizedOperation"
+                )
+            ),
+            actions=[
+                ActionEntry(
+                    action="enable-imds",
+                    resource="i-0a00000000000005",
+                    status="failed",
+                    detail="UnauthorizedOperation: not allowed",
+                )
+            ],
+        ),
+        InstanceEntry(
+            instance_id="i-0a00000000000006",
+            region=REGION,
+            vpc_id="vpc-2",
+            verdict="excluded",
+            checks={},
+            actions=[],
+            excluded_reason="legacy bastion (until 2026-12-31)",
+        ),
     ]
-    return Report(run_id="run-html-1", mode="remediate", account_id="123456789012", regions=[REGION, "eu-west-1"],
-                  started_at=STARTED, finished_at=STARTED.replace(second=9),
-                  ip_ranges=IpRangesEntry(sync_token="1787411825", create_date="2026-08-22-15-17-05"),
-                  summary=Summary(instances=6, compliant=1, fixed=1, noncompliant=2, excluded=1, errors=2),
-                  instances=instances,
-                  target_errors=[TargetError(region="eu-west-1", error="ClientError: AuthFailure")])
+    return Report(
+        run_id="run-html-1",
+        mode="remediate",
+        account_id="123456789012",
+        regions=[REGION, "eu-west-1"],
+        started_at=STARTED,
+        finished_at=STARTED.replace(second=9),
+        ip_ranges=IpRangesEntry(sync_token="1787411825", create_date="2026-08-22-15-17-05"),
+        summary=Summary(instances=6, compliant=1, fixed=1, noncompliant=2, excluded=1, errors=2),
+        instances=instances,
+        target_errors=[TargetError(region="eu-west-1", error="ClientError: AuthFailure")],
+    )
 
 
-EXPECTED_FAILURES = {"public-ipv4": 1, "eic-ssh-ingress": 0, "al2023-ami": 2, "imds-enabled": 1,
-                     "internet-route": 0, "network-acl": 1}
+EXPECTED_FAILURES = {
+    "public-ipv4": 1,
+    "eic-ssh-ingress": 0,
+    "al2023-ami": 2,
+    "imds-enabled": 1,
+    "internet-route": 0,
+    "network-acl": 1,
+}
 
 
 class Node:
@@ -169,16 +234,30 @@ def test_summary_cards_show_the_run_counts(page):
     dom = parse(page)
 
     # When the summary cards are read (value, label)
-    cards = {card.find_all("span")[0].text(): card.find_all("b")[0].text()
-             for card in _all_nodes(dom) if card.attrs.get("class") == "card"}
+    cards = {
+        card.find_all("span")[0].text(): card.find_all("b")[0].text()
+        for card in _all_nodes(dom)
+        if card.attrs.get("class") == "card"
+    }
 
     # Then each count is shown under its label
-    assert cards == {"instances": "6", "compliant": "1", "fixed": "1", "noncompliant": "2", "excluded": "1",
-                     "errors": "2"}
+    assert cards == {
+        "instances": "6",
+        "compliant": "1",
+        "fixed": "1",
+        "noncompliant": "2",
+        "excluded": "1",
+        "errors": "2",
+    }
     # And the run, the account, the regions and the ip-ranges version are named, and the failed region too
     text = dom.text()
-    for fragment in ("run-html-1", "123456789012", "us-east-1, eu-west-1", "1787411825 (2026-08-22-15-17-05)",
-                     "eu-west-1: ClientError: AuthFailure"):
+    for fragment in (
+        "run-html-1",
+        "123456789012",
+        "us-east-1, eu-west-1",
+        "1787411825 (2026-08-22-15-17-05)",
+        "eu-west-1: ClientError: AuthFailure",
+    ):
         assert fragment in text
 
 
@@ -202,12 +281,13 @@ def test_chart_has_one_bar_per_check_labelled_with_its_count(page):
 
     # When its bars and labels are read in order: label, bar, count for each check
     shapes = svg.elements()
-    rows = [shapes[i:i + 3] for i in range(0, len(shapes), 3)]
+    rows = [shapes[i : i + 3] for i in range(0, len(shapes), 3)]
 
     # Then there is one bar per check id, labelled with the check and its count
     assert len(svg.find_all("rect")) == len(CHECK_IDS)
     assert [(label.text(), count.text()) for label, _bar, count in rows] == [
-        (check_id, str(EXPECTED_FAILURES[check_id])) for check_id in CHECK_IDS]
+        (check_id, str(EXPECTED_FAILURES[check_id])) for check_id in CHECK_IDS
+    ]
     assert all(bar.tag == "rect" for _label, bar, _count in rows)
     # And bar lengths follow the counts: the largest count has the longest bar, a zero count a sliver
     widths = {label.text(): int(bar.attrs["width"]) for label, bar, _count in rows}
@@ -224,17 +304,25 @@ def test_instance_table_shows_verdicts_check_statuses_reasons_and_actions(page):
 
     # When a row is read as header → cell
     def cells(instance_id: str) -> dict[str, Node]:
-        return dict(zip(header, rows[instance_id].find_all("td")[:len(header)], strict=False))
+        return dict(zip(header, rows[instance_id].find_all("td")[: len(header)], strict=False))
 
     # Then there is one row per instance with its verdict and one column per check
     assert header == ["instance", "region", "vpc", "verdict", *CHECK_IDS, "reasons and actions"]
     assert sorted(rows) == [f"i-0a0000000000000{n}" for n in range(1, 7)]
     assert {i: cells(i)["verdict"].text() for i in rows} == {
-        "i-0a00000000000001": "compliant", "i-0a00000000000002": "fixed", "i-0a00000000000003": "noncompliant",
-        "i-0a00000000000004": "noncompliant", "i-0a00000000000005": "error", "i-0a00000000000006": "excluded"}
+        "i-0a00000000000001": "compliant",
+        "i-0a00000000000002": "fixed",
+        "i-0a00000000000003": "noncompliant",
+        "i-0a00000000000004": "noncompliant",
+        "i-0a00000000000005": "error",
+        "i-0a00000000000006": "excluded",
+    }
     fixed = cells("i-0a00000000000002")
     assert (fixed["eic-ssh-ingress"].text(), fixed["imds-enabled"].text(), fixed["al2023-ami"].text()) == (
-        "fixed", "fixed", "pass")
+        "fixed",
+        "fixed",
+        "pass",
+    )
     assert cells("i-0a00000000000003")["al2023-ami"].text() == "FAIL"
     assert cells("i-0a00000000000003")["al2023-ami"].attrs["title"] == EVIL_REASON
     assert cells("i-0a00000000000005")["imds-enabled"].text() == "ERROR"
@@ -242,13 +330,16 @@ def test_instance_table_shows_verdicts_check_statuses_reasons_and_actions(page):
     notes = {i: [li.text() for li in cells(i)["reasons and actions"].find_all("li")] for i in rows}
     assert notes["i-0a00000000000001"] == []
     assert notes["i-0a00000000000002"] == [
-        f"eic-ssh-ingress: TCP 22 not allowed from {EIC_US_EAST_1}", "imds-enabled: metadata endpoint is disabled",
+        f"eic-ssh-ingress: TCP 22 not allowed from {EIC_US_EAST_1}",
+        "imds-enabled: metadata endpoint is disabled",
         "done: attach-security-group eni-0f00000000000002 — added sg-0eic to the interface's groups",
-        "done: enable-imds i-0a00000000000002 — HttpEndpoint=enabled"]
-    assert notes["i-0a00000000000003"] == [f"al2023-ami: {EVIL_REASON}",
-                                           "network-acl: rule 50 denies TCP 22 from 0.0.0.0/0"]
-    assert "failed: enable-imds i-0a00000000000005 — UnauthorizedOperation: not allowed" in notes[
-        "i-0a00000000000005"]
+        "done: enable-imds i-0a00000000000002 — HttpEndpoint=enabled",
+    ]
+    assert notes["i-0a00000000000003"] == [
+        f"al2023-ami: {EVIL_REASON}",
+        "network-acl: rule 50 denies TCP 22 from 0.0.0.0/0",
+    ]
+    assert "failed: enable-imds i-0a00000000000005 — UnauthorizedOperation: not allowed" in notes["i-0a00000000000005"]
     assert notes["i-0a00000000000006"] == ["legacy bastion (until 2026-12-31)"]
 
 
@@ -275,10 +366,24 @@ def _chromium() -> str:
 
 def _headless(browser: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={profile}", *args],
-        capture_output=True, text=True, timeout=BROWSER_TIMEOUT, check=False)
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=BROWSER_TIMEOUT,
+        check=False,
+    )
 
 
 def test_page_renders_in_a_real_headless_browser(page, tmp_path):
@@ -289,8 +394,9 @@ def test_page_renders_in_a_real_headless_browser(page, tmp_path):
     screenshot = tmp_path / "html-report.png"
 
     # When chromium takes a screenshot and dumps the rendered DOM
-    shot = _headless(browser, tmp_path / "profile-shot", f"--screenshot={screenshot}", "--window-size=1400,1000",
-                     html_file.as_uri())
+    shot = _headless(
+        browser, tmp_path / "profile-shot", f"--screenshot={screenshot}", "--window-size=1400,1000", html_file.as_uri()
+    )
     dumped = _headless(browser, tmp_path / "profile-dom", "--dump-dom", html_file.as_uri())
 
     # Then the screenshot is a real PNG with content (a blank page is a few kB)
@@ -324,18 +430,37 @@ def restore_cli_logging():
 def test_cli_scan_with_html_writes_the_page_of_the_same_run(account, tmp_path, restore_cli_logging, capsys):
     # Given a compliant instance and one on a non-Amazon AMI
     net = account.network()
-    eic_ssh = account.security_group(net, "eic-ssh", [{
-        "IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": EIC_US_EAST_1}]}])
-    [good] = account.launch(image_id=account.al2023_ami(), subnet_id=net.public_subnet_id, group_ids=[eic_ssh],
-                            public_ip=True)
-    [bad] = account.launch(image_id=account.own_image("custom-<b>image</b>"), subnet_id=net.public_subnet_id,
-                           group_ids=[eic_ssh], public_ip=True)
+    eic_ssh = account.security_group(
+        net, "eic-ssh", [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": EIC_US_EAST_1}]}]
+    )
+    [good] = account.launch(
+        image_id=account.al2023_ami(), subnet_id=net.public_subnet_id, group_ids=[eic_ssh], public_ip=True
+    )
+    [bad] = account.launch(
+        image_id=account.own_image("custom-<b>image</b>"),
+        subnet_id=net.public_subnet_id,
+        group_ids=[eic_ssh],
+        public_ip=True,
+    )
     html_file, json_file = tmp_path / "out" / "report.html", tmp_path / "report.json"
     html_file.parent.mkdir()
 
     # When `eic-guard scan --html FILE` runs (JSON report to another file)
-    code = cli.main(["scan", "--region", REGION, "--ip-ranges", str(IP_RANGES / "ip-ranges-2026-08-22.json"),
-                     "--format", "json", "--output", str(json_file), "--html", str(html_file)])
+    code = cli.main(
+        [
+            "scan",
+            "--region",
+            REGION,
+            "--ip-ranges",
+            str(IP_RANGES / "ip-ranges-2026-08-22.json"),
+            "--format",
+            "json",
+            "--output",
+            str(json_file),
+            "--html",
+            str(html_file),
+        ]
+    )
 
     # Then it exits 1 (one instance stays non-compliant) and the page is the rendering of that very report
     assert code == cli.EXIT_NONCOMPLIANT
@@ -348,18 +473,34 @@ def test_cli_scan_with_html_writes_the_page_of_the_same_run(account, tmp_path, r
     assert capsys.readouterr().out == ""
 
 
-def test_cli_html_into_a_missing_directory_is_a_usage_error_before_anything_changes(account, tmp_path, api_calls,
-                                                                                    restore_cli_logging, capsys):
+def test_cli_html_into_a_missing_directory_is_a_usage_error_before_anything_changes(
+    account, tmp_path, api_calls, restore_cli_logging, capsys
+):
     # Given an instance that --remediate would fix, and an --html path whose directory does not exist
     net = account.network()
-    account.launch(image_id=account.al2023_ami(), subnet_id=net.public_subnet_id, group_ids=[net.app_group_id],
-                   public_ip=True, imds="disabled")
+    account.launch(
+        image_id=account.al2023_ami(),
+        subnet_id=net.public_subnet_id,
+        group_ids=[net.app_group_id],
+        public_ip=True,
+        imds="disabled",
+    )
     missing = tmp_path / "no-such-dir" / "report.html"
     api_calls.clear()
 
     # When `eic-guard scan --remediate --html` runs
-    code = cli.main(["scan", "--region", REGION, "--remediate", "--ip-ranges",
-                     str(IP_RANGES / "ip-ranges-2026-08-22.json"), "--html", str(missing)])
+    code = cli.main(
+        [
+            "scan",
+            "--region",
+            REGION,
+            "--remediate",
+            "--ip-ranges",
+            str(IP_RANGES / "ip-ranges-2026-08-22.json"),
+            "--html",
+            str(missing),
+        ]
+    )
 
     # Then it exits 2 with one line naming the path, and nothing was changed in AWS
     assert code == cli.EXIT_USAGE

@@ -13,17 +13,26 @@ from dataclasses import dataclass
 import boto3
 import pytest
 import responses
-from moto import mock_aws
-
 from eic_guard.checks import CHECK_IDS
 from eic_guard.observability import logger, metrics, record_refresh, record_rejection, record_scan
 from eic_guard.settings import IP_RANGES_URL
 from eic_guard.simulated import SimulatedAccount
+from moto import mock_aws
+
 from tests.conftest import EIC_US_EAST_1, EVENTS, IP_RANGES, REGION, ROOT, ApiCalls
 
 REQUEST_ID = "0b7e4c1a-5d2f-4e63-9a8b-1c2d3e4f5a6b"
-SUMMARY_METRICS = ("InstancesScanned", "InstancesCompliant", "InstancesFixed", "InstancesNoncompliant",
-                   "InstancesExcluded", "Errors", "ScanCompleted", "RemediationsApplied", "RemediationsFailed")
+SUMMARY_METRICS = (
+    "InstancesScanned",
+    "InstancesCompliant",
+    "InstancesFixed",
+    "InstancesNoncompliant",
+    "InstancesExcluded",
+    "Errors",
+    "ScanCompleted",
+    "RemediationsApplied",
+    "RemediationsFailed",
+)
 
 
 @dataclass
@@ -111,17 +120,25 @@ def build_drift_fleet(account: SimulatedAccount) -> dict[str, str]:
     """Three opted-in instances: one fixable (no SSH from EIC, IMDS off), one on a non-AL2023 AMI, one excluded;
     plus one untagged instance that must not be read at all."""
     net = account.network()
-    eic_ssh = account.security_group(net, "eic-ssh", [{
-        "IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": EIC_US_EAST_1}]}])
+    eic_ssh = account.security_group(
+        net, "eic-ssh", [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": EIC_US_EAST_1}]}]
+    )
     al2023 = account.al2023_ami()
     ubuntu = account.own_image("ubuntu-22.04-custom")
-    [fixable] = account.launch(image_id=al2023, subnet_id=net.public_subnet_id, group_ids=[net.app_group_id],
-                               public_ip=True, imds="disabled")
+    [fixable] = account.launch(
+        image_id=al2023, subnet_id=net.public_subnet_id, group_ids=[net.app_group_id], public_ip=True, imds="disabled"
+    )
     [wrong_ami] = account.launch(image_id=ubuntu, subnet_id=net.public_subnet_id, group_ids=[eic_ssh], public_ip=True)
-    [excluded] = account.launch(image_id=al2023, subnet_id=net.public_subnet_id, group_ids=[net.app_group_id],
-                                public_ip=True, tags={"eic-guard:exclude": "legacy bastion"})
-    account.launch(image_id=ubuntu, subnet_id=net.public_subnet_id, group_ids=[net.app_group_id], public_ip=True,
-                   opted_in=False)
+    [excluded] = account.launch(
+        image_id=al2023,
+        subnet_id=net.public_subnet_id,
+        group_ids=[net.app_group_id],
+        public_ip=True,
+        tags={"eic-guard:exclude": "legacy bastion"},
+    )
+    account.launch(
+        image_id=ubuntu, subnet_id=net.public_subnet_id, group_ids=[net.app_group_id], public_ip=True, opted_in=False
+    )
     return {"fixable": fixable, "wrong_ami": wrong_ami, "excluded": excluded}
 
 
@@ -139,22 +156,38 @@ def scan_run():
     with pytest.MonkeyPatch.context() as patch, mock_aws():
         # Same environment as conftest's function-scoped aws_environment, which a module fixture cannot use.
         stray = [n for n in os.environ if n.startswith("EIC_GUARD_")]
-        for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
-                     "POWERTOOLS_METRICS_NAMESPACE", *stray):
+        for name in (
+            "AWS_PROFILE",
+            "AWS_ENDPOINT_URL",
+            "AWS_SESSION_TOKEN",
+            "AWS_SECURITY_TOKEN",
+            "POWERTOOLS_METRICS_NAMESPACE",
+            *stray,
+        ):
             patch.delenv(name, raising=False)
-        for name, setting in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                              "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
-                              "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_DEV": "false",
-                              "EIC_GUARD_REGIONS": REGION, "EIC_GUARD_MODE": "remediate"}.items():
+        for name, setting in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_DEV": "false",
+            "EIC_GUARD_REGIONS": REGION,
+            "EIC_GUARD_MODE": "remediate",
+        }.items():
             patch.setenv(name, setting)
         fleet = build_drift_fleet(SimulatedAccount(boto3.client("ec2", REGION), boto3.client("ssm", REGION)))
         patch.setattr(boto3.Session, "__init__", recording_init)
         stdout = io.StringIO()
-        with powertools_to_stdout(), responses.RequestsMock(assert_all_requests_are_fired=True) as http, \
-                contextlib.redirect_stdout(stdout):
+        with (
+            powertools_to_stdout(),
+            responses.RequestsMock(assert_all_requests_are_fired=True) as http,
+            contextlib.redirect_stdout(stdout),
+        ):
             http.add(responses.GET, IP_RANGES_URL, body=(IP_RANGES / "ip-ranges-2026-08-22.json").read_bytes())
-            result = load_handler("scan")(json.loads((EVENTS / "scheduled-nightly.json").read_text()),
-                                          FakeLambdaContext())
+            result = load_handler("scan")(
+                json.loads((EVENTS / "scheduled-nightly.json").read_text()), FakeLambdaContext()
+            )
     return {"result": result, "stdout": stdout.getvalue(), "fleet": fleet, "writes": recorder.writes()}
 
 
@@ -171,16 +204,35 @@ def test_scan_emits_the_summary_counters_in_one_emf_blob(scan_run):
     assert directive["Dimensions"] == [["service"]]
     assert summary["service"] == "eic-guard"
     assert {name: value(summary, name) for name in SUMMARY_METRICS} == {
-        "InstancesScanned": 3, "InstancesCompliant": 0, "InstancesFixed": 1, "InstancesNoncompliant": 1,
-        "InstancesExcluded": 1, "Errors": 0, "ScanCompleted": 1,
+        "InstancesScanned": 3,
+        "InstancesCompliant": 0,
+        "InstancesFixed": 1,
+        "InstancesNoncompliant": 1,
+        "InstancesExcluded": 1,
+        "Errors": 0,
+        "ScanCompleted": 1,
         # create eic-guard-ssh, authorize the EIC prefixes on it, attach it, enable IMDS
-        "RemediationsApplied": 4, "RemediationsFailed": 0}
+        "RemediationsApplied": 4,
+        "RemediationsFailed": 0,
+    }
     assert all(m["Unit"] == "Count" for m in directive["Metrics"])
     # And the counters agree with the handler's return value and with the writes really made
-    assert scan_run["result"]["summary"] == {"instances": 3, "compliant": 0, "fixed": 1, "noncompliant": 1,
-                                             "excluded": 1, "errors": 0}
-    assert sorted(scan_run["writes"]) == sorted(["CreateSecurityGroup", "AuthorizeSecurityGroupIngress",
-                                                 "ModifyNetworkInterfaceAttribute", "ModifyInstanceMetadataOptions"])
+    assert scan_run["result"]["summary"] == {
+        "instances": 3,
+        "compliant": 0,
+        "fixed": 1,
+        "noncompliant": 1,
+        "excluded": 1,
+        "errors": 0,
+    }
+    assert sorted(scan_run["writes"]) == sorted(
+        [
+            "CreateSecurityGroup",
+            "AuthorizeSecurityGroupIngress",
+            "ModifyNetworkInterfaceAttribute",
+            "ModifyInstanceMetadataOptions",
+        ]
+    )
     # And the summary is published once, not once per region or per instance
     assert len(blobs_with(blobs, "ScanCompleted")) == 1
 
@@ -229,14 +281,19 @@ def test_record_scan_counts_only_done_actions_as_applied_and_failed_ones_as_fail
     # Given a report document with a done, a planned (report mode would plan) and a failed action,
     # and checks that are failing, planned, errored, fixed and passing
     def instance(actions: list[str], **checks: str) -> dict:
-        return {"actions": [{"action": "enable-imds", "resource": "i-1", "status": s, "detail": ""} for s in actions],
-                "checks": {k.replace("_", "-"): {"status": v, "reason": None} for k, v in checks.items()}}
+        return {
+            "actions": [{"action": "enable-imds", "resource": "i-1", "status": s, "detail": ""} for s in actions],
+            "checks": {k.replace("_", "-"): {"status": v, "reason": None} for k, v in checks.items()},
+        }
 
-    document = {"summary": {"instances": 3, "compliant": 0, "fixed": 1, "noncompliant": 1, "excluded": 0,
-                            "errors": 1},
-                "instances": [instance(["done"], imds_enabled="fixed", al2023_ami="pass"),
-                              instance(["planned"], imds_enabled="would-fix", al2023_ami="fail"),
-                              instance(["failed"], imds_enabled="error", public_ipv4="not-applicable")]}
+    document = {
+        "summary": {"instances": 3, "compliant": 0, "fixed": 1, "noncompliant": 1, "excluded": 0, "errors": 1},
+        "instances": [
+            instance(["done"], imds_enabled="fixed", al2023_ami="pass"),
+            instance(["planned"], imds_enabled="would-fix", al2023_ami="fail"),
+            instance(["failed"], imds_enabled="error", public_ipv4="not-applicable"),
+        ],
+    }
     capsys.readouterr()
 
     # When it is recorded and flushed
@@ -271,8 +328,13 @@ def test_record_rejection_emits_refresh_rejected_with_the_reason(capsys):
 
 def test_record_refresh_emits_prefix_counters_and_refresh_applied(capsys):
     # Given an applied refresh that added 3 prefixes, revoked 1 and raised one alert
-    summary = {"status": "applied", "sync_token": "1787411825", "prefixes_added": 3, "prefixes_revoked": 1,
-               "alerts": ["ap-south-2: no prefix"]}
+    summary = {
+        "status": "applied",
+        "sync_token": "1787411825",
+        "prefixes_added": 3,
+        "prefixes_revoked": 1,
+        "alerts": ["ap-south-2: no prefix"],
+    }
     capsys.readouterr()
 
     # When it is recorded and the metrics are flushed
@@ -284,7 +346,11 @@ def test_record_refresh_emits_prefix_counters_and_refresh_applied(capsys):
     assert blob["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "EicGuard"
     assert blob["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service"]]
     assert {n: value(blob, n) for n in metric_names(blob)} == {
-        "RefreshApplied": 1, "PrefixesAdded": 3, "PrefixesRemoved": 1, "RefreshAlerts": 1}
+        "RefreshApplied": 1,
+        "PrefixesAdded": 3,
+        "PrefixesRemoved": 1,
+        "RefreshAlerts": 1,
+    }
 
 
 def test_record_refresh_of_a_stale_notification_does_not_count_as_applied(capsys):
@@ -298,5 +364,8 @@ def test_record_refresh_of_a_stale_notification_does_not_count_as_applied(capsys
     # Then RefreshApplied is absent and the counters are zero
     [blob] = emf_blobs(capsys.readouterr().out)
     assert "RefreshApplied" not in metric_names(blob)
-    assert {n: value(blob, n) for n in metric_names(blob)} == {"PrefixesAdded": 0, "PrefixesRemoved": 0,
-                                                               "RefreshAlerts": 0}
+    assert {n: value(blob, n) for n in metric_names(blob)} == {
+        "PrefixesAdded": 0,
+        "PrefixesRemoved": 0,
+        "RefreshAlerts": 0,
+    }

@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 import boto3
 import pytest
 import responses
-
 from eic_guard.errors import IpRangesError
 from eic_guard.publish import CHECKED_AT_TAG, STATUS_TAG
 from eic_guard.settings import IP_RANGES_URL
+
 from tests.conftest import EIC_US_EAST_1, EVENTS, IP_RANGES, REGION, ROOT
 
 BUCKET = "eic-guard-reports-123456789012"
@@ -110,13 +110,15 @@ class Fleet:
         return self.compliant + self.fixable + self.wrong_ami + self.excluded
 
 
-def build_fleet(account, *, compliant: int = 0, fixable: int = 0, wrong_ami: int = 0, excluded: int = 0,
-                untagged: int = 0) -> Fleet:
+def build_fleet(
+    account, *, compliant: int = 0, fixable: int = 0, wrong_ami: int = 0, excluded: int = 0, untagged: int = 0
+) -> Fleet:
     """compliant: AL2023 + SSH from EIC; fixable: no SSH from EIC and IMDS off; wrong_ami: a non-Amazon AMI
     (cannot be fixed); excluded: eic-guard:exclude; untagged: not opted in (and as broken as can be)."""
     net = account.network()
-    eic_ssh = account.security_group(net, "eic-ssh", [{
-        "IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": EIC_US_EAST_1}]}])
+    eic_ssh = account.security_group(
+        net, "eic-ssh", [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": EIC_US_EAST_1}]}]
+    )
     al2023 = account.al2023_ami()
     ubuntu = account.own_image("ubuntu-22.04-custom") if wrong_ami or untagged else None
 
@@ -134,8 +136,9 @@ def build_fleet(account, *, compliant: int = 0, fixable: int = 0, wrong_ami: int
 
 def tags_of(ec2, instance_ids: list[str]) -> dict[str, dict[str, str]]:
     reservations = ec2.describe_instances(InstanceIds=instance_ids)["Reservations"]
-    return {i["InstanceId"]: {t["Key"]: t["Value"] for t in i.get("Tags", [])}
-            for r in reservations for i in r["Instances"]}
+    return {
+        i["InstanceId"]: {t["Key"]: t["Value"] for t in i.get("Tags", [])} for r in reservations for i in r["Instances"]
+    }
 
 
 def run_scan(api_calls=None) -> tuple[dict, list[str]]:
@@ -166,8 +169,11 @@ def test_scan_stores_the_json_report_and_its_html_page_under_a_dated_key(account
     document = json.loads(stored["Body"].read())
     assert document["schema"] == "eic-guard/report/v1"
     assert document["run_id"] == REQUEST_ID
-    assert document["summary"] == result["summary"] == {"instances": 3, "compliant": 1, "fixed": 1,
-                                                        "noncompliant": 1, "excluded": 0, "errors": 0}
+    assert (
+        document["summary"]
+        == result["summary"]
+        == {"instances": 3, "compliant": 1, "fixed": 1, "noncompliant": 1, "excluded": 0, "errors": 0}
+    )
     assert sorted(i["instance_id"] for i in document["instances"]) == sorted(fleet.opted_in)
     # And the HTML page is served as HTML and shows this run and its instances
     page = destinations.s3.get_object(Bucket=BUCKET, Key=f"{key}.html")
@@ -179,7 +185,8 @@ def test_scan_stores_the_json_report_and_its_html_page_under_a_dated_key(account
 
 
 def test_one_alert_names_the_instance_check_reason_and_report_when_something_stays_noncompliant(
-        account, destinations, pinned_url):
+    account, destinations, pinned_url
+):
     # Given a fleet where one instance is fixable and one cannot be fixed (its AMI)
     fleet = build_fleet(account, compliant=1, fixable=1, wrong_ami=1)
 
@@ -195,8 +202,11 @@ def test_one_alert_names_the_instance_check_reason_and_report_when_something_sta
     # And it names the unfixable instance, its failing check and why, and not the fixed or compliant one
     [wrong_ami] = fleet.wrong_ami
     [problem_line] = [line for line in message.splitlines() if wrong_ami in line]
-    assert re.fullmatch(rf"- {wrong_ami} \(us-east-1\) noncompliant: al2023-ami: ami-\w+ \(ubuntu-22.04-custom\) "
-                        r"is not owned by Amazon \(137112412989\)", problem_line)
+    assert re.fullmatch(
+        rf"- {wrong_ami} \(us-east-1\) noncompliant: al2023-ami: ami-\w+ \(ubuntu-22.04-custom\) "
+        r"is not owned by Amazon \(137112412989\)",
+        problem_line,
+    )
     assert fleet.fixable[0] not in message and fleet.compliant[0] not in message
     # And it points at the HTML report of this run
     assert message.splitlines()[-1] in [f"Report: s3://{BUCKET}/reports/scan/{day}/{REQUEST_ID}.html" for day in days]
@@ -211,14 +221,21 @@ def test_no_alert_when_every_instance_ends_compliant(account, destinations, pinn
     result, _ = run_scan()
 
     # Then the report is stored but no alert is sent
-    assert result["summary"] == {"instances": 4, "compliant": 2, "fixed": 1, "noncompliant": 0, "excluded": 1,
-                                 "errors": 0}
+    assert result["summary"] == {
+        "instances": 4,
+        "compliant": 2,
+        "fixed": 1,
+        "noncompliant": 0,
+        "excluded": 1,
+        "errors": 0,
+    }
     assert len(destinations.keys("reports/scan/")) == 2
     assert destinations.alerts() == []
 
 
 def test_status_tags_are_written_once_per_distinct_verdict_on_opted_in_instances_only(
-        account, ec2, destinations, pinned_url, api_calls):
+    account, ec2, destinations, pinned_url, api_calls
+):
     # Given 5 opted-in instances with two verdicts (3 compliant, 2 non-compliant), one excluded, one untagged
     fleet = build_fleet(account, compliant=3, wrong_ami=2, excluded=1, untagged=1)
 
@@ -228,8 +245,9 @@ def test_status_tags_are_written_once_per_distinct_verdict_on_opted_in_instances
     # Then one CreateTags call was made per distinct verdict, each carrying both tags
     create_tags = [params for name, params in api_calls.calls if name == "CreateTags"]
     assert len(create_tags) == 2
-    assert sorted(sorted(p["Resources"]) for p in create_tags) == sorted([sorted(fleet.compliant),
-                                                                          sorted(fleet.wrong_ami)])
+    assert sorted(sorted(p["Resources"]) for p in create_tags) == sorted(
+        [sorted(fleet.compliant), sorted(fleet.wrong_ami)]
+    )
     # And every scanned, non-excluded instance carries its verdict and the run's time
     tags = tags_of(ec2, fleet.opted_in + fleet.untagged)
     for instance_id in fleet.compliant:
@@ -244,8 +262,9 @@ def test_status_tags_are_written_once_per_distinct_verdict_on_opted_in_instances
         assert STATUS_TAG not in tags[instance_id] and CHECKED_AT_TAG not in tags[instance_id]
 
 
-def test_report_mode_writes_no_tags_but_still_reports_and_alerts(account, ec2, destinations, pinned_url, api_calls,
-                                                                  monkeypatch):
+def test_report_mode_writes_no_tags_but_still_reports_and_alerts(
+    account, ec2, destinations, pinned_url, api_calls, monkeypatch
+):
     # Given report mode (tagging requested) and a fleet with a fixable and a compliant instance
     monkeypatch.setenv("EIC_GUARD_MODE", "report")
     fleet = build_fleet(account, compliant=1, fixable=1)
@@ -266,25 +285,34 @@ def test_report_mode_writes_no_tags_but_still_reports_and_alerts(account, ec2, d
 
 
 @NO_METRICS
-def test_rejected_refresh_notification_raises_alerts_once_and_stores_a_refresh_report(destinations, pinned_url,
-                                                                                      monkeypatch, capsys):
+def test_rejected_refresh_notification_raises_alerts_once_and_stores_a_refresh_report(
+    destinations, pinned_url, monkeypatch, capsys
+):
     # Given the refresh function's state table and an AmazonIpSpaceChanged notification whose md5 does not match
     boto3.client("dynamodb", REGION).create_table(
-        TableName=STATE_TABLE, KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST")
+        TableName=STATE_TABLE,
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
     monkeypatch.setenv("EIC_GUARD_STATE_TABLE", STATE_TABLE)
     day_before = datetime.now(UTC).strftime("%Y/%m/%d")
 
     # When the refresh handler receives it
     with pytest.raises(IpRangesError) as rejected:
-        load_handler("refresh")(event("sns-ip-space-changed-wrong-md5.json"),
-                                FakeLambdaContext(function_name="eic-guard-refresh", invoked_function_arn=REFRESH_ARN))
+        load_handler("refresh")(
+            event("sns-ip-space-changed-wrong-md5.json"),
+            FakeLambdaContext(function_name="eic-guard-refresh", invoked_function_arn=REFRESH_ARN),
+        )
 
     # Then the invocation fails with the md5-mismatch reason, after downloading only the pinned URL
     assert rejected.value.reason == "md5-mismatch"
     # And it emitted a RefreshRejected metric with that reason
-    emf = [line for line in map(json.loads, re.findall(r"^\{.*\}$", capsys.readouterr().out, re.MULTILINE))
-           if "_aws" in line]
+    emf = [
+        line
+        for line in map(json.loads, re.findall(r"^\{.*\}$", capsys.readouterr().out, re.MULTILINE))
+        if "_aws" in line
+    ]
     assert [(b["Reason"], b["RefreshRejected"]) for b in emf if "RefreshRejected" in b] == [("md5-mismatch", [1.0])]
     assert [c.request.url for c in pinned_url.calls] == [IP_RANGES_URL]
     # And exactly one alert says the notification was rejected and why

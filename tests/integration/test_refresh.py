@@ -35,9 +35,16 @@ AP_SOUTHEAST_6 = ("3.103.24.208/29", "2406:da12:80b3:4800::/56")
 REPLACEMENT = "198.51.100.24/29"  # TEST-NET-2: stands in for a prefix AWS would add
 REPLACEMENT_V6 = "2001:db8:1:100::/56"  # documentation range, likewise
 T0 = datetime(2026, 8, 22, 16, 0, tzinfo=UTC)
-SG_WRITES = ("AuthorizeSecurityGroupIngress", "RevokeSecurityGroupIngress", "CreateSecurityGroup",
-             "DeleteSecurityGroup", "ModifySecurityGroupRules", "UpdateSecurityGroupRuleDescriptionsIngress",
-             "AuthorizeSecurityGroupEgress", "RevokeSecurityGroupEgress")
+SG_WRITES = (
+    "AuthorizeSecurityGroupIngress",
+    "RevokeSecurityGroupIngress",
+    "CreateSecurityGroup",
+    "DeleteSecurityGroup",
+    "ModifySecurityGroupRules",
+    "UpdateSecurityGroupRuleDescriptionsIngress",
+    "AuthorizeSecurityGroupEgress",
+    "RevokeSecurityGroupEgress",
+)
 
 
 def description(region: str) -> str:
@@ -68,8 +75,15 @@ def snapshot(day: str) -> ip_ranges.IpRanges:
     return ip_ranges.load(str(IP_RANGES / snapshot_name(day)), snapshot_md5(day))
 
 
-def derived_file(tmp_path: Path, name: str, *, sync_token: int, base: str = "2026-08-22",
-                 replace: dict[str, str] | None = None, drop_regions: tuple[str, ...] = ()) -> tuple[Path, str]:
+def derived_file(
+    tmp_path: Path,
+    name: str,
+    *,
+    sync_token: int,
+    base: str = "2026-08-22",
+    replace: dict[str, str] | None = None,
+    drop_regions: tuple[str, ...] = (),
+) -> tuple[Path, str]:
     """A small ip-ranges.json derived from a real snapshot: every EIC entry plus a few other services' entries,
     with `replace` applied to the EIC prefixes and the EIC entries of `drop_regions` removed. Returns (path, md5)."""
     document = json.loads(snapshot_bytes(base))
@@ -77,8 +91,11 @@ def derived_file(tmp_path: Path, name: str, *, sync_token: int, base: str = "202
 
     def keep(entries: list[dict], key: str) -> list[dict]:
         others = [e for e in entries if e["service"] != "EC2_INSTANCE_CONNECT"][:25]
-        eic = [dict(e, **{key: replace.get(e[key], e[key])}) for e in entries
-               if e["service"] == "EC2_INSTANCE_CONNECT" and e["region"] not in drop_regions]
+        eic = [
+            dict(e, **{key: replace.get(e[key], e[key])})
+            for e in entries
+            if e["service"] == "EC2_INSTANCE_CONNECT" and e["region"] not in drop_regions
+        ]
         return others + eic
 
     document["syncToken"] = str(sync_token)
@@ -98,8 +115,9 @@ NEWEST = int(MANIFEST[snapshot_name("2026-08-22")]["syncToken"])
 _vpc_numbers = itertools.count(1)
 
 
-def new_group(region: str = REGION, *, managed: bool = True, name: str = MANAGED_NAME,
-              permissions: tuple[dict, ...] = ()) -> str:
+def new_group(
+    region: str = REGION, *, managed: bool = True, name: str = MANAGED_NAME, permissions: tuple[dict, ...] = ()
+) -> str:
     """A security group in a VPC of its own; `managed` tags it ManagedBy=eic-guard."""
     ec2 = boto3.client("ec2", region)
     vpc_id = ec2.create_vpc(CidrBlock=f"10.{next(_vpc_numbers) % 250}.0.0/16")["Vpc"]["VpcId"]
@@ -160,10 +178,23 @@ def fast_aws(monkeypatch, api_calls):
     _shared.clear()
 
 
-def refresh(store: StateStore, ranges: ip_ranges.IpRanges, *, regions: tuple[str, ...] = (REGION,),
-            at: datetime = T0, replay_same: bool = False, **settings) -> RefreshResult:
-    return apply_ranges(_shared["clients"], Settings.build(regions=regions, **settings), store, ranges,
-                        replay_same=replay_same, now=lambda: at)
+def refresh(
+    store: StateStore,
+    ranges: ip_ranges.IpRanges,
+    *,
+    regions: tuple[str, ...] = (REGION,),
+    at: datetime = T0,
+    replay_same: bool = False,
+    **settings,
+) -> RefreshResult:
+    return apply_ranges(
+        _shared["clients"],
+        Settings.build(regions=regions, **settings),
+        store,
+        ranges,
+        replay_same=replay_same,
+        now=lambda: at,
+    )
 
 
 @pytest.fixture
@@ -221,8 +252,11 @@ def test_region_added_2026_05_29_to_06_01_gains_its_rules_alone(aws, store, api_
 
     # Then only the ap-southeast-6 group changes (IPv4 and IPv6 in one call); nothing is revoked anywhere
     assert ingress(groups["ap-southeast-6"], "ap-southeast-6") == eic_rules("ap-southeast-6", *AP_SOUTHEAST_6)
-    assert ingress(groups["us-east-1"], "us-east-1") == before["us-east-1"] == eic_rules(
-        "us-east-1", EIC_US_EAST_1, EIC_US_EAST_1_V6)
+    assert (
+        ingress(groups["us-east-1"], "us-east-1")
+        == before["us-east-1"]
+        == eic_rules("us-east-1", EIC_US_EAST_1, EIC_US_EAST_1_V6)
+    )
     assert ingress(groups["eu-west-1"], "eu-west-1") == before["eu-west-1"] == eic_rules("eu-west-1", *EU_WEST_1)
     assert sg_writes(api_calls) == ["AuthorizeSecurityGroupIngress"]
     assert result.alerts == []
@@ -246,8 +280,11 @@ def test_file_changed_but_eic_unchanged_writes_nothing_and_advances_the_state(aw
     assert {r: ingress(g, r) for r, g in groups.items()} == before
     assert result.summary()["prefixes_added"] == result.summary()["prefixes_revoked"] == 0
     state = store.load()
-    assert (state.sync_token, state.create_date, state.md5) == ("1787411825", "2026-08-22-15-17-05",
-                                                                "63431d35877fa5386ded1a7df9cfa971")
+    assert (state.sync_token, state.create_date, state.md5) == (
+        "1787411825",
+        "2026-08-22-15-17-05",
+        "63431d35877fa5386ded1a7df9cfa971",
+    )
     assert state.last_seen["us-east-1"][EIC_US_EAST_1] == T0 + timedelta(hours=2)
 
 
@@ -261,8 +298,12 @@ def test_2017_file_without_any_eic_prefix_is_refused(aws, store, api_calls):
 
     # When the 2017 file (which predates EC2 Instance Connect) is applied
     with pytest.raises(IpRangesError) as refused:
-        refresh(store, ip_ranges.load(str(IP_RANGES / snapshot_name("2017-11-30")), snapshot_md5("2017-11-30")),
-                at=T0 + timedelta(days=30), replay_same=True)
+        refresh(
+            store,
+            ip_ranges.load(str(IP_RANGES / snapshot_name("2017-11-30")), snapshot_md5("2017-11-30")),
+            at=T0 + timedelta(days=30),
+            replay_same=True,
+        )
 
     # Then it is refused as empty, nothing is revoked and the state is untouched
     assert refused.value.reason == "empty-eic-set"
@@ -283,13 +324,11 @@ def installed(aws, store):
 @pytest.mark.parametrize("hours", [1, 23])
 def test_disappeared_prefix_is_kept_inside_the_grace_period(installed, store, tmp_path, api_calls, hours):
     # Given a newer file in which us-east-1's IPv4 prefix was replaced
-    path, md5 = derived_file(tmp_path, "replaced.json", sync_token=NEWEST + 3600,
-                             replace={EIC_US_EAST_1: REPLACEMENT})
+    path, md5 = derived_file(tmp_path, "replaced.json", sync_token=NEWEST + 3600, replace={EIC_US_EAST_1: REPLACEMENT})
     api_calls.clear()
 
     # When it is applied `hours` after the old prefix was last seen
-    result = refresh(store, ip_ranges.load(str(path), md5), at=T0 + timedelta(hours=hours),
-                     stale_prefix_grace_hours=24)
+    result = refresh(store, ip_ranges.load(str(path), md5), at=T0 + timedelta(hours=hours), stale_prefix_grace_hours=24)
 
     # Then the new prefix is allowed at once and the old one stays, reported as in grace
     assert ingress(installed) == eic_rules(REGION, EIC_US_EAST_1, REPLACEMENT, EIC_US_EAST_1_V6)
@@ -304,12 +343,10 @@ def test_disappeared_prefix_is_kept_inside_the_grace_period(installed, store, tm
 @pytest.mark.parametrize("how", ["replay-same-file", "later-file"])
 def test_disappeared_prefix_is_revoked_after_the_grace_period(installed, store, tmp_path, api_calls, how):
     # Given the replacement file applied 1 h after T0 (old prefix in grace)
-    path, md5 = derived_file(tmp_path, "replaced.json", sync_token=NEWEST + 3600,
-                             replace={EIC_US_EAST_1: REPLACEMENT})
+    path, md5 = derived_file(tmp_path, "replaced.json", sync_token=NEWEST + 3600, replace={EIC_US_EAST_1: REPLACEMENT})
     refresh(store, ip_ranges.load(str(path), md5), at=T0 + timedelta(hours=1))
     if how == "later-file":
-        path, md5 = derived_file(tmp_path, "later.json", sync_token=NEWEST + 7200,
-                                 replace={EIC_US_EAST_1: REPLACEMENT})
+        path, md5 = derived_file(tmp_path, "later.json", sync_token=NEWEST + 7200, replace={EIC_US_EAST_1: REPLACEMENT})
     api_calls.clear()
 
     # When a refresh runs 25 h after the old prefix was last seen (the same file replayed, or a later one)
@@ -325,8 +362,7 @@ def test_disappeared_prefix_is_revoked_after_the_grace_period(installed, store, 
 
 def test_same_file_without_replay_is_a_duplicate_even_after_the_grace_period(installed, store, tmp_path, api_calls):
     # Given the replacement file applied 1 h after T0
-    path, md5 = derived_file(tmp_path, "replaced.json", sync_token=NEWEST + 3600,
-                             replace={EIC_US_EAST_1: REPLACEMENT})
+    path, md5 = derived_file(tmp_path, "replaced.json", sync_token=NEWEST + 3600, replace={EIC_US_EAST_1: REPLACEMENT})
     refresh(store, ip_ranges.load(str(path), md5), at=T0 + timedelta(hours=1))
     state_before = store.path.read_text()
     api_calls.clear()
@@ -358,17 +394,16 @@ def test_region_that_vanished_keeps_its_rules_and_raises_an_alert(installed, sto
     assert state.last_seen[REGION] == {EIC_US_EAST_1: T0, EIC_US_EAST_1_V6: T0}
 
 
-def test_prefixes_of_a_region_that_comes_back_are_revoked_a_grace_period_later(installed, store, tmp_path,
-                                                                              api_calls):
+def test_prefixes_of_a_region_that_comes_back_are_revoked_a_grace_period_later(installed, store, tmp_path, api_calls):
     # Given us-east-1 vanished for 48 h (rules kept, no absence clock while the region has no prefix at all),
     # then comes back with only a new IPv4 prefix
-    vanished, vanished_md5 = derived_file(tmp_path, "vanished.json", sync_token=NEWEST + 3600,
-                                          drop_regions=(REGION,))
+    vanished, vanished_md5 = derived_file(tmp_path, "vanished.json", sync_token=NEWEST + 3600, drop_regions=(REGION,))
     refresh(store, ip_ranges.load(str(vanished), vanished_md5), at=T0 + timedelta(hours=48))
     document = json.loads(vanished.read_text())
     document["syncToken"] = str(NEWEST + 7200)
-    document["prefixes"].append({"ip_prefix": REPLACEMENT, "region": REGION, "service": "EC2_INSTANCE_CONNECT",
-                                 "network_border_group": REGION})
+    document["prefixes"].append(
+        {"ip_prefix": REPLACEMENT, "region": REGION, "service": "EC2_INSTANCE_CONNECT", "network_border_group": REGION}
+    )
     back = tmp_path / "back.json"
     back.write_bytes(json.dumps(document).encode())
     api_calls.clear()
@@ -377,7 +412,7 @@ def test_prefixes_of_a_region_that_comes_back_are_revoked_a_grace_period_later(i
     returned = refresh(store, ip_ranges.load(str(back)), at=T0 + timedelta(hours=49))
     writes_when_back = sg_writes(api_calls)
     refresh(store, ip_ranges.load(str(back)), at=T0 + timedelta(hours=72), replay_same=True)
-    writes_23h_later = sg_writes(api_calls)[len(writes_when_back):]
+    writes_23h_later = sg_writes(api_calls)[len(writes_when_back) :]
     later = refresh(store, ip_ranges.load(str(back)), at=T0 + timedelta(hours=73), replay_same=True)
 
     # Then the new prefix is added at once; the long-gone ones start their grace only now and go 24 h later
@@ -393,11 +428,16 @@ def test_every_authorization_precedes_any_revocation(aws, store, tmp_path, api_c
     # IPv4 prefix (the old one is absent from then on)
     groups = [new_group(), new_group()]
     refresh(store, snapshot("2026-08-22"))
-    first, first_md5 = derived_file(tmp_path, "replaced.json", sync_token=NEWEST + 3600,
-                                    replace={EIC_US_EAST_1: REPLACEMENT})
+    first, first_md5 = derived_file(
+        tmp_path, "replaced.json", sync_token=NEWEST + 3600, replace={EIC_US_EAST_1: REPLACEMENT}
+    )
     refresh(store, ip_ranges.load(str(first), first_md5), at=T0 + timedelta(hours=1))
-    second, second_md5 = derived_file(tmp_path, "replaced-v6.json", sync_token=NEWEST + 7200,
-                                      replace={EIC_US_EAST_1: REPLACEMENT, EIC_US_EAST_1_V6: REPLACEMENT_V6})
+    second, second_md5 = derived_file(
+        tmp_path,
+        "replaced-v6.json",
+        sync_token=NEWEST + 7200,
+        replace={EIC_US_EAST_1: REPLACEMENT, EIC_US_EAST_1_V6: REPLACEMENT_V6},
+    )
     api_calls.clear()
 
     # When, past the old prefix's grace period, a file also replacing the IPv6 prefix arrives (add and revoke
@@ -420,18 +460,19 @@ def test_rules_eic_guard_does_not_own_survive_every_refresh(aws, store, tmp_path
     user_rules = (tcp(22, "203.0.113.0/24", "office VPN"), tcp(443, "0.0.0.0/0", "https"))
     managed = new_group(permissions=user_rules)
     shared = new_group(permissions=(tcp(22, EIC_US_EAST_1, "my own EIC rule"),))
-    untagged = new_group(managed=False, permissions=(tcp(22, EIC_US_EAST_1, description(REGION)),
-                                                     tcp(22, "192.0.2.0/24", "bastion")))
+    untagged = new_group(
+        managed=False, permissions=(tcp(22, EIC_US_EAST_1, description(REGION)), tcp(22, "192.0.2.0/24", "bastion"))
+    )
     user_view = {("tcp", 22, 22, "203.0.113.0/24", "office VPN"), ("tcp", 443, 443, "0.0.0.0/0", "https")}
     untagged_before = ingress(untagged)
-    replaced, replaced_md5 = derived_file(tmp_path, "replaced.json", sync_token=NEWEST + 3600,
-                                          replace={EIC_US_EAST_1: REPLACEMENT})
-    vanished, vanished_md5 = derived_file(tmp_path, "vanished.json", sync_token=NEWEST + 7200,
-                                          drop_regions=(REGION,))
+    replaced, replaced_md5 = derived_file(
+        tmp_path, "replaced.json", sync_token=NEWEST + 3600, replace={EIC_US_EAST_1: REPLACEMENT}
+    )
+    vanished, vanished_md5 = derived_file(tmp_path, "vanished.json", sync_token=NEWEST + 7200, drop_regions=(REGION,))
     steps = [
-        (snapshot("2026-08-22"), T0, False),                                    # install
-        (ip_ranges.load(str(replaced), replaced_md5), T0 + timedelta(hours=1), False),   # old prefix in grace
-        (ip_ranges.load(str(replaced), replaced_md5), T0 + timedelta(hours=25), True),   # old prefix revoked
+        (snapshot("2026-08-22"), T0, False),  # install
+        (ip_ranges.load(str(replaced), replaced_md5), T0 + timedelta(hours=1), False),  # old prefix in grace
+        (ip_ranges.load(str(replaced), replaced_md5), T0 + timedelta(hours=25), True),  # old prefix revoked
         (ip_ranges.load(str(vanished), vanished_md5), T0 + timedelta(hours=60), False),  # region vanished
     ]
 
@@ -447,7 +488,8 @@ def test_rules_eic_guard_does_not_own_survive_every_refresh(aws, store, tmp_path
     # and at the end eic-guard's own rules follow the files, around the user's ones
     assert ingress(managed) == user_view | eic_rules(REGION, REPLACEMENT, EIC_US_EAST_1_V6)
     assert ingress(shared) == {("tcp", 22, 22, EIC_US_EAST_1, "my own EIC rule")} | eic_rules(
-        REGION, REPLACEMENT, EIC_US_EAST_1_V6)
+        REGION, REPLACEMENT, EIC_US_EAST_1_V6
+    )
 
 
 # ---- older and repeated files -------------------------------------------------------------------------------------
@@ -469,10 +511,15 @@ def test_older_file_after_a_newer_one_is_stale(installed, store, api_calls):
 def customer_eic_list(region: str, *cidrs: str, ipv6: bool = False) -> str:
     """A customer-managed list that carries the name of an AWS-managed EIC list, IPv4 or IPv6 (moto has none)."""
     ec2 = boto3.client("ec2", region)
-    name = f"com.amazonaws.{region}.ipv6.ec2-instance-connect" if ipv6 else f"com.amazonaws.{region}.ec2-instance-connect"
+    name = (
+        f"com.amazonaws.{region}.ipv6.ec2-instance-connect" if ipv6 else f"com.amazonaws.{region}.ec2-instance-connect"
+    )
     return ec2.create_managed_prefix_list(
-        PrefixListName=name, AddressFamily="IPv6" if ipv6 else "IPv4", MaxEntries=5,
-        Entries=[{"Cidr": c} for c in cidrs])["PrefixList"]["PrefixListId"]
+        PrefixListName=name,
+        AddressFamily="IPv6" if ipv6 else "IPv4",
+        MaxEntries=5,
+        Entries=[{"Cidr": c} for c in cidrs],
+    )["PrefixList"]["PrefixListId"]
 
 
 def test_prefix_list_mode_reports_how_the_list_differs_and_writes_nothing(aws, store, api_calls):
@@ -578,8 +625,9 @@ def test_nightly_on_304_still_alerts_for_a_vanished_region(installed, store, tmp
 
     # When the nightly run reuses the stored copy of that file and applies it
     ranges = nightly_ranges(store, settings)
-    result = apply_ranges(_shared["clients"], settings, store, ranges, replay_same=True,
-                          now=lambda: T0 + timedelta(hours=30))
+    result = apply_ranges(
+        _shared["clients"], settings, store, ranges, replay_same=True, now=lambda: T0 + timedelta(hours=30)
+    )
 
     # Then the stored copy is that file (no us-east-1 prefix): the rules stay and the alert is raised again
     assert http.calls[0].request.headers["If-None-Match"] == f'"{md5}"'
@@ -631,8 +679,14 @@ def test_cli_refresh_applies_a_verified_file(aws, tmp_path, capsys):
     state_file = tmp_path / "state.json"
 
     # When `eic-guard refresh` runs with the file and its md5
-    code = run_cli("--ip-ranges", str(IP_RANGES / snapshot_name("2026-08-22")), "--state-file", str(state_file),
-                   "--md5", snapshot_md5("2026-08-22"))
+    code = run_cli(
+        "--ip-ranges",
+        str(IP_RANGES / snapshot_name("2026-08-22")),
+        "--state-file",
+        str(state_file),
+        "--md5",
+        snapshot_md5("2026-08-22"),
+    )
 
     # Then it exits 0 with a JSON summary and the group and state file follow the file
     out = capsys.readouterr()
@@ -651,8 +705,9 @@ def test_cli_refresh_with_a_wrong_md5_changes_nothing(aws, tmp_path, capsys, api
     api_calls.clear()
 
     # When the given md5 is not the file's
-    code = run_cli("--ip-ranges", str(IP_RANGES / snapshot_name("2026-08-22")), "--state-file", str(state_file),
-                   "--md5", "0" * 32)
+    code = run_cli(
+        "--ip-ranges", str(IP_RANGES / snapshot_name("2026-08-22")), "--state-file", str(state_file), "--md5", "0" * 32
+    )
 
     # Then it exits 2 with one error line, and nothing was touched (not even an AWS call)
     out = capsys.readouterr()
@@ -683,11 +738,11 @@ def test_cli_refresh_of_a_vanished_region_exits_1_with_an_alert(aws, tmp_path, c
     assert ingress(group) == eic_rules(REGION, EIC_US_EAST_1, EIC_US_EAST_1_V6)
 
 
-def test_grace_runs_from_the_first_file_without_the_prefix_not_from_when_it_was_last_seen(installed, store,
-                                                                                          tmp_path):
+def test_grace_runs_from_the_first_file_without_the_prefix_not_from_when_it_was_last_seen(installed, store, tmp_path):
     # Given the prefix was last seen at T0, and no file came for 30 h, then one without it
-    replaced, md5 = derived_file(tmp_path, "replaced.json", sync_token=NEWEST + 3600,
-                                 replace={EIC_US_EAST_1: REPLACEMENT})
+    replaced, md5 = derived_file(
+        tmp_path, "replaced.json", sync_token=NEWEST + 3600, replace={EIC_US_EAST_1: REPLACEMENT}
+    )
     ranges = ip_ranges.load(str(replaced), md5)
 
     # When that file is applied at T0+30h, and replayed at T0+53h and T0+54h

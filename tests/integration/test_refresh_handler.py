@@ -103,8 +103,11 @@ def http(aws):
 def table(aws, monkeypatch):
     """The state table (also Powertools' idempotency table), partition key `id`."""
     boto3.client("dynamodb", REGION).create_table(
-        TableName=TABLE, KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST")
+        TableName=TABLE,
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
     monkeypatch.setenv("EIC_GUARD_STATE_TABLE", TABLE)
     return DynamoDbStateStore(boto3.client("dynamodb", REGION), TABLE)
 
@@ -113,8 +116,14 @@ def table(aws, monkeypatch):
 def state_2022(table):
     """A managed group holding the user's rule, refreshed from 2022-04-27 (IPv4 only) at T0."""
     group = new_group(permissions=(USER_RULE,))
-    apply_ranges(_shared["clients"], Settings.build(regions=(REGION,)), table, snapshot("2022-04-27"),
-                 replay_same=False, now=lambda: T0)
+    apply_ranges(
+        _shared["clients"],
+        Settings.build(regions=(REGION,)),
+        table,
+        snapshot("2022-04-27"),
+        replay_same=False,
+        now=lambda: T0,
+    )
     assert ingress(group) == {("tcp", 22, 22, "203.0.113.0/24", "office VPN")} | eic_rules(REGION, EIC_US_EAST_1)
     return group
 
@@ -143,17 +152,32 @@ BAD_INPUTS = {
     # id: (event, how AWS answers, exception, reason, requests expected at the pinned URL)
     "wrong-md5": (event("sns-ip-space-changed-wrong-md5.json"), "newest", IpRangesError, "md5-mismatch", 1),
     "truncated-body": (event("sns-ip-space-changed-current.json"), "truncated", IpRangesError, "md5-mismatch", 1),
-    "invalid-json": (with_message({"create-time": "2026-08-22-16-00-00", "synctoken": "1787415600",
-                                   "md5": hashlib.md5(INVALID_JSON).hexdigest()}),
-                     "invalid-json", IpRangesError, "invalid-json", 1),
+    "invalid-json": (
+        with_message(
+            {
+                "create-time": "2026-08-22-16-00-00",
+                "synctoken": "1787415600",
+                "md5": hashlib.md5(INVALID_JSON).hexdigest(),
+            }
+        ),
+        "invalid-json",
+        IpRangesError,
+        "invalid-json",
+        1,
+    ),
     "timeout": (event("sns-ip-space-changed-current.json"), "timeout", IpRangesError, "download-failed", 1),
     "http-503": (event("sns-ip-space-changed-current.json"), "503", IpRangesError, "download-failed", 4),
     "foreign-topic": (event("sns-ip-space-changed-foreign-topic.json"), "newest", InvalidEvent, "foreign-topic", 0),
     "empty-record": ({"Records": [{}]}, "newest", InvalidEvent, "malformed-event", 0),
     "eventbridge-event": (event("scheduled-nightly.json"), "newest", InvalidEvent, "malformed-event", 0),
     "message-not-json": (with_message("create-time=2026-08-22"), "newest", InvalidEvent, "malformed-message", 0),
-    "message-without-md5": (with_message({"create-time": "2026-08-22-15-17-05", "synctoken": "1787411825"}),
-                            "newest", InvalidEvent, "malformed-message", 0),
+    "message-without-md5": (
+        with_message({"create-time": "2026-08-22-15-17-05", "synctoken": "1787411825"}),
+        "newest",
+        InvalidEvent,
+        "malformed-message",
+        0,
+    ),
 }
 
 
@@ -232,7 +256,8 @@ def test_current_notification_downloads_the_pinned_url_and_applies(state_2022, t
     assert summary["status"] == "applied" and summary["sync_token"] == "1787411825"
     assert (summary["prefixes_added"], summary["prefixes_revoked"], summary["alerts"]) == (1, 0, [])
     assert ingress(state_2022) == {("tcp", 22, 22, "203.0.113.0/24", "office VPN")} | eic_rules(
-        REGION, EIC_US_EAST_1, EIC_US_EAST_1_V6)
+        REGION, EIC_US_EAST_1, EIC_US_EAST_1_V6
+    )
     assert sg_writes(api_calls) == ["AuthorizeSecurityGroupIngress"]
     assert [c.request.url for c in http.calls] == [IP_RANGES_URL]
     assert (table.load().sync_token, table.load().md5) == ("1787411825", NEWEST_MD5)
@@ -244,8 +269,10 @@ def test_current_notification_downloads_the_pinned_url_and_applies(state_2022, t
 def test_url_in_the_message_is_never_followed(state_2022, table, http, monkeypatch):
     # Given the other account's topic allowed by configuration, its Message pointing at another host
     evt = event("sns-ip-space-changed-foreign-topic.json")
-    monkeypatch.setenv("EIC_GUARD_IP_RANGES_TOPIC_ARNS", ",".join(
-        ["arn:aws:sns:us-east-1:806199016981:AmazonIpSpaceChanged", evt["Records"][0]["Sns"]["TopicArn"]]))
+    monkeypatch.setenv(
+        "EIC_GUARD_IP_RANGES_TOPIC_ARNS",
+        ",".join(["arn:aws:sns:us-east-1:806199016981:AmazonIpSpaceChanged", evt["Records"][0]["Sns"]["TopicArn"]]),
+    )
     http.add(responses.GET, IP_RANGES_URL, body=snapshot_bytes("2026-08-22"))
     elsewhere = http.add(responses.GET, "https://attacker.example/ip-ranges.json", body=b"{}")
 
@@ -322,8 +349,7 @@ def test_same_synctoken_twice_is_a_duplicate_below_the_idempotency_layer(state_2
     assert [n for n in api_calls.names() if n != "GetItem"] == []  # only the state was read
 
 
-def test_stale_notification_after_the_current_one_is_a_logged_no_op(state_2022, table, http, api_calls,
-                                                                     log_messages):
+def test_stale_notification_after_the_current_one_is_a_logged_no_op(state_2022, table, http, api_calls, log_messages):
     # Given the current notification applied
     http.add(responses.GET, IP_RANGES_URL, body=snapshot_bytes("2026-08-22"))
     invoke(event("sns-ip-space-changed-current.json"))
@@ -418,8 +444,14 @@ def test_nightly_scan_refreshes_first_then_reuses_the_stored_copy_on_304(table, 
 def test_nightly_scan_keeps_the_newer_state_when_served_an_older_file(table, http, api_calls):
     # Given the state at 2026-08-22 and a cache serving the older 2026-06-01 file
     group = new_group()
-    apply_ranges(_shared["clients"], Settings.build(regions=(REGION,)), table, snapshot("2026-08-22"),
-                 replay_same=False, now=lambda: T0)
+    apply_ranges(
+        _shared["clients"],
+        Settings.build(regions=(REGION,)),
+        table,
+        snapshot("2026-08-22"),
+        replay_same=False,
+        now=lambda: T0,
+    )
     http.add(responses.GET, IP_RANGES_URL, body=snapshot_bytes("2026-06-01"))
     api_calls.clear()
 

@@ -44,8 +44,9 @@ def metadata(ec2, instance_id) -> dict:
 
 
 def groups_named(ec2, vpc_id, name=MANAGED_NAME) -> list[dict]:
-    return ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [vpc_id]},
-                                                 {"Name": "group-name", "Values": [name]}])["SecurityGroups"]
+    return ec2.describe_security_groups(
+        Filters=[{"Name": "vpc-id", "Values": [vpc_id]}, {"Name": "group-name", "Values": [name]}]
+    )["SecurityGroups"]
 
 
 def ssh_sources(group: dict) -> set[tuple]:
@@ -62,14 +63,21 @@ def ssh_sources(group: dict) -> set[tuple]:
 
 def egress(group: dict) -> set[tuple]:
     return {(p["IpProtocol"], r["CidrIp"]) for p in group["IpPermissionsEgress"] for r in p.get("IpRanges", ())} | {
-        (p["IpProtocol"], r["CidrIpv6"]) for p in group["IpPermissionsEgress"] for r in p.get("Ipv6Ranges", ())}
+        (p["IpProtocol"], r["CidrIpv6"]) for p in group["IpPermissionsEgress"] for r in p.get("Ipv6Ranges", ())
+    }
 
 
 def launch_failing(account, network, count=1, **kwargs) -> list[str]:
     """Opted-in, public, AL2023, but no SSH rule for EIC and (by default) the metadata endpoint off."""
     kwargs.setdefault("imds", "disabled")
-    return account.launch(image_id=account.al2023_ami(), subnet_id=network.public_subnet_id,
-                          group_ids=[network.app_group_id], public_ip=True, count=count, **kwargs)
+    return account.launch(
+        image_id=account.al2023_ami(),
+        subnet_id=network.public_subnet_id,
+        group_ids=[network.app_group_id],
+        public_ip=True,
+        count=count,
+        **kwargs,
+    )
 
 
 def assert_quiet_second_run(ranges, api_calls, instance_ids, **settings):
@@ -102,8 +110,10 @@ def test_remediate_attaches_a_new_managed_group_and_enables_imds_only(account, e
     assert groups[1] == managed["GroupId"]
     assert {"Key": "ManagedBy", "Value": "eic-guard"} in managed["Tags"]
     # whose ingress is exactly TCP 22 from the region's EIC prefixes, described, and whose egress is moto's default
-    assert ssh_sources(managed) == {("tcp", 22, 22, EIC_US_EAST_1, DESCRIPTION),
-                                    ("tcp", 22, 22, EIC_US_EAST_1_V6, DESCRIPTION)}
+    assert ssh_sources(managed) == {
+        ("tcp", 22, 22, EIC_US_EAST_1, DESCRIPTION),
+        ("tcp", 22, 22, EIC_US_EAST_1_V6, DESCRIPTION),
+    }
     assert egress(managed) == {("-1", "0.0.0.0/0")}
     # And the metadata endpoint is on, through a call that carried nothing but the instance and HttpEndpoint
     # (moto replaces every option on that call, so HttpTokens is asserted on the request, not on moto's state)
@@ -117,10 +127,19 @@ def test_remediate_attaches_a_new_managed_group_and_enables_imds_only(account, e
     assert e.checks["imds-enabled"].status == "fixed"
     assert all(e.checks[c].status == "pass" for c in OTHER_CHECKS)
     assert [(a.action, a.status) for a in e.actions] == [
-        ("create-security-group", "done"), ("authorize-ingress", "done"),
-        ("attach-security-group", "done"), ("enable-imds", "done")]
-    assert report.summary.model_dump() == {"instances": 1, "compliant": 0, "fixed": 1, "noncompliant": 0,
-                                           "excluded": 0, "errors": 0}
+        ("create-security-group", "done"),
+        ("authorize-ingress", "done"),
+        ("attach-security-group", "done"),
+        ("enable-imds", "done"),
+    ]
+    assert report.summary.model_dump() == {
+        "instances": 1,
+        "compliant": 0,
+        "fixed": 1,
+        "noncompliant": 0,
+        "excluded": 0,
+        "errors": 0,
+    }
 
     # And a second run writes nothing and finds the instance compliant
     assert_quiet_second_run(ranges_2026, api_calls, [instance])
@@ -131,8 +150,10 @@ def test_one_managed_group_per_vpc_for_many_failing_instances(account, ec2, api_
     # Given two VPCs with three failing instances each
     net_a = account.network("10.0.0.0/16", name="a")
     net_b = account.network("10.1.0.0/16", name="b")
-    fleet = {net_a.vpc_id: launch_failing(account, net_a, count=3, imds="enabled"),
-             net_b.vpc_id: launch_failing(account, net_b, count=3, imds="enabled")}
+    fleet = {
+        net_a.vpc_id: launch_failing(account, net_a, count=3, imds="enabled"),
+        net_b.vpc_id: launch_failing(account, net_b, count=3, imds="enabled"),
+    }
     api_calls.clear()
 
     # When a remediate scan runs
@@ -156,12 +177,22 @@ def test_existing_managed_group_is_reused_and_topped_up(account, ec2, api_calls,
     # Given the VPC already holds eic-guard's group, with only the IPv4 rule, and a failing instance without it
     net = account.network()
     existing = ec2.create_security_group(
-        GroupName=MANAGED_NAME, Description="pre-existing", VpcId=net.vpc_id,
+        GroupName=MANAGED_NAME,
+        Description="pre-existing",
+        VpcId=net.vpc_id,
         TagSpecifications=[{"ResourceType": "security-group", "Tags": [{"Key": "ManagedBy", "Value": "eic-guard"}]}],
     )["GroupId"]
-    ec2.authorize_security_group_ingress(GroupId=existing, IpPermissions=[{
-        "IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
-        "IpRanges": [{"CidrIp": EIC_US_EAST_1, "Description": DESCRIPTION}]}])
+    ec2.authorize_security_group_ingress(
+        GroupId=existing,
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 22,
+                "ToPort": 22,
+                "IpRanges": [{"CidrIp": EIC_US_EAST_1, "Description": DESCRIPTION}],
+            }
+        ],
+    )
     [instance] = launch_failing(account, net, imds="enabled")
     api_calls.clear()
 
@@ -176,8 +207,10 @@ def test_existing_managed_group_is_reused_and_topped_up(account, ec2, api_calls,
     assert [r for p in authorize["IpPermissions"] for r in p.get("IpRanges", ())] == []
     [managed] = groups_named(ec2, net.vpc_id)
     assert managed["GroupId"] == existing
-    assert ssh_sources(managed) == {("tcp", 22, 22, EIC_US_EAST_1, DESCRIPTION),
-                                    ("tcp", 22, 22, EIC_US_EAST_1_V6, DESCRIPTION)}
+    assert ssh_sources(managed) == {
+        ("tcp", 22, 22, EIC_US_EAST_1, DESCRIPTION),
+        ("tcp", 22, 22, EIC_US_EAST_1_V6, DESCRIPTION),
+    }
     assert eni_groups(ec2, instance) == [net.app_group_id, existing]
     assert entry(report, instance).verdict == "fixed"
 
@@ -201,8 +234,12 @@ def test_report_mode_plans_the_same_fixes_and_writes_nothing(account, ec2, api_c
     assert e.verdict == "noncompliant"
     assert e.checks["eic-ssh-ingress"].status == "would-fix"
     assert e.checks["imds-enabled"].status == "would-fix"
-    assert [a.action for a in e.actions] == ["create-security-group", "authorize-ingress",
-                                             "attach-security-group", "enable-imds"]
+    assert [a.action for a in e.actions] == [
+        "create-security-group",
+        "authorize-ingress",
+        "attach-security-group",
+        "enable-imds",
+    ]
     assert {a.status for a in e.actions} == {"planned"}
     assert report.mode == "report"
     assert report.summary.noncompliant == 1 and report.summary.fixed == 0
@@ -227,8 +264,9 @@ def test_untagged_excluded_and_terminated_instances_are_left_alone(account, ec2,
     [untagged] = launch_failing(account, net, opted_in=False)
     [wrong_value] = launch_failing(account, net, opted_in=False, tags={"eic-guard:managed": "false"})
     [excluded] = launch_failing(account, net, tags={"eic-guard:exclude": "vendor appliance, CHG-1234"})
-    [expired] = launch_failing(account, net, tags={"eic-guard:exclude": "migration",
-                                                   "eic-guard:exclude-until": "2020-01-31"})
+    [expired] = launch_failing(
+        account, net, tags={"eic-guard:exclude": "migration", "eic-guard:exclude-until": "2020-01-31"}
+    )
     [terminated] = launch_failing(account, net)
     ec2.terminate_instances(InstanceIds=[terminated])
     untouched = (untagged, wrong_value, excluded)
@@ -251,12 +289,19 @@ def test_untagged_excluded_and_terminated_instances_are_left_alone(account, ec2,
     assert e.verdict == "excluded"
     assert "vendor appliance, CHG-1234" in e.excluded_reason
     assert e.actions == []
-    assert report.summary.model_dump() == {"instances": 3, "compliant": 0, "fixed": 2, "noncompliant": 0,
-                                           "excluded": 1, "errors": 0}
+    assert report.summary.model_dump() == {
+        "instances": 3,
+        "compliant": 0,
+        "fixed": 2,
+        "noncompliant": 0,
+        "excluded": 1,
+        "errors": 0,
+    }
     # And no write named an instance or ENI outside scope
     touched = {str(v) for _, params in api_calls.calls for v in params.values()}
-    out_of_scope = {*untouched, terminated} | {n["NetworkInterfaceId"] for i in untouched
-                                               for n in describe(ec2, i)["NetworkInterfaces"]}
+    out_of_scope = {*untouched, terminated} | {
+        n["NetworkInterfaceId"] for i in untouched for n in describe(ec2, i)["NetworkInterfaces"]
+    }
     assert touched & out_of_scope == set()
 
     # And a second run writes nothing
@@ -304,11 +349,17 @@ def test_prefix_list_ingress_source_references_the_eic_list(account, ec2, api_ca
     # ones) and an instance missing SSH
     net = account.network()
     prefix_list = ec2.create_managed_prefix_list(
-        PrefixListName=f"com.amazonaws.{REGION}.ec2-instance-connect", AddressFamily="IPv4", MaxEntries=5,
-        Entries=[{"Cidr": EIC_US_EAST_1}])["PrefixList"]["PrefixListId"]
+        PrefixListName=f"com.amazonaws.{REGION}.ec2-instance-connect",
+        AddressFamily="IPv4",
+        MaxEntries=5,
+        Entries=[{"Cidr": EIC_US_EAST_1}],
+    )["PrefixList"]["PrefixListId"]
     ipv6_list = ec2.create_managed_prefix_list(
-        PrefixListName=f"com.amazonaws.{REGION}.ipv6.ec2-instance-connect", AddressFamily="IPv6", MaxEntries=5,
-        Entries=[{"Cidr": EIC_US_EAST_1_V6}])["PrefixList"]["PrefixListId"]
+        PrefixListName=f"com.amazonaws.{REGION}.ipv6.ec2-instance-connect",
+        AddressFamily="IPv6",
+        MaxEntries=5,
+        Entries=[{"Cidr": EIC_US_EAST_1_V6}],
+    )["PrefixList"]["PrefixListId"]
     [instance] = launch_failing(account, net, imds="enabled")
     api_calls.clear()
 
@@ -320,8 +371,16 @@ def test_prefix_list_ingress_source_references_the_eic_list(account, ec2, api_ca
     # (moto drops prefix-list rule descriptions, so the description is asserted on the request)
     assert {rule[:4] for rule in ssh_sources(managed)} == {("tcp", 22, 22, prefix_list), ("tcp", 22, 22, ipv6_list)}
     [authorize] = [params for name, params in api_calls.calls if name == "AuthorizeSecurityGroupIngress"]
-    assert authorize["IpPermissions"] == [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "PrefixListIds": [
-        {"PrefixListId": pl, "Description": DESCRIPTION} for pl in sorted((prefix_list, ipv6_list))]}]
+    assert authorize["IpPermissions"] == [
+        {
+            "IpProtocol": "tcp",
+            "FromPort": 22,
+            "ToPort": 22,
+            "PrefixListIds": [
+                {"PrefixListId": pl, "Description": DESCRIPTION} for pl in sorted((prefix_list, ipv6_list))
+            ],
+        }
+    ]
     assert eni_groups(ec2, instance) == [net.app_group_id, managed["GroupId"]]
     assert entry(report, instance).verdict == "fixed"
 

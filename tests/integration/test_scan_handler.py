@@ -72,18 +72,23 @@ def metadata_endpoint(ec2, instance_id) -> str:
 def build_fleet(account):
     """One instance that only lacks SSH from EIC and IMDS, one that is fully compliant."""
     net = account.network()
-    eic_ssh = account.security_group(net, "eic-ssh", [{
-        "IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "18.206.107.24/29"}]}])
+    eic_ssh = account.security_group(
+        net,
+        "eic-ssh",
+        [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "18.206.107.24/29"}]}],
+    )
     ami = account.al2023_ami()
-    [failing] = account.launch(image_id=ami, subnet_id=net.public_subnet_id, group_ids=[net.app_group_id],
-                               public_ip=True, imds="disabled")
+    [failing] = account.launch(
+        image_id=ami, subnet_id=net.public_subnet_id, group_ids=[net.app_group_id], public_ip=True, imds="disabled"
+    )
     [compliant] = account.launch(image_id=ami, subnet_id=net.public_subnet_id, group_ids=[eic_ssh], public_ip=True)
     return net, failing, compliant
 
 
 @pytest.mark.parametrize("event_file", SCHEDULED_EVENTS)
-def test_scheduled_event_scans_fixes_and_returns_the_summary(handler, account, ec2, api_calls, ip_ranges_url,
-                                                             scan_env, event_file):
+def test_scheduled_event_scans_fixes_and_returns_the_summary(
+    handler, account, ec2, api_calls, ip_ranges_url, scan_env, event_file
+):
     # Given a fleet with one fixable instance and one compliant instance, and remediate settings
     net, failing, compliant = build_fleet(account)
     context = FakeLambdaContext()
@@ -96,14 +101,21 @@ def test_scheduled_event_scans_fixes_and_returns_the_summary(handler, account, e
     assert result["run_id"] == context.aws_request_id
     assert result["mode"] == "remediate"
     assert result["regions"] == [REGION]
-    assert result["summary"] == {"instances": 2, "compliant": 1, "fixed": 1, "noncompliant": 0, "excluded": 0,
-                                 "errors": 0}
+    assert result["summary"] == {
+        "instances": 2,
+        "compliant": 1,
+        "fixed": 1,
+        "noncompliant": 0,
+        "excluded": 0,
+        "errors": 0,
+    }
     assert result["ip_ranges"] == {"sync_token": "1787411825", "create_date": "2026-08-22-15-17-05"}
     # And it read the ranges from the pinned AWS URL
     assert [c.request.url for c in ip_ranges_url.calls] == [IP_RANGES_URL]
     # And the failing instance was fixed in AWS, the compliant one left alone
     [managed] = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": ["eic-guard-ssh"]}])[
-        "SecurityGroups"]
+        "SecurityGroups"
+    ]
     assert primary_groups(ec2, failing) == [net.app_group_id, managed["GroupId"]]
     assert metadata_endpoint(ec2, failing) == "enabled"
     assert len(primary_groups(ec2, compliant)) == 1
@@ -113,22 +125,41 @@ def test_scheduled_event_scans_fixes_and_returns_the_summary(handler, account, e
     again = handler(event(event_file), FakeLambdaContext(aws_request_id="second-run"))
     assert api_calls.writes() == []
     assert again["run_id"] == "second-run"
-    assert again["summary"] == {"instances": 2, "compliant": 2, "fixed": 0, "noncompliant": 0, "excluded": 0,
-                                "errors": 0}
+    assert again["summary"] == {
+        "instances": 2,
+        "compliant": 2,
+        "fixed": 0,
+        "noncompliant": 0,
+        "excluded": 0,
+        "errors": 0,
+    }
 
 
 # A minimal SNS delivery (the shape Lambda receives from an SNS subscription) — not a scheduled event.
-SNS_EVENT = {"Records": [{"EventSource": "aws:sns", "EventVersion": "1.0",
-                          "EventSubscriptionArn": "arn:aws:sns:us-east-1:806199016981:AmazonIpSpaceChanged:x",
-                          "Sns": {"Type": "Notification", "MessageId": "95df01b4-ee98-5cb9-9903-4c221d41eb5e",
-                                  "TopicArn": "arn:aws:sns:us-east-1:806199016981:AmazonIpSpaceChanged",
-                                  "Subject": None, "Message": "{}", "Timestamp": "2026-08-22T15:17:05.000Z"}}]}
+SNS_EVENT = {
+    "Records": [
+        {
+            "EventSource": "aws:sns",
+            "EventVersion": "1.0",
+            "EventSubscriptionArn": "arn:aws:sns:us-east-1:806199016981:AmazonIpSpaceChanged:x",
+            "Sns": {
+                "Type": "Notification",
+                "MessageId": "95df01b4-ee98-5cb9-9903-4c221d41eb5e",
+                "TopicArn": "arn:aws:sns:us-east-1:806199016981:AmazonIpSpaceChanged",
+                "Subject": None,
+                "Message": "{}",
+                "Timestamp": "2026-08-22T15:17:05.000Z",
+            },
+        }
+    ]
+}
 
 
 @NO_METRICS
 @pytest.mark.parametrize("bad_event", [{"foo": 1}, SNS_EVENT, "not even an object"], ids=["foo", "sns", "string"])
-def test_malformed_event_is_rejected_and_nothing_changes(handler, account, ec2, api_calls, ip_ranges_url, scan_env,
-                                                         bad_event):
+def test_malformed_event_is_rejected_and_nothing_changes(
+    handler, account, ec2, api_calls, ip_ranges_url, scan_env, bad_event
+):
     # Given a fixable instance
     net, failing, _ = build_fleet(account)
     api_calls.clear()
@@ -145,14 +176,18 @@ def test_malformed_event_is_rejected_and_nothing_changes(handler, account, ec2, 
 
 
 @NO_METRICS
-@pytest.mark.parametrize(("variable", "value"), [
-    ("EIC_GUARD_MODE", "fix"),
-    ("EIC_GUARD_INGRESS_SOURCE", "security-group"),
-    ("EIC_GUARD_STALE_PREFIX_GRACE_HOURS", "-1"),
-    ("EIC_GUARD_REGIONS", "us-east-1,not_a_region"),
-])
-def test_bad_setting_fails_before_any_aws_call(handler, account, ec2, api_calls, ip_ranges_url, scan_env,
-                                               monkeypatch, variable, value):
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("EIC_GUARD_MODE", "fix"),
+        ("EIC_GUARD_INGRESS_SOURCE", "security-group"),
+        ("EIC_GUARD_STALE_PREFIX_GRACE_HOURS", "-1"),
+        ("EIC_GUARD_REGIONS", "us-east-1,not_a_region"),
+    ],
+)
+def test_bad_setting_fails_before_any_aws_call(
+    handler, account, ec2, api_calls, ip_ranges_url, scan_env, monkeypatch, variable, value
+):
     # Given a fixable instance and one invalid setting
     net, failing, _ = build_fleet(account)
     monkeypatch.setenv(variable, value)

@@ -40,42 +40,83 @@ def eic_prefixes(ipv4=(EIC_V4,), ipv6=(EIC_V6,), region: str = REGION) -> EicPre
     return EicPrefixes(region, tuple(ipv4), tuple(ipv6))
 
 
-def rule(*cidrs: str, protocol: str = "tcp", ports: tuple[int, int] | None = (22, 22),
-         prefix_lists: tuple[str, ...] = (), group_refs: tuple[str, ...] = (),
-         descriptions: tuple[str, ...] = ()) -> IngressPermission:
+def rule(
+    *cidrs: str,
+    protocol: str = "tcp",
+    ports: tuple[int, int] | None = (22, 22),
+    prefix_lists: tuple[str, ...] = (),
+    group_refs: tuple[str, ...] = (),
+    descriptions: tuple[str, ...] = (),
+) -> IngressPermission:
     """One ingress permission; `cidrs` may mix IPv4 and IPv6."""
     from_port, to_port = ports if ports else (None, None)
     return IngressPermission(
-        protocol=protocol, from_port=from_port, to_port=to_port,
-        ipv4_ranges=tuple(c for c in cidrs if ":" not in c), ipv6_ranges=tuple(c for c in cidrs if ":" in c),
-        prefix_list_ids=prefix_lists, group_refs=group_refs, descriptions=descriptions)
+        protocol=protocol,
+        from_port=from_port,
+        to_port=to_port,
+        ipv4_ranges=tuple(c for c in cidrs if ":" not in c),
+        ipv6_ranges=tuple(c for c in cidrs if ":" in c),
+        prefix_list_ids=prefix_lists,
+        group_refs=group_refs,
+        descriptions=descriptions,
+    )
 
 
-def group(group_id: str, *ingress: IngressPermission, vpc_id: str = VPC, name: str | None = None,
-          tags: tuple[tuple[str, str], ...] = ()) -> SecurityGroup:
+def group(
+    group_id: str,
+    *ingress: IngressPermission,
+    vpc_id: str = VPC,
+    name: str | None = None,
+    tags: tuple[tuple[str, str], ...] = (),
+) -> SecurityGroup:
     return SecurityGroup(group_id, name or group_id, vpc_id, tags, tuple(ingress))
 
 
-def eni(eni_id: str = PRIMARY_ENI, device_index: int = 0, groups: tuple[str, ...] = (SSH_GROUP,),
-        public_ip: str | None = None, ipv6: tuple[str, ...] = (), subnet_id: str = SUBNET) -> NetworkInterface:
+def eni(
+    eni_id: str = PRIMARY_ENI,
+    device_index: int = 0,
+    groups: tuple[str, ...] = (SSH_GROUP,),
+    public_ip: str | None = None,
+    ipv6: tuple[str, ...] = (),
+    subnet_id: str = SUBNET,
+) -> NetworkInterface:
     return NetworkInterface(eni_id, device_index, subnet_id, tuple(groups), public_ip, tuple(ipv6))
 
 
 _DEFAULT = object()
 
 
-def instance(*, instance_id: str = INSTANCE_ID, state: str = "running", public_ip: str | None = PUBLIC_IP,
-             enis=_DEFAULT, groups: tuple[str, ...] = (SSH_GROUP,), ipv6: tuple[str, ...] = (),
-             image_id: str | None = AMI, tags: dict[str, str] | None = None, http_endpoint: str | None = "enabled",
-             http_tokens: str | None = "required", vpc_id: str | None = VPC,
-             subnet_id: str | None = SUBNET) -> Instance:
+def instance(
+    *,
+    instance_id: str = INSTANCE_ID,
+    state: str = "running",
+    public_ip: str | None = PUBLIC_IP,
+    enis=_DEFAULT,
+    groups: tuple[str, ...] = (SSH_GROUP,),
+    ipv6: tuple[str, ...] = (),
+    image_id: str | None = AMI,
+    tags: dict[str, str] | None = None,
+    http_endpoint: str | None = "enabled",
+    http_tokens: str | None = "required",
+    vpc_id: str | None = VPC,
+    subnet_id: str | None = SUBNET,
+) -> Instance:
     """An instance; without `enis`, one primary ENI carrying `public_ip`, `groups` and `ipv6`."""
     if enis is _DEFAULT:
         enis = (eni(groups=groups, public_ip=public_ip, ipv6=ipv6),)
     return Instance(
-        instance_id=instance_id, state=state, vpc_id=vpc_id, subnet_id=subnet_id, image_id=image_id,
-        tags=tuple((tags or {}).items()), public_ip=public_ip, instance_group_ids=tuple(groups),
-        network_interfaces=tuple(enis), http_endpoint=http_endpoint, http_tokens=http_tokens)
+        instance_id=instance_id,
+        state=state,
+        vpc_id=vpc_id,
+        subnet_id=subnet_id,
+        image_id=image_id,
+        tags=tuple((tags or {}).items()),
+        public_ip=public_ip,
+        instance_group_ids=tuple(groups),
+        network_interfaces=tuple(enis),
+        http_endpoint=http_endpoint,
+        http_tokens=http_tokens,
+    )
 
 
 def image(name: str = AL2023, *, image_id: str = AMI, owner: str = AMAZON, state: str = "available") -> Image:
@@ -89,13 +130,21 @@ def route(destination: str = "0.0.0.0/0", target: str | None = "igw-0aaa", state
 LOCAL = Route("10.0.0.0/16", "local", "active")
 
 
-def route_table(table_id: str, *routes: Route, main: bool = False, subnets: tuple[str, ...] = (),
-                vpc_id: str = VPC) -> RouteTable:
+def route_table(
+    table_id: str, *routes: Route, main: bool = False, subnets: tuple[str, ...] = (), vpc_id: str = VPC
+) -> RouteTable:
     return RouteTable(table_id, vpc_id, main, tuple(subnets), (LOCAL, *routes))
 
 
-def nacl_entry(number: int, *, egress: bool = False, allow: bool = True, cidr: str = "0.0.0.0/0",
-               protocol: str = "-1", ports: tuple[int, int] | None = None) -> NaclEntry:
+def nacl_entry(
+    number: int,
+    *,
+    egress: bool = False,
+    allow: bool = True,
+    cidr: str = "0.0.0.0/0",
+    protocol: str = "-1",
+    ports: tuple[int, int] | None = None,
+) -> NaclEntry:
     port_from, port_to = ports if ports else (None, None)
     return NaclEntry(number, egress, protocol, allow, cidr, port_from, port_to)
 
@@ -114,13 +163,21 @@ def default_nacl_entries() -> tuple[NaclEntry, ...]:
     )
 
 
-def network_acl(*entries: NaclEntry, nacl_id: str = "acl-0aaa", subnets: tuple[str, ...] = (SUBNET,),
-                vpc_id: str = VPC) -> NetworkAcl:
+def network_acl(
+    *entries: NaclEntry, nacl_id: str = "acl-0aaa", subnets: tuple[str, ...] = (SUBNET,), vpc_id: str = VPC
+) -> NetworkAcl:
     return NetworkAcl(nacl_id, vpc_id, False, tuple(subnets), tuple(entries))
 
 
-def snapshot(*instances: Instance, groups=None, images=None, route_tables=None, network_acls=None,
-             prefix_lists: dict[str, tuple[str, ...]] | None = None, region: str = REGION) -> TargetSnapshot:
+def snapshot(
+    *instances: Instance,
+    groups=None,
+    images=None,
+    route_tables=None,
+    network_acls=None,
+    prefix_lists: dict[str, tuple[str, ...]] | None = None,
+    region: str = REGION,
+) -> TargetSnapshot:
     """A target snapshot; every omitted part is the compliant default (SSH group, AL2023, IGW route, open NACL)."""
     if groups is None:
         groups = (group(SSH_GROUP, rule(str(EIC_V4), str(EIC_V6))),)
@@ -131,10 +188,16 @@ def snapshot(*instances: Instance, groups=None, images=None, route_tables=None, 
     if network_acls is None:
         network_acls = (network_acl(*default_nacl_entries()),)
     return TargetSnapshot(
-        account_id=ACCOUNT, region=region, instances=tuple(instances),
-        security_groups={g.group_id: g for g in groups}, images={i.image_id: i for i in images},
-        route_tables=tuple(route_tables), network_acls=tuple(network_acls), prefix_lists=dict(prefix_lists or {}),
-        managed_groups={})
+        account_id=ACCOUNT,
+        region=region,
+        instances=tuple(instances),
+        security_groups={g.group_id: g for g in groups},
+        images={i.image_id: i for i in images},
+        route_tables=tuple(route_tables),
+        network_acls=tuple(network_acls),
+        prefix_lists=dict(prefix_lists or {}),
+        managed_groups={},
+    )
 
 
 def context(snap: TargetSnapshot | None = None, eic: EicPrefixes | None = None, **settings) -> CheckContext:

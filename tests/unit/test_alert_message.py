@@ -13,29 +13,50 @@ AMI_FAIL = CheckEntry(status="fail", reason="ami-0abc (ubuntu-22.04) is not owne
 
 
 def instance(number: int, verdict: str, **checks: CheckEntry) -> InstanceEntry:
-    return InstanceEntry(instance_id=f"i-{number:017x}", region="us-east-1", vpc_id="vpc-1", verdict=verdict,
-                         checks={"public-ipv4": PASS, **{k.replace("_", "-"): v for k, v in checks.items()}},
-                         actions=[])
+    return InstanceEntry(
+        instance_id=f"i-{number:017x}",
+        region="us-east-1",
+        vpc_id="vpc-1",
+        verdict=verdict,
+        checks={"public-ipv4": PASS, **{k.replace("_", "-"): v for k, v in checks.items()}},
+        actions=[],
+    )
 
 
-def report(instances: list[InstanceEntry], *, mode: str = "remediate",
-           target_errors: tuple[TargetError, ...] = ()) -> Report:
-    count = {v: sum(1 for e in instances if e.verdict == v)
-             for v in ("compliant", "fixed", "noncompliant", "excluded", "error")}
-    return Report(run_id="run-1", mode=mode, account_id="123456789012", regions=["us-east-1", "eu-west-1"],
-                  started_at=STARTED, finished_at=STARTED,
-                  ip_ranges=IpRangesEntry(sync_token="1787411825", create_date="2026-08-22-15-17-05"),
-                  summary=Summary(instances=len(instances), compliant=count["compliant"], fixed=count["fixed"],
-                                  noncompliant=count["noncompliant"], excluded=count["excluded"],
-                                  errors=count["error"] + len(target_errors)),
-                  instances=instances, target_errors=list(target_errors))
+def report(
+    instances: list[InstanceEntry], *, mode: str = "remediate", target_errors: tuple[TargetError, ...] = ()
+) -> Report:
+    count = {
+        v: sum(1 for e in instances if e.verdict == v)
+        for v in ("compliant", "fixed", "noncompliant", "excluded", "error")
+    }
+    return Report(
+        run_id="run-1",
+        mode=mode,
+        account_id="123456789012",
+        regions=["us-east-1", "eu-west-1"],
+        started_at=STARTED,
+        finished_at=STARTED,
+        ip_ranges=IpRangesEntry(sync_token="1787411825", create_date="2026-08-22-15-17-05"),
+        summary=Summary(
+            instances=len(instances),
+            compliant=count["compliant"],
+            fixed=count["fixed"],
+            noncompliant=count["noncompliant"],
+            excluded=count["excluded"],
+            errors=count["error"] + len(target_errors),
+        ),
+        instances=instances,
+        target_errors=list(target_errors),
+    )
 
 
 def test_no_message_when_every_instance_is_compliant_fixed_or_excluded():
     # Given a run where nothing stays non-compliant and a refresh without alerts
     fixed_check = CheckEntry(status="fixed", reason="TCP 22 not allowed from 18.206.107.24/29")
-    done = report([instance(1, "compliant"), instance(2, "fixed", eic_ssh_ingress=fixed_check),
-                   instance(3, "excluded")])
+    done = report(
+        [instance(1, "compliant"), instance(2, "fixed", eic_ssh_ingress=fixed_check), instance(3, "excluded")]
+    )
 
     # When the alert is composed
     message = alert_message(done, [], "s3://bucket/reports/scan/2026/08/23/run-1.html")
@@ -48,8 +69,13 @@ def test_no_message_when_every_instance_is_compliant_fixed_or_excluded():
 def test_lists_each_problem_instance_with_its_failing_checks_and_reasons():
     # Given one instance that cannot be fixed, one that errored and one compliant
     error = CheckEntry(status="error", reason="imds-enabled: fix failed: UnauthorizedOperation")
-    run = report([instance(1, "noncompliant", al2023_ami=AMI_FAIL), instance(2, "error", imds_enabled=error),
-                  instance(3, "compliant")])
+    run = report(
+        [
+            instance(1, "noncompliant", al2023_ami=AMI_FAIL),
+            instance(2, "error", imds_enabled=error),
+            instance(3, "compliant"),
+        ]
+    )
 
     # When the alert is composed
     message = alert_message(run, [], "s3://bucket/reports/scan/2026/08/23/run-1.html")
@@ -57,8 +83,10 @@ def test_lists_each_problem_instance_with_its_failing_checks_and_reasons():
     # Then a headline with the counts, one line per problem instance naming the failing check and reason,
     # nothing about the compliant instance or passing checks, and the report location last
     lines = message.splitlines()
-    assert lines[0] == ("eic-guard remediate run run-1, account 123456789012 (us-east-1, eu-west-1): "
-                        "1 non-compliant, 1 errors, 0 fixed, 1 compliant of 3.")
+    assert lines[0] == (
+        "eic-guard remediate run run-1, account 123456789012 (us-east-1, eu-west-1): "
+        "1 non-compliant, 1 errors, 0 fixed, 1 compliant of 3."
+    )
     assert lines[1] == f"- i-{1:017x} (us-east-1) noncompliant: al2023-ami: {AMI_FAIL.reason}"
     assert lines[2] == f"- i-{2:017x} (us-east-1) error: imds-enabled: {error.reason}"
     assert lines[3] == "Report: s3://bucket/reports/scan/2026/08/23/run-1.html"
@@ -90,8 +118,9 @@ def test_lists_at_most_25_instances_then_says_how_many_more():
     # Then the first 25 are listed, then one line for the remaining 6
     instance_lines = [line for line in lines if line.startswith("- i-")]
     assert ALERT_LINES == 25
-    assert instance_lines == [f"- i-{n:017x} (us-east-1) noncompliant: al2023-ami: {AMI_FAIL.reason}"
-                              for n in range(1, 26)]
+    assert instance_lines == [
+        f"- i-{n:017x} (us-east-1) noncompliant: al2023-ami: {AMI_FAIL.reason}" for n in range(1, 26)
+    ]
     assert lines[-1] == "- … and 6 more"
     assert len(lines) == 1 + 25 + 1
 
@@ -110,8 +139,10 @@ def test_exactly_25_instances_need_no_more_line():
 
 def test_includes_regions_that_could_not_be_scanned():
     # Given a run where one region could not be read at all
-    run = report([instance(1, "compliant")],
-                 target_errors=[TargetError(region="eu-west-1", error="ClientError: UnauthorizedOperation")])
+    run = report(
+        [instance(1, "compliant")],
+        target_errors=[TargetError(region="eu-west-1", error="ClientError: UnauthorizedOperation")],
+    )
 
     # When the alert is composed
     message = alert_message(run, [])
@@ -123,8 +154,10 @@ def test_includes_regions_that_could_not_be_scanned():
 
 def test_includes_refresh_alerts_even_when_the_scan_is_clean():
     # Given a clean scan and a refresh that raised two alerts
-    alerts = ["ap-south-2: ip-ranges.json 1787411825 lists no EC2_INSTANCE_CONNECT prefix for the region",
-              "notification rejected (md5-mismatch): ip-ranges.json md5 is abc, expected 000"]
+    alerts = [
+        "ap-south-2: ip-ranges.json 1787411825 lists no EC2_INSTANCE_CONNECT prefix for the region",
+        "notification rejected (md5-mismatch): ip-ranges.json md5 is abc, expected 000",
+    ]
 
     # When the alert is composed for the scan and for a refresh alone
     with_scan = alert_message(report([instance(1, "compliant")]), alerts, "s3://b/k.html")

@@ -205,10 +205,13 @@ CLOSED = group("sg-0closed", rule("10.0.0.0/8"))
 
 def test_the_eni_carrying_the_public_ip_is_evaluated():
     # Given a closed primary ENI without public IP and an open secondary ENI that carries it
-    inst = instance(public_ip=None, enis=(
-        eni(PRIMARY_ENI, 0, groups=("sg-0closed",)),
-        eni("eni-0second", 1, groups=("sg-0open",), public_ip="3.3.3.3"),
-    ))
+    inst = instance(
+        public_ip=None,
+        enis=(
+            eni(PRIMARY_ENI, 0, groups=("sg-0closed",)),
+            eni("eni-0second", 1, groups=("sg-0open",), public_ip="3.3.3.3"),
+        ),
+    )
 
     # When
     result = evaluate(inst, OPEN, CLOSED)
@@ -219,10 +222,13 @@ def test_the_eni_carrying_the_public_ip_is_evaluated():
 
 def test_a_closed_public_eni_fails_and_the_fix_targets_it_even_if_the_primary_is_open():
     # Given an open primary ENI without public IP and a closed secondary ENI that carries it
-    inst = instance(public_ip=None, enis=(
-        eni(PRIMARY_ENI, 0, groups=("sg-0open",)),
-        eni("eni-0second", 1, groups=("sg-0closed",), public_ip="3.3.3.3"),
-    ))
+    inst = instance(
+        public_ip=None,
+        enis=(
+            eni(PRIMARY_ENI, 0, groups=("sg-0open",)),
+            eni("eni-0second", 1, groups=("sg-0closed",), public_ip="3.3.3.3"),
+        ),
+    )
 
     # When
     result = evaluate(inst, OPEN, CLOSED)
@@ -236,10 +242,13 @@ def test_a_closed_public_eni_fails_and_the_fix_targets_it_even_if_the_primary_is
 @pytest.mark.parametrize(("primary_groups", "status"), [(("sg-0open",), "pass"), (("sg-0closed",), "fail")])
 def test_without_public_ip_the_primary_eni_by_device_index_is_evaluated(primary_groups, status):
     # Given two ENIs without public IP, the primary (device index 0) listed second
-    inst = instance(public_ip=None, enis=(
-        eni("eni-0second", 1, groups=("sg-0open",) if status == "fail" else ("sg-0closed",)),
-        eni(PRIMARY_ENI, 0, groups=primary_groups),
-    ))
+    inst = instance(
+        public_ip=None,
+        enis=(
+            eni("eni-0second", 1, groups=("sg-0open",) if status == "fail" else ("sg-0closed",)),
+            eni(PRIMARY_ENI, 0, groups=primary_groups),
+        ),
+    )
 
     # When
     result = evaluate(inst, OPEN, CLOSED)

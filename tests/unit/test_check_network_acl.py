@@ -45,8 +45,13 @@ def test_default_nacl_passes():
 
 def test_deny_22_before_allow_all_fails():
     # Given deny TCP 22 at rule 50, allow all at 100
-    entries = (nacl_entry(50, allow=False, protocol="6", ports=(22, 22)), ALLOW_ALL_IN, DENY_ALL_IN,
-               ALLOW_ALL_OUT, DENY_ALL_OUT)
+    entries = (
+        nacl_entry(50, allow=False, protocol="6", ports=(22, 22)),
+        ALLOW_ALL_IN,
+        DENY_ALL_IN,
+        ALLOW_ALL_OUT,
+        DENY_ALL_OUT,
+    )
 
     # When
     result = evaluate(*entries)
@@ -58,8 +63,12 @@ def test_deny_22_before_allow_all_fails():
 
 def test_allow_22_before_deny_all_passes_whatever_the_listing_order():
     # Given allow TCP 22 at 50 and deny all at 100, listed in reverse order
-    entries = (DENY_ALL_OUT, ALLOW_ALL_OUT, nacl_entry(100, allow=False),
-               nacl_entry(50, protocol="6", ports=(22, 22), cidr=V4))
+    entries = (
+        DENY_ALL_OUT,
+        ALLOW_ALL_OUT,
+        nacl_entry(100, allow=False),
+        nacl_entry(50, protocol="6", ports=(22, 22), cidr=V4),
+    )
 
     # When
     result = evaluate(*entries)
@@ -70,8 +79,11 @@ def test_allow_22_before_deny_all_passes_whatever_the_listing_order():
 
 def test_deny_for_a_different_cidr_does_not_matter():
     # Given deny TCP 22 from 10.0.0.0/8 at rule 50, allow all at 100
-    entries = (nacl_entry(50, allow=False, protocol="6", ports=(22, 22), cidr="10.0.0.0/8"), ALLOW_ALL_IN,
-               ALLOW_ALL_OUT)
+    entries = (
+        nacl_entry(50, allow=False, protocol="6", ports=(22, 22), cidr="10.0.0.0/8"),
+        ALLOW_ALL_IN,
+        ALLOW_ALL_OUT,
+    )
 
     # When
     result = evaluate(*entries)
@@ -93,8 +105,7 @@ def test_deny_for_other_ports_before_allow_all_does_not_matter():
 
 def test_deny_outbound_ephemeral_range_fails():
     # Given inbound open, outbound deny TCP 1024-65535 at 50 before allow all
-    entries = (ALLOW_ALL_IN, nacl_entry(50, egress=True, allow=False, protocol="6", ports=(1024, 65535)),
-               ALLOW_ALL_OUT)
+    entries = (ALLOW_ALL_IN, nacl_entry(50, egress=True, allow=False, protocol="6", ports=(1024, 65535)), ALLOW_ALL_OUT)
 
     # When
     result = evaluate(*entries)
@@ -107,8 +118,7 @@ def test_deny_outbound_ephemeral_range_fails():
 @pytest.mark.parametrize("deny", [None, DENY_ALL_OUT])
 def test_partial_outbound_allow_then_default_deny_fails(deny):
     # Given outbound allows only TCP 1024-2048 (then the * deny, or no further rule)
-    entries = (ALLOW_ALL_IN, nacl_entry(100, egress=True, protocol="6", ports=(1024, 2048)),
-               *((deny,) if deny else ()))
+    entries = (ALLOW_ALL_IN, nacl_entry(100, egress=True, protocol="6", ports=(1024, 2048)), *((deny,) if deny else ()))
 
     # When
     result = evaluate(*entries)
@@ -121,8 +131,12 @@ def test_partial_outbound_allow_then_default_deny_fails(deny):
 
 def test_outbound_ephemeral_allowed_in_two_tcp_ranges_passes():
     # Given outbound TCP 1024-2048 and 2049-65535 in two rules, then the * deny
-    entries = (ALLOW_ALL_IN, nacl_entry(100, egress=True, protocol="6", ports=(1024, 2048)),
-               nacl_entry(110, egress=True, protocol="6", ports=(2049, 65535), cidr=V4), DENY_ALL_OUT)
+    entries = (
+        ALLOW_ALL_IN,
+        nacl_entry(100, egress=True, protocol="6", ports=(1024, 2048)),
+        nacl_entry(110, egress=True, protocol="6", ports=(2049, 65535), cidr=V4),
+        DENY_ALL_OUT,
+    )
 
     # When
     result = evaluate(*entries)
@@ -144,8 +158,11 @@ def test_outbound_must_be_allowed_not_just_inbound():
 @pytest.mark.parametrize(("protocol", "status"), [("-1", "pass"), ("6", "pass"), ("17", "fail"), ("1", "fail")])
 def test_only_all_traffic_and_tcp_rules_allow_ssh(protocol, status):
     # Given inbound allowed only by a rule of this protocol (ports 0-65535), then the * deny
-    entries = (nacl_entry(100, protocol=protocol, ports=None if protocol == "-1" else (0, 65535)), DENY_ALL_IN,
-               ALLOW_ALL_OUT)
+    entries = (
+        nacl_entry(100, protocol=protocol, ports=None if protocol == "-1" else (0, 65535)),
+        DENY_ALL_IN,
+        ALLOW_ALL_OUT,
+    )
 
     # When
     result = evaluate(*entries)
@@ -238,8 +255,11 @@ class TestFirstMatchVerdict:
 
     def test_two_halves_allow_everything(self):
         # Given each /30 half allowed by its own rule, then the * deny
-        entries = (nacl_entry(100, protocol="6", ports=(22, 22), cidr="18.206.107.28/30"),
-                   nacl_entry(110, protocol="6", ports=(20, 30), cidr="18.206.107.24/30"), DENY_ALL_IN)
+        entries = (
+            nacl_entry(100, protocol="6", ports=(22, 22), cidr="18.206.107.28/30"),
+            nacl_entry(110, protocol="6", ports=(20, 30), cidr="18.206.107.24/30"),
+            DENY_ALL_IN,
+        )
 
         # When
         verdict = first_match_verdict(entries, False, EIC_V4, (22, 22))
@@ -249,8 +269,11 @@ class TestFirstMatchVerdict:
 
     def test_deny_on_a_sub_range_after_a_partial_allow_is_reported(self):
         # Given the lower /30 allowed at 100, a deny of one address of the upper /30 at 110
-        entries = (nacl_entry(100, protocol="6", ports=(22, 22), cidr="18.206.107.24/30"),
-                   nacl_entry(110, allow=False, cidr="18.206.107.30/32"), nacl_entry(120))
+        entries = (
+            nacl_entry(100, protocol="6", ports=(22, 22), cidr="18.206.107.24/30"),
+            nacl_entry(110, allow=False, cidr="18.206.107.30/32"),
+            nacl_entry(120),
+        )
 
         # When
         verdict = first_match_verdict(entries, False, EIC_V4, (22, 22))
@@ -268,8 +291,10 @@ class TestFirstMatchVerdict:
 
     def test_wider_prefix_allowed_in_port_slices(self):
         # Given ports 1024-30000 and 30001-65535 allowed by two rules on wider CIDRs
-        entries = (nacl_entry(100, egress=True, protocol="6", ports=(1024, 30000), cidr="18.0.0.0/8"),
-                   nacl_entry(200, egress=True, protocol="6", ports=(30001, 65535), cidr="18.206.107.0/24"))
+        entries = (
+            nacl_entry(100, egress=True, protocol="6", ports=(1024, 30000), cidr="18.0.0.0/8"),
+            nacl_entry(200, egress=True, protocol="6", ports=(30001, 65535), cidr="18.206.107.0/24"),
+        )
 
         # When
         verdict = first_match_verdict(entries, True, ip_network(V4), (1024, 65535))

@@ -60,8 +60,14 @@ def test_stopped_instance_is_checked_except_public_ipv4():
 
     # Then
     statuses = {cid: r.status for cid, r in outcome.checks.items()}
-    assert statuses == {"public-ipv4": "not-applicable", "eic-ssh-ingress": "fail", "al2023-ami": "fail",
-                        "imds-enabled": "fail", "internet-route": "fail", "network-acl": "fail"}
+    assert statuses == {
+        "public-ipv4": "not-applicable",
+        "eic-ssh-ingress": "fail",
+        "al2023-ami": "fail",
+        "imds-enabled": "fail",
+        "internet-route": "fail",
+        "network-acl": "fail",
+    }
     assert outcome.checks["eic-ssh-ingress"].fix is not None
     assert outcome.checks["imds-enabled"].fix is not None
     assert verdict(outcome) == "noncompliant"

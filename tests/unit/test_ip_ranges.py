@@ -50,7 +50,8 @@ def test_2026_us_east_1_has_one_ipv4_and_one_ipv6_prefix(parsed):
 
     # Then
     assert us_east_1 == EicPrefixes(
-        "us-east-1", (IPv4Network("18.206.107.24/29"),), (IPv6Network("2600:1f18:6fe3:8c00::/56"),))
+        "us-east-1", (IPv4Network("18.206.107.24/29"),), (IPv6Network("2600:1f18:6fe3:8c00::/56"),)
+    )
     assert len(ranges.eic) == 37
     assert ranges.create_date == "2026-08-22-15-17-05"
 
@@ -148,8 +149,9 @@ def test_missing_key_is_invalid_shape(key):
         b"[]",
         b'"ip-ranges"',
         small_document(prefixes=[{"region": "us-east-1", "service": "EC2_INSTANCE_CONNECT"}]),
-        small_document(prefixes=[{"ip_prefix": "18.206.107.24/33", "region": "us-east-1",
-                                  "service": "EC2_INSTANCE_CONNECT"}]),
+        small_document(
+            prefixes=[{"ip_prefix": "18.206.107.24/33", "region": "us-east-1", "service": "EC2_INSTANCE_CONNECT"}]
+        ),
         small_document(prefixes="nope"),
     ],
     ids=["array", "string", "eic-entry-without-prefix", "bad-prefix", "prefixes-not-a-list"],

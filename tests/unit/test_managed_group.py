@@ -87,14 +87,16 @@ def test_ip_permissions_shape_for_cidrs_and_lists():
     permissions = rules.ip_permissions("us-east-1")
 
     # Then
-    assert permissions == [{
-        "IpProtocol": "tcp",
-        "FromPort": 22,
-        "ToPort": 22,
-        "IpRanges": [{"CidrIp": "18.206.107.16/29", "Description": OURS}, {"CidrIp": V4, "Description": OURS}],
-        "Ipv6Ranges": [{"CidrIpv6": V6, "Description": OURS}],
-        "PrefixListIds": [{"PrefixListId": EIC_LIST, "Description": OURS}],
-    }]
+    assert permissions == [
+        {
+            "IpProtocol": "tcp",
+            "FromPort": 22,
+            "ToPort": 22,
+            "IpRanges": [{"CidrIp": "18.206.107.16/29", "Description": OURS}, {"CidrIp": V4, "Description": OURS}],
+            "Ipv6Ranges": [{"CidrIpv6": V6, "Description": OURS}],
+            "PrefixListIds": [{"PrefixListId": EIC_LIST, "Description": OURS}],
+        }
+    ]
 
 
 @pytest.mark.parametrize(
@@ -118,8 +120,14 @@ def test_ip_permissions_omit_empty_source_lists(rules, keys):
 
 MIXED = group(
     "sg-0managed",
-    rule(V4, "203.0.113.0/24", V6, "2001:db8::/32", prefix_lists=(EIC_LIST, "pl-0office"),
-         descriptions=(OURS, "office VPN", OURS, "", OURS, "office list")),
+    rule(
+        V4,
+        "203.0.113.0/24",
+        V6,
+        "2001:db8::/32",
+        prefix_lists=(EIC_LIST, "pl-0office"),
+        descriptions=(OURS, "office VPN", OURS, "", OURS, "office list"),
+    ),
     rule("18.206.107.16/29", descriptions=("eic-guard EC2_INSTANCE_CONNECT eu-west-1",)),
     rule("18.206.107.8/29", ports=(0, 65535), descriptions=(OURS,)),
     rule("18.206.107.0/29", protocol="udp", descriptions=(OURS,)),

@@ -12,8 +12,12 @@ from eic_guard.settings import AWS_IP_SPACE_TOPIC
 from tests.conftest import EVENTS
 
 TOPICS = (AWS_IP_SPACE_TOPIC,)
-MESSAGE = {"create-time": "2026-08-22-15-17-05", "synctoken": "1787411825",
-           "md5": "63431d35877fa5386ded1a7df9cfa971", "url": "https://ip-ranges.amazonaws.com/ip-ranges.json"}
+MESSAGE = {
+    "create-time": "2026-08-22-15-17-05",
+    "synctoken": "1787411825",
+    "md5": "63431d35877fa5386ded1a7df9cfa971",
+    "url": "https://ip-ranges.amazonaws.com/ip-ranges.json",
+}
 
 
 def event(name: str) -> dict:
@@ -42,9 +46,14 @@ def test_real_2017_event_is_parsed():
     change = parse_ip_space_notification(evt, TOPICS)
 
     # Then its Message fields come out as they were sent
-    assert change == IpSpaceChange.model_validate({
-        "create-time": "2017-11-30-18-42-12", "synctoken": "1512067332",
-        "md5": "e0a38abfb954152e33ccdd4a19fea03e", "url": "https://ip-ranges.amazonaws.com/ip-ranges.json"})
+    assert change == IpSpaceChange.model_validate(
+        {
+            "create-time": "2017-11-30-18-42-12",
+            "synctoken": "1512067332",
+            "md5": "e0a38abfb954152e33ccdd4a19fea03e",
+            "url": "https://ip-ranges.amazonaws.com/ip-ranges.json",
+        }
+    )
 
 
 @pytest.mark.parametrize("create_time", ["2026-08-22-15-17-05", "2026-08-22T15:17:05Z", "2026-08-22T15:17:05+00:00"])
@@ -72,8 +81,18 @@ def test_another_topic_is_accepted_when_configured():
 
 
 # ---- refused ------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("create_time", ["yesterday", "", "2026-99-99-99-99-99", "2026-02-30-15-17-05",
-                                         "2026-8-22-15-17-05", "2026-08-22T25:17:05Z", "1787411825"])
+@pytest.mark.parametrize(
+    "create_time",
+    [
+        "yesterday",
+        "",
+        "2026-99-99-99-99-99",
+        "2026-02-30-15-17-05",
+        "2026-8-22-15-17-05",
+        "2026-08-22T25:17:05Z",
+        "1787411825",
+    ],
+)
 def test_garbage_create_time_is_malformed_message(create_time):
     # Given a Message whose create-time is not a date and time in either format
     evt = with_message({**MESSAGE, "create-time": create_time})
@@ -94,15 +113,18 @@ def test_foreign_topic_is_refused():
     assert "arn:aws:sns:us-east-1:111122223333:AmazonIpSpaceChanged" in str(error)
 
 
-@pytest.mark.parametrize("evt", [
-    pytest.param({"Records": [{}]}, id="empty-record"),
-    pytest.param({"Records": []}, id="no-record"),
-    pytest.param({}, id="empty-object"),
-    pytest.param(None, id="null"),
-    pytest.param("Records", id="string"),
-    pytest.param(json.loads((EVENTS / "scheduled-nightly.json").read_text()), id="eventbridge-scheduler"),
-    pytest.param(json.loads((EVENTS / "scheduled-eventbridge-rule.json").read_text()), id="eventbridge-rule"),
-])
+@pytest.mark.parametrize(
+    "evt",
+    [
+        pytest.param({"Records": [{}]}, id="empty-record"),
+        pytest.param({"Records": []}, id="no-record"),
+        pytest.param({}, id="empty-object"),
+        pytest.param(None, id="null"),
+        pytest.param("Records", id="string"),
+        pytest.param(json.loads((EVENTS / "scheduled-nightly.json").read_text()), id="eventbridge-scheduler"),
+        pytest.param(json.loads((EVENTS / "scheduled-eventbridge-rule.json").read_text()), id="eventbridge-rule"),
+    ],
+)
 def test_not_an_sns_event_is_malformed_event(evt):
     # When something that is not one SNS record is parsed, Then it is refused as malformed-event
     assert refused(evt).reason == "malformed-event"
@@ -118,18 +140,21 @@ def test_two_records_are_malformed_event():
     assert error.reason == "malformed-event" and "2" in str(error)
 
 
-@pytest.mark.parametrize("message", [
-    pytest.param("not json", id="not-json"),
-    pytest.param("", id="empty"),
-    pytest.param("[]", id="array"),
-    pytest.param({k: v for k, v in MESSAGE.items() if k != "md5"}, id="missing-md5"),
-    pytest.param({k: v for k, v in MESSAGE.items() if k != "synctoken"}, id="missing-synctoken"),
-    pytest.param({k: v for k, v in MESSAGE.items() if k != "create-time"}, id="missing-create-time"),
-    pytest.param({**MESSAGE, "md5": "63431d35"}, id="short-md5"),
-    pytest.param({**MESSAGE, "md5": "z" * 32}, id="non-hex-md5"),
-    pytest.param({**MESSAGE, "synctoken": "17874118x5"}, id="non-numeric-synctoken"),
-    pytest.param({**MESSAGE, "synctoken": "-1"}, id="negative-synctoken"),
-])
+@pytest.mark.parametrize(
+    "message",
+    [
+        pytest.param("not json", id="not-json"),
+        pytest.param("", id="empty"),
+        pytest.param("[]", id="array"),
+        pytest.param({k: v for k, v in MESSAGE.items() if k != "md5"}, id="missing-md5"),
+        pytest.param({k: v for k, v in MESSAGE.items() if k != "synctoken"}, id="missing-synctoken"),
+        pytest.param({k: v for k, v in MESSAGE.items() if k != "create-time"}, id="missing-create-time"),
+        pytest.param({**MESSAGE, "md5": "63431d35"}, id="short-md5"),
+        pytest.param({**MESSAGE, "md5": "z" * 32}, id="non-hex-md5"),
+        pytest.param({**MESSAGE, "synctoken": "17874118x5"}, id="non-numeric-synctoken"),
+        pytest.param({**MESSAGE, "synctoken": "-1"}, id="negative-synctoken"),
+    ],
+)
 def test_malformed_message_is_refused(message):
     # Given the real envelope with a Message that is not a valid AmazonIpSpaceChanged message
     evt = with_message(message)

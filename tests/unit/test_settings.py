@@ -69,8 +69,10 @@ def test_from_env_parses_every_kind_of_value():
     assert settings.stale_prefix_grace_hours == 48
     assert (settings.state_table, settings.reports_bucket) == ("eic-guard-state", "eic-guard-reports")
     assert settings.alerts_topic_arn == "arn:aws:sns:us-east-1:123456789012:alerts"
-    assert settings.ip_ranges_topic_arns == ("arn:aws:sns:us-east-1:123456789012:a",
-                                             "arn:aws:sns:us-east-1:123456789012:b")
+    assert settings.ip_ranges_topic_arns == (
+        "arn:aws:sns:us-east-1:123456789012:a",
+        "arn:aws:sns:us-east-1:123456789012:b",
+    )
 
 
 @pytest.mark.parametrize(("raw", "expected"), [("true", True), ("false", False), ("True", True), ("0", False)])

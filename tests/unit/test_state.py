@@ -18,7 +18,9 @@ TABLE = "eic-guard-state"
 
 def state_at(sync_token: str, **changes) -> RangesState:
     values = {
-        "sync_token": sync_token, "create_date": "2026-08-22-15-17-05", "md5": "63431d35877fa5386ded1a7df9cfa971",
+        "sync_token": sync_token,
+        "create_date": "2026-08-22-15-17-05",
+        "md5": "63431d35877fa5386ded1a7df9cfa971",
         "current": {REGION: [EIC_US_EAST_1, EIC_US_EAST_1_V6]},
         "last_seen": {REGION: {EIC_US_EAST_1: SEEN, EIC_US_EAST_1_V6: SEEN, "198.51.100.24/29": SEEN}},
         "updated_at": SEEN,
@@ -27,14 +29,17 @@ def state_at(sync_token: str, **changes) -> RangesState:
 
 
 # ---- RangesState --------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("stored", "incoming", "newer"), [
-    ("999", "1000", True),          # numeric, not text: "999" > "1000" as strings
-    ("1000", "999", False),
-    ("1787411825", "1787411825", False),
-    ("1780065426", "1787411825", True),
-    ("1787411825", "1512067332", False),
-    (None, "1", True),
-])
+@pytest.mark.parametrize(
+    ("stored", "incoming", "newer"),
+    [
+        ("999", "1000", True),  # numeric, not text: "999" > "1000" as strings
+        ("1000", "999", False),
+        ("1787411825", "1787411825", False),
+        ("1780065426", "1787411825", True),
+        ("1787411825", "1512067332", False),
+        (None, "1", True),
+    ],
+)
 def test_is_newer_compares_synctokens_as_numbers(stored, incoming, newer):
     # Given a state remembering `stored`, When asked about `incoming`, Then the answer is numeric
     assert RangesState(sync_token=stored).is_newer(incoming) is newer
@@ -125,9 +130,12 @@ def test_file_store_conflict_when_someone_created_the_file(tmp_path):
 @pytest.fixture
 def dynamodb(aws):
     client = boto3.client("dynamodb", REGION)
-    client.create_table(TableName=TABLE, KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-                        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-                        BillingMode="PAY_PER_REQUEST")
+    client.create_table(
+        TableName=TABLE,
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
     return client
 
 

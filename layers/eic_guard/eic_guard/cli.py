@@ -20,14 +20,14 @@ from rich.progress import Progress
 from . import ip_ranges
 from .clients import AwsClients, known_regions
 from .engine import run_scan
-from .refresh import apply_ranges
-from .state import FileStateStore
 from .errors import ConfigurationError, EicGuardError
 from .html_report import render_html
 from .observability import logger
+from .refresh import apply_ranges
 from .report import Report
 from .report_table import render
 from .settings import Settings
+from .state import FileStateStore
 
 EXIT_OK, EXIT_NONCOMPLIANT, EXIT_USAGE = 0, 1, 2
 DEFAULT_STATE_FILE = os.path.join(os.path.expanduser("~"), ".eic-guard", "state.json")
@@ -37,20 +37,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eic-guard", description="Keep EC2 Instance Connect working.")
     commands = parser.add_subparsers(dest="command", required=True)
     scan = commands.add_parser("scan", help="check opted-in instances (report-only unless --remediate)")
-    scan.add_argument("--region", action="append", dest="regions", metavar="R",
-                      help="region to scan (repeatable; default: the session's region)")
+    scan.add_argument(
+        "--region",
+        action="append",
+        dest="regions",
+        metavar="R",
+        help="region to scan (repeatable; default: the session's region)",
+    )
     scan.add_argument("--remediate", action="store_true", help="fix the drift that can be fixed safely")
     scan.add_argument("--ip-ranges", metavar="PATH|URL", help="ip-ranges.json to use instead of the AWS URL")
     scan.add_argument("--format", choices=("table", "json"), default="table")
     scan.add_argument("--output", metavar="FILE", help="write the report to FILE instead of standard output")
     scan.add_argument("--html", metavar="FILE", help="also write the self-contained HTML report to FILE")
     refresh = commands.add_parser("refresh", help="apply the current EIC ranges to eic-guard's managed groups")
-    refresh.add_argument("--region", action="append", dest="regions", metavar="R",
-                         help="region to refresh (repeatable; default: the session's region)")
+    refresh.add_argument(
+        "--region",
+        action="append",
+        dest="regions",
+        metavar="R",
+        help="region to refresh (repeatable; default: the session's region)",
+    )
     refresh.add_argument("--ip-ranges", metavar="PATH|URL", help="ip-ranges.json to use instead of the AWS URL")
     refresh.add_argument("--md5", metavar="HEX", help="expected md5 of the file (as in the SNS message)")
-    refresh.add_argument("--state-file", metavar="FILE", default=None,
-                         help=f"local state (default: $EIC_GUARD_STATE_FILE or {DEFAULT_STATE_FILE})")
+    refresh.add_argument(
+        "--state-file",
+        metavar="FILE",
+        default=None,
+        help=f"local state (default: $EIC_GUARD_STATE_FILE or {DEFAULT_STATE_FILE})",
+    )
     commands.add_parser("demo", help="run the embedded end-to-end demo against a local simulated AWS")
     return parser
 

@@ -67,39 +67,67 @@ class Scenario:
 
 SCENARIOS = (
     Scenario("web-ok", "compliant: SG allows TCP 22 from the EIC range", "compliant"),
-    Scenario("web-open-world", "SSH open to 0.0.0.0/0: passes, reported as over-permissive", "compliant",
-             groups=("open-ssh",)),
+    Scenario(
+        "web-open-world",
+        "SSH open to 0.0.0.0/0: passes, reported as over-permissive",
+        "compliant",
+        groups=("open-ssh",),
+    ),
     Scenario("api-no-ssh-rule", "no SSH rule at all: managed group gets attached", "compliant", groups=("app",)),
     Scenario("api-ssh-2222", "SSH only on port 2222", "compliant", groups=("ssh-2222",)),
     Scenario("api-udp-22", "UDP 22 instead of TCP 22", "compliant", groups=("udp-22",)),
     Scenario("api-narrow-cidr", "TCP 22 from half of the EIC range only", "compliant", groups=("narrow-ssh",)),
     Scenario("batch-imds-off", "IMDS disabled, HttpTokens=required", "compliant", imds="disabled"),
-    Scenario("batch-two-drifts", "no SSH rule and IMDS disabled", "compliant", groups=("app", "web"),
-             imds="disabled"),
-    Scenario("batch-stopped", "stopped, no SSH rule: fixed before it starts", "compliant", groups=("app",),
-             public_ip=True, stopped=True),
-    Scenario("ops-expired-exclusion", "exclusion ended 2020-01-01, no SSH rule: scanned and fixed", "compliant",
-             groups=("app",), tags=((EXCLUDE_TAG, "migration window"), (EXCLUDE_UNTIL_TAG, "2020-01-01"))),
-    Scenario("vendor-excluded", "excluded (vendor appliance), no SSH rule: never touched", "excluded",
-             groups=("app",), tags=((EXCLUDE_TAG, "vendor appliance, SSH managed by the vendor"),)),
+    Scenario("batch-two-drifts", "no SSH rule and IMDS disabled", "compliant", groups=("app", "web"), imds="disabled"),
+    Scenario(
+        "batch-stopped",
+        "stopped, no SSH rule: fixed before it starts",
+        "compliant",
+        groups=("app",),
+        public_ip=True,
+        stopped=True,
+    ),
+    Scenario(
+        "ops-expired-exclusion",
+        "exclusion ended 2020-01-01, no SSH rule: scanned and fixed",
+        "compliant",
+        groups=("app",),
+        tags=((EXCLUDE_TAG, "migration window"), (EXCLUDE_UNTIL_TAG, "2020-01-01")),
+    ),
+    Scenario(
+        "vendor-excluded",
+        "excluded (vendor appliance), no SSH rule: never touched",
+        "excluded",
+        groups=("app",),
+        tags=((EXCLUDE_TAG, "vendor appliance, SSH managed by the vendor"),),
+    ),
     Scenario("db-no-public-ip", "launched without a public IPv4 address", "noncompliant", public_ip=False),
-    Scenario("db-private-subnet", "private subnet: no route to the internet gateway", "noncompliant",
-             subnet="private"),
+    Scenario("db-private-subnet", "private subnet: no route to the internet gateway", "noncompliant", subnet="private"),
     Scenario("db-nacl-blocked", "subnet NACL denies TCP 22 (rule 50)", "noncompliant", subnet="locked"),
     Scenario("legacy-al2", "Amazon Linux 2 AMI", "noncompliant", image="al2"),
-    Scenario("legacy-al2-no-ssh", "Amazon Linux 2 AMI and no SSH rule: SSH fixed, AMI reported", "noncompliant",
-             image="al2", groups=("app",)),
+    Scenario(
+        "legacy-al2-no-ssh",
+        "Amazon Linux 2 AMI and no SSH rule: SSH fixed, AMI reported",
+        "noncompliant",
+        image="al2",
+        groups=("app",),
+    ),
     Scenario("slim-minimal", "AL2023 minimal AMI (no EIC agent)", "noncompliant", image="minimal"),
     Scenario("ml-ubuntu", "Ubuntu 22.04 AMI from this account", "noncompliant", image="ubuntu"),
     Scenario("golden-retired", "launched from an AMI since deregistered", "noncompliant", image="retired"),
     Scenario("stg-ok", "staging VPC: compliant", "compliant", vpc="staging"),
-    Scenario("stg-no-ssh-rule", "staging VPC: no SSH rule (second managed group)", "compliant", vpc="staging",
-             groups=("app",)),
-    Scenario("stg-ssh-2222", "staging VPC: SSH only on port 2222", "compliant", vpc="staging",
-             groups=("ssh-2222",)),
+    Scenario(
+        "stg-no-ssh-rule",
+        "staging VPC: no SSH rule (second managed group)",
+        "compliant",
+        vpc="staging",
+        groups=("app",),
+    ),
+    Scenario("stg-ssh-2222", "staging VPC: SSH only on port 2222", "compliant", vpc="staging", groups=("ssh-2222",)),
     Scenario("untagged-bastion", "not opted in: ignored and untouched", "", groups=("app",)),
-    Scenario("untagged-legacy", "not opted in: ignored and untouched", "", image="al2", groups=("udp-22",),
-             imds="disabled"),
+    Scenario(
+        "untagged-legacy", "not opted in: ignored and untouched", "", image="al2", groups=("udp-22",), imds="disabled"
+    ),
     Scenario("untagged-staging", "not opted in: ignored and untouched", "", vpc="staging", groups=("ssh-2222",)),
 )
 
@@ -275,9 +303,15 @@ def seed(account: SimulatedAccount, eic: EicPrefixes) -> DemoFleet:
 def launch(account: SimulatedAccount, scenario: Scenario, network: DemoNetwork, images: dict[str, str]) -> str:
     """Launch one scenario's instance, named after it."""
     (instance_id,) = account.launch(
-        image_id=images[scenario.image], subnet_id=network.subnets[scenario.subnet],
-        group_ids=[network.groups[g] for g in scenario.groups], tags=dict(scenario.tags),
-        public_ip=scenario.public_ip, imds=scenario.imds, opted_in=scenario.opted_in, name=scenario.name)
+        image_id=images[scenario.image],
+        subnet_id=network.subnets[scenario.subnet],
+        group_ids=[network.groups[g] for g in scenario.groups],
+        tags=dict(scenario.tags),
+        public_ip=scenario.public_ip,
+        imds=scenario.imds,
+        opted_in=scenario.opted_in,
+        name=scenario.name,
+    )
     return instance_id
 
 
@@ -286,8 +320,9 @@ def interface_groups(ec2, instance_ids: list[str]) -> dict[str, tuple[str, ...]]
     found = {}
     for reservation in ec2.describe_instances(InstanceIds=instance_ids)["Reservations"]:
         for instance in reservation["Instances"]:
-            found[instance["InstanceId"]] = tuple(sorted(
-                g["GroupId"] for eni in instance["NetworkInterfaces"] for g in eni["Groups"]))
+            found[instance["InstanceId"]] = tuple(
+                sorted(g["GroupId"] for eni in instance["NetworkInterfaces"] for g in eni["Groups"])
+            )
     return found
 
 
@@ -345,8 +380,10 @@ def report_problems(fleet: DemoFleet, reports: list[tuple[int, Report]]) -> list
     expected = {i: s.final for i, s in fleet.instances.items() if s.opted_in}
     for instance_id in sorted(expected.keys() | verdicts.keys()):
         if verdicts.get(instance_id) != expected.get(instance_id):
-            problems.append(f"{instance_id} ({fleet.name(instance_id)}): final verdict {verdicts.get(instance_id)}, "
-                            f"expected {expected.get(instance_id) or 'absent'}")
+            problems.append(
+                f"{instance_id} ({fleet.name(instance_id)}): final verdict {verdicts.get(instance_id)}, "
+                f"expected {expected.get(instance_id) or 'absent'}"
+            )
     wide_open = {i for i, s in fleet.instances.items() if s.opted_in and "open-ssh" in s.groups}
     if {i for i, _ in over_permissive(last)} != wide_open:
         problems.append("the SSH rule open to 0.0.0.0/0 is not reported as over-permissive")
@@ -394,8 +431,9 @@ def state_problems(ec2, fleet: DemoFleet, eic: EicPrefixes) -> list[str]:
     now = interface_groups(ec2, list(fleet.untouched_groups))
     for instance_id, before in fleet.untouched_groups.items():
         if now.get(instance_id) != before:
-            problems.append(f"{instance_id} ({fleet.name(instance_id)}) groups changed: "
-                            f"{before} -> {now.get(instance_id)}")
+            problems.append(
+                f"{instance_id} ({fleet.name(instance_id)}) groups changed: {before} -> {now.get(instance_id)}"
+            )
     for reservation in ec2.describe_instances(InstanceIds=fleet.imds_fixed)["Reservations"]:
         for instance in reservation["Instances"]:
             if instance["MetadataOptions"].get("HttpEndpoint") != "enabled":
@@ -407,19 +445,26 @@ def print_proof(fleet: DemoFleet, last: Report, problems: list[str]) -> None:
     heading("proof from the simulated AWS state")
     untagged = sum(1 for s in fleet.instances.values() if not s.opted_in)
     print(f"  untagged instances ignored and their groups unchanged: {untagged}; excluded instance untouched")
-    print(f"  {MANAGED_GROUP_NAME} groups tagged {'='.join(MANAGED_BY_TAG)} with the EIC rules: one in each of "
-          f"{', '.join(f'{k} ({v})' for k, v in fleet.vpcs.items())}")
+    print(
+        f"  {MANAGED_GROUP_NAME} groups tagged {'='.join(MANAGED_BY_TAG)} with the EIC rules: one in each of "
+        f"{', '.join(f'{k} ({v})' for k, v in fleet.vpcs.items())}"
+    )
     print(f"  metadata endpoint enabled on {', '.join(fleet.name(i) for i in fleet.imds_fixed)}")
     s = last.summary
-    print(f"  final summary: instances {s.instances}: {s.compliant} compliant, {s.fixed} fixed, "
-          f"{s.noncompliant} noncompliant, {s.excluded} excluded, {s.errors} errors; "
-          f"{len(statuses(last, 'would-fix'))} would-fix left")
+    print(
+        f"  final summary: instances {s.instances}: {s.compliant} compliant, {s.fixed} fixed, "
+        f"{s.noncompliant} noncompliant, {s.excluded} excluded, {s.errors} errors; "
+        f"{len(statuses(last, 'would-fix'))} would-fix left"
+    )
     for instance_id, reason in over_permissive(last):
         print(f"  passes with a warning: {instance_id} ({fleet.name(instance_id)}): {reason}")
     for problem in problems:
         print(f"  UNEXPECTED: {problem}")
-    print("demo OK: eic-guard fixed every fixable drift and left the rest reported" if not problems
-          else f"demo FAILED: {len(problems)} unexpected result(s)")
+    print(
+        "demo OK: eic-guard fixed every fixable drift and left the rest reported"
+        if not problems
+        else f"demo FAILED: {len(problems)} unexpected result(s)"
+    )
 
 
 # ---- main ------------------------------------------------------------------------------------------------------
@@ -454,8 +499,11 @@ def main() -> int:
         for number, title in enumerate(HEADINGS):
             heading(title)
             last = number == len(HEADINGS) - 1
-            reports.append(run_cli_scan(path, Path(workdir, f"scan-{number + 1}.json"), remediate=number == 1,
-                                        html=html if last else None))
+            reports.append(
+                run_cli_scan(
+                    path, Path(workdir, f"scan-{number + 1}.json"), remediate=number == 1, html=html if last else None
+                )
+            )
         problems = report_problems(fleet, reports) + state_problems(ec2, fleet, eic)
         print_proof(fleet, reports[-1][1], problems)
         print(f"HTML report of the final scan (opens offline): {html.resolve()}")

@@ -63,7 +63,7 @@ def evaluate_instance(instance: Instance, ctx: CheckContext, today: date) -> Ins
     for check in ALL_CHECKS:
         try:
             outcome.checks[check.ID] = check.evaluate(instance, ctx)
-        except Exception as exc:  # a check bug must not hide the other checks
+        except Exception as exc:  # noqa: BLE001 - a check bug must not hide the other checks
             logger.exception("check failed", extra={"instance_id": instance.instance_id, "check": check.ID})
             outcome.checks[check.ID] = CheckResult("error", f"{type(exc).__name__}: {exc}")
     return outcome
@@ -81,8 +81,9 @@ def remediate_instance(instance: Instance, outcome: InstanceOutcome, remediator:
             detail = f"{code}: {exc}" if isinstance(exc, ClientError) else str(exc)
             outcome.actions.append(ActionRecord(result.fix.action, result.fix.resource, "failed", detail))
             outcome.checks[check_id] = _after_failed_fix(result, exc, code)
-            logger.warning("remediation failed", extra={"instance_id": instance.instance_id, "check": check_id,
-                                                        "error_code": code})
+            logger.warning(
+                "remediation failed", extra={"instance_id": instance.instance_id, "check": check_id, "error_code": code}
+            )
             if code in VANISHED_CODES:
                 outcome.error = outcome.checks[check_id].reason
                 return  # nothing else can be done to an instance that is gone
@@ -97,13 +98,15 @@ def _after_failed_fix(result: CheckResult, exc: Exception, code: str) -> CheckRe
     if code in VANISHED_CODES:
         return CheckResult("error", f"instance vanished during the run ({code})")
     if code in QUOTA_CODES:
-        return CheckResult("fail", f"{result.reason}; cannot fix: the network interface is at its security-group "
-                                   f"quota ({code})")
+        return CheckResult(
+            "fail", f"{result.reason}; cannot fix: the network interface is at its security-group quota ({code})"
+        )
     return CheckResult("error", f"{result.reason}; fix failed: {code}")
 
 
-def scan_target(ec2: Any, account_id: str, region: str, settings: Settings, ip_ranges: IpRanges,
-                today: date) -> TargetResult:
+def scan_target(
+    ec2: Any, account_id: str, region: str, settings: Settings, ip_ranges: IpRanges, today: date
+) -> TargetResult:
     """Scan one (account, region): gather once, evaluate every instance, then remediate or plan."""
     snapshot = gather(ec2, account_id, region, settings)
     ctx = CheckContext(snapshot, ip_ranges.for_region(region), settings)
@@ -133,9 +136,15 @@ def _release_orphan_addresses(snapshot, remediator: Remediator) -> list[ActionRe
     return records
 
 
-def run_scan(clients: Any, settings: Settings, ip_ranges: IpRanges, *, run_id: str | None = None,
-             now: Callable[[], datetime] = lambda: datetime.now(UTC),
-             on_target: Callable[[str], None] | None = None) -> Report:
+def run_scan(
+    clients: Any,
+    settings: Settings,
+    ip_ranges: IpRanges,
+    *,
+    run_id: str | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    on_target: Callable[[str], None] | None = None,
+) -> Report:
     """Scan every configured region of the caller's account and build the report (DESIGN §5).
 
     `on_target(region)` is called after each region (the CLI's progress bar).
@@ -153,8 +162,15 @@ def run_scan(clients: Any, settings: Settings, ip_ranges: IpRanges, *, run_id: s
             targets.append(TargetResult(region, error=f"{type(exc).__name__}: {exc}"))
         if on_target:
             on_target(region)
-    report = build_report(run_id=run_id, settings=settings, account_id=account_id, started=started,
-                          finished=now(), ip_ranges=ip_ranges, targets=targets)
+    report = build_report(
+        run_id=run_id,
+        settings=settings,
+        account_id=account_id,
+        started=started,
+        finished=now(),
+        ip_ranges=ip_ranges,
+        targets=targets,
+    )
     _log_problems(report)
     return report
 
@@ -164,6 +180,13 @@ def _log_problems(report: Report) -> None:
     for entry in report.instances:
         for check_id, check in entry.checks.items():
             if check.status in ("fail", "would-fix", "error"):
-                logger.info("check not passing", extra={"instance_id": entry.instance_id, "region": entry.region,
-                                                        "check": check_id, "status": check.status,
-                                                        "reason": check.reason})
+                logger.info(
+                    "check not passing",
+                    extra={
+                        "instance_id": entry.instance_id,
+                        "region": entry.region,
+                        "check": check_id,
+                        "status": check.status,
+                        "reason": check.reason,
+                    },
+                )

@@ -87,13 +87,15 @@ def parse_ip_space_notification(event: Any, allowed_topics: tuple[str, ...]) -> 
         raise InvalidEvent(f"expected one SNS record, got {len(envelope.Records)}", reason="malformed-event")
     notification = envelope.Records[0].Sns
     if notification.TopicArn not in allowed_topics:
-        raise InvalidEvent(f"notification from {notification.TopicArn}, not from {', '.join(allowed_topics)}",
-                           reason="foreign-topic")
+        raise InvalidEvent(
+            f"notification from {notification.TopicArn}, not from {', '.join(allowed_topics)}", reason="foreign-topic"
+        )
     try:
         return IpSpaceChange.model_validate_json(notification.Message)
     except (ValidationError, ValueError) as exc:
-        raise InvalidEvent(f"malformed AmazonIpSpaceChanged message: {_first_error(exc)}",
-                           reason="malformed-message") from None
+        raise InvalidEvent(
+            f"malformed AmazonIpSpaceChanged message: {_first_error(exc)}", reason="malformed-message"
+        ) from None
 
 
 def _first_error(exc: Exception) -> str:

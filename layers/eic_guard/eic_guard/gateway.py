@@ -6,15 +6,17 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from .models import ActionRecord, ManagedAddress
 from .managed_group import RuleSet
+from .models import ActionRecord, ManagedAddress
 from .settings import MANAGED_BY_TAG, MANAGED_GROUP_NAME
 
-VANISHED_CODES = frozenset({
-    "InvalidInstanceID.NotFound",
-    "InvalidNetworkInterfaceID.NotFound",
-    "InvalidInstanceID.Malformed",
-})
+VANISHED_CODES = frozenset(
+    {
+        "InvalidInstanceID.NotFound",
+        "InvalidNetworkInterfaceID.NotFound",
+        "InvalidInstanceID.Malformed",
+    }
+)
 QUOTA_CODES = frozenset({"SecurityGroupsPerInterfaceLimitExceeded", "RulesPerSecurityGroupLimitExceeded"})
 
 
@@ -43,10 +45,12 @@ class Ec2Gateway:
             GroupName=MANAGED_GROUP_NAME,
             Description="eic-guard: SSH from the regional EC2 Instance Connect ranges only",
             VpcId=vpc_id,
-            TagSpecifications=[{
-                "ResourceType": "security-group",
-                "Tags": [{"Key": key, "Value": value}, {"Key": "Name", "Value": MANAGED_GROUP_NAME}],
-            }],
+            TagSpecifications=[
+                {
+                    "ResourceType": "security-group",
+                    "Tags": [{"Key": key, "Value": value}, {"Key": "Name", "Value": MANAGED_GROUP_NAME}],
+                }
+            ],
         )
         return response["GroupId"], self._record("create-security-group", response["GroupId"], detail)
 
@@ -54,7 +58,9 @@ class Ec2Gateway:
         detail = f"allow TCP 22 from {rules.describe()}"
         if not self.dry_run:
             try:
-                self.ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=rules.ip_permissions(self.region))
+                self.ec2.authorize_security_group_ingress(
+                    GroupId=group_id, IpPermissions=rules.ip_permissions(self.region)
+                )
             except ClientError as exc:
                 # Another run added the same rule first: the goal state is reached.
                 if error_code(exc) != "InvalidPermission.Duplicate":
@@ -65,7 +71,9 @@ class Ec2Gateway:
         detail = f"revoke TCP 22 from {rules.describe()}"
         if not self.dry_run:
             try:
-                self.ec2.revoke_security_group_ingress(GroupId=group_id, IpPermissions=rules.ip_permissions(self.region))
+                self.ec2.revoke_security_group_ingress(
+                    GroupId=group_id, IpPermissions=rules.ip_permissions(self.region)
+                )
             except ClientError as exc:
                 if error_code(exc) != "InvalidPermission.NotFound":
                     raise
@@ -85,22 +93,30 @@ class Ec2Gateway:
 
     def associate_elastic_ip(self, eni_id: str) -> ActionRecord:
         if self.dry_run:
-            return self._record("associate-elastic-ip", eni_id, "allocate a ManagedBy=eic-guard Elastic IP and associate it")
+            return self._record(
+                "associate-elastic-ip", eni_id, "allocate a ManagedBy=eic-guard Elastic IP and associate it"
+            )
         key, value = MANAGED_BY_TAG
-        address = self.ec2.allocate_address(Domain="vpc", TagSpecifications=[{
-            "ResourceType": "elastic-ip", "Tags": [{"Key": key, "Value": value}]}])
+        address = self.ec2.allocate_address(
+            Domain="vpc", TagSpecifications=[{"ResourceType": "elastic-ip", "Tags": [{"Key": key, "Value": value}]}]
+        )
         try:
             self.ec2.associate_address(AllocationId=address["AllocationId"], NetworkInterfaceId=eni_id)
         except ClientError:
             # Never leave a paid, unattached address behind.
             self.ec2.release_address(AllocationId=address["AllocationId"])
             raise
-        return self._record("associate-elastic-ip", eni_id, f"associated {address['PublicIp']} ({address['AllocationId']})")
+        return self._record(
+            "associate-elastic-ip", eni_id, f"associated {address['PublicIp']} ({address['AllocationId']})"
+        )
 
     def release_address(self, address: ManagedAddress) -> ActionRecord:
         if not self.dry_run:
             if address.association_id:
                 self.ec2.disassociate_address(AssociationId=address.association_id)
             self.ec2.release_address(AllocationId=address.allocation_id)
-        return self._record("release-elastic-ip", address.allocation_id,
-                            f"release {address.public_ip}: its instance is gone or no longer opted in")
+        return self._record(
+            "release-elastic-ip",
+            address.allocation_id,
+            f"release {address.public_ip}: its instance is gone or no longer opted in",
+        )

@@ -24,8 +24,14 @@ text-align:left;vertical-align:top} th{background:#f6f8fa} td:nth-child(-n+4){wh
 .v-compliant{background:#dafbe1}.v-fixed{background:#ddf4ff}.v-noncompliant{background:#ffebe9}
 .v-excluded{background:#f6f8fa}.v-error{background:#fbefff} ul{margin:0;padding-left:18px}
 """
-STATUS_LABEL = {"pass": "pass", "fail": "FAIL", "fixed": "fixed", "would-fix": "would-fix", "error": "ERROR",
-                "not-applicable": "n/a"}
+STATUS_LABEL = {
+    "pass": "pass",
+    "fail": "FAIL",
+    "fixed": "fixed",
+    "would-fix": "would-fix",
+    "error": "ERROR",
+    "not-applicable": "n/a",
+}
 
 
 def failures_by_check(report: Report) -> Counter[str]:
@@ -48,10 +54,13 @@ def _chart(counts: Counter[str]) -> str:
         rows.append(
             f'<text x="0" y="{y + 18}" font-size="13">{escape(check_id)}</text>'
             f'<rect x="{label_width}" y="{y}" width="{max(length, 1)}" height="{bar_height}" fill="#cf222e" rx="3"/>'
-            f'<text x="{label_width + length + 6}" y="{y + 18}" font-size="13">{count}</text>')
+            f'<text x="{label_width + length + 6}" y="{y + 18}" font-size="13">{count}</text>'
+        )
     height = len(counts) * (bar_height + 8)
-    return (f'<svg role="img" aria-label="failures by check" width="{width}" height="{height}" '
-            f'xmlns="http://www.w3.org/2000/svg">{"".join(rows)}</svg>')
+    return (
+        f'<svg role="img" aria-label="failures by check" width="{width}" height="{height}" '
+        f'xmlns="http://www.w3.org/2000/svg">{"".join(rows)}</svg>'
+    )
 
 
 def _instance_rows(report: Report) -> str:
@@ -66,22 +75,37 @@ def _instance_rows(report: Report) -> str:
             title = escape(check.reason or "", quote=True)
             cells.append(f'<td class="{check.status}" title="{title}">{STATUS_LABEL[check.status]}</td>')
         notes = [f"<li>{escape(entry.excluded_reason)}</li>"] if entry.excluded_reason else []
-        notes += [f"<li><b>{escape(cid)}</b>: {escape(c.reason or '')}</li>" for cid, c in entry.checks.items()
-                  if c.status not in ("pass", "not-applicable")]
-        notes += [f"<li>{escape(a.status)}: {escape(a.action)} {escape(a.resource)} — {escape(a.detail)}</li>"
-                  for a in entry.actions]
-        rows.append(f'<tr class="v-{entry.verdict}"><td>{escape(entry.instance_id)}</td><td>{escape(entry.region)}'
-                    f"</td><td>{escape(entry.vpc_id or '')}</td><td>{entry.verdict}</td>{''.join(cells)}"
-                    f"<td><ul>{''.join(notes)}</ul></td></tr>")
+        notes += [
+            f"<li><b>{escape(cid)}</b>: {escape(c.reason or '')}</li>"
+            for cid, c in entry.checks.items()
+            if c.status not in ("pass", "not-applicable")
+        ]
+        notes += [
+            f"<li>{escape(a.status)}: {escape(a.action)} {escape(a.resource)} — {escape(a.detail)}</li>"
+            for a in entry.actions
+        ]
+        rows.append(
+            f'<tr class="v-{entry.verdict}"><td>{escape(entry.instance_id)}</td><td>{escape(entry.region)}'
+            f"</td><td>{escape(entry.vpc_id or '')}</td><td>{entry.verdict}</td>{''.join(cells)}"
+            f"<td><ul>{''.join(notes)}</ul></td></tr>"
+        )
     return "".join(rows)
 
 
 def render_html(report: Report) -> str:
     """The whole page as one string."""
     s = report.summary
-    cards = "".join(f'<div class="card"><b>{value}</b><span>{label}</span></div>' for label, value in (
-        ("instances", s.instances), ("compliant", s.compliant), ("fixed", s.fixed),
-        ("noncompliant", s.noncompliant), ("excluded", s.excluded), ("errors", s.errors)))
+    cards = "".join(
+        f'<div class="card"><b>{value}</b><span>{label}</span></div>'
+        for label, value in (
+            ("instances", s.instances),
+            ("compliant", s.compliant),
+            ("fixed", s.fixed),
+            ("noncompliant", s.noncompliant),
+            ("excluded", s.excluded),
+            ("errors", s.errors),
+        )
+    )
     target_errors = "".join(f"<li>{escape(e.region)}: {escape(e.error)}</li>" for e in report.target_errors)
     headers = "".join(f"<th>{escape(c)}</th>" for c in CHECK_IDS)
     return f"""<!DOCTYPE html>

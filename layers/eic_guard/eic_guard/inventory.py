@@ -60,7 +60,7 @@ def gather(ec2: Any, account_id: str, region: str, settings: Settings) -> Target
 
 def _chunks(values: list[str], size: int = FILTER_VALUES_PER_CALL) -> Iterator[list[str]]:
     for start in range(0, len(values), size):
-        yield values[start:start + size]
+        yield values[start : start + size]
 
 
 def paginate(ec2: Any, operation: str, key: str, **kwargs) -> Iterator[dict]:

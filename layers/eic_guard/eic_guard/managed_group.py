@@ -45,8 +45,9 @@ class RuleSet:
         return [{k: v for k, v in permission.items() if v != []}]
 
 
-def desired_rules(eic: EicPrefixes, ingress_source: str, eic_prefix_list_id: str | None,
-                  eic_ipv6_prefix_list_id: str | None = None) -> RuleSet:
+def desired_rules(
+    eic: EicPrefixes, ingress_source: str, eic_prefix_list_id: str | None, eic_ipv6_prefix_list_id: str | None = None
+) -> RuleSet:
     """TCP 22 from the region's EIC prefixes; in prefix-list mode from the AWS-managed lists (IPv4 and IPv6 are
     separate lists) where they exist, from the CIDRs of a family whose list does not."""
     if ingress_source != "prefix-list":

@@ -20,8 +20,9 @@ def state_store(clients: Any, settings: Settings) -> StateStore | None:
     return DynamoDbStateStore(clients.client("dynamodb", settings.regions[0]), settings.state_table)
 
 
-def nightly_run(clients: Any, settings: Settings, *, run_id: str | None = None,
-                store: StateStore | None = None) -> tuple[Report, RefreshResult | None]:
+def nightly_run(
+    clients: Any, settings: Settings, *, run_id: str | None = None, store: StateStore | None = None
+) -> tuple[Report, RefreshResult | None]:
     """Refresh the managed groups from the newest verified file (or the stored copy), then scan every region."""
     if store is None:
         return run_scan(clients, settings, ip_ranges.load(), run_id=run_id), None

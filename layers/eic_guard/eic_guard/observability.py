@@ -33,8 +33,9 @@ def _count(name: str, value: float) -> None:
 
 def _dimensioned(name: str, value: float, dimension: str, dimension_value: str) -> None:
     """A metric with one extra dimension, emitted as its own EMF blob (keeps the service dimension)."""
-    with single_metric(name=name, unit=MetricUnit.Count, value=value, namespace=NAMESPACE,
-                       default_dimensions={"service": SERVICE}) as metric:
+    with single_metric(
+        name=name, unit=MetricUnit.Count, value=value, namespace=NAMESPACE, default_dimensions={"service": SERVICE}
+    ) as metric:
         metric.add_dimension(name=dimension, value=dimension_value)
 
 

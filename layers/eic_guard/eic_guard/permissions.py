@@ -1,4 +1,7 @@
-"""Every IAM action each function may call, declared next to the code that calls it; a test holds template.yaml to it."""
+"""Every IAM action each function may call, declared next to the code that calls it.
+
+A test holds template.yaml to these sets.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""After a run: status tags on the instances, the report in S3 (JSON + HTML), one alert when something needs a person."""
+"""After a run: status tags on the instances, the report in S3 (JSON + HTML), one alert if a person is needed."""
 
 from __future__ import annotations
 
@@ -28,18 +28,27 @@ def report_key(kind: str, run_id: str, started: datetime) -> str:
 def store_scan_report(s3: Any, bucket: str, report: Report) -> str:
     """Put the JSON report and its HTML page; returns the key prefix."""
     key = report_key("scan", report.run_id, report.started_at)
-    s3.put_object(Bucket=bucket, Key=f"{key}.json", Body=json.dumps(report.to_dict(), indent=2).encode(),
-                  ContentType="application/json")
-    s3.put_object(Bucket=bucket, Key=f"{key}.html", Body=render_html(report).encode(),
-                  ContentType="text/html; charset=utf-8")
+    s3.put_object(
+        Bucket=bucket,
+        Key=f"{key}.json",
+        Body=json.dumps(report.to_dict(), indent=2).encode(),
+        ContentType="application/json",
+    )
+    s3.put_object(
+        Bucket=bucket, Key=f"{key}.html", Body=render_html(report).encode(), ContentType="text/html; charset=utf-8"
+    )
     return key
 
 
 def store_refresh_report(s3: Any, bucket: str, run_id: str, started: datetime, document: dict) -> str:
     key = report_key("refresh", run_id, started)
     body = {"schema": "eic-guard/refresh/v1", "run_id": run_id, "started_at": started.isoformat(), **document}
-    s3.put_object(Bucket=bucket, Key=f"{key}.json", Body=json.dumps(body, indent=2, default=str).encode(),
-                  ContentType="application/json")
+    s3.put_object(
+        Bucket=bucket,
+        Key=f"{key}.json",
+        Body=json.dumps(body, indent=2, default=str).encode(),
+        ContentType="application/json",
+    )
     return key
 
 
@@ -61,24 +70,27 @@ def tag_instances(clients: Any, report: Report, checked_at: str) -> int:
         for start in range(0, len(instance_ids), TAG_BATCH):
             calls += 1
             try:
-                clients.ec2(region).create_tags(Resources=instance_ids[start:start + TAG_BATCH], Tags=tags)
+                clients.ec2(region).create_tags(Resources=instance_ids[start : start + TAG_BATCH], Tags=tags)
             except (ClientError, BotoCoreError) as exc:
                 logger.warning("status tags not written", extra={"region": region, "error": str(exc)})
     return calls
 
 
 def alert_message(report: Report | None, refresh_alerts: list[str], report_location: str | None = None) -> str | None:
-    """One concise message when something stays non-compliant, cannot be fixed, errors, or a refresh alerts; else None."""
+    """One concise message when something stays non-compliant, errors, or a refresh alerts; else None."""
     lines: list[str] = []
     if report is not None and (report.summary.noncompliant or report.summary.errors):
         s = report.summary
-        lines.append(f"eic-guard {report.mode} run {report.run_id}, account {report.account_id} "
-                     f"({', '.join(report.regions)}): {s.noncompliant} non-compliant, {s.errors} errors, "
-                     f"{s.fixed} fixed, {s.compliant} compliant of {s.instances}.")
+        lines.append(
+            f"eic-guard {report.mode} run {report.run_id}, account {report.account_id} "
+            f"({', '.join(report.regions)}): {s.noncompliant} non-compliant, {s.errors} errors, "
+            f"{s.fixed} fixed, {s.compliant} compliant of {s.instances}."
+        )
         problems = [e for e in report.instances if e.verdict in ("noncompliant", "error")]
         for entry in problems[:ALERT_LINES]:
-            failing = "; ".join(f"{cid}: {c.reason}" for cid, c in entry.checks.items()
-                                if c.status in ("fail", "would-fix", "error"))
+            failing = "; ".join(
+                f"{cid}: {c.reason}" for cid, c in entry.checks.items() if c.status in ("fail", "would-fix", "error")
+            )
             lines.append(f"- {entry.instance_id} ({entry.region}) {entry.verdict}: {failing}")
         if len(problems) > ALERT_LINES:
             lines.append(f"- … and {len(problems) - ALERT_LINES} more")
@@ -113,10 +125,17 @@ def publish_scan(clients: Any, settings: Settings, report: Report, refresh_alert
     if message and settings.alerts_topic_arn:
         try:
             problems = report.summary.noncompliant + report.summary.errors
-            subject = (f"eic-guard: {problems} instance(s) need attention" if problems
-                       else "eic-guard: the ip-ranges refresh needs attention")
-            send_alert(clients.client("sns", _topic_region(settings.alerts_topic_arn)), settings.alerts_topic_arn,
-                       subject, message)
+            subject = (
+                f"eic-guard: {problems} instance(s) need attention"
+                if problems
+                else "eic-guard: the ip-ranges refresh needs attention"
+            )
+            send_alert(
+                clients.client("sns", _topic_region(settings.alerts_topic_arn)),
+                settings.alerts_topic_arn,
+                subject,
+                message,
+            )
             outcome["alerted"] = True
         except (ClientError, BotoCoreError) as exc:
             logger.error("alert not sent", extra={"error": str(exc)})
@@ -128,8 +147,9 @@ def _topic_region(topic_arn: str) -> str | None:
     return parts[3] if len(parts) > 3 else None
 
 
-def publish_refresh(clients: Any, settings: Settings, run_id: str, started: datetime, document: dict,
-                    alerts: list[str]) -> None:
+def publish_refresh(
+    clients: Any, settings: Settings, run_id: str, started: datetime, document: dict, alerts: list[str]
+) -> None:
     """Store a refresh's report and send one alert if it raised any (rejections and vanished regions)."""
     if settings.reports_bucket:
         try:
@@ -139,7 +159,11 @@ def publish_refresh(clients: Any, settings: Settings, run_id: str, started: date
     message = alert_message(None, alerts)
     if message and settings.alerts_topic_arn:
         try:
-            send_alert(clients.client("sns", _topic_region(settings.alerts_topic_arn)), settings.alerts_topic_arn,
-                       "eic-guard: the ip-ranges refresh needs attention", message)
+            send_alert(
+                clients.client("sns", _topic_region(settings.alerts_topic_arn)),
+                settings.alerts_topic_arn,
+                "eic-guard: the ip-ranges refresh needs attention",
+                message,
+            )
         except (ClientError, BotoCoreError) as exc:
             logger.error("alert not sent", extra={"error": str(exc)})

@@ -19,7 +19,7 @@ from . import ip_ranges
 from .errors import IpRangesError
 from .events import IpSpaceChange
 from .gateway import Ec2Gateway, error_code
-from .inventory import EIC_IPV6_PREFIX_LIST, EIC_PREFIX_LIST, paginate, prefix_list_entries, parse_security_group
+from .inventory import EIC_IPV6_PREFIX_LIST, EIC_PREFIX_LIST, paginate, parse_security_group, prefix_list_entries
 from .ip_ranges import IpRanges
 from .managed_group import RuleSet, current_rules, owned_rules
 from .models import ActionRecord, SecurityGroup
@@ -83,12 +83,15 @@ def managed_groups(ec2: Any) -> list[SecurityGroup]:
     """Every eic-guard-ssh group tagged ManagedBy=eic-guard in the region (one filtered, paginated describe)."""
     key, value = MANAGED_BY_TAG
     filters = [{"Name": f"tag:{key}", "Values": [value]}, {"Name": "group-name", "Values": [MANAGED_GROUP_NAME]}]
-    return [parse_security_group(raw) for raw in paginate(ec2, "describe_security_groups", "SecurityGroups",
-                                                      Filters=filters)]
+    return [
+        parse_security_group(raw)
+        for raw in paginate(ec2, "describe_security_groups", "SecurityGroups", Filters=filters)
+    ]
 
 
-def track_absence(region: str, groups: list[SecurityGroup], current: set[str], state: RangesState,
-                  now: datetime, grace: timedelta) -> tuple[set[str], list[str]]:
+def track_absence(
+    region: str, groups: list[SecurityGroup], current: set[str], state: RangesState, now: datetime, grace: timedelta
+) -> tuple[set[str], list[str]]:
     """Update when each known prefix was last seen and since when it is absent; return (expired, in grace).
 
     A prefix is known if a past file listed it or one of our rules allows it (state lost, older install): its
@@ -113,16 +116,19 @@ def forget(region: str, prefixes: set[str], state: RangesState) -> None:
         state.absent_since.get(region, {}).pop(prefix, None)
 
 
-def refresh_region(ec2: Any, region: str, ranges: IpRanges, state: RangesState, settings: Settings,
-                   now: datetime) -> RegionRefresh:
+def refresh_region(
+    ec2: Any, region: str, ranges: IpRanges, state: RangesState, settings: Settings, now: datetime
+) -> RegionRefresh:
     """Authorize new prefixes, then revoke our rules for prefixes absent longer than the grace period."""
     result = RegionRefresh(region)
     current = {str(p) for p in ranges.for_region(region).all}
     groups = managed_groups(ec2)
     result.groups = len(groups)
     if not current:
-        result.alerts.append(f"{region}: ip-ranges.json {ranges.sync_token} lists no EC2_INSTANCE_CONNECT prefix for "
-                             f"the region; its {len(groups)} managed group(s) keep their rules")
+        result.alerts.append(
+            f"{region}: ip-ranges.json {ranges.sync_token} lists no EC2_INSTANCE_CONNECT prefix for "
+            f"the region; its {len(groups)} managed group(s) keep their rules"
+        )
         # The stored copy must match the file it is stored as (the nightly run reuses it on a 304): no prefix.
         # The rules stay, and no absence clock starts while the region has no prefix at all.
         state.current[region] = []
@@ -137,8 +143,14 @@ def refresh_region(ec2: Any, region: str, ranges: IpRanges, state: RangesState, 
     return result
 
 
-def _apply_rules(gateway: Ec2Gateway, region: str, groups: list[SecurityGroup], current: set[str],
-                 expired: set[str], result: RegionRefresh) -> bool:
+def _apply_rules(
+    gateway: Ec2Gateway,
+    region: str,
+    groups: list[SecurityGroup],
+    current: set[str],
+    expired: set[str],
+    result: RegionRefresh,
+) -> bool:
     """Add every current prefix to every group first, then revoke our expired rules; False if a revoke failed."""
     wanted = RuleSet(cidrs=frozenset(current))
     for group in groups:
@@ -173,15 +185,23 @@ def _compare_prefix_lists(ec2: Any, region: str, current: set[str], result: Regi
         expected = {p for p in current if ipaddress.ip_network(p).version == family}
         entries = set(prefix_list_entries(ec2, list_id))
         differences = [f"only in ip-ranges.json: {p}" for p in sorted(expected - entries)] + [
-            f"only in {list_id}: {p}" for p in sorted(entries - expected)]
+            f"only in {list_id}: {p}" for p in sorted(entries - expected)
+        ]
         result.prefix_list_differences.extend(differences)
         if differences:
             result.alerts.append(f"{region}: {list_id} differs from ip-ranges.json: " + "; ".join(differences))
     return families
 
 
-def apply_ranges(clients: Any, settings: Settings, store: StateStore, ranges: IpRanges, *, replay_same: bool,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> RefreshResult:
+def apply_ranges(
+    clients: Any,
+    settings: Settings,
+    store: StateStore,
+    ranges: IpRanges,
+    *,
+    replay_same: bool,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> RefreshResult:
     """Apply `ranges` to every configured region and advance the state.
 
     An older synctoken is a stale no-op; the same one is a no-op unless `replay_same` (the nightly catch-up and
@@ -198,8 +218,10 @@ def apply_ranges(clients: Any, settings: Settings, store: StateStore, ranges: Ip
         same = int(ranges.sync_token) == int(previous)
         if not (same and replay_same):
             result.status = "duplicate" if same else "stale"
-            logger.info(f"ip-ranges {result.status}: nothing to do",
-                        extra={"sync_token": ranges.sync_token, "stored_sync_token": previous})
+            logger.info(
+                f"ip-ranges {result.status}: nothing to do",
+                extra={"sync_token": ranges.sync_token, "stored_sync_token": previous},
+            )
             return result
     moment = now()
     for region in settings.regions:
@@ -223,8 +245,10 @@ def handle_notification(change: IpSpaceChange, clients: Any, settings: Settings,
     state = store.load()
     if state.sync_token is not None and not state.is_newer(change.synctoken):
         status = "duplicate" if int(change.synctoken) == int(state.sync_token) else "stale"
-        logger.info(f"notification {status}: nothing to do",
-                    extra={"sync_token": change.synctoken, "stored_sync_token": state.sync_token})
+        logger.info(
+            f"notification {status}: nothing to do",
+            extra={"sync_token": change.synctoken, "stored_sync_token": state.sync_token},
+        )
         return {"status": status, "sync_token": change.synctoken, "stored_sync_token": state.sync_token}
     ranges = ip_ranges.load(None, expected_md5=change.md5)  # the pinned URL only: change.url is never followed
     result = apply_ranges(clients, settings, store, ranges, replay_same=False)
@@ -256,7 +280,9 @@ def process_notification(change: IpSpaceChange, clients: Any, settings: Settings
     store = DynamoDbStateStore(clients.client("dynamodb"), settings.state_table)
     process = idempotent_on_synctoken(
         lambda change: handle_notification(IpSpaceChange.model_validate(change), clients, settings, store),
-        settings.state_table, context)
+        settings.state_table,
+        context,
+    )
     return process(change=change.model_dump(by_alias=True))
 
 

@@ -60,8 +60,12 @@ class Remediator:
             actions.append(record)
         else:
             group_id = existing.group_id
-        wanted = desired_rules(self.ctx.eic, self.ctx.settings.ingress_source, snapshot.eic_prefix_list_id,
-                               snapshot.eic_ipv6_prefix_list_id)
+        wanted = desired_rules(
+            self.ctx.eic,
+            self.ctx.settings.ingress_source,
+            snapshot.eic_prefix_list_id,
+            snapshot.eic_ipv6_prefix_list_id,
+        )
         missing = wanted - current_rules(existing)
         if missing:
             actions.append(self.gateway.authorize(group_id, missing))
@@ -69,8 +73,10 @@ class Remediator:
 
     @staticmethod
     def _unowned(vpc_id: str) -> str:
-        return (f"a group named {MANAGED_GROUP_NAME} exists in {vpc_id} without the ManagedBy=eic-guard tag; "
-                "eic-guard will not use or change it")
+        return (
+            f"a group named {MANAGED_GROUP_NAME} exists in {vpc_id} without the ManagedBy=eic-guard tag; "
+            "eic-guard will not use or change it"
+        )
 
     def note(self, action: str, resource: str, detail: str) -> ActionRecord:
         """A record for a fix that needed no write (already in the goal state)."""

@@ -114,26 +114,41 @@ def _instance_entry(outcome: InstanceOutcome) -> dict:
     }
 
 
-def build_report(*, run_id: str, settings: Settings, account_id: str, started: datetime, finished: datetime,
-                 ip_ranges: IpRanges, targets: list[TargetResult]) -> Report:
+def build_report(
+    *,
+    run_id: str,
+    settings: Settings,
+    account_id: str,
+    started: datetime,
+    finished: datetime,
+    ip_ranges: IpRanges,
+    targets: list[TargetResult],
+) -> Report:
     # Validated as one document: one pydantic-core call instead of a model __init__ per entry (~7 per instance).
     entries = [_instance_entry(o) for t in targets for o in t.outcomes]
-    counts = {v: sum(1 for e in entries if e["verdict"] == v) for v in ("compliant", "fixed", "noncompliant", "excluded")}
+    counts = {
+        v: sum(1 for e in entries if e["verdict"] == v) for v in ("compliant", "fixed", "noncompliant", "excluded")
+    }
     errors = [{"region": t.region, "error": t.error} for t in targets if t.error]
-    return Report.model_validate({
-        "run_id": run_id,
-        "mode": settings.mode,
-        "account_id": account_id,
-        "regions": list(settings.regions),
-        "started_at": started,
-        "finished_at": finished,
-        "ip_ranges": {"sync_token": ip_ranges.sync_token, "create_date": ip_ranges.create_date},
-        "summary": {"instances": len(entries),
-                    "errors": sum(1 for e in entries if e["verdict"] == "error") + len(errors), **counts},
-        "instances": entries,
-        "target_actions": [{"region": t.region, **vars(a)} for t in targets for a in t.actions],
-        "target_errors": errors,
-    })
+    return Report.model_validate(
+        {
+            "run_id": run_id,
+            "mode": settings.mode,
+            "account_id": account_id,
+            "regions": list(settings.regions),
+            "started_at": started,
+            "finished_at": finished,
+            "ip_ranges": {"sync_token": ip_ranges.sync_token, "create_date": ip_ranges.create_date},
+            "summary": {
+                "instances": len(entries),
+                "errors": sum(1 for e in entries if e["verdict"] == "error") + len(errors),
+                **counts,
+            },
+            "instances": entries,
+            "target_actions": [{"region": t.region, **vars(a)} for t in targets for a in t.actions],
+            "target_errors": errors,
+        }
+    )
 
 
 __all__ = ["CHECK_IDS", "Report", "build_report", "verdict"]

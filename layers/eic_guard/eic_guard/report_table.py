@@ -27,7 +27,8 @@ def render(report: Report, stream: IO[str] | None = None, *, width: int = 160, c
     console.print(_details(report))
     s = report.summary
     console.print(
-        f"[bold]{report.mode}[/] run {report.run_id} · account {report.account_id} · regions {', '.join(report.regions)}"
+        f"[bold]{report.mode}[/] run {report.run_id} · account {report.account_id} · "
+        f"regions {', '.join(report.regions)}"
         f" · ip-ranges {report.ip_ranges.sync_token} ({report.ip_ranges.create_date})\n"
         f"instances {s.instances}: [green]{s.compliant} compliant[/], [cyan]{s.fixed} fixed[/], "
         f"[red]{s.noncompliant} noncompliant[/], [dim]{s.excluded} excluded[/], [magenta]{s.errors} errors[/]"
@@ -65,6 +66,7 @@ def _details(report: Report) -> Table:
                 continue
             table.add_row(entry.instance_id, check_id, SYMBOLS[check.status], check.reason or "")
         for action in entry.actions:
-            table.add_row(entry.instance_id, "", f"[dim]{action.status}[/]",
-                          f"{action.action} {action.resource}: {action.detail}")
+            table.add_row(
+                entry.instance_id, "", f"[dim]{action.status}[/]", f"{action.action} {action.resource}: {action.detail}"
+            )
     return table

@@ -84,7 +84,6 @@ class Settings(BaseModel):
             return cls(**values)
         except ValidationError as exc:
             problems = "; ".join(
-                f"{ENV_PREFIX}{'.'.join(str(p) for p in err['loc'][:1]).upper()}: {err['msg']}"
-                for err in exc.errors()
+                f"{ENV_PREFIX}{'.'.join(str(p) for p in err['loc'][:1]).upper()}: {err['msg']}" for err in exc.errors()
             )
             raise ConfigurationError(f"invalid settings: {problems}") from None

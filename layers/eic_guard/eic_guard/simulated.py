@@ -45,7 +45,9 @@ class SimulatedAccount:
         return self.amazon_image("al2023-ami-2023.*-x86_64")
 
     def amazon_image(self, name_pattern: str) -> str:
-        images = self.ec2.describe_images(Owners=[AMAZON_OWNER_ID], Filters=[{"Name": "name", "Values": [name_pattern]}])
+        images = self.ec2.describe_images(
+            Owners=[AMAZON_OWNER_ID], Filters=[{"Name": "name", "Values": [name_pattern]}]
+        )
         ordered = sorted(images["Images"], key=lambda i: i.get("CreationDate", ""), reverse=True)
         if not ordered:
             raise LookupError(f"no Amazon image named {name_pattern}")
@@ -53,18 +55,29 @@ class SimulatedAccount:
 
     def own_image(self, name: str, description: str = "") -> str:
         """An AMI registered in this account (so not owned by Amazon)."""
-        return self.ec2.register_image(Name=name, Description=description or name, Architecture="x86_64",
-                                       RootDeviceName="/dev/xvda", VirtualizationType="hvm")["ImageId"]
+        return self.ec2.register_image(
+            Name=name,
+            Description=description or name,
+            Architecture="x86_64",
+            RootDeviceName="/dev/xvda",
+            VirtualizationType="hvm",
+        )["ImageId"]
 
     # ---- networks ---------------------------------------------------------------------------------------------
     def network(self, cidr: str = "10.0.0.0/16", name: str = "demo") -> Network:
         ec2 = self.ec2
         vpc_id = ec2.create_vpc(CidrBlock=cidr, TagSpecifications=[_named("vpc", name)])["Vpc"]["VpcId"]
         base = cidr.split(".")
-        public = ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"{base[0]}.{base[1]}.1.0/24",
-                                   TagSpecifications=[_named("subnet", f"{name}-public")])["Subnet"]["SubnetId"]
-        private = ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"{base[0]}.{base[1]}.2.0/24",
-                                    TagSpecifications=[_named("subnet", f"{name}-private")])["Subnet"]["SubnetId"]
+        public = ec2.create_subnet(
+            VpcId=vpc_id,
+            CidrBlock=f"{base[0]}.{base[1]}.1.0/24",
+            TagSpecifications=[_named("subnet", f"{name}-public")],
+        )["Subnet"]["SubnetId"]
+        private = ec2.create_subnet(
+            VpcId=vpc_id,
+            CidrBlock=f"{base[0]}.{base[1]}.2.0/24",
+            TagSpecifications=[_named("subnet", f"{name}-private")],
+        )["Subnet"]["SubnetId"]
         ec2.modify_subnet_attribute(SubnetId=public, MapPublicIpOnLaunch={"Value": True})
         igw = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
         ec2.attach_internet_gateway(InternetGatewayId=igw, VpcId=vpc_id)
@@ -73,8 +86,9 @@ class SimulatedAccount:
         public_rt = ec2.create_route_table(VpcId=vpc_id)["RouteTable"]["RouteTableId"]
         ec2.create_route(RouteTableId=public_rt, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw)
         ec2.associate_route_table(RouteTableId=public_rt, SubnetId=public)
-        app = ec2.create_security_group(GroupName=f"{name}-app", Description="application traffic",
-                                        VpcId=vpc_id)["GroupId"]
+        app = ec2.create_security_group(GroupName=f"{name}-app", Description="application traffic", VpcId=vpc_id)[
+            "GroupId"
+        ]
         return Network(vpc_id, public, private, igw, main, public_rt, app)
 
     def security_group(self, network: Network, name: str, permissions: list[dict]) -> str:
@@ -88,22 +102,47 @@ class SimulatedAccount:
         ec2 = self.ec2
         acl = ec2.create_network_acl(VpcId=network.vpc_id)["NetworkAcl"]["NetworkAclId"]
         for egress in (False, True):
-            ec2.create_network_acl_entry(NetworkAclId=acl, RuleNumber=100, Protocol="-1", RuleAction="allow",
-                                         Egress=egress, CidrBlock="0.0.0.0/0")
-        ec2.create_network_acl_entry(NetworkAclId=acl, RuleNumber=rule_number, Protocol="6", RuleAction="deny",
-                                     Egress=False, CidrBlock="0.0.0.0/0", PortRange={"From": 22, "To": 22})
+            ec2.create_network_acl_entry(
+                NetworkAclId=acl,
+                RuleNumber=100,
+                Protocol="-1",
+                RuleAction="allow",
+                Egress=egress,
+                CidrBlock="0.0.0.0/0",
+            )
+        ec2.create_network_acl_entry(
+            NetworkAclId=acl,
+            RuleNumber=rule_number,
+            Protocol="6",
+            RuleAction="deny",
+            Egress=False,
+            CidrBlock="0.0.0.0/0",
+            PortRange={"From": 22, "To": 22},
+        )
         associations = ec2.describe_network_acls(Filters=[{"Name": "association.subnet-id", "Values": [subnet_id]}])
         for existing in associations["NetworkAcls"]:
             for association in existing["Associations"]:
                 if association["SubnetId"] == subnet_id:
-                    ec2.replace_network_acl_association(AssociationId=association["NetworkAclAssociationId"],
-                                                        NetworkAclId=acl)
+                    ec2.replace_network_acl_association(
+                        AssociationId=association["NetworkAclAssociationId"], NetworkAclId=acl
+                    )
         return acl
 
     # ---- instances --------------------------------------------------------------------------------------------
-    def launch(self, *, image_id: str, subnet_id: str, group_ids: list[str], count: int = 1,
-               tags: dict[str, str] | None = None, public_ip: bool | None = None, imds: str = "enabled",
-               http_tokens: str = "required", opted_in: bool = True, name: str | None = None) -> list[str]:
+    def launch(
+        self,
+        *,
+        image_id: str,
+        subnet_id: str,
+        group_ids: list[str],
+        count: int = 1,
+        tags: dict[str, str] | None = None,
+        public_ip: bool | None = None,
+        imds: str = "enabled",
+        http_tokens: str = "required",
+        opted_in: bool = True,
+        name: str | None = None,
+    ) -> list[str]:
         """Launch `count` instances; opted-in ones carry eic-guard:managed=true."""
         all_tags = dict(tags or {})
         if opted_in:
@@ -111,17 +150,22 @@ class SimulatedAccount:
         if name:
             all_tags["Name"] = name
         kwargs: dict[str, Any] = {
-            "ImageId": image_id, "MinCount": count, "MaxCount": count, "InstanceType": "t3.micro",
+            "ImageId": image_id,
+            "MinCount": count,
+            "MaxCount": count,
+            "InstanceType": "t3.micro",
             "MetadataOptions": {"HttpEndpoint": imds, "HttpTokens": http_tokens},
         }
         if all_tags:
-            kwargs["TagSpecifications"] = [{"ResourceType": "instance",
-                                            "Tags": [{"Key": k, "Value": v} for k, v in all_tags.items()]}]
+            kwargs["TagSpecifications"] = [
+                {"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in all_tags.items()]}
+            ]
         if public_ip is None:
             kwargs.update(SubnetId=subnet_id, SecurityGroupIds=group_ids)
         else:
-            kwargs["NetworkInterfaces"] = [{"DeviceIndex": 0, "SubnetId": subnet_id, "Groups": group_ids,
-                                            "AssociatePublicIpAddress": public_ip}]
+            kwargs["NetworkInterfaces"] = [
+                {"DeviceIndex": 0, "SubnetId": subnet_id, "Groups": group_ids, "AssociatePublicIpAddress": public_ip}
+            ]
         return [i["InstanceId"] for i in self.ec2.run_instances(**kwargs)["Instances"]]
 
 

@@ -51,8 +51,11 @@ class RangesState(BaseModel):
         eic = {}
         for region, prefixes in self.current.items():
             networks = [ipaddress.ip_network(p) for p in prefixes]
-            eic[region] = EicPrefixes(region, tuple(sorted(n for n in networks if n.version == 4)),
-                                      tuple(sorted(n for n in networks if n.version == 6)))
+            eic[region] = EicPrefixes(
+                region,
+                tuple(sorted(n for n in networks if n.version == 4)),
+                tuple(sorted(n for n in networks if n.version == 6)),
+            )
         return IpRanges(self.sync_token, self.create_date or "", self.md5 or "", eic)
 
 
@@ -91,8 +94,9 @@ class DynamoDbStateStore:
         self.table_name = table_name
 
     def load(self) -> RangesState:
-        item = self.dynamodb.get_item(TableName=self.table_name, Key={"id": {"S": STATE_ITEM_ID}},
-                                      ConsistentRead=True).get("Item")
+        item = self.dynamodb.get_item(
+            TableName=self.table_name, Key={"id": {"S": STATE_ITEM_ID}}, ConsistentRead=True
+        ).get("Item")
         if not item:
             return RangesState()
         return RangesState.model_validate_json(item["document"]["S"])
@@ -104,8 +108,11 @@ class DynamoDbStateStore:
         try:
             self.dynamodb.put_item(
                 TableName=self.table_name,
-                Item={"id": {"S": STATE_ITEM_ID}, "sync_token": {"S": state.sync_token or ""},
-                      "document": {"S": state.model_dump_json()}},
+                Item={
+                    "id": {"S": STATE_ITEM_ID},
+                    "sync_token": {"S": state.sync_token or ""},
+                    "document": {"S": state.model_dump_json()},
+                },
                 ConditionExpression=condition,
                 **({"ExpressionAttributeValues": values} if values else {}),
             )

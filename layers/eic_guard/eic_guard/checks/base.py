@@ -33,4 +33,4 @@ def not_applicable(reason: str) -> CheckResult:
     return CheckResult("not-applicable", reason)
 
 
-__all__ = ["CheckContext", "CheckResult", "Instance", "INVENTORY_PERMISSIONS", "passed", "failed", "not_applicable"]
+__all__ = ["INVENTORY_PERMISSIONS", "CheckContext", "CheckResult", "Instance", "failed", "not_applicable", "passed"]

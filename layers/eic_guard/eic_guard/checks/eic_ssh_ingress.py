@@ -39,8 +39,10 @@ def ssh_sources(group_ids: tuple[str, ...], ctx: CheckContext) -> list[IPNetwork
 
 def uncovered(required: tuple[IPNetwork, ...], sources: list[IPNetwork]) -> list[IPNetwork]:
     """The required prefixes no source (alone or merged with adjacent ones) contains."""
-    merged = {4: list(ipaddress.collapse_addresses(s for s in sources if s.version == 4)),
-              6: list(ipaddress.collapse_addresses(s for s in sources if s.version == 6))}
+    merged = {
+        4: list(ipaddress.collapse_addresses(s for s in sources if s.version == 4)),
+        6: list(ipaddress.collapse_addresses(s for s in sources if s.version == 6)),
+    }
     return [p for p in required if not any(p.subnet_of(m) for m in merged[p.version])]
 
 
@@ -65,14 +67,18 @@ def evaluate(instance: Instance, ctx: CheckContext) -> CheckResult:
     reason = f"TCP 22 not allowed from {', '.join(str(p) for p in missing)}"
     if eni is None or instance.vpc_id is None:
         return failed(reason + " (no network interface to attach a group to)")
-    fix = Fix(ATTACH_MANAGED_GROUP, eni.eni_id,
-              f"attach eic-guard-ssh to {eni.eni_id} keeping {', '.join(group_ids) or 'no groups'}",
-              (("eni_id", eni.eni_id), ("vpc_id", instance.vpc_id), ("group_ids", ",".join(group_ids))))
+    fix = Fix(
+        ATTACH_MANAGED_GROUP,
+        eni.eni_id,
+        f"attach eic-guard-ssh to {eni.eni_id} keeping {', '.join(group_ids) or 'no groups'}",
+        (("eni_id", eni.eni_id), ("vpc_id", instance.vpc_id), ("group_ids", ",".join(group_ids))),
+    )
     return failed(reason, fix)
 
 
-def _coverage(group_ids: tuple[str, ...], has_ipv6: bool,
-              ctx: CheckContext) -> tuple[list[IPNetwork], CheckResult | None]:
+def _coverage(
+    group_ids: tuple[str, ...], has_ipv6: bool, ctx: CheckContext
+) -> tuple[list[IPNetwork], CheckResult | None]:
     """The required prefixes the groups do not cover, and the passing result when none is missing.
 
     Depends only on the group set and the address families within one target: computed once per combination.
@@ -92,7 +98,12 @@ def remediate(fix: Fix, instance: Instance, remediator, actions: list) -> None:
     group_id = remediator.managed_group(fix.param("vpc_id"), actions)
     groups = [g for g in fix.param("group_ids").split(",") if g]
     if group_id in groups:
-        actions.append(remediator.note("attach-security-group", fix.resource,
-                                       f"{group_id} already attached; its rules now cover the current prefixes"))
+        actions.append(
+            remediator.note(
+                "attach-security-group",
+                fix.resource,
+                f"{group_id} already attached; its rules now cover the current prefixes",
+            )
+        )
         return
-    actions.append(remediator.gateway.set_interface_groups(fix.resource, groups + [group_id], group_id))
+    actions.append(remediator.gateway.set_interface_groups(fix.resource, [*groups, group_id], group_id))

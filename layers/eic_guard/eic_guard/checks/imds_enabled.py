@@ -14,8 +14,12 @@ ENABLE_IMDS = "enable-imds"
 def evaluate(instance: Instance, ctx: CheckContext) -> CheckResult:
     if instance.http_endpoint == "enabled":
         return passed(f"metadata endpoint enabled (HttpTokens={instance.http_tokens})")
-    fix = Fix(ENABLE_IMDS, instance.instance_id, "ModifyInstanceMetadataOptions HttpEndpoint=enabled "
-              f"(HttpTokens stays {instance.http_tokens})", (("instance_id", instance.instance_id),))
+    fix = Fix(
+        ENABLE_IMDS,
+        instance.instance_id,
+        f"ModifyInstanceMetadataOptions HttpEndpoint=enabled (HttpTokens stays {instance.http_tokens})",
+        (("instance_id", instance.instance_id),),
+    )
     return failed(f"metadata endpoint is {instance.http_endpoint or 'unknown'}", fix)
 
 

@@ -20,7 +20,9 @@ def evaluate(instance: Instance, ctx: CheckContext) -> CheckResult:
     if default is None:
         return failed(f"{table.route_table_id} ({kind}) has no 0.0.0.0/0 route")
     if not (default.gateway_id or "").startswith("igw-"):
-        return failed(f"{table.route_table_id} ({kind}) sends 0.0.0.0/0 to {default.gateway_id}, not an internet gateway")
+        return failed(
+            f"{table.route_table_id} ({kind}) sends 0.0.0.0/0 to {default.gateway_id}, not an internet gateway"
+        )
     if default.state != "active":
         return failed(f"{table.route_table_id} ({kind}) route 0.0.0.0/0 -> {default.gateway_id} is {default.state}")
     return passed(f"{table.route_table_id} ({kind}) 0.0.0.0/0 -> {default.gateway_id}")

@@ -16,8 +16,9 @@ EPHEMERAL = (1024, 65535)
 Box = tuple[IPNetwork, int, int]  # addresses x ports still undecided
 
 
-def first_match_verdict(entries: tuple[NaclEntry, ...], egress: bool, prefix: IPNetwork,
-                        ports: tuple[int, int]) -> str | None:
+def first_match_verdict(
+    entries: tuple[NaclEntry, ...], egress: bool, prefix: IPNetwork, ports: tuple[int, int]
+) -> str | None:
     """Evaluate rules in number order, first match wins; return why traffic is denied, or None if all allowed.
 
     Traffic is a box of addresses x ports; a rule decides the part it matches and the rest falls through.

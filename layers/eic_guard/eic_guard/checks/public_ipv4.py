@@ -26,8 +26,12 @@ def evaluate(instance: Instance, ctx: CheckContext) -> CheckResult:
     fix = None
     eni = instance.primary_eni
     if ctx.settings.remediate_public_ip and eni is not None:
-        fix = Fix(ASSOCIATE_ELASTIC_IP, eni.eni_id, "allocate an Elastic IP tagged ManagedBy=eic-guard and "
-                  f"associate it to {eni.eni_id}", (("eni_id", eni.eni_id), ("instance_id", instance.instance_id)))
+        fix = Fix(
+            ASSOCIATE_ELASTIC_IP,
+            eni.eni_id,
+            f"allocate an Elastic IP tagged ManagedBy=eic-guard and associate it to {eni.eni_id}",
+            (("eni_id", eni.eni_id), ("instance_id", instance.instance_id)),
+        )
     return failed("no public IPv4 address on any network interface", fix)
 
 
