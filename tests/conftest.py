@@ -17,6 +17,18 @@ IP_RANGES = FIXTURES / "ip-ranges"
 REGION = "us-east-1"
 EIC_US_EAST_1 = "18.206.107.24/29"
 EIC_US_EAST_1_V6 = "2600:1f18:6fe3:8c00::/56"
+# The run-summary metrics a scan emits (one EMF blob), written out here rather than read from the package.
+SCAN_SUMMARY_METRICS = (
+    "InstancesScanned",
+    "InstancesCompliant",
+    "InstancesFixed",
+    "InstancesNoncompliant",
+    "InstancesExcluded",
+    "Errors",
+    "ScanCompleted",
+    "RemediationsApplied",
+    "RemediationsFailed",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -55,6 +67,18 @@ def ec2(aws):
 @pytest.fixture
 def account(ec2) -> SimulatedAccount:
     return SimulatedAccount(ec2, boto3.client("ssm", REGION))
+
+
+def create_state_table(name: str):
+    """The state table (also Powertools' idempotency table), partition key `id`; returns the DynamoDB client."""
+    client = boto3.client("dynamodb", REGION)
+    client.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return client
 
 
 class ApiCalls:

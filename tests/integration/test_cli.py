@@ -14,6 +14,7 @@ from eic_guard.checks import CHECK_IDS
 from eic_guard.cli import main
 from eic_guard.simulated import ssh_from
 
+from tests.aws_views import metadata_endpoint
 from tests.conftest import EIC_US_EAST_1, IP_RANGES, REGION
 
 SNAPSHOT = str(IP_RANGES / "ip-ranges-2026-08-22.json")
@@ -171,8 +172,7 @@ def test_remediate_then_second_run_exits_0(account, ec2, api_calls, capsys):
     assert {"CreateSecurityGroup", "ModifyNetworkInterfaceAttribute", "ModifyInstanceMetadataOptions"} <= set(
         api_calls.writes()
     )
-    raw = ec2.describe_instances(InstanceIds=[fixable])["Reservations"][0]["Instances"][0]
-    assert raw["MetadataOptions"]["HttpEndpoint"] == "enabled"
+    assert metadata_endpoint(ec2, fixable) == "enabled"
 
     # And a second run (report mode) exits 0 with both compliant and no write
     api_calls.clear()
@@ -326,8 +326,7 @@ def test_missing_credentials_are_a_configuration_error(account, ec2, api_calls, 
     assert_usage_error(code, capsys, api_calls, "no AWS credentials")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    raw = ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]
-    assert raw["MetadataOptions"]["HttpEndpoint"] == "disabled"
+    assert metadata_endpoint(ec2, instance) == "disabled"
 
 
 def test_bad_setting_is_a_configuration_error(account, api_calls, capsys, monkeypatch):

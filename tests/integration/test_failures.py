@@ -21,6 +21,7 @@ from eic_guard.engine import run_scan
 from eic_guard.settings import Settings
 from eic_guard.simulated import SimulatedAccount
 
+from tests.aws_views import eni_groups, metadata_endpoint, primary_eni_id
 from tests.conftest import REGION
 
 OTHER_REGION = "us-west-2"
@@ -75,21 +76,6 @@ def entry(report, instance_id):
     return match
 
 
-def eni_of(ec2, instance_id) -> str:
-    raw = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
-    return raw["NetworkInterfaces"][0]["NetworkInterfaceId"]
-
-
-def groups_of(ec2, instance_id) -> list[str]:
-    raw = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
-    return [g["GroupId"] for g in raw["NetworkInterfaces"][0]["Groups"]]
-
-
-def endpoint_of(ec2, instance_id) -> str:
-    raw = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
-    return raw["MetadataOptions"]["HttpEndpoint"]
-
-
 def fixable_fleet(account, count=3) -> tuple[str, list[str]]:
     """`count` instances that lack only SSH from EIC and the metadata endpoint."""
     net = account.network()
@@ -114,11 +100,17 @@ def summary(report) -> dict:
     return report.summary.model_dump()
 
 
+def remediate_scan(clients: AwsClients, api_calls, ranges, *regions: str):
+    """A remediate scan of `regions` (us-east-1 by default) through `clients`; `api_calls` records this run only."""
+    api_calls.clear()
+    return run_scan(clients, settings(*regions), ranges)
+
+
 # ---- per-instance failures ---------------------------------------------------------------------------------------
 def test_eni_at_its_security_group_quota_fails_that_instance_only(account, ec2, api_calls, ranges_2026):
     # Given three fixable instances, the first one's ENI already at its security-group quota
     app_group, (full, *others) = fixable_fleet(account)
-    full_eni = eni_of(ec2, full)
+    full_eni = primary_eni_id(ec2, full)
     clients = AwsClients()
     quota = Fault(
         clients.ec2(REGION),
@@ -126,10 +118,9 @@ def test_eni_at_its_security_group_quota_fails_that_instance_only(account, ec2, 
         "SecurityGroupsPerInterfaceLimitExceeded",
         when=lambda body: body.get("NetworkInterfaceId") == full_eni,
     )
-    api_calls.clear()
 
     # When a remediate scan runs
-    report = run_scan(clients, settings(), ranges_2026)
+    report = remediate_scan(clients, api_calls, ranges_2026)
 
     # Then that instance's SSH check fails with the quota as reason and a failed action, its ENI unchanged
     e = entry(report, full)
@@ -141,31 +132,23 @@ def test_eni_at_its_security_group_quota_fails_that_instance_only(account, ec2, 
     assert [(a.action, a.resource) for a in e.actions if a.status == "failed"] == [
         (eic_ssh_ingress.ATTACH_MANAGED_GROUP, full_eni)
     ]
-    assert groups_of(ec2, full) == [app_group]
+    assert eni_groups(ec2, full) == [app_group]
     # And its other fix still went through, so it is noncompliant (not an error)
     assert e.checks["imds-enabled"].status == "fixed"
-    assert endpoint_of(ec2, full) == "enabled"
+    assert metadata_endpoint(ec2, full) == "enabled"
     assert e.verdict == "noncompliant"
     # And the other instances are fixed, and counted so
     for instance in others:
         assert entry(report, instance).verdict == "fixed"
-        assert len(groups_of(ec2, instance)) == 2
-    assert summary(report) == {
-        "instances": 3,
-        "compliant": 0,
-        "fixed": 2,
-        "noncompliant": 1,
-        "excluded": 0,
-        "errors": 0,
-    }
+        assert len(eni_groups(ec2, instance)) == 2
+    assert summary(report) == dict(instances=3, compliant=0, fixed=2, noncompliant=1, excluded=0, errors=0)
     assert report.has_noncompliant
 
     # And a second run only retries the attach that failed, and says the same
-    api_calls.clear()
-    again = run_scan(clients, settings(), ranges_2026)
+    again = remediate_scan(clients, api_calls, ranges_2026)
     assert api_calls.writes() == ["ModifyNetworkInterfaceAttribute"]
     assert len(quota.hits) == 2
-    assert summary(again) == {"instances": 3, "compliant": 2, "fixed": 0, "noncompliant": 1, "excluded": 0, "errors": 0}
+    assert summary(again) == dict(instances=3, compliant=2, fixed=0, noncompliant=1, excluded=0, errors=0)
 
 
 def test_unauthorized_imds_change_is_an_error_for_that_instance_only(account, ec2, api_calls, ranges_2026):
@@ -179,10 +162,9 @@ def test_unauthorized_imds_change_is_an_error_for_that_instance_only(account, ec
         when=lambda body: body.get("InstanceId") == denied,
         status=403,
     )
-    api_calls.clear()
 
     # When a remediate scan runs
-    report = run_scan(clients, settings(), ranges_2026)
+    report = remediate_scan(clients, api_calls, ranges_2026)
 
     # Then that check is an error naming the code, the instance's verdict is error, and it is counted
     e = entry(report, denied)
@@ -191,25 +173,17 @@ def test_unauthorized_imds_change_is_an_error_for_that_instance_only(account, ec
     assert "UnauthorizedOperation" in e.checks["imds-enabled"].reason
     assert [a.status for a in e.actions if a.action == "enable-imds"] == ["failed"]
     assert e.verdict == "error"
-    assert endpoint_of(ec2, denied) == "disabled"
+    assert metadata_endpoint(ec2, denied) == "disabled"
     # And its SSH fix, and the other instances, went through
     assert e.checks["eic-ssh-ingress"].status == "fixed"
     for instance in others:
         assert entry(report, instance).verdict == "fixed"
-        assert endpoint_of(ec2, instance) == "enabled"
-    assert summary(report) == {
-        "instances": 3,
-        "compliant": 0,
-        "fixed": 2,
-        "noncompliant": 0,
-        "excluded": 0,
-        "errors": 1,
-    }
+        assert metadata_endpoint(ec2, instance) == "enabled"
+    assert summary(report) == dict(instances=3, compliant=0, fixed=2, noncompliant=0, excluded=0, errors=1)
     assert report.has_noncompliant
 
     # And a second run only retries the denied call
-    api_calls.clear()
-    again = run_scan(clients, settings(), ranges_2026)
+    again = remediate_scan(clients, api_calls, ranges_2026)
     assert api_calls.writes() == ["ModifyInstanceMetadataOptions"]
     assert summary(again)["compliant"] == 2 and summary(again)["errors"] == 1
 
@@ -226,13 +200,12 @@ def test_instance_vanishing_mid_run_is_an_error_and_the_run_goes_on(
 ):
     # Given three fixable instances; the first one is terminated by someone else between gather and act
     _, (gone, *others) = fixable_fleet(account)
-    resource = eni_of(ec2, gone) if key == "NetworkInterfaceId" else gone
+    resource = primary_eni_id(ec2, gone) if key == "NetworkInterfaceId" else gone
     clients = AwsClients()
     fault = Fault(clients.ec2(REGION), operation, code, when=lambda body: body.get(key) == resource)
-    api_calls.clear()
 
     # When a remediate scan runs
-    report = run_scan(clients, settings(), ranges_2026)
+    report = remediate_scan(clients, api_calls, ranges_2026)
 
     # Then that instance is an error that says it vanished
     e = entry(report, gone)
@@ -243,19 +216,11 @@ def test_instance_vanishing_mid_run_is_an_error_and_the_run_goes_on(
     # And the others are fixed, and the counts add up
     for instance in others:
         assert entry(report, instance).verdict == "fixed"
-    assert summary(report) == {
-        "instances": 3,
-        "compliant": 0,
-        "fixed": 2,
-        "noncompliant": 0,
-        "excluded": 0,
-        "errors": 1,
-    }
+    assert summary(report) == dict(instances=3, compliant=0, fixed=2, noncompliant=0, excluded=0, errors=1)
 
     # And once it is really gone, the next run neither reports it nor writes anything
     ec2.terminate_instances(InstanceIds=[gone])
-    api_calls.clear()
-    again = run_scan(clients, settings(), ranges_2026)
+    again = remediate_scan(clients, api_calls, ranges_2026)
     assert api_calls.writes() == []
     assert {x.instance_id for x in again.instances} == set(others)
     assert summary(again)["compliant"] == 2 and summary(again)["errors"] == 0
@@ -292,10 +257,9 @@ def test_throttled_describe_instances_is_retried_and_the_scan_succeeds(
         return ec2_error_response(code, status) if len(attempts) <= 2 else None
 
     clients.ec2(REGION).meta.events.register_first("before-send.ec2.DescribeInstances", throttle)
-    api_calls.clear()
 
     # When a remediate scan runs
-    report = run_scan(clients, settings(), ranges_2026)
+    report = remediate_scan(clients, api_calls, ranges_2026)
 
     # Then the one DescribeInstances call took three attempts and the scan went through
     assert api_calls.count("DescribeInstances") == 1
@@ -304,8 +268,7 @@ def test_throttled_describe_instances_is_retried_and_the_scan_succeeds(
     assert entry(report, instance).verdict == "fixed"
 
     # And a second run (no throttling left) writes nothing
-    api_calls.clear()
-    again = run_scan(clients, settings(), ranges_2026)
+    again = remediate_scan(clients, api_calls, ranges_2026)
     assert api_calls.writes() == []
     assert entry(again, instance).verdict == "compliant"
 
@@ -322,10 +285,9 @@ def test_throttling_that_never_ends_becomes_a_region_error(account, api_calls, r
         return ec2_error_response("RequestLimitExceeded", 503)
 
     clients.ec2(REGION).meta.events.register_first("before-send.ec2.DescribeInstances", throttle)
-    api_calls.clear()
 
     # When a remediate scan runs
-    report = run_scan(clients, settings(), ranges_2026)
+    report = remediate_scan(clients, api_calls, ranges_2026)
 
     # Then it gave up after the configured attempts and reported the region, writing nothing
     assert len(attempts) == total_attempts(clients.ec2(REGION).meta.config.retries) >= 5
@@ -345,29 +307,21 @@ def test_region_without_describe_permission_is_reported_and_the_other_region_sca
     _, [west] = fixable_fleet(SimulatedAccount(west_ec2, boto3.client("ssm", OTHER_REGION)), count=1)
     clients = AwsClients()
     denied = Fault(clients.ec2(REGION), "DescribeInstances", "UnauthorizedOperation", status=403)
-    api_calls.clear()
 
     # When a remediate scan of both regions runs
-    report = run_scan(clients, settings(REGION, OTHER_REGION), ranges_2026)
+    report = remediate_scan(clients, api_calls, ranges_2026, REGION, OTHER_REGION)
 
     # Then the denied region is a target error, counted, and nothing in it was touched
     assert len(denied.hits) == 1
     [error] = report.target_errors
     assert error.region == REGION
     assert "UnauthorizedOperation" in error.error
-    assert groups_of(ec2, east) == [app_group]
-    assert endpoint_of(ec2, east) == "disabled"
+    assert eni_groups(ec2, east) == [app_group]
+    assert metadata_endpoint(ec2, east) == "disabled"
     # And the other region's instance was scanned and fixed
     assert [(e.instance_id, e.region, e.verdict) for e in report.instances] == [(west, OTHER_REGION, "fixed")]
-    assert endpoint_of(west_ec2, west) == "enabled"
-    assert summary(report) == {
-        "instances": 1,
-        "compliant": 0,
-        "fixed": 1,
-        "noncompliant": 0,
-        "excluded": 0,
-        "errors": 1,
-    }
+    assert metadata_endpoint(west_ec2, west) == "enabled"
+    assert summary(report) == dict(instances=1, compliant=0, fixed=1, noncompliant=0, excluded=0, errors=1)
     assert report.has_noncompliant
     west_writes = {name for name, params in api_calls.calls if name in api_calls.writes()}
     assert west_writes == {
@@ -378,8 +332,7 @@ def test_region_without_describe_permission_is_reported_and_the_other_region_sca
     }
 
     # And a second run writes nothing and reports the same region error
-    api_calls.clear()
-    again = run_scan(clients, settings(REGION, OTHER_REGION), ranges_2026)
+    again = remediate_scan(clients, api_calls, ranges_2026, REGION, OTHER_REGION)
     assert api_calls.writes() == []
     assert [e.region for e in again.target_errors] == [REGION]
     assert [(e.instance_id, e.verdict) for e in again.instances] == [(west, "compliant")]

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
-import json
 import os
 import sys
-from dataclasses import dataclass
 
 import boto3
 import pytest
@@ -19,36 +16,10 @@ from eic_guard.settings import IP_RANGES_URL
 from eic_guard.simulated import SimulatedAccount
 from moto import mock_aws
 
-from tests.conftest import EIC_US_EAST_1, EVENTS, IP_RANGES, REGION, ROOT, ApiCalls
+from tests.conftest import EIC_US_EAST_1, IP_RANGES, REGION, SCAN_SUMMARY_METRICS, ApiCalls
+from tests.lambda_runtime import FakeLambdaContext, emf_blobs, event, json_lines, load_handler
 
 REQUEST_ID = "0b7e4c1a-5d2f-4e63-9a8b-1c2d3e4f5a6b"
-SUMMARY_METRICS = (
-    "InstancesScanned",
-    "InstancesCompliant",
-    "InstancesFixed",
-    "InstancesNoncompliant",
-    "InstancesExcluded",
-    "Errors",
-    "ScanCompleted",
-    "RemediationsApplied",
-    "RemediationsFailed",
-)
-
-
-@dataclass
-class FakeLambdaContext:
-    function_name: str = "eic-guard-scan"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:123456789012:function:eic-guard-scan"
-    aws_request_id: str = REQUEST_ID
-
-
-def load_handler(name: str):
-    """Import functions/<name>/app.py by path, as Lambda does."""
-    spec = importlib.util.spec_from_file_location(f"eic_guard_{name}_app_obs", ROOT / "functions" / name / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.lambda_handler
 
 
 class _CurrentStdout:
@@ -84,22 +55,6 @@ def powertools_to_stdout():
 def clean_powertools():
     with powertools_to_stdout():
         yield
-
-
-def json_lines(text: str) -> list[dict]:
-    lines = []
-    for line in text.splitlines():
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            lines.append(value)
-    return lines
-
-
-def emf_blobs(text: str) -> list[dict]:
-    return [line for line in json_lines(text) if "_aws" in line]
 
 
 def metric_names(blob: dict) -> list[str]:
@@ -185,8 +140,8 @@ def scan_run():
             contextlib.redirect_stdout(stdout),
         ):
             http.add(responses.GET, IP_RANGES_URL, body=(IP_RANGES / "ip-ranges-2026-08-22.json").read_bytes())
-            result = load_handler("scan")(
-                json.loads((EVENTS / "scheduled-nightly.json").read_text()), FakeLambdaContext()
+            result = load_handler("scan", "eic_guard_scan_app_obs")(
+                event("scheduled-nightly.json"), FakeLambdaContext(aws_request_id=REQUEST_ID)
             )
     return {"result": result, "stdout": stdout.getvalue(), "fleet": fleet, "writes": recorder.writes()}
 
@@ -203,7 +158,7 @@ def test_scan_emits_the_summary_counters_in_one_emf_blob(scan_run):
     assert directive["Namespace"] == "EicGuard"
     assert directive["Dimensions"] == [["service"]]
     assert summary["service"] == "eic-guard"
-    assert {name: value(summary, name) for name in SUMMARY_METRICS} == {
+    assert {name: value(summary, name) for name in SCAN_SUMMARY_METRICS} == {
         "InstancesScanned": 3,
         "InstancesCompliant": 0,
         "InstancesFixed": 1,

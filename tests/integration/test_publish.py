@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from dataclasses import dataclass
@@ -15,37 +14,14 @@ from eic_guard.errors import IpRangesError
 from eic_guard.publish import CHECKED_AT_TAG, STATUS_TAG
 from eic_guard.settings import IP_RANGES_URL
 
-from tests.conftest import EIC_US_EAST_1, EVENTS, IP_RANGES, REGION, ROOT
+from tests.conftest import EIC_US_EAST_1, IP_RANGES, REGION, create_state_table
+from tests.lambda_runtime import REFRESH_ARN, FakeLambdaContext, emf_blobs, event, load_handler
 
 BUCKET = "eic-guard-reports-123456789012"
 STATE_TABLE = "eic-guard-state"
-REFRESH_ARN = f"arn:aws:lambda:{REGION}:123456789012:function:eic-guard-refresh"
 REQUEST_ID = "3c9a1f0e-8b7d-4c6e-a5f4-0e1d2c3b4a59"
 # A rejected refresh publishes no application metric; Powertools warns about that on flush.
 NO_METRICS = pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
-
-
-@dataclass
-class FakeLambdaContext:
-    function_name: str = "eic-guard-scan"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:123456789012:function:eic-guard-scan"
-    aws_request_id: str = REQUEST_ID
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 60_000
-
-
-def load_handler(name: str):
-    """Import functions/<name>/app.py by path, as Lambda does."""
-    spec = importlib.util.spec_from_file_location(f"eic_guard_{name}_app_pub", ROOT / "functions" / name / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.lambda_handler
-
-
-def event(name: str) -> dict:
-    return json.loads((EVENTS / name).read_text())
 
 
 @dataclass
@@ -146,7 +122,9 @@ def run_scan(api_calls=None) -> tuple[dict, list[str]]:
     day_before = datetime.now(UTC).strftime("%Y/%m/%d")
     if api_calls is not None:
         api_calls.clear()
-    result = load_handler("scan")(event("scheduled-nightly.json"), FakeLambdaContext())
+    result = load_handler("scan", "eic_guard_scan_app_pub")(
+        event("scheduled-nightly.json"), FakeLambdaContext(aws_request_id=REQUEST_ID)
+    )
     return result, sorted({day_before, datetime.now(UTC).strftime("%Y/%m/%d")})
 
 
@@ -289,30 +267,23 @@ def test_rejected_refresh_notification_raises_alerts_once_and_stores_a_refresh_r
     destinations, pinned_url, monkeypatch, capsys
 ):
     # Given the refresh function's state table and an AmazonIpSpaceChanged notification whose md5 does not match
-    boto3.client("dynamodb", REGION).create_table(
-        TableName=STATE_TABLE,
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_state_table(STATE_TABLE)
     monkeypatch.setenv("EIC_GUARD_STATE_TABLE", STATE_TABLE)
     day_before = datetime.now(UTC).strftime("%Y/%m/%d")
 
     # When the refresh handler receives it
     with pytest.raises(IpRangesError) as rejected:
-        load_handler("refresh")(
+        load_handler("refresh", "eic_guard_refresh_app_pub")(
             event("sns-ip-space-changed-wrong-md5.json"),
-            FakeLambdaContext(function_name="eic-guard-refresh", invoked_function_arn=REFRESH_ARN),
+            FakeLambdaContext(
+                function_name="eic-guard-refresh", invoked_function_arn=REFRESH_ARN, aws_request_id=REQUEST_ID
+            ),
         )
 
     # Then the invocation fails with the md5-mismatch reason, after downloading only the pinned URL
     assert rejected.value.reason == "md5-mismatch"
     # And it emitted a RefreshRejected metric with that reason
-    emf = [
-        line
-        for line in map(json.loads, re.findall(r"^\{.*\}$", capsys.readouterr().out, re.MULTILINE))
-        if "_aws" in line
-    ]
+    emf = emf_blobs(capsys.readouterr().out)
     assert [(b["Reason"], b["RefreshRejected"]) for b in emf if "RefreshRejected" in b] == [("md5-mismatch", [1.0])]
     assert [c.request.url for c in pinned_url.calls] == [IP_RANGES_URL]
     # And exactly one alert says the notification was rejected and why

@@ -25,6 +25,7 @@ from eic_guard.refresh import RefreshResult, apply_ranges, nightly_ranges
 from eic_guard.settings import IP_RANGES_URL, Settings
 from eic_guard.state import FileStateStore, RangesState, StateStore
 
+from tests.aws_views import ingress_of
 from tests.conftest import EIC_US_EAST_1, EIC_US_EAST_1_V6, IP_RANGES, REGION
 
 MANIFEST = json.loads((IP_RANGES / "MANIFEST.json").read_text())["files"]
@@ -133,18 +134,6 @@ def tcp(port: int, cidr: str, desc: str) -> dict:
     return {"IpProtocol": "tcp", "FromPort": port, "ToPort": port, key: [{inner: cidr, "Description": desc}]}
 
 
-def ingress(group_id: str, region: str = REGION) -> set[tuple]:
-    """Every ingress rule of a group as (protocol, from port, to port, source, description)."""
-    group = boto3.client("ec2", region).describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0]
-    rules = set()
-    for p in group["IpPermissions"]:
-        key = (p["IpProtocol"], p.get("FromPort"), p.get("ToPort"))
-        rules.update((*key, r["CidrIp"], r.get("Description")) for r in p.get("IpRanges", ()))
-        rules.update((*key, r["CidrIpv6"], r.get("Description")) for r in p.get("Ipv6Ranges", ()))
-        rules.update((*key, r["PrefixListId"], r.get("Description")) for r in p.get("PrefixListIds", ()))
-    return rules
-
-
 def eic_rules(region: str, *prefixes: str) -> set[tuple]:
     """The rules eic-guard creates for `prefixes` of `region`."""
     return {("tcp", 22, 22, p, description(region)) for p in prefixes}
@@ -226,9 +215,9 @@ def test_first_install_from_2022_authorizes_each_regions_ipv4_prefix(aws, store,
     result = refresh(store, snapshot("2022-04-27"), regions=THREE)
 
     # Then each region's group allows TCP 22 from that region's prefix only, with one write per group that gains one
-    assert ingress(groups["us-east-1"], "us-east-1") == eic_rules("us-east-1", EIC_US_EAST_1)
-    assert ingress(groups["eu-west-1"], "eu-west-1") == eic_rules("eu-west-1", EU_WEST_1[0])
-    assert ingress(groups["ap-southeast-6"], "ap-southeast-6") == set()
+    assert ingress_of(groups["us-east-1"], "us-east-1") == eic_rules("us-east-1", EIC_US_EAST_1)
+    assert ingress_of(groups["eu-west-1"], "eu-west-1") == eic_rules("eu-west-1", EU_WEST_1[0])
+    assert ingress_of(groups["ap-southeast-6"], "ap-southeast-6") == set()
     assert sg_writes(api_calls) == ["AuthorizeSecurityGroupIngress"] * 2
     # ap-southeast-6 has no EIC prefix in that file: an alert naming it, not an error
     assert len(result.alerts) == 1 and result.alerts[0].startswith("ap-southeast-6: ")
@@ -243,21 +232,21 @@ def test_region_added_2026_05_29_to_06_01_gains_its_rules_alone(aws, store, api_
     # Given the three groups brought up to date with 2026-05-29 (no ap-southeast-6 EIC prefix yet)
     groups = {region: new_group(region) for region in THREE}
     refresh(store, snapshot("2026-05-29"), regions=THREE)
-    assert ingress(groups["ap-southeast-6"], "ap-southeast-6") == set()
-    before = {r: ingress(g, r) for r, g in groups.items()}
+    assert ingress_of(groups["ap-southeast-6"], "ap-southeast-6") == set()
+    before = {r: ingress_of(g, r) for r, g in groups.items()}
     api_calls.clear()
 
     # When 2026-06-01, which adds ap-southeast-6, is applied
     result = refresh(store, snapshot("2026-06-01"), regions=THREE, at=T0 + timedelta(hours=1))
 
     # Then only the ap-southeast-6 group changes (IPv4 and IPv6 in one call); nothing is revoked anywhere
-    assert ingress(groups["ap-southeast-6"], "ap-southeast-6") == eic_rules("ap-southeast-6", *AP_SOUTHEAST_6)
+    assert ingress_of(groups["ap-southeast-6"], "ap-southeast-6") == eic_rules("ap-southeast-6", *AP_SOUTHEAST_6)
     assert (
-        ingress(groups["us-east-1"], "us-east-1")
+        ingress_of(groups["us-east-1"], "us-east-1")
         == before["us-east-1"]
         == eic_rules("us-east-1", EIC_US_EAST_1, EIC_US_EAST_1_V6)
     )
-    assert ingress(groups["eu-west-1"], "eu-west-1") == before["eu-west-1"] == eic_rules("eu-west-1", *EU_WEST_1)
+    assert ingress_of(groups["eu-west-1"], "eu-west-1") == before["eu-west-1"] == eic_rules("eu-west-1", *EU_WEST_1)
     assert sg_writes(api_calls) == ["AuthorizeSecurityGroupIngress"]
     assert result.alerts == []
     assert region_result(result, "ap-southeast-6").added == sorted(AP_SOUTHEAST_6)
@@ -269,7 +258,7 @@ def test_file_changed_but_eic_unchanged_writes_nothing_and_advances_the_state(aw
     # Given the groups in line with 2026-06-01
     groups = {region: new_group(region) for region in THREE}
     refresh(store, snapshot("2026-06-01"), regions=THREE)
-    before = {r: ingress(g, r) for r, g in groups.items()}
+    before = {r: ingress_of(g, r) for r, g in groups.items()}
     api_calls.clear()
 
     # When 2026-08-22 (other services changed, EIC identical) is applied
@@ -277,7 +266,7 @@ def test_file_changed_but_eic_unchanged_writes_nothing_and_advances_the_state(aw
 
     # Then no write at all, the rules are as they were, and the state names the new file
     assert api_calls.writes() == []
-    assert {r: ingress(g, r) for r, g in groups.items()} == before
+    assert {r: ingress_of(g, r) for r, g in groups.items()} == before
     assert result.summary()["prefixes_added"] == result.summary()["prefixes_revoked"] == 0
     state = store.load()
     assert (state.sync_token, state.create_date, state.md5) == (
@@ -293,7 +282,7 @@ def test_2017_file_without_any_eic_prefix_is_refused(aws, store, api_calls):
     # Given a group in line with 2026-08-22
     group = new_group()
     refresh(store, snapshot("2026-08-22"))
-    before, state_before = ingress(group), store.path.read_text()
+    before, state_before = ingress_of(group), store.path.read_text()
     api_calls.clear()
 
     # When the 2017 file (which predates EC2 Instance Connect) is applied
@@ -307,7 +296,7 @@ def test_2017_file_without_any_eic_prefix_is_refused(aws, store, api_calls):
 
     # Then it is refused as empty, nothing is revoked and the state is untouched
     assert refused.value.reason == "empty-eic-set"
-    assert ingress(group) == before == eic_rules(REGION, EIC_US_EAST_1, EIC_US_EAST_1_V6)
+    assert ingress_of(group) == before == eic_rules(REGION, EIC_US_EAST_1, EIC_US_EAST_1_V6)
     assert api_calls.writes() == []
     assert store.path.read_text() == state_before
 
@@ -331,7 +320,7 @@ def test_disappeared_prefix_is_kept_inside_the_grace_period(installed, store, tm
     result = refresh(store, ip_ranges.load(str(path), md5), at=T0 + timedelta(hours=hours), stale_prefix_grace_hours=24)
 
     # Then the new prefix is allowed at once and the old one stays, reported as in grace
-    assert ingress(installed) == eic_rules(REGION, EIC_US_EAST_1, REPLACEMENT, EIC_US_EAST_1_V6)
+    assert ingress_of(installed) == eic_rules(REGION, EIC_US_EAST_1, REPLACEMENT, EIC_US_EAST_1_V6)
     assert sg_writes(api_calls) == ["AuthorizeSecurityGroupIngress"]
     assert result.summary()["prefixes_in_grace"] == 1 and result.summary()["prefixes_revoked"] == 0
     assert region_result(result, REGION).in_grace == [EIC_US_EAST_1]
@@ -353,7 +342,7 @@ def test_disappeared_prefix_is_revoked_after_the_grace_period(installed, store, 
     result = refresh(store, ip_ranges.load(str(path), md5), at=T0 + timedelta(hours=25), replay_same=True)
 
     # Then our rule for the old prefix is revoked, in one call, and forgotten by the state
-    assert ingress(installed) == eic_rules(REGION, REPLACEMENT, EIC_US_EAST_1_V6)
+    assert ingress_of(installed) == eic_rules(REGION, REPLACEMENT, EIC_US_EAST_1_V6)
     assert sg_writes(api_calls) == ["RevokeSecurityGroupIngress"]
     assert region_result(result, REGION).revoked == [EIC_US_EAST_1]
     assert result.summary()["prefixes_in_grace"] == 0
@@ -374,7 +363,7 @@ def test_same_file_without_replay_is_a_duplicate_even_after_the_grace_period(ins
     assert result.status == "duplicate" and result.regions == []
     assert api_calls.names() == []
     assert store.path.read_text() == state_before
-    assert EIC_US_EAST_1 in {rule[3] for rule in ingress(installed)}
+    assert EIC_US_EAST_1 in {rule[3] for rule in ingress_of(installed)}
 
 
 def test_region_that_vanished_keeps_its_rules_and_raises_an_alert(installed, store, tmp_path, api_calls):
@@ -386,7 +375,7 @@ def test_region_that_vanished_keeps_its_rules_and_raises_an_alert(installed, sto
     result = refresh(store, ip_ranges.load(str(path), md5), at=T0 + timedelta(hours=48))
 
     # Then every rule stays, no write is made and an alert names the region
-    assert ingress(installed) == eic_rules(REGION, EIC_US_EAST_1, EIC_US_EAST_1_V6)
+    assert ingress_of(installed) == eic_rules(REGION, EIC_US_EAST_1, EIC_US_EAST_1_V6)
     assert sg_writes(api_calls) == []
     assert len(result.alerts) == 1 and result.alerts[0].startswith(f"{REGION}: ")
     assert result.summary()["prefixes_revoked"] == 0
@@ -420,7 +409,7 @@ def test_prefixes_of_a_region_that_comes_back_are_revoked_a_grace_period_later(i
     assert sorted(region_result(returned, REGION).in_grace) == sorted([EIC_US_EAST_1, EIC_US_EAST_1_V6])
     assert writes_23h_later == []
     assert sorted(region_result(later, REGION).revoked) == sorted([EIC_US_EAST_1, EIC_US_EAST_1_V6])
-    assert ingress(installed) == eic_rules(REGION, REPLACEMENT)
+    assert ingress_of(installed) == eic_rules(REGION, REPLACEMENT)
 
 
 def test_every_authorization_precedes_any_revocation(aws, store, tmp_path, api_calls):
@@ -450,7 +439,7 @@ def test_every_authorization_precedes_any_revocation(aws, store, tmp_path, api_c
     authorized = [p["GroupId"] for n, p in api_calls.calls if n == "AuthorizeSecurityGroupIngress"]
     assert sorted(authorized) == sorted(groups)
     for group in groups:
-        assert ingress(group) == eic_rules(REGION, REPLACEMENT, REPLACEMENT_V6, EIC_US_EAST_1_V6)
+        assert ingress_of(group) == eic_rules(REGION, REPLACEMENT, REPLACEMENT_V6, EIC_US_EAST_1_V6)
 
 
 # ---- rules eic-guard does not own ---------------------------------------------------------------------------------
@@ -464,7 +453,7 @@ def test_rules_eic_guard_does_not_own_survive_every_refresh(aws, store, tmp_path
         managed=False, permissions=(tcp(22, EIC_US_EAST_1, description(REGION)), tcp(22, "192.0.2.0/24", "bastion"))
     )
     user_view = {("tcp", 22, 22, "203.0.113.0/24", "office VPN"), ("tcp", 443, 443, "0.0.0.0/0", "https")}
-    untagged_before = ingress(untagged)
+    untagged_before = ingress_of(untagged)
     replaced, replaced_md5 = derived_file(
         tmp_path, "replaced.json", sync_token=NEWEST + 3600, replace={EIC_US_EAST_1: REPLACEMENT}
     )
@@ -481,13 +470,13 @@ def test_rules_eic_guard_does_not_own_survive_every_refresh(aws, store, tmp_path
         refresh(store, ranges, at=at, replay_same=replay)
 
         # Then the user's rules are intact in the managed group, and the untagged group is never touched
-        assert user_view <= ingress(managed)
-        assert ("tcp", 22, 22, EIC_US_EAST_1, "my own EIC rule") in ingress(shared)
-        assert ingress(untagged) == untagged_before
+        assert user_view <= ingress_of(managed)
+        assert ("tcp", 22, 22, EIC_US_EAST_1, "my own EIC rule") in ingress_of(shared)
+        assert ingress_of(untagged) == untagged_before
 
     # and at the end eic-guard's own rules follow the files, around the user's ones
-    assert ingress(managed) == user_view | eic_rules(REGION, REPLACEMENT, EIC_US_EAST_1_V6)
-    assert ingress(shared) == {("tcp", 22, 22, EIC_US_EAST_1, "my own EIC rule")} | eic_rules(
+    assert ingress_of(managed) == user_view | eic_rules(REGION, REPLACEMENT, EIC_US_EAST_1_V6)
+    assert ingress_of(shared) == {("tcp", 22, 22, EIC_US_EAST_1, "my own EIC rule")} | eic_rules(
         REGION, REPLACEMENT, EIC_US_EAST_1_V6
     )
 
@@ -534,7 +523,7 @@ def test_prefix_list_mode_reports_how_the_list_differs_and_writes_nothing(aws, s
 
     # Then no security-group write is made and one alert lists the difference
     assert sg_writes(api_calls) == []
-    assert ingress(group) == set()
+    assert ingress_of(group) == set()
     assert len(result.alerts) == 1
     assert list_id in result.alerts[0] and "192.0.2.0/29" in result.alerts[0]
     assert region_result(result, REGION).prefix_list_differences == [f"only in {list_id}: 192.0.2.0/29"]
@@ -564,7 +553,7 @@ def test_prefix_list_mode_keeps_cidr_rules_for_a_family_without_a_list(aws, stor
     result = refresh(store, snapshot("2026-08-22"), ingress_source="prefix-list")
 
     # Then the group gets the IPv6 prefix as a CIDR rule (an IPv6 instance stays reachable), nothing for IPv4
-    assert ingress(group) == eic_rules(REGION, EIC_US_EAST_1_V6)
+    assert ingress_of(group) == eic_rules(REGION, EIC_US_EAST_1_V6)
     assert result.alerts == []
 
 
@@ -576,7 +565,7 @@ def test_prefix_list_mode_without_the_list_falls_back_to_cidrs(aws, store):
     refresh(store, snapshot("2026-08-22"), regions=("eu-west-1",), ingress_source="prefix-list")
 
     # Then the group gets the CIDR rules
-    assert ingress(group, "eu-west-1") == eic_rules("eu-west-1", *EU_WEST_1)
+    assert ingress_of(group, "eu-west-1") == eic_rules("eu-west-1", *EU_WEST_1)
 
 
 # ---- API calls per region -----------------------------------------------------------------------------------------
@@ -596,7 +585,7 @@ def test_calls_per_region_are_one_describe_plus_one_write_per_group_that_changes
     assert [n for n, _ in install] == (["DescribeSecurityGroups"] + ["AuthorizeSecurityGroupIngress"] * 10) * 3
     assert [n for n, _ in quiet] == ["DescribeSecurityGroups"] * 3
     for region, ids in groups.items():
-        assert all(len(ingress(g, region)) == 2 for g in ids)
+        assert all(len(ingress_of(g, region)) == 2 for g in ids)
 
 
 # ---- nightly catch-up ---------------------------------------------------------------------------------------------
@@ -634,7 +623,7 @@ def test_nightly_on_304_still_alerts_for_a_vanished_region(installed, store, tmp
     assert ranges.for_region(REGION).all == ()
     assert len(result.alerts) == 1 and result.alerts[0].startswith(f"{REGION}: ")
     assert sg_writes(api_calls) == []
-    assert ingress(installed) == eic_rules(REGION, EIC_US_EAST_1, EIC_US_EAST_1_V6)
+    assert ingress_of(installed) == eic_rules(REGION, EIC_US_EAST_1, EIC_US_EAST_1_V6)
 
 
 def test_nightly_uses_a_newer_file(aws, store, http):
@@ -665,7 +654,7 @@ def test_nightly_never_goes_back_to_an_older_file(installed, store, http, api_ca
     assert ranges.sync_token == "1787411825"
     assert store.load().sync_token == "1787411825"
     assert sg_writes(api_calls) == []
-    assert ingress(installed) == eic_rules(REGION, EIC_US_EAST_1, EIC_US_EAST_1_V6)
+    assert ingress_of(installed) == eic_rules(REGION, EIC_US_EAST_1, EIC_US_EAST_1_V6)
 
 
 # ---- CLI ----------------------------------------------------------------------------------------------------------
@@ -694,7 +683,7 @@ def test_cli_refresh_applies_a_verified_file(aws, tmp_path, capsys):
     summary = json.loads(out.out)
     assert summary["status"] == "applied" and summary["sync_token"] == "1787411825"
     assert summary["prefixes_added"] == 2 and summary["alerts"] == []
-    assert ingress(group) == eic_rules(REGION, EIC_US_EAST_1, EIC_US_EAST_1_V6)
+    assert ingress_of(group) == eic_rules(REGION, EIC_US_EAST_1, EIC_US_EAST_1_V6)
     assert RangesState.model_validate_json(state_file.read_text()).sync_token == "1787411825"
 
 
@@ -715,7 +704,7 @@ def test_cli_refresh_with_a_wrong_md5_changes_nothing(aws, tmp_path, capsys, api
     assert api_calls.names() == []
     assert out.out == ""
     assert out.err.count("\n") == 1 and out.err.startswith("eic-guard: error: ") and "md5" in out.err
-    assert ingress(group) == set()
+    assert ingress_of(group) == set()
     assert not state_file.exists()
 
 
@@ -735,7 +724,7 @@ def test_cli_refresh_of_a_vanished_region_exits_1_with_an_alert(aws, tmp_path, c
     assert code == 1
     assert f"eic-guard: alert: {REGION}: " in out.err
     assert json.loads(out.out)["prefixes_revoked"] == 0
-    assert ingress(group) == eic_rules(REGION, EIC_US_EAST_1, EIC_US_EAST_1_V6)
+    assert ingress_of(group) == eic_rules(REGION, EIC_US_EAST_1, EIC_US_EAST_1_V6)
 
 
 def test_grace_runs_from_the_first_file_without_the_prefix_not_from_when_it_was_last_seen(installed, store, tmp_path):
@@ -748,7 +737,7 @@ def test_grace_runs_from_the_first_file_without_the_prefix_not_from_when_it_was_
     # When that file is applied at T0+30h, and replayed at T0+53h and T0+54h
     at_30h = refresh(store, ranges, at=T0 + timedelta(hours=30))
     at_53h = refresh(store, ranges, at=T0 + timedelta(hours=53), replay_same=True)
-    rules_at_53h = ingress(installed)
+    rules_at_53h = ingress_of(installed)
     at_54h = refresh(store, ranges, at=T0 + timedelta(hours=54), replay_same=True)
 
     # Then the old prefix stays absent a full grace period (24 h) before its rule is revoked
@@ -756,4 +745,4 @@ def test_grace_runs_from_the_first_file_without_the_prefix_not_from_when_it_was_
     assert EIC_US_EAST_1 in region_result(at_30h, REGION).in_grace
     assert eic_rules(REGION, EIC_US_EAST_1) <= rules_at_53h
     assert region_result(at_54h, REGION).revoked == [EIC_US_EAST_1]
-    assert ingress(installed) == eic_rules(REGION, REPLACEMENT, EIC_US_EAST_1_V6)
+    assert ingress_of(installed) == eic_rules(REGION, REPLACEMENT, EIC_US_EAST_1_V6)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import logging
 import threading
 from datetime import timedelta
@@ -23,73 +22,52 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAl
 from eic_guard.errors import IpRangesError
 from eic_guard.events import InvalidEvent, parse_ip_space_notification
 from eic_guard.observability import logger as powertools_logger
-from eic_guard.refresh import apply_ranges, handle_notification
+from eic_guard.refresh import handle_notification
 from eic_guard.settings import IP_RANGES_URL, Settings
 from eic_guard.state import DynamoDbStateStore
 from responses.registries import OrderedRegistry
 
 from functions.refresh import app as refresh_app
 from functions.scan import app as scan_app
-from tests.conftest import EIC_US_EAST_1, EIC_US_EAST_1_V6, EVENTS, IP_RANGES, REGION
+from tests.aws_views import ingress_of
+from tests.conftest import EIC_US_EAST_1, EIC_US_EAST_1_V6, IP_RANGES, REGION, create_state_table
 from tests.integration.test_refresh import (  # noqa: F401 - fixtures used by name
     T0,
     _shared,
     eic_rules,
     fast_aws,
-    ingress,
     new_group,
+    refresh,
     sg_writes,
     snapshot,
     snapshot_bytes,
     tcp,
 )
+from tests.lambda_runtime import REFRESH_ARN, FakeLambdaContext, emf_blobs, event, with_message
 
 TABLE = "eic-guard-state"
 NEWEST_MD5 = "63431d35877fa5386ded1a7df9cfa971"
 USER_RULE = tcp(22, "203.0.113.0/24", "office VPN")
+REQUEST_ID = "6bc28136-xmpl-4365-b021-0ce6b2e64ab0"
 
 
-class LambdaContext:
-    function_name = "eic-guard-refresh"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 256
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:eic-guard-refresh"
-    log_group_name = "/aws/lambda/eic-guard-refresh"
-    log_stream_name = "2026/08/22/[$LATEST]0123456789abcdef"
-
-    def __init__(self, request_id: str = "6bc28136-xmpl-4365-b021-0ce6b2e64ab0"):
-        self.aws_request_id = request_id
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 60_000
+def refresh_context(request_id: str = REQUEST_ID) -> FakeLambdaContext:
+    """The refresh function's context (the nightly scan tests below are handed the same one)."""
+    return FakeLambdaContext(
+        function_name="eic-guard-refresh",
+        memory_limit_in_mb=256,
+        invoked_function_arn=REFRESH_ARN,
+        aws_request_id=request_id,
+    )
 
 
-def event(name: str) -> dict:
-    return json.loads((EVENTS / name).read_text())
+def invoke(evt, request_id: str = REQUEST_ID):
+    return refresh_app.lambda_handler(copy.deepcopy(evt), refresh_context(request_id))
 
 
-def with_message(message, base: str = "sns-ip-space-changed-current.json") -> dict:
-    envelope = copy.deepcopy(event(base))
-    envelope["Records"][0]["Sns"]["Message"] = message if isinstance(message, str) else json.dumps(message)
-    return envelope
-
-
-def invoke(evt, request_id: str = "6bc28136-xmpl-4365-b021-0ce6b2e64ab0"):
-    return refresh_app.lambda_handler(copy.deepcopy(evt), LambdaContext(request_id))
-
-
-def emf_blobs(stdout: str, metric: str) -> list[dict]:
+def metric_blobs(stdout: str, metric: str) -> list[dict]:
     """The EMF documents printed on standard output that carry `metric`."""
-    blobs = []
-    for line in stdout.splitlines():
-        try:
-            document = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(document, dict) and "_aws" in document and metric in document:
-            blobs.append(document)
-    return blobs
+    return [blob for blob in emf_blobs(stdout) if metric in blob]
 
 
 @pytest.fixture
@@ -102,29 +80,17 @@ def http(aws):
 @pytest.fixture
 def table(aws, monkeypatch):
     """The state table (also Powertools' idempotency table), partition key `id`."""
-    boto3.client("dynamodb", REGION).create_table(
-        TableName=TABLE,
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    client = create_state_table(TABLE)
     monkeypatch.setenv("EIC_GUARD_STATE_TABLE", TABLE)
-    return DynamoDbStateStore(boto3.client("dynamodb", REGION), TABLE)
+    return DynamoDbStateStore(client, TABLE)
 
 
 @pytest.fixture
 def state_2022(table):
     """A managed group holding the user's rule, refreshed from 2022-04-27 (IPv4 only) at T0."""
     group = new_group(permissions=(USER_RULE,))
-    apply_ranges(
-        _shared["clients"],
-        Settings.build(regions=(REGION,)),
-        table,
-        snapshot("2022-04-27"),
-        replay_same=False,
-        now=lambda: T0,
-    )
-    assert ingress(group) == {("tcp", 22, 22, "203.0.113.0/24", "office VPN")} | eic_rules(REGION, EIC_US_EAST_1)
+    refresh(table, snapshot("2022-04-27"))
+    assert ingress_of(group) == {("tcp", 22, 22, "203.0.113.0/24", "office VPN")} | eic_rules(REGION, EIC_US_EAST_1)
     return group
 
 
@@ -202,7 +168,7 @@ def test_bad_input_is_rejected_with_its_reason_and_changes_nothing(state_2022, t
     evt, how, error, reason, expected_requests = BAD_INPUTS[case]
     answer(http, how)
     http.add(responses.GET, "https://attacker.example/ip-ranges.json", body=snapshot_bytes("2026-08-22"))
-    rules_before, state_before = ingress(state_2022), table.load()
+    rules_before, state_before = ingress_of(state_2022), table.load()
     capsys.readouterr()
     api_calls.clear()
 
@@ -213,12 +179,12 @@ def test_bad_input_is_rejected_with_its_reason_and_changes_nothing(state_2022, t
     # Then it raises with the reason, emits one RefreshRejected metric with that reason, fetched only the
     # pinned URL (or nothing at all), and changed no security group and no state
     assert raised.value.reason == reason
-    blobs = emf_blobs(capsys.readouterr().out, "RefreshRejected")
+    blobs = metric_blobs(capsys.readouterr().out, "RefreshRejected")
     assert [(b["Reason"], b["RefreshRejected"]) for b in blobs] == [(reason, [1.0])]
     assert blobs[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "EicGuard"
     assert [c.request.url for c in http.calls] == [IP_RANGES_URL] * expected_requests
     assert sg_writes(api_calls) == []
-    assert ingress(state_2022) == rules_before
+    assert ingress_of(state_2022) == rules_before
     assert table.load() == state_before
 
 
@@ -226,7 +192,7 @@ def test_real_2017_event_with_its_real_file_is_rejected_as_empty(table, http, ap
     # Given no state yet, a managed group that already holds an eic-guard rule (state lost) and the user's rule,
     # and AWS serving the real 2017 file, whose md5 is the one in the real 2017 event
     group = new_group(permissions=(USER_RULE, tcp(22, EIC_US_EAST_1, "eic-guard EC2_INSTANCE_CONNECT us-east-1")))
-    rules_before = ingress(group)
+    rules_before = ingress_of(group)
     http.add(responses.GET, IP_RANGES_URL, body=(IP_RANGES / "ip-ranges-2017-11-30.json").read_bytes())
     capsys.readouterr()
     api_calls.clear()
@@ -237,9 +203,9 @@ def test_real_2017_event_with_its_real_file_is_rejected_as_empty(table, http, ap
 
     # Then it is refused because the file has no EIC prefix (its md5 was right), nothing was revoked
     assert raised.value.reason == "empty-eic-set"
-    assert [b["Reason"] for b in emf_blobs(capsys.readouterr().out, "RefreshRejected")] == ["empty-eic-set"]
+    assert [b["Reason"] for b in metric_blobs(capsys.readouterr().out, "RefreshRejected")] == ["empty-eic-set"]
     assert sg_writes(api_calls) == []
-    assert ingress(group) == rules_before
+    assert ingress_of(group) == rules_before
     assert table.load().sync_token is None
 
 
@@ -255,15 +221,15 @@ def test_current_notification_downloads_the_pinned_url_and_applies(state_2022, t
     # Then the IPv6 prefix is added, the user's rule stays, the state advances, and metrics are emitted
     assert summary["status"] == "applied" and summary["sync_token"] == "1787411825"
     assert (summary["prefixes_added"], summary["prefixes_revoked"], summary["alerts"]) == (1, 0, [])
-    assert ingress(state_2022) == {("tcp", 22, 22, "203.0.113.0/24", "office VPN")} | eic_rules(
+    assert ingress_of(state_2022) == {("tcp", 22, 22, "203.0.113.0/24", "office VPN")} | eic_rules(
         REGION, EIC_US_EAST_1, EIC_US_EAST_1_V6
     )
     assert sg_writes(api_calls) == ["AuthorizeSecurityGroupIngress"]
     assert [c.request.url for c in http.calls] == [IP_RANGES_URL]
     assert (table.load().sync_token, table.load().md5) == ("1787411825", NEWEST_MD5)
     out = capsys.readouterr().out
-    assert emf_blobs(out, "RefreshRejected") == []
-    assert [b["PrefixesAdded"] for b in emf_blobs(out, "PrefixesAdded")] == [[1.0]]
+    assert metric_blobs(out, "RefreshRejected") == []
+    assert [b["PrefixesAdded"] for b in metric_blobs(out, "PrefixesAdded")] == [[1.0]]
 
 
 def test_url_in_the_message_is_never_followed(state_2022, table, http, monkeypatch):
@@ -312,14 +278,14 @@ def test_rejected_notification_succeeds_when_lambda_retries_it(state_2022, table
 
     # Then it is applied
     assert summary["status"] == "applied" and summary["prefixes_added"] == 1
-    assert EIC_US_EAST_1_V6 in {rule[3] for rule in ingress(state_2022)}
+    assert EIC_US_EAST_1_V6 in {rule[3] for rule in ingress_of(state_2022)}
 
 
 def test_replayed_notification_is_answered_from_the_first_run(state_2022, table, http, api_calls):
     # Given the current notification handled once
     http.add(responses.GET, IP_RANGES_URL, body=snapshot_bytes("2026-08-22"))
     first = invoke(event("sns-ip-space-changed-current.json"))
-    rules, state = ingress(state_2022), table.load()
+    rules, state = ingress_of(state_2022), table.load()
     api_calls.clear()
 
     # When SNS delivers the same synctoken again
@@ -329,7 +295,7 @@ def test_replayed_notification_is_answered_from_the_first_run(state_2022, table,
     assert second == first
     assert len(http.calls) == 1
     assert sg_writes(api_calls) == []
-    assert ingress(state_2022) == rules and table.load() == state
+    assert ingress_of(state_2022) == rules and table.load() == state
 
 
 def test_same_synctoken_twice_is_a_duplicate_below_the_idempotency_layer(state_2022, table, http, api_calls):
@@ -353,7 +319,7 @@ def test_stale_notification_after_the_current_one_is_a_logged_no_op(state_2022, 
     # Given the current notification applied
     http.add(responses.GET, IP_RANGES_URL, body=snapshot_bytes("2026-08-22"))
     invoke(event("sns-ip-space-changed-current.json"))
-    rules, state = ingress(state_2022), table.load()
+    rules, state = ingress_of(state_2022), table.load()
     api_calls.clear()
     log_messages.clear()
 
@@ -365,7 +331,7 @@ def test_stale_notification_after_the_current_one_is_a_logged_no_op(state_2022, 
     assert "notification stale: nothing to do" in log_messages
     assert len(http.calls) == 1
     assert sg_writes(api_calls) == []
-    assert ingress(state_2022) == rules and table.load() == state
+    assert ingress_of(state_2022) == rules and table.load() == state
 
 
 def test_two_concurrent_invocations_of_the_same_event_apply_once(state_2022, table, http, api_calls):
@@ -417,13 +383,13 @@ def test_nightly_scan_refreshes_first_then_reuses_the_stored_copy_on_304(table, 
     http.add(responses.GET, IP_RANGES_URL, body=snapshot_bytes("2026-08-22"))
 
     # When the nightly scan runs
-    first = scan_app.lambda_handler(event("scheduled-nightly.json"), LambdaContext("night-1"))
+    first = scan_app.lambda_handler(event("scheduled-nightly.json"), refresh_context("night-1"))
 
     # Then it refreshed the ranges before scanning
     assert first["refresh"]["status"] == "applied" and first["refresh"]["sync_token"] == "1787411825"
     assert first["refresh"]["prefixes_added"] == 2
     assert first["ip_ranges"]["sync_token"] == "1787411825"
-    assert ingress(group) == eic_rules(REGION, EIC_US_EAST_1, EIC_US_EAST_1_V6)
+    assert ingress_of(group) == eic_rules(REGION, EIC_US_EAST_1, EIC_US_EAST_1_V6)
     assert http.calls[0].request.headers.get("If-None-Match") is None  # nothing stored to compare with yet
 
     # Given the next night AWS answers 304 Not Modified
@@ -431,7 +397,7 @@ def test_nightly_scan_refreshes_first_then_reuses_the_stored_copy_on_304(table, 
     api_calls.clear()
 
     # When the nightly scan runs again
-    second = scan_app.lambda_handler(event("scheduled-nightly.json"), LambdaContext("night-2"))
+    second = scan_app.lambda_handler(event("scheduled-nightly.json"), refresh_context("night-2"))
 
     # Then it asked with the stored md5 as ETag, reused the stored prefixes and wrote nothing
     assert http.calls[1].request.headers["If-None-Match"] == f'"{NEWEST_MD5}"'
@@ -444,23 +410,16 @@ def test_nightly_scan_refreshes_first_then_reuses_the_stored_copy_on_304(table, 
 def test_nightly_scan_keeps_the_newer_state_when_served_an_older_file(table, http, api_calls):
     # Given the state at 2026-08-22 and a cache serving the older 2026-06-01 file
     group = new_group()
-    apply_ranges(
-        _shared["clients"],
-        Settings.build(regions=(REGION,)),
-        table,
-        snapshot("2026-08-22"),
-        replay_same=False,
-        now=lambda: T0,
-    )
+    refresh(table, snapshot("2026-08-22"))
     http.add(responses.GET, IP_RANGES_URL, body=snapshot_bytes("2026-06-01"))
     api_calls.clear()
 
     # When the nightly scan runs
-    result = scan_app.lambda_handler(event("scheduled-nightly.json"), LambdaContext("night"))
+    result = scan_app.lambda_handler(event("scheduled-nightly.json"), refresh_context("night"))
 
     # Then it used the stored 2026-08-22 prefixes and the state did not go back
     assert result["refresh"]["sync_token"] == "1787411825"
     assert table.load().sync_token == "1787411825"
     assert sg_writes(api_calls) == []
-    assert ingress(group) == eic_rules(REGION, EIC_US_EAST_1, EIC_US_EAST_1_V6)
+    assert ingress_of(group) == eic_rules(REGION, EIC_US_EAST_1, EIC_US_EAST_1_V6)
     assert table.load().last_seen[REGION][EIC_US_EAST_1] > T0 + timedelta(days=1)  # seen again tonight

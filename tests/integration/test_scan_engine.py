@@ -10,6 +10,14 @@ from eic_guard.engine import run_scan
 from eic_guard.settings import Settings
 from eic_guard.simulated import ssh_from
 
+from tests.aws_views import (
+    ALL_SOURCES,
+    describe_instance,
+    eni_groups,
+    ingress_rules,
+    metadata_endpoint,
+    metadata_options,
+)
 from tests.conftest import EIC_US_EAST_1, EIC_US_EAST_1_V6, REGION
 
 MANAGED_NAME = "eic-guard-ssh"
@@ -28,37 +36,10 @@ def entry(report, instance_id):
     return matches[0]
 
 
-def describe(ec2, instance_id) -> dict:
-    return ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
-
-
-def eni_groups(ec2, instance_id) -> list[str]:
-    """The groups of the primary ENI (moto does not update the instance-level list, DESIGN §8)."""
-    enis = describe(ec2, instance_id)["NetworkInterfaces"]
-    primary = min(enis, key=lambda n: n["Attachment"]["DeviceIndex"])
-    return [g["GroupId"] for g in primary["Groups"]]
-
-
-def metadata(ec2, instance_id) -> dict:
-    return describe(ec2, instance_id)["MetadataOptions"]
-
-
 def groups_named(ec2, vpc_id, name=MANAGED_NAME) -> list[dict]:
     return ec2.describe_security_groups(
         Filters=[{"Name": "vpc-id", "Values": [vpc_id]}, {"Name": "group-name", "Values": [name]}]
     )["SecurityGroups"]
-
-
-def ssh_sources(group: dict) -> set[tuple]:
-    """Every ingress source of a group as (protocol, from, to, source, description)."""
-    rules = set()
-    for p in group["IpPermissions"]:
-        key = (p["IpProtocol"], p.get("FromPort"), p.get("ToPort"))
-        rules.update((*key, r["CidrIp"], r.get("Description")) for r in p.get("IpRanges", ()))
-        rules.update((*key, r["CidrIpv6"], r.get("Description")) for r in p.get("Ipv6Ranges", ()))
-        rules.update((*key, r["PrefixListId"], r.get("Description")) for r in p.get("PrefixListIds", ()))
-        rules.update((*key, r["GroupId"], r.get("Description")) for r in p.get("UserIdGroupPairs", ()))
-    return rules
 
 
 def egress(group: dict) -> set[tuple]:
@@ -110,14 +91,14 @@ def test_remediate_attaches_a_new_managed_group_and_enables_imds_only(account, e
     assert groups[1] == managed["GroupId"]
     assert {"Key": "ManagedBy", "Value": "eic-guard"} in managed["Tags"]
     # whose ingress is exactly TCP 22 from the region's EIC prefixes, described, and whose egress is moto's default
-    assert ssh_sources(managed) == {
+    assert ingress_rules(managed, ALL_SOURCES) == {
         ("tcp", 22, 22, EIC_US_EAST_1, DESCRIPTION),
         ("tcp", 22, 22, EIC_US_EAST_1_V6, DESCRIPTION),
     }
     assert egress(managed) == {("-1", "0.0.0.0/0")}
     # And the metadata endpoint is on, through a call that carried nothing but the instance and HttpEndpoint
     # (moto replaces every option on that call, so HttpTokens is asserted on the request, not on moto's state)
-    assert metadata(ec2, instance)["HttpEndpoint"] == "enabled"
+    assert metadata_endpoint(ec2, instance) == "enabled"
     imds_calls = [params for name, params in api_calls.calls if name == "ModifyInstanceMetadataOptions"]
     assert imds_calls == [{"InstanceId": instance, "HttpEndpoint": "enabled"}]
     # And the report says so
@@ -207,7 +188,7 @@ def test_existing_managed_group_is_reused_and_topped_up(account, ec2, api_calls,
     assert [r for p in authorize["IpPermissions"] for r in p.get("IpRanges", ())] == []
     [managed] = groups_named(ec2, net.vpc_id)
     assert managed["GroupId"] == existing
-    assert ssh_sources(managed) == {
+    assert ingress_rules(managed, ALL_SOURCES) == {
         ("tcp", 22, 22, EIC_US_EAST_1, DESCRIPTION),
         ("tcp", 22, 22, EIC_US_EAST_1_V6, DESCRIPTION),
     }
@@ -222,7 +203,7 @@ def test_report_mode_plans_the_same_fixes_and_writes_nothing(account, ec2, api_c
     # Given the same failing instance as the remediate test
     net = account.network()
     [instance] = launch_failing(account, net)
-    groups_before, metadata_before = eni_groups(ec2, instance), metadata(ec2, instance)
+    groups_before, metadata_before = eni_groups(ec2, instance), metadata_options(ec2, instance)
     api_calls.clear()
 
     # When a report-mode scan runs
@@ -245,7 +226,7 @@ def test_report_mode_plans_the_same_fixes_and_writes_nothing(account, ec2, api_c
     assert report.summary.noncompliant == 1 and report.summary.fixed == 0
     # And AWS is as it was
     assert eni_groups(ec2, instance) == groups_before
-    assert metadata(ec2, instance) == metadata_before
+    assert metadata_options(ec2, instance) == metadata_before
     assert groups_named(ec2, net.vpc_id) == []
 
     # And running it again still changes nothing and says the same
@@ -270,7 +251,7 @@ def test_untagged_excluded_and_terminated_instances_are_left_alone(account, ec2,
     [terminated] = launch_failing(account, net)
     ec2.terminate_instances(InstanceIds=[terminated])
     untouched = (untagged, wrong_value, excluded)
-    before = {i: (eni_groups(ec2, i), metadata(ec2, i)) for i in untouched}
+    before = {i: (eni_groups(ec2, i), metadata_options(ec2, i)) for i in untouched}
     api_calls.clear()
 
     # When a remediate scan runs
@@ -283,7 +264,7 @@ def test_untagged_excluded_and_terminated_instances_are_left_alone(account, ec2,
     reported = {e.instance_id for e in report.instances}
     assert reported == {opted_in, excluded, expired}
     for instance in untouched:
-        assert (eni_groups(ec2, instance), metadata(ec2, instance)) == before[instance]
+        assert (eni_groups(ec2, instance), metadata_options(ec2, instance)) == before[instance]
     # And the excluded one is reported as excluded, with its reason, and nothing was done to it
     e = entry(report, excluded)
     assert e.verdict == "excluded"
@@ -300,7 +281,7 @@ def test_untagged_excluded_and_terminated_instances_are_left_alone(account, ec2,
     # And no write named an instance or ENI outside scope
     touched = {str(v) for _, params in api_calls.calls for v in params.values()}
     out_of_scope = {*untouched, terminated} | {
-        n["NetworkInterfaceId"] for i in untouched for n in describe(ec2, i)["NetworkInterfaces"]
+        n["NetworkInterfaceId"] for i in untouched for n in describe_instance(ec2, i)["NetworkInterfaces"]
     }
     assert touched & out_of_scope == set()
 
@@ -369,7 +350,10 @@ def test_prefix_list_ingress_source_references_the_eic_list(account, ec2, api_ca
     # Then the managed group allows TCP 22 from the two lists, not from CIDRs, and is attached
     [managed] = groups_named(ec2, net.vpc_id)
     # (moto drops prefix-list rule descriptions, so the description is asserted on the request)
-    assert {rule[:4] for rule in ssh_sources(managed)} == {("tcp", 22, 22, prefix_list), ("tcp", 22, 22, ipv6_list)}
+    assert {rule[:4] for rule in ingress_rules(managed, ALL_SOURCES)} == {
+        ("tcp", 22, 22, prefix_list),
+        ("tcp", 22, 22, ipv6_list),
+    }
     [authorize] = [params for name, params in api_calls.calls if name == "AuthorizeSecurityGroupIngress"]
     assert authorize["IpPermissions"] == [
         {

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import json
-from dataclasses import dataclass
-
 import pytest
 import responses
 from eic_guard.errors import ConfigurationError
 from eic_guard.events import InvalidEvent
 from eic_guard.settings import IP_RANGES_URL
 
-from tests.conftest import EVENTS, IP_RANGES, REGION, ROOT
+from tests.aws_views import eni_groups, metadata_endpoint
+from tests.conftest import IP_RANGES, REGION
+from tests.lambda_runtime import FakeLambdaContext, event, load_handler
 
 SNAPSHOT = IP_RANGES / "ip-ranges-2026-08-22.json"
 SCHEDULED_EVENTS = ["scheduled-nightly.json", "scheduled-eventbridge-rule.json"]
@@ -20,25 +18,9 @@ SCHEDULED_EVENTS = ["scheduled-nightly.json", "scheduled-eventbridge-rule.json"]
 NO_METRICS = pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
 
 
-def load_handler():
-    """Import functions/scan/app.py by path, as Lambda does (the folder is not a package)."""
-    spec = importlib.util.spec_from_file_location("eic_guard_scan_app", ROOT / "functions" / "scan" / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.lambda_handler
-
-
-@dataclass
-class FakeLambdaContext:
-    function_name: str = "eic-guard-scan"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:123456789012:function:eic-guard-scan"
-    aws_request_id: str = "6f1d2c3b-0a9e-4e8f-b7d6-5c4b3a291807"
-
-
 @pytest.fixture
 def handler():
-    return load_handler()
+    return load_handler("scan")
 
 
 @pytest.fixture
@@ -53,20 +35,6 @@ def ip_ranges_url():
 def scan_env(monkeypatch):
     monkeypatch.setenv("EIC_GUARD_REGIONS", REGION)
     monkeypatch.setenv("EIC_GUARD_MODE", "remediate")
-
-
-def event(name: str) -> dict:
-    return json.loads((EVENTS / name).read_text())
-
-
-def primary_groups(ec2, instance_id) -> list[str]:
-    raw = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
-    return [g["GroupId"] for g in raw["NetworkInterfaces"][0]["Groups"]]
-
-
-def metadata_endpoint(ec2, instance_id) -> str:
-    raw = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
-    return raw["MetadataOptions"]["HttpEndpoint"]
 
 
 def build_fleet(account):
@@ -116,9 +84,9 @@ def test_scheduled_event_scans_fixes_and_returns_the_summary(
     [managed] = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": ["eic-guard-ssh"]}])[
         "SecurityGroups"
     ]
-    assert primary_groups(ec2, failing) == [net.app_group_id, managed["GroupId"]]
+    assert eni_groups(ec2, failing) == [net.app_group_id, managed["GroupId"]]
     assert metadata_endpoint(ec2, failing) == "enabled"
-    assert len(primary_groups(ec2, compliant)) == 1
+    assert len(eni_groups(ec2, compliant)) == 1
 
     # And a second invocation writes nothing and finds both compliant
     api_calls.clear()
@@ -171,7 +139,7 @@ def test_malformed_event_is_rejected_and_nothing_changes(
     # Then no AWS call and no download was made, and the instance is as it was
     assert api_calls.calls == []
     assert len(ip_ranges_url.calls) == 0
-    assert primary_groups(ec2, failing) == [net.app_group_id]
+    assert eni_groups(ec2, failing) == [net.app_group_id]
     assert metadata_endpoint(ec2, failing) == "disabled"
 
 
@@ -201,5 +169,5 @@ def test_bad_setting_fails_before_any_aws_call(
     assert variable in str(raised.value)
     assert api_calls.calls == []
     assert len(ip_ranges_url.calls) == 0
-    assert primary_groups(ec2, failing) == [net.app_group_id]
+    assert eni_groups(ec2, failing) == [net.app_group_id]
     assert metadata_endpoint(ec2, failing) == "disabled"

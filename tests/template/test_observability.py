@@ -10,20 +10,10 @@ import pytest
 from eic_guard.checks import CHECK_IDS
 from eic_guard.observability import NAMESPACE, SERVICE, SUMMARY_METRICS
 
+from tests.conftest import SCAN_SUMMARY_METRICS
 from tests.template.cfn import parameter_values, physical, resolve, resource_exists, resources
 
-SCAN_METRICS = (
-    "InstancesScanned",
-    "InstancesCompliant",
-    "InstancesFixed",
-    "InstancesNoncompliant",
-    "InstancesExcluded",
-    "Errors",
-    "ScanCompleted",
-    "RemediationsApplied",
-    "RemediationsFailed",
-    "CheckFailures",
-)
+SCAN_METRICS = (*SCAN_SUMMARY_METRICS, "CheckFailures")
 REFRESH_METRICS = ("RefreshApplied", "PrefixesAdded", "PrefixesRemoved", "RefreshAlerts", "RefreshRejected")
 BRIEFED_CHECK_IDS = {"public-ipv4", "eic-ssh-ingress", "al2023-ami", "imds-enabled", "internet-route", "network-acl"}
 SERVICE_DIMENSION = [{"Name": "service", "Value": "eic-guard"}]

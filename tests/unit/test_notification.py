@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import copy
-import json
-
 import pytest
 from eic_guard.events import InvalidEvent, IpSpaceChange, parse_ip_space_notification
 from eic_guard.settings import AWS_IP_SPACE_TOPIC
 
-from tests.conftest import EVENTS
+from tests.lambda_runtime import event, with_message
 
 TOPICS = (AWS_IP_SPACE_TOPIC,)
 MESSAGE = {
@@ -18,17 +15,6 @@ MESSAGE = {
     "md5": "63431d35877fa5386ded1a7df9cfa971",
     "url": "https://ip-ranges.amazonaws.com/ip-ranges.json",
 }
-
-
-def event(name: str) -> dict:
-    return json.loads((EVENTS / name).read_text())
-
-
-def with_message(message, base: str = "sns-ip-space-changed-current.json") -> dict:
-    """The real envelope with another Message (a dict is serialized, a str is used as is)."""
-    envelope = copy.deepcopy(event(base))
-    envelope["Records"][0]["Sns"]["Message"] = message if isinstance(message, str) else json.dumps(message)
-    return envelope
 
 
 def refused(evt, topics=TOPICS) -> InvalidEvent:
@@ -121,8 +107,8 @@ def test_foreign_topic_is_refused():
         pytest.param({}, id="empty-object"),
         pytest.param(None, id="null"),
         pytest.param("Records", id="string"),
-        pytest.param(json.loads((EVENTS / "scheduled-nightly.json").read_text()), id="eventbridge-scheduler"),
-        pytest.param(json.loads((EVENTS / "scheduled-eventbridge-rule.json").read_text()), id="eventbridge-rule"),
+        pytest.param(event("scheduled-nightly.json"), id="eventbridge-scheduler"),
+        pytest.param(event("scheduled-eventbridge-rule.json"), id="eventbridge-rule"),
     ],
 )
 def test_not_an_sns_event_is_malformed_event(evt):

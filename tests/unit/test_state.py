@@ -5,12 +5,11 @@ from __future__ import annotations
 import ipaddress
 from datetime import UTC, datetime
 
-import boto3
 import pytest
 from eic_guard import ip_ranges
 from eic_guard.state import STATE_ITEM_ID, DynamoDbStateStore, FileStateStore, RangesState, StateConflict
 
-from tests.conftest import EIC_US_EAST_1, EIC_US_EAST_1_V6, IP_RANGES, REGION
+from tests.conftest import EIC_US_EAST_1, EIC_US_EAST_1_V6, IP_RANGES, REGION, create_state_table
 
 SEEN = datetime(2026, 8, 22, 16, 0, tzinfo=UTC)
 TABLE = "eic-guard-state"
@@ -129,14 +128,7 @@ def test_file_store_conflict_when_someone_created_the_file(tmp_path):
 # ---- DynamoDbStateStore -------------------------------------------------------------------------------------------
 @pytest.fixture
 def dynamodb(aws):
-    client = boto3.client("dynamodb", REGION)
-    client.create_table(
-        TableName=TABLE,
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    return client
+    return create_state_table(TABLE)
 
 
 def test_dynamodb_store_is_empty_before_the_first_save(dynamodb):
