@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SAM_VENV := .venv-sam
 SAM := $(SAM_VENV)/bin/sam
 # sam build needs a python3.13 on PATH (the Lambda runtime); these machines carry one under pyenv.
-PY313_DIR := $(firstword $(shell command -v python3.13 >/dev/null 2>&1 && dirname $$(command -v python3.13); ls -d $$(pyenv root 2>/dev/null)/versions/3.13*/bin 2>/dev/null | sort -V | tail -1))
+PY313_DIR := $(firstword $(shell ls -d $$(pyenv root 2>/dev/null)/versions/3.13*/bin 2>/dev/null | sort -V | tail -1) $(shell command -v python3.13 >/dev/null 2>&1 && python3.13 -V >/dev/null 2>&1 && dirname $$(command -v python3.13)))
 BUILD_DIR ?= .aws-sam/build
 PYTEST_ARGS ?=
 
