@@ -33,31 +33,29 @@ EXIT_OK, EXIT_NONCOMPLIANT, EXIT_USAGE = 0, 1, 2
 DEFAULT_STATE_FILE = os.path.join(os.path.expanduser("~"), ".eic-guard", "state.json")
 
 
+def _target_arguments(command: argparse.ArgumentParser, verb: str) -> None:
+    """--region and --ip-ranges, shared by scan and refresh."""
+    command.add_argument(
+        "--region",
+        action="append",
+        dest="regions",
+        metavar="R",
+        help=f"region to {verb} (repeatable; default: the session's region)",
+    )
+    command.add_argument("--ip-ranges", metavar="PATH|URL", help="ip-ranges.json to use instead of the AWS URL")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eic-guard", description="Keep EC2 Instance Connect working.")
     commands = parser.add_subparsers(dest="command", required=True)
     scan = commands.add_parser("scan", help="check opted-in instances (report-only unless --remediate)")
-    scan.add_argument(
-        "--region",
-        action="append",
-        dest="regions",
-        metavar="R",
-        help="region to scan (repeatable; default: the session's region)",
-    )
+    _target_arguments(scan, "scan")
     scan.add_argument("--remediate", action="store_true", help="fix the drift that can be fixed safely")
-    scan.add_argument("--ip-ranges", metavar="PATH|URL", help="ip-ranges.json to use instead of the AWS URL")
     scan.add_argument("--format", choices=("table", "json"), default="table")
     scan.add_argument("--output", metavar="FILE", help="write the report to FILE instead of standard output")
     scan.add_argument("--html", metavar="FILE", help="also write the self-contained HTML report to FILE")
     refresh = commands.add_parser("refresh", help="apply the current EIC ranges to eic-guard's managed groups")
-    refresh.add_argument(
-        "--region",
-        action="append",
-        dest="regions",
-        metavar="R",
-        help="region to refresh (repeatable; default: the session's region)",
-    )
-    refresh.add_argument("--ip-ranges", metavar="PATH|URL", help="ip-ranges.json to use instead of the AWS URL")
+    _target_arguments(refresh, "refresh")
     refresh.add_argument("--md5", metavar="HEX", help="expected md5 of the file (as in the SNS message)")
     refresh.add_argument(
         "--state-file",
