@@ -190,28 +190,7 @@ def _network(ec2: Any, index: int, eic_cidrs: list[str]) -> RegionNetwork:
         ec2.associate_route_table(RouteTableId=table, SubnetId=subnet)
         subnets.append(subnet)
     blocked = subnets.pop()
-    acl = ec2.create_network_acl(VpcId=vpc_id)["NetworkAcl"]["NetworkAclId"]
-    for egress in (False, True):
-        ec2.create_network_acl_entry(
-            NetworkAclId=acl, RuleNumber=100, Protocol="-1", RuleAction="allow", Egress=egress, CidrBlock="0.0.0.0/0"
-        )
-    ec2.create_network_acl_entry(
-        NetworkAclId=acl,
-        RuleNumber=50,
-        Protocol="6",
-        RuleAction="deny",
-        Egress=False,
-        CidrBlock="0.0.0.0/0",
-        PortRange={"From": 22, "To": 22},
-    )
-    for existing in ec2.describe_network_acls(Filters=[{"Name": "association.subnet-id", "Values": [blocked]}])[
-        "NetworkAcls"
-    ]:
-        for association in existing["Associations"]:
-            if association["SubnetId"] == blocked:
-                ec2.replace_network_acl_association(
-                    AssociationId=association["NetworkAclAssociationId"], NetworkAclId=acl
-                )
+    SimulatedAccount(ec2).block_ssh_in_nacl(vpc_id, blocked)
     groups = {}
     for name, rules in (
         ("app", [ssh_from("0.0.0.0/0", port_from=443, port_to=443)]),

@@ -256,7 +256,7 @@ def locked_subnet(account: SimulatedAccount, network: Network, cidr: str) -> str
     subnet = ec2.create_subnet(VpcId=network.vpc_id, CidrBlock=cidr, TagSpecifications=tags)["Subnet"]["SubnetId"]
     ec2.modify_subnet_attribute(SubnetId=subnet, MapPublicIpOnLaunch={"Value": True})
     ec2.associate_route_table(RouteTableId=network.public_route_table_id, SubnetId=subnet)
-    account.block_ssh_in_nacl(network, subnet)
+    account.block_ssh_in_nacl(network.vpc_id, subnet)
     return subnet
 
 

@@ -97,10 +97,10 @@ class SimulatedAccount:
             self.ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=permissions)
         return group_id
 
-    def block_ssh_in_nacl(self, network: Network, subnet_id: str, rule_number: int = 50) -> str:
+    def block_ssh_in_nacl(self, vpc_id: str, subnet_id: str, rule_number: int = 50) -> str:
         """A custom NACL on `subnet_id` that denies TCP 22 before allowing everything else."""
         ec2 = self.ec2
-        acl = ec2.create_network_acl(VpcId=network.vpc_id)["NetworkAcl"]["NetworkAclId"]
+        acl = ec2.create_network_acl(VpcId=vpc_id)["NetworkAcl"]["NetworkAclId"]
         for egress in (False, True):
             ec2.create_network_acl_entry(
                 NetworkAclId=acl,
