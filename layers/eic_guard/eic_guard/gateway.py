@@ -6,8 +6,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from .managed_group import RuleSet
-from .models import ActionRecord, ManagedAddress
+from .inventory import FILTER_VALUES_PER_CALL, paginate, parse_security_group
+from .managed_group import RuleSet, current_rules
+from .models import ActionRecord, ManagedAddress, SecurityGroup
 from .settings import MANAGED_BY_TAG, MANAGED_GROUP_NAME
 
 VANISHED_CODES = frozenset(
@@ -18,10 +19,24 @@ VANISHED_CODES = frozenset(
     }
 )
 QUOTA_CODES = frozenset({"SecurityGroupsPerInterfaceLimitExceeded", "RulesPerSecurityGroupLimitExceeded"})
+# Metadata token settings eic-guard can restate; anything else (a value a newer API adds) is left untouched.
+KNOWN_HTTP_TOKENS = ("required", "optional")
+# AuthorizeSecurityGroupIngress fails whole on one duplicate: re-read and retry with what is missing, bounded.
+DUPLICATE_RETRIES = 3
+
+
+class RemediationRefused(Exception):
+    """A fix eic-guard will not make: it would touch something it does not own, or rely on an API default."""
 
 
 def error_code(exc: ClientError) -> str:
     return exc.response.get("Error", {}).get("Code", "Unknown")
+
+
+def vanished(resource: str, operation: str) -> ClientError:
+    """The error EC2 gives for a resource that no longer exists, for one found missing on a re-read."""
+    code = "InvalidNetworkInterfaceID.NotFound" if resource.startswith("eni-") else "InvalidInstanceID.NotFound"
+    return ClientError({"Error": {"Code": code, "Message": f"{resource} no longer exists"}}, operation)
 
 
 class Ec2Gateway:
@@ -54,18 +69,61 @@ class Ec2Gateway:
         )
         return response["GroupId"], self._record("create-security-group", response["GroupId"], detail)
 
-    def authorize(self, group_id: str, rules: RuleSet) -> ActionRecord:
-        detail = f"allow TCP 22 from {rules.describe()}"
-        if not self.dry_run:
+    def authorize(self, group_id: str, rules: RuleSet) -> tuple[ActionRecord, RuleSet]:
+        """Allow TCP 22 from `rules`; returns the record and the rules this call really added.
+
+        EC2 refuses the whole request when one of its rules exists already (InvalidPermission.Duplicate, e.g.
+        another run or a person added it since we read the group): re-read the group, add exactly what is missing.
+        """
+        if self.dry_run:
+            return self._record("authorize-ingress", group_id, f"allow TCP 22 from {rules.describe()}"), rules
+        missing = rules
+        for _ in range(DUPLICATE_RETRIES):
             try:
                 self.ec2.authorize_security_group_ingress(
-                    GroupId=group_id, IpPermissions=rules.ip_permissions(self.region)
+                    GroupId=group_id, IpPermissions=missing.ip_permissions(self.region)
                 )
+                break
             except ClientError as exc:
-                # Another run added the same rule first: the goal state is reached.
                 if error_code(exc) != "InvalidPermission.Duplicate":
                     raise
-        return self._record("authorize-ingress", group_id, detail)
+                missing = rules - current_rules(self.read_group(group_id))
+                if not missing:
+                    break
+        else:
+            raise RemediationRefused(f"{group_id} kept changing while TCP 22 rules were added to it")
+        added = missing  # what the last, successful request carried (empty when nothing was left to add)
+        if not added:
+            detail = f"TCP 22 from {rules.describe()} already allowed (added meanwhile by someone else)"
+        elif added == rules:
+            detail = f"allow TCP 22 from {rules.describe()}"
+        else:
+            detail = f"allow TCP 22 from {added.describe()} ({(rules - added).describe()} added meanwhile)"
+        return self._record("authorize-ingress", group_id, detail), added
+
+    def read_group(self, group_id: str) -> SecurityGroup | None:
+        """The group as it is now (a filter, so a deleted group is None rather than an error)."""
+        found = paginate(
+            self.ec2, "describe_security_groups", "SecurityGroups", Filters=[{"Name": "group-id", "Values": [group_id]}]
+        )
+        return next((parse_security_group(raw) for raw in found), None)
+
+    def find_group_named_managed(self, vpc_id: str) -> SecurityGroup | None:
+        """The VPC's eic-guard-ssh group as it is now, tagged or not (after a racing run created one)."""
+        filters = [{"Name": "vpc-id", "Values": [vpc_id]}, {"Name": "group-name", "Values": [MANAGED_GROUP_NAME]}]
+        found = paginate(self.ec2, "describe_security_groups", "SecurityGroups", Filters=filters)
+        return next((parse_security_group(raw) for raw in found), None)
+
+    def interface_groups(self, eni_ids: list[str]) -> dict[str, tuple[str, ...]]:
+        """The current security groups of up to 200 ENIs, one call; a vanished ENI is absent from the answer."""
+        assert len(eni_ids) <= FILTER_VALUES_PER_CALL
+        found = paginate(
+            self.ec2,
+            "describe_network_interfaces",
+            "NetworkInterfaces",
+            Filters=[{"Name": "network-interface-id", "Values": eni_ids}],
+        )
+        return {raw["NetworkInterfaceId"]: tuple(g["GroupId"] for g in raw.get("Groups", ())) for raw in found}
 
     def revoke(self, group_id: str, rules: RuleSet) -> ActionRecord:
         detail = f"revoke TCP 22 from {rules.describe()}"
@@ -79,17 +137,26 @@ class Ec2Gateway:
                     raise
         return self._record("revoke-ingress", group_id, detail)
 
-    def set_interface_groups(self, eni_id: str, group_ids: list[str], added: str) -> ActionRecord:
-        detail = f"attach {added} to {eni_id}, keeping {', '.join(g for g in group_ids if g != added) or 'no groups'}"
+    def set_interface_groups(self, eni_id: str, kept: tuple[str, ...], added: str) -> ActionRecord:
+        """Attach `added` to the ENI; `kept` must be the ENI's groups as read just before (EC2 replaces the set)."""
+        detail = f"attach {added} to {eni_id}, keeping {', '.join(kept) or 'no groups'}"
         if not self.dry_run:
-            self.ec2.modify_network_interface_attribute(NetworkInterfaceId=eni_id, Groups=group_ids)
+            self.ec2.modify_network_interface_attribute(NetworkInterfaceId=eni_id, Groups=[*kept, added])
         return self._record("attach-security-group", eni_id, detail)
 
     def enable_imds(self, instance_id: str, http_tokens: str | None) -> ActionRecord:
-        # Only HttpEndpoint is sent, so HttpTokens, hop limit and tags-in-metadata stay as they are.
+        """Enable the metadata endpoint, restating the current HttpTokens.
+
+        EC2 gives an omitted HttpTokens a default (historically `optional`, i.e. IMDSv1), unlike HttpEndpoint and
+        the hop limit, so the request states it; an unknown current value is not guessed at.
+        """
+        if http_tokens not in KNOWN_HTTP_TOKENS:
+            raise RemediationRefused(f"the instance's current HttpTokens ({http_tokens}) is unknown, so not restated")
         if not self.dry_run:
-            self.ec2.modify_instance_metadata_options(InstanceId=instance_id, HttpEndpoint="enabled")
-        return self._record("enable-imds", instance_id, f"HttpEndpoint=enabled, HttpTokens stays {http_tokens}")
+            self.ec2.modify_instance_metadata_options(
+                InstanceId=instance_id, HttpEndpoint="enabled", HttpTokens=http_tokens
+            )
+        return self._record("enable-imds", instance_id, f"HttpEndpoint=enabled, HttpTokens={http_tokens} (kept)")
 
     def associate_elastic_ip(self, eni_id: str) -> ActionRecord:
         if self.dry_run:

@@ -5,14 +5,13 @@ from __future__ import annotations
 from botocore.exceptions import ClientError
 
 from .checks.base import CheckContext
-from .gateway import Ec2Gateway, error_code
+from .gateway import Ec2Gateway, RemediationRefused, error_code, vanished
+from .inventory import FILTER_VALUES_PER_CALL
 from .managed_group import current_rules, desired_rules
-from .models import ActionRecord
-from .settings import MANAGED_GROUP_NAME
+from .models import ActionRecord, SecurityGroup
+from .settings import MANAGED_BY_TAG, MANAGED_GROUP_NAME
 
-
-class RemediationRefused(Exception):
-    """A fix eic-guard will not make because it would touch something it does not own."""
+__all__ = ["RemediationRefused", "Remediator"]
 
 
 class Remediator:
@@ -22,6 +21,8 @@ class Remediator:
         self.gateway = gateway
         self.ctx = ctx
         self._groups: dict[str, str | Exception] = {}
+        self._pending_enis: list[str] = []  # ENIs the plan attaches the managed group to, in write order
+        self._current_groups: dict[str, tuple[str, ...] | None] = {}  # re-read just before their writes
 
     @property
     def dry_run(self) -> bool:
@@ -51,15 +52,7 @@ class Remediator:
         if existing is None:
             if vpc_id in snapshot.vpcs_with_unowned_managed_name:
                 raise RemediationRefused(self._unowned(vpc_id))
-            try:
-                group_id, record = self.gateway.create_managed_group(vpc_id)
-            except ClientError as exc:
-                if error_code(exc) == "InvalidGroup.Duplicate":  # created by someone else since the gather
-                    raise RemediationRefused(self._unowned(vpc_id)) from None
-                raise
-            actions.append(record)
-        else:
-            group_id = existing.group_id
+            existing = self._create(vpc_id, actions)
         wanted = desired_rules(
             self.ctx.eic,
             self.ctx.settings.ingress_source,
@@ -68,8 +61,46 @@ class Remediator:
         )
         missing = wanted - current_rules(existing)
         if missing:
-            actions.append(self.gateway.authorize(group_id, missing))
-        return group_id
+            actions.append(self.gateway.authorize(existing.group_id, missing)[0])
+        return existing.group_id
+
+    def _create(self, vpc_id: str, actions: list[ActionRecord]) -> SecurityGroup:
+        """Create the VPC's group; if a racing run created it first, use theirs when it is tagged as ours."""
+        try:
+            group_id, record = self.gateway.create_managed_group(vpc_id)
+        except ClientError as exc:
+            if error_code(exc) != "InvalidGroup.Duplicate":
+                raise
+            found = self.gateway.find_group_named_managed(vpc_id)
+            if found is None or found.tag(MANAGED_BY_TAG[0]) != MANAGED_BY_TAG[1]:
+                raise RemediationRefused(self._unowned(vpc_id)) from None
+            return found
+        actions.append(record)
+        return SecurityGroup(group_id, MANAGED_GROUP_NAME, vpc_id, (MANAGED_BY_TAG,), ())
+
+    def expect_attachments(self, eni_ids: list[str]) -> None:
+        """The ENIs the plan will attach the managed group to, in the order the writes will come."""
+        self._pending_enis = list(dict.fromkeys(eni_ids))
+
+    def current_groups(self, eni_id: str, gathered: tuple[str, ...]) -> tuple[str, ...]:
+        """The ENI's groups as they are now: EC2 replaces an ENI's whole group set, so a set read at the start of
+        the run would undo a group added or detached meanwhile. Read in one call per chunk of pending ENIs, right
+        before that chunk's writes. Report mode writes nothing, so it keeps the gathered set."""
+        if self.dry_run:
+            return gathered
+        if eni_id not in self._current_groups:
+            self._read_chunk_from(eni_id)
+        groups = self._current_groups.get(eni_id)
+        if groups is None:
+            raise vanished(eni_id, "DescribeNetworkInterfaces")
+        return groups
+
+    def _read_chunk_from(self, eni_id: str) -> None:
+        pending = [e for e in self._pending_enis if e not in self._current_groups]
+        start = pending.index(eni_id) if eni_id in pending else 0
+        chunk = ([eni_id] + [e for e in pending[start:] if e != eni_id])[:FILTER_VALUES_PER_CALL]
+        found = self.gateway.interface_groups(chunk)
+        self._current_groups.update({e: found.get(e) for e in chunk})
 
     @staticmethod
     def _unowned(vpc_id: str) -> str:

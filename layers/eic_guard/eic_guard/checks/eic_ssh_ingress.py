@@ -14,6 +14,8 @@ REMEDIATION_PERMISSIONS = (
     "ec2:CreateTags",
     "ec2:AuthorizeSecurityGroupIngress",
     "ec2:ModifyNetworkInterfaceAttribute",
+    # Re-reads the ENIs' current groups right before the attach (EC2 replaces the whole set).
+    "ec2:DescribeNetworkInterfaces",
 )
 ATTACH_MANAGED_GROUP = "attach-security-group"  # the same name the gateway records
 SSH_PORT = 22
@@ -57,6 +59,8 @@ def _coverage_reason(required: tuple[IPNetwork, ...], sources: list[IPNetwork]) 
 
 
 def evaluate(instance: Instance, ctx: CheckContext) -> CheckResult:
+    if ctx.eic.unavailable:
+        return CheckResult("error", f"the EC2_INSTANCE_CONNECT ranges are unavailable ({ctx.eic.unavailable})")
     if not ctx.eic.ipv4:
         return failed(f"no EC2_INSTANCE_CONNECT IPv4 prefix is published for {ctx.eic.region}")
     eni = instance.connect_eni()
@@ -94,16 +98,17 @@ def _coverage(
 
 
 def remediate(fix: Fix, instance: Instance, remediator, actions: list) -> None:
-    """Attach the VPC's managed group to the connect ENI, keeping the ENI's groups (idempotent)."""
+    """Attach the VPC's managed group to the connect ENI, keeping the groups it has *now* (idempotent)."""
     group_id = remediator.managed_group(fix.param("vpc_id"), actions)
-    groups = [g for g in fix.param("group_ids").split(",") if g]
+    gathered = tuple(g for g in fix.param("group_ids").split(",") if g)
+    groups = remediator.current_groups(fix.resource, gathered)
     if group_id in groups:
         actions.append(
             remediator.note(
-                "attach-security-group",
+                ATTACH_MANAGED_GROUP,
                 fix.resource,
                 f"{group_id} already attached; its rules now cover the current prefixes",
             )
         )
         return
-    actions.append(remediator.gateway.set_interface_groups(fix.resource, [*groups, group_id], group_id))
+    actions.append(remediator.gateway.set_interface_groups(fix.resource, groups, group_id))
