@@ -25,13 +25,14 @@ class FakeLambdaContext:
     aws_request_id: str = "6f1d2c3b-0a9e-4e8f-b7d6-5c4b3a291807"
     function_version: str = "$LATEST"
     log_stream_name: str = "2026/08/22/[$LATEST]0123456789abcdef"
+    remaining_ms: int = 900_000  # the scan function's timeout: a run starts with all of it
 
     @property
     def log_group_name(self) -> str:
         return f"/aws/lambda/{self.function_name}"
 
     def get_remaining_time_in_millis(self) -> int:
-        return 60_000
+        return self.remaining_ms
 
 
 def load_handler(name: str, module_alias: str | None = None):

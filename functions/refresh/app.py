@@ -6,12 +6,12 @@ A rejected notification raises, so the invocation fails, Lambda retries it and t
 from datetime import UTC, datetime
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from eic_guard.budget import FINISH_RESERVE, REFRESH_RESERVE, Deadline
 from eic_guard.clients import AwsClients
-from eic_guard.errors import EicGuardError
 from eic_guard.events import parse_ip_space_notification
 from eic_guard.observability import logger, metrics, record_refresh, record_rejection, tracer
 from eic_guard.publish import publish_refresh
-from eic_guard.refresh import process_notification
+from eic_guard.refresh import process_notification, rejection_reason
 from eic_guard.settings import Settings
 
 
@@ -21,23 +21,21 @@ from eic_guard.settings import Settings
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     started = datetime.now(UTC)
     settings = Settings.from_env().require("state_table")
-    clients = AwsClients()
+    deadline = Deadline.from_context(context, reserve=REFRESH_RESERVE)
+    clients = AwsClients(deadline=deadline)
     try:
         change = parse_ip_space_notification(event, settings.ip_ranges_topic_arns)
-        summary = process_notification(change, clients, settings, context)
-    except EicGuardError as exc:
-        reason = getattr(exc, "reason", "invalid")
+        summary = process_notification(change, clients, settings, context, deadline)
+    except Exception as exc:  # every rejection is counted by reason and alerted, then raised for SNS to retry
+        reason = rejection_reason(exc)
         record_rejection(reason)
-        logger.error("ip-ranges notification rejected", extra={"reason": reason, "error": str(exc)})
-        publish_refresh(
-            clients,
-            settings,
-            context.aws_request_id,
-            started,
-            {"status": "rejected", "reason": reason, "error": str(exc)},
-            [f"notification rejected ({reason}): {exc}"],
-        )
+        logger.exception("ip-ranges notification rejected", extra={"reason": reason, "error": str(exc)})
+        deadline.finishing(FINISH_RESERVE)
+        document = {"status": "rejected", "reason": reason, "error": str(exc)}
+        alert = f"notification rejected ({reason}): {exc}"
+        publish_refresh(clients, settings, context.aws_request_id, started, document, [alert])
         raise
+    deadline.finishing(FINISH_RESERVE)
     record_refresh(summary)
     publish_refresh(clients, settings, context.aws_request_id, started, summary, summary.get("alerts", []))
     logger.info("ip-ranges refresh done", extra={"summary": summary})

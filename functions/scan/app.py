@@ -2,6 +2,7 @@
 opted-in instance of the configured regions, stores the report and alerts when something needs a person."""
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from eic_guard.budget import FINISH_RESERVE, SCAN_RESERVE, Deadline
 from eic_guard.clients import AwsClients
 from eic_guard.events import parse_scheduled_event
 from eic_guard.nightly import nightly_run, state_store
@@ -18,15 +19,16 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
     settings = Settings.from_env()
     logger.append_keys(run_id=context.aws_request_id)
     logger.info("scan started", extra={"schedule": scheduled.resources, "mode": settings.mode})
-    clients = AwsClients()
-    report, refresh = nightly_run(
-        clients, settings, run_id=context.aws_request_id, store=state_store(clients, settings)
-    )
+    deadline = Deadline.from_context(context, reserve=SCAN_RESERVE)
+    clients = AwsClients(deadline=deadline)
+    store = state_store(clients, settings)
+    report, catch_up = nightly_run(clients, settings, run_id=context.aws_request_id, store=store, deadline=deadline)
+    deadline.finishing(FINISH_RESERVE)  # what is left of the reserve goes to the report and the alert
     document = report.to_dict()
     record_scan(document)
-    if refresh is not None:
-        record_refresh(refresh.summary())
-    published = publish_scan(clients, settings, report, refresh.alerts if refresh is not None else [])
+    if catch_up.refresh is not None:
+        record_refresh(catch_up.refresh.summary())
+    published = publish_scan(clients, settings, report, catch_up.all_alerts)
     logger.info("scan finished", extra={"summary": document["summary"], **published})
     return {
         "run_id": report.run_id,
@@ -34,6 +36,6 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
         "regions": report.regions,
         "summary": document["summary"],
         "ip_ranges": document["ip_ranges"],
-        "refresh": refresh.summary() if refresh is not None else None,
+        "refresh": catch_up.summary(),
         "report_key": published["report_key"],
     }

@@ -21,7 +21,7 @@ from botocore.loaders import create_loader
 from eic_guard import cli, ip_ranges
 from eic_guard.clients import AwsClients
 from eic_guard.errors import IpRangesError
-from eic_guard.refresh import RefreshResult, apply_ranges, nightly_ranges
+from eic_guard.refresh import RefreshResult, apply_ranges, newer_or_stored
 from eic_guard.settings import IP_RANGES_URL, Settings
 from eic_guard.state import FileStateStore, RangesState, StateStore
 
@@ -595,7 +595,7 @@ def test_nightly_reuses_the_stored_prefixes_when_the_file_is_unchanged(installed
     settings = Settings.build(regions=(REGION,))
 
     # When the nightly run fetches the file
-    ranges = nightly_ranges(store, settings)
+    ranges = newer_or_stored(store.load(), settings)
 
     # Then it asked with the stored md5 as ETag and reuses the stored prefixes
     assert len(http.calls) == 1
@@ -613,7 +613,7 @@ def test_nightly_on_304_still_alerts_for_a_vanished_region(installed, store, tmp
     api_calls.clear()
 
     # When the nightly run reuses the stored copy of that file and applies it
-    ranges = nightly_ranges(store, settings)
+    ranges = newer_or_stored(store.load(), settings)
     result = apply_ranges(
         _shared["clients"], settings, store, ranges, replay_same=True, now=lambda: T0 + timedelta(hours=30)
     )
@@ -633,7 +633,7 @@ def test_nightly_uses_a_newer_file(aws, store, http):
     http.add(responses.GET, IP_RANGES_URL, body=snapshot_bytes("2026-08-22"))
 
     # When the nightly run fetches the file
-    ranges = nightly_ranges(store, Settings.build(regions=(REGION,)))
+    ranges = newer_or_stored(store.load(), Settings.build(regions=(REGION,)))
 
     # Then the new file is used (and the conditional request named the stored copy)
     assert http.calls[0].request.headers["If-None-Match"] == f'"{snapshot_md5("2026-06-01")}"'
@@ -646,7 +646,7 @@ def test_nightly_never_goes_back_to_an_older_file(installed, store, http, api_ca
     settings = Settings.build(regions=(REGION,))
 
     # When the nightly run fetches and applies it
-    ranges = nightly_ranges(store, settings)
+    ranges = newer_or_stored(store.load(), settings)
     api_calls.clear()
     apply_ranges(_shared["clients"], settings, store, ranges, replay_same=True, now=lambda: T0 + timedelta(days=1))
 

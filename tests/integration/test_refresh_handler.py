@@ -132,7 +132,13 @@ BAD_INPUTS = {
         1,
     ),
     "timeout": (event("sns-ip-space-changed-current.json"), "timeout", IpRangesError, "download-failed", 1),
-    "http-503": (event("sns-ip-space-changed-current.json"), "503", IpRangesError, "download-failed", 4),
+    "http-503": (
+        event("sns-ip-space-changed-current.json"),
+        "503",
+        IpRangesError,
+        "download-failed",
+        2,
+    ),  # FETCH_ATTEMPTS
     "foreign-topic": (event("sns-ip-space-changed-foreign-topic.json"), "newest", InvalidEvent, "foreign-topic", 0),
     "empty-record": ({"Records": [{}]}, "newest", InvalidEvent, "malformed-event", 0),
     "eventbridge-event": (event("scheduled-nightly.json"), "newest", InvalidEvent, "malformed-event", 0),

@@ -9,28 +9,42 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from .budget import Deadline
 from .errors import ConfigurationError
 
+# One call that hangs costs at most MAX_ATTEMPTS x (CONNECT_TIMEOUT + READ_TIMEOUT) plus backoff (about 2 min),
+# not 8 x 60 s; a Deadline (budget.py) refuses further attempts once the invocation's reserve is reached.
+# READ_TIMEOUT leaves room for a DescribeInstances page of 1,000 instances.
+CONNECT_TIMEOUT = 5
+READ_TIMEOUT = 20
+MAX_ATTEMPTS = 4
 RETRY_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 8},
-    connect_timeout=10,
-    read_timeout=60,
+    retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+    connect_timeout=CONNECT_TIMEOUT,
+    read_timeout=READ_TIMEOUT,
     user_agent_extra="eic-guard",
 )
 
 
 class AwsClients:
-    """Builds one client per (service, region) from a session; honours AWS_ENDPOINT_URL via boto3."""
+    """Builds one client per (service, region) from a session; honours AWS_ENDPOINT_URL via boto3.
 
-    def __init__(self, session: boto3.Session | None = None, config: Config = RETRY_CONFIG):
+    With a `deadline`, every client refuses to send a request once the invocation's reserve is reached.
+    """
+
+    def __init__(
+        self, session: boto3.Session | None = None, config: Config = RETRY_CONFIG, deadline: Deadline | None = None
+    ):
         self.session = session or boto3.Session()
         self.config = config
+        self.deadline = deadline
         self._clients: dict[tuple[str, str | None], Any] = {}
 
     def client(self, service: str, region: str | None = None) -> Any:
         key = (service, region)
         if key not in self._clients:
-            self._clients[key] = self.session.client(service, region_name=region, config=self.config)
+            client = self.session.client(service, region_name=region, config=self.config)
+            self._clients[key] = self.deadline.guard(client) if self.deadline else client
         return self._clients[key]
 
     def ec2(self, region: str) -> Any:

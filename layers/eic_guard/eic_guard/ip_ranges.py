@@ -12,13 +12,15 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from .budget import Deadline
 from .errors import IpRangesError
 from .models import EicPrefixes
 from .settings import IP_RANGES_URL
 
 EIC_SERVICE = "EC2_INSTANCE_CONNECT"
 REQUIRED_KEYS = ("syncToken", "createDate", "prefixes", "ipv6_prefixes")
-FETCH_TIMEOUT = (5, 30)  # connect, read (seconds)
+FETCH_TIMEOUT = (5, 20)  # connect, read (seconds), per attempt
+FETCH_ATTEMPTS = 2  # one retry, on a connection error or a 5xx
 
 
 @dataclass(frozen=True)
@@ -29,23 +31,36 @@ class IpRanges:
     create_date: str
     md5: str
     eic: dict[str, EicPrefixes]
+    unavailable: str | None = None  # why there are no ranges at all (the scan then cannot judge the SSH rules)
+
+    @classmethod
+    def none_available(cls, why: str) -> IpRanges:
+        """No verified file and no stored copy: the scan still runs, the SSH-rule check reports an error."""
+        return cls("", "", "", {}, unavailable=why)
 
     def for_region(self, region: str) -> EicPrefixes:
-        return self.eic.get(region, EicPrefixes(region))
+        return self.eic.get(region, EicPrefixes(region, unavailable=self.unavailable))
 
 
-def _http_session() -> requests.Session:
-    retry = Retry(total=3, backoff_factor=0.5, status_forcelist=(500, 502, 503, 504), allowed_methods=("GET",))
+def _http_session(attempts: int) -> requests.Session:
+    retry = Retry(
+        total=attempts - 1, backoff_factor=0.5, status_forcelist=(500, 502, 503, 504), allowed_methods=("GET",)
+    )
     session = requests.Session()
     session.mount("https://", HTTPAdapter(max_retries=retry))
     session.mount("http://", HTTPAdapter(max_retries=retry))
     return session
 
 
-def fetch_bytes(source: str | None = None, if_none_match: str | None = None) -> bytes | None:
+def fetch_bytes(
+    source: str | None = None, if_none_match: str | None = None, deadline: Deadline | None = None
+) -> bytes | None:
     """Download the pinned URL (or `source`: a URL or a local path) and return the exact bytes.
 
     With `if_none_match` (the md5 of the copy we hold, which is the file's ETag) a 304 answer returns None.
+    At most FETCH_ATTEMPTS attempts; with a `deadline`, each attempt's timeouts are cut to its share of the time
+    that remains and the body must arrive before the deadline, so a hanging or dripping server fails the fetch
+    while the function can still report it.
     """
     source = source or IP_RANGES_URL
     if not source.startswith(("https://", "http://")):
@@ -53,16 +68,33 @@ def fetch_bytes(source: str | None = None, if_none_match: str | None = None) -> 
             return Path(source).read_bytes()
         except OSError as exc:
             raise IpRangesError("unreadable", f"cannot read ip-ranges file {source}: {exc.strerror}") from None
+    connect, read = FETCH_TIMEOUT
+    if deadline is not None:
+        share = deadline.remaining() / FETCH_ATTEMPTS
+        if share <= 0:
+            raise IpRangesError("download-failed", f"cannot download {source}: no time left in the invocation")
+        connect, read = deadline.timeout(min(connect, share)), deadline.timeout(min(read, share))
     try:
         headers = {"If-None-Match": f'"{if_none_match}"'} if if_none_match else {}
-        response = _http_session().get(source, timeout=FETCH_TIMEOUT, headers=headers)
-        if response.status_code == 304 and if_none_match:
-            return None
-        response.raise_for_status()
-        # .content would silently accept a body shorter than Content-Length; urllib3 enforces it by default.
-        return response.content
+        with _http_session(FETCH_ATTEMPTS).get(
+            source, timeout=(connect, read), headers=headers, stream=True
+        ) as response:
+            if response.status_code == 304 and if_none_match:
+                return None
+            response.raise_for_status()
+            # urllib3 enforces Content-Length on a streamed body too: a truncated download raises.
+            return _read_body(response, source, deadline)
     except requests.RequestException as exc:
         raise IpRangesError("download-failed", f"cannot download {source}: {exc}") from None
+
+
+def _read_body(response: requests.Response, source: str, deadline: Deadline | None) -> bytes:
+    chunks = []
+    for chunk in response.iter_content(chunk_size=256 * 1024):
+        chunks.append(chunk)
+        if deadline is not None and deadline.remaining() <= 0:
+            raise IpRangesError("download-failed", f"cannot download {source}: the invocation's time ran out")
+    return b"".join(chunks)
 
 
 def parse(raw: bytes, expected_md5: str | None = None) -> IpRanges:
@@ -79,16 +111,20 @@ def parse(raw: bytes, expected_md5: str | None = None) -> IpRanges:
     missing = [k for k in REQUIRED_KEYS if k not in document]
     if missing:
         raise IpRangesError("invalid-shape", f"ip-ranges.json lacks {', '.join(missing)}")
+    sync_token = str(document["syncToken"])
+    if not sync_token.isascii() or not sync_token.isdigit():
+        # synctokens are epoch seconds; ordering notifications relies on comparing them as numbers
+        raise IpRangesError("invalid-sync-token", f"ip-ranges.json syncToken {sync_token[:40]!r} is not a number")
     try:
         eic = _select_eic(document["prefixes"], document["ipv6_prefixes"])
     except (TypeError, KeyError, ValueError) as exc:
         raise IpRangesError("invalid-shape", f"ip-ranges.json has a malformed prefix entry: {exc}") from None
-    return IpRanges(str(document["syncToken"]), str(document["createDate"]), digest, eic)
+    return IpRanges(sync_token, str(document["createDate"]), digest, eic)
 
 
-def load(source: str | None = None, expected_md5: str | None = None) -> IpRanges:
+def load(source: str | None = None, expected_md5: str | None = None, deadline: Deadline | None = None) -> IpRanges:
     """Fetch and parse in one step."""
-    raw = fetch_bytes(source)
+    raw = fetch_bytes(source, deadline=deadline)
     assert raw is not None  # no If-None-Match was sent
     return parse(raw, expected_md5)
 

@@ -23,6 +23,7 @@ class EicPrefixes:
     region: str
     ipv4: tuple[ipaddress.IPv4Network, ...] = ()
     ipv6: tuple[ipaddress.IPv6Network, ...] = ()
+    unavailable: str | None = None  # set when no ip-ranges.json could be read at all (not: none published)
 
     @property
     def all(self) -> tuple[IPNetwork, ...]:

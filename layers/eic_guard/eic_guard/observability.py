@@ -60,8 +60,9 @@ def record_refresh(summary: dict) -> None:
     """RefreshApplied, prefixes added and removed, alerts raised."""
     if summary.get("status") == "applied":
         _count("RefreshApplied", 1)
-    _count("PrefixesAdded", summary.get("prefixes_added", 0))
-    _count("PrefixesRemoved", summary.get("prefixes_revoked", 0))
+    written = summary.get("status") != "planned"  # report mode's catch-up plans, it adds and removes nothing
+    _count("PrefixesAdded", summary.get("prefixes_added", 0) if written else 0)
+    _count("PrefixesRemoved", summary.get("prefixes_revoked", 0) if written else 0)
     _count("RefreshAlerts", len(summary.get("alerts", ())))
 
 

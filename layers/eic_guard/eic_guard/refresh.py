@@ -16,18 +16,21 @@ from typing import Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from . import ip_ranges
+from .budget import Deadline, DeadlineExceeded
 from .errors import IpRangesError
 from .events import IpSpaceChange
-from .gateway import Ec2Gateway, error_code
+from .gateway import Ec2Gateway, RemediationRefused, error_code
 from .inventory import EIC_IPV6_PREFIX_LIST, EIC_PREFIX_LIST, paginate, parse_security_group, prefix_list_entries
 from .ip_ranges import IpRanges
 from .managed_group import RuleSet, current_rules, owned_rules
 from .models import ActionRecord, SecurityGroup
 from .observability import logger
 from .settings import MANAGED_BY_TAG, MANAGED_GROUP_NAME, Settings
-from .state import DynamoDbStateStore, RangesState, StateStore
+from .state import DynamoDbStateStore, RangesState, StateConflict, StateStore
 
-RefreshStatus = Literal["applied", "stale", "duplicate"]
+# applied: written and the state advanced; planned: report mode, nothing written; incomplete: some region or group
+# failed, the state was not advanced (the next delivery or nightly run retries); stale/duplicate: nothing to do.
+RefreshStatus = Literal["applied", "planned", "incomplete", "stale", "duplicate"]
 
 
 class RefreshIncomplete(IpRangesError):
@@ -46,6 +49,7 @@ class RegionRefresh:
     prefix_list_differences: list[str] = field(default_factory=list)
     actions: list[ActionRecord] = field(default_factory=list)
     alerts: list[str] = field(default_factory=list)
+    failed_groups: list[str] = field(default_factory=list)  # "sg-…: Code" for each group a write failed on
     error: str | None = None
 
 
@@ -57,8 +61,12 @@ class RefreshResult:
     regions: list[RegionRefresh] = field(default_factory=list)
 
     @property
+    def errors(self) -> list[str]:
+        return [f"{r.region}: {r.error}" for r in self.regions if r.error]
+
+    @property
     def alerts(self) -> list[str]:
-        return [a for r in self.regions for a in r.alerts] + [f"{r.region}: {r.error}" for r in self.regions if r.error]
+        return [a for r in self.regions for a in r.alerts] + self.errors
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -69,6 +77,7 @@ class RefreshResult:
             "prefixes_revoked": sum(len(r.revoked) for r in self.regions),
             "prefixes_in_grace": sum(len(r.in_grace) for r in self.regions),
             "groups": sum(r.groups for r in self.regions),
+            "errors": self.errors,
             "alerts": self.alerts,
         }
 
@@ -117,7 +126,13 @@ def forget(region: str, prefixes: set[str], state: RangesState) -> None:
 
 
 def refresh_region(
-    ec2: Any, region: str, ranges: IpRanges, state: RangesState, settings: Settings, now: datetime
+    ec2: Any,
+    region: str,
+    ranges: IpRanges,
+    state: RangesState,
+    settings: Settings,
+    now: datetime,
+    dry_run: bool = False,
 ) -> RegionRefresh:
     """Authorize new prefixes, then revoke our rules for prefixes absent longer than the grace period."""
     result = RegionRefresh(region)
@@ -137,8 +152,12 @@ def refresh_region(
     grace = timedelta(hours=settings.stale_prefix_grace_hours)
     expired, result.in_grace = track_absence(region, groups, current, state, now, grace)
     as_cidrs = {p for p in current if ipaddress.ip_network(p).version not in listed}
-    if _apply_rules(Ec2Gateway(ec2, region, dry_run=False), region, groups, as_cidrs, expired, result):
+    if _apply_rules(Ec2Gateway(ec2, region, dry_run=dry_run), region, groups, as_cidrs, expired, result):
         forget(region, expired, state)
+    if result.failed_groups:
+        result.error = f"{len(result.failed_groups)} of {len(groups)} managed group(s) failed: " + "; ".join(
+            result.failed_groups
+        )
     state.current[region] = sorted(current)
     return result
 
@@ -151,15 +170,24 @@ def _apply_rules(
     expired: set[str],
     result: RegionRefresh,
 ) -> bool:
-    """Add every current prefix to every group first, then revoke our expired rules; False if a revoke failed."""
+    """Add every current prefix to every group first, then revoke our expired rules; False if a write failed.
+
+    Each group stands alone: one group refusing a write does not keep the others from their new prefixes, and a
+    group whose additions failed is not revoked from (add before revoke holds per group).
+    """
     wanted = RuleSet(cidrs=frozenset(current))
+    added_to = []
     for group in groups:
         missing = wanted - current_rules(group)
-        if missing:
-            result.actions.append(gateway.authorize(group.group_id, missing))
-            result.added.extend(sorted(missing.cidrs))
-    all_revoked = True
-    for group in groups:  # revokes only after every group has its additions
+        try:
+            if missing:
+                record, added = gateway.authorize(group.group_id, missing)
+                result.actions.append(record)
+                result.added.extend(sorted(added.cidrs))
+            added_to.append(group)
+        except (ClientError, BotoCoreError, RemediationRefused) as exc:
+            _group_failed(result, "authorize-ingress", group.group_id, exc)
+    for group in added_to:  # revokes only after every group has its additions
         stale = RuleSet(cidrs=owned_rules(group, region).cidrs & expired)
         if not stale:
             continue
@@ -167,9 +195,15 @@ def _apply_rules(
             result.actions.append(gateway.revoke(group.group_id, stale))
             result.revoked.extend(sorted(stale.cidrs))
         except (ClientError, BotoCoreError) as exc:
-            all_revoked = False
-            result.actions.append(ActionRecord("revoke-ingress", group.group_id, "failed", str(exc)))
-    return all_revoked
+            _group_failed(result, "revoke-ingress", group.group_id, exc)
+    return not result.failed_groups
+
+
+def _group_failed(result: RegionRefresh, action: str, group_id: str, exc: Exception) -> None:
+    code = error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__
+    logger.error("managed group refresh failed", extra={"group_id": group_id, "action": action, "error": str(exc)})
+    result.actions.append(ActionRecord(action, group_id, "failed", f"{code}: {exc}"))
+    result.failed_groups.append(f"{group_id}: {code}")
 
 
 def _compare_prefix_lists(ec2: Any, region: str, current: set[str], result: RegionRefresh) -> set[int]:
@@ -200,12 +234,15 @@ def apply_ranges(
     ranges: IpRanges,
     *,
     replay_same: bool,
+    dry_run: bool = False,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> RefreshResult:
     """Apply `ranges` to every configured region and advance the state.
 
     An older synctoken is a stale no-op; the same one is a no-op unless `replay_same` (the nightly catch-up and
     the CLI re-apply it so that drift and expired grace periods are handled even when no notification comes).
+    `dry_run` (the scan in report mode) plans the writes and leaves the state alone, so that the SNS refresh,
+    which does write, still sees the file as new.
     """
     state = store.load()
     if ranges.md5 != state.md5:
@@ -226,13 +263,19 @@ def apply_ranges(
     moment = now()
     for region in settings.regions:
         try:
-            result.regions.append(refresh_region(clients.ec2(region), region, ranges, state, settings, moment))
+            result.regions.append(
+                refresh_region(clients.ec2(region), region, ranges, state, settings, moment, dry_run=dry_run)
+            )
         except (ClientError, BotoCoreError) as exc:
             code = error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__
             logger.error("region refresh failed", extra={"region": region, "error": str(exc)})
             result.regions.append(RegionRefresh(region, error=f"{code}: {exc}"))
     if any(r.error for r in result.regions):
         # Leave the state where it was so the next delivery or the nightly run tries again.
+        result.status = "incomplete"
+        return result
+    if dry_run:
+        result.status = "planned"
         return result
     state.sync_token, state.create_date, state.md5 = ranges.sync_token, ranges.create_date, ranges.md5
     state.updated_at = moment
@@ -240,7 +283,9 @@ def apply_ranges(
     return result
 
 
-def handle_notification(change: IpSpaceChange, clients: Any, settings: Settings, store: StateStore) -> dict:
+def handle_notification(
+    change: IpSpaceChange, clients: Any, settings: Settings, store: StateStore, deadline: Deadline | None = None
+) -> dict:
     """The SNS path: skip stale or repeated synctokens, else download the pinned URL, verify and apply."""
     state = store.load()
     if state.sync_token is not None and not state.is_newer(change.synctoken):
@@ -250,7 +295,8 @@ def handle_notification(change: IpSpaceChange, clients: Any, settings: Settings,
             extra={"sync_token": change.synctoken, "stored_sync_token": state.sync_token},
         )
         return {"status": status, "sync_token": change.synctoken, "stored_sync_token": state.sync_token}
-    ranges = ip_ranges.load(None, expected_md5=change.md5)  # the pinned URL only: change.url is never followed
+    # the pinned URL only: change.url is never followed
+    ranges = ip_ranges.load(None, expected_md5=change.md5, deadline=deadline)
     result = apply_ranges(clients, settings, store, ranges, replay_same=False)
     failed = [f"{r.region}: {r.error}" for r in result.regions if r.error]
     if failed:
@@ -259,12 +305,13 @@ def handle_notification(change: IpSpaceChange, clients: Any, settings: Settings,
     return result.summary()
 
 
-def nightly_ranges(store: StateStore, settings: Settings, source: str | None = None) -> IpRanges:
+def newer_or_stored(
+    state: RangesState, settings: Settings, source: str | None = None, deadline: Deadline | None = None
+) -> IpRanges:
     """The nightly catch-up's file: the stored copy when AWS says it is unchanged (ETag) or older, else the new one."""
-    state = store.load()
     stored = state.as_ip_ranges()
     complete = stored is not None and all(r in state.current for r in settings.regions)
-    raw = ip_ranges.fetch_bytes(source, if_none_match=state.md5 if complete else None)
+    raw = ip_ranges.fetch_bytes(source, if_none_match=state.md5 if complete else None, deadline=deadline)
     if raw is None:
         assert stored is not None
         logger.info("ip-ranges.json unchanged: reusing the stored prefixes", extra={"sync_token": stored.sync_token})
@@ -275,15 +322,35 @@ def nightly_ranges(store: StateStore, settings: Settings, source: str | None = N
     return fetched
 
 
-def process_notification(change: IpSpaceChange, clients: Any, settings: Settings, context: Any) -> dict:
+def process_notification(
+    change: IpSpaceChange, clients: Any, settings: Settings, context: Any, deadline: Deadline | None = None
+) -> dict:
     """handle_notification, once per synctoken (Powertools idempotency on the state table)."""
     store = DynamoDbStateStore(clients.client("dynamodb"), settings.state_table)
     process = idempotent_on_synctoken(
-        lambda change: handle_notification(IpSpaceChange.model_validate(change), clients, settings, store),
+        lambda change: handle_notification(IpSpaceChange.model_validate(change), clients, settings, store, deadline),
         settings.state_table,
         context,
     )
     return process(change=change.model_dump(by_alias=True))
+
+
+def rejection_reason(exc: Exception) -> str:
+    """The RefreshRejected metric's Reason for any exception a notification ends in (every one is counted)."""
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, str) and reason:
+        return reason
+    if isinstance(exc, StateConflict):
+        return "state-conflict"
+    if type(exc).__name__ == "IdempotencyAlreadyInProgressError":  # the same synctoken is being processed now
+        return "in-progress"
+    if isinstance(exc, DeadlineExceeded):
+        return "out-of-time"
+    if isinstance(exc, (ClientError, BotoCoreError)):
+        return "aws-error"
+    if isinstance(exc, (ValueError, TypeError, KeyError)):
+        return "invalid-state"
+    return "internal-error"
 
 
 def idempotent_on_synctoken(process: Callable[..., dict], table_name: str, context: Any) -> Callable[..., dict]:
