@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import logging
 import threading
 from datetime import timedelta
@@ -429,3 +430,54 @@ def test_nightly_scan_keeps_the_newer_state_when_served_an_older_file(table, htt
     assert sg_writes(api_calls) == []
     assert ingress_of(group) == eic_rules(REGION, EIC_US_EAST_1, EIC_US_EAST_1_V6)
     assert table.load().last_seen[REGION][EIC_US_EAST_1] > T0 + timedelta(days=1)  # seen again tonight
+
+
+def test_report_mode_catch_up_plans_the_new_prefixes_and_writes_nothing_to_ec2(
+    state_2022, table, http, api_calls, monkeypatch
+):
+    # Given a report-mode stack whose state and managed group are at 2022-04-27, a reports bucket, and AWS serving
+    # 2026-08-22 (which adds the IPv6 prefix)
+    monkeypatch.setenv("EIC_GUARD_MODE", "report")
+    s3 = boto3.client("s3", REGION)
+    s3.create_bucket(Bucket="eic-guard-reports")
+    monkeypatch.setenv("EIC_GUARD_REPORTS_BUCKET", "eic-guard-reports")
+    http.add(responses.GET, IP_RANGES_URL, body=snapshot_bytes("2026-08-22"))
+    rules_before, state_before = ingress_of(state_2022), table.load()
+    api_calls.clear()
+
+    # When the nightly scan runs
+    result = scan_app.lambda_handler(event("scheduled-nightly.json"), refresh_context("night"))
+
+    # Then the catch-up planned the new prefix instead of writing it: the role of a report-mode stack has no EC2
+    # write, and the state stays at 2022 so that the SNS refresh still applies the file
+    assert set(api_calls.writes()) == {"PutObject"}  # the JSON and HTML report, nothing else
+    assert ingress_of(state_2022) == rules_before
+    assert table.load() == state_before
+    assert result["refresh"]["status"] == "planned"
+    assert result["refresh"]["prefixes_added"] == 1
+    # And the report lists the would-be change as a planned action of the region
+    key = f"{result['report_key']}.json"
+    report = json.loads(s3.get_object(Bucket="eic-guard-reports", Key=key)["Body"].read())
+    assert [(a["action"], a["resource"], a["status"], a["region"]) for a in report["target_actions"]] == [
+        ("authorize-ingress", state_2022, "planned", REGION)
+    ]
+    assert EIC_US_EAST_1_V6 in report["target_actions"][0]["detail"]
+
+
+def test_state_table_is_read_in_the_functions_region_whatever_the_first_scanned_region(
+    table, http, api_calls, monkeypatch
+):
+    # Given a stack in us-east-1 (its table there) scanning eu-west-1 first, and a managed group in us-east-1
+    monkeypatch.setenv("EIC_GUARD_REGIONS", "eu-west-1,us-east-1")
+    group = new_group()
+    http.add(responses.GET, IP_RANGES_URL, body=snapshot_bytes("2026-08-22"))
+
+    # When the nightly scan runs
+    result = scan_app.lambda_handler(event("scheduled-nightly.json"), refresh_context("night"))
+
+    # Then the catch-up read and advanced the state in the function's region and refreshed both regions
+    assert result["refresh"]["status"] == "applied"
+    assert result["regions"] == ["eu-west-1", REGION]
+    assert table.load().sync_token == "1787411825"
+    assert set(table.load().current) == {"eu-west-1", REGION}
+    assert ingress_of(group) == eic_rules(REGION, EIC_US_EAST_1, EIC_US_EAST_1_V6)

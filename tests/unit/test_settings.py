@@ -135,6 +135,26 @@ def test_bad_setting_is_a_one_line_configuration_error_naming_the_variable(varia
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("regions", ["eu-west-9", "us-east-1,xx-north-1", "us-gov-east-3"])
+def test_a_well_formed_region_the_sdk_does_not_know_is_refused(regions):
+    # Given region names of the right shape that exist in no partition
+    env = {"AWS_REGION": "us-east-1", "EIC_GUARD_REGIONS": regions}
+
+    # When
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.from_env(env)
+
+    # Then the message names the variable and the unknown region, on one line
+    message = str(caught.value)
+    assert "EIC_GUARD_REGIONS" in message and "unknown region" in message
+    assert regions.split(",")[-1] in message and "\n" not in message
+
+
+@pytest.mark.parametrize("region", ["us-gov-west-1", "cn-north-1", "ap-southeast-6", "eu-central-2"])
+def test_regions_of_every_partition_are_accepted(region):
+    assert Settings.from_env({"EIC_GUARD_REGIONS": region}).regions == (region,)
+
+
 def test_no_region_at_all_is_a_configuration_error():
     # Given neither EIC_GUARD_REGIONS nor AWS_REGION / AWS_DEFAULT_REGION
     # When

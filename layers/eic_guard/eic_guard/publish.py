@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .gateway import error_code
 from .html_report import render_html
 from .observability import logger
 from .report import Report
@@ -18,6 +20,8 @@ STATUS_TAG = "eic-guard:status"
 CHECKED_AT_TAG = "eic-guard:checked-at"
 TAG_BATCH = 1000  # CreateTags accepts up to 1000 resource ids per call
 ALERT_LINES = 25
+_GONE = ("InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed")
+_INSTANCE_ID = re.compile(r"\bi-[0-9a-f]{8,17}\b")
 
 
 def report_key(kind: str, run_id: str, started: datetime) -> str:
@@ -68,11 +72,29 @@ def tag_instances(clients: Any, report: Report, checked_at: str) -> int:
     for (region, verdict), instance_ids in sorted(status_tag_batches(report, checked_at).items()):
         tags = [{"Key": STATUS_TAG, "Value": verdict}, {"Key": CHECKED_AT_TAG, "Value": checked_at}]
         for start in range(0, len(instance_ids), TAG_BATCH):
-            calls += 1
-            try:
-                clients.ec2(region).create_tags(Resources=instance_ids[start : start + TAG_BATCH], Tags=tags)
-            except (ClientError, BotoCoreError) as exc:
+            calls += _tag_batch(clients.ec2(region), instance_ids[start : start + TAG_BATCH], tags, region)
+    return calls
+
+
+def _tag_batch(ec2: Any, instance_ids: list[str], tags: list[dict], region: str) -> int:
+    """One CreateTags call; EC2 refuses the whole batch when one instance is gone (terminated since the scan), so
+    the ids it names are dropped and the rest tagged again (bounded: each retry drops at least one id)."""
+    calls, remaining = 0, list(instance_ids)
+    while remaining:
+        calls += 1
+        try:
+            ec2.create_tags(Resources=remaining, Tags=tags)
+            return calls
+        except ClientError as exc:
+            gone = set(_INSTANCE_ID.findall(str(exc))) & set(remaining) if error_code(exc) in _GONE else set()
+            if not gone:
                 logger.warning("status tags not written", extra={"region": region, "error": str(exc)})
+                return calls
+            logger.info("instances gone since the scan: not tagged", extra={"instance_ids": sorted(gone)})
+            remaining = [i for i in remaining if i not in gone]
+        except BotoCoreError as exc:
+            logger.warning("status tags not written", extra={"region": region, "error": str(exc)})
+            return calls
     return calls
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
 from typing import Literal
 
+import botocore
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigurationError
@@ -17,6 +21,13 @@ MANAGED_BY_TAG = ("ManagedBy", "eic-guard")
 MANAGED_GROUP_NAME = "eic-guard-ssh"
 EXCLUDE_TAG = "eic-guard:exclude"
 EXCLUDE_UNTIL_TAG = "eic-guard:exclude-until"
+
+@cache
+def known_regions() -> frozenset[str]:
+    """Every region of every partition the SDK knows (botocore's partitions.json: a 7 kB read, no AWS call)."""
+    document = json.loads((Path(botocore.__file__).parent / "data" / "partitions.json").read_text(encoding="utf-8"))
+    return frozenset(region for partition in document["partitions"] for region in partition["regions"])
+
 
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 ENV_PREFIX = "EIC_GUARD_"
@@ -46,6 +57,10 @@ class Settings(BaseModel):
         bad = [r for r in regions if not _REGION.match(r)]
         if bad:
             raise ValueError(f"not a region name: {', '.join(bad)}")
+        unknown = [r for r in regions if r not in known_regions()]
+        if unknown:
+            # A well-formed typo (eu-west-9) would otherwise fail every night, region by region, as a target error.
+            raise ValueError(f"unknown region (not in this SDK's region list): {', '.join(unknown)}")
         return tuple(dict.fromkeys(regions))
 
     @property
