@@ -9,15 +9,23 @@ import ipaddress
 import json
 import os
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .errors import ConfigurationError
 from .ip_ranges import IpRanges
 from .models import EicPrefixes
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no lock; a concurrent save still fails with StateConflict
+    fcntl = None  # type: ignore[assignment]
 
 STATE_ITEM_ID = "ip-ranges#state"
 
@@ -65,25 +73,126 @@ class StateStore(Protocol):
     def save(self, state: RangesState, previous_token: str | None) -> None: ...
 
 
+class StateFileError(ConfigurationError):
+    """The CLI's state file or its directory cannot be used; the message names the path and what is wrong."""
+
+
+def _reason(exc: Exception) -> str:
+    return getattr(exc, "strerror", None) or str(exc)
+
+
 class FileStateStore:
-    """The CLI's state: a JSON file replaced atomically."""
+    """The CLI's state: a JSON file replaced atomically, and a sibling `<file>.lock` that serializes refreshes.
+
+    Every problem with the file or its directory is a StateFileError (a ConfigurationError) naming the path, so the
+    CLI can say it in one line; `check` lets the CLI find such a problem before it touches AWS, because a refresh that
+    only fails at `save` has already changed EC2 without recording it.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+
+    def _problem(self, what: str) -> StateFileError:
+        return StateFileError(f"state file {self.path} {what}")
+
+    def check(self) -> None:
+        """Fail now rather than after EC2 was changed: the state must be readable and its directory writable."""
+        self.load()
+        self._check_directory()
 
     def load(self) -> RangesState:
-        if not self.path.exists():
+        """The stored state. A missing file is a fresh state; an empty, unreadable or malformed one is an error,
+        never silently a fresh state (that would forget when each prefix was last seen and restart grace periods)."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
             return RangesState()
-        return RangesState.model_validate_json(self.path.read_text(encoding="utf-8"))
+        except IsADirectoryError:
+            raise self._problem("is a directory, not a state file") from None
+        except NotADirectoryError:
+            self._check_directory()  # names the file in the way
+            raise self._problem("cannot be read: a parent is not a directory") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise self._problem(f"cannot be read: {_reason(exc)}") from None
+        if not text.strip():
+            raise self._problem("is empty (a missing file is a fresh state: delete it to start over)")
+        try:
+            state = RangesState.model_validate_json(text)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"])
+            raise self._problem(
+                f"is not an eic-guard state document: {where + ': ' if where else ''}{error['msg']}"
+            ) from None
+        if state.sync_token is not None and not state.sync_token.isdigit():
+            # is_newer compares synctokens as numbers: refuse here rather than fail in the middle of a refresh.
+            raise self._problem(f"is not an eic-guard state document: sync_token {state.sync_token!r} is not a number")
+        return state
+
+    def _check_directory(self) -> None:
+        """The directory must exist and take a new file, or be creatable under its nearest existing ancestor."""
+        directory = self.path.parent
+        existing = directory
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir():
+            raise self._problem(f"cannot be written: {existing} is not a directory")
+        if existing != directory:
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise self._problem(f"cannot be written: cannot create {directory} in {existing}")
+            return
+        try:  # os.access can be wrong (read-only file systems, ACLs): create and remove a real file
+            handle, probe = tempfile.mkstemp(dir=directory, prefix=".state-probe-")
+        except OSError as exc:
+            raise self._problem(f"cannot be written: {directory}: {_reason(exc)}") from None
+        os.close(handle)
+        os.unlink(probe)
+
+    @contextmanager
+    def locked(self, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+        """Hold an exclusive lock for a whole load → apply → save; `on_wait` is called if another holder is there.
+
+        Two CLI refreshes on one state file would otherwise read the same state, and the second would fail its save
+        with StateConflict after changing EC2. With the lock the second waits, then reads the first's state and
+        replays it. The lock is an advisory flock on a separate file, never replaced or deleted, because the state
+        file itself is replaced by a rename at every save; the kernel releases it when its holder exits or dies.
+        """
+        try:
+            self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise self._problem(f"cannot be locked: {self.lock_path}: {_reason(exc)}") from None
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    if on_wait is not None:
+                        on_wait()
+                    fcntl.flock(descriptor, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(descriptor)  # releases the lock
 
     def save(self, state: RangesState, previous_token: str | None) -> None:
+        """Replace the file atomically, unless another run advanced it since `previous_token` was read."""
         if self.load().sync_token != previous_token:
             raise StateConflict(f"{self.path} changed during the run")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".state-")
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(state.model_dump_json(indent=2))
-        os.replace(temporary, self.path)
+        temporary = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".state-")
+            with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                stream.write(state.model_dump_json(indent=2))
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(temporary, self.path)
+        except OSError as exc:
+            if temporary is not None:
+                with suppress(OSError):
+                    os.unlink(temporary)
+            raise self._problem(f"cannot be written: {_reason(exc)}") from None
 
 
 class DynamoDbStateStore:
