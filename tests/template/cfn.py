@@ -1,20 +1,38 @@
-"""Read template.yaml and resolve it for given parameter values, the way CloudFormation would.
+"""Read template.yaml and render it for given parameter values with AWS's own tooling, the way a deploy would.
 
-The template is read with cfn-lint's own loader (so !Ref, !If, !Sub parse) and then *resolved*: Fn::If follows the
-template's Conditions, AWS::NoValue disappears, Fn::Sub, Ref and Fn::GetAtt become strings (resources get fixed
-fake physical ids, see `physical`), and the JSON policy strings become documents. The tests therefore see what
-IAM, CloudWatch and the functions would see.
+- cfn-lint's loader parses the YAML (short-form intrinsics such as !Ref, !If, !Sub).
+- SAM's translator (`samtranslator`, the library behind `sam deploy`) turns the AWS::Serverless::* resources into
+  CloudFormation, so the functions' execution roles (ScanFunctionRole, RefreshFunctionRole), their inline policies
+  and managed policy ARNs, and the functions' merged Globals are exactly what SAM produces (`render`).
+- cfn-lint's condition model (`cfnlint.conditions`) decides every Condition for the parameter values.
+- samtranslator's `IntrinsicsResolver` walks the result and resolves Ref and Fn::Sub with its own actions.
+
+What neither library computes down to a final value is the small remainder below (`_GetAtt`, `_If`, `_Split`,
+`_Join`, `_finish`): Fn::GetAtt of a resource (CloudFormation knows it only after the deploy: here a fixed fake,
+see `physical`), Fn::If (picks the branch cfn-lint's condition model chose), Fn::Split/Fn::Join of resolved
+strings, removing AWS::NoValue, and substituting the variables map of `!Sub [text, {..}]` (samtranslator resolves
+the text's own references and leaves the map to CloudFormation). JSON policy strings become documents.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import boto3
+from cfnlint.conditions._condition import ConditionNamed
+from cfnlint.conditions._utils import get_hash
 from cfnlint.decode import decode_str
+from samtranslator.intrinsics.actions import Action, RefAction, SubAction
+from samtranslator.intrinsics.resolver import IntrinsicsResolver
+from samtranslator.parser.parser import Parser
+from samtranslator.translator.translator import Translator
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = ROOT / "template.yaml"
@@ -29,6 +47,8 @@ PSEUDO = {
 NO_VALUE = object()  # what Ref AWS::NoValue resolves to: removed from its list or map
 SUB_VARIABLE = re.compile(r"\$\{([^}!]+)\}")
 READ_PREFIXES = ("ec2:Describe", "ec2:Get")
+# The attributes `physical` fakes (the ones the template reads with Fn::GetAtt or ${Resource.Attribute}).
+ATTRIBUTES = ("Arn", "QueueName")
 
 
 @cache
@@ -51,104 +71,153 @@ def parameter_values(**overrides: str) -> dict[str, str]:
 # ---------------------------------------------------------------- fake physical ids
 
 
-def physical(logical_id: str, attribute: str | None = None) -> str:
-    """A stable fake of what Ref (attribute None) or Fn::GetAtt returns for one of the template's resources."""
-    kind = resources()[logical_id]["Type"]
-    region, account = PSEUDO["AWS::Region"], PSEUDO["AWS::AccountId"]
-    name = f"{PSEUDO['AWS::StackName']}-{logical_id}-1A2B3C4D"
+def physical(
+    logical_id: str, attribute: str | None = None, pseudo: dict[str, str] | None = None, kind: str = ""
+) -> str:
+    """A stable fake of what Ref (attribute None) or Fn::GetAtt returns for one of the stack's resources."""
+    pseudo = pseudo or PSEUDO
+    kind = kind or resources()[logical_id]["Type"]
+    region, account, partition = pseudo["AWS::Region"], pseudo["AWS::AccountId"], pseudo["AWS::Partition"]
+    name = f"{pseudo['AWS::StackName']}-{logical_id}-1A2B3C4D"
     if attribute is None:
         return {
-            "AWS::SNS::Topic": f"arn:aws:sns:{region}:{account}:{name}",
+            "AWS::SNS::Topic": f"arn:{partition}:sns:{region}:{account}:{name}",
             "AWS::SQS::Queue": f"https://sqs.{region}.amazonaws.com/{account}/{name}",
             "AWS::S3::Bucket": name.lower(),
         }.get(kind, name)
     if attribute == "Arn":
         return {
-            "AWS::DynamoDB::Table": f"arn:aws:dynamodb:{region}:{account}:table/{name}",
-            "AWS::S3::Bucket": f"arn:aws:s3:::{name.lower()}",
-            "AWS::SQS::Queue": f"arn:aws:sqs:{region}:{account}:{name}",
-            "AWS::SNS::Topic": f"arn:aws:sns:{region}:{account}:{name}",
-            "AWS::KMS::Key": f"arn:aws:kms:{region}:{account}:key/{name}",
-            "AWS::Serverless::Function": f"arn:aws:lambda:{region}:{account}:function:{name}",
+            "AWS::DynamoDB::Table": f"arn:{partition}:dynamodb:{region}:{account}:table/{name}",
+            "AWS::S3::Bucket": f"arn:{partition}:s3:::{name.lower()}",
+            "AWS::SQS::Queue": f"arn:{partition}:sqs:{region}:{account}:{name}",
+            "AWS::SNS::Topic": f"arn:{partition}:sns:{region}:{account}:{name}",
+            "AWS::KMS::Key": f"arn:{partition}:kms:{region}:{account}:key/{name}",
+            "AWS::Serverless::Function": f"arn:{partition}:lambda:{region}:{account}:function:{name}",
+            "AWS::Lambda::Function": f"arn:{partition}:lambda:{region}:{account}:function:{name}",
+            "AWS::IAM::Role": f"arn:{partition}:iam::{account}:role/{name}",
         }[kind]
     if attribute == "QueueName" and kind == "AWS::SQS::Queue":
         return name
     raise KeyError(f"{logical_id}.{attribute}")
 
 
-# ---------------------------------------------------------------- conditions and intrinsic functions
+def _reference_values(params: dict[str, str], pseudo: dict[str, str], stack_resources: dict[str, dict]) -> dict:
+    """What Ref and ${...} may name: parameters, pseudo parameters, resources and their faked attributes."""
+    values: dict[str, Any] = {**params, **pseudo, "AWS::NoValue": NO_VALUE}
+    for logical_id, resource in stack_resources.items():
+        values[logical_id] = physical(logical_id, None, pseudo, resource["Type"])
+        for attribute in ATTRIBUTES:
+            try:
+                values[f"{logical_id}.{attribute}"] = physical(logical_id, attribute, pseudo, resource["Type"])
+            except KeyError:
+                continue
+    return values
+
+
+# ---------------------------------------------------------------- conditions (cfn-lint)
+
+
+def _conditions_for(params: dict[str, str], conditions: dict) -> dict[str, bool]:
+    """Every named Condition decided by cfn-lint's model for these parameter values."""
+    scenario = {get_hash({"Ref": name}): str(value) for name, value in params.items()}
+    return {name: ConditionNamed(name, conditions).test(scenario) for name in conditions}
 
 
 def condition_holds(name: str, params: dict[str, str]) -> bool:
-    return bool(_evaluate_condition(template()["Conditions"][name], params))
+    return _conditions_for({**params, **PSEUDO}, template()["Conditions"])[name]
 
 
-def _evaluate_condition(node: Any, params: dict[str, str]) -> Any:
-    if isinstance(node, dict) and len(node) == 1:
-        ((key, value),) = node.items()
-        if key == "Fn::Equals":
-            left, right = (resolve(v, params) for v in value)
-            return str(left) == str(right)
-        if key == "Fn::And":
-            return all(_evaluate_condition(v, params) for v in value)
-        if key == "Fn::Or":
-            return any(_evaluate_condition(v, params) for v in value)
-        if key == "Fn::Not":
-            return not _evaluate_condition(value[0], params)
-        if key == "Condition":
-            return condition_holds(value, params)
-    return resolve(node, params)
+# ---------------------------------------------------------------- intrinsic functions (samtranslator + remainder)
 
 
-def _substitute(text: str, params: dict[str, str], variables: dict[str, Any]) -> str:
-    def value_of(match: re.Match) -> str:
-        name = match.group(1)
-        if name in variables:
-            return str(variables[name])
-        if name in params:
-            return params[name]
-        if name in PSEUDO:
-            return PSEUDO[name]
-        logical_id, _, attribute = name.partition(".")
-        if logical_id in resources():
-            return physical(logical_id, attribute or None)
-        return match.group(0)  # a SAM-generated resource (ScanFunctionRole...): left as written
+class _GetAtt(Action):
+    intrinsic_name = "Fn::GetAtt"
 
-    return SUB_VARIABLE.sub(value_of, text)
+    def resolve_parameter_refs(self, input_dict: Any, parameters: dict[str, Any]) -> Any:
+        value = input_dict[self.intrinsic_name]
+        logical_id, attribute = value.split(".", 1) if isinstance(value, str) else value
+        return parameters.get(f"{logical_id}.{attribute}", input_dict)
+
+
+class _If(Action):
+    intrinsic_name = "Fn::If"
+
+    def __init__(self, conditions: dict[str, bool], resolve_branch: Callable[[Any], Any]):
+        self.conditions = conditions
+        self.resolve_branch = resolve_branch
+
+    def resolve_parameter_refs(self, input_dict: Any, parameters: dict[str, Any]) -> Any:
+        name, when_true, when_false = input_dict[self.intrinsic_name]
+        return self.resolve_branch(when_true if self.conditions[name] else when_false)
+
+
+class _Split(Action):
+    intrinsic_name = "Fn::Split"
+
+    def __init__(self, resolve_value: Callable[[Any], Any]):
+        self.resolve_value = resolve_value
+
+    def resolve_parameter_refs(self, input_dict: Any, parameters: dict[str, Any]) -> Any:
+        delimiter, source = input_dict[self.intrinsic_name]
+        source = _finish(self.resolve_value(source))
+        return source.split(delimiter) if isinstance(source, str) else input_dict
+
+
+class _Join(Action):
+    intrinsic_name = "Fn::Join"
+
+    def __init__(self, resolve_value: Callable[[Any], Any]):
+        self.resolve_value = resolve_value
+
+    def resolve_parameter_refs(self, input_dict: Any, parameters: dict[str, Any]) -> Any:
+        delimiter, items = input_dict[self.intrinsic_name]
+        items = _finish(self.resolve_value(items))
+        return delimiter.join(items) if all(isinstance(i, str) for i in items) else input_dict
+
+
+def _finish(node: Any) -> Any:
+    """Drop AWS::NoValue, and turn a fully substituted Fn::Sub into its string."""
+    if isinstance(node, list):
+        return [v for v in (_finish(item) for item in node) if v is not NO_VALUE]
+    if not isinstance(node, dict):
+        return node
+    node = {k: v for k, v in ((k, _finish(v)) for k, v in node.items()) if v is not NO_VALUE}
+    if set(node) != {"Fn::Sub"}:
+        return node
+    value = node["Fn::Sub"]
+    if isinstance(value, list):
+        text, variables = value
+        if not all(isinstance(v, str) for v in variables.values()):
+            return node
+        value = SubAction().resolve_parameter_refs({"Fn::Sub": text}, variables)["Fn::Sub"]
+    return value if isinstance(value, str) and "${" not in value else {"Fn::Sub": value}
+
+
+class _Resolver:
+    """samtranslator's IntrinsicsResolver with Ref and Fn::Sub (its own) plus the remainder actions above."""
+
+    def __init__(self, values: dict[str, Any], conditions: dict[str, bool]):
+        actions = {
+            "Ref": RefAction(),
+            "Fn::Sub": SubAction(),
+            "Fn::GetAtt": _GetAtt(),
+            "Fn::If": _If(conditions, self._resolve),
+            "Fn::Split": _Split(self._resolve),
+            "Fn::Join": _Join(self._resolve),
+        }
+        self.resolver = IntrinsicsResolver(values, actions)
+
+    def _resolve(self, node: Any) -> Any:
+        return self.resolver.resolve_parameter_refs(node)
+
+    def __call__(self, node: Any) -> Any:
+        return _finish(self._resolve(copy.deepcopy(node)))
 
 
 def resolve(node: Any, params: dict[str, str]) -> Any:
-    """The value CloudFormation would compute for `node` with these parameter values."""
-    if isinstance(node, list):
-        return [v for v in (resolve(item, params) for item in node) if v is not NO_VALUE]
-    if not isinstance(node, dict):
-        return node
-    if len(node) == 1:
-        ((key, value),) = node.items()
-        if key == "Ref":
-            if value == "AWS::NoValue":
-                return NO_VALUE
-            if value in params:
-                return params[value]
-            if value in PSEUDO:
-                return PSEUDO[value]
-            return physical(value) if value in resources() else node
-        if key == "Fn::GetAtt":
-            logical_id, attribute = value.split(".", 1) if isinstance(value, str) else value
-            return physical(logical_id, attribute) if logical_id in resources() else node
-        if key == "Fn::If":
-            name, when_true, when_false = value
-            return resolve(when_true if condition_holds(name, params) else when_false, params)
-        if key == "Fn::Sub":
-            text, variables = (value, {}) if isinstance(value, str) else value
-            return _substitute(text, params, {k: resolve(v, params) for k, v in variables.items()})
-        if key == "Fn::Split":
-            delimiter, source = value
-            return str(resolve(source, params)).split(delimiter)
-        if key == "Fn::Join":
-            delimiter, items = value
-            return delimiter.join(str(i) for i in resolve(items, params))
-    return {k: v for k, v in ((k, resolve(v, params)) for k, v in node.items()) if v is not NO_VALUE}
+    """The value CloudFormation would compute for `node` of template.yaml with these parameter values."""
+    values = _reference_values(params, PSEUDO, resources())
+    return _Resolver(values, _conditions_for({**params, **PSEUDO}, template()["Conditions"]))(node)
 
 
 def resource_exists(logical_id: str, params: dict[str, str]) -> bool:
@@ -175,6 +244,83 @@ def referenced_names(node: Any) -> set[str]:
     return names
 
 
+# ---------------------------------------------------------------- the stack as SAM renders it
+
+
+@cache
+def _sam_input() -> str:
+    """template.yaml as `sam package` hands it over: local code folders replaced by S3 locations."""
+    document = json.loads(json.dumps(template()))
+    for resource in document["Resources"].values():
+        for key in ("CodeUri", "ContentUri"):
+            if key in resource.get("Properties", {}):
+                resource["Properties"][key] = "s3://eic-guard-artifacts/eic-guard.zip"
+    return json.dumps(document)
+
+
+@dataclass(frozen=True)
+class RenderedStack:
+    """The CloudFormation template SAM generates, with every intrinsic resolved for one parameter set."""
+
+    params: dict[str, str]
+    pseudo: dict[str, str]
+    resources: dict[str, dict]  # only the resources whose Condition holds
+
+    def physical(self, logical_id: str, attribute: str | None = None) -> str:
+        return physical(logical_id, attribute, self.pseudo, self.resources[logical_id]["Type"])
+
+    def role_policies(self, role_id: str) -> list[tuple[str, dict]]:
+        """(policy name, document) of every inline policy of a role: its own Policies and the RolePolicies."""
+        properties = self.resources[role_id]["Properties"]
+        policies = [(p["PolicyName"], _document(p["PolicyDocument"])) for p in properties.get("Policies", [])]
+        role_name = self.physical(role_id)
+        for resource in self.resources.values():
+            if resource["Type"] == "AWS::IAM::RolePolicy" and resource["Properties"]["RoleName"] == role_name:
+                policies.append(
+                    (resource["Properties"]["PolicyName"], _document(resource["Properties"]["PolicyDocument"]))
+                )
+        return policies
+
+    def role_statements(self, role_id: str) -> list[dict]:
+        return [s for _, document in self.role_policies(role_id) for s in as_list(document["Statement"])]
+
+    def managed_policy_arns(self, role_id: str) -> list[str]:
+        return self.resources[role_id]["Properties"].get("ManagedPolicyArns", [])
+
+    def managed_policy_document(self, logical_id: str) -> dict:
+        return _document(self.resources[logical_id]["Properties"]["PolicyDocument"])
+
+    def environment(self, function_id: str) -> dict[str, str]:
+        """The function's environment variables as Lambda receives them (Globals merged by SAM)."""
+        variables = self.resources[function_id]["Properties"].get("Environment", {}).get("Variables", {})
+        return {name: str(value) for name, value in variables.items()}
+
+
+def _document(raw: Any) -> dict:
+    return json.loads(raw) if isinstance(raw, str) else raw
+
+
+def render(params: dict[str, str], region: str | None = None) -> RenderedStack:
+    """template.yaml through SAM's translator, then resolved for these parameter values (and the stack region)."""
+    return _render(tuple(sorted(params.items())), region or PSEUDO["AWS::Region"])
+
+
+@cache
+def _render(params_items: tuple[tuple[str, str], ...], region: str) -> RenderedStack:
+    params = dict(params_items)
+    pseudo = {**PSEUDO, "AWS::Region": region}
+    translator = Translator(None, Parser(), boto_session=boto3.Session(region_name=region))
+    transformed = translator.translate(
+        json.loads(_sam_input()),
+        parameter_values={**params, **pseudo},
+        get_managed_policy_map=lambda: {},  # the template names no managed policy by name
+    )
+    conditions = _conditions_for({**params, **pseudo}, transformed.get("Conditions", {}))
+    kept = {k: v for k, v in transformed["Resources"].items() if conditions.get(v.get("Condition"), True)}
+    resolver = _Resolver(_reference_values(params, pseudo, kept), conditions)
+    return RenderedStack(params, pseudo, {k: resolver(v) for k, v in kept.items()})
+
+
 # ---------------------------------------------------------------- IAM
 
 
@@ -183,25 +329,26 @@ def as_list(value: Any) -> list:
 
 
 def policy_document(raw: Any, params: dict[str, str]) -> dict:
-    document = resolve(raw, params)
-    return json.loads(document) if isinstance(document, str) else document
+    return _document(resolve(raw, params))
 
 
-def role_statements(function_id: str, params: dict[str, str]) -> list[dict]:
-    """Every statement of a function's role: SAM `Policies:` plus the RolePolicies attached to that role.
+def role_statements(function_id: str, params: dict[str, str], sam_additions: bool = False) -> list[dict]:
+    """Every statement of a function's role as SAM renders it: the function's `Policies:` plus the RolePolicies
+    attached to that role.
 
-    SAM's own additions (the basic execution and X-Ray managed policies, sqs:SendMessage for an OnFailure
-    destination) are not part of the template and so not seen here.
+    SAM's own additions to the role's inline policies (sqs:SendMessage for an OnFailure destination) are left out
+    unless `sam_additions`; the basic execution and X-Ray managed policies are never included.
     """
-    statements: list[dict] = []
-    for policy in resolve(resources()[function_id]["Properties"].get("Policies", []), params):
-        statements.extend(as_list(policy["Statement"]))
-    for logical_id, resource in resources().items():
-        if resource["Type"] != "AWS::IAM::RolePolicy" or not resource_exists(logical_id, params):
-            continue
-        if resource["Properties"]["RoleName"] == {"Ref": f"{function_id}Role"}:
-            statements.extend(as_list(policy_document(resource["Properties"]["PolicyDocument"], params)["Statement"]))
-    return statements
+    stack = render(params)
+    role_id = f"{function_id}Role"
+    own = {f"{role_id}Policy{n}" for n in range(len(resources()[function_id]["Properties"].get("Policies", [])))}
+    own |= {r["Properties"]["PolicyName"] for r in resources().values() if r["Type"] == "AWS::IAM::RolePolicy"}
+    return [
+        statement
+        for name, document in stack.role_policies(role_id)
+        if sam_additions or name in own
+        for statement in as_list(document["Statement"])
+    ]
 
 
 def allowed_actions(statements: list[dict]) -> set[str]:

@@ -110,18 +110,22 @@ def test_refresh_edits_only_managed_groups_and_only_in_the_configured_regions():
     statements = role_statements("RefreshFunction", parameter_values(Regions="eu-west-1,us-east-1"))
 
     # When the rule-editing statements and the denies are read
-    denies = [s for s in statements if s["Effect"] == "Deny"]
+    denies = {s["Sid"]: s for s in statements if s["Effect"] == "Deny"}
     writes = {a for a in allowed_actions(statements) if is_ec2_write(a)}
 
-    # Then the EC2 writes are the two ingress edits, on ManagedBy=eic-guard groups only, denied elsewhere
+    # Then the EC2 writes are the two ingress edits, on ManagedBy=eic-guard groups only, denied elsewhere, and
+    # denied (whatever else grants them) on any group without that tag
     assert writes == {"ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress"}
     for action in writes:
         for statement in statements_granting(action, statements):
             assert {arn_resource_type(r) for r in as_list(statement["Resource"])} == {"security-group"}
             assert string_equals(statement) == {f"aws:ResourceTag/{MANAGED_KEY}": MANAGED_VALUE}
-    assert len(denies) == 1
-    assert writes <= set(denies[0]["Action"])
-    assert denies[0]["Condition"] == {"StringNotEquals": {"aws:RequestedRegion": ["eu-west-1", "us-east-1"]}}
+    assert set(denies) == {"DenyOutsideConfiguredRegions", "DenyRuleChangesOutsideManagedGroups"}
+    region_deny, tag_deny = denies["DenyOutsideConfiguredRegions"], denies["DenyRuleChangesOutsideManagedGroups"]
+    assert writes == set(region_deny["Action"]) == set(tag_deny["Action"])
+    assert region_deny["Condition"] == {"StringNotEquals": {"aws:RequestedRegion": ["eu-west-1", "us-east-1"]}}
+    assert tag_deny["Resource"] == "arn:aws:ec2:*:*:security-group/*"
+    assert tag_deny["Condition"] == {"StringNotEquals": {f"aws:ResourceTag/{MANAGED_KEY}": MANAGED_VALUE}}
 
 
 # ---------------------------------------------------------------- data-plane permissions name this stack's resources

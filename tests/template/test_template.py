@@ -279,15 +279,90 @@ def test_writes_are_denied_outside_the_configured_regions():
     # Given two configured regions
     params = parameter_values(Regions="eu-west-1,us-east-1", Mode="remediate")
 
-    # When the Deny statements of the scan role are read
-    denies = [s for s in scan_function_statements(params) if s["Effect"] == "Deny"]
+    # When the Deny statements of the scan role that test the requested region are read
+    denies = [s for s in scan_function_statements(params) if s["Effect"] == "Deny" and _tests_region(s)]
 
     # Then every EC2 write the role allows is denied outside exactly those regions
     granted = allowed_actions(scan_function_statements(parameter_values(**FULL_REMEDIATION)))
     writes = {a for a in granted if is_ec2_write(a)}
     assert len(denies) == 1
     assert writes <= set(denies[0]["Action"])
+    assert denies[0]["Resource"] == "*"
     assert denies[0]["Condition"] == {"StringNotEquals": {"aws:RequestedRegion": ["eu-west-1", "us-east-1"]}}
+
+
+def _tests_region(statement: dict) -> bool:
+    return any("aws:RequestedRegion" in keys for keys in statement.get("Condition", {}).values())
+
+
+# What eic-guard must never do, refused by IAM itself: (Sid, actions, resource type, condition).
+GUARDRAILS = [
+    (
+        "DenyRuleChangesOutsideManagedGroups",
+        ["ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress"],
+        "security-group",
+        {"StringNotEquals": {f"aws:ResourceTag/{MANAGED_KEY}": MANAGED_VALUE}},
+    ),
+    (
+        "DenyUntaggedGroupCreation",
+        ["ec2:CreateSecurityGroup"],
+        "security-group",
+        {"StringNotEquals": {f"aws:RequestTag/{MANAGED_KEY}": MANAGED_VALUE}},
+    ),
+    (
+        "DenyUntaggedElasticIp",
+        ["ec2:AllocateAddress"],
+        "elastic-ip",
+        {"StringNotEquals": {f"aws:RequestTag/{MANAGED_KEY}": MANAGED_VALUE}},
+    ),
+    (
+        "DenyForeignElasticIps",
+        ["ec2:AssociateAddress", "ec2:DisassociateAddress", "ec2:ReleaseAddress"],
+        "elastic-ip",
+        {"StringNotEquals": {f"aws:ResourceTag/{MANAGED_KEY}": MANAGED_VALUE}},
+    ),
+    (
+        "DenyWritesToInstancesNotOptedIn",
+        ["ec2:ModifyInstanceMetadataOptions", "ec2:ModifyNetworkInterfaceAttribute", "ec2:AssociateAddress"],
+        "instance",
+        {"StringNotEquals": {"aws:ResourceTag/eic-guard:managed": "true"}},
+    ),
+    (
+        "DenyInstanceTagsOtherThanStatus",
+        ["ec2:CreateTags"],
+        "instance",
+        {"ForAnyValue:StringNotEquals": {"aws:TagKeys": STATUS_TAG_KEYS[::-1]}},
+    ),
+]
+
+
+@pytest.mark.parametrize(("sid", "actions", "resource_type", "condition"), GUARDRAILS, ids=[g[0] for g in GUARDRAILS])
+def test_guardrails_deny_what_eic_guard_must_never_do(sid, actions, resource_type, condition):
+    # Given the remediating scan role with every switch on
+    statements = scan_function_statements(parameter_values(**FULL_REMEDIATION))
+
+    # When the guardrail is looked up by its Sid
+    [statement] = [s for s in statements if s.get("Sid") == sid]
+
+    # Then it denies exactly those actions on that resource type, in any account, unless the condition holds
+    assert statement["Effect"] == "Deny"
+    assert sorted(as_list(statement["Action"])) == sorted(actions)
+    assert as_list(statement["Resource"]) == [f"arn:aws:ec2:*:*:{resource_type}/*"]
+    assert {k: {kk: sorted(as_list(vv)) for kk, vv in v.items()} for k, v in statement["Condition"].items()} == {
+        k: {kk: sorted(as_list(vv)) for kk, vv in v.items()} for k, v in condition.items()
+    }
+
+
+def test_no_guardrail_in_report_mode_needs_one():
+    # Given report mode
+    statements = scan_function_statements(parameter_values(Mode="report", RemediatePublicIp="true"))
+
+    # When its statements are split by effect
+    denies = [s for s in statements if s["Effect"] == "Deny"]
+
+    # Then there is no EC2 write to guard and so no Deny at all
+    assert sorted(a for a in allowed_actions(statements) if is_ec2_write(a)) == []
+    assert denies == []
 
 
 # ---------------------------------------------------------------- 5. ConnectPolicy
@@ -312,7 +387,9 @@ def test_connect_policy_pushes_keys_only_as_ec2_user_to_opted_in_instances():
     assert [arn_resource_type(r) for r in as_list(push[0]["Resource"])] == ["instance"]
     assert string_equals(push[0]) == {"aws:ResourceTag/eic-guard:managed": "true", "ec2:osuser": "ec2-user"}
     assert set(push[0]["Condition"]) == {"StringEquals"}
-    assert others == ["ec2:DescribeInstances"]
+    # (ec2:DescribeVpcs: EC2 Instance Connect needs it to connect to an instance's IPv6 address)
+    assert sorted(others) == ["ec2:DescribeInstances", "ec2:DescribeVpcs"]
+    assert all(s["Resource"] == "*" for s in document["Statement"] if s not in push)
     assert template()["Outputs"]["ConnectPolicyArn"]["Value"] == {"Ref": "ConnectPolicy"}
 
 

