@@ -19,7 +19,7 @@ CONNECT_TIMEOUT = 5
 READ_TIMEOUT = 20
 MAX_ATTEMPTS = 4
 RETRY_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+    retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},  # the first try included
     connect_timeout=CONNECT_TIMEOUT,
     read_timeout=READ_TIMEOUT,
     user_agent_extra="eic-guard",
@@ -33,11 +33,16 @@ class AwsClients:
     """
 
     def __init__(
-        self, session: boto3.Session | None = None, config: Config = RETRY_CONFIG, deadline: Deadline | None = None
+        self,
+        session: boto3.Session | None = None,
+        config: Config = RETRY_CONFIG,
+        deadline: Deadline | None = None,
+        account: str | None = None,
     ):
         self.session = session or boto3.Session()
         self.config = config
         self.deadline = deadline
+        self._account = account  # known when the credentials came from assuming a role in that account
         self._clients: dict[tuple[str, str | None], Any] = {}
 
     def client(self, service: str, region: str | None = None) -> Any:
@@ -53,6 +58,8 @@ class AwsClients:
     @cache  # noqa: B019 - one account per AwsClients, asked once per run
     def account_id(self) -> str:
         """The caller's account (GetCallerIdentity needs no IAM permission)."""
+        if self._account is not None:
+            return self._account
         try:
             return self.client("sts", self.session.region_name or "us-east-1").get_caller_identity()["Account"]
         except NoCredentialsError:
