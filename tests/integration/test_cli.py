@@ -9,6 +9,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+import eic_guard
 import pytest
 from eic_guard.checks import CHECK_IDS
 from eic_guard.cli import main
@@ -32,8 +33,10 @@ REPORT_KEYS = {
     "summary",
     "instances",
 }
-# Extensions of v1, documented on purpose in README "The report".
+# Additions of DESIGN §5b, and extensions of v1 documented on purpose in README "The report".
+REPORT_ADDITIONS = {"tool_version", "accounts", "targets"}
 REPORT_EXTENSIONS = {"target_actions", "target_errors"}
+INSTANCE_ADDITIONS = {"account_id"}
 INSTANCE_EXTENSIONS = {"excluded_reason"}
 SUMMARY_KEYS = {"instances", "compliant", "fixed", "noncompliant", "excluded", "errors"}
 INSTANCE_KEYS = {"instance_id", "region", "vpc_id", "verdict", "checks", "actions"}
@@ -104,7 +107,7 @@ def test_json_report_matches_the_contract_and_exits_1_when_noncompliant(account,
     assert code == 1
     assert api_calls.writes() == []
     # And the document has the contract's keys, exactly
-    assert set(report) == REPORT_KEYS | REPORT_EXTENSIONS
+    assert set(report) == REPORT_KEYS | REPORT_ADDITIONS | REPORT_EXTENSIONS
     assert report["schema"] == "eic-guard/report/v1"
     assert report["mode"] == "report"
     assert report["regions"] == [REGION]
@@ -121,10 +124,17 @@ def test_json_report_matches_the_contract_and_exits_1_when_noncompliant(account,
         "errors": 0,
     }
     assert set(report["summary"]) == SUMMARY_KEYS
+    # And the DESIGN §5b additions: the tool's version, the accounts and the (account, region) targets covered
+    assert report["tool_version"] == eic_guard.__version__
+    assert report["accounts"] == ["123456789012"]
+    assert report["targets"] == [
+        {"account_id": "123456789012", "region": REGION, "status": "ok", "error": None, "instances": 2}
+    ]
     for instance in report["instances"]:
-        assert set(instance) == INSTANCE_KEYS | INSTANCE_EXTENSIONS
+        assert set(instance) == INSTANCE_KEYS | INSTANCE_ADDITIONS | INSTANCE_EXTENSIONS
         assert instance["verdict"] in VERDICTS
         assert instance["region"] == REGION
+        assert instance["account_id"] == "123456789012"
         assert list(instance["checks"]) == list(CHECK_IDS)
         for check in instance["checks"].values():
             assert set(check) == {"status", "reason"}

@@ -21,6 +21,7 @@ from eic_guard.report import (
     IpRangesEntry,
     Report,
     Summary,
+    TargetEntry,
     TargetError,
 )
 
@@ -43,6 +44,7 @@ def known_report() -> Report:
     instances = [
         InstanceEntry(
             instance_id="i-0a00000000000001",
+            account_id="123456789012",
             region=REGION,
             vpc_id="vpc-1",
             verdict="compliant",
@@ -51,6 +53,7 @@ def known_report() -> Report:
         ),
         InstanceEntry(
             instance_id="i-0a00000000000002",
+            account_id="123456789012",
             region=REGION,
             vpc_id="vpc-1",
             verdict="fixed",
@@ -72,6 +75,7 @@ def known_report() -> Report:
         ),
         InstanceEntry(
             instance_id="i-0a00000000000003",
+            account_id="123456789012",
             region=REGION,
             vpc_id="vpc-1",
             verdict="noncompliant",
@@ -83,6 +87,7 @@ def known_report() -> Report:
         ),
         InstanceEntry(
             instance_id="i-0a00000000000004",
+            account_id="123456789012",
             region=REGION,
             vpc_id="vpc-2",
             verdict="noncompliant",
@@ -94,6 +99,7 @@ def known_report() -> Report:
         ),
         InstanceEntry(
             instance_id="i-0a00000000000005",
+            account_id="123456789012",
             region=REGION,
             vpc_id="vpc-2",
             verdict="error",
@@ -113,6 +119,7 @@ def known_report() -> Report:
         ),
         InstanceEntry(
             instance_id="i-0a00000000000006",
+            account_id="123456789012",
             region=REGION,
             vpc_id="vpc-2",
             verdict="excluded",
@@ -130,8 +137,19 @@ def known_report() -> Report:
         finished_at=STARTED.replace(second=9),
         ip_ranges=IpRangesEntry(sync_token="1787411825", create_date="2026-08-22-15-17-05"),
         summary=Summary(instances=6, compliant=1, fixed=1, noncompliant=2, excluded=1, errors=2),
+        accounts=["123456789012"],
+        targets=[
+            TargetEntry(account_id="123456789012", region=REGION, status="ok", error=None, instances=6),
+            TargetEntry(
+                account_id="123456789012",
+                region="eu-west-1",
+                status="error",
+                error="ClientError: AuthFailure",
+                instances=0,
+            ),
+        ],
         instances=instances,
-        target_errors=[TargetError(region="eu-west-1", error="ClientError: AuthFailure")],
+        target_errors=[TargetError(region="eu-west-1", account_id="123456789012", error="ClientError: AuthFailure")],
     )
 
 

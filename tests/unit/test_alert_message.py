@@ -15,6 +15,7 @@ AMI_FAIL = CheckEntry(status="fail", reason="ami-0abc (ubuntu-22.04) is not owne
 def instance(number: int, verdict: str, **checks: CheckEntry) -> InstanceEntry:
     return InstanceEntry(
         instance_id=f"i-{number:017x}",
+        account_id="123456789012",
         region="us-east-1",
         vpc_id="vpc-1",
         verdict=verdict,
@@ -46,6 +47,8 @@ def report(
             excluded=count["excluded"],
             errors=count["error"] + len(target_errors),
         ),
+        accounts=["123456789012"],
+        targets=[],
         instances=instances,
         target_errors=list(target_errors),
     )
@@ -141,7 +144,9 @@ def test_includes_regions_that_could_not_be_scanned():
     # Given a run where one region could not be read at all
     run = report(
         [instance(1, "compliant")],
-        target_errors=[TargetError(region="eu-west-1", error="ClientError: UnauthorizedOperation")],
+        target_errors=[
+            TargetError(region="eu-west-1", account_id="123456789012", error="ClientError: UnauthorizedOperation")
+        ],
     )
 
     # When the alert is composed

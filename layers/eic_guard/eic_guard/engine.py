@@ -13,6 +13,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from .budget import Deadline
 from .checks import ALL_CHECKS, CheckContext, eic_ssh_ingress
 from .gateway import QUOTA_CODES, VANISHED_CODES, Ec2Gateway, error_code
 from .inventory import gather
@@ -34,12 +35,22 @@ _YYYY_MM_DD = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 @dataclass
 class TargetResult:
-    """What one (account, region) scan produced: per-instance outcomes and target-level actions or error."""
+    """What one (account, region) scan produced: per-instance outcomes and target-level actions or error.
+
+    `incomplete`: the time budget ran out before every fix was made; the fixes not made are held (reported as
+    `fail`, "out of time") and the next round of the worker re-gathers and continues.
+    """
 
     region: str
     outcomes: list[InstanceOutcome] = field(default_factory=list)
     actions: list[ActionRecord] = field(default_factory=list)
     error: str | None = None
+    account_id: str = ""
+    incomplete: bool = False
+
+    @property
+    def status(self) -> str:
+        return "error" if self.error else "incomplete" if self.incomplete else "ok"
 
 
 def exclusion(instance: Instance, today: date) -> str | None:
@@ -62,7 +73,9 @@ def exclusion(instance: Instance, today: date) -> str | None:
 
 def evaluate_instance(instance: Instance, ctx: CheckContext, today: date) -> InstanceOutcome:
     """Decide: run every check (pure) on one instance."""
-    outcome = InstanceOutcome(instance.instance_id, ctx.snapshot.region, instance.vpc_id)
+    outcome = InstanceOutcome(
+        instance.instance_id, ctx.snapshot.region, instance.vpc_id, account_id=ctx.snapshot.account_id
+    )
     outcome.excluded_reason = exclusion(instance, today)
     if outcome.excluded_reason:
         return outcome
@@ -132,14 +145,30 @@ def _after_failed_fix(result: CheckResult, exc: Exception, code: str) -> CheckRe
     return CheckResult("error", f"{result.reason}; fix failed: {code}")
 
 
+def hold_for_next_round(outcome: InstanceOutcome) -> None:
+    """Out of time: keep the fixes for the next round, which re-gathers and makes them (all fixes are idempotent)."""
+    for check_id, result in outcome.checks.items():
+        if result.status == "fail" and result.fix is not None:
+            outcome.checks[check_id] = CheckResult("fail", f"{result.reason}; not fixed: out of time in this round")
+
+
 def scan_target(
-    ec2: Any, account_id: str, region: str, settings: Settings, ip_ranges: IpRanges, today: date
+    ec2: Any,
+    account_id: str,
+    region: str,
+    settings: Settings,
+    ip_ranges: IpRanges,
+    today: date,
+    deadline: Deadline | None = None,
 ) -> TargetResult:
-    """Scan one (account, region): gather once, evaluate every instance, then remediate or plan."""
+    """Scan one (account, region): gather once, evaluate every instance, then remediate or plan.
+
+    With a `deadline`, no new fix starts once the worker's time is inside its reserve: the result is `incomplete`.
+    """
     snapshot = gather(ec2, account_id, region, settings)
     ctx = CheckContext(snapshot, ip_ranges.for_region(region), settings)
     remediator = Remediator(Ec2Gateway(ec2, region, dry_run=not settings.remediate), ctx)
-    result = TargetResult(region)
+    result = TargetResult(region, account_id=account_id)
     for instance in snapshot.instances:
         outcome = evaluate_instance(instance, ctx, today)
         if not outcome.excluded_reason:
@@ -155,8 +184,13 @@ def scan_target(
         ]
     )
     for instance, outcome in zip(snapshot.instances, result.outcomes, strict=True):
-        if not outcome.excluded_reason:
-            remediate_instance(instance, outcome, remediator)
+        if outcome.excluded_reason:
+            continue
+        if deadline is not None and not remediator.dry_run and deadline.remaining() <= 0:
+            result.incomplete = True
+            hold_for_next_round(outcome)
+            continue
+        remediate_instance(instance, outcome, remediator)
     if settings.remediate_public_ip:
         result.actions.extend(_release_orphan_addresses(snapshot, remediator))
     return result
@@ -219,7 +253,7 @@ def run_scan(
                 target = scan_target(clients.ec2(region), account_id, region, settings, ip_ranges, started.date())
             except Exception as exc:  # noqa: BLE001 - one region failing is reported and counted; the others still run
                 logger.exception("target scan failed", extra={"region": region, "error": str(exc)})
-                target = TargetResult(region, error=f"{type(exc).__name__}: {exc}")
+                target = TargetResult(region, error=f"{type(exc).__name__}: {exc}", account_id=account_id)
             target.actions[:0] = (target_actions or {}).get(region, ())
             targets.append(target)
             keep()

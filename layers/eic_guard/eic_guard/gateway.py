@@ -9,6 +9,7 @@ from botocore.exceptions import ClientError
 from .inventory import FILTER_VALUES_PER_CALL, paginate, parse_security_group
 from .managed_group import RuleSet, current_rules
 from .models import ActionRecord, ManagedAddress, SecurityGroup
+from .observability import logger
 from .settings import MANAGED_BY_TAG, MANAGED_GROUP_NAME
 
 VANISHED_CODES = frozenset(
@@ -48,6 +49,11 @@ class Ec2Gateway:
         self.dry_run = dry_run
 
     def _record(self, action: str, resource: str, detail: str) -> ActionRecord:
+        if not self.dry_run:
+            # Logged as it happens: if the invocation dies later, the log still says what was changed.
+            logger.info(
+                "write done", extra={"action": action, "resource": resource, "region": self.region, "detail": detail}
+            )
         return ActionRecord(action, resource, "planned" if self.dry_run else "done", detail)
 
     def create_managed_group(self, vpc_id: str) -> tuple[str, ActionRecord]:

@@ -255,3 +255,4 @@ class InstanceOutcome:
     actions: list[ActionRecord] = field(default_factory=list)
     excluded_reason: str | None = None
     error: str | None = None
+    account_id: str = ""

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from . import __version__
 from .checks import CHECK_IDS
 from .models import InstanceOutcome, Verdict
 
@@ -36,6 +37,7 @@ class ActionEntry(_Model):
 
 class InstanceEntry(_Model):
     instance_id: str
+    account_id: str
     region: str
     vpc_id: str | None
     verdict: Verdict
@@ -46,11 +48,23 @@ class InstanceEntry(_Model):
 
 class TargetActionEntry(ActionEntry):
     region: str
+    account_id: str
 
 
 class TargetError(_Model):
     region: str
+    account_id: str
     error: str
+
+
+class TargetEntry(_Model):
+    """One (account, region) of the run (DESIGN §5b): ok, error (could not be entered or read) or incomplete."""
+
+    account_id: str
+    region: str
+    status: Literal["ok", "error", "incomplete"]
+    error: str | None
+    instances: int
 
 
 class IpRangesEntry(_Model):
@@ -69,6 +83,7 @@ class Summary(_Model):
 
 class Report(_Model):
     schema_: str = Field(default=SCHEMA, alias="schema")
+    tool_version: str = __version__
     run_id: str
     mode: Literal["report", "remediate"]
     account_id: str
@@ -77,6 +92,8 @@ class Report(_Model):
     finished_at: datetime
     ip_ranges: IpRangesEntry
     summary: Summary
+    accounts: list[str]
+    targets: list[TargetEntry]
     instances: list[InstanceEntry]
     # Extensions to the v1 contract (README "Report"): writes and failures that belong to a region, not an instance.
     target_actions: list[TargetActionEntry] = []
@@ -105,6 +122,7 @@ def verdict(outcome: InstanceOutcome) -> Verdict:
 def _instance_entry(outcome: InstanceOutcome) -> dict:
     return {
         "instance_id": outcome.instance_id,
+        "account_id": outcome.account_id,
         "region": outcome.region,
         "vpc_id": outcome.vpc_id,
         "verdict": verdict(outcome),
@@ -124,12 +142,13 @@ def build_report(
     ip_ranges: IpRanges,
     targets: list[TargetResult],
 ) -> Report:
+    """One report for the whole run: every target's instances, the targets' statuses, the accounts covered."""
     # Validated as one document: one pydantic-core call instead of a model __init__ per entry (~7 per instance).
     entries = [_instance_entry(o) for t in targets for o in t.outcomes]
     counts = {
         v: sum(1 for e in entries if e["verdict"] == v) for v in ("compliant", "fixed", "noncompliant", "excluded")
     }
-    errors = [{"region": t.region, "error": t.error} for t in targets if t.error]
+    errors = [{"region": t.region, "account_id": t.account_id, "error": t.error} for t in targets if t.error]
     return Report.model_validate(
         {
             "run_id": run_id,
@@ -144,8 +163,21 @@ def build_report(
                 "errors": sum(1 for e in entries if e["verdict"] == "error") + len(errors),
                 **counts,
             },
+            "accounts": sorted({t.account_id for t in targets}),
+            "targets": [
+                {
+                    "account_id": t.account_id,
+                    "region": t.region,
+                    "status": t.status,
+                    "error": t.error,
+                    "instances": len(t.outcomes),
+                }
+                for t in targets
+            ],
             "instances": entries,
-            "target_actions": [{"region": t.region, **vars(a)} for t in targets for a in t.actions],
+            "target_actions": [
+                {"region": t.region, "account_id": t.account_id, **vars(a)} for t in targets for a in t.actions
+            ],
             "target_errors": errors,
         }
     )
