@@ -4,6 +4,9 @@ the alerts topic, and the rule that data-plane permissions always name this stac
 from __future__ import annotations
 
 import pytest
+from eic_guard.budget import FINISH_RESERVE, REFRESH_RESERVE, SCAN_RESERVE
+from eic_guard.clients import CONNECT_TIMEOUT, READ_TIMEOUT
+from eic_guard.ip_ranges import FETCH_ATTEMPTS, FETCH_TIMEOUT
 from eic_guard.permissions import refresh_function_actions
 from eic_guard.settings import AWS_IP_SPACE_TOPIC, MANAGED_BY_TAG
 
@@ -45,12 +48,12 @@ def test_refresh_function_is_the_refresh_handler_with_the_layer_and_its_own_log_
     # When its code, handler and limits are read
     code_dir = ROOT / function["CodeUri"]
 
-    # Then it runs functions/refresh/app.lambda_handler from the layer, for up to 120 s, logging to a group of
+    # Then it runs functions/refresh/app.lambda_handler from the layer, for up to 300 s, logging to a group of
     # its own that expires
     assert function["CodeUri"] == "functions/refresh/"
     assert function["Handler"] == "app.lambda_handler"
     assert (code_dir / "app.py").is_file() and (code_dir / "requirements.txt").is_file()
-    assert function["Timeout"] == 120
+    assert function["Timeout"] == 300
     assert function["Layers"] == [{"Ref": "EicGuardLayer"}]
     assert log_group["Type"] == "AWS::Logs::LogGroup"
     assert log_group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
@@ -314,3 +317,18 @@ def test_alert_email_is_subscribed_only_when_given(email, subscribed):
     expected = [{"TopicArn": physical("AlertsTopic"), "Protocol": "email", "Endpoint": email}] if subscribed else []
     assert subscriptions == expected
     assert condition_holds("HasAlertEmail", params) is subscribed
+
+
+@pytest.mark.parametrize(
+    ("function_id", "reserve"), [("ScanFunction", SCAN_RESERVE), ("RefreshFunction", REFRESH_RESERVE)]
+)
+def test_each_function_timeout_leaves_work_time_after_the_reserve_that_outlasts_a_hung_call(function_id, reserve):
+    # Given the function's Lambda timeout and the reserve its handler keeps (eic_guard.budget)
+    timeout = resources()[function_id]["Properties"]["Timeout"]
+    one_hung_attempt = CONNECT_TIMEOUT + READ_TIMEOUT
+
+    # Then an attempt started just before the reserve ends before publishing must start, publishing ends before
+    # Lambda's own timeout even if one call hangs, and a hung download (every attempt) fits in the work time
+    assert reserve - FINISH_RESERVE >= one_hung_attempt
+    assert one_hung_attempt <= FINISH_RESERVE
+    assert timeout - reserve >= FETCH_ATTEMPTS * sum(FETCH_TIMEOUT)
