@@ -20,12 +20,13 @@ import pytest
 import requests
 import responses
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
+from botocore.exceptions import ClientError
 from eic_guard.errors import IpRangesError
 from eic_guard.events import InvalidEvent, parse_ip_space_notification
 from eic_guard.observability import logger as powertools_logger
 from eic_guard.refresh import handle_notification
 from eic_guard.settings import IP_RANGES_URL, Settings
-from eic_guard.state import DynamoDbStateStore
+from eic_guard.state import DynamoDbStateStore, StateConflict
 from responses.registries import OrderedRegistry
 
 from functions.refresh import app as refresh_app
@@ -47,6 +48,8 @@ from tests.integration.test_refresh import (  # noqa: F401 - fixtures used by na
 from tests.lambda_runtime import REFRESH_ARN, FakeLambdaContext, emf_blobs, event, with_message
 
 TABLE = "eic-guard-state"
+# A rejected invocation publishes no application metric besides its RefreshRejected blob; Powertools warns on flush.
+NO_APP_METRICS = pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
 NEWEST_MD5 = "63431d35877fa5386ded1a7df9cfa971"
 USER_RULE = tcp(22, "203.0.113.0/24", "office VPN")
 REQUEST_ID = "6bc28136-xmpl-4365-b021-0ce6b2e64ab0"
@@ -481,3 +484,34 @@ def test_state_table_is_read_in_the_functions_region_whatever_the_first_scanned_
     assert table.load().sync_token == "1787411825"
     assert set(table.load().current) == {"eu-west-1", REGION}
     assert ingress_of(group) == eic_rules(REGION, EIC_US_EAST_1, EIC_US_EAST_1_V6)
+
+
+def _conflicting_save(self, state, previous_token):
+    raise StateConflict("the ip-ranges state was advanced by another run")
+
+
+def _unreadable_table(self):
+    raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}}, "GetItem")
+
+
+@NO_APP_METRICS
+@pytest.mark.parametrize(
+    ("patch", "reason"),
+    [(("save", _conflicting_save), "state-conflict"), (("load", _unreadable_table), "aws-error")],
+    ids=["state-conflict", "table-unreadable"],
+)
+def test_every_rejection_is_counted_with_a_reason_even_when_it_is_not_an_input_error(
+    state_2022, table, http, capsys, monkeypatch, patch, reason
+):
+    # Given AWS serving the newest file, and the state table failing in a way that is no fault of the input
+    http.add(responses.GET, IP_RANGES_URL, body=snapshot_bytes("2026-08-22"))
+    monkeypatch.setattr(DynamoDbStateStore, *patch)
+    capsys.readouterr()
+
+    # When the current notification is handled
+    with pytest.raises((StateConflict, ClientError)):
+        invoke(event("sns-ip-space-changed-current.json"))
+
+    # Then the invocation fails (SNS retries it) and one RefreshRejected metric names the reason
+    blobs = metric_blobs(capsys.readouterr().out, "RefreshRejected")
+    assert [(b["Reason"], b["RefreshRejected"]) for b in blobs] == [(reason, [1.0])]
