@@ -36,19 +36,25 @@ def addresses(ec2) -> list[dict]:
     return ec2.describe_addresses()["Addresses"]
 
 
+def drifted(account, subnet_id: str, group_id: str, *, public_ip: bool = True, image_id: str | None = None, **kw):
+    """An opted-in instance without an SSH rule for EIC and with its metadata endpoint off."""
+    [instance] = account.launch(
+        image_id=image_id or account.al2023_ami(),
+        subnet_id=subnet_id,
+        group_ids=[group_id],
+        public_ip=public_ip,
+        imds="disabled",
+        **kw,
+    )
+    return instance
+
+
 # ---- defect 1: the IMDS fix restates HttpTokens -------------------------------------------------------------------
 @pytest.mark.parametrize("tokens", ["required", "optional"])
 def test_enabling_imds_keeps_http_tokens_as_they_were(account, ec2, api_calls, ranges_2026, tokens):
     # Given an opted-in instance with the metadata endpoint off and HttpTokens set one way or the other
     net = account.network()
-    [instance] = account.launch(
-        image_id=account.al2023_ami(),
-        subnet_id=net.public_subnet_id,
-        group_ids=[net.app_group_id],
-        public_ip=True,
-        imds="disabled",
-        http_tokens=tokens,
-    )
+    instance = drifted(account, net.public_subnet_id, net.app_group_id, http_tokens=tokens)
 
     # When a remediate scan runs
     report = scan(ranges_2026)
@@ -71,45 +77,21 @@ def test_enabling_imds_keeps_http_tokens_as_they_were(account, ec2, api_calls, r
 # ---- defect 5: no change that cannot help -------------------------------------------------------------------------
 def _private_no_route(account, net):
     """A public address, but in the subnet whose route table has no route to the internet gateway."""
-    return account.launch(
-        image_id=account.al2023_ami(),
-        subnet_id=net.private_subnet_id,
-        group_ids=[net.app_group_id],
-        public_ip=True,
-        imds="disabled",
-    )[0]
+    return drifted(account, net.private_subnet_id, net.app_group_id, public_ip=True)
 
 
 def _nacl_denies_ssh(account, net):
-    [instance] = account.launch(
-        image_id=account.al2023_ami(),
-        subnet_id=net.public_subnet_id,
-        group_ids=[net.app_group_id],
-        public_ip=True,
-        imds="disabled",
-    )
+    instance = drifted(account, net.public_subnet_id, net.app_group_id)
     account.block_ssh_in_nacl(net.vpc_id, net.public_subnet_id)
     return instance
 
 
 def _no_public_ip(account, net):
-    return account.launch(
-        image_id=account.al2023_ami(),
-        subnet_id=net.public_subnet_id,
-        group_ids=[net.app_group_id],
-        public_ip=False,
-        imds="disabled",
-    )[0]
+    return drifted(account, net.public_subnet_id, net.app_group_id, public_ip=False)
 
 
 def _private_without_ip(account, net):
-    return account.launch(
-        image_id=account.al2023_ami(),
-        subnet_id=net.private_subnet_id,
-        group_ids=[net.app_group_id],
-        public_ip=False,
-        imds="disabled",
-    )[0]
+    return drifted(account, net.private_subnet_id, net.app_group_id, public_ip=False)
 
 
 BLOCKED = {
@@ -153,12 +135,8 @@ def test_an_instance_whose_network_path_cannot_be_fixed_gets_no_change(
 def test_a_failing_ami_does_not_block_the_other_fixes(account, ec2, ranges_2026):
     # Given an instance on an image that is not AL2023 (EIC can be installed by hand), lacking SSH and IMDS
     net = account.network()
-    [instance] = account.launch(
-        image_id=account.own_image("ubuntu-22.04-custom"),
-        subnet_id=net.public_subnet_id,
-        group_ids=[net.app_group_id],
-        public_ip=True,
-        imds="disabled",
+    instance = drifted(
+        account, net.public_subnet_id, net.app_group_id, image_id=account.own_image("ubuntu-22.04-custom")
     )
 
     # When a remediate scan runs
@@ -179,13 +157,7 @@ def test_the_blocked_rule_is_per_instance(account, ec2, ranges_2026):
     # Given one blocked instance and one fixable instance in the same VPC
     net = account.network()
     blocked = _private_no_route(account, net)
-    [fixable] = account.launch(
-        image_id=account.al2023_ami(),
-        subnet_id=net.public_subnet_id,
-        group_ids=[net.app_group_id],
-        public_ip=True,
-        imds="disabled",
-    )
+    fixable = drifted(account, net.public_subnet_id, net.app_group_id)
 
     # When a remediate scan runs
     report = scan(ranges_2026)
