@@ -18,7 +18,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from eic_guard.ip_ranges import IpRanges
+from eic_guard.ranges.ip_ranges import IpRanges
 from eic_guard.settings import EXCLUDE_TAG, MANAGED_GROUP_NAME
 from eic_guard.simulated import DEFAULT_TAG, SimulatedAccount, ssh_from
 

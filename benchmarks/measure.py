@@ -108,15 +108,15 @@ def run(spec: dict) -> dict:
         def work():
             return floor.scan(session, regions, eic), None
     else:
-        from eic_guard import ip_ranges
-        from eic_guard.clients import AwsClients
+        from eic_guard.aws.clients import AwsClients
+        from eic_guard.ranges import ip_ranges
         from eic_guard.settings import Settings
 
         if kind == "scan":
             from eic_guard.engine import run_scan
         else:
-            from eic_guard.refresh import apply_ranges
-            from eic_guard.state import FileStateStore
+            from eic_guard.ranges.refresh import apply_ranges
+            from eic_guard.ranges.state import FileStateStore
 
         imported = time.perf_counter()
         ranges = ip_ranges.load(spec["ip_ranges"])

@@ -28,7 +28,7 @@ LAYER_SRC = ROOT / "layers" / "eic_guard"
 if str(LAYER_SRC) not in sys.path:
     sys.path.insert(0, str(LAYER_SRC))
 
-from eic_guard import ip_ranges  # noqa: E402
+from eic_guard.ranges import ip_ranges  # noqa: E402
 
 from benchmarks import coldstart, fleet, report  # noqa: E402
 

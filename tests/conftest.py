@@ -6,7 +6,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from eic_guard import ip_ranges
+from eic_guard.ranges import ip_ranges
 from eic_guard.simulated import SimulatedAccount
 from moto import mock_aws
 

@@ -6,12 +6,12 @@ A rejected notification raises, so the invocation fails, Lambda retries it and t
 from datetime import UTC, datetime
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from eic_guard.aws.clients import AwsClients
 from eic_guard.budget import FINISH_RESERVE, REFRESH_RESERVE, Deadline
-from eic_guard.clients import AwsClients
 from eic_guard.events import parse_ip_space_notification
 from eic_guard.observability import logger, metrics, record_refresh, record_rejection, tracer
-from eic_guard.publish import publish_refresh
-from eic_guard.refresh import process_notification, rejection_reason
+from eic_guard.outputs.publish import publish_refresh
+from eic_guard.ranges.refresh import process_notification, rejection_reason
 from eic_guard.settings import Settings
 
 

@@ -2,12 +2,12 @@
 opted-in instance of the configured regions, stores the report and alerts when something needs a person."""
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from eic_guard.aws.clients import AwsClients
 from eic_guard.budget import FINISH_RESERVE, SCAN_RESERVE, Deadline
-from eic_guard.clients import AwsClients
 from eic_guard.events import parse_scheduled_event
-from eic_guard.nightly import nightly_run, state_store
 from eic_guard.observability import logger, metrics, record_refresh, record_scan, tracer
-from eic_guard.publish import publish_scan
+from eic_guard.outputs.publish import publish_scan
+from eic_guard.ranges.catch_up import nightly_run, state_store
 from eic_guard.settings import Settings
 
 

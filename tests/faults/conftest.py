@@ -13,10 +13,10 @@ from functools import cache
 import boto3
 import pytest
 from botocore.loaders import create_loader
-from eic_guard import ip_ranges
-from eic_guard.clients import AwsClients
+from eic_guard.aws.clients import AwsClients
 from eic_guard.engine import run_scan
-from eic_guard.report import Report
+from eic_guard.outputs.report import Report
+from eic_guard.ranges import ip_ranges
 from eic_guard.settings import Settings
 from eic_guard.simulated import Network, SimulatedAccount, ssh_from
 

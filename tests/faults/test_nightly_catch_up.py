@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 import boto3
 import pytest
 import responses
-from eic_guard.clients import AwsClients
-from eic_guard.refresh import apply_ranges
+from eic_guard.aws.clients import AwsClients
+from eic_guard.ranges.refresh import apply_ranges
+from eic_guard.ranges.state import STATE_ITEM_ID, DynamoDbStateStore
 from eic_guard.settings import IP_RANGES_URL, Settings
 from eic_guard.simulated import ssh_from
-from eic_guard.state import STATE_ITEM_ID, DynamoDbStateStore
 
 from functions.scan import app as scan_app
 from tests.aws_views import eni_groups, ingress_of, metadata_endpoint

@@ -11,10 +11,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import boto3
-from eic_guard.clients import AwsClients
-from eic_guard.refresh import apply_ranges
+from eic_guard.aws.clients import AwsClients
+from eic_guard.ranges.refresh import apply_ranges
+from eic_guard.ranges.state import FileStateStore
 from eic_guard.settings import Settings
-from eic_guard.state import FileStateStore
 
 from tests.aws_views import eni_groups, ingress_of
 from tests.conftest import EIC_US_EAST_1, EIC_US_EAST_1_V6, REGION

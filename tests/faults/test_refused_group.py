@@ -16,10 +16,10 @@ from datetime import UTC, datetime, timedelta
 import boto3
 import pytest
 import responses
-from eic_guard.clients import AwsClients
-from eic_guard.refresh import RefreshIncomplete, apply_ranges
+from eic_guard.aws.clients import AwsClients
+from eic_guard.ranges.refresh import RefreshIncomplete, apply_ranges
+from eic_guard.ranges.state import DynamoDbStateStore, FileStateStore
 from eic_guard.settings import IP_RANGES_URL, Settings
-from eic_guard.state import DynamoDbStateStore, FileStateStore
 
 from functions.refresh import app as refresh_app
 from tests.aws_views import ingress_of

@@ -5,8 +5,8 @@ another for the VPC's managed group must use the group the other run created, no
 from __future__ import annotations
 
 import boto3
-from eic_guard.clients import AwsClients
-from eic_guard.publish import CHECKED_AT_TAG, STATUS_TAG, tag_instances
+from eic_guard.aws.clients import AwsClients
+from eic_guard.outputs.publish import CHECKED_AT_TAG, STATUS_TAG, tag_instances
 
 from tests.aws_views import describe_instance, eni_groups, ingress_of
 from tests.conftest import REGION

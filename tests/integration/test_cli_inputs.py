@@ -15,12 +15,12 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.exceptions import EndpointConnectionError
-from eic_guard import refresh as refresh_module
+from eic_guard.aws.clients import AwsClients
 from eic_guard.cli import main, resolve_regions
-from eic_guard.clients import AwsClients
 from eic_guard.errors import ConfigurationError
+from eic_guard.ranges import refresh as refresh_module
+from eic_guard.ranges.state import FileStateStore, RangesState, StateFileError
 from eic_guard.simulated import ssh_from
-from eic_guard.state import FileStateStore, RangesState, StateFileError
 
 from tests.aws_views import ingress_of, metadata_endpoint
 from tests.conftest import EIC_US_EAST_1, IP_RANGES, REGION, ROOT

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from eic_guard import cli
 from eic_guard.checks import CHECK_IDS
-from eic_guard.html_report import failures_by_check, render_html
 from eic_guard.observability import logger
-from eic_guard.report import (
+from eic_guard.outputs.html import failures_by_check, render_html
+from eic_guard.outputs.report import (
     ActionEntry,
     CheckEntry,
     InstanceEntry,

@@ -11,7 +11,7 @@ import boto3
 import pytest
 import responses
 from eic_guard.errors import IpRangesError
-from eic_guard.publish import CHECKED_AT_TAG, STATUS_TAG
+from eic_guard.outputs.publish import CHECKED_AT_TAG, STATUS_TAG
 from eic_guard.settings import IP_RANGES_URL
 
 from tests.conftest import EIC_US_EAST_1, IP_RANGES, REGION, create_state_table

@@ -18,12 +18,13 @@ import boto3
 import pytest
 import responses
 from botocore.loaders import create_loader
-from eic_guard import cli, ip_ranges
-from eic_guard.clients import AwsClients
+from eic_guard import cli
+from eic_guard.aws.clients import AwsClients
 from eic_guard.errors import IpRangesError
-from eic_guard.refresh import RefreshResult, apply_ranges, newer_or_stored
+from eic_guard.ranges import ip_ranges
+from eic_guard.ranges.refresh import RefreshResult, apply_ranges, newer_or_stored
+from eic_guard.ranges.state import FileStateStore, RangesState, StateStore
 from eic_guard.settings import IP_RANGES_URL, Settings
-from eic_guard.state import FileStateStore, RangesState, StateStore
 
 from tests.aws_views import ingress_of
 from tests.conftest import EIC_US_EAST_1, EIC_US_EAST_1_V6, IP_RANGES, REGION

@@ -24,9 +24,9 @@ from botocore.exceptions import ClientError
 from eic_guard.errors import IpRangesError
 from eic_guard.events import InvalidEvent, parse_ip_space_notification
 from eic_guard.observability import logger as powertools_logger
-from eic_guard.refresh import handle_notification
+from eic_guard.ranges.refresh import handle_notification
+from eic_guard.ranges.state import DynamoDbStateStore, StateConflict
 from eic_guard.settings import IP_RANGES_URL, Settings
-from eic_guard.state import DynamoDbStateStore, StateConflict
 from responses.registries import OrderedRegistry
 
 from functions.refresh import app as refresh_app

@@ -4,10 +4,10 @@ the alerts topic, and the rule that data-plane permissions always name this stac
 from __future__ import annotations
 
 import pytest
+from eic_guard.aws.clients import CONNECT_TIMEOUT, READ_TIMEOUT
 from eic_guard.budget import FINISH_RESERVE, REFRESH_RESERVE, SCAN_RESERVE
-from eic_guard.clients import CONNECT_TIMEOUT, READ_TIMEOUT
-from eic_guard.ip_ranges import FETCH_ATTEMPTS, FETCH_TIMEOUT
 from eic_guard.permissions import refresh_function_actions
+from eic_guard.ranges.ip_ranges import FETCH_ATTEMPTS, FETCH_TIMEOUT
 from eic_guard.settings import AWS_IP_SPACE_TOPIC, MANAGED_BY_TAG
 
 from tests.template.cfn import (

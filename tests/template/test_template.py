@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 from cfnlint import api as cfnlint_api
+from eic_guard.outputs.publish import CHECKED_AT_TAG, STATUS_TAG
 from eic_guard.permissions import scan_function_actions
-from eic_guard.publish import CHECKED_AT_TAG, STATUS_TAG
 from eic_guard.settings import ENV_PREFIX, MANAGED_BY_TAG, Settings
 
 from tests.template.cfn import (

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from eic_guard.publish import ALERT_LINES, alert_message
-from eic_guard.report import CheckEntry, InstanceEntry, IpRangesEntry, Report, Summary, TargetError
+from eic_guard.outputs.publish import ALERT_LINES, alert_message
+from eic_guard.outputs.report import CheckEntry, InstanceEntry, IpRangesEntry, Report, Summary, TargetError
 
 STARTED = datetime(2026, 8, 23, 3, 0, tzinfo=UTC)
 PASS = CheckEntry(status="pass", reason="ok")

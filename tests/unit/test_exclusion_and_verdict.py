@@ -8,7 +8,7 @@ import pytest
 from eic_guard.checks import CHECK_IDS
 from eic_guard.engine import evaluate_instance, exclusion
 from eic_guard.models import CheckResult, InstanceOutcome
-from eic_guard.report import verdict
+from eic_guard.outputs.report import verdict
 
 from tests.unit.snapshots import (
     INSTANCE_ID,

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import requests
 import responses
-from eic_guard import ip_ranges
 from eic_guard.errors import IpRangesError
 from eic_guard.models import EicPrefixes
+from eic_guard.ranges import ip_ranges
 from eic_guard.settings import IP_RANGES_URL
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "ip-ranges"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from eic_guard.managed_group import RuleSet, current_rules, desired_rules, owned_rules, rule_description
+from eic_guard.ranges.managed_group import RuleSet, current_rules, desired_rules, owned_rules, rule_description
 
 from tests.unit.snapshots import EIC_V4, EIC_V6, eic_prefixes, group, rule
 

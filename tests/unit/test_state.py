@@ -6,8 +6,8 @@ import ipaddress
 from datetime import UTC, datetime
 
 import pytest
-from eic_guard import ip_ranges
-from eic_guard.state import STATE_ITEM_ID, DynamoDbStateStore, FileStateStore, RangesState, StateConflict
+from eic_guard.ranges import ip_ranges
+from eic_guard.ranges.state import STATE_ITEM_ID, DynamoDbStateStore, FileStateStore, RangesState, StateConflict
 
 from tests.conftest import EIC_US_EAST_1, EIC_US_EAST_1_V6, IP_RANGES, REGION, create_state_table
 

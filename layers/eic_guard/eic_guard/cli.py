@@ -23,8 +23,8 @@ from .errors import ConfigurationError, EicGuardError
 if TYPE_CHECKING:
     import boto3
 
-    from .clients import AwsClients
-    from .report import Report
+    from .aws.clients import AwsClients
+    from .outputs.report import Report
     from .settings import Settings
 
 EXIT_OK, EXIT_NONCOMPLIANT, EXIT_USAGE = 0, 1, 2
@@ -164,7 +164,7 @@ def _settings(regions: tuple[str, ...], mode: str) -> Settings:
 
 def _configure(args: argparse.Namespace, mode: str) -> tuple[boto3.Session, Settings]:
     """Regions (known to botocore), settings and the session for the clients, before any AWS call."""
-    from .clients import known_regions
+    from .aws.clients import known_regions
 
     probe = _session()
     regions, source = resolve_regions(args.regions, os.environ, lambda: probe.region_name)
@@ -181,7 +181,7 @@ def _connect(session: boto3.Session, settings: Settings) -> AwsClients:
     """The clients of the run, built now, and the caller's account asked for: configuration that botocore only
     reads when a client is built (AWS_ENDPOINT_URL=foo, AWS_MAX_ATTEMPTS=abc raise ValueError) and missing
     credentials or an unreachable endpoint are found before anything is read or changed."""
-    from .clients import AwsClients
+    from .aws.clients import AwsClients
 
     clients = AwsClients(session)
     try:
@@ -216,7 +216,7 @@ def _aws_problems() -> Iterator[None]:
 
 # ---- scan ----------------------------------------------------------------------------------------------------------
 def _write(report: Report, fmt: str, output: str | None) -> None:
-    from .report_table import render
+    from .outputs.table import render
 
     stream = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
     try:
@@ -251,10 +251,10 @@ def _require_writable(path: str | None) -> None:
 
 
 def scan(args: argparse.Namespace) -> int:
-    from . import ip_ranges
     from .engine import run_scan
-    from .html_report import render_html
-    from .refresh import require_eic
+    from .outputs.html import render_html
+    from .ranges import ip_ranges
+    from .ranges.refresh import require_eic
 
     session, settings = _configure(args, mode="remediate" if args.remediate else "report")
     if not args.remediate and (os.environ.get("EIC_GUARD_MODE") or "").strip() == "remediate":
@@ -274,9 +274,9 @@ def scan(args: argparse.Namespace) -> int:
 
 # ---- refresh -------------------------------------------------------------------------------------------------------
 def refresh(args: argparse.Namespace) -> int:
-    from . import ip_ranges
-    from .refresh import apply_ranges, require_eic
-    from .state import FileStateStore, StateConflict
+    from .ranges import ip_ranges
+    from .ranges.refresh import apply_ranges, require_eic
+    from .ranges.state import FileStateStore, StateConflict
 
     session, settings = _configure(args, mode="remediate")
     ranges = ip_ranges.load(args.ip_ranges, expected_md5=args.md5)

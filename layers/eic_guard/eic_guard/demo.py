@@ -21,12 +21,13 @@ from pathlib import Path
 import boto3
 from moto.server import ThreadedMotoServer
 
-from . import cli, ip_ranges
+from . import cli
 from .errors import IpRangesError
-from .managed_group import rule_description
 from .models import EicPrefixes
-from .report import Report
-from .report_table import render
+from .outputs.report import Report
+from .outputs.table import render
+from .ranges import ip_ranges
+from .ranges.managed_group import rule_description
 from .settings import ENV_PREFIX, EXCLUDE_TAG, EXCLUDE_UNTIL_TAG, MANAGED_BY_TAG, MANAGED_GROUP_NAME
 from .simulated import Network, SimulatedAccount, ssh_from
 

@@ -13,15 +13,15 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from .aws.gateway import QUOTA_CODES, VANISHED_CODES, Ec2Gateway, error_code
+from .aws.inventory import gather
 from .budget import Deadline
 from .checks import ALL_CHECKS, CheckContext, eic_ssh_ingress
-from .gateway import QUOTA_CODES, VANISHED_CODES, Ec2Gateway, error_code
-from .inventory import gather
-from .ip_ranges import IpRanges
 from .models import ActionRecord, CheckResult, Instance, InstanceOutcome
 from .observability import logger
+from .outputs.report import Report, build_report
+from .ranges.ip_ranges import IpRanges
 from .remediation import RemediationRefused, Remediator
-from .report import Report, build_report
 from .settings import EXCLUDE_TAG, EXCLUDE_UNTIL_TAG, Settings
 
 CHECKS_BY_ID = {check.ID: check for check in ALL_CHECKS}

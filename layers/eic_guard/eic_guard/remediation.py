@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from botocore.exceptions import ClientError
 
+from .aws.gateway import Ec2Gateway, RemediationRefused, error_code, vanished
+from .aws.inventory import FILTER_VALUES_PER_CALL
 from .checks.base import CheckContext
-from .gateway import Ec2Gateway, RemediationRefused, error_code, vanished
-from .inventory import FILTER_VALUES_PER_CALL
-from .managed_group import current_rules, desired_rules
 from .models import ActionRecord, SecurityGroup
+from .ranges.managed_group import current_rules, desired_rules
 from .settings import MANAGED_BY_TAG, MANAGED_GROUP_NAME
 
 __all__ = ["RemediationRefused", "Remediator"]

@@ -22,6 +22,7 @@ MANAGED_GROUP_NAME = "eic-guard-ssh"
 EXCLUDE_TAG = "eic-guard:exclude"
 EXCLUDE_UNTIL_TAG = "eic-guard:exclude-until"
 
+
 @cache
 def known_regions() -> frozenset[str]:
     """Every region of every partition the SDK knows (botocore's partitions.json: a 7 kB read, no AWS call)."""

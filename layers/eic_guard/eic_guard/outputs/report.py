@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import __version__
-from .checks import CHECK_IDS
-from .models import InstanceOutcome, Verdict
+from .. import __version__
+from ..checks import CHECK_IDS
+from ..models import InstanceOutcome, Verdict
 
 if TYPE_CHECKING:
-    from .engine import TargetResult
-    from .ip_ranges import IpRanges
-    from .settings import Settings
+    from ..engine import TargetResult
+    from ..ranges.ip_ranges import IpRanges
+    from ..settings import Settings
 
 SCHEMA = "eic-guard/report/v1"
 

@@ -15,17 +15,17 @@ from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ..aws.gateway import Ec2Gateway, RemediationRefused, error_code
+from ..aws.inventory import EIC_IPV6_PREFIX_LIST, EIC_PREFIX_LIST, paginate, parse_security_group, prefix_list_entries
+from ..budget import Deadline, DeadlineExceeded
+from ..errors import IpRangesError
+from ..events import IpSpaceChange
+from ..models import ActionRecord, SecurityGroup
+from ..observability import logger
+from ..settings import MANAGED_BY_TAG, MANAGED_GROUP_NAME, Settings
 from . import ip_ranges
-from .budget import Deadline, DeadlineExceeded
-from .errors import IpRangesError
-from .events import IpSpaceChange
-from .gateway import Ec2Gateway, RemediationRefused, error_code
-from .inventory import EIC_IPV6_PREFIX_LIST, EIC_PREFIX_LIST, paginate, parse_security_group, prefix_list_entries
 from .ip_ranges import IpRanges
 from .managed_group import RuleSet, current_rules, owned_rules
-from .models import ActionRecord, SecurityGroup
-from .observability import logger
-from .settings import MANAGED_BY_TAG, MANAGED_GROUP_NAME, Settings
 from .state import DynamoDbStateStore, RangesState, StateConflict, StateStore
 
 # applied: written and the state advanced; planned: report mode, nothing written; incomplete: some region or group

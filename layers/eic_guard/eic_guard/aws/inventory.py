@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .models import (
+from ..models import (
     Image,
     IngressPermission,
     Instance,
@@ -22,7 +22,7 @@ from .models import (
     SecurityGroup,
     TargetSnapshot,
 )
-from .settings import MANAGED_BY_TAG, MANAGED_GROUP_NAME, Settings
+from ..settings import MANAGED_BY_TAG, MANAGED_GROUP_NAME, Settings
 
 SCANNED_STATES = ("pending", "running", "stopping", "stopped")
 FILTER_VALUES_PER_CALL = 200  # EC2 accepts at most 200 values in one filter

@@ -7,7 +7,7 @@ from typing import IO
 from rich.console import Console
 from rich.table import Table
 
-from .checks import CHECK_IDS
+from ..checks import CHECK_IDS
 from .report import Report
 
 SYMBOLS = {

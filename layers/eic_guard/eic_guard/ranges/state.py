@@ -18,9 +18,9 @@ from typing import Any, Protocol
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
+from ..models import EicPrefixes
 from .ip_ranges import IpRanges
-from .models import EicPrefixes
 
 try:
     import fcntl

@@ -9,8 +9,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from .budget import Deadline
-from .errors import ConfigurationError
+from ..budget import Deadline
+from ..errors import ConfigurationError
 
 # One call that hangs costs at most MAX_ATTEMPTS x (CONNECT_TIMEOUT + READ_TIMEOUT) plus backoff (about 2 min),
 # not 8 x 60 s; a Deadline (budget.py) refuses further attempts once the invocation's reserve is reached.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from .models import EicPrefixes, IngressPermission, SecurityGroup
+from ..models import EicPrefixes, IngressPermission, SecurityGroup
 
 SSH_PORT = 22
 

@@ -10,11 +10,11 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .gateway import error_code
-from .html_report import render_html
-from .observability import logger
+from ..aws.gateway import error_code
+from ..observability import logger
+from ..settings import Settings
+from .html import render_html
 from .report import Report
-from .settings import Settings
 
 STATUS_TAG = "eic-guard:status"
 CHECKED_AT_TAG = "eic-guard:checked-at"

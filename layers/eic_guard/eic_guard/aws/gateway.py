@@ -6,11 +6,11 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from ..models import ActionRecord, ManagedAddress, SecurityGroup
+from ..observability import logger
+from ..ranges.managed_group import RuleSet, current_rules
+from ..settings import MANAGED_BY_TAG, MANAGED_GROUP_NAME
 from .inventory import FILTER_VALUES_PER_CALL, paginate, parse_security_group
-from .managed_group import RuleSet, current_rules
-from .models import ActionRecord, ManagedAddress, SecurityGroup
-from .observability import logger
-from .settings import MANAGED_BY_TAG, MANAGED_GROUP_NAME
 
 VANISHED_CODES = frozenset(
     {

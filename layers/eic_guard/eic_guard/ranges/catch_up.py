@@ -13,14 +13,14 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
-from .budget import Deadline
-from .engine import run_scan
-from .errors import IpRangesError
+from ..budget import Deadline
+from ..engine import run_scan
+from ..errors import IpRangesError
+from ..observability import logger, record_rejection
+from ..outputs.report import Report
+from ..settings import Settings
 from .ip_ranges import IpRanges
-from .observability import logger, record_rejection
 from .refresh import RefreshResult, apply_ranges, newer_or_stored, require_eic
-from .report import Report
-from .settings import Settings
 from .state import DynamoDbStateStore, RangesState, StateConflict, StateStore
 
 # What a state item that cannot be read raises: not JSON, not the document's shape, no document attribute.

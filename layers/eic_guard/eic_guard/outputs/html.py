@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from html import escape
 
-from .checks import CHECK_IDS
+from ..checks import CHECK_IDS
 from .report import Report
 
 _STYLE = """

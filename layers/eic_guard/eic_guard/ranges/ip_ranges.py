@@ -12,10 +12,10 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from .budget import Deadline
-from .errors import IpRangesError
-from .models import EicPrefixes
-from .settings import IP_RANGES_URL
+from ..budget import Deadline
+from ..errors import IpRangesError
+from ..models import EicPrefixes
+from ..settings import IP_RANGES_URL
 
 EIC_SERVICE = "EC2_INSTANCE_CONNECT"
 REQUIRED_KEYS = ("syncToken", "createDate", "prefixes", "ipv6_prefixes")
