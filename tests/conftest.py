@@ -93,9 +93,15 @@ class ApiCalls:
     def names(self) -> list[str]:
         return [name for name, _ in self.calls]
 
-    def writes(self) -> list[str]:
+    def writes(self, run_objects: bool = False) -> list[str]:
+        """Write calls; the fan-out's own run objects (S3 runs/…: manifest, targets, results) only when asked."""
         reads = ("Describe", "Get", "List")
-        return [name for name in self.names() if not name.startswith(reads)]
+        return [
+            name
+            for name, params in self.calls
+            if not name.startswith(reads)
+            and (run_objects or not (name == "PutObject" and str(params.get("Key", "")).startswith("runs/")))
+        ]
 
     def count(self, name: str) -> int:
         return self.names().count(name)
@@ -116,3 +122,14 @@ def api_calls(monkeypatch) -> ApiCalls:
 
     monkeypatch.setattr(boto3.Session, "__init__", patched)
     return recorder
+
+
+RUNS_BUCKET = "eic-guard-reports"
+
+
+@pytest.fixture
+def runs_bucket(aws, monkeypatch) -> str:
+    """The reports bucket, which also holds the fan-out's run objects (manifest, targets, results)."""
+    boto3.client("s3", REGION).create_bucket(Bucket=RUNS_BUCKET)
+    monkeypatch.setenv("EIC_GUARD_REPORTS_BUCKET", RUNS_BUCKET)
+    return RUNS_BUCKET

@@ -14,7 +14,7 @@ import boto3
 import pytest
 from botocore.loaders import create_loader
 from eic_guard.aws.clients import AwsClients
-from eic_guard.engine import run_scan
+from eic_guard.fanout.local import run_scan
 from eic_guard.outputs.report import Report
 from eic_guard.ranges import ip_ranges
 from eic_guard.settings import Settings

@@ -23,7 +23,6 @@ from eic_guard.ranges.state import STATE_ITEM_ID, DynamoDbStateStore
 from eic_guard.settings import IP_RANGES_URL, Settings
 from eic_guard.simulated import ssh_from
 
-from functions.scan import app as scan_app
 from tests.aws_views import eni_groups, ingress_of, metadata_endpoint
 from tests.conftest import IP_RANGES, REGION, create_state_table
 from tests.faults.conftest import (
@@ -37,7 +36,8 @@ from tests.faults.conftest import (
     snapshot_bytes,
 )
 from tests.faults.injector import FaultInjector
-from tests.lambda_runtime import FakeLambdaContext, emf_blobs, event
+from tests.lambda_runtime import FakeLambdaContext, emf_blobs
+from tests.state_machine import run_nightly as run_execution
 
 TABLE = "eic-guard-state"
 BUCKET = "eic-guard-reports-123456789012"
@@ -101,8 +101,8 @@ def apply_stored(nightly: Nightly, day: str) -> None:
 
 
 def run_nightly(request_id: str) -> dict:
-    """The scan function on the scheduled event; its context starts with the function's whole 900 s ahead."""
-    return scan_app.lambda_handler(event("scheduled-nightly.json"), FakeLambdaContext(aws_request_id=request_id))
+    """The nightly execution (Plan → target workers → Aggregate), each step's context with its whole time ahead."""
+    return run_execution(FakeLambdaContext(aws_request_id=request_id))
 
 
 def rejections(stdout: str) -> list[str]:

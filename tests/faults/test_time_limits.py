@@ -15,8 +15,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from eic_guard.aws.clients import CONNECT_TIMEOUT, MAX_ATTEMPTS, READ_TIMEOUT, AwsClients
 from eic_guard.budget import Deadline
-from eic_guard.engine import run_scan
 from eic_guard.errors import IpRangesError
+from eic_guard.fanout.local import run_scan
 from eic_guard.ranges import ip_ranges
 
 from tests.conftest import REGION

@@ -17,7 +17,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from eic_guard.aws.clients import MAX_ATTEMPTS, RETRY_CONFIG, AwsClients
 from eic_guard.checks import eic_ssh_ingress
-from eic_guard.engine import run_scan
+from eic_guard.fanout.local import run_scan
 from eic_guard.settings import Settings
 from eic_guard.simulated import SimulatedAccount
 

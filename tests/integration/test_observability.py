@@ -17,7 +17,8 @@ from eic_guard.simulated import SimulatedAccount
 from moto import mock_aws
 
 from tests.conftest import EIC_US_EAST_1, IP_RANGES, REGION, SCAN_SUMMARY_METRICS, ApiCalls
-from tests.lambda_runtime import FakeLambdaContext, emf_blobs, event, json_lines, load_handler
+from tests.lambda_runtime import FakeLambdaContext, emf_blobs, json_lines
+from tests.state_machine import run_nightly
 
 REQUEST_ID = "0b7e4c1a-5d2f-4e63-9a8b-1c2d3e4f5a6b"
 
@@ -129,8 +130,10 @@ def scan_run():
             "POWERTOOLS_DEV": "false",
             "EIC_GUARD_REGIONS": REGION,
             "EIC_GUARD_MODE": "remediate",
+            "EIC_GUARD_REPORTS_BUCKET": "eic-guard-reports",
         }.items():
             patch.setenv(name, setting)
+        boto3.client("s3", REGION).create_bucket(Bucket="eic-guard-reports")
         fleet = build_drift_fleet(SimulatedAccount(boto3.client("ec2", REGION), boto3.client("ssm", REGION)))
         patch.setattr(boto3.Session, "__init__", recording_init)
         stdout = io.StringIO()
@@ -140,9 +143,7 @@ def scan_run():
             contextlib.redirect_stdout(stdout),
         ):
             http.add(responses.GET, IP_RANGES_URL, body=(IP_RANGES / "ip-ranges-2026-08-22.json").read_bytes())
-            result = load_handler("scan", "eic_guard_scan_app_obs")(
-                event("scheduled-nightly.json"), FakeLambdaContext(aws_request_id=REQUEST_ID)
-            )
+            result = run_nightly(FakeLambdaContext(aws_request_id=REQUEST_ID))
     return {"result": result, "stdout": stdout.getvalue(), "fleet": fleet, "writes": recorder.writes()}
 
 
@@ -186,6 +187,8 @@ def test_scan_emits_the_summary_counters_in_one_emf_blob(scan_run):
             "AuthorizeSecurityGroupIngress",
             "ModifyNetworkInterfaceAttribute",
             "ModifyInstanceMetadataOptions",
+            "PutObject",  # the report, JSON
+            "PutObject",  # and HTML (the run's own objects under runs/ are not counted)
         ]
     )
     # And the summary is published once, not once per region or per instance
@@ -219,7 +222,7 @@ def test_scan_log_lines_are_json_with_the_run_id_and_name_each_failing_check(sca
     not_passing = [line for line in logs if line["message"] == "check not passing"]
 
     # Then every line carries the invocation's request id as run_id
-    assert "scan started" in messages and "scan finished" in messages
+    assert "run planned" in messages and "target done" in messages and "run finished" in messages
     assert {line.get("run_id") for line in logs} == {REQUEST_ID}
     assert all(line["service"] == "eic-guard" for line in logs)
     # And exactly one "check not passing" line names the unfixable instance, its check and reason

@@ -16,6 +16,7 @@ from eic_guard.settings import IP_RANGES_URL
 
 from tests.conftest import EIC_US_EAST_1, IP_RANGES, REGION, create_state_table
 from tests.lambda_runtime import REFRESH_ARN, FakeLambdaContext, emf_blobs, event, load_handler
+from tests.state_machine import run_nightly
 
 BUCKET = "eic-guard-reports-123456789012"
 STATE_TABLE = "eic-guard-state"
@@ -122,9 +123,7 @@ def run_scan(api_calls=None) -> tuple[dict, list[str]]:
     day_before = datetime.now(UTC).strftime("%Y/%m/%d")
     if api_calls is not None:
         api_calls.clear()
-    result = load_handler("scan", "eic_guard_scan_app_pub")(
-        event("scheduled-nightly.json"), FakeLambdaContext(aws_request_id=REQUEST_ID)
-    )
+    result = run_nightly(FakeLambdaContext(aws_request_id=REQUEST_ID))
     return result, sorted({day_before, datetime.now(UTC).strftime("%Y/%m/%d")})
 
 

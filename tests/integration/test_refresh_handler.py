@@ -24,13 +24,12 @@ from botocore.exceptions import ClientError
 from eic_guard.errors import IpRangesError
 from eic_guard.events import InvalidEvent, parse_ip_space_notification
 from eic_guard.observability import logger as powertools_logger
-from eic_guard.ranges.refresh import handle_notification
+from eic_guard.ranges.notification import handle_notification
 from eic_guard.ranges.state import DynamoDbStateStore, StateConflict
 from eic_guard.settings import IP_RANGES_URL, Settings
 from responses.registries import OrderedRegistry
 
 from functions.refresh import app as refresh_app
-from functions.scan import app as scan_app
 from tests.aws_views import ingress_of
 from tests.conftest import EIC_US_EAST_1, EIC_US_EAST_1_V6, IP_RANGES, REGION, create_state_table
 from tests.integration.test_refresh import (  # noqa: F401 - fixtures used by name
@@ -46,6 +45,7 @@ from tests.integration.test_refresh import (  # noqa: F401 - fixtures used by na
     tcp,
 )
 from tests.lambda_runtime import REFRESH_ARN, FakeLambdaContext, emf_blobs, event, with_message
+from tests.state_machine import run_nightly
 
 TABLE = "eic-guard-state"
 # A rejected invocation publishes no application metric besides its RefreshRejected blob; Powertools warns on flush.
@@ -387,13 +387,13 @@ def test_two_concurrent_invocations_of_the_same_event_apply_once(state_2022, tab
 
 
 # ---- nightly catch-up through the scan handler --------------------------------------------------------------------
-def test_nightly_scan_refreshes_first_then_reuses_the_stored_copy_on_304(table, http, api_calls):
+def test_nightly_scan_refreshes_first_then_reuses_the_stored_copy_on_304(table, http, api_calls, runs_bucket):
     # Given a managed group, no state yet, and AWS serving 2026-08-22
     group = new_group()
     http.add(responses.GET, IP_RANGES_URL, body=snapshot_bytes("2026-08-22"))
 
     # When the nightly scan runs
-    first = scan_app.lambda_handler(event("scheduled-nightly.json"), refresh_context("night-1"))
+    first = run_nightly(refresh_context("night-1"))
 
     # Then it refreshed the ranges before scanning
     assert first["refresh"]["status"] == "applied" and first["refresh"]["sync_token"] == "1787411825"
@@ -407,7 +407,7 @@ def test_nightly_scan_refreshes_first_then_reuses_the_stored_copy_on_304(table, 
     api_calls.clear()
 
     # When the nightly scan runs again
-    second = scan_app.lambda_handler(event("scheduled-nightly.json"), refresh_context("night-2"))
+    second = run_nightly(refresh_context("night-2"))
 
     # Then it asked with the stored md5 as ETag, reused the stored prefixes and wrote nothing
     assert http.calls[1].request.headers["If-None-Match"] == f'"{NEWEST_MD5}"'
@@ -417,7 +417,7 @@ def test_nightly_scan_refreshes_first_then_reuses_the_stored_copy_on_304(table, 
     assert table.load().sync_token == "1787411825"
 
 
-def test_nightly_scan_keeps_the_newer_state_when_served_an_older_file(table, http, api_calls):
+def test_nightly_scan_keeps_the_newer_state_when_served_an_older_file(table, http, api_calls, runs_bucket):
     # Given the state at 2026-08-22 and a cache serving the older 2026-06-01 file
     group = new_group()
     refresh(table, snapshot("2026-08-22"))
@@ -425,7 +425,7 @@ def test_nightly_scan_keeps_the_newer_state_when_served_an_older_file(table, htt
     api_calls.clear()
 
     # When the nightly scan runs
-    result = scan_app.lambda_handler(event("scheduled-nightly.json"), refresh_context("night"))
+    result = run_nightly(refresh_context("night"))
 
     # Then it used the stored 2026-08-22 prefixes and the state did not go back
     assert result["refresh"]["sync_token"] == "1787411825"
@@ -436,20 +436,18 @@ def test_nightly_scan_keeps_the_newer_state_when_served_an_older_file(table, htt
 
 
 def test_report_mode_catch_up_plans_the_new_prefixes_and_writes_nothing_to_ec2(
-    state_2022, table, http, api_calls, monkeypatch
+    state_2022, table, http, api_calls, monkeypatch, runs_bucket
 ):
     # Given a report-mode stack whose state and managed group are at 2022-04-27, a reports bucket, and AWS serving
     # 2026-08-22 (which adds the IPv6 prefix)
     monkeypatch.setenv("EIC_GUARD_MODE", "report")
     s3 = boto3.client("s3", REGION)
-    s3.create_bucket(Bucket="eic-guard-reports")
-    monkeypatch.setenv("EIC_GUARD_REPORTS_BUCKET", "eic-guard-reports")
     http.add(responses.GET, IP_RANGES_URL, body=snapshot_bytes("2026-08-22"))
     rules_before, state_before = ingress_of(state_2022), table.load()
     api_calls.clear()
 
     # When the nightly scan runs
-    result = scan_app.lambda_handler(event("scheduled-nightly.json"), refresh_context("night"))
+    result = run_nightly(refresh_context("night"))
 
     # Then the catch-up planned the new prefix instead of writing it: the role of a report-mode stack has no EC2
     # write, and the state stays at 2022 so that the SNS refresh still applies the file
@@ -468,7 +466,7 @@ def test_report_mode_catch_up_plans_the_new_prefixes_and_writes_nothing_to_ec2(
 
 
 def test_state_table_is_read_in_the_functions_region_whatever_the_first_scanned_region(
-    table, http, api_calls, monkeypatch
+    table, http, api_calls, monkeypatch, runs_bucket
 ):
     # Given a stack in us-east-1 (its table there) scanning eu-west-1 first, and a managed group in us-east-1
     monkeypatch.setenv("EIC_GUARD_REGIONS", "eu-west-1,us-east-1")
@@ -476,7 +474,7 @@ def test_state_table_is_read_in_the_functions_region_whatever_the_first_scanned_
     http.add(responses.GET, IP_RANGES_URL, body=snapshot_bytes("2026-08-22"))
 
     # When the nightly scan runs
-    result = scan_app.lambda_handler(event("scheduled-nightly.json"), refresh_context("night"))
+    result = run_nightly(refresh_context("night"))
 
     # Then the catch-up read and advanced the state in the function's region and refreshed both regions
     assert result["refresh"]["status"] == "applied"

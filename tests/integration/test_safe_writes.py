@@ -9,7 +9,7 @@ from __future__ import annotations
 import boto3
 import pytest
 from eic_guard.aws.clients import AwsClients
-from eic_guard.engine import run_scan
+from eic_guard.fanout.local import run_scan
 from eic_guard.settings import Settings
 
 from tests.aws_views import eni_groups, metadata_options

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 from eic_guard.aws.clients import AwsClients
-from eic_guard.engine import run_scan
+from eic_guard.fanout.local import run_scan
 from eic_guard.settings import Settings
 from eic_guard.simulated import ssh_from
 

@@ -241,7 +241,7 @@ def _progress(regions: int) -> Iterator[Callable[[str], None] | None]:
 
     with Progress(transient=True, console=Console(stderr=True)) as progress:
         task = progress.add_task("scanning regions", total=regions)
-        yield lambda region: progress.update(task, advance=1, description=f"scanned {region}")
+        yield lambda target: progress.update(task, advance=1, description=f"scanned {target.key}")
 
 
 def _require_writable(path: str | None) -> None:
@@ -251,7 +251,7 @@ def _require_writable(path: str | None) -> None:
 
 
 def scan(args: argparse.Namespace) -> int:
-    from .engine import run_scan
+    from .fanout.local import run_scan
     from .outputs.html import render_html
     from .ranges import ip_ranges
     from .ranges.refresh import require_eic

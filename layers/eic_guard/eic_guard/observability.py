@@ -69,3 +69,20 @@ def record_refresh(summary: dict) -> None:
 def record_rejection(reason: str) -> None:
     """One RefreshRejected metric with the reason as its dimension."""
     _dimensioned("RefreshRejected", 1, "Reason", reason)
+
+
+def record_targets(document: dict) -> None:
+    """Per-account counts (dimension AccountId, bounded by the number of accounts, never per instance):
+    TargetInstancesNoncompliant and TargetErrors, summed over the account's regions."""
+    noncompliant: dict[str, int] = {}
+    errors: dict[str, int] = {}
+    for target in document.get("targets", ()):
+        account = target["account_id"]
+        noncompliant.setdefault(account, 0)
+        errors[account] = errors.get(account, 0) + (target["status"] == "error")
+    for entry in document.get("instances", ()):
+        if entry["verdict"] in ("noncompliant", "error"):
+            noncompliant[entry["account_id"]] = noncompliant.get(entry["account_id"], 0) + 1
+    for account in sorted(noncompliant):
+        _dimensioned("TargetInstancesNoncompliant", noncompliant[account], "AccountId", account)
+        _dimensioned("TargetErrors", errors.get(account, 0), "AccountId", account)

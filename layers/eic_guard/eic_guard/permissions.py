@@ -1,40 +1,86 @@
 """Every IAM action each function may call, declared next to the code that calls it.
 
-A test holds template.yaml to these sets, and tests/template/test_calls_against_roles.py holds the calls the
-handlers really make to the roles template.yaml renders.
+The deployed engine is a state machine (statemachine/eic_guard.asl.json): PlanFunction → ScanTargetFunction per
+(account, region) → AggregateFunction, started nightly and by RefreshFunction. tests/template holds template.yaml's
+roles, and member/template.yaml's member role, to these sets; tests/template/test_calls_against_roles.py holds the
+calls the handlers really make to the roles the templates render.
 """
 
 from __future__ import annotations
 
-from .checks import required_actions
+from .checks import ALL_CHECKS, INVENTORY_PERMISSIONS, public_ipv4
 
-# refresh.py: one filtered describe per region, then authorize/revoke on eic-guard's own groups.
-REFRESH_EC2 = (
+# The managed groups' rules (ranges/refresh.py): one filtered describe per region, the prefix lists' entries, then
+# authorize/revoke on eic-guard's own groups only. The target worker makes these writes in every mode: the
+# `refresh` job (started by the SNS refresh) writes eic-guard's own groups even in report mode.
+MANAGED_GROUP_READS = (
     "ec2:DescribeSecurityGroups",
     "ec2:DescribeManagedPrefixLists",
     "ec2:GetManagedPrefixListEntries",
-    "ec2:AuthorizeSecurityGroupIngress",
-    "ec2:RevokeSecurityGroupIngress",
 )
-# state.py: the scan's nightly catch-up reads the state item (consistent read) and replaces it with a conditional put.
-SCAN_STATE_TABLE = ("dynamodb:GetItem", "dynamodb:PutItem")
+MANAGED_GROUP_RULE_EDITS = ("ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress")
+REFRESH_EC2 = MANAGED_GROUP_READS + MANAGED_GROUP_RULE_EDITS
+# state.py: the ip-ranges state item, a consistent read and a conditional put (Plan decides, Aggregate finishes).
+STATE_TABLE = ("dynamodb:GetItem", "dynamodb:PutItem")
 # The refresh: the same state item, plus Powertools idempotency records (put/get/update/delete), same table.
 REFRESH_STATE_TABLE = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
-# publish.py: the run's report to the bucket, one alert message to the topic.
+# publish.py: the run's report to the bucket (reports/*), one alert message to the topic.
 REPORTS_BUCKET = ("s3:PutObject",)
 ALERTS_TOPIC = ("sns:Publish",)
+# fanout/steps.py: the run's objects under runs/<run id>/ (manifest, targets, one result per target and phase).
+RUN_OBJECTS_WRITE = ("s3:PutObject",)
+RUN_OBJECTS_READ = ("s3:GetObject",)
+RUN_OBJECTS_LIST = ("s3:ListBucket",)  # ListObjectsV2 of runs/<run id>/results/
+# fanout/targets.py: every ACTIVE account of the organization (Accounts=organization only).
+ORGANIZATION_ACCOUNTS = ("organizations:ListAccounts",)
+# aws/credentials.py: each member account is entered through its member role (never the caller's own account).
+ENTER_MEMBER_ACCOUNTS = ("sts:AssumeRole",)
+# ranges/notification.py: the refresh starts the fan-out's refresh job.
+START_FAN_OUT = ("states:StartExecution",)
 # publish.py: eic-guard:status and eic-guard:checked-at on opted-in instances (remediate mode, TagInstances on).
 INSTANCE_STATUS_TAGS = ("ec2:CreateTags",)
 
 
-def scan_function_actions(remediate: bool = True) -> set[str]:
-    """The nightly scan: the checks (and their fixes), the refresh catch-up, state, reports, alerts, tags."""
-    actions = required_actions(remediate) | set(REFRESH_EC2[:3]) | set(SCAN_STATE_TABLE) | set(REPORTS_BUCKET)
-    actions |= set(ALERTS_TOPIC)
-    if remediate:  # report mode writes nothing to EC2: the catch-up plans its rule changes, status tags are off
-        actions |= set(REFRESH_EC2) | set(INSTANCE_STATUS_TAGS)
+def worker_ec2_actions(remediate: bool, remediate_public_ip: bool = False, tag_instances: bool = False) -> set[str]:
+    """The EC2 actions one target needs in the account it scans: what a member role grants (member/template.yaml)
+    and the central worker role grants in its own account.
+
+    Reads always, and the managed groups' rule edits always (the refresh job). In remediate mode, the checks'
+    fixes; the Elastic IP fix only with `remediate_public_ip`, status tags only with `tag_instances` (both switches
+    mean nothing in report mode, which writes nothing else).
+    """
+    actions = set(INVENTORY_PERMISSIONS) | set(REFRESH_EC2)
+    for check in ALL_CHECKS:
+        actions.update(check.PERMISSIONS)
+        if not remediate or (check is public_ipv4 and not remediate_public_ip):
+            continue
+        actions.update(check.REMEDIATION_PERMISSIONS)
+    if remediate and tag_instances:
+        actions.update(INSTANCE_STATUS_TAGS)
     return actions
 
 
+def worker_function_actions(
+    remediate: bool, remediate_public_ip: bool = False, tag_instances: bool = False
+) -> set[str]:
+    """ScanTargetFunction: its EC2 actions (own account), the run's objects, entering the member accounts."""
+    actions = worker_ec2_actions(remediate, remediate_public_ip, tag_instances)
+    return actions | set(RUN_OBJECTS_READ) | set(RUN_OBJECTS_WRITE) | set(ENTER_MEMBER_ACCOUNTS)
+
+
+def plan_function_actions(organization: bool) -> set[str]:
+    """PlanFunction: the state item (catch-up decision), the run's manifest and targets, the organization's
+    accounts when Accounts=organization. The ip-ranges download is plain HTTPS (no IAM)."""
+    actions = set(STATE_TABLE) | set(RUN_OBJECTS_WRITE)
+    return actions | set(ORGANIZATION_ACCOUNTS) if organization else actions
+
+
+def aggregate_function_actions() -> set[str]:
+    """AggregateFunction: every result of the run and its manifest, the report, the alert, the state's last touch."""
+    actions = set(RUN_OBJECTS_READ) | set(RUN_OBJECTS_LIST) | set(REPORTS_BUCKET) | set(ALERTS_TOPIC)
+    return actions | set(STATE_TABLE)
+
+
 def refresh_function_actions() -> set[str]:
-    return set(REFRESH_EC2) | set(REFRESH_STATE_TABLE) | set(REPORTS_BUCKET) | set(ALERTS_TOPIC)
+    """RefreshFunction: verify, advance the state once (idempotently), start the fan-out; no EC2 at all."""
+    return set(REFRESH_STATE_TABLE) | set(REPORTS_BUCKET) | set(ALERTS_TOPIC) | set(START_FAN_OUT)

@@ -14,6 +14,7 @@ import botocore
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigurationError
+from .fanout.targets import parse_accounts
 
 IP_RANGES_URL = "https://ip-ranges.amazonaws.com/ip-ranges.json"
 AWS_IP_SPACE_TOPIC = "arn:aws:sns:us-east-1:806199016981:AmazonIpSpaceChanged"
@@ -51,6 +52,19 @@ class Settings(BaseModel):
     reports_bucket: str | None = None
     alerts_topic_arn: str | None = None
     ip_ranges_topic_arns: tuple[str, ...] = (AWS_IP_SPACE_TOPIC,)
+    # DESIGN §9: "" = the caller's own account, "organization" = every ACTIVE account, or a comma list of ids
+    accounts: str = ""
+    member_role_name: str = Field(default="eic-guard-member", pattern=r"^[\w+=,.@-]{1,64}$")
+    state_machine_arn: str | None = None  # the refresh function starts the fan-out there
+
+    @field_validator("accounts")
+    @classmethod
+    def _accounts(cls, value: str) -> str:
+        try:
+            parsed = parse_accounts(value)
+        except ConfigurationError as exc:
+            raise ValueError(str(exc).removeprefix("EIC_GUARD_ACCOUNTS: ")) from None
+        return ",".join(parsed) if isinstance(parsed, tuple) else parsed
 
     @field_validator("regions")
     @classmethod

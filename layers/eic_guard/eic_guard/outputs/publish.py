@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -56,23 +57,29 @@ def store_refresh_report(s3: Any, bucket: str, run_id: str, started: datetime, d
     return key
 
 
-def status_tag_batches(report: Report, checked_at: str) -> dict[tuple[str, str], list[str]]:
-    """Instances grouped by (region, verdict): one CreateTags call per distinct value set (and per 1000 ids)."""
+def status_tag_batches(entries: Iterable[dict], checked_at: str) -> dict[tuple[str, str], list[str]]:
+    """Report instance entries grouped by (region, verdict): one CreateTags call per distinct value set (and per
+    1000 ids)."""
     batches: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for entry in report.instances:
-        if entry.verdict in ("excluded", "error"):
+    for entry in entries:
+        if entry["verdict"] in ("excluded", "error"):
             continue  # excluded instances are never modified; an errored one may be gone
-        batches[(entry.region, entry.verdict)].append(entry.instance_id)
+        batches[(entry["region"], entry["verdict"])].append(entry["instance_id"])
     return dict(batches)
 
 
 def tag_instances(clients: Any, report: Report, checked_at: str) -> int:
-    """Write eic-guard:status and eic-guard:checked-at; returns the number of CreateTags calls."""
+    """Write eic-guard:status and eic-guard:checked-at on a report's instances; returns the CreateTags calls."""
+    return tag_entries(clients.ec2, [e.model_dump() for e in report.instances], checked_at)
+
+
+def tag_entries(ec2_for: Callable[[str], Any], entries: Iterable[dict], checked_at: str) -> int:
+    """Status tags for report instance entries (one target's, in the fan-out), `ec2_for(region)` the client."""
     calls = 0
-    for (region, verdict), instance_ids in sorted(status_tag_batches(report, checked_at).items()):
+    for (region, verdict), instance_ids in sorted(status_tag_batches(entries, checked_at).items()):
         tags = [{"Key": STATUS_TAG, "Value": verdict}, {"Key": CHECKED_AT_TAG, "Value": checked_at}]
         for start in range(0, len(instance_ids), TAG_BATCH):
-            calls += _tag_batch(clients.ec2(region), instance_ids[start : start + TAG_BATCH], tags, region)
+            calls += _tag_batch(ec2_for(region), instance_ids[start : start + TAG_BATCH], tags, region)
     return calls
 
 
@@ -132,10 +139,11 @@ def send_alert(sns: Any, topic_arn: str, subject: str, message: str) -> None:
 
 
 def publish_scan(clients: Any, settings: Settings, report: Report, refresh_alerts: list[str]) -> dict:
-    """Tags, S3 report and alert for a finished scan; a publishing failure is logged, never loses the run."""
-    outcome: dict[str, Any] = {"report_key": None, "alerted": False, "tag_calls": 0}
-    if settings.tag_instances and settings.remediate:
-        outcome["tag_calls"] = tag_instances(clients, report, report.started_at.strftime("%Y-%m-%dT%H:%MZ"))
+    """S3 report and alert for a finished scan; a publishing failure is logged, never loses the run.
+
+    (Status tags are written by each target's worker, which holds that account's credentials.)
+    """
+    outcome: dict[str, Any] = {"report_key": None, "alerted": False}
     location = None
     if settings.reports_bucket:
         try:
@@ -171,11 +179,13 @@ def _topic_region(topic_arn: str) -> str | None:
 
 def publish_refresh(
     clients: Any, settings: Settings, run_id: str, started: datetime, document: dict, alerts: list[str]
-) -> None:
+) -> dict:
     """Store a refresh's report and send one alert if it raised any (rejections and vanished regions)."""
+    outcome: dict[str, Any] = {"report_key": None, "alerted": False}
     if settings.reports_bucket:
         try:
-            store_refresh_report(clients.client("s3"), settings.reports_bucket, run_id, started, document)
+            key = store_refresh_report(clients.client("s3"), settings.reports_bucket, run_id, started, document)
+            outcome["report_key"] = key
         except (ClientError, BotoCoreError) as exc:
             logger.error("refresh report not stored", extra={"error": str(exc)})
     message = alert_message(None, alerts)
@@ -187,5 +197,7 @@ def publish_refresh(
                 "eic-guard: the ip-ranges refresh needs attention",
                 message,
             )
+            outcome["alerted"] = True
         except (ClientError, BotoCoreError) as exc:
             logger.error("alert not sent", extra={"error": str(exc)})
+    return outcome

@@ -12,9 +12,7 @@ from ..checks import CHECK_IDS
 from ..models import InstanceOutcome, Verdict
 
 if TYPE_CHECKING:
-    from ..engine import TargetResult
     from ..ranges.ip_ranges import IpRanges
-    from ..settings import Settings
 
 SCHEMA = "eic-guard/report/v1"
 
@@ -119,7 +117,7 @@ def verdict(outcome: InstanceOutcome) -> Verdict:
     return "fixed" if "fixed" in statuses else "compliant"
 
 
-def _instance_entry(outcome: InstanceOutcome) -> dict:
+def instance_entry(outcome: InstanceOutcome) -> dict:
     return {
         "instance_id": outcome.instance_id,
         "account_id": outcome.account_id,
@@ -135,26 +133,30 @@ def _instance_entry(outcome: InstanceOutcome) -> dict:
 def build_report(
     *,
     run_id: str,
-    settings: Settings,
+    mode: str,
     account_id: str,
+    regions: list[str],
     started: datetime,
     finished: datetime,
     ip_ranges: IpRanges,
-    targets: list[TargetResult],
+    targets: list[dict],
 ) -> Report:
-    """One report for the whole run: every target's instances, the targets' statuses, the accounts covered."""
+    """One report for the whole run from its targets' documents (fanout.worker.to_document, rounds merged):
+    every target's instances, the targets' statuses, the accounts covered."""
     # Validated as one document: one pydantic-core call instead of a model __init__ per entry (~7 per instance).
-    entries = [_instance_entry(o) for t in targets for o in t.outcomes]
+    entries = [e for t in targets for e in t["instances"]]
     counts = {
         v: sum(1 for e in entries if e["verdict"] == v) for v in ("compliant", "fixed", "noncompliant", "excluded")
     }
-    errors = [{"region": t.region, "account_id": t.account_id, "error": t.error} for t in targets if t.error]
+    errors = [
+        {"region": t["region"], "account_id": t["account_id"], "error": t["error"]} for t in targets if t["error"]
+    ]
     return Report.model_validate(
         {
             "run_id": run_id,
-            "mode": settings.mode,
+            "mode": mode,
             "account_id": account_id,
-            "regions": list(settings.regions),
+            "regions": regions,
             "started_at": started,
             "finished_at": finished,
             "ip_ranges": {"sync_token": ip_ranges.sync_token, "create_date": ip_ranges.create_date},
@@ -163,20 +165,20 @@ def build_report(
                 "errors": sum(1 for e in entries if e["verdict"] == "error") + len(errors),
                 **counts,
             },
-            "accounts": sorted({t.account_id for t in targets}),
+            "accounts": sorted({t["account_id"] for t in targets}),
             "targets": [
                 {
-                    "account_id": t.account_id,
-                    "region": t.region,
-                    "status": t.status,
-                    "error": t.error,
-                    "instances": len(t.outcomes),
+                    "account_id": t["account_id"],
+                    "region": t["region"],
+                    "status": t["status"],
+                    "error": t["error"],
+                    "instances": len(t["instances"]),
                 }
                 for t in targets
             ],
             "instances": entries,
             "target_actions": [
-                {"region": t.region, "account_id": t.account_id, **vars(a)} for t in targets for a in t.actions
+                {"region": t["region"], "account_id": t["account_id"], **a} for t in targets for a in t["actions"]
             ],
             "target_errors": errors,
         }

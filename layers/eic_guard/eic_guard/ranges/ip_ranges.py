@@ -41,6 +41,29 @@ class IpRanges:
     def for_region(self, region: str) -> EicPrefixes:
         return self.eic.get(region, EicPrefixes(region, unavailable=self.unavailable))
 
+    def to_dict(self, regions: tuple[str, ...] | None = None) -> dict:
+        """A JSON-ready copy (the run manifest carries it to every target worker), reduced to `regions`."""
+        kept = {r: p for r, p in self.eic.items() if regions is None or r in regions}
+        return {
+            "sync_token": self.sync_token,
+            "create_date": self.create_date,
+            "md5": self.md5,
+            "unavailable": self.unavailable,
+            "eic": {r: {"ipv4": [str(n) for n in p.ipv4], "ipv6": [str(n) for n in p.ipv6]} for r, p in kept.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> IpRanges:
+        eic = {
+            region: EicPrefixes(
+                region,
+                tuple(ipaddress.IPv4Network(n) for n in prefixes["ipv4"]),
+                tuple(ipaddress.IPv6Network(n) for n in prefixes["ipv6"]),
+            )
+            for region, prefixes in raw["eic"].items()
+        }
+        return cls(raw["sync_token"], raw["create_date"], raw["md5"], eic, unavailable=raw.get("unavailable"))
+
 
 def _http_session(attempts: int) -> requests.Session:
     retry = Retry(

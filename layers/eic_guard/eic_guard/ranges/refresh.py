@@ -17,16 +17,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..aws.gateway import Ec2Gateway, RemediationRefused, error_code
 from ..aws.inventory import EIC_IPV6_PREFIX_LIST, EIC_PREFIX_LIST, paginate, parse_security_group, prefix_list_entries
-from ..budget import Deadline, DeadlineExceeded
+from ..budget import Deadline
 from ..errors import IpRangesError
-from ..events import IpSpaceChange
 from ..models import ActionRecord, SecurityGroup
 from ..observability import logger
 from ..settings import MANAGED_BY_TAG, MANAGED_GROUP_NAME, Settings
 from . import ip_ranges
 from .ip_ranges import IpRanges
 from .managed_group import RuleSet, current_rules, owned_rules
-from .state import DynamoDbStateStore, RangesState, StateConflict, StateStore
+from .state import RangesState, StateStore
 
 # applied: written and the state advanced; planned: report mode, nothing written; incomplete: some region or group
 # failed, the state was not advanced (the next delivery or nightly run retries); stale/duplicate: nothing to do.
@@ -50,6 +49,7 @@ class RegionRefresh:
     actions: list[ActionRecord] = field(default_factory=list)
     alerts: list[str] = field(default_factory=list)
     failed_groups: list[str] = field(default_factory=list)  # "sg-…: Code" for each group a write failed on
+    unknown_owned: list[str] = field(default_factory=list)  # our rules' prefixes the file no longer lists
     error: str | None = None
 
 
@@ -136,47 +136,94 @@ def refresh_region(
 ) -> RegionRefresh:
     """Authorize new prefixes, then revoke our rules for prefixes absent longer than the grace period."""
     result = RegionRefresh(region)
-    current = {str(p) for p in ranges.for_region(region).all}
     groups = managed_groups(ec2)
+    wanted = _wanted(ec2, region, ranges, settings, groups, result)
+    if wanted is None:
+        state.current[region] = []  # the stored copy must match the file it is stored as (no prefix)
+        return result
+    current = {str(p) for p in ranges.for_region(region).all}
+    grace = timedelta(hours=settings.stale_prefix_grace_hours)
+    expired, result.in_grace = track_absence(region, groups, current, state, now, grace)
+    gateway = Ec2Gateway(ec2, region, dry_run=dry_run)
+    complete = _add(gateway, groups, wanted, result)
+    if _revoke(gateway, region, [g for g in groups if g.group_id in complete], expired, result):
+        forget(region, expired, state)
+    _summarize_failures(result, groups)
+    state.current[region] = sorted(current)
+    return result
+
+
+def add_to_groups(ec2: Any, region: str, ranges: IpRanges, settings: Settings, dry_run: bool) -> RegionRefresh:
+    """The fan-out's apply phase for one target: every managed group gets every current prefix (no revoke).
+
+    Also reports the prefixes our rules allow that the file no longer lists (`unknown_owned`), so that the run's
+    state can start their absence clocks even when it did not know them (state lost, older install).
+    """
+    result = RegionRefresh(region)
+    groups = managed_groups(ec2)
+    wanted = _wanted(ec2, region, ranges, settings, groups, result)
+    if wanted is None:
+        return result
+    current = {str(p) for p in ranges.for_region(region).all}
+    result.unknown_owned = sorted({c for g in groups for c in owned_rules(g, region).cidrs} - current)
+    _add(Ec2Gateway(ec2, region, dry_run=dry_run), groups, wanted, result)
+    _summarize_failures(result, groups)
+    return result
+
+
+def revoke_from_groups(
+    ec2: Any, region: str, ranges: IpRanges, settings: Settings, expired: set[str], dry_run: bool
+) -> RegionRefresh:
+    """The fan-out's revoke phase, after every target's apply phase: our rules for expired prefixes go, but only
+    from groups that hold every current prefix (add before revoke, read again now)."""
+    result = RegionRefresh(region)
+    groups = managed_groups(ec2)
+    wanted = _wanted(ec2, region, ranges, settings, groups, result, compare_lists=False)
+    if wanted is None or not expired:
+        return result
+    ready = [g for g in groups if not wanted - current_rules(g)]
+    for group in groups:
+        if group not in ready:
+            result.actions.append(
+                ActionRecord("revoke-ingress", group.group_id, "failed", "kept: the group lacks a current prefix")
+            )
+            result.failed_groups.append(f"{group.group_id}: MissingCurrentPrefix")
+    _revoke(Ec2Gateway(ec2, region, dry_run=dry_run), region, ready, expired, result)
+    _summarize_failures(result, groups)
+    return result
+
+
+def _wanted(
+    ec2: Any,
+    region: str,
+    ranges: IpRanges,
+    settings: Settings,
+    groups: list[SecurityGroup],
+    result: RegionRefresh,
+    compare_lists: bool = True,
+) -> RuleSet | None:
+    """The CIDR rules every managed group of the region must hold; None (and an alert) when the file lists no
+    prefix for the region: its groups keep their rules and no absence clock starts."""
     result.groups = len(groups)
+    current = {str(p) for p in ranges.for_region(region).all}
     if not current:
         result.alerts.append(
             f"{region}: ip-ranges.json {ranges.sync_token} lists no EC2_INSTANCE_CONNECT prefix for "
             f"the region; its {len(groups)} managed group(s) keep their rules"
         )
-        # The stored copy must match the file it is stored as (the nightly run reuses it on a 304): no prefix.
-        # The rules stay, and no absence clock starts while the region has no prefix at all.
-        state.current[region] = []
-        return result
-    listed = _compare_prefix_lists(ec2, region, current, result) if settings.ingress_source == "prefix-list" else set()
-    grace = timedelta(hours=settings.stale_prefix_grace_hours)
-    expired, result.in_grace = track_absence(region, groups, current, state, now, grace)
-    as_cidrs = {p for p in current if ipaddress.ip_network(p).version not in listed}
-    if _apply_rules(Ec2Gateway(ec2, region, dry_run=dry_run), region, groups, as_cidrs, expired, result):
-        forget(region, expired, state)
-    if result.failed_groups:
-        result.error = f"{len(result.failed_groups)} of {len(groups)} managed group(s) failed: " + "; ".join(
-            result.failed_groups
-        )
-    state.current[region] = sorted(current)
-    return result
+        return None
+    listed: set[int] = set()
+    if settings.ingress_source == "prefix-list":
+        listed = _compare_prefix_lists(ec2, region, current, result if compare_lists else RegionRefresh(region))
+    return RuleSet(cidrs=frozenset(p for p in current if ipaddress.ip_network(p).version not in listed))
 
 
-def _apply_rules(
-    gateway: Ec2Gateway,
-    region: str,
-    groups: list[SecurityGroup],
-    current: set[str],
-    expired: set[str],
-    result: RegionRefresh,
-) -> bool:
-    """Add every current prefix to every group first, then revoke our expired rules; False if a write failed.
+def _add(gateway: Ec2Gateway, groups: list[SecurityGroup], wanted: RuleSet, result: RegionRefresh) -> set[str]:
+    """Add what each group lacks; returns the ids of the groups that now hold every wanted rule.
 
-    Each group stands alone: one group refusing a write does not keep the others from their new prefixes, and a
-    group whose additions failed is not revoked from (add before revoke holds per group).
+    Each group stands alone: one group refusing a write does not keep the others from their new prefixes.
     """
-    wanted = RuleSet(cidrs=frozenset(current))
-    added_to = []
+    complete = set()
     for group in groups:
         missing = wanted - current_rules(group)
         try:
@@ -184,10 +231,19 @@ def _apply_rules(
                 record, added = gateway.authorize(group.group_id, missing)
                 result.actions.append(record)
                 result.added.extend(sorted(added.cidrs))
-            added_to.append(group)
+            complete.add(group.group_id)
         except (ClientError, BotoCoreError, RemediationRefused) as exc:
             _group_failed(result, "authorize-ingress", group.group_id, exc)
-    for group in added_to:  # revokes only after every group has its additions
+    return complete
+
+
+def _revoke(
+    gateway: Ec2Gateway, region: str, groups: list[SecurityGroup], expired: set[str], result: RegionRefresh
+) -> bool:
+    """Revoke our rules for expired prefixes from `groups` (those holding every current prefix); False on a
+    failure."""
+    all_revoked = True
+    for group in groups:
         stale = RuleSet(cidrs=owned_rules(group, region).cidrs & expired)
         if not stale:
             continue
@@ -195,8 +251,16 @@ def _apply_rules(
             result.actions.append(gateway.revoke(group.group_id, stale))
             result.revoked.extend(sorted(stale.cidrs))
         except (ClientError, BotoCoreError) as exc:
+            all_revoked = False
             _group_failed(result, "revoke-ingress", group.group_id, exc)
-    return not result.failed_groups
+    return all_revoked and not result.failed_groups
+
+
+def _summarize_failures(result: RegionRefresh, groups: list[SecurityGroup]) -> None:
+    if result.failed_groups:
+        result.error = f"{len(result.failed_groups)} of {len(groups)} managed group(s) failed: " + "; ".join(
+            result.failed_groups
+        )
 
 
 def _group_failed(result: RegionRefresh, action: str, group_id: str, exc: Exception) -> None:
@@ -283,28 +347,6 @@ def apply_ranges(
     return result
 
 
-def handle_notification(
-    change: IpSpaceChange, clients: Any, settings: Settings, store: StateStore, deadline: Deadline | None = None
-) -> dict:
-    """The SNS path: skip stale or repeated synctokens, else download the pinned URL, verify and apply."""
-    state = store.load()
-    if state.sync_token is not None and not state.is_newer(change.synctoken):
-        status = "duplicate" if int(change.synctoken) == int(state.sync_token) else "stale"
-        logger.info(
-            f"notification {status}: nothing to do",
-            extra={"sync_token": change.synctoken, "stored_sync_token": state.sync_token},
-        )
-        return {"status": status, "sync_token": change.synctoken, "stored_sync_token": state.sync_token}
-    # the pinned URL only: change.url is never followed
-    ranges = ip_ranges.load(None, expected_md5=change.md5, deadline=deadline)
-    result = apply_ranges(clients, settings, store, ranges, replay_same=False)
-    failed = [f"{r.region}: {r.error}" for r in result.regions if r.error]
-    if failed:
-        # Fail the invocation so SNS retries it; the state was not advanced.
-        raise RefreshIncomplete("apply-failed", "refresh incomplete: " + "; ".join(failed))
-    return result.summary()
-
-
 def newer_or_stored(
     state: RangesState, settings: Settings, source: str | None = None, deadline: Deadline | None = None
 ) -> IpRanges:
@@ -320,49 +362,3 @@ def newer_or_stored(
     if complete and stored is not None and not state.is_newer(fetched.sync_token):
         return stored  # never go back in time on an older (cached) file
     return fetched
-
-
-def process_notification(
-    change: IpSpaceChange, clients: Any, settings: Settings, context: Any, deadline: Deadline | None = None
-) -> dict:
-    """handle_notification, once per synctoken (Powertools idempotency on the state table)."""
-    store = DynamoDbStateStore(clients.client("dynamodb"), settings.state_table)
-    process = idempotent_on_synctoken(
-        lambda change: handle_notification(IpSpaceChange.model_validate(change), clients, settings, store, deadline),
-        settings.state_table,
-        context,
-    )
-    return process(change=change.model_dump(by_alias=True))
-
-
-def rejection_reason(exc: Exception) -> str:
-    """The RefreshRejected metric's Reason for any exception a notification ends in (every one is counted)."""
-    reason = getattr(exc, "reason", None)
-    if isinstance(reason, str) and reason:
-        return reason
-    if isinstance(exc, StateConflict):
-        return "state-conflict"
-    if type(exc).__name__ == "IdempotencyAlreadyInProgressError":  # the same synctoken is being processed now
-        return "in-progress"
-    if isinstance(exc, DeadlineExceeded):
-        return "out-of-time"
-    if isinstance(exc, (ClientError, BotoCoreError)):
-        return "aws-error"
-    if isinstance(exc, (ValueError, TypeError, KeyError)):
-        return "invalid-state"
-    return "internal-error"
-
-
-def idempotent_on_synctoken(process: Callable[..., dict], table_name: str, context: Any) -> Callable[..., dict]:
-    """Wrap `process(change=...)` so one synctoken is processed once, even when delivered twice at once."""
-    # Imported here: only the refresh function needs it, the scan's cold start does not pay for it.
-    from aws_lambda_powertools.utilities.idempotency import (
-        DynamoDBPersistenceLayer,
-        IdempotencyConfig,
-        idempotent_function,
-    )
-
-    config = IdempotencyConfig(event_key_jmespath="synctoken", expires_after_seconds=24 * 3600)
-    config.register_lambda_context(context)
-    persistence = DynamoDBPersistenceLayer(table_name=table_name, key_attr="id")
-    return idempotent_function(process, data_keyword_argument="change", persistence_store=persistence, config=config)

@@ -1,4 +1,5 @@
-"""The nightly scan Lambda handler (functions/scan/app.py) with the real sample events, against moto."""
+"""The nightly run as the state machine makes it (Plan → target workers → Aggregate, tests/state_machine.py), with
+the schedule's execution input, against moto."""
 
 from __future__ import annotations
 
@@ -11,16 +12,23 @@ from eic_guard.settings import IP_RANGES_URL
 from tests.aws_views import eni_groups, metadata_endpoint
 from tests.conftest import IP_RANGES, REGION
 from tests.lambda_runtime import FakeLambdaContext, event, load_handler
+from tests.state_machine import Execution
 
 SNAPSHOT = IP_RANGES / "ip-ranges-2026-08-22.json"
-SCHEDULED_EVENTS = ["scheduled-nightly.json", "scheduled-eventbridge-rule.json"]
+RUN_REQUESTS = ["plan-scan.json"]
 # A rejected invocation publishes no metric; Powertools warns about that on flush.
 NO_METRICS = pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
 
 
 @pytest.fixture
 def handler():
-    return load_handler("scan")
+    """The nightly execution: the first argument is the execution input (the schedule sends {"job": "scan"})."""
+    return lambda execution_input, context: Execution().run(execution_input, context)
+
+
+@pytest.fixture
+def plan_handler():
+    return load_handler("plan", "eic_guard_plan_app_nightly")
 
 
 @pytest.fixture
@@ -32,7 +40,7 @@ def ip_ranges_url():
 
 
 @pytest.fixture
-def scan_env(monkeypatch):
+def scan_env(monkeypatch, runs_bucket):
     monkeypatch.setenv("EIC_GUARD_REGIONS", REGION)
     monkeypatch.setenv("EIC_GUARD_MODE", "remediate")
 
@@ -53,8 +61,8 @@ def build_fleet(account):
     return net, failing, compliant
 
 
-@pytest.mark.parametrize("event_file", SCHEDULED_EVENTS)
-def test_scheduled_event_scans_fixes_and_returns_the_summary(
+@pytest.mark.parametrize("event_file", RUN_REQUESTS)
+def test_nightly_execution_scans_fixes_and_returns_the_summary(
     handler, account, ec2, api_calls, ip_ranges_url, scan_env, event_file
 ):
     # Given a fleet with one fixable instance and one compliant instance, and remediate settings
@@ -62,7 +70,7 @@ def test_scheduled_event_scans_fixes_and_returns_the_summary(
     context = FakeLambdaContext()
     api_calls.clear()
 
-    # When the scheduled event invokes the handler
+    # When the schedule starts the execution
     result = handler(event(event_file), context)
 
     # Then it returns the run's summary under the invocation's request id
@@ -91,7 +99,7 @@ def test_scheduled_event_scans_fixes_and_returns_the_summary(
     # And a second invocation writes nothing and finds both compliant
     api_calls.clear()
     again = handler(event(event_file), FakeLambdaContext(aws_request_id="second-run"))
-    assert api_calls.writes() == []
+    assert api_calls.writes() == ["PutObject", "PutObject"]  # the report (JSON and HTML), nothing in EC2
     assert again["run_id"] == "second-run"
     assert again["summary"] == {
         "instances": 2,
@@ -124,17 +132,21 @@ SNS_EVENT = {
 
 
 @NO_METRICS
-@pytest.mark.parametrize("bad_event", [{"foo": 1}, SNS_EVENT, "not even an object"], ids=["foo", "sns", "string"])
-def test_malformed_event_is_rejected_and_nothing_changes(
-    handler, account, ec2, api_calls, ip_ranges_url, scan_env, bad_event
+@pytest.mark.parametrize(
+    "bad_event",
+    [{"foo": 1}, {"job": "delete-everything"}, SNS_EVENT, "not even an object"],
+    ids=["foo", "unknown-job", "sns", "string"],
+)
+def test_malformed_execution_input_is_rejected_and_nothing_changes(
+    plan_handler, account, ec2, api_calls, ip_ranges_url, scan_env, bad_event
 ):
     # Given a fixable instance
     net, failing, _ = build_fleet(account)
     api_calls.clear()
 
-    # When the handler is invoked with something that is not a scheduled event
-    with pytest.raises(InvalidEvent, match="not a scheduled event"):
-        handler(bad_event, FakeLambdaContext())
+    # When Plan is invoked with something that is not a run request
+    with pytest.raises(InvalidEvent, match="not a run request"):
+        plan_handler(bad_event, FakeLambdaContext())
 
     # Then no AWS call and no download was made, and the instance is as it was
     assert api_calls.calls == []
@@ -161,9 +173,9 @@ def test_bad_setting_fails_before_any_aws_call(
     monkeypatch.setenv(variable, value)
     api_calls.clear()
 
-    # When the nightly event invokes the handler
+    # When the schedule starts the execution
     with pytest.raises(ConfigurationError) as raised:
-        handler(event("scheduled-nightly.json"), FakeLambdaContext())
+        handler(event("plan-scan.json"), FakeLambdaContext())
 
     # Then the error names the setting, and nothing was called, downloaded or changed
     assert variable in str(raised.value)

@@ -1,0 +1,19 @@
+"""Aggregate (last state of the fan-out): every target's results → one report in S3, one alert, the metrics and
+the ip-ranges state's last touches; returns the run's summary."""
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from eic_guard.aws.clients import AwsClients
+from eic_guard.budget import FINISH_RESERVE, Deadline
+from eic_guard.fanout.steps import aggregate_step
+from eic_guard.observability import logger, metrics, tracer
+from eic_guard.settings import Settings
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics(capture_cold_start_metric=True)
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    settings = Settings.from_env()
+    logger.append_keys(run_id=event.get("run_id") if isinstance(event, dict) else None)
+    deadline = Deadline.from_context(context, reserve=FINISH_RESERVE)
+    return aggregate_step(event, settings, AwsClients(deadline=deadline))

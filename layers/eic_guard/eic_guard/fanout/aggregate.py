@@ -1,0 +1,205 @@
+"""Aggregate: every target's persisted results → one report, one refresh summary, the state's last touches.
+
+A target's rounds are merged so that the report lists every change any round made (a later round re-gathers and
+finds an instance fixed by an earlier one already compliant: it is reported `fixed`, with the earlier actions).
+A target without any result (its worker crashed or was killed) is a target error, never silently skipped.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..observability import logger
+from ..outputs.report import Report, build_report
+from ..ranges.refresh import forget
+from ..ranges.state import StateConflict, StateStore
+from ..settings import Settings
+from .plan import RunPlan
+
+NO_RESULT = "no result from the target worker (it failed, was throttled past its retries, or timed out)"
+
+
+def merge_targets(plan: RunPlan, documents: list[dict]) -> list[dict]:
+    """One document per planned target: its apply rounds merged, its revoke phase's actions and errors added."""
+    phases: dict[tuple[str, str], dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for document in documents:
+        phases[(document["account_id"], document["region"])][document["phase"]].append(document)
+    merged = []
+    for target in plan.targets:
+        found = phases.get((target.account_id, target.region), {})
+        applies = sorted(found.get("apply", []), key=lambda d: d["round"])
+        if not applies:
+            merged.append(_missing(target.account_id, target.region))
+            continue
+        document = _merge_rounds(applies)
+        for revoke in sorted(found.get("revoke", []), key=lambda d: d["round"])[-1:]:
+            document["actions"].extend(revoke["actions"])
+            document["revoke"] = revoke["refresh"]
+            if revoke["error"]:
+                document["status"], document["error"] = "error", document["error"] or revoke["error"]
+        if plan.revoke and "revoke" not in found and target.region in plan.expired:
+            document["status"], document["error"] = "error", document["error"] or f"revoke phase: {NO_RESULT}"
+        merged.append(document)
+    return merged
+
+
+def _missing(account_id: str, region: str) -> dict:
+    return {
+        "account_id": account_id,
+        "region": region,
+        "phase": "apply",
+        "round": 0,
+        "status": "error",
+        "error": NO_RESULT,
+        "instances": [],
+        "actions": [],
+        "refresh": None,
+    }
+
+
+def _merge_rounds(rounds: list[dict]) -> dict:
+    """The last round's view of every instance, plus what earlier rounds did to it (and instances only they saw)."""
+    last = copy.deepcopy(rounds[-1])
+    if len(rounds) == 1:
+        return last
+    earlier: dict[str, list[dict]] = defaultdict(list)
+    for document in rounds[:-1]:
+        for entry in document["instances"]:
+            earlier[entry["instance_id"]].append(entry)
+    seen = set()
+    for entry in last["instances"]:
+        seen.add(entry["instance_id"])
+        _carry_over(entry, earlier.get(entry["instance_id"], []))
+    for instance_id, entries in earlier.items():
+        if instance_id not in seen:  # gone (or no longer opted in) by the last round: keep what was done to it
+            last["instances"].append(copy.deepcopy(entries[-1]))
+    last["actions"] = [a for d in rounds[:-1] for a in d["actions"]] + last["actions"]
+    last["refresh"] = _merge_refresh([d["refresh"] for d in rounds if d.get("refresh")])
+    return last
+
+
+def _carry_over(entry: dict, earlier: list[dict]) -> None:
+    done = [a for e in earlier for a in e["actions"] if a["status"] in ("done", "failed")]
+    entry["actions"] = done + entry["actions"]
+    for before in earlier:
+        for check_id, check in before["checks"].items():
+            now = entry["checks"].get(check_id)
+            if check["status"] == "fixed" and now is not None and now["status"] == "pass":
+                entry["checks"][check_id] = dict(check)
+    if entry["verdict"] == "compliant" and any(c["status"] == "fixed" for c in entry["checks"].values()):
+        entry["verdict"] = "fixed"
+
+
+def _merge_refresh(parts: list[dict]) -> dict | None:
+    if not parts:
+        return None
+    merged = copy.deepcopy(parts[-1])
+    merged["added"] = sorted({p for part in parts for p in part["added"]})
+    return merged
+
+
+def refresh_summary(plan: RunPlan, targets: list[dict]) -> dict[str, Any] | None:
+    """The run's ip-ranges outcome, in the shape the single-account refresh always had."""
+    if plan.catch_up:
+        return {"status": "failed", **plan.catch_up}
+    if not plan.apply_ranges:
+        return None
+    applied = [t["refresh"] for t in targets if t.get("refresh")]
+    revoked = [t["revoke"] for t in targets if t.get("revoke")]
+    errors = [
+        f"{t['account_id']}/{t['region']}: {part['error']}"
+        for t in targets
+        for part in (t.get("refresh"), t.get("revoke"))
+        if part and part["error"]
+    ]
+    errors += [f"{t['account_id']}/{t['region']}: {t['error']}" for t in targets if t["error"] and not t.get("refresh")]
+    alerts = list(dict.fromkeys(a for part in applied for a in part["alerts"]))
+    status = "planned" if not plan.writes_ranges else "incomplete" if errors else "applied"
+    return {
+        "status": status,
+        "sync_token": plan.ranges.sync_token,
+        "create_date": plan.ranges.create_date,
+        "prefixes_added": sum(len(p["added"]) for p in applied),
+        "prefixes_revoked": sum(len(p["revoked"]) for p in revoked),
+        "prefixes_in_grace": sum(len(p) for p in plan.in_grace.values()),
+        "groups": sum(p["groups"] for p in applied),
+        "accounts": len({t["account_id"] for t in targets}),
+        "errors": errors,
+        "alerts": plan.alerts + alerts + errors,
+    }
+
+
+def aggregate_run(plan: RunPlan, documents: list[dict], settings: Settings, finished: datetime) -> tuple:
+    """(report, refresh summary, merged target documents) of a run; logs one line per check not passing."""
+    targets = merge_targets(plan, documents)
+    report: Report = build_report(
+        run_id=plan.run_id,
+        mode=plan.mode,
+        account_id=plan.own_account,
+        regions=list(settings.regions),
+        started=plan.started_at,
+        finished=finished,
+        ip_ranges=plan.ranges,
+        targets=targets,
+    )
+    _log_problems(report)
+    return report, refresh_summary(plan, targets), targets
+
+
+def finish_state(store: StateStore | None, plan: RunPlan, targets: list[dict], now: datetime) -> None:
+    """After the writes: start absence clocks for prefixes only our rules knew (state lost, older install) and
+    forget the prefixes revoked everywhere. Nothing when the run wrote nothing or a newer file was applied since."""
+    if store is None or not plan.writes_ranges:
+        return
+    unknown = defaultdict(set)
+    for target in targets:
+        for prefix in (target.get("refresh") or {}).get("unknown_owned", ()):
+            unknown[target["region"]].add(prefix)
+    failed_regions = {t["region"] for t in targets if t.get("revoke") and t["revoke"]["error"]}
+    if plan.revoke:  # a target with nothing to revoke reports no revoke phase only when its region expired nothing
+        failed_regions |= {t["region"] for t in targets if t["region"] in plan.expired and not t.get("revoke")}
+    for attempt in (1, 2):
+        try:
+            state = store.load()
+            if state.sync_token != plan.ranges.sync_token:
+                return
+            before = state.model_dump_json()
+            for region, prefixes in unknown.items():
+                current = set(state.current.get(region, ()))
+                known = set(state.last_seen.get(region, {})) | set(state.absent_since.get(region, {}))
+                for prefix in prefixes - current - known:
+                    state.absent_since.setdefault(region, {})[prefix] = now
+            for region, expired in plan.expired.items():
+                if region not in failed_regions:
+                    forget(region, set(expired), state)
+            if state.model_dump_json() != before:
+                store.save(state, state.sync_token)
+            return
+        except StateConflict:
+            if attempt == 2:
+                logger.warning("ip-ranges state changed twice while the run finished: left for the next run")
+        except (ClientError, BotoCoreError) as exc:
+            logger.error("ip-ranges state not updated after the run", extra={"error": str(exc)})
+            return
+
+
+def _log_problems(report: Report) -> None:
+    """One structured line per check an instance still fails, so logs can be searched by instance and check."""
+    for entry in report.instances:
+        for check_id, check in entry.checks.items():
+            if check.status in ("fail", "would-fix", "error"):
+                logger.info(
+                    "check not passing",
+                    extra={
+                        "instance_id": entry.instance_id,
+                        "region": entry.region,
+                        "check": check_id,
+                        "status": check.status,
+                        "reason": check.reason,
+                    },
+                )

@@ -1,0 +1,167 @@
+"""The fan-out's three Lambda steps on Step Functions (statemachine/eic_guard.asl.json): Plan, the target worker
+(one invocation per target, phase and round), Aggregate. Each step reads and writes the run's objects in the
+reports bucket, so the state machine passes only small references between them:
+
+    runs/<run_id>/manifest.json                               the RunPlan (prefixes, expired, targets)
+    runs/<run_id>/targets.json                                the Distributed Map's items
+    runs/<run_id>/results/<account>/<region>/<phase>-r<n>.json  each worker's result, written as it ends
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..aws.credentials import AccountClients
+from ..budget import Deadline
+from ..events import InvalidEvent
+from ..observability import logger, record_refresh, record_scan, record_targets
+from ..outputs.publish import publish_refresh, publish_scan
+from ..ranges.catch_up import state_store
+from ..settings import Settings
+from .aggregate import aggregate_run, finish_state
+from .plan import RunPlan, plan_run
+from .targets import Target
+from .worker import run_target
+
+RUNS_PREFIX = "runs"
+
+
+class RunRequest(BaseModel):
+    """The execution input: the schedule's {"job": "scan"}, the refresh function's {"job": "refresh"}."""
+
+    model_config = ConfigDict(extra="ignore")
+    job: Literal["scan", "refresh"]
+
+
+class PlanOutput(BaseModel):
+    """What Plan returns and Aggregate receives (small: the objects hold the rest)."""
+
+    model_config = ConfigDict(extra="ignore")
+    run_id: str
+    job: Literal["scan", "refresh"]
+    bucket: str
+    manifest_key: str
+    targets_key: str
+    targets: int
+    revoke: bool
+
+
+class WorkerInput(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    run_id: str
+    bucket: str
+    manifest_key: str
+    target: dict[str, str]
+    phase: Literal["apply", "revoke"] = "apply"
+    round: int = Field(default=1, ge=1)
+
+
+def _parse(model: type[BaseModel], event: Any, what: str) -> Any:
+    try:
+        return model.model_validate(event)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidEvent(f"not {what}: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+
+
+class RunObjects:
+    """The run's objects in the reports bucket."""
+
+    def __init__(self, s3: Any, bucket: str, run_id: str):
+        self.s3, self.bucket, self.run_id = s3, bucket, run_id
+
+    def key(self, name: str) -> str:
+        return f"{RUNS_PREFIX}/{self.run_id}/{name}"
+
+    def put(self, name: str, document: Any) -> str:
+        key = self.key(name)
+        self.s3.put_object(
+            Bucket=self.bucket, Key=key, Body=json.dumps(document).encode(), ContentType="application/json"
+        )
+        return key
+
+    def get(self, key: str) -> Any:
+        return json.loads(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+
+    def results(self) -> list[dict]:
+        documents = []
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.key("results/")):
+            documents.extend(self.get(item["Key"]) for item in page.get("Contents", ()))
+        return documents
+
+
+def plan_step(event: Any, settings: Settings, clients: Any, run_id: str, deadline: Deadline | None = None) -> dict:
+    """Plan: decide the run and write its manifest and target list."""
+    request = _parse(RunRequest, event, "a run request ({'job': 'scan'|'refresh'})")
+    settings.require("reports_bucket")
+    store = state_store(clients, settings)
+    plan = plan_run(request.job, settings, clients, store=store, run_id=run_id, deadline=deadline)
+    objects = RunObjects(clients.client("s3"), settings.reports_bucket, plan.run_id)
+    manifest_key = objects.put("manifest.json", plan.to_dict())
+    targets_key = objects.put("targets.json", [t.to_dict() for t in plan.targets])
+    return PlanOutput(
+        run_id=plan.run_id,
+        job=plan.job,
+        bucket=settings.reports_bucket,
+        manifest_key=manifest_key,
+        targets_key=targets_key,
+        targets=len(plan.targets),
+        revoke=plan.revoke,
+    ).model_dump()
+
+
+def worker_step(event: Any, settings: Settings, clients: Any, deadline: Deadline | None = None) -> dict:
+    """One target, one phase, one round; the result object is written before returning."""
+    request = _parse(WorkerInput, event, "a target worker request")
+    objects = RunObjects(clients.client("s3"), request.bucket, request.run_id)
+    plan = RunPlan.from_dict(objects.get(request.manifest_key))
+    target = Target.from_dict(request.target)
+    accounts = AccountClients(clients, plan.run_id, settings.member_role_name)
+    document = run_target(
+        plan, target, request.phase, accounts.for_account, settings, round_=request.round, deadline=deadline
+    )
+    result_key = objects.put(f"results/{target.key}/{request.phase}-r{request.round}.json", document)
+    return {
+        **request.model_dump(),
+        "status": document["status"],
+        "result_key": result_key,
+        "instances": len(document["instances"]),
+    }
+
+
+def aggregate_step(event: Any, settings: Settings, clients: Any) -> dict:
+    """Aggregate: one report, one alert, the metrics, the state's last touches; returns the run's summary."""
+    request = _parse(PlanOutput, event, "a plan output")
+    objects = RunObjects(clients.client("s3"), request.bucket, request.run_id)
+    plan = RunPlan.from_dict(objects.get(request.manifest_key))
+    documents = objects.results()
+    finished = datetime.now(UTC)
+    report, refresh, targets = aggregate_run(plan, documents, settings, finished)
+    finish_state(state_store(clients, settings), plan, targets, finished)
+    document = report.to_dict()
+    record_targets(document)
+    if refresh is not None:
+        record_refresh(refresh)
+    if plan.job == "scan":
+        record_scan(document)
+        published = publish_scan(clients, settings, report, refresh["alerts"] if refresh else [])
+    else:
+        alerts = (refresh or {}).get("alerts", [])
+        published = publish_refresh(clients, settings, plan.run_id, plan.started_at, refresh or {}, alerts)
+    logger.info("run finished", extra={"summary": document["summary"], "job": plan.job, **published})
+    return {
+        "run_id": report.run_id,
+        "job": plan.job,
+        "mode": report.mode,
+        "regions": report.regions,
+        "accounts": report.accounts,
+        "summary": document["summary"],
+        "targets": {s: sum(1 for t in report.targets if t.status == s) for s in ("ok", "error", "incomplete")},
+        "ip_ranges": document["ip_ranges"],
+        "refresh": refresh,
+        "report_key": published["report_key"],
+    }

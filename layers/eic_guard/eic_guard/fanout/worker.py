@@ -1,0 +1,116 @@
+"""The target worker: one (account, region) of a run (DESIGN §9).
+
+Apply phase: enter the account, bring its managed groups to the run's EIC prefixes (a report-mode scan plans it),
+then, for a scan, gather → decide → act within the time budget and tag the instances' status. Revoke phase (after
+every target's apply phase): revoke eic-guard's rules for expired prefixes. Either way the result is one JSON
+document, persisted by the caller as soon as the target ends, so no change made is ever lost to a later failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any, Literal
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..aws.credentials import AccountUnreachable
+from ..aws.gateway import error_code
+from ..budget import Deadline
+from ..engine import TargetResult, scan_target
+from ..observability import logger
+from ..outputs.publish import tag_entries
+from ..outputs.report import instance_entry
+from ..ranges.refresh import RegionRefresh, add_to_groups, revoke_from_groups
+from ..settings import Settings
+from .plan import RunPlan
+from .targets import Target
+
+Phase = Literal["apply", "revoke"]
+# What EC2 answers in a region the account has not enabled (opt-in regions) or cannot use.
+REGION_NOT_ENABLED = frozenset({"AuthFailure", "UnrecognizedClientException", "OptInRequired", "InvalidClientTokenId"})
+
+
+def run_target(
+    plan: RunPlan,
+    target: Target,
+    phase: Phase,
+    clients_for: Callable[[str], Any],
+    settings: Settings,
+    *,
+    round_: int = 1,
+    deadline: Deadline | None = None,
+) -> dict[str, Any]:
+    """Run one phase of one target; never raises for the target's own failures (they are its `error`)."""
+    result = TargetResult(target.region, account_id=target.account_id)
+    refresh: RegionRefresh | None = None
+    try:
+        clients = clients_for(target.account_id)
+        ec2 = clients.ec2(target.region)
+        dry_run = not plan.writes_ranges
+        if phase == "revoke":
+            expired = set(plan.expired.get(target.region, ()))
+            refresh = revoke_from_groups(ec2, target.region, plan.ranges, settings, expired, dry_run)
+        else:
+            if plan.apply_ranges:
+                refresh = add_to_groups(ec2, target.region, plan.ranges, settings, dry_run)
+            if plan.job == "scan":
+                result = scan_target(
+                    ec2, target.account_id, target.region, settings, plan.ranges, plan.started_at.date(), deadline
+                )
+        if refresh is not None:
+            result.actions[:0] = refresh.actions
+    except AccountUnreachable as exc:
+        result.error = f"cannot enter account {target.account_id}: {exc}"
+    except (ClientError, BotoCoreError) as exc:
+        result.error = _target_error(target, exc)
+    except Exception as exc:  # noqa: BLE001 - a bug in one target must not lose the others' results
+        logger.exception("target failed", extra={"target": target.key})
+        result.error = f"{type(exc).__name__}: {exc}"
+    document = to_document(result, phase, round_, refresh)
+    if phase == "apply" and plan.job == "scan" and settings.remediate and settings.tag_instances and not result.error:
+        tag_entries(lambda region: clients_for(target.account_id).ec2(region), document["instances"], _stamp(plan))
+    logger.info(
+        "target done",
+        extra={"target": target.key, "phase": phase, "round": round_, "status": document["status"]},
+    )
+    return document
+
+
+def _target_error(target: Target, exc: Exception) -> str:
+    code = error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__
+    if code in REGION_NOT_ENABLED:
+        return f"region {target.region} is not enabled in account {target.account_id} ({code})"
+    logger.warning("target failed", extra={"target": target.key, "error": str(exc)})
+    return f"{code}: {exc}"
+
+
+def _stamp(plan: RunPlan) -> str:
+    return plan.started_at.strftime("%Y-%m-%dT%H:%MZ")
+
+
+def to_document(result: TargetResult, phase: Phase, round_: int, refresh: RegionRefresh | None) -> dict[str, Any]:
+    """The persisted result of one phase of one target (what Aggregate reads)."""
+    status = result.status
+    if refresh is not None and refresh.error and status == "ok":
+        status = "error"
+    error = result.error or (refresh.error if refresh is not None else None)
+    return {
+        "account_id": result.account_id,
+        "region": result.region,
+        "phase": phase,
+        "round": round_,
+        "status": status,
+        "error": error,
+        "instances": [instance_entry(o) for o in result.outcomes],
+        "actions": [dict(vars(a)) for a in result.actions],
+        "refresh": _refresh_document(refresh) if refresh is not None else None,
+        "finished_at": datetime.now().astimezone().isoformat(),
+    }
+
+
+def _refresh_document(refresh: RegionRefresh) -> dict[str, Any]:
+    document = asdict(refresh)
+    document.pop("actions")  # they are the target's actions
+    return document
