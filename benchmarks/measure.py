@@ -113,7 +113,7 @@ def run(spec: dict) -> dict:
         from eic_guard.settings import Settings
 
         if kind == "scan":
-            from eic_guard.engine import run_scan
+            from eic_guard.fanout.local import run_scan
         else:
             from eic_guard.ranges.refresh import apply_ranges
             from eic_guard.ranges.state import FileStateStore
