@@ -526,3 +526,35 @@ def test_cli_html_into_a_missing_directory_is_a_usage_error_before_anything_chan
     assert len(err) == 1 and err[0].startswith("eic-guard: error: ") and str(missing) in err[0]
     assert api_calls.writes() == []
     assert not missing.exists()
+
+
+def test_an_organization_run_groups_the_instances_by_account(page):
+    # Given the known report's instances spread over two accounts, one of whose regions failed
+    base = known_report()
+    member = "210987654321"
+    instances = [
+        e.model_copy(update={"account_id": member}) if e.instance_id.endswith(("4", "5", "6")) else e
+        for e in base.instances
+    ]
+    targets = [
+        TargetEntry(account_id="123456789012", region=REGION, status="ok", error=None, instances=3),
+        TargetEntry(account_id=member, region=REGION, status="ok", error=None, instances=3),
+        TargetEntry(account_id=member, region="eu-west-1", status="error", error="region not enabled", instances=0),
+    ]
+    report = base.model_copy(update={"instances": instances, "accounts": ["123456789012", member], "targets": targets})
+
+    # When the page is rendered
+    tree = parse(render_html(report))
+    headings = [h.text() for h in tree.find_all("h2")]
+    tables = tree.find_all("table")
+
+    # Then an accounts table comes first, then one instance table per account holding only that account's instances
+    assert "Accounts" in headings
+    assert "Instances in account 123456789012 (3)" in headings and f"Instances in account {member} (3)" in headings
+    accounts = {
+        row.find_all("td")[0].text(): [td.text() for td in row.find_all("td")] for row in tables[0].find_all("tr")[1:]
+    }
+    assert accounts[member][1:7] == ["1/2", "3", "0", "0", "1", "1"]
+    assert accounts[member][7] == "eu-west-1: region not enabled"
+    member_rows = [row.find_all("td")[0].text() for row in tables[2].find_all("tbody")[0].find_all("tr")]
+    assert member_rows == ["i-0a00000000000004", "i-0a00000000000005", "i-0a00000000000006"]

@@ -171,3 +171,22 @@ def test_includes_refresh_alerts_even_when_the_scan_is_clean():
     # Then both carry a refresh section with each alert; the clean scan adds no headline
     assert with_scan.splitlines() == ["ip-ranges refresh:", f"- {alerts[0]}", f"- {alerts[1]}", "Report: s3://b/k.html"]
     assert refresh_only.splitlines() == ["ip-ranges refresh:", f"- {alerts[0]}", f"- {alerts[1]}"]
+
+
+def test_an_organization_run_names_each_problems_account():
+    # Given a run over two accounts: one instance failing in the member, one member region not enabled
+    member = "210987654321"
+    failing = instance(1, "noncompliant", al2023_ami=AMI_FAIL).model_copy(update={"account_id": member})
+    unreachable = TargetError(region="eu-west-1", account_id=member, error="region not enabled (OptInRequired)")
+    run = report([failing, instance(2, "compliant")], target_errors=(unreachable,)).model_copy(
+        update={"accounts": ["123456789012", member]}
+    )
+
+    # When the alert is composed
+    message = alert_message(run, [])
+
+    # Then it counts the accounts and names the account of the instance and of the target error
+    lines = message.splitlines()
+    assert "2 accounts (us-east-1, eu-west-1)" in lines[0]
+    assert lines[1].startswith(f"- i-{1:017x} ({member}/us-east-1) noncompliant: al2023-ami:")
+    assert lines[2] == f"- account {member} region eu-west-1 could not be scanned: region not enabled (OptInRequired)"

@@ -63,9 +63,9 @@ def _chart(counts: Counter[str]) -> str:
     )
 
 
-def _instance_rows(report: Report) -> str:
+def _instance_rows(entries: list) -> str:
     rows = []
-    for entry in sorted(report.instances, key=lambda e: (e.region, e.instance_id)):
+    for entry in sorted(entries, key=lambda e: (e.region, e.instance_id)):
         cells = []
         for check_id in CHECK_IDS:
             check = entry.checks.get(check_id)
@@ -92,6 +92,45 @@ def _instance_rows(report: Report) -> str:
     return "".join(rows)
 
 
+def _accounts_table(report: Report) -> str:
+    """One row per account: its targets' statuses and its instances' verdicts (organization runs)."""
+    rows = []
+    for account in report.accounts:
+        targets = [t for t in report.targets if t.account_id == account]
+        entries = [e for e in report.instances if e.account_id == account]
+        verdicts = Counter(e.verdict for e in entries)
+        problems = "; ".join(f"{t.region}: {t.error}" for t in targets if t.error)
+        rows.append(
+            f"<tr><td>{escape(account)}</td><td>{sum(t.status == 'ok' for t in targets)}/{len(targets)}</td>"
+            f"<td>{len(entries)}</td><td>{verdicts['compliant']}</td><td>{verdicts['fixed']}</td>"
+            f"<td>{verdicts['noncompliant']}</td><td>{verdicts['error']}</td><td>{escape(problems)}</td></tr>"
+        )
+    return (
+        "<h2>Accounts</h2><table><thead><tr><th>account</th><th>regions ok</th><th>instances</th><th>compliant</th>"
+        "<th>fixed</th><th>noncompliant</th><th>errors</th><th>target errors</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _instance_tables(report: Report) -> str:
+    """The instance table, one per account when the run covered several (grouped by account)."""
+    headers = "".join(f"<th>{escape(c)}</th>" for c in CHECK_IDS)
+    head = (
+        "<table><thead><tr><th>instance</th><th>region</th><th>vpc</th><th>verdict</th>"
+        f"{headers}<th>reasons and actions</th></tr></thead><tbody>"
+    )
+    if len(report.accounts) <= 1:
+        return f"<h2>Instances</h2>\n{head}{_instance_rows(report.instances)}</tbody></table>"
+    sections = []
+    for account in report.accounts:
+        entries = [e for e in report.instances if e.account_id == account]
+        sections.append(
+            f'<h2 id="account-{escape(account)}">Instances in account {escape(account)} ({len(entries)})</h2>\n'
+            f"{head}{_instance_rows(entries)}</tbody></table>"
+        )
+    return "\n".join(sections)
+
+
 def render_html(report: Report) -> str:
     """The whole page as one string."""
     s = report.summary
@@ -106,22 +145,25 @@ def render_html(report: Report) -> str:
             ("errors", s.errors),
         )
     )
-    target_errors = "".join(f"<li>{escape(e.region)}: {escape(e.error)}</li>" for e in report.target_errors)
-    headers = "".join(f"<th>{escape(c)}</th>" for c in CHECK_IDS)
+    target_errors = "".join(
+        f"<li>{escape(e.account_id)} / {escape(e.region)}: {escape(e.error)}</li>" for e in report.target_errors
+    )
+    accounts = (
+        ("accounts " + ", ".join(report.accounts)) if len(report.accounts) > 1 else f"account {report.account_id}"
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>eic-guard {report.mode}-mode run {escape(report.run_id)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{_STYLE}</style></head>
 <body>
 <h1>eic-guard {report.mode}-mode run</h1>
-<div class="meta">run {escape(report.run_id)} · account {escape(report.account_id)} · regions
+<div class="meta">run {escape(report.run_id)} · {escape(accounts)} · regions
 {escape(", ".join(report.regions))} · {report.started_at.isoformat()} → {report.finished_at.isoformat()}
 · ip-ranges {escape(report.ip_ranges.sync_token)} ({escape(report.ip_ranges.create_date)})</div>
 <div class="cards">{cards}</div>
-{f"<h2>Regions that could not be scanned</h2><ul>{target_errors}</ul>" if target_errors else ""}
+{f"<h2>Targets that could not be scanned</h2><ul>{target_errors}</ul>" if target_errors else ""}
+{_accounts_table(report) if len(report.accounts) > 1 else ""}
 <h2>Failures by check</h2>
 {_chart(failures_by_check(report))}
-<h2>Instances</h2>
-<table><thead><tr><th>instance</th><th>region</th><th>vpc</th><th>verdict</th>{headers}<th>reasons and actions</th>
-</tr></thead><tbody>{_instance_rows(report)}</tbody></table>
+{_instance_tables(report)}
 </body></html>
 """

@@ -110,8 +110,10 @@ def alert_message(report: Report | None, refresh_alerts: list[str], report_locat
     lines: list[str] = []
     if report is not None and (report.summary.noncompliant or report.summary.errors):
         s = report.summary
+        several = len(report.accounts) > 1
+        scope = f"{len(report.accounts)} accounts" if several else f"account {report.account_id}"
         lines.append(
-            f"eic-guard {report.mode} run {report.run_id}, account {report.account_id} "
+            f"eic-guard {report.mode} run {report.run_id}, {scope} "
             f"({', '.join(report.regions)}): {s.noncompliant} non-compliant, {s.errors} errors, "
             f"{s.fixed} fixed, {s.compliant} compliant of {s.instances}."
         )
@@ -120,10 +122,14 @@ def alert_message(report: Report | None, refresh_alerts: list[str], report_locat
             failing = "; ".join(
                 f"{cid}: {c.reason}" for cid, c in entry.checks.items() if c.status in ("fail", "would-fix", "error")
             )
-            lines.append(f"- {entry.instance_id} ({entry.region}) {entry.verdict}: {failing}")
+            where = f"{entry.account_id}/{entry.region}" if several else entry.region
+            lines.append(f"- {entry.instance_id} ({where}) {entry.verdict}: {failing}")
         if len(problems) > ALERT_LINES:
             lines.append(f"- … and {len(problems) - ALERT_LINES} more")
-        lines.extend(f"- region {e.region} could not be scanned: {e.error}" for e in report.target_errors)
+        lines.extend(
+            f"- {f'account {e.account_id} ' if several else ''}region {e.region} could not be scanned: {e.error}"
+            for e in report.target_errors
+        )
     if refresh_alerts:
         lines.append("ip-ranges refresh:")
         lines.extend(f"- {alert}" for alert in refresh_alerts)
