@@ -17,7 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..aws.credentials import AccountUnreachable
 from ..aws.gateway import error_code
-from ..budget import Deadline
+from ..budget import FINISH_RESERVE, Deadline
 from ..engine import TargetResult, scan_target
 from ..observability import logger
 from ..outputs.publish import tag_entries
@@ -68,6 +68,8 @@ def run_target(
     except Exception as exc:  # noqa: BLE001 - a bug in one target must not lose the others' results
         logger.exception("target failed", extra={"target": target.key})
         result.error = f"{type(exc).__name__}: {exc}"
+    if deadline is not None:
+        deadline.finishing(FINISH_RESERVE)  # the status tags, then the result object, may use the last reserve
     document = to_document(result, phase, round_, refresh)
     if phase == "apply" and plan.job == "scan" and settings.remediate and settings.tag_instances and not result.error:
         tag_entries(lambda region: clients_for(target.account_id).ec2(region), document["instances"], _stamp(plan))
