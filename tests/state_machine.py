@@ -19,8 +19,10 @@ MAX_ROUNDS = 3  # template.yaml's MaxRounds default
 class Execution:
     """One execution: what each step returned, for the tests' assertions."""
 
-    def __init__(self, max_rounds: int = MAX_ROUNDS):
+    def __init__(self, max_rounds: int = MAX_ROUNDS, worker_context=None):
+        """`worker_context(request)`, if given, is the Lambda context of each worker invocation (its time left)."""
         self.max_rounds = max_rounds
+        self.worker_context = worker_context
         self.plan = load_handler("plan", "eic_guard_plan_app")
         self.worker = load_handler("scan_target", "eic_guard_scan_target_app")
         self.aggregate = load_handler("aggregate", "eic_guard_aggregate_app")
@@ -50,7 +52,8 @@ class Execution:
         }
         while True:
             try:
-                output = self.worker(copy.deepcopy(request), context)
+                worker_context = self.worker_context(request) if self.worker_context else context
+                output = self.worker(copy.deepcopy(request), worker_context)
             except Exception as exc:  # noqa: BLE001 - the map's Catch: the item ends, the run goes on
                 self.worker_failures.append(exc)
                 return

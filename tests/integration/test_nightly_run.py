@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import responses
+from eic_guard import engine
 from eic_guard.errors import ConfigurationError
 from eic_guard.events import InvalidEvent
 from eic_guard.settings import IP_RANGES_URL
@@ -183,3 +184,85 @@ def test_bad_setting_fails_before_any_aws_call(
     assert len(ip_ranges_url.calls) == 0
     assert eni_groups(ec2, failing) == [net.app_group_id]
     assert metadata_endpoint(ec2, failing) == "disabled"
+
+
+class RunningOutContext(FakeLambdaContext):
+    """A worker's context whose time runs out once the target has been gathered (40 s left of 900 s: inside the
+    worker's 60 s reserve, outside the 30 s it keeps for its result)."""
+
+    def __init__(self, out_of_time: bool):
+        super().__init__()
+        self.out_of_time = out_of_time
+        self.gathered = False
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 40_000 if self.out_of_time and self.gathered else 900_000
+
+
+@pytest.fixture
+def contexts(monkeypatch):
+    """Each worker invocation's context; the time of those made `out_of_time` runs out right after the gather."""
+    made: list[RunningOutContext] = []
+    real_gather = engine.gather
+
+    def gather_then_run_out(*args, **kwargs):
+        snapshot = real_gather(*args, **kwargs)
+        if made:
+            made[-1].gathered = True
+        return snapshot
+
+    monkeypatch.setattr(engine, "gather", gather_then_run_out)
+
+    def context_for(out_of_time):
+        def make(request):
+            made.append(RunningOutContext(out_of_time(request)))
+            return made[-1]
+
+        return make
+
+    return context_for
+
+
+def test_a_worker_out_of_time_returns_incomplete_and_the_next_round_finishes_the_target(
+    account, ec2, api_calls, ip_ranges_url, scan_env, contexts
+):
+    # Given two fixable instances, and a first round whose time runs out right after the gather
+    net, failing, _ = build_fleet(account)
+    [second] = account.launch(
+        image_id=account.al2023_ami(),
+        subnet_id=net.public_subnet_id,
+        group_ids=[net.app_group_id],
+        public_ip=True,
+        imds="disabled",
+    )
+    execution = Execution(worker_context=contexts(lambda request: request["round"] == 1))
+
+    # When the schedule starts the execution
+    result = execution.run(event("plan-scan.json"), FakeLambdaContext())
+
+    # Then round 1 said incomplete and round 2 made the fixes; nothing was lost between them
+    assert [(o["round"], o["status"]) for o in execution.worker_outputs] == [(1, "incomplete"), (2, "ok")]
+    assert result["summary"]["fixed"] == 2 and result["summary"]["noncompliant"] == 0
+    assert result["targets"] == {"ok": 1, "error": 0, "incomplete": 0}
+    for instance in (failing, second):
+        assert metadata_endpoint(ec2, instance) == "enabled"
+        assert len(eni_groups(ec2, instance)) == 2
+
+
+def test_a_target_out_of_rounds_is_reported_incomplete_with_the_fixes_held(
+    account, ec2, api_calls, ip_ranges_url, scan_env, contexts
+):
+    # Given a fixable instance and workers whose time always runs out right after the gather
+    net, failing, _ = build_fleet(account)
+    execution = Execution(max_rounds=2, worker_context=contexts(lambda request: True))
+
+    # When the schedule starts the execution
+    result = execution.run(event("plan-scan.json"), FakeLambdaContext())
+
+    # Then both rounds said incomplete, the report marks the target incomplete, and the instance is unchanged and
+    # reported as not fixed for lack of time (nothing silently skipped)
+    assert [o["status"] for o in execution.worker_outputs] == ["incomplete", "incomplete"]
+    assert result["targets"] == {"ok": 0, "error": 0, "incomplete": 1}
+    assert result["summary"]["noncompliant"] == 1
+    assert metadata_endpoint(ec2, failing) == "disabled"
+    assert eni_groups(ec2, failing) == [net.app_group_id]
