@@ -12,9 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,13 +27,22 @@ if TYPE_CHECKING:
     import boto3
 
     from .aws.clients import AwsClients
+    from .fanout.local import RunOutcome
+    from .fanout.targets import Target
     from .outputs.report import Report
+    from .ranges.ip_ranges import IpRanges
+    from .ranges.state import FileStateStore
     from .settings import Settings
 
 EXIT_OK, EXIT_NONCOMPLIANT, EXIT_USAGE = 0, 1, 2
 DEFAULT_STATE_FILE = os.path.join(os.path.expanduser("~"), ".eic-guard", "state.json")
 # Where the regions come from when --region is not given, in DESIGN §5's order (then the AWS profile's region).
 REGION_VARIABLES = ("EIC_GUARD_REGIONS", "AWS_REGION", "AWS_DEFAULT_REGION")
+ORGANIZATION = "organization"  # EIC_GUARD_ACCOUNTS's value for every ACTIVE account of the organization
+ACCOUNT_ID = re.compile(r"^\d{12}$")
+ROLE_NAME = re.compile(r"^[A-Za-z0-9_+=,.@-]{1,64}$")  # an IAM role name, as Settings.member_role_name accepts it
+DEFAULT_MEMBER_ROLE = "eic-guard-member"
+DEFAULT_MAX_WORKERS, MAX_WORKERS = 8, 64
 
 EPILOG = """\
 regions: --region, else $EIC_GUARD_REGIONS (comma list), else $AWS_REGION, else $AWS_DEFAULT_REGION, else the
@@ -38,8 +50,12 @@ regions: --region, else $EIC_GUARD_REGIONS (comma list), else $AWS_REGION, else 
 settings: the EIC_GUARD_* variables of the functions are read and validated (a bad one is exit 2). EIC_GUARD_MODE
   is only validated: `scan` is report-only unless --remediate, whatever EIC_GUARD_MODE says, and `refresh` always
   updates eic-guard's own ManagedBy=eic-guard groups.
-exit codes: 0 compliant (or fixed, or refreshed), 1 some instance is non-compliant (or a refresh raised an alert),
-  2 usage, configuration or input error (one line on stderr, nothing changed).
+accounts: --organization or --account, else $EIC_GUARD_ACCOUNTS ("organization" or a comma list), else the caller's
+  own account. Other accounts are entered with sts:AssumeRole on their --role-name role ($EIC_GUARD_MEMBER_ROLE_NAME,
+  default eic-guard-member); one that cannot be entered is a target error and the others go on.
+exit codes: 0 compliant (or fixed, or refreshed), 1 some instance is non-compliant, a target (account, region) could
+  not be scanned, or a refresh raised an alert; 2 usage, configuration or input error (one line on stderr, nothing
+  changed).
 """
 
 
@@ -66,6 +82,32 @@ def _target_arguments(command: argparse.ArgumentParser, verb: str) -> None:
         "default: $EIC_GUARD_REGIONS, $AWS_REGION, $AWS_DEFAULT_REGION, then the AWS profile's region",
     )
     command.add_argument("--ip-ranges", metavar="PATH|URL", help="ip-ranges.json to use instead of the AWS URL")
+    command.add_argument(
+        "--account",
+        action="append",
+        dest="accounts",
+        metavar="ID",
+        help=f"account(s) to {verb}: repeat the flag or give a comma list of 12-digit ids; the caller's own account "
+        "uses its credentials, any other is entered through its member role; default: $EIC_GUARD_ACCOUNTS, else "
+        "the caller's own account",
+    )
+    command.add_argument(
+        "--organization",
+        action="store_true",
+        help=f"{verb} every ACTIVE account of the AWS Organization (run from the management account or a delegated "
+        "administrator); not with --account",
+    )
+    command.add_argument(
+        "--role-name",
+        metavar="NAME",
+        help=f"the member role assumed in every other account (default: $EIC_GUARD_MEMBER_ROLE_NAME, else "
+        f"{DEFAULT_MEMBER_ROLE})",
+    )
+    command.add_argument(
+        "--max-workers",
+        metavar="N",
+        help=f"(account, region) targets worked on at once, 1 to {MAX_WORKERS} (default {DEFAULT_MAX_WORKERS})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,6 +162,48 @@ def split_regions(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(part.strip() for value in values for part in value.split(",") if part.strip()))
 
 
+@dataclass(frozen=True)
+class FanOut:
+    """What the account flags ask for: the EIC_GUARD_ACCOUNTS and EIC_GUARD_MEMBER_ROLE_NAME values they override
+    (None: the variable's, else the default) and the size of the thread pool."""
+
+    accounts: str | None = None
+    role_name: str | None = None
+    max_workers: int = DEFAULT_MAX_WORKERS
+
+
+def resolve_fan_out(args: argparse.Namespace) -> FanOut:
+    """--account, --organization, --role-name and --max-workers, checked before anything reads AWS."""
+    flags = getattr(args, "accounts", None)
+    organization = getattr(args, "organization", False)
+    if organization and flags is not None:
+        raise ConfigurationError("--organization and --account exclude each other: give one of them")
+    accounts = None
+    if organization:
+        accounts = ORGANIZATION
+    elif flags is not None:
+        ids = split_regions(flags)
+        if not ids:
+            raise ConfigurationError("--account needs a 12-digit account id")
+        bad = [i for i in ids if not ACCOUNT_ID.match(i)]
+        if bad:
+            raise ConfigurationError(f"--account: not a 12-digit account id: {', '.join(bad)}")
+        accounts = ",".join(ids)
+    role_name = getattr(args, "role_name", None)
+    if role_name is not None and not ROLE_NAME.match(role_name):
+        raise ConfigurationError(f"--role-name: not an IAM role name (1-64 letters, digits or +=,.@_-): {role_name!r}")
+    raw = getattr(args, "max_workers", None)
+    workers = DEFAULT_MAX_WORKERS
+    if raw is not None:
+        try:
+            workers = int(raw, 10)
+        except ValueError:
+            workers = 0
+        if not 1 <= workers <= MAX_WORKERS:
+            raise ConfigurationError(f"--max-workers: expected a whole number from 1 to {MAX_WORKERS}, got {raw!r}")
+    return FanOut(accounts, role_name, workers)
+
+
 def resolve_regions(
     flags: Sequence[str] | None, env: Mapping[str, str], profile_region: Callable[[], str | None]
 ) -> tuple[tuple[str, ...], str]:
@@ -153,16 +237,17 @@ def _session(region: str | None = None) -> boto3.Session:
     return boto3.Session(region_name=region)
 
 
-def _settings(regions: tuple[str, ...], mode: str) -> Settings:
+def _settings(regions: tuple[str, ...], mode: str, fan_out: FanOut = FanOut()) -> Settings:
     """Every EIC_GUARD_* variable validated as the functions validate it (EIC_GUARD_MODE included), then the mode
-    the command runs in: the CLI's mode comes from its flags, so EIC_GUARD_MODE is checked but not honoured."""
+    the command runs in: the CLI's mode comes from its flags, so EIC_GUARD_MODE is checked but not honoured.
+    The account flags, when given, take the place of EIC_GUARD_ACCOUNTS and EIC_GUARD_MEMBER_ROLE_NAME."""
     from .settings import Settings
 
-    configured = Settings.from_env(regions=regions)
+    configured = Settings.from_env(regions=regions, accounts=fan_out.accounts, member_role_name=fan_out.role_name)
     return configured.model_copy(update={"mode": mode})
 
 
-def _configure(args: argparse.Namespace, mode: str) -> tuple[boto3.Session, Settings]:
+def _configure(args: argparse.Namespace, mode: str, fan_out: FanOut = FanOut()) -> tuple[boto3.Session, Settings]:
     """Regions (known to botocore), settings and the session for the clients, before any AWS call."""
     from .aws.clients import known_regions
 
@@ -172,7 +257,7 @@ def _configure(args: argparse.Namespace, mode: str) -> tuple[boto3.Session, Sett
     unknown = [region for region in regions if region not in known]
     if unknown:
         raise ConfigurationError(f"unknown region: {', '.join(unknown)} (from {source})")
-    settings = _settings(regions, mode)
+    settings = _settings(regions, mode, fan_out)
     # Account-level calls (STS) go to the first region worked on when the profile names none.
     return (probe if probe.region_name else _session(regions[0])), settings
 
@@ -215,6 +300,24 @@ def _aws_problems() -> Iterator[None]:
 
 
 # ---- scan ----------------------------------------------------------------------------------------------------------
+def account_lines(report: Report) -> list[str]:
+    """One summary line per account when the report covers more than one (the table's rows do not name it)."""
+    if len(report.accounts) < 2:
+        return []
+    lines = []
+    for account in report.accounts:
+        verdicts = Counter(e.verdict for e in report.instances if e.account_id == account)
+        targets = Counter(t.status for t in report.targets if t.account_id == account)
+        errors = verdicts["error"] + targets["error"]
+        own = " (this account)" if account == report.account_id else ""
+        lines.append(
+            f"account {account}{own}: instances {sum(verdicts.values())}: {verdicts['compliant']} compliant, "
+            f"{verdicts['fixed']} fixed, {verdicts['noncompliant']} noncompliant, {verdicts['excluded']} excluded, "
+            f"{errors} errors · targets " + ", ".join(f"{n} {status}" for status, n in sorted(targets.items()))
+        )
+    return lines
+
+
 def _write(report: Report, fmt: str, output: str | None) -> None:
     from .outputs.table import render
 
@@ -225,23 +328,35 @@ def _write(report: Report, fmt: str, output: str | None) -> None:
             stream.write("\n")
         else:
             render(report, stream, color=False if output else None)
+            for line in account_lines(report):
+                stream.write(line + "\n")
     finally:
         if output:
             stream.close()
 
 
+def _target_count(settings: Settings) -> int | None:
+    """How many (account, region) targets the run has, when known before it is planned (not for an organization)."""
+    if settings.accounts == ORGANIZATION:
+        return None
+    accounts = len(settings.accounts.split(",")) if settings.accounts else 1
+    return accounts * len(settings.regions)
+
+
 @contextmanager
-def _progress(regions: int) -> Iterator[Callable[[str], None] | None]:
-    """A progress bar on stderr for multi-region scans, only when a person is watching a terminal."""
-    if regions < 2 or not sys.stderr.isatty():
+def _progress(targets: int | None, verb: str = "scanned") -> Iterator[Callable[[Target], None] | None]:
+    """A progress bar on stderr counting (account, region) targets, only when a person is watching a terminal and
+    there is more than one target (an organization's count is known once it is listed: shown as ?)."""
+    if (targets is not None and targets < 2) or not sys.stderr.isatty():
         yield None
         return
     from rich.console import Console
-    from rich.progress import Progress
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(transient=True, console=Console(stderr=True)) as progress:
-        task = progress.add_task("scanning regions", total=regions)
-        yield lambda target: progress.update(task, advance=1, description=f"scanned {target.key}")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("targets"))
+    with Progress(*columns, TimeElapsedColumn(), transient=True, console=Console(stderr=True)) as progress:
+        task = progress.add_task(f"{verb} targets", total=targets)
+        yield lambda target: progress.update(task, advance=1, description=f"{verb} {target.key}")
 
 
 def _require_writable(path: str | None) -> None:
@@ -250,13 +365,49 @@ def _require_writable(path: str | None) -> None:
         raise ConfigurationError(f"cannot write {path}: its directory does not exist or is not writable")
 
 
+@contextmanager
+def _organization_problems(settings: Settings) -> Iterator[None]:
+    """A refused Organizations ListAccounts (not the management account, no organization) is the run's one-line
+    configuration error, raised while planning, before any target is touched."""
+    from botocore.exceptions import ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        if settings.accounts != ORGANIZATION or exc.operation_name != "ListAccounts":
+            raise
+        raise ConfigurationError(
+            f"--organization: cannot list the organization's accounts (run it from the management account or a "
+            f"delegated administrator): {exc}"
+        ) from None
+
+
+def _run(
+    job: str,
+    settings: Settings,
+    clients: AwsClients,
+    fan_out: FanOut,
+    *,
+    ranges: IpRanges | None = None,
+    store: FileStateStore | None = None,
+) -> RunOutcome:
+    """The fan-out engine in this process: plan → one worker per (account, region) in a bounded pool → aggregate."""
+    from .fanout.local import run_job
+
+    verb = "scanned" if job == "scan" else "refreshed"
+    with _organization_problems(settings), _progress(_target_count(settings), verb) as advance:
+        return run_job(
+            job, settings, clients, ranges=ranges, store=store, max_workers=fan_out.max_workers, on_target=advance
+        )
+
+
 def scan(args: argparse.Namespace) -> int:
-    from .fanout.local import run_scan
     from .outputs.html import render_html
     from .ranges import ip_ranges
     from .ranges.refresh import require_eic
 
-    session, settings = _configure(args, mode="remediate" if args.remediate else "report")
+    fan_out = resolve_fan_out(args)
+    session, settings = _configure(args, "remediate" if args.remediate else "report", fan_out)
     if not args.remediate and (os.environ.get("EIC_GUARD_MODE") or "").strip() == "remediate":
         print("eic-guard: note: EIC_GUARD_MODE=remediate is ignored here: pass --remediate to fix", file=sys.stderr)
     _require_writable(args.output)
@@ -264,8 +415,7 @@ def scan(args: argparse.Namespace) -> int:
     ranges = ip_ranges.load(args.ip_ranges)
     require_eic(ranges)  # with no EIC prefix at all every instance would be reported (or "fixed") wrongly
     clients = _connect(session, settings)
-    with _progress(len(settings.regions)) as advance:
-        report = run_scan(clients, settings, ranges, on_target=advance)
+    report = _run("scan", settings, clients, fan_out, ranges=ranges).report
     _write(report, args.format, args.output)
     if args.html:
         Path(args.html).write_text(render_html(report), encoding="utf-8")
@@ -278,7 +428,8 @@ def refresh(args: argparse.Namespace) -> int:
     from .ranges.refresh import apply_ranges, require_eic
     from .ranges.state import FileStateStore, StateConflict
 
-    session, settings = _configure(args, mode="remediate")
+    fan_out = resolve_fan_out(args)
+    session, settings = _configure(args, "remediate", fan_out)
     ranges = ip_ranges.load(args.ip_ranges, expected_md5=args.md5)
     require_eic(ranges)
     store = FileStateStore(args.state_file or os.environ.get("EIC_GUARD_STATE_FILE") or DEFAULT_STATE_FILE)
@@ -290,14 +441,37 @@ def refresh(args: argparse.Namespace) -> int:
 
     try:
         with store.locked(on_wait=waiting):
-            result = apply_ranges(clients, settings, store, ranges, replay_same=True)
+            if settings.accounts:
+                summary = _refresh_accounts(settings, clients, store, ranges, fan_out)
+            else:  # the caller's own account, as always: the state advances only once every region is done
+                summary = apply_ranges(clients, settings, store, ranges, replay_same=True).summary()
     except StateConflict as exc:  # another writer that does not take the lock (e.g. an older eic-guard)
         raise ConfigurationError(f"{exc}: another run updated the state meanwhile; run the refresh again") from None
-    summary = result.summary()
     print(json.dumps(summary, indent=2))
-    for alert in result.alerts:
+    for alert in summary.get("alerts", ()):
         print(f"eic-guard: alert: {alert}", file=sys.stderr)
-    return EXIT_NONCOMPLIANT if result.alerts else EXIT_OK
+    return EXIT_NONCOMPLIANT if summary.get("alerts") else EXIT_OK
+
+
+def _refresh_accounts(
+    settings: Settings, clients: AwsClients, store: FileStateStore, ranges: IpRanges, fan_out: FanOut
+) -> dict:
+    """The refresh of several accounts (the SNS path's fan-out, DESIGN §9): the state file advances once with the
+    verified file, then every (account, region) brings its managed groups to it, adds before revokes. A target
+    that fails is an alert; the next refresh or nightly run computes its writes from its groups' actual rules.
+    An older synctoken than the state's is a stale no-op; the same one is re-applied (repairs drift by hand)."""
+    from datetime import UTC, datetime
+
+    from .ranges.catch_up import advance_state
+
+    state = store.load()
+    previous = state.sync_token
+    if previous is not None and not state.is_newer(ranges.sync_token) and int(ranges.sync_token) != int(previous):
+        return {"status": "stale", "sync_token": ranges.sync_token, "stored_sync_token": previous, "alerts": []}
+    advance_state(state, ranges, settings, datetime.now(UTC))
+    store.save(state, previous)
+    outcome = _run("refresh", settings, clients, fan_out, store=store)
+    return {**(outcome.refresh or {}), "targets": [t.model_dump(mode="json") for t in outcome.report.targets]}
 
 
 def demo(_: argparse.Namespace) -> int:

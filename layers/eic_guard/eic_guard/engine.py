@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -155,12 +156,13 @@ def scan_target(
     ip_ranges: IpRanges,
     today: date,
     deadline: Deadline | None = None,
+    instance_ids: Sequence[str] | None = None,
 ) -> TargetResult:
     """Scan one (account, region): gather once, evaluate every instance, then remediate or plan.
 
     With a `deadline`, no new fix starts once the worker's time is inside its reserve: the result is `incomplete`.
     """
-    snapshot = gather(ec2, account_id, region, settings)
+    snapshot = gather(ec2, account_id, region, settings, instance_ids)
     ctx = CheckContext(snapshot, ip_ranges.for_region(region), settings)
     remediator = Remediator(Ec2Gateway(ec2, region, dry_run=not settings.remediate), ctx)
     result = TargetResult(region, account_id=account_id)

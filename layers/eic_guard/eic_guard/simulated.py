@@ -5,11 +5,14 @@ Only talks to whatever endpoint the client given points at; never used by the La
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 AMAZON_OWNER_ID = "137112412989"
 DEFAULT_TAG = ("eic-guard:managed", "true")
+# The role AWS Organizations creates in every account it creates: how the management account administers it.
+ORGANIZATION_ACCESS_ROLE = "OrganizationAccountAccessRole"
 
 
 @dataclass
@@ -32,6 +35,11 @@ class SimulatedAccount:
     def __init__(self, ec2: Any, ssm: Any | None = None):
         self.ec2 = ec2
         self.ssm = ssm
+
+    @classmethod
+    def of(cls, session: Any, region: str) -> SimulatedAccount:
+        """The account a boto3 session's credentials act in (e.g. a member_session)."""
+        return cls(session.client("ec2", region_name=region), session.client("ssm", region_name=region))
 
     # ---- AMIs -------------------------------------------------------------------------------------------------
     def al2023_ami(self) -> str:
@@ -167,6 +175,74 @@ class SimulatedAccount:
                 {"DeviceIndex": 0, "SubnetId": subnet_id, "Groups": group_ids, "AssociatePublicIpAddress": public_ip}
             ]
         return [i["InstanceId"] for i in self.ec2.run_instances(**kwargs)["Instances"]]
+
+
+# ---- organizations ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SimulatedOrganization:
+    """An AWS Organization: its id, the management account (the caller's) and the member accounts by name."""
+
+    id: str
+    management_id: str
+    members: dict[str, str]  # name -> account id, in creation order
+
+
+def create_organization(organizations: Any, member_names: tuple[str, ...] | list[str]) -> SimulatedOrganization:
+    """An organization run from the caller's account, with one new member account per name (moto creates them
+    ACTIVE at once; AWS would create each one's OrganizationAccountAccessRole)."""
+    organization = organizations.create_organization(FeatureSet="ALL")["Organization"]
+    members = {}
+    for name in member_names:
+        status = organizations.create_account(Email=f"{name}@example.com", AccountName=name)["CreateAccountStatus"]
+        members[name] = status["AccountId"]
+    return SimulatedOrganization(organization["Id"], organization["MasterAccountId"], members)
+
+
+def member_session(
+    account_id: str,
+    role_name: str = ORGANIZATION_ACCESS_ROLE,
+    *,
+    region: str = "us-east-1",
+    endpoint_url: str | None = None,
+    session_name: str = "eic-guard-simulated",
+    source: Any = None,
+) -> Any:
+    """A boto3 session acting in `account_id`: the caller (`source`, default a new session) assumes its role
+    (moto maps the temporary credentials to the role's account). `endpoint_url` defaults to AWS_ENDPOINT_URL."""
+    import boto3
+
+    source = source or boto3.Session(region_name=region)
+    role_arn = f"arn:aws:iam::{account_id}:role/{role_name}"
+    sts = source.client("sts", region_name=region, endpoint_url=endpoint_url)
+    credentials = sts.assume_role(RoleArn=role_arn, RoleSessionName=session_name)["Credentials"]
+    return boto3.Session(
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+        region_name=region,
+    )
+
+
+def create_member_role(iam: Any, role_name: str, trusted_account: str) -> str:
+    """The member role the member StackSet deploys (member/template.yaml), trusting the central account; its ARN.
+
+    moto does not evaluate IAM policies: the role is there to be found and used, its permissions are not tested."""
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{trusted_account}:root"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+    role = iam.create_role(
+        RoleName=role_name,
+        AssumeRolePolicyDocument=json.dumps(trust),
+        Description="eic-guard member role (simulated)",
+    )["Role"]
+    return role["Arn"]
 
 
 def _named(resource_type: str, name: str) -> dict:

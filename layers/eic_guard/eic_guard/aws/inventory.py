@@ -6,7 +6,7 @@ describes, never with the number of instances.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from ..models import (
@@ -30,9 +30,12 @@ EIC_PREFIX_LIST = "com.amazonaws.{region}.ec2-instance-connect"
 EIC_IPV6_PREFIX_LIST = "com.amazonaws.{region}.ipv6.ec2-instance-connect"
 
 
-def gather(ec2: Any, account_id: str, region: str, settings: Settings) -> TargetSnapshot:
-    """Read everything the checks need for the opted-in instances of one region."""
-    instances = tuple(_instances(ec2, settings))
+def gather(
+    ec2: Any, account_id: str, region: str, settings: Settings, instance_ids: Sequence[str] | None = None
+) -> TargetSnapshot:
+    """Read everything the checks need for the opted-in instances of one region (only `instance_ids`, when given:
+    an event-driven check; one DescribeInstances per 200 ids, still filtered by the opt-in tag)."""
+    instances = tuple(_instances(ec2, settings, instance_ids))
     vpc_ids = sorted({i.vpc_id for i in instances if i.vpc_id})
     group_ids = sorted({g for i in instances for g in _all_group_ids(i)})
     security_groups = {g.group_id: g for g in _security_groups(ec2, group_ids)} if group_ids else {}
@@ -77,14 +80,20 @@ def _tags(raw: Iterable[dict] | None) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((t["Key"], t.get("Value", "")) for t in raw or ()))
 
 
-def _instances(ec2: Any, settings: Settings) -> Iterator[Instance]:
+def _instances(ec2: Any, settings: Settings, instance_ids: Sequence[str] | None = None) -> Iterator[Instance]:
     filters = [
         {"Name": f"tag:{settings.tag_key}", "Values": [settings.tag_value]},
         {"Name": "instance-state-name", "Values": list(SCANNED_STATES)},
     ]
-    for reservation in paginate(ec2, "describe_instances", "Reservations", Filters=filters):
-        for raw in reservation.get("Instances", ()):
-            yield _instance(raw)
+    if instance_ids is None:
+        batches: Iterable[list[dict]] = [filters]
+    else:  # a filter, not InstanceIds: an id that vanished is simply absent instead of failing the call
+        ids = sorted(set(instance_ids))
+        batches = [[*filters, {"Name": "instance-id", "Values": chunk}] for chunk in _chunks(ids)]
+    for batch in batches:
+        for reservation in paginate(ec2, "describe_instances", "Reservations", Filters=batch):
+            for raw in reservation.get("Instances", ()):
+                yield _instance(raw)
 
 
 def _instance(raw: dict) -> Instance:
