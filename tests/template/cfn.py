@@ -2,8 +2,10 @@
 
 - cfn-lint's loader parses the YAML (short-form intrinsics such as !Ref, !If, !Sub).
 - SAM's translator (`samtranslator`, the library behind `sam deploy`) turns the AWS::Serverless::* resources into
-  CloudFormation, so the functions' execution roles (ScanFunctionRole, RefreshFunctionRole), their inline policies
-  and managed policy ARNs, and the functions' merged Globals are exactly what SAM produces (`render`).
+  CloudFormation, so the functions' execution roles (PlanFunctionRole, ScanTargetFunctionRole...), the state
+  machine's and the schedule's roles, their inline policies and managed policy ARNs, and the functions' merged
+  Globals are exactly what SAM produces (`render`). member/template.yaml is plain CloudFormation: `render_member`
+  resolves it the same way, without the translator.
 - cfn-lint's condition model (`cfnlint.conditions`) decides every Condition for the parameter values.
 - samtranslator's `IntrinsicsResolver` walks the result and resolves Ref and Fn::Sub with its own actions.
 
@@ -48,7 +50,8 @@ NO_VALUE = object()  # what Ref AWS::NoValue resolves to: removed from its list 
 SUB_VARIABLE = re.compile(r"\$\{([^}!]+)\}")
 READ_PREFIXES = ("ec2:Describe", "ec2:Get")
 # The attributes `physical` fakes (the ones the template reads with Fn::GetAtt or ${Resource.Attribute}).
-ATTRIBUTES = ("Arn", "QueueName")
+ATTRIBUTES = ("Arn", "QueueName", "Name")
+STATE_MACHINE_KINDS = ("AWS::Serverless::StateMachine", "AWS::StepFunctions::StateMachine")
 
 
 @cache
@@ -79,8 +82,11 @@ def physical(
     kind = kind or resources()[logical_id]["Type"]
     region, account, partition = pseudo["AWS::Region"], pseudo["AWS::AccountId"], pseudo["AWS::Partition"]
     name = f"{pseudo['AWS::StackName']}-{logical_id}-1A2B3C4D"
+    state_machine = f"arn:{partition}:states:{region}:{account}:stateMachine:{name}"
     if attribute is None:
         return {
+            "AWS::Serverless::StateMachine": state_machine,
+            "AWS::StepFunctions::StateMachine": state_machine,
             "AWS::SNS::Topic": f"arn:{partition}:sns:{region}:{account}:{name}",
             "AWS::SQS::Queue": f"https://sqs.{region}.amazonaws.com/{account}/{name}",
             "AWS::S3::Bucket": name.lower(),
@@ -95,8 +101,12 @@ def physical(
             "AWS::Serverless::Function": f"arn:{partition}:lambda:{region}:{account}:function:{name}",
             "AWS::Lambda::Function": f"arn:{partition}:lambda:{region}:{account}:function:{name}",
             "AWS::IAM::Role": f"arn:{partition}:iam::{account}:role/{name}",
+            "AWS::Serverless::StateMachine": state_machine,
+            "AWS::StepFunctions::StateMachine": state_machine,
         }[kind]
     if attribute == "QueueName" and kind == "AWS::SQS::Queue":
+        return name
+    if attribute == "Name" and kind in STATE_MACHINE_KINDS:
         return name
     raise KeyError(f"{logical_id}.{attribute}")
 
@@ -252,7 +262,7 @@ def _sam_input() -> str:
     """template.yaml as `sam package` hands it over: local code folders replaced by S3 locations."""
     document = json.loads(json.dumps(template()))
     for resource in document["Resources"].values():
-        for key in ("CodeUri", "ContentUri"):
+        for key in ("CodeUri", "ContentUri", "DefinitionUri"):
             if key in resource.get("Properties", {}):
                 resource["Properties"][key] = "s3://eic-guard-artifacts/eic-guard.zip"
     return json.dumps(document)
@@ -390,3 +400,47 @@ def environment(function_id: str) -> dict:
 
 def serverless_functions() -> dict[str, dict]:
     return {k: v for k, v in resources().items() if v["Type"] == "AWS::Serverless::Function"}
+
+
+# ---------------------------------------------------------------- member/template.yaml (plain CloudFormation)
+
+MEMBER_TEMPLATE_PATH = ROOT / "member" / "template.yaml"
+# What a StackSet operator passes for the member parameters without a default (the tests' stand-ins).
+MEMBER_REQUIRED = {
+    "WorkerRoleArns": f"arn:aws:iam::{PSEUDO['AWS::AccountId']}:role/eic-guard-ScanTargetFunctionRole-1A2B3C4D",
+    "Regions": PSEUDO["AWS::Region"],
+}
+
+
+@cache
+def member_template() -> dict:
+    parsed, problems = decode_str(MEMBER_TEMPLATE_PATH.read_text(encoding="utf-8"))
+    assert not problems, problems
+    return parsed
+
+
+def member_parameter_values(**overrides: str) -> dict[str, str]:
+    values = {name: str(spec["Default"]) for name, spec in member_template()["Parameters"].items() if "Default" in spec}
+    values.update(MEMBER_REQUIRED)
+    values.update(overrides)
+    return values
+
+
+def render_member(params: dict[str, str], account_id: str | None = None) -> RenderedStack:
+    """member/template.yaml resolved for these parameter values, deployed in `account_id` (default PSEUDO's)."""
+    return _render_member(tuple(sorted(params.items())), account_id or PSEUDO["AWS::AccountId"])
+
+
+@cache
+def _render_member(params_items: tuple[tuple[str, str], ...], account_id: str) -> RenderedStack:
+    params = dict(params_items)
+    pseudo = {**PSEUDO, "AWS::AccountId": account_id}
+    document = member_template()
+    values: dict[str, Any] = dict(params)
+    for name, spec in document["Parameters"].items():
+        if spec["Type"] == "CommaDelimitedList":
+            values[name] = [part.strip() for part in params[name].split(",")]
+    conditions = _conditions_for({**params, **pseudo}, document.get("Conditions", {}))
+    kept = {k: v for k, v in document["Resources"].items() if conditions.get(v.get("Condition"), True)}
+    resolver = _Resolver(_reference_values(values, pseudo, kept), conditions)
+    return RenderedStack(params, pseudo, {k: resolver(v) for k, v in kept.items()})

@@ -1,48 +1,82 @@
-"""The stack configurations the IAM tests render and run: each mode and switch that changes a role."""
+"""The stack configurations the IAM tests render and run: each mode and switch that changes a role, and each way the
+fan-out reaches its accounts (own account, a list, an organization)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tests.template.cfn import parameter_values
+from tests.template.cfn import PSEUDO, parameter_values
 
 STACK_REGION = "us-east-1"  # the recorder runs the handlers on moto there (moto's default account is PSEUDO's)
+OWN_ACCOUNT = PSEUDO["AWS::AccountId"]
+LISTED_MEMBER = "111111111111"  # a member account named in Accounts (moto lets any account id be entered)
 
 
 @dataclass(frozen=True)
 class ParameterSet:
     id: str
-    function_id: str  # the function run with it: "ScanFunction" or "RefreshFunction"
+    # "scan": the schedule starts the state machine; "refresh": the SNS refresh function verifies the file, advances
+    # the state and starts it. Either way the state machine then runs Plan, the target workers and Aggregate.
+    job: str
     overrides: tuple[tuple[str, str], ...]
+    members: int = 0  # member accounts the run creates in its organization (Accounts=organization)
 
     @property
     def params(self) -> dict[str, str]:
         return parameter_values(**dict(self.overrides))
 
     @property
-    def role_id(self) -> str:
-        return f"{self.function_id}Role"
+    def organization(self) -> bool:
+        return self.params["Accounts"] == "organization"
 
 
 PARAMETER_SETS = (
-    # Report mode with every remediation switch on: the switches must not give the role (or the code) any write.
-    ParameterSet(
-        "report", "ScanFunction", (("Mode", "report"), ("RemediatePublicIp", "true"), ("TagInstances", "true"))
-    ),
+    # Report mode with every remediation switch on: the switches must not make the scan write anything.
+    ParameterSet("report", "scan", (("Mode", "report"), ("RemediatePublicIp", "true"), ("TagInstances", "true"))),
     # A grace of 0 h: the catch-up revokes our rule for a prefix the file no longer lists, in the same run.
     ParameterSet(
-        "remediate",
-        "ScanFunction",
-        (("Mode", "remediate"), ("RemediatePublicIp", "false"), ("StalePrefixGraceHours", "0")),
+        "remediate", "scan", (("Mode", "remediate"), ("RemediatePublicIp", "false"), ("StalePrefixGraceHours", "0"))
     ),
-    ParameterSet("remediate-elastic-ip", "ScanFunction", (("Mode", "remediate"), ("RemediatePublicIp", "true"))),
-    ParameterSet("prefix-list", "ScanFunction", (("Mode", "remediate"), ("IngressSource", "prefix-list"))),
-    # Regions not starting with the stack's region: the state table still lives in the stack's region.
+    ParameterSet("remediate-elastic-ip", "scan", (("Mode", "remediate"), ("RemediatePublicIp", "true"))),
+    ParameterSet("prefix-list", "scan", (("Mode", "remediate"), ("IngressSource", "prefix-list"))),
+    # Regions not starting with the stack's region: the state table and the bucket still live in the stack's region.
     ParameterSet(
         "regions-elsewhere-first",
-        "ScanFunction",
+        "scan",
         (("Mode", "remediate"), ("RemediatePublicIp", "true"), ("Regions", f"eu-west-1,{STACK_REGION}")),
     ),
-    ParameterSet("refresh", "RefreshFunction", (("StalePrefixGraceHours", "0"),)),
-    ParameterSet("refresh-regions-elsewhere-first", "RefreshFunction", (("Regions", f"eu-west-1,{STACK_REGION}"),)),
+    # Every account of an organization (this one and two members entered through the member role), every switch on.
+    ParameterSet(
+        "organization",
+        "scan",
+        (
+            ("Accounts", "organization"),
+            ("Mode", "remediate"),
+            ("RemediatePublicIp", "true"),
+            ("TagInstances", "true"),
+            ("StalePrefixGraceHours", "0"),
+        ),
+        members=2,
+    ),
+    # A list of accounts in report mode: nothing is written in the member account either.
+    ParameterSet(
+        "accounts-report",
+        "scan",
+        (
+            ("Accounts", f"{OWN_ACCOUNT},{LISTED_MEMBER}"),
+            ("Mode", "report"),
+            ("RemediatePublicIp", "true"),
+            ("TagInstances", "true"),
+        ),
+    ),
+    ParameterSet("refresh", "refresh", (("StalePrefixGraceHours", "0"),)),
+    ParameterSet("refresh-regions-elsewhere-first", "refresh", (("Regions", f"eu-west-1,{STACK_REGION}"),)),
+    # The refresh job in report mode across an organization: every member's managed groups follow, through a member
+    # role that allows no other write.
+    ParameterSet(
+        "refresh-organization",
+        "refresh",
+        (("Accounts", "organization"), ("Mode", "report"), ("StalePrefixGraceHours", "0")),
+        members=2,
+    ),
 )

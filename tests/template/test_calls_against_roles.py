@@ -1,49 +1,64 @@
-"""Every AWS call the real handlers make, held against the role template.yaml renders for that configuration.
+"""Every AWS call the real handlers make, held against the role the templates render for that configuration.
 
 moto enforces no IAM, so a handler can be green on moto and refused on AWS. Here each parameter set of
 `parameter_sets.py` (report and remediate modes, Elastic IPs on and off, prefix-list mode, Regions not starting with
-the stack's region, the refresh function) is rendered with SAM's translator (`cfn.render`); the function's own
-environment variables come from that rendering, and the handler (functions/*/app.py) runs on moto against a fleet
-with drift, so that the remediation writes really happen. A recorder on every botocore session
-(`call_recorder.CallRecorder`) turns each call into the IAM authorizations AWS would make, and an evaluator
-(`iam_eval.evaluate`) checks each against the role: allowed by some Allow statement, not hit by any Deny.
+the stack's region, a list of accounts, an organization, the refresh) is rendered with SAM's translator
+(`cfn.render`), and the deployed engine runs on moto against fleets with drift, so that the remediation writes
+really happen: the nightly schedule's input (or, for a refresh set, functions/refresh/app.py on the SNS event, whose
+StartExecution gives the input) starts statemachine/eic_guard.asl.json, run by `asl.Execution` with the real
+handlers (functions/plan, functions/scan_target for every target and phase, functions/aggregate), each with its
+own rendered environment. A recorder on every botocore session (`call_recorder.CallRecorder`) turns each call into
+the IAM authorizations AWS would make, and an evaluator (`iam_eval.evaluate`) checks each against the right role:
+a function's calls in the stack's account against that function's role; the calls made in a member account (with
+the credentials AssumeRole returned: moto maps them to the member account) against the member role that
+member/template.yaml renders with the same settings; the state machine's own calls (ItemReader, ResultWriter, and
+the lambda:InvokeFunction and child-execution states:StartExecution requests Step Functions makes for it) against
+the state machine's role.
 
-How the request context is derived (details in call_recorder.py): the action from the botocore operation; the
-resource ARNs from the call's parameters and moto's state (instance, security group, network interface, Elastic IP,
-VPC, subnet, prefix list, table, bucket object, topic), kept where the Service Authorization Reference says the
-action authorizes that resource type; aws:RequestedRegion from the client's region; aws:RequestTag/*, aws:TagKeys
-from the request's tags; aws:ResourceTag/* from moto's state before the call; ec2:CreateAction for the tag-on-create
-authorization; ec2:MetadataHttpTokens/ec2:MetadataHttpEndpoint (instance resource keys in the reference) from the
-instance's current options.
+How the request context is derived (details in call_recorder.py): the action from the botocore operation (IAM's
+name where it differs: ListObjectsV2 is s3:ListBucket); the resource ARNs from the call's parameters and moto's
+state (instance, security group, network interface, Elastic IP, VPC, subnet, prefix list, table, bucket or object,
+topic, role, state machine), kept where the Service Authorization Reference says the action authorizes that resource
+type; aws:RequestedRegion from the client's region; s3:prefix from the listing's Prefix; aws:RequestTag/*,
+aws:TagKeys from the request's tags; aws:ResourceTag/* from moto's state before the call; ec2:CreateAction for the
+tag-on-create authorization; ec2:MetadataHttpTokens/ec2:MetadataHttpEndpoint (instance resource keys in the
+reference) from the instance's current options.
 
 Limits: the evaluator models one identity-based policy set. It does not model service control policies,
-permission boundaries, session policies or resource-based policies (the bucket, topic and key policies), nor
-condition keys the recorder does not derive (they count as absent). sts:GetCallerIdentity needs no permission. The
-AWS-managed policies SAM attaches (basic execution, X-Ray) are out of scope: logs and traces are not API calls the
-code makes through boto3.
+permission boundaries, session policies or resource-based policies (the bucket, topic and key policies; the member
+role's trust policy is checked separately, by its principal), nor condition keys the recorder does not derive (they
+count as absent). sts:GetCallerIdentity needs no permission. The AWS-managed policies SAM attaches (basic execution,
+X-Ray) are out of scope: logs and traces are not API calls the code makes through boto3. The Distributed Map's
+describe/stop calls on its child executions are not modelled (the service makes them only to stop a map run).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import cache
 
 import boto3
 import botocore.session
 import pytest
 import responses
+from eic_guard.ranges.state import DynamoDbStateStore, RangesState
 from eic_guard.settings import IP_RANGES_URL
 from eic_guard.simulated import SimulatedAccount
 from moto import mock_aws
 
-from tests.conftest import IP_RANGES, create_state_table
-from tests.lambda_runtime import REFRESH_ARN, FakeLambdaContext, event, load_handler
+from tests.conftest import IP_RANGES, ROOT, create_state_table
+from tests.lambda_runtime import FakeLambdaContext, event, load_handler
+from tests.template.asl import STATE_MACHINE_ID, Execution, load_definition
 from tests.template.call_recorder import CallRecorder, RecordedCall
-from tests.template.cfn import PSEUDO, RenderedStack, render
+from tests.template.cfn import PSEUDO, RenderedStack, member_parameter_values, render, render_member
 from tests.template.iam_eval import Request, evaluate
-from tests.template.parameter_sets import PARAMETER_SETS, STACK_REGION, ParameterSet
+from tests.template.parameter_sets import OWN_ACCOUNT, PARAMETER_SETS, STACK_REGION, ParameterSet
 
 SNAPSHOT = IP_RANGES / "ip-ranges-2026-08-22.json"
 MANAGED_BY = {"Key": "ManagedBy", "Value": "eic-guard"}
@@ -58,6 +73,23 @@ FAKE_AWS = {
     "POWERTOOLS_TRACE_DISABLED": "true",
     "POWERTOOLS_DEV": "false",
 }
+# Each function's handler folder (functions/<folder>/app.py).
+HANDLERS = {
+    "PlanFunction": "plan",
+    "ScanTargetFunction": "scan_target",
+    "AggregateFunction": "aggregate",
+    "RefreshFunction": "refresh",
+}
+MISSING_HANDLERS = sorted(
+    f"functions/{f}/app.py" for f in HANDLERS.values() if not (ROOT / "functions" / f / "app.py").is_file()
+)
+# Not silently skipped: the reason names what is missing, and the module runs as soon as every handler exists.
+pytestmark = [
+    pytest.mark.skipif(
+        bool(MISSING_HANDLERS), reason=f"the fan-out handlers do not exist yet: {', '.join(MISSING_HANDLERS)}"
+    ),
+    pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning"),
+]
 # The writes the runs must make between them, so that "every call is allowed" cannot hold vacuously.
 EXPECTED_PAIRS = {
     ("ec2", "ModifyInstanceMetadataOptions"),
@@ -76,33 +108,77 @@ EXPECTED_PAIRS = {
     ("dynamodb", "PutItem"),
     ("dynamodb", "UpdateItem"),
     ("s3", "PutObject"),
+    ("s3", "GetObject"),
+    ("s3", "ListObjectsV2"),
     ("sns", "Publish"),
+    ("sts", "AssumeRole"),
+    ("organizations", "ListAccounts"),
+    ("states", "StartExecution"),
+    ("lambda", "InvokeFunction"),
 }
+MEMBER_SETS = ("organization", "accounts-report", "refresh-organization")
 
 
 @dataclass
 class Run:
-    """One handler invocation for one parameter set: what it returned and every call it made."""
+    """One execution of the fan-out for one parameter set: what it returned and every call it made."""
 
     parameter_set: ParameterSet
     stack: RenderedStack
     calls: list[RecordedCall]
+    members: list[str] = field(default_factory=list)
     result: dict | None = None
     error: str | None = None
-    statements: list[dict] = field(default_factory=list)
+    handler_errors: list[str] = field(default_factory=list)
+    reports: list[dict] = field(default_factory=list)
+    events: list[tuple] = field(default_factory=list)
+
+    @property
+    def report(self) -> dict:
+        """The run's eic-guard/report/v1 document, as Aggregate stored it in the reports bucket."""
+        [report] = [r for r in self.reports if r.get("schema") == "eic-guard/report/v1"]
+        return report
+
+    def role_statements(self, function_id: str) -> list[dict]:
+        return self.stack.role_statements(f"{function_id}Role")
+
+    def member_statements(self, account_id: str) -> list[dict]:
+        return member_role_statements(tuple(sorted(member_params(self.stack).items())), account_id)
+
+    def statements_for(self, call: RecordedCall) -> list[dict]:
+        if call.account_id != OWN_ACCOUNT:
+            return self.member_statements(call.account_id)
+        return self.role_statements(call.function_id)
 
     def denied(self) -> list[str]:
         problems = []
         for call in self.calls:
-            problems += [f"{call.action} in {call.region}: cannot name its {u}" for u in call.underived]
+            where = f"{call.function_id} in {call.account_id}/{call.region}"
+            problems += [f"{call.action} ({where}): cannot name its {u}" for u in call.underived]
+            statements = self.statements_for(call)
             for request in call.requests:
-                decision = evaluate(self.statements, request)
+                decision = evaluate(statements, request)
                 if not decision.allowed:
-                    problems.append(f"{request.action} on {request.resource} ({call.region}): {decision.reason}")
+                    problems.append(f"{request.action} on {request.resource} ({where}): {decision.reason}")
         return problems
 
 
-# ---------------------------------------------------------------- the fleet with drift
+def member_params(stack: RenderedStack) -> dict[str, str]:
+    """The member stack's parameters for this central stack (what the README's StackSet commands pass)."""
+    shared = ("MemberRoleName", "TagKey", "TagValue", "Mode", "RemediatePublicIp", "TagInstances")
+    return member_parameter_values(
+        **{name: stack.params[name] for name in shared},
+        Regions=stack.params["Regions"] or stack.pseudo["AWS::Region"],
+        WorkerRoleArns=stack.physical("ScanTargetFunctionRole", "Arn"),
+    )
+
+
+@cache
+def member_role_statements(params_items: tuple[tuple[str, str], ...], account_id: str) -> list[dict]:
+    return render_member(dict(params_items), account_id).role_statements("MemberRole")
+
+
+# ---------------------------------------------------------------- the fleets with drift
 
 
 def eic_prefixes(region: str) -> tuple[list[str], list[str]]:
@@ -118,8 +194,8 @@ def _is_eic(prefix: dict, region: str) -> bool:
 
 
 def managed_group_with_a_stale_rule(ec2, vpc_id: str, region: str) -> str:
-    """eic-guard's group from an earlier run: none of the current rules (the nightly catch-up or the refresh adds
-    them) and one for a prefix the file no longer lists (revoked once its grace period is over)."""
+    """eic-guard's group from an earlier run: none of the current rules (the run's apply phase adds them) and one for
+    a prefix the file no longer lists (revoked once its grace period is over)."""
     group_id = ec2.create_security_group(
         GroupName=MANAGED_GROUP,
         Description="eic-guard: SSH from the regional EC2 Instance Connect ranges only",
@@ -147,10 +223,10 @@ def eic_prefix_lists(ec2, region: str) -> None:
         )
 
 
-def build_scan_fleet(region: str, prefix_lists: bool) -> None:
+def build_scan_fleet(session: boto3.Session, region: str, prefix_lists: bool) -> None:
     """Drift of every fixable kind in `region`, plus an instance that stays non-compliant (so an alert goes out)."""
-    ec2 = boto3.client("ec2", region)
-    account = SimulatedAccount(ec2, boto3.client("ssm", region))
+    ec2 = session.client("ec2", region)
+    account = SimulatedAccount(ec2, session.client("ssm", region))
     ami = account.al2023_ami()
     if prefix_lists:
         eic_prefix_lists(ec2, region)
@@ -174,9 +250,9 @@ def build_scan_fleet(region: str, prefix_lists: bool) -> None:
     ec2.associate_address(AllocationId=address["AllocationId"], InstanceId=opted_out)
 
 
-def build_refresh_fleet(region: str) -> None:
+def build_refresh_fleet(session: boto3.Session, region: str) -> None:
     """eic-guard's group in two VPCs of `region`, without the current rules and with a retired one."""
-    ec2 = boto3.client("ec2", region)
+    ec2 = session.client("ec2", region)
     account = SimulatedAccount(ec2)
     for n in range(2):
         managed_group_with_a_stale_rule(ec2, account.network(f"10.{n}.0.0/16", name=f"net{n}").vpc_id, region)
@@ -190,7 +266,150 @@ def stack_resources(environment: dict[str, str]) -> None:
     assert boto3.client("sns", STACK_REGION).create_topic(Name=topic.rsplit(":", 1)[1])["TopicArn"] == topic
 
 
-# ---------------------------------------------------------------- running a handler under the recorder
+def previous_state(environment: dict[str, str]) -> None:
+    """The state a run of the day before left: the previous file's prefixes, the retired one among them, so that
+    today's file expires it (and, with a grace of 0 h, the run revokes it: the revoke phase of the fan-out)."""
+    today = json.loads(SNAPSHOT.read_text())
+    yesterday = datetime.strptime(today["createDate"], "%Y-%m-%d-%H-%M-%S").replace(tzinfo=UTC) - timedelta(days=1)
+    regions = environment["EIC_GUARD_REGIONS"].split(",")
+    current = {r: [*eic_prefixes(r)[0], *eic_prefixes(r)[1], RETIRED_PREFIX] for r in regions}
+    state = RangesState(
+        sync_token=str(int(today["syncToken"]) - 86400),
+        create_date=f"{yesterday:%Y-%m-%d-%H-%M-%S}",
+        current=current,
+        last_seen={r: dict.fromkeys(prefixes, yesterday) for r, prefixes in current.items()},
+        updated_at=yesterday,
+    )
+    store = DynamoDbStateStore(boto3.client("dynamodb", STACK_REGION), environment["EIC_GUARD_STATE_TABLE"])
+    store.save(state, None)
+
+
+def member_accounts(parameter_set: ParameterSet) -> list[str]:
+    """The run's member accounts: an organization's (created here, this account its management account) or the
+    listed ones other than this account."""
+    accounts = parameter_set.params["Accounts"]
+    if accounts != "organization":
+        return [a for a in accounts.split(",") if a and a != OWN_ACCOUNT]
+    organizations = boto3.client("organizations", STACK_REGION)
+    organizations.create_organization(FeatureSet="ALL")
+    for n in range(parameter_set.members):
+        organizations.create_account(Email=f"member{n}@example.com", AccountName=f"member-{n}")
+    return sorted(a["Id"] for a in organizations.list_accounts()["Accounts"] if a["Id"] != OWN_ACCOUNT)
+
+
+def session_in(account_id: str) -> boto3.Session:
+    """A session acting in `account_id` (moto maps assumed-role credentials to the role's account)."""
+    if account_id == OWN_ACCOUNT:
+        return boto3.Session(region_name=STACK_REGION)
+    credentials = boto3.client("sts", STACK_REGION).assume_role(
+        RoleArn=f"arn:aws:iam::{account_id}:role/fleet-builder", RoleSessionName="fleet-builder"
+    )["Credentials"]
+    return boto3.Session(
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+        region_name=STACK_REGION,
+    )
+
+
+# ---------------------------------------------------------------- the deployed engine, run under the recorder
+
+
+class DeployedEngine:
+    """The stack's functions as Lambda runs them (each with its rendered environment and a context of its own
+    timeout), invoked by the state machine's definition; every call is attributed to the function making it."""
+
+    def __init__(self, stack: RenderedStack, recorder: CallRecorder, outcome: Run):
+        self.stack, self.recorder, self.outcome = stack, recorder, outcome
+        self.handlers = {f: load_handler(folder, f"eic_guard_{folder}_app_iam") for f, folder in HANDLERS.items()}
+        self.by_arn = {stack.physical(f, "Arn"): f for f in HANDLERS}
+
+    def call(self, function_id: str, event_: dict) -> dict:
+        properties = self.stack.resources[function_id]["Properties"]
+        context = FakeLambdaContext(
+            function_name=self.stack.physical(function_id),
+            invoked_function_arn=self.stack.physical(function_id, "Arn"),
+            aws_request_id=str(uuid.uuid4()),
+            memory_limit_in_mb=properties["MemorySize"],
+            remaining_ms=properties["Timeout"] * 1000,
+        )
+        with pytest.MonkeyPatch.context() as env:
+            for name in [n for n in os.environ if n.startswith("EIC_GUARD_")]:
+                env.delenv(name)
+            for name, value in self.stack.environment(function_id).items():
+                env.setenv(name, value)
+            with self.recording(function_id):
+                try:
+                    return self.handlers[function_id](event_, context)
+                except Exception as exc:
+                    self.outcome.handler_errors.append(f"{function_id}: {type(exc).__name__}: {exc}")
+                    raise
+
+    @contextmanager
+    def recording(self, function_id: str) -> Iterator[None]:
+        self.recorder.function_id, self.recorder.recording = function_id, True
+        try:
+            yield
+        finally:
+            self.recorder.recording = False
+
+    def invoke(self, function_arn: str, payload: dict) -> dict:
+        """Step Functions' lambda:invoke: the state machine's role invokes the function."""
+        self.state_machine_request("lambda", "InvokeFunction", function_arn)
+        return self.call(self.by_arn[function_arn], payload)
+
+    def state_machine_request(self, service: str, operation: str, resource: str) -> None:
+        """A request Step Functions makes with the state machine's role (not a boto3 call of ours)."""
+        call = RecordedCall(service, operation, STACK_REGION, {}, account_id=OWN_ACCOUNT, function_id=STATE_MACHINE_ID)
+        call.requests.append(Request(call.action, resource, {"aws:RequestedRegion": STACK_REGION}))
+        self.recorder.calls.append(call)
+
+    def start(self, job: str) -> dict:
+        """The execution input: the nightly schedule's, or what the refresh function started the state machine with."""
+        if job == "scan":
+            return json.loads(self.stack.resources[f"{STATE_MACHINE_ID}Nightly"]["Properties"]["Target"]["Input"])
+        state_machine = self.stack.physical(STATE_MACHINE_ID)
+        created = boto3.client("stepfunctions", STACK_REGION).create_state_machine(
+            name=self.stack.physical(STATE_MACHINE_ID, "Name"),
+            definition=json.dumps(load_definition(self.stack)),
+            roleArn=self.stack.physical(f"{STATE_MACHINE_ID}Role", "Arn"),
+        )
+        assert created["stateMachineArn"] == state_machine
+        self.call("RefreshFunction", event("sns-ip-space-changed-current.json"))
+        [started] = [c for c in self.recorder.calls if c.action == "states:StartExecution" and c.function_id]
+        assert started.params["stateMachineArn"] == state_machine
+        return json.loads(started.params["input"])
+
+    def run(self, job: str) -> dict:
+        execution_input = self.start(job)
+        s3 = _AsStateMachine(boto3.client("s3", STACK_REGION), self)
+        execution = Execution(load_definition(self.stack), self.invoke, s3, events=self.outcome.events)
+        try:
+            return execution.run(execution_input)
+        finally:
+            for _ in [e for e in execution.events if e[0] == "child"]:  # each map item is a child execution
+                self.state_machine_request("states", "StartExecution", self.stack.physical(STATE_MACHINE_ID))
+
+
+class _AsStateMachine:
+    """The S3 client of the Distributed Maps' ItemReader and ResultWriter: calls recorded as the state machine's."""
+
+    def __init__(self, s3, engine: DeployedEngine):
+        self.s3, self.engine = s3, engine
+
+    def get_object(self, **kwargs):
+        with self.engine.recording(STATE_MACHINE_ID):
+            return self.s3.get_object(**kwargs)
+
+    def put_object(self, **kwargs):
+        with self.engine.recording(STATE_MACHINE_ID):
+            return self.s3.put_object(**kwargs)
+
+
+def stored_reports(bucket: str) -> list[dict]:
+    s3 = boto3.client("s3", STACK_REGION)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="reports/").get("Contents", ())]
+    return [json.loads(s3.get_object(Bucket=bucket, Key=k)["Body"].read()) for k in keys if k.endswith(".json")]
 
 
 @pytest.fixture(scope="module")
@@ -210,40 +429,31 @@ def recorder() -> Iterator[CallRecorder]:
 
 
 def run(parameter_set: ParameterSet, recorder: CallRecorder) -> Run:
-    """The parameter set's handler on moto with the rendered environment, every call recorded."""
+    """The parameter set's fan-out on moto with the rendered stack, every call recorded."""
     stack = render(parameter_set.params, STACK_REGION)
-    environment = stack.environment(parameter_set.function_id)
-    outcome = Run(parameter_set, stack, [], statements=stack.role_statements(parameter_set.role_id))
+    outcome = Run(parameter_set, stack, [])
     recorder.calls = outcome.calls
-    with pytest.MonkeyPatch.context() as env, mock_aws():
-        for name, value in environment.items():
-            env.setenv(name, value)
+    environment = stack.environment("AggregateFunction")
+    with mock_aws():
         stack_resources(environment)
-        regions = environment["EIC_GUARD_REGIONS"].split(",")
-        for region in regions:
-            if parameter_set.function_id == "ScanFunction":
-                build_scan_fleet(region, environment["EIC_GUARD_INGRESS_SOURCE"] == "prefix-list")
-            else:
-                build_refresh_fleet(region)
+        if parameter_set.params["StalePrefixGraceHours"] == "0":
+            previous_state(environment)
+        outcome.members = member_accounts(parameter_set)
+        for account in (OWN_ACCOUNT, *outcome.members):
+            session = session_in(account)
+            for region in environment["EIC_GUARD_REGIONS"].split(","):
+                if parameter_set.job == "scan":
+                    build_scan_fleet(session, region, environment["EIC_GUARD_INGRESS_SOURCE"] == "prefix-list")
+                else:
+                    build_refresh_fleet(session, region)
         with responses.RequestsMock(assert_all_requests_are_fired=False) as http:
             http.add(responses.GET, IP_RANGES_URL, body=SNAPSHOT.read_bytes(), content_type="application/json")
-            outcome.result, outcome.error = _invoke(parameter_set, recorder)
+            try:
+                outcome.result = DeployedEngine(stack, recorder, outcome).run(parameter_set.job)
+            except Exception as exc:  # noqa: BLE001 - reported by the tests, with the calls made until then
+                outcome.error = f"{type(exc).__name__}: {exc}"
+        outcome.reports = stored_reports(environment["EIC_GUARD_REPORTS_BUCKET"])
     return outcome
-
-
-def _invoke(parameter_set: ParameterSet, recorder: CallRecorder) -> tuple[dict | None, str | None]:
-    if parameter_set.function_id == "ScanFunction":
-        handler, evt, context = load_handler("scan"), event("scheduled-nightly.json"), FakeLambdaContext()
-    else:
-        handler, evt = load_handler("refresh"), event("sns-ip-space-changed-current.json")
-        context = FakeLambdaContext(function_name="eic-guard-refresh", invoked_function_arn=REFRESH_ARN)
-    recorder.recording = True
-    try:
-        return handler(evt, context), None
-    except Exception as exc:  # noqa: BLE001 - reported by the tests, with the calls made until then
-        return None, f"{type(exc).__name__}: {exc}"
-    finally:
-        recorder.recording = False
 
 
 class Runs:
@@ -278,19 +488,43 @@ def runs(recorder) -> Runs:
 # ---------------------------------------------------------------- the checks
 
 
-@pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
 @pytest.mark.parametrize("parameter_set", PARAMETER_SETS, ids=lambda s: s.id)
-def test_every_call_the_handler_makes_is_allowed_by_the_rendered_role(runs, parameter_set):
-    # Given the handler run on moto with the parameter set's rendered environment and a drifted fleet
+def test_every_call_of_the_fan_out_is_allowed_by_the_role_that_makes_it(runs, parameter_set):
+    # Given the fan-out run on moto with the parameter set's rendered stack and drifted fleets
     outcome = runs[parameter_set.id]
 
-    # When every recorded call's authorizations are evaluated against the role SAM renders for that set
+    # When every recorded call's authorizations are evaluated against the role that made it (the function's, the
+    # member role in a member account, the state machine's)
     denied = outcome.denied()
 
-    # Then the handler finished, made calls, and IAM would allow every one of them (no Deny hit)
+    # Then the execution finished without a handler failing, made calls, and IAM would allow every one of them
     assert outcome.error is None, outcome.error
+    assert outcome.handler_errors == []
     assert outcome.calls, "the recorder saw no call"
     assert denied == []
+
+
+@pytest.mark.parametrize("parameter_set", PARAMETER_SETS, ids=lambda s: s.id)
+def test_every_target_ran_and_the_report_names_every_account(runs, parameter_set):
+    # Given a run and the accounts and regions it covers
+    outcome = runs[parameter_set.id]
+    regions = outcome.stack.environment("PlanFunction")["EIC_GUARD_REGIONS"].split(",")
+    expected = {(a, r) for a in (OWN_ACCOUNT, *outcome.members) for r in regions}
+
+    # When the workers' inputs are collected
+    worked = {
+        (e[3]["target"]["account_id"], e[3]["target"]["region"], e[3]["phase"])
+        for e in outcome.events
+        if e[0] == "child"
+    }
+
+    # Then every (account, region) had its apply phase, and the stored report of a scan lists every target as ok
+    assert {(a, r) for a, r, phase in worked if phase == "apply"} == expected
+    if parameter_set.job == "scan":
+        report = outcome.report
+        assert {(t["account_id"], t["region"]): t["status"] for t in report["targets"]} == dict.fromkeys(expected, "ok")
+        assert sorted(report["accounts"]) == sorted({a for a, _ in expected})
+        assert {i["account_id"] for i in report["instances"]} == {a for a, _ in expected}
 
 
 def test_the_runs_make_every_kind_of_write_so_the_check_is_not_vacuous(runs):
@@ -300,30 +534,103 @@ def test_the_runs_make_every_kind_of_write_so_the_check_is_not_vacuous(runs):
     # When the distinct (service, operation) pairs are collected
     pairs = {(c.service, c.operation) for c in calls}
 
-    # Then every remediation write, the state, report and alert writes and the re-read before the attach are there
+    # Then every remediation write, the state, report, alert and run-object calls, entering the member accounts,
+    # listing the organization, and starting the state machine (and what the state machine does) are there
     assert sorted(EXPECTED_PAIRS - pairs) == []
     print(f"\n{len(pairs)} distinct (service, operation) pairs checked: {sorted(pairs)}")
 
 
-def test_report_mode_makes_no_ec2_write_at_all(runs):
-    # Given the report-mode scan run (every remediation switch on, a managed group missing its current rules)
-    outcome = runs["report"]
-
-    # When its EC2 calls are split into reads and writes
-    writes = [c.action for c in outcome.calls if c.service == "ec2" and not c.operation.startswith(("Describe", "Get"))]
-
-    # Then it made none although there was drift to fix, and the role grants none either
-    assert writes == []
-    assert outcome.result["summary"]["noncompliant"] == outcome.result["summary"]["instances"] > 0
-    assert [a for s in outcome.statements if s["Effect"] == "Allow" for a in _actions(s) if _is_ec2_write(a)] == []
-
-
-@pytest.mark.parametrize("set_id", ["remediate-elastic-ip", "refresh"])
-def test_every_deny_of_the_role_was_evaluated_against_real_calls_and_never_fired(runs, set_id):
-    # Given a run and the Deny statements of its role (the guardrails and the region limit)
+@pytest.mark.parametrize("set_id", ["report", "accounts-report"])
+def test_report_mode_scan_makes_no_ec2_write_at_all(runs, set_id):
+    # Given a report-mode scan (every remediation switch on, managed groups missing their current rules)
     outcome = runs[set_id]
-    denies = [s for s in outcome.statements if s["Effect"] == "Deny"]
-    requests = [r for c in outcome.calls for r in c.requests]
+
+    # When its EC2 calls, in every account, are split into reads and writes
+    writes = [
+        f"{c.action} in {c.account_id}"
+        for c in outcome.calls
+        if c.service == "ec2" and not c.operation.startswith(("Describe", "Get"))
+    ]
+
+    # Then it made none although there was drift to fix, and its roles allow no write but the managed groups' rules
+    # (the refresh job's)
+    assert writes == []
+    summary = outcome.report["summary"]
+    assert summary["noncompliant"] == summary["instances"] > 0
+    rule_edits = ["ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress"]
+    for statements in [outcome.role_statements("ScanTargetFunction")] + [
+        outcome.member_statements(m) for m in outcome.members
+    ]:
+        assert sorted({a for s in statements if s["Effect"] == "Allow" for a in _actions(s) if _is_ec2_write(a)}) == (
+            rule_edits
+        )
+
+
+@pytest.mark.parametrize("set_id", MEMBER_SETS)
+def test_member_accounts_are_entered_only_by_the_worker_through_the_member_role(runs, set_id):
+    # Given a run covering member accounts
+    outcome = runs[set_id]
+    role_name = outcome.stack.params["MemberRoleName"]
+    worker_role = outcome.stack.physical("ScanTargetFunctionRole", "Arn")
+
+    # When the calls made in member accounts and the AssumeRole calls are picked out
+    in_members = [c for c in outcome.calls if c.account_id != OWN_ACCOUNT]
+    entered = {c.params["RoleArn"] for c in outcome.calls if c.action == "sts:AssumeRole"}
+
+    # Then every member account got EC2 calls, all made by the worker with the member role's credentials, each entered
+    # once per run through role/<MemberRoleName>, which the member template lets exactly the worker role assume
+    assert outcome.members
+    assert {c.account_id for c in in_members if c.service == "ec2"} == set(outcome.members)
+    assert {c.function_id for c in in_members} == {"ScanTargetFunction"}
+    assert {c.service for c in in_members} == {"ec2"}
+    assert entered == {f"arn:aws:iam::{m}:role/{role_name}" for m in outcome.members}
+    assert [c.function_id for c in outcome.calls if c.action == "sts:AssumeRole"] == ["ScanTargetFunction"] * len(
+        [c for c in outcome.calls if c.action == "sts:AssumeRole"]
+    )
+    member = render_member(member_params(outcome.stack), outcome.members[0])
+    [trust] = member.resources["MemberRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"AWS": [worker_role]}
+    assert member.resources["MemberRole"]["Properties"]["RoleName"] == role_name
+
+
+def test_the_refresh_job_updates_every_members_managed_groups_in_report_mode(runs):
+    # Given the refresh job across an organization, in report mode
+    outcome = runs["refresh-organization"]
+
+    # When the managed-group rule additions are grouped by account
+    added = {c.account_id for c in outcome.calls if c.action == "ec2:AuthorizeSecurityGroupIngress"}
+
+    # Then every account's groups got the new prefixes (the member role allows exactly that in report mode)
+    assert added == {OWN_ACCOUNT, *outcome.members}
+
+
+@pytest.mark.parametrize("set_id", ["refresh", "refresh-organization"])
+def test_the_refresh_function_only_verifies_advances_and_starts_this_state_machine(runs, set_id):
+    # Given a refresh run
+    outcome = runs[set_id]
+
+    # When the refresh function's own calls are listed
+    calls = [c for c in outcome.calls if c.function_id == "RefreshFunction"]
+    started = [c for c in calls if c.action == "states:StartExecution"]
+
+    # Then it made no EC2 call, and started this stack's state machine once, with the refresh job
+    assert [c.action for c in calls if c.service == "ec2"] == []
+    assert [(c.params["stateMachineArn"], json.loads(c.params["input"])) for c in started] == [
+        (outcome.stack.physical(STATE_MACHINE_ID), {"job": "refresh"})
+    ]
+
+
+@pytest.mark.parametrize(("set_id", "account"), [("remediate-elastic-ip", "own"), ("organization", "member")])
+def test_every_deny_of_the_role_was_evaluated_against_real_calls_and_never_fired(runs, set_id, account):
+    # Given a run and the Deny statements of the worker's role in its own account, or of a member role
+    outcome = runs[set_id]
+    own = account == "own"
+    where = OWN_ACCOUNT if own else outcome.members[0]
+    statements = outcome.role_statements("ScanTargetFunction") if own else outcome.member_statements(where)
+    denies = [s for s in statements if s["Effect"] == "Deny"]
+    requests = [
+        r for c in outcome.calls if c.account_id == where and c.function_id == "ScanTargetFunction" for r in c.requests
+    ]
 
     # When each Deny is matched against the recorded requests on its action and resource alone
     exercised = {
@@ -334,7 +641,7 @@ def test_every_deny_of_the_role_was_evaluated_against_real_calls_and_never_fired
     # Then each one applied to some real call, and its condition kept it from firing on every one of them
     assert denies
     assert [sid for sid, hits in exercised.items() if not hits] == []
-    assert [r for hits in exercised.values() for r in hits if not evaluate(outcome.statements, r).allowed] == []
+    assert [r for hits in exercised.values() for r in hits if not evaluate(statements, r).allowed] == []
 
 
 def _without_condition(statement: dict) -> dict:
@@ -353,14 +660,14 @@ def test_imds_changes_keep_http_tokens_and_enable_the_endpoint(runs):
     assert all(s == {"HttpEndpoint": "enabled", "HttpTokens": "required"} for s in sent), sent
 
 
-def test_the_scan_reads_and_writes_its_state_in_the_stack_region(runs):
+def test_state_and_run_objects_stay_in_the_stack_region(runs):
     # Given the run whose Regions do not start with the stack's region
     outcome = runs["regions-elsewhere-first"]
 
-    # When its DynamoDB calls are listed
-    regions = {c.region for c in outcome.calls if c.service == "dynamodb"}
+    # When its DynamoDB and S3 calls are listed
+    regions = {c.region for c in outcome.calls if c.service in ("dynamodb", "s3")}
 
-    # Then they all went to the stack's region, where the table is, and the scan covered both regions
+    # Then they all went to the stack's region, where the table and bucket are, and the scan covered both regions
     assert regions == {STACK_REGION}
     assert {c.region for c in outcome.calls if c.service == "ec2"} == {"eu-west-1", STACK_REGION}
 
@@ -368,8 +675,8 @@ def test_the_scan_reads_and_writes_its_state_in_the_stack_region(runs):
 # ---------------------------------------------------------------- the evaluator refuses what the role does not allow
 
 
-def _recorded(runs, set_id: str, action: str) -> Request:
-    return next(r for c in runs[set_id].calls for r in c.requests if r.action == action)
+def _recorded(runs, set_id: str, action: str, account: str = OWN_ACCOUNT) -> Request:
+    return next(r for c in runs[set_id].calls if c.account_id == account for r in c.requests if r.action == action)
 
 
 def _actions(statement: dict) -> list[str]:
@@ -380,22 +687,46 @@ def _is_ec2_write(action: str) -> bool:
     return action.startswith("ec2:") and not action.startswith(("ec2:Describe", "ec2:Get"))
 
 
-def test_a_remediation_write_is_denied_to_the_report_mode_role(runs):
-    # Given a metadata change a remediating scan made
-    request = _recorded(runs, "remediate", "ec2:ModifyInstanceMetadataOptions")
+def test_a_remediation_write_is_denied_to_the_report_mode_roles(runs):
+    # Given a metadata change a remediating scan made in a member account
+    member = runs["organization"].members[0]
+    request = _recorded(runs, "organization", "ec2:ModifyInstanceMetadataOptions", member)
 
-    # When it is evaluated against the report-mode role and the remediating role
-    report_role = runs["report"].statements
-    remediate_role = runs["remediate"].statements
+    # When it is evaluated against the report-mode member role and the remediating one
+    report_role = runs["accounts-report"].member_statements(member)
+    remediate_role = runs["organization"].member_statements(member)
 
     # Then only the remediating role allows it
     assert evaluate(report_role, request).reason == "implicitly denied"
     assert evaluate(remediate_role, request).allowed
 
 
+def test_the_worker_may_not_enter_another_role_nor_touch_another_bucket(runs):
+    # Given the worker's AssumeRole and a result write it made
+    outcome = runs["organization"]
+    statements = outcome.role_statements("ScanTargetFunction")
+    assume = _recorded(runs, "organization", "sts:AssumeRole")
+    result = next(
+        r
+        for c in outcome.calls
+        if c.function_id == "ScanTargetFunction"
+        for r in c.requests
+        if r.action == "s3:PutObject"
+    )
+
+    # When the same requests name another role or a key outside runs/ (the reports are Aggregate's)
+    other_role = Request(assume.action, assume.resource.rsplit("/", 1)[0] + "/OrganizationAccountAccessRole")
+    report = Request(result.action, result.resource.split("/runs/")[0] + "/reports/x.json", result.context)
+
+    # Then the originals are allowed and those are not
+    assert evaluate(statements, assume).allowed and evaluate(statements, result).allowed
+    assert not evaluate(statements, other_role).allowed
+    assert not evaluate(statements, report).allowed
+
+
 def test_the_evaluator_applies_resource_tags_request_tags_and_region_denies(runs):
     # Given requests the remediating scan made, each changed in one way its role must refuse
-    statements = runs["remediate-elastic-ip"].statements
+    statements = runs["remediate-elastic-ip"].role_statements("ScanTargetFunction")
     imds = _recorded(runs, "remediate-elastic-ip", "ec2:ModifyInstanceMetadataOptions")
     authorize = next(
         r
@@ -435,3 +766,19 @@ def test_the_evaluator_applies_resource_tags_request_tags_and_region_denies(runs
     # Then each is refused: no opt-in tag, no ManagedBy tag, a tag key beyond the status keys, another region
     assert [d.allowed for d in decisions] == [False, False, False, False]
     assert decisions[3].reason.startswith("explicitly denied by")
+
+
+@pytest.mark.parametrize("set_id", ["remediate", "organization", "refresh", "refresh-organization"])
+def test_an_expired_prefix_is_revoked_only_after_every_account_got_its_additions(runs, set_id):
+    # Given a run whose state expires a prefix (grace 0 h), over one account or a whole organization
+    outcome = runs[set_id]
+
+    # When its rule changes are listed in the order they were made
+    changes = [(c.operation, c.account_id) for c in outcome.calls if c.operation.endswith("SecurityGroupIngress")]
+    revokes = [i for i, (operation, _) in enumerate(changes) if operation == "RevokeSecurityGroupIngress"]
+    adds = [i for i, (operation, _) in enumerate(changes) if operation == "AuthorizeSecurityGroupIngress"]
+
+    # Then the revoke phase ran (its own map), in every account, and after the last addition anywhere
+    assert ("enter", "RevokeTargets") in outcome.events
+    assert {changes[i][1] for i in revokes} == {OWN_ACCOUNT, *outcome.members}
+    assert adds and revokes and max(adds) < min(revokes)

@@ -1,5 +1,6 @@
 """template.yaml: the alarms and the dashboard read exactly the metrics eic-guard emits (namespace EicGuard,
-dimension service=eic-guard), and notify the alerts topic."""
+dimension service=eic-guard; the per-account counts add AccountId), the functions' and the state machine's own
+metrics, and notify the alerts topic."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ import re
 
 import pytest
 from eic_guard.checks import CHECK_IDS
-from eic_guard.observability import NAMESPACE, SERVICE, SUMMARY_METRICS
+from eic_guard.observability import NAMESPACE, SERVICE, SUMMARY_METRICS, record_targets
 
 from tests.conftest import SCAN_SUMMARY_METRICS
+from tests.lambda_runtime import emf_blobs
 from tests.template.cfn import parameter_values, physical, resolve, resource_exists, resources
 
 SCAN_METRICS = (*SCAN_SUMMARY_METRICS, "CheckFailures")
 REFRESH_METRICS = ("RefreshApplied", "PrefixesAdded", "PrefixesRemoved", "RefreshAlerts", "RefreshRejected")
+TARGET_METRICS = ("TargetInstancesNoncompliant", "TargetErrors")  # per account: dimension AccountId
+FUNCTIONS = ("PlanFunction", "ScanTargetFunction", "AggregateFunction", "RefreshFunction")
 BRIEFED_CHECK_IDS = {"public-ipv4", "eic-ssh-ingress", "al2023-ami", "imds-enabled", "internet-route", "network-acl"}
 SERVICE_DIMENSION = [{"Name": "service", "Value": "eic-guard"}]
 ALARM_LIMIT_SECONDS = 7 * 24 * 3600  # Period x EvaluationPeriods, for periods of one hour or more
@@ -51,14 +55,20 @@ def test_errors_alarm_fires_on_any_reported_error_or_failed_invocation():
     returned = [m for m in errors["Metrics"] if m.get("ReturnData", True)]
     stats = {q: m["MetricStat"]["Metric"] for q, m in queries.items() if "MetricStat" in m}
 
-    # Then it sums the engine's Errors metric and both functions' Lambda Errors and fires above zero
+    # Then it sums the engine's Errors metric, every function's Lambda Errors and the state machine's failed and
+    # timed-out executions, and fires above zero
     assert len(returned) == 1 and "Expression" in returned[0]
     assert set(stats) <= set(re.findall(r"[a-z][A-Za-z0-9_]*", returned[0]["Expression"]))
+    state_machine = json.dumps([{"Name": "StateMachineArn", "Value": physical("EicGuardStateMachine")}])
     assert sorted((m["Namespace"], m["MetricName"], json.dumps(m["Dimensions"])) for m in stats.values()) == sorted(
         [
             ("EicGuard", "Errors", json.dumps(SERVICE_DIMENSION)),
-            ("AWS/Lambda", "Errors", json.dumps([{"Name": "FunctionName", "Value": physical("ScanFunction")}])),
-            ("AWS/Lambda", "Errors", json.dumps([{"Name": "FunctionName", "Value": physical("RefreshFunction")}])),
+            *(
+                ("AWS/Lambda", "Errors", json.dumps([{"Name": "FunctionName", "Value": physical(f)}]))
+                for f in FUNCTIONS
+            ),
+            ("AWS/States", "ExecutionsFailed", state_machine),
+            ("AWS/States", "ExecutionsTimedOut", state_machine),
         ]
     )
     assert all(queries[q]["MetricStat"]["Stat"] == "Sum" for q in stats)
@@ -170,8 +180,9 @@ def test_dashboard_shows_every_metric_eic_guard_emits_with_the_service_dimension
     # When the EicGuard ones are collected by name
     names = {name for namespace, name, _ in metrics if namespace == NAMESPACE}
 
-    # Then every scan and refresh metric is there (the engine's summary counters too), each with service=eic-guard
-    assert set(SCAN_METRICS + REFRESH_METRICS) <= names
+    # Then every scan, refresh and per-target metric is there (the engine's summary counters too), each with
+    # service=eic-guard
+    assert set(SCAN_METRICS + REFRESH_METRICS + TARGET_METRICS) <= names
     assert set(SUMMARY_METRICS.values()) <= names
     for namespace, name, dimensions in metrics:
         if namespace == NAMESPACE:
@@ -192,18 +203,74 @@ def test_dashboard_shows_failures_for_every_check_and_rejections_by_reason():
     assert rejected and all(set(d) == {"service", "Reason"} for d in rejected)
 
 
-def test_dashboard_shows_lambda_errors_of_both_functions_and_the_dead_letter_queue():
+def test_dashboard_shows_per_account_counts_with_a_search_over_account_ids():
+    # Given every metric line of the dashboard
+    metrics = dashboard_metrics()
+
+    # When the per-target metrics are read
+    per_account = {name: d for ns, name, d in metrics if ns == NAMESPACE and name in TARGET_METRICS}
+
+    # Then each is a SEARCH over the AccountId dimension (an account added later shows up without a template change)
+    assert per_account == {name: {"AccountId": "*", "service": "*"} for name in TARGET_METRICS}
+
+
+def test_dashboard_shows_lambda_errors_of_every_function_the_fan_out_and_the_dead_letter_queue():
     # Given every metric line of the dashboard
     metrics = dashboard_metrics()
 
     # When the AWS namespaces are picked out
     aws = [(ns, name, d) for ns, name, d in metrics if ns.startswith("AWS/")]
 
-    # Then both functions' Lambda errors and the dead-letter queue depth are shown
-    assert ("AWS/Lambda", "Errors", {"FunctionName": physical("ScanFunction")}) in aws
-    assert ("AWS/Lambda", "Errors", {"FunctionName": physical("RefreshFunction")}) in aws
+    # Then every function's Lambda errors, the state machine's executions, the worker's concurrency and throttles,
+    # and the dead-letter queue depth are shown
+    for function_id in FUNCTIONS:
+        assert ("AWS/Lambda", "Errors", {"FunctionName": physical(function_id)}) in aws
+    state_machine = {"StateMachineArn": physical("EicGuardStateMachine")}
+    for name in ("ExecutionsStarted", "ExecutionsSucceeded", "ExecutionsFailed", "ExecutionsTimedOut"):
+        assert ("AWS/States", name, state_machine) in aws
+    for name in ("ConcurrentExecutions", "Throttles"):
+        assert ("AWS/Lambda", name, {"FunctionName": physical("ScanTargetFunction")}) in aws
     assert (
         "AWS/SQS",
         "ApproximateNumberOfMessagesVisible",
         {"QueueName": physical("RefreshDeadLetterQueue", "QueueName")},
     ) in aws
+
+
+def test_dashboard_widgets_do_not_overlap():
+    # Given the widgets' positions on the 24-column grid
+    cells = [
+        (x, y)
+        for w in dashboard_widgets()
+        for x in range(w["x"], w["x"] + w["width"])
+        for y in range(w["y"], w["y"] + w["height"])
+    ]
+
+    # Then no cell is covered twice
+    assert len(cells) == len(set(cells))
+
+
+def test_the_per_account_metrics_the_dashboard_searches_are_the_ones_aggregate_emits(capsys):
+    # Given a run document with two accounts, one with a non-compliant instance and a target error
+    document = {
+        "targets": [
+            {"account_id": "111111111111", "region": "us-east-1", "status": "error"},
+            {"account_id": "222222222222", "region": "us-east-1", "status": "ok"},
+        ],
+        "instances": [{"account_id": "222222222222", "verdict": "noncompliant"}],
+    }
+
+    # When the engine records the per-target metrics (what AggregateFunction emits)
+    record_targets(document)
+    blobs = emf_blobs(capsys.readouterr().out)
+
+    # Then every metric is one of the dashboard's per-account SEARCH metrics, in EicGuard, with exactly the
+    # dimensions the SEARCH names
+    emitted = {
+        (directive["Namespace"], metric["Name"], tuple(sorted(dimensions)))
+        for blob in blobs
+        for directive in blob["_aws"]["CloudWatchMetrics"]
+        for metric in directive["Metrics"]
+        for dimensions in directive["Dimensions"]
+    }
+    assert emitted == {(NAMESPACE, name, ("AccountId", "service")) for name in TARGET_METRICS}

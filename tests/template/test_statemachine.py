@@ -1,0 +1,547 @@
+"""The fan-out state machine: statemachine/eic_guard.asl.json as template.yaml deploys it, its role and schedule.
+
+cfn-lint's Step Functions rule (E3601) validates a definition written inline in a template, not one read from
+DefinitionUri: the definition is checked here by substituting it the way CloudFormation does and linting it inline,
+then against the States Language's structural rules (tests/template/asl.py), its shape (Plan → Distributed Map →
+optional revoke Map → Aggregate), and by running it with fake steps in a small interpreter of the language.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from cfnlint import api as cfnlint_api
+
+from tests.template.asl import (
+    ASL_PATH,
+    LAMBDA_INVOKE,
+    STATE_MACHINE_ID,
+    Execution,
+    StateFailed,
+    load_definition,
+    placeholders,
+    scope_problems,
+    structural_problems,
+    substitutions,
+)
+from tests.template.cfn import (
+    allowed_actions,
+    as_list,
+    parameter_values,
+    physical,
+    render,
+    resources,
+    template,
+)
+
+LAMBDA_ERRORS = {
+    "Lambda.TooManyRequestsException",
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+}
+WORKER_INPUT_KEYS = {"run_id", "bucket", "manifest_key", "target", "phase", "round"}
+BUCKET = "eic-guard-reportsbucket-1a2b3c4d"
+
+
+def definition(**overrides: str) -> dict:
+    return load_definition(render(parameter_values(**overrides)))
+
+
+def function_arn(function_id: str) -> str:
+    return physical(function_id, "Arn")
+
+
+# ---------------------------------------------------------------- the file and its substitutions
+
+
+def test_every_placeholder_is_a_substitution_and_every_substitution_is_used():
+    # Given the placeholders of the definition file and the substitutions template.yaml passes
+    used = placeholders()
+    passed = set(resources()[STATE_MACHINE_ID]["Properties"]["DefinitionSubstitutions"])
+
+    # Then they are the same names, and the rendered definition is JSON with no placeholder left
+    assert (
+        used
+        == passed
+        == {
+            "PlanFunctionArn",
+            "ScanTargetFunctionArn",
+            "AggregateFunctionArn",
+            "ReportsBucket",
+            "MaxConcurrency",
+            "MaxRounds",
+        }
+    )
+    assert "${" not in json.dumps(definition())
+
+
+def test_the_state_machine_is_standard_and_reads_the_definition_file():
+    # Given the state machine resource
+    properties = resources()[STATE_MACHINE_ID]["Properties"]
+
+    # Then it is a Standard state machine (runs may take hours; every step is in its history) defined by the file
+    assert resources()[STATE_MACHINE_ID]["Type"] == "AWS::Serverless::StateMachine"
+    assert properties["Type"] == "STANDARD"
+    assert properties["DefinitionUri"] == str(ASL_PATH.relative_to(ASL_PATH.parents[1]))
+    assert "Definition" not in properties
+
+
+@pytest.mark.parametrize("overrides", [{}, {"MaxConcurrency": "1000", "MaxRounds": "1"}], ids=["defaults", "other"])
+def test_cfn_lint_step_functions_checks_pass_on_the_substituted_definition(overrides):
+    # Given the definition as deployed, inlined in a minimal template (cfn-lint checks only inline definitions)
+    document = {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Resources": {
+            "StateMachine": {
+                "Type": "AWS::StepFunctions::StateMachine",
+                "Properties": {
+                    "RoleArn": "arn:aws:iam::123456789012:role/eic-guard-EicGuardStateMachineRole-1A2B3C4D",
+                    "StateMachineType": "STANDARD",
+                    "Definition": definition(**overrides),
+                },
+            }
+        },
+    }
+
+    # When cfn-lint checks it with every rule
+    matches = cfnlint_api.lint_all(json.dumps(document))
+
+    # Then nothing is an error or a warning
+    assert [str(m) for m in matches if m.rule.id[0] in "EW"] == []
+
+
+def test_the_definition_follows_the_states_language_structure_rules():
+    # Given the deployed definition
+    document = definition()
+
+    # When the structural rules are checked for the top level and every map's item processor
+    problems = structural_problems(document)
+
+    # Then none is broken
+    assert problems == []
+
+
+@pytest.mark.parametrize(
+    ("scope", "expected"),
+    [
+        ({"StartAt": "A", "States": {"B": {"Type": "Succeed"}}}, "StartAt 'A' is not a state"),
+        ({"StartAt": "A", "States": {"A": {"Type": "Pass", "Next": "Z"}}}, "goes to 'Z'"),
+        ({"StartAt": "A", "States": {"A": {"Type": "Pass"}}}, "exactly one of Next and End"),
+        (
+            {"StartAt": "A", "States": {"A": {"Type": "Succeed"}, "B": {"Type": "Succeed"}}},
+            "B: unreachable from StartAt",
+        ),
+        ({"StartAt": "A", "States": {"A": {"Type": "Pass", "Next": "A"}}}, "a loop without a Choice"),
+    ],
+    ids=["start", "next", "next-or-end", "unreachable", "endless-loop"],
+)
+def test_the_structure_check_reports_each_kind_of_mistake(scope, expected):
+    # Given a scope with one mistake
+
+    # When its structure is checked
+    problems = scope_problems("test/", scope)
+
+    # Then that mistake is reported
+    assert any(expected in p for p in problems), problems
+
+
+# ---------------------------------------------------------------- shape
+
+
+def _retry_covers_lambda_errors(state: dict, backoff: bool) -> None:
+    (retrier,) = state["Retry"]
+    assert set(retrier["ErrorEquals"]) == LAMBDA_ERRORS
+    assert retrier["MaxAttempts"] >= 3
+    if backoff:
+        assert retrier["BackoffRate"] > 1 and retrier["JitterStrategy"] == "FULL" and retrier["MaxDelaySeconds"] > 0
+
+
+def test_plan_then_apply_map_then_revoke_choice_then_aggregate():
+    # Given the deployed definition
+    states = definition()["States"]
+
+    # When the top-level states are followed from StartAt
+    plan, apply, choice, revoke, aggregate = (
+        states["Plan"],
+        states["ApplyTargets"],
+        states["AnythingToRevoke"],
+        states["RevokeTargets"],
+        states["Aggregate"],
+    )
+
+    # Then Plan (its Payload is the output) goes to the apply map, then a choice on $.revoke goes to the revoke map or
+    # straight to Aggregate, the revoke map to Aggregate, and Aggregate (given the Plan output) ends the execution
+    assert definition()["StartAt"] == "Plan"
+    assert set(states) == {"Plan", "ApplyTargets", "AnythingToRevoke", "RevokeTargets", "Aggregate"}
+    for state, function_id in ((plan, "PlanFunction"), (aggregate, "AggregateFunction")):
+        assert (state["Type"], state["Resource"]) == ("Task", LAMBDA_INVOKE)
+        assert state["Parameters"] == {"FunctionName": function_arn(function_id), "Payload.$": "$"}
+        assert state["OutputPath"] == "$.Payload"
+        _retry_covers_lambda_errors(state, backoff=True)
+    assert plan["Next"] == "ApplyTargets" and apply["Next"] == "AnythingToRevoke"
+    assert choice["Choices"] == [{"Variable": "$.revoke", "BooleanEquals": True, "Next": "RevokeTargets"}]
+    assert choice["Default"] == "Aggregate" and revoke["Next"] == "Aggregate"
+    assert aggregate["End"] is True
+    # a map that fails as a whole skips the revoke phase (no revoke without every addition) but not the report
+    for state in (apply, revoke):
+        assert state["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": None, "Next": "Aggregate"}]
+
+
+@pytest.mark.parametrize(("map_name", "phase"), [("ApplyTargets", "apply"), ("RevokeTargets", "revoke")])
+@pytest.mark.parametrize("max_concurrency", ["40", "7"])
+def test_each_map_is_distributed_over_the_s3_target_list(map_name, phase, max_concurrency):
+    # Given a map of the definition deployed with a MaxConcurrency
+    state = definition(MaxConcurrency=max_concurrency)["States"][map_name]
+
+    # Then it is a Distributed Map of Standard child executions reading Plan's target list from S3, at most
+    # MaxConcurrency at once, tolerating every failure (each target records its own), writing its results under
+    # runs/<run id>/ of the reports bucket, and keeping the Plan output as the state's output
+    assert state["Type"] == "Map"
+    assert state["ItemProcessor"]["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
+    assert state["ItemReader"] == {
+        "Resource": "arn:aws:states:::s3:getObject",
+        "ReaderConfig": {"InputType": "JSON"},
+        "Parameters": {"Bucket.$": "$.bucket", "Key.$": "$.targets_key"},
+    }
+    assert state["ItemSelector"] == {
+        "run_id.$": "$.run_id",
+        "bucket.$": "$.bucket",
+        "manifest_key.$": "$.manifest_key",
+        "target.$": "$$.Map.Item.Value",
+        "phase": phase,
+        "round": 1,
+    }
+    assert state["MaxConcurrency"] == int(max_concurrency)
+    assert state["ToleratedFailurePercentage"] == 100
+    assert state["ResultWriter"] == {
+        "Resource": "arn:aws:states:::s3:putObject",
+        "Parameters": {
+            "Bucket": physical("ReportsBucket"),
+            "Prefix.$": f"States.Format('runs/{{}}/map/{phase}', $.run_id)",
+        },
+    }
+    assert state["ResultPath"] is None
+
+
+@pytest.mark.parametrize("map_name", ["ApplyTargets", "RevokeTargets"])
+@pytest.mark.parametrize("max_rounds", ["1", "3", "10"])
+def test_the_worker_loops_while_incomplete_at_most_max_rounds_and_a_failure_ends_only_its_item(map_name, max_rounds):
+    # Given the item processor of a map, deployed with a MaxRounds
+    processor = definition(MaxRounds=max_rounds)["States"][map_name]["ItemProcessor"]
+    states = processor["States"]
+    worker = states[processor["StartAt"]]
+    (choice_name,) = [n for n, s in states.items() if s["Type"] == "Choice"]
+    choice = states[choice_name]
+
+    # Then the worker is the target worker function, retried on Lambda's errors with backoff and jitter, its failure
+    # caught into a terminal Fail state of the item; it goes to a choice that loops back through a Pass adding 1 to
+    # round only while status is incomplete and round < MaxRounds, and otherwise succeeds
+    assert worker["Resource"] == LAMBDA_INVOKE
+    assert worker["Parameters"] == {"FunctionName": function_arn("ScanTargetFunction"), "Payload.$": "$"}
+    assert worker["OutputPath"] == "$.Payload" and worker["Next"] == choice_name
+    _retry_covers_lambda_errors(worker, backoff=True)
+    (catcher,) = worker["Catch"]
+    assert catcher["ErrorEquals"] == ["States.ALL"] and states[catcher["Next"]]["Type"] == "Fail"
+    (rule,) = choice["Choices"]
+    assert rule["And"] == [
+        {"Variable": "$.status", "StringEquals": "incomplete"},
+        {"Variable": "$.round", "NumericLessThan": int(max_rounds)},
+    ]
+    again = states[rule["Next"]]
+    assert again["Type"] == "Pass" and again["Next"] == processor["StartAt"]
+    assert again["Parameters"]["round.$"] == "States.MathAdd($.round, 1)"
+    assert {k.removesuffix(".$") for k in again["Parameters"]} == WORKER_INPUT_KEYS
+    assert states[choice["Default"]]["Type"] == "Succeed"
+
+
+# ---------------------------------------------------------------- behaviour (the definition run with fake steps)
+
+
+class FakeSteps:
+    """The three functions as fakes following the contract of functions/plan, scan_target and aggregate."""
+
+    def __init__(self, targets: list[dict], revoke: bool = False, worker=None):
+        self.targets, self.revoke = targets, revoke
+        self.worker = worker or (lambda payload: "ok")
+        self.calls: list[tuple[str, dict]] = []
+
+    def plan_output(self) -> dict:
+        return {
+            "run_id": "run-1",
+            "job": "scan",
+            "bucket": BUCKET,
+            "manifest_key": "runs/run-1/manifest.json",
+            "targets_key": "runs/run-1/targets.json",
+            "targets": len(self.targets),
+            "revoke": self.revoke,
+        }
+
+    def invoke(self, function: str, payload: dict) -> dict:
+        self.calls.append((function, payload))
+        if function == function_arn("PlanFunction"):
+            return self.plan_output()
+        if function == function_arn("AggregateFunction"):
+            return {"run_id": payload["run_id"], "summary": {}}
+        assert function == function_arn("ScanTargetFunction"), function
+        assert set(payload) == WORKER_INPUT_KEYS, payload
+        status = self.worker(payload)
+        key = f"runs/run-1/results/{payload['target']['account_id']}/{payload['target']['region']}/x.json"
+        return {**payload, "status": status, "result_key": key, "instances": 1}
+
+    def worker_calls(self) -> list[dict]:
+        return [p for f, p in self.calls if f == function_arn("ScanTargetFunction")]
+
+
+class FakeS3:
+    """The ItemReader's and ResultWriter's S3 (the targets object Plan wrote)."""
+
+    def __init__(self, targets: list[dict] | None):
+        self.objects = {} if targets is None else {"runs/run-1/targets.json": json.dumps(targets).encode()}
+
+    def get_object(self, Bucket: str, Key: str) -> dict:  # boto3's parameter names
+        assert Bucket == BUCKET
+        return {"Body": _Body(self.objects[Key])}
+
+    def put_object(self, Bucket: str, Key: str, Body: bytes) -> dict:
+        self.objects[Key] = Body
+        return {}
+
+
+class _Body:
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def read(self) -> bytes:
+        return self.data
+
+
+TARGETS = [
+    {"account_id": "111111111111", "region": "us-east-1"},
+    {"account_id": "111111111111", "region": "eu-west-1"},
+    {"account_id": "222222222222", "region": "us-east-1"},
+]
+
+
+def execute(steps: FakeSteps, targets: list[dict] | None = TARGETS, **overrides: str) -> tuple[Execution, dict]:
+    execution = Execution(definition(**overrides), steps.invoke, FakeS3(targets))
+    return execution, execution.run({"job": "scan"})
+
+
+def test_each_target_gets_one_worker_with_the_contract_input_and_aggregate_gets_the_plan_output():
+    # Given three targets, all finishing in one round, nothing to revoke
+    steps = FakeSteps(TARGETS)
+
+    # When the definition runs
+    _, output = execute(steps)
+
+    # Then Plan got the execution input, each target one apply worker with the contract's input, Aggregate the Plan
+    # output (the maps' results do not replace it), and the execution's output is Aggregate's
+    functions = [f for f, _ in steps.calls]
+    assert steps.calls[0] == (function_arn("PlanFunction"), {"job": "scan"})
+    assert steps.worker_calls() == [
+        {
+            "run_id": "run-1",
+            "bucket": BUCKET,
+            "manifest_key": "runs/run-1/manifest.json",
+            "target": target,
+            "phase": "apply",
+            "round": 1,
+        }
+        for target in TARGETS
+    ]
+    assert functions[-1] == function_arn("AggregateFunction")
+    assert steps.calls[-1][1] == steps.plan_output()
+    assert output == {"run_id": "run-1", "summary": {}}
+
+
+@pytest.mark.parametrize("max_rounds", [1, 3])
+def test_an_incomplete_target_runs_again_with_the_next_round_until_max_rounds(max_rounds):
+    # Given a worker that always runs out of time for the first target, and finishes the others at once
+    steps = FakeSteps(TARGETS, worker=lambda p: "incomplete" if p["target"] == TARGETS[0] else "ok")
+
+    # When the definition runs with MaxRounds
+    execute(steps, MaxRounds=str(max_rounds))
+
+    # Then the first target was run in rounds 1..MaxRounds (then left incomplete, as its result says), the others once
+    rounds = [(tuple(p["target"].values()), p["round"]) for p in steps.worker_calls()]
+    first = tuple(TARGETS[0].values())
+    assert [r for t, r in rounds if t == first] == list(range(1, max_rounds + 1))
+    assert [r for t, r in rounds if t != first] == [1, 1]
+
+
+def test_a_target_finishing_in_round_two_stops_there():
+    # Given a worker that needs two rounds for every target
+    steps = FakeSteps(TARGETS, worker=lambda p: "incomplete" if p["round"] == 1 else "ok")
+
+    # When the definition runs with the default MaxRounds (3)
+    execute(steps)
+
+    # Then every target ran exactly rounds 1 and 2
+    assert sorted(p["round"] for p in steps.worker_calls()) == [1, 1, 1, 2, 2, 2]
+
+
+def test_every_addition_happens_before_any_revoke_and_only_when_plan_says_so():
+    # Given a plan with expired prefixes to revoke
+    steps = FakeSteps(TARGETS, revoke=True)
+
+    # When the definition runs
+    execute(steps)
+
+    # Then every target's apply phase ran before the first revoke phase, each target had one of each, and Aggregate
+    # came last
+    phases = [p["phase"] for p in steps.worker_calls()]
+    assert phases == ["apply"] * 3 + ["revoke"] * 3
+    assert [p["target"] for p in steps.worker_calls() if p["phase"] == "revoke"] == TARGETS
+    assert steps.calls[-1][0] == function_arn("AggregateFunction")
+    # ... and without expired prefixes there is no revoke phase at all
+    quiet = FakeSteps(TARGETS, revoke=False)
+    execute(quiet)
+    assert {p["phase"] for p in quiet.worker_calls()} == {"apply"}
+
+
+class Throttled(Exception):
+    error = "Lambda.TooManyRequestsException"
+
+
+def test_a_throttled_worker_is_retried_and_a_crashed_one_fails_only_its_target():
+    # Given a worker throttled once for the second target and crashing for the third
+    seen: dict[str, int] = {}
+
+    def worker(payload: dict) -> str:
+        key = json.dumps(payload["target"])
+        seen[key] = seen.get(key, 0) + 1
+        if payload["target"] == TARGETS[1] and seen[key] == 1:
+            raise Throttled("Rate exceeded")
+        if payload["target"] == TARGETS[2]:
+            raise RuntimeError("killed")
+        return "ok"
+
+    steps = FakeSteps(TARGETS, revoke=True, worker=worker)
+
+    # When the definition runs
+    execution, output = execute(steps)
+
+    # Then the throttled call was retried, the crash failed its map item only (tolerated), the revoke phase and
+    # Aggregate still ran, and the execution succeeded
+    assert ("retry", "ApplyWorker", "Lambda.TooManyRequestsException") in execution.events
+    assert ("child-failed", "ApplyTargets", 2, "RuntimeError") in execution.events
+    assert ("map-done", "ApplyTargets", 3, 1) in execution.events
+    assert [p["phase"] for p in steps.worker_calls()].count("revoke") == 3
+    assert output == {"run_id": "run-1", "summary": {}}
+
+
+def test_an_unreadable_target_list_skips_the_revoke_but_still_aggregates():
+    # Given a plan asking for a revoke, and a target list the map cannot read
+    steps = FakeSteps(TARGETS, revoke=True)
+
+    # When the definition runs
+    execution, output = execute(steps, targets=None)
+
+    # Then no worker ran, the revoke map was skipped (no revoke without every addition), Aggregate got the Plan output
+    assert steps.worker_calls() == []
+    assert ("caught", "ApplyTargets", "States.ItemReaderFailed") in execution.events
+    assert ("enter", "RevokeTargets") not in execution.events
+    assert steps.calls[-1] == (function_arn("AggregateFunction"), steps.plan_output())
+    assert output["run_id"] == "run-1"
+
+
+def test_a_failed_plan_fails_the_execution():
+    # Given a plan step that fails
+    def invoke(function: str, payload: dict) -> dict:
+        raise RuntimeError("no plan")
+
+    # When the definition runs, Then the execution fails (ExecutionsFailed: ErrorsAlarm)
+    with pytest.raises(StateFailed, match="RuntimeError"):
+        Execution(definition(), invoke, FakeS3(TARGETS)).run({"job": "scan"})
+
+
+# ---------------------------------------------------------------- its role and its schedule
+
+
+def state_machine_statements(**overrides: str) -> list[dict]:
+    return render(parameter_values(**overrides)).role_statements(f"{STATE_MACHINE_ID}Role")
+
+
+def test_the_state_machine_role_invokes_the_three_steps_and_touches_only_the_runs_objects():
+    # Given the role SAM renders for the state machine (its own Policies and the Distributed Map's RolePolicy)
+    statements = state_machine_statements()
+    stack = render(parameter_values())
+    name = stack.physical(STATE_MACHINE_ID, "Name")
+    arn = stack.physical(STATE_MACHINE_ID)
+    runs = f"{physical('ReportsBucket', 'Arn')}/runs/*"
+
+    # When each action is mapped to the resources it is granted on
+    granted: dict[str, set[str]] = {}
+    for statement in statements:
+        assert statement["Effect"] == "Allow" and "Condition" not in statement
+        for action in as_list(statement["Action"]):
+            granted.setdefault(action, set()).update(as_list(statement["Resource"]))
+
+    # Then it may invoke exactly the three functions; read the target list and write the map results (with the
+    # multipart-upload actions AWS documents for ResultWriter) under runs/ only; start child executions of itself
+    # and describe/stop them (AWS's documented Distributed Map policy), and nothing else
+    functions = {function_arn(f) for f in ("PlanFunction", "ScanTargetFunction", "AggregateFunction")}
+    assert granted == {
+        "lambda:InvokeFunction": functions,
+        "s3:GetObject": {runs},
+        "s3:PutObject": {runs},
+        "s3:ListMultipartUploadParts": {runs},
+        "s3:AbortMultipartUpload": {runs},
+        "states:StartExecution": {arn},
+        "states:DescribeExecution": {f"arn:aws:states:eu-west-3:123456789012:execution:{name}/*"},
+        "states:StopExecution": {f"arn:aws:states:eu-west-3:123456789012:execution:{name}/*"},
+    }
+    assert allowed_actions(statements) == set(granted)
+
+
+def test_the_substitutions_name_this_stacks_functions_bucket_and_numbers():
+    # Given the substitutions as rendered for some parameter values
+    values = substitutions(render(parameter_values(MaxConcurrency="250", MaxRounds="5")))
+
+    # Then they name this stack's three functions and reports bucket, and the two numbers
+    assert values == {
+        "PlanFunctionArn": function_arn("PlanFunction"),
+        "ScanTargetFunctionArn": function_arn("ScanTargetFunction"),
+        "AggregateFunctionArn": function_arn("AggregateFunction"),
+        "ReportsBucket": physical("ReportsBucket"),
+        "MaxConcurrency": "250",
+        "MaxRounds": "5",
+    }
+
+
+@pytest.mark.parametrize(
+    ("parameter", "minimum", "maximum", "default"),
+    [("MaxConcurrency", 1, 10000, 40), ("MaxRounds", 1, 10, 3)],
+)
+def test_fan_out_parameters_are_bounded_numbers(parameter, minimum, maximum, default):
+    # Given the parameter
+    spec = template()["Parameters"][parameter]
+
+    # Then it is a number within the Distributed Map's limits (MaxConcurrency) or a small bound (MaxRounds)
+    assert (spec["Type"], spec["MinValue"], spec["MaxValue"], spec["Default"]) == ("Number", minimum, maximum, default)
+
+
+def test_the_nightly_schedule_starts_the_state_machine_with_the_scan_job():
+    # Given the state machine's events, and the schedule and its role as SAM renders them
+    events = resources()[STATE_MACHINE_ID]["Properties"]["Events"]
+    stack = render(parameter_values())
+    schedule = stack.resources[f"{STATE_MACHINE_ID}Nightly"]["Properties"]
+    scheduler_role = stack.role_statements(f"{STATE_MACHINE_ID}NightlyRole")
+
+    # Then one ScheduleV2 event, driven by the schedule parameters (nightly by default), with retries, starts the
+    # state machine with {"job": "scan"}; the scheduler's role may only start this state machine
+    (event,) = events.values()
+    assert event["Type"] == "ScheduleV2"
+    properties = event["Properties"]
+    assert properties["ScheduleExpression"] == {"Ref": "ScheduleExpression"}
+    assert properties["ScheduleExpressionTimezone"] == {"Ref": "ScheduleExpressionTimezone"}
+    assert properties["State"] == {"Ref": "ScheduleState"}
+    assert json.loads(properties["Input"]) == {"job": "scan"}
+    assert properties["RetryPolicy"]["MaximumRetryAttempts"] >= 1
+    assert template()["Parameters"]["ScheduleExpression"]["Default"] == "cron(0 3 * * ? *)"
+    assert schedule["Target"]["Arn"] == stack.physical(STATE_MACHINE_ID)
+    assert json.loads(schedule["Target"]["Input"]) == {"job": "scan"}
+    assert allowed_actions(scheduler_role) == {"states:StartExecution"}
+    assert {r for s in scheduler_role for r in as_list(s["Resource"])} == {stack.physical(STATE_MACHINE_ID)}
