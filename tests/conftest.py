@@ -32,6 +32,13 @@ SCAN_SUMMARY_METRICS = (
 
 
 @pytest.fixture(autouse=True)
+def fresh_lambda_container(monkeypatch):
+    """Each test starts a new Lambda container: the handlers' reused clients (aws.clients.lambda_clients) are built
+    again, inside that test's moto mock and environment."""
+    monkeypatch.setattr("eic_guard.aws.clients._LAMBDA_CLIENTS", None)
+
+
+@pytest.fixture(autouse=True)
 def aws_environment(monkeypatch):
     """Fake credentials and a fixed region; never a real profile or endpoint."""
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):

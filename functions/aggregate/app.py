@@ -2,7 +2,7 @@
 the ip-ranges state's last touches; returns the run's summary."""
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from eic_guard.aws.clients import AwsClients
+from eic_guard.aws.clients import lambda_clients
 from eic_guard.budget import FINISH_RESERVE, Deadline
 from eic_guard.fanout.steps import aggregate_step
 from eic_guard.observability import logger, metrics, tracer
@@ -16,4 +16,4 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
     settings = Settings.from_env()
     logger.append_keys(run_id=event.get("run_id") if isinstance(event, dict) else None)
     deadline = Deadline.from_context(context, reserve=FINISH_RESERVE)
-    return aggregate_step(event, settings, AwsClients(deadline=deadline))
+    return aggregate_step(event, settings, lambda_clients(deadline))

@@ -2,7 +2,7 @@
 job's verified prefixes — and the (account, region) targets; writes the run's manifest and target list to S3."""
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from eic_guard.aws.clients import AwsClients
+from eic_guard.aws.clients import lambda_clients
 from eic_guard.budget import PLAN_RESERVE, Deadline
 from eic_guard.fanout.steps import plan_step
 from eic_guard.observability import logger, metrics, tracer
@@ -16,4 +16,4 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
     settings = Settings.from_env()
     logger.append_keys(run_id=context.aws_request_id)
     deadline = Deadline.from_context(context, reserve=PLAN_RESERVE)
-    return plan_step(event, settings, AwsClients(deadline=deadline), context.aws_request_id, deadline)
+    return plan_step(event, settings, lambda_clients(deadline), context.aws_request_id, deadline)

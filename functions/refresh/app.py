@@ -6,7 +6,7 @@ A rejected notification raises, so the invocation fails, Lambda retries it and t
 from datetime import UTC, datetime
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from eic_guard.aws.clients import AwsClients
+from eic_guard.aws.clients import lambda_clients
 from eic_guard.budget import FINISH_RESERVE, REFRESH_RESERVE, Deadline
 from eic_guard.events import parse_ip_space_notification
 from eic_guard.observability import logger, metrics, record_refresh, record_rejection, tracer
@@ -22,7 +22,7 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
     started = datetime.now(UTC)
     settings = Settings.from_env().require("state_table")
     deadline = Deadline.from_context(context, reserve=REFRESH_RESERVE)
-    clients = AwsClients(deadline=deadline)
+    clients = lambda_clients(deadline)
     try:
         change = parse_ip_space_notification(event, settings.ip_ranges_topic_arns)
         summary = process_notification(change, clients, settings, context, deadline)

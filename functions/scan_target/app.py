@@ -2,7 +2,7 @@
 through its member role, apply the run's prefixes, scan and fix within the time budget — result to S3 at once."""
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from eic_guard.aws.clients import AwsClients
+from eic_guard.aws.clients import lambda_clients
 from eic_guard.budget import WORKER_RESERVE, Deadline
 from eic_guard.fanout.steps import worker_step
 from eic_guard.observability import logger, metrics, tracer
@@ -16,4 +16,4 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
     settings = Settings.from_env()
     logger.append_keys(run_id=event.get("run_id") if isinstance(event, dict) else None)
     deadline = Deadline.from_context(context, reserve=WORKER_RESERVE)
-    return worker_step(event, settings, AwsClients(deadline=deadline), deadline)
+    return worker_step(event, settings, lambda_clients(deadline), deadline)

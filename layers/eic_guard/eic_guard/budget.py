@@ -57,15 +57,6 @@ class Deadline:
         if remaining - self.reserve <= 0:
             raise DeadlineExceeded(operation=operation, remaining=max(remaining, 0.0), reserve=self.reserve)
 
-    def guard(self, client: Any) -> Any:
-        """Make every attempt of every call of `client` (retries included) check the deadline first."""
-
-        def before_send(request: Any = None, event_name: str = "", **_: Any) -> None:
-            self.check(event_name.rsplit(".", 1)[-1] or "AWS call")
-
-        client.meta.events.register("before-send", before_send)
-        return client
-
 
 # Seconds each function keeps in reserve (template.yaml Timeout: ScanTargetFunction 900 s, PlanFunction,
 # AggregateFunction and RefreshFunction 300 s). Work stops sending AWS calls at *_RESERVE; what must still happen

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from .aws.gateway import QUOTA_CODES, VANISHED_CODES, Ec2Gateway, error_code
 from .aws.inventory import gather
-from .budget import Deadline
+from .budget import Deadline, DeadlineExceeded
 from .checks import ALL_CHECKS, CheckContext, eic_ssh_ingress
 from .models import ActionRecord, CheckResult, Instance, InstanceOutcome
 from .observability import logger
@@ -106,13 +106,19 @@ def hold_blocked_fixes(outcome: InstanceOutcome) -> None:
             outcome.checks[check_id] = CheckResult("fail", f"{result.reason}; {note}")
 
 
-def remediate_instance(instance: Instance, outcome: InstanceOutcome, remediator: Remediator) -> None:
-    """Act: run the fixes of the failing checks in check order; a failure is recorded, never raised."""
+def remediate_instance(instance: Instance, outcome: InstanceOutcome, remediator: Remediator) -> bool:
+    """Act: run the fixes of the failing checks in check order; a failure is recorded, never raised.
+
+    Returns False when the invocation's time ran out on the way: the fixes not made are held for the next round.
+    """
     for check_id, result in list(outcome.checks.items()):
         if result.status != "fail" or result.fix is None:
             continue
         try:
             CHECKS_BY_ID[check_id].remediate(result.fix, instance, remediator, outcome.actions)
+        except DeadlineExceeded:
+            hold_for_next_round(outcome)
+            return False
         except Exception as exc:  # noqa: BLE001 - one instance's failure never aborts the run
             code = error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__
             detail = f"{code}: {exc}" if isinstance(exc, ClientError) else str(exc)
@@ -123,9 +129,10 @@ def remediate_instance(instance: Instance, outcome: InstanceOutcome, remediator:
             )
             if code in VANISHED_CODES:
                 outcome.error = outcome.checks[check_id].reason
-                return  # nothing else can be done to an instance that is gone
+                return True  # nothing else can be done to an instance that is gone
             continue
         outcome.checks[check_id] = CheckResult("would-fix" if remediator.dry_run else "fixed", result.reason)
+    return True
 
 
 def _after_failed_fix(result: CheckResult, exc: Exception, code: str) -> CheckResult:
@@ -187,8 +194,9 @@ def scan_target(
             result.incomplete = True
             hold_for_next_round(outcome)
             continue
-        remediate_instance(instance, outcome, remediator)
-    if settings.remediate_public_ip:
+        if not remediate_instance(instance, outcome, remediator):
+            result.incomplete = True
+    if settings.remediate_public_ip and not result.incomplete:  # out of time: the next round releases them
         result.actions.extend(_release_orphan_addresses(snapshot, remediator))
     return result
 
@@ -202,6 +210,7 @@ def _release_orphan_addresses(snapshot, remediator: Remediator) -> list[ActionRe
             continue
         try:
             records.append(remediator.gateway.release_address(address))
-        except ClientError as exc:
-            records.append(ActionRecord("release-elastic-ip", address.allocation_id, "failed", error_code(exc)))
+        except (ClientError, BotoCoreError) as exc:
+            code = error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__
+            records.append(ActionRecord("release-elastic-ip", address.allocation_id, "failed", code))
     return records

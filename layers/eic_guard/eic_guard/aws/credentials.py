@@ -46,7 +46,8 @@ class AccountClients:
         self.run_id = run_id
         self.role_name = role_name
         self._accounts: dict[str, AwsClients | AccountUnreachable] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the two dicts; each account has its own lock for entering it
+        self._entering: dict[str, threading.Lock] = {}
 
     def for_account(self, account_id: str) -> AwsClients:
         """Clients acting in `account_id`; raises AccountUnreachable (cached: one AssumeRole try per run)."""
@@ -54,8 +55,15 @@ class AccountClients:
             return self.own
         with self._lock:
             known = self._accounts.get(account_id)
-            if known is None:
-                known = self._accounts[account_id] = self._enter(account_id)
+            entering = self._entering.setdefault(account_id, threading.Lock())
+        if known is None:
+            with entering:  # threads entering other accounts go on meanwhile
+                with self._lock:
+                    known = self._accounts.get(account_id)
+                if known is None:
+                    known = self._enter(account_id)
+                    with self._lock:
+                        self._accounts[account_id] = known
         if isinstance(known, AccountUnreachable):
             raise known
         return known

@@ -128,7 +128,7 @@ def refresh_summary(plan: RunPlan, targets: list[dict]) -> dict[str, Any] | None
         "prefixes_revoked": sum(len(p["revoked"]) for p in revoked),
         "prefixes_in_grace": sum(len(p) for p in plan.in_grace.values()),
         "groups": sum(p["groups"] for p in applied),
-        "accounts": len({t["account_id"] for t in targets}),
+        "accounts": sorted({t["account_id"] for t in targets}),
         "errors": errors,
         "alerts": plan.alerts + alerts + errors,
     }

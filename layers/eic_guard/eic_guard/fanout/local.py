@@ -57,7 +57,7 @@ def run_job(
     with _collector_skips_kept_objects() as keep:
         documents = _phase(plan, "apply", accounts, settings, max_workers, on_target, keep)
         if plan.revoke:
-            documents += _phase(plan, "revoke", accounts, settings, max_workers, None, keep)
+            documents += _phase(plan, "revoke", accounts, settings, max_workers, on_target, keep)
         report, refresh, targets = aggregate_run(plan, documents, settings, now())
         keep()
     finish_state(store, plan, targets, now())

@@ -101,7 +101,9 @@ def plan_run(
     """Decide one run. `ranges` given (the CLI's --ip-ranges) means: scan with them, no state, no refresh."""
     started = now or datetime.now(UTC)
     own = clients.account_id()
-    organizations = clients.client("organizations", "us-east-1") if settings.accounts == ORGANIZATION else None
+    # any region of the caller's partition: botocore resolves Organizations' one endpoint of that partition
+    region = settings.regions[0]
+    organizations = clients.client("organizations", region) if settings.accounts == ORGANIZATION else None
     accounts = plan_accounts(settings.accounts, own, organizations)
     if ranges is not None:
         decision = RangesDecision(ranges, apply=False)

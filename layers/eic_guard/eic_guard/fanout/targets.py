@@ -73,7 +73,10 @@ def plan_accounts(setting: str, own_account: str, organizations: Any = None) -> 
     if parsed == ORGANIZATION:
         if organizations is None:
             raise ConfigurationError("EIC_GUARD_ACCOUNTS=organization needs an Organizations client")
-        return organization_accounts(organizations)
+        plan = organization_accounts(organizations)
+        if not plan.accounts:  # never a green run that scanned nothing
+            raise ConfigurationError("EIC_GUARD_ACCOUNTS=organization: the organization lists no ACTIVE account")
+        return plan
     return AccountsPlan(tuple(parsed))
 
 
