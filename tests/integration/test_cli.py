@@ -6,17 +6,20 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import boto3
 import eic_guard
 import pytest
 from eic_guard.checks import CHECK_IDS
 from eic_guard.cli import main
-from eic_guard.simulated import ssh_from
+from eic_guard.simulated import SimulatedAccount, create_organization, member_session, ssh_from
 
-from tests.aws_views import metadata_endpoint
-from tests.conftest import EIC_US_EAST_1, IP_RANGES, REGION
+from tests.aws_views import eni_groups, ingress_rules, metadata_endpoint
+from tests.conftest import EIC_US_EAST_1, EIC_US_EAST_1_V6, IP_RANGES, REGION
+from tests.faults.injector import FaultInjector
 
 SNAPSHOT = str(IP_RANGES / "ip-ranges-2026-08-22.json")
 
@@ -366,3 +369,272 @@ def test_installed_console_script_runs(tmp_path):
     assert result.returncode == 0, result.stderr
     for option in ("--region", "--remediate", "--ip-ranges", "--format", "--output"):
         assert option in result.stdout
+
+
+# ---- accounts: the organization fan-out (DESIGN §9) -------------------------------------------------------------
+MANAGEMENT = "123456789012"  # moto's default account: the caller's credentials act there
+MEMBERS = ("payments", "analytics")
+ROLE = "eic-guard-member"
+
+
+@dataclass
+class Organization:
+    """An organization run from the caller's account; a fixable instance in each member, a compliant one here."""
+
+    members: dict[str, str]  # name -> account id
+    accounts: dict[str, SimulatedAccount]  # member account id -> builder acting with that account's credentials
+    instances: dict[str, str]  # account id -> its instance
+    role_arns: dict[str, str]  # member account id -> the member role eic-guard assumes there
+
+    def ec2(self, account_id: str):
+        return self.accounts[account_id].ec2
+
+    def member(self, name: str) -> str:
+        return self.members[name]
+
+
+@pytest.fixture
+def organization(account, api_calls) -> Organization:
+    simulated = create_organization(boto3.client("organizations", REGION), MEMBERS)
+    assert simulated.management_id == MANAGEMENT
+    _, own_instance = compliant_instance(account)
+    accounts, instances = {}, {MANAGEMENT: own_instance}
+    for name, account_id in simulated.members.items():
+        session = member_session(account_id, region=REGION)
+        # the assumed role's credentials act in the member account, not the caller's
+        assert session.client("sts").get_caller_identity()["Account"] == account_id
+        accounts[account_id] = member = SimulatedAccount.of(session, REGION)
+        instances[account_id] = fixable_instance(member, member.network("10.9.0.0/16", name=name))
+    api_calls.clear()
+    role_arns = {a: f"arn:aws:iam::{a}:role/{ROLE}" for a in accounts}
+    return Organization(simulated.members, accounts, instances, role_arns)
+
+
+def writes_but_entering(api_calls) -> list[str]:
+    """The write calls, but AssumeRole (entering a member account is not a change to it)."""
+    return [name for name in api_calls.writes() if name != "AssumeRole"]
+
+
+def assumed_roles(api_calls) -> list[tuple[str, str]]:
+    return [(p["RoleArn"], p["RoleSessionName"]) for name, p in api_calls.calls if name == "AssumeRole"]
+
+
+def test_organization_scan_and_remediate_cover_the_management_and_every_member(organization, ec2, api_calls, capsys):
+    # Given the management account (the caller's, one compliant instance) and two members, each with a fixable one
+    everyone = sorted([MANAGEMENT, *organization.accounts])
+
+    # When scanning the organization in report mode
+    code, report = run_json(capsys, "--organization")
+
+    # Then every account's target was scanned, each instance under its own account, and nothing was written
+    assert code == 1
+    assert writes_but_entering(api_calls) == []
+    assert report["accounts"] == everyone
+    assert [(t["account_id"], t["status"], t["instances"]) for t in report["targets"]] == [
+        (a, "ok", 1) for a in everyone
+    ]
+    verdicts = {(i["account_id"], i["instance_id"]): i["verdict"] for i in report["instances"]}
+    assert verdicts == {
+        (a, i): "compliant" if a == MANAGEMENT else "noncompliant" for a, i in organization.instances.items()
+    }
+    # ... each member entered once through its member role, with a session name that shows the run
+    roles = assumed_roles(api_calls)
+    assert sorted(arn for arn, _ in roles) == sorted(organization.role_arns.values())
+    assert {session for _, session in roles} == {f"eic-guard-{report['run_id']}"[:64]}
+
+    # When remediating the organization
+    api_calls.clear()
+    code, report = run_json(capsys, "--organization", "--remediate")
+
+    # Then both members' instances were fixed in their own accounts, read back with their own credentials
+    assert code == 0
+    assert report["summary"] == {**report["summary"], "fixed": 2, "compliant": 1, "noncompliant": 0, "errors": 0}
+    for account_id, member in organization.accounts.items():
+        instance = organization.instances[account_id]
+        assert metadata_endpoint(member.ec2, instance) == "enabled"
+        [managed] = member.ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": ["eic-guard-ssh"]}])[
+            "SecurityGroups"
+        ]
+        assert managed["GroupId"] in eni_groups(member.ec2, instance)
+        assert ("tcp", 22, 22, EIC_US_EAST_1) in {rule[:4] for rule in ingress_rules(managed)}
+    # ... and nothing was created in the caller's account, whose instance was compliant already
+    assert (
+        ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": ["eic-guard-ssh"]}])["SecurityGroups"]
+        == []
+    )
+
+    # And a second remediation writes nothing and exits 0
+    api_calls.clear()
+    code, report = run_json(capsys, "--organization", "--remediate")
+    assert code == 0
+    assert api_calls.writes() == [
+        "AssumeRole",
+        "AssumeRole",
+    ]  # entering the members is the only call that is not a read
+    assert {i["verdict"] for i in report["instances"]} == {"compliant"}
+
+
+def test_account_flags_pick_the_accounts_and_the_environment_gives_the_defaults(organization, monkeypatch, capsys):
+    # Given EIC_GUARD_ACCOUNTS=organization and a member role name from the environment
+    payments, analytics = organization.member("payments"), organization.member("analytics")
+    monkeypatch.setenv("EIC_GUARD_ACCOUNTS", "organization")
+    monkeypatch.setenv("EIC_GUARD_MEMBER_ROLE_NAME", "from-env")
+    recorded = []
+    monkeypatch.setattr(
+        "botocore.credentials.AssumeRoleCredentialFetcher.__init__",
+        _recording_fetcher(recorded),
+    )
+
+    # When scanning without account flags, Then the environment's organization and role are used
+    _, report = run_json(capsys)
+    assert report["accounts"] == sorted([MANAGEMENT, payments, analytics])
+    assert sorted(recorded) == sorted(f"arn:aws:iam::{a}:role/from-env" for a in (payments, analytics))
+
+    # When --account (repeated, comma lists, a duplicate) and --role-name are given, Then they win
+    recorded.clear()
+    _, report = run_json(capsys, "--account", f"{analytics},{payments}", "--account", analytics, "--role-name", "ops")
+    assert report["accounts"] == sorted([payments, analytics])
+    assert [t["account_id"] for t in report["targets"]] == [analytics, payments]  # in the order given
+    assert {i["instance_id"] for i in report["instances"]} == {
+        organization.instances[payments],
+        organization.instances[analytics],
+    }
+    assert sorted(recorded) == sorted(f"arn:aws:iam::{a}:role/ops" for a in (payments, analytics))
+
+
+def _recording_fetcher(recorded: list[str]):
+    from botocore.credentials import AssumeRoleCredentialFetcher
+
+    original = AssumeRoleCredentialFetcher.__init__
+
+    def init(self, client_creator, source_credentials, role_arn, *args, **kwargs):
+        recorded.append(role_arn)
+        original(self, client_creator, source_credentials, role_arn, *args, **kwargs)
+
+    return init
+
+
+def test_an_unreachable_member_is_a_target_error_and_the_others_are_fixed(organization, monkeypatch, capsys):
+    # Given the analytics member's role cannot be assumed (AccessDenied from STS)
+    analytics, payments = organization.member("analytics"), organization.member("payments")
+    faults = FaultInjector().install(monkeypatch)
+    refused = faults.error(
+        "AssumeRole", "AccessDenied", service="sts", when=lambda p: p["RoleArn"] == organization.role_arns[analytics]
+    )
+
+    # When remediating the organization
+    code, report = run_json(capsys, "--organization", "--remediate")
+
+    # Then it exits 1: the unreachable account is a target error naming the account and STS's refusal
+    assert code == 1
+    assert len(refused.hits) == 1
+    targets = {t["account_id"]: t for t in report["targets"]}
+    assert targets[analytics]["status"] == "error"
+    assert f"cannot enter account {analytics}" in targets[analytics]["error"]
+    assert "AccessDenied" in targets[analytics]["error"]
+    assert report["summary"]["errors"] == 1
+    # ... and the others went on: the payments instance fixed, the management one compliant
+    assert (targets[payments]["status"], targets[MANAGEMENT]["status"]) == ("ok", "ok")
+    assert metadata_endpoint(organization.ec2(payments), organization.instances[payments]) == "enabled"
+    with faults.paused():
+        assert metadata_endpoint(organization.ec2(analytics), organization.instances[analytics]) == "disabled"
+
+    # And the table names every account with its counts, and the target that could not be entered
+    code = main(scan_args("--organization"))
+    out = capsys.readouterr().out
+    assert code == 1
+    assert f"account {MANAGEMENT} (this account): instances 1: 1 compliant," in out
+    assert f"account {payments}: instances 1: 1 compliant, 0 fixed, 0 noncompliant" in out
+    assert f"account {analytics}: instances 0: 0 compliant, 0 fixed, 0 noncompliant, 0 excluded, 1 errors" in out
+    assert f"cannot enter account {analytics}" in out
+
+
+def test_max_workers_1_and_4_give_the_same_report(organization, monkeypatch, capsys):
+    # Given three accounts x two regions = six targets, and the engine's thread pool observed
+    from eic_guard.fanout import local
+
+    pools = []
+    real_run_job = local.run_job
+
+    def run_job(*args, **kwargs):
+        pools.append(kwargs["max_workers"])
+        return real_run_job(*args, **kwargs)
+
+    monkeypatch.setattr(local, "run_job", run_job)
+
+    def comparable(report: dict) -> dict:
+        return {k: v for k, v in report.items() if k not in ("run_id", "started_at", "finished_at")}
+
+    # When scanning the organization one target at a time, then four at a time, then with the default
+    one = run_json(capsys, "--organization", "--region", "eu-west-1", "--max-workers", "1")
+    four = run_json(capsys, "--organization", "--region", "eu-west-1", "--max-workers", "4")
+    run_json(capsys, "--organization")
+
+    # Then the reports are the same, and the pool had the size asked for (8 by default)
+    assert pools == [1, 4, 8]
+    assert one[0] == four[0] == 1
+    assert len(one[1]["targets"]) == 6
+    assert comparable(one[1]) == comparable(four[1])
+
+
+def test_organization_refresh_brings_every_members_managed_groups_to_the_file(
+    organization, api_calls, tmp_path, capsys
+):
+    # Given a managed group (eic-guard-ssh, ManagedBy=eic-guard, no rule yet) in each member account
+    tags = [{"ResourceType": "security-group", "Tags": [{"Key": "ManagedBy", "Value": "eic-guard"}]}]
+    groups = {}
+    for account_id, member in organization.accounts.items():
+        vpc_id = member.ec2.create_vpc(CidrBlock="10.77.0.0/16")["Vpc"]["VpcId"]
+        groups[account_id] = member.ec2.create_security_group(
+            GroupName="eic-guard-ssh", Description="ssh", VpcId=vpc_id, TagSpecifications=tags
+        )["GroupId"]
+    state_file = tmp_path / "state.json"
+    argv = ["refresh", "--region", REGION, "--ip-ranges", SNAPSHOT, "--state-file", str(state_file), "--organization"]
+    api_calls.clear()
+
+    # When refreshing the organization
+    code = main(argv)
+
+    # Then the state file advanced once and every member's group allows the EIC prefixes
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    summary = json.loads(out.out)
+    assert summary["status"] == "applied" and summary["sync_token"] == "1787411825"
+    assert summary["prefixes_added"] == 4 and summary["alerts"] == []  # IPv4 and IPv6 in each member
+    assert [(t["account_id"], t["status"]) for t in summary["targets"]] == [
+        (a, "ok") for a in sorted([MANAGEMENT, *organization.accounts])
+    ]
+    assert json.loads(state_file.read_text())["sync_token"] == "1787411825"
+    for account_id, member in organization.accounts.items():
+        group = member.ec2.describe_security_groups(GroupIds=[groups[account_id]])["SecurityGroups"][0]
+        assert {rule[3] for rule in ingress_rules(group)} == {EIC_US_EAST_1, EIC_US_EAST_1_V6}
+
+    # And a second refresh of the same file writes nothing
+    api_calls.clear()
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["prefixes_added"] == 0
+    assert writes_but_entering(api_calls) == []
+
+
+def test_organization_refresh_with_an_unreachable_member_alerts_and_exits_1(
+    organization, monkeypatch, tmp_path, capsys
+):
+    # Given the payments member's role cannot be assumed
+    payments = organization.member("payments")
+    faults = FaultInjector().install(monkeypatch)
+    faults.error(
+        "AssumeRole", "AccessDenied", service="sts", when=lambda p: p["RoleArn"].endswith(f"{payments}:role/{ROLE}")
+    )
+
+    # When refreshing the organization
+    code = main(
+        ["refresh", "--region", REGION, "--ip-ranges", SNAPSHOT, "--state-file", str(tmp_path / "s"), "--organization"]
+    )
+
+    # Then it exits 1 with the target's error as an alert, naming the account
+    out = capsys.readouterr()
+    assert code == 1
+    summary = json.loads(out.out)
+    assert summary["status"] == "incomplete"
+    assert any(payments in alert and "AccessDenied" in alert for alert in summary["alerts"])
+    assert f"eic-guard: alert: {payments}/{REGION}: cannot enter account {payments}" in out.err

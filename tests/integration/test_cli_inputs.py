@@ -4,6 +4,7 @@ in AWS; concurrent refreshes take turns instead of failing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -24,6 +25,7 @@ from eic_guard.simulated import ssh_from
 
 from tests.aws_views import ingress_of, metadata_endpoint
 from tests.conftest import EIC_US_EAST_1, IP_RANGES, REGION, ROOT
+from tests.faults.injector import FaultInjector
 
 SNAPSHOT = str(IP_RANGES / "ip-ranges-2026-08-22.json")
 SNAPSHOT_TOKEN = "1787411825"
@@ -289,6 +291,106 @@ def test_version_prints_the_installed_version(capsys):
     # Then it prints the distribution's version and exits 0
     assert exited.value.code == 0
     assert capsys.readouterr().out == f"eic-guard {version('eic-guard')}\n"
+
+
+# ---- accounts (DESIGN §9) ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("command", ["scan", "refresh"])
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        (["--organization", "--account", "111111111111"], "--organization and --account exclude each other"),
+        (["--account", "111111111111,12345"], "--account: not a 12-digit account id: 12345"),
+        (["--account", "1111111111111"], "not a 12-digit account id: 1111111111111"),
+        (["--account", " , "], "--account needs a 12-digit account id"),
+        (["--role-name", "ops/eic-guard"], "--role-name: not an IAM role name"),
+        (["--role-name", "r" * 65], "--role-name"),
+        (["--max-workers", "0"], "--max-workers: expected a whole number from 1 to 64, got '0'"),
+        (["--max-workers", "65"], "got '65'"),
+        (["--max-workers", "eight"], "got 'eight'"),
+    ],
+)
+def test_bad_account_flags_are_one_line_before_any_call(aws, api_calls, tmp_path, capsys, command, flags, fragment):
+    # Given account flags that cannot be used
+    argv = ["scan", "--region", REGION, "--ip-ranges", SNAPSHOT] if command == "scan" else refresh_args(tmp_path / "s")
+    api_calls.clear()
+
+    # When a command runs with them
+    code = main([*argv, *flags])
+
+    # Then it is one line naming the flag, and no call was made, no state written
+    assert_one_error_line(code, capsys, fragment)
+    assert api_calls.calls == []
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"), [("EIC_GUARD_ACCOUNTS", "everyone"), ("EIC_GUARD_MEMBER_ROLE_NAME", "a/b")]
+)
+def test_a_bad_account_setting_is_refused_before_any_call(aws, api_calls, monkeypatch, capsys, variable, value):
+    # Given an account setting that cannot be used
+    monkeypatch.setenv(variable, value)
+    api_calls.clear()
+
+    # When scanning without account flags
+    code = main(["scan", "--region", REGION, "--ip-ranges", SNAPSHOT])
+
+    # Then it is one line naming the variable, and no call was made
+    assert_one_error_line(code, capsys, variable)
+    assert api_calls.calls == []
+
+
+@pytest.mark.parametrize(
+    ("refusal", "fragments"),
+    [
+        (
+            "AWSOrganizationsNotInUseException",  # what AWS answers outside an organization
+            ("--organization: cannot list the organization's accounts", "management account", "NotInUse"),
+        ),
+        ("AccessDeniedException", ("cannot list the organization's accounts", "delegated administrator")),
+        (None, ("the organization lists no ACTIVE account",)),  # moto answers outside an organization: no account
+    ],
+)
+def test_organization_that_cannot_be_listed_is_one_line_and_changes_nothing(
+    account, ec2, api_calls, monkeypatch, capsys, refusal, fragments
+):
+    # Given a fixable instance in an account whose organization cannot be listed (or lists nothing)
+    instance = fixable_instance(account)
+    if refusal:
+        FaultInjector().install(monkeypatch).error("ListAccounts", refusal, service="organizations")
+    api_calls.clear()
+
+    # When remediating --organization
+    code = main(["scan", "--region", REGION, "--ip-ranges", SNAPSHOT, "--organization", "--remediate"])
+
+    # Then it is one line saying why and where to run it from, and nothing was written
+    assert_one_error_line(code, capsys, *fragments)
+    assert api_calls.writes() == []
+    assert metadata_endpoint(ec2, instance) == "disabled"
+
+
+def test_the_progress_bar_counts_targets_on_a_terminal(aws, monkeypatch, capsys):
+    # Given a person watching a terminal, and two regions of the caller's account
+    from eic_guard import cli
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    seen = []
+
+    @contextlib.contextmanager
+    def progress(targets, verb="scanned"):
+        with real_progress(targets, verb) as advance:
+            seen.append(targets)
+            yield lambda target: (seen.append(target.key), advance(target))
+
+    real_progress = cli._progress
+    monkeypatch.setattr(cli, "_progress", progress)
+
+    # When scanning
+    code = main(["scan", "--region", f"{REGION},{EU}", "--ip-ranges", SNAPSHOT, "--format", "json"])
+
+    # Then the bar was told of two targets and advanced once per (account, region)
+    assert code == 0, capsys.readouterr().err
+    assert seen[0] == 2
+    assert sorted(seen[1:]) == [f"123456789012/{EU}", f"123456789012/{REGION}"]
 
 
 # ---- settings ------------------------------------------------------------------------------------------------------

@@ -355,7 +355,7 @@ def _progress(targets: int | None, verb: str = "scanned") -> Iterator[Callable[[
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("targets"))
     with Progress(*columns, TimeElapsedColumn(), transient=True, console=Console(stderr=True)) as progress:
-        task = progress.add_task(f"{verb} targets", total=targets)
+        task = progress.add_task("scanning targets" if verb == "scanned" else "refreshing targets", total=targets)
         yield lambda target: progress.update(task, advance=1, description=f"{verb} {target.key}")
 
 
@@ -366,7 +366,7 @@ def _require_writable(path: str | None) -> None:
 
 
 @contextmanager
-def _organization_problems(settings: Settings) -> Iterator[None]:
+def _organization_problems(settings: Settings, source: str) -> Iterator[None]:
     """A refused Organizations ListAccounts (not the management account, no organization) is the run's one-line
     configuration error, raised while planning, before any target is touched."""
     from botocore.exceptions import ClientError
@@ -377,7 +377,7 @@ def _organization_problems(settings: Settings) -> Iterator[None]:
         if settings.accounts != ORGANIZATION or exc.operation_name != "ListAccounts":
             raise
         raise ConfigurationError(
-            f"--organization: cannot list the organization's accounts (run it from the management account or a "
+            f"{source}: cannot list the organization's accounts (run it from the management account or a "
             f"delegated administrator): {exc}"
         ) from None
 
@@ -395,10 +395,12 @@ def _run(
     from .fanout.local import run_job
 
     verb = "scanned" if job == "scan" else "refreshed"
-    with _organization_problems(settings), _progress(_target_count(settings), verb) as advance:
-        return run_job(
+    source = "--organization" if fan_out.accounts == ORGANIZATION else f"EIC_GUARD_ACCOUNTS={ORGANIZATION}"
+    with _organization_problems(settings, source), _progress(_target_count(settings), verb) as advance:
+        outcome = run_job(
             job, settings, clients, ranges=ranges, store=store, max_workers=fan_out.max_workers, on_target=advance
         )
+    return outcome  # an organization without an ACTIVE account is refused by the plan: never a green empty run
 
 
 def scan(args: argparse.Namespace) -> int:
