@@ -56,6 +56,8 @@ class Settings(BaseModel):
     accounts: str = ""
     member_role_name: str = Field(default="eic-guard-member", pattern=r"^[\w+=,.@-]{1,64}$")
     state_machine_arn: str | None = None  # the refresh function starts the fan-out there
+    # DESIGN §11: ASFF findings imported into each target's Security Hub after its scan (outputs/security_hub.py)
+    security_hub_findings: Literal["enabled", "disabled"] = "disabled"
 
     @field_validator("accounts")
     @classmethod

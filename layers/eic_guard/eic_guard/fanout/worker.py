@@ -22,14 +22,16 @@ from ..engine import TargetResult, scan_target
 from ..observability import logger
 from ..outputs.publish import tag_entries
 from ..outputs.report import instance_entry
+from ..outputs.security_hub import findings_enabled, publish_target_findings
 from ..ranges.refresh import RegionRefresh, add_to_groups, revoke_from_groups
 from ..settings import Settings
 from .plan import RunPlan
 from .targets import Target
 
 Phase = Literal["apply", "revoke"]
-# What EC2 answers in a region the account has not enabled (opt-in regions) or cannot use.
-REGION_NOT_ENABLED = frozenset({"AuthFailure", "UnrecognizedClientException", "OptInRequired", "InvalidClientTokenId"})
+# What EC2 answers in a region the account has not enabled (an opt-in region). AuthFailure and friends can mean
+# that too, but also bad or expired credentials in an enabled region: they are reported as they are.
+REGION_NOT_ENABLED = frozenset({"OptInRequired"})
 
 
 def run_target(
@@ -68,9 +70,24 @@ def run_target(
     except Exception as exc:  # noqa: BLE001 - a bug in one target must not lose the others' results
         logger.exception("target failed", extra={"target": target.key})
         result.error = f"{type(exc).__name__}: {exc}"
+    security_hub = None
+    if phase == "apply" and plan.job == "scan" and findings_enabled(settings) and not result.error:
+        # In both modes (a finding reports a state), and within the work budget: the finishing reserve stays for
+        # the result object; what the deadline refuses is imported by the next round or run.
+        entries = [instance_entry(o) for o in result.outcomes]
+        security_hub = publish_target_findings(
+            clients_for,
+            plan.own_account,
+            target.account_id,
+            target.region,
+            settings,
+            entries,
+            run_id=plan.run_id,
+            deadline=deadline,
+        )
     if deadline is not None:
         deadline.finishing(FINISH_RESERVE)  # the status tags, then the result object, may use the last reserve
-    document = to_document(result, phase, round_, refresh)
+    document = to_document(result, phase, round_, refresh, security_hub)
     if phase == "apply" and plan.job == "scan" and settings.remediate and settings.tag_instances and not result.error:
         tag_entries(lambda region: clients_for(target.account_id).ec2(region), document["instances"], _stamp(plan))
     logger.info(
@@ -92,8 +109,15 @@ def _stamp(plan: RunPlan) -> str:
     return plan.started_at.strftime("%Y-%m-%dT%H:%MZ")
 
 
-def to_document(result: TargetResult, phase: Phase, round_: int, refresh: RegionRefresh | None) -> dict[str, Any]:
-    """The persisted result of one phase of one target (what Aggregate reads)."""
+def to_document(
+    result: TargetResult,
+    phase: Phase,
+    round_: int,
+    refresh: RegionRefresh | None,
+    security_hub: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The persisted result of one phase of one target (what Aggregate reads); `security_hub`: what the findings
+    import did (outputs.security_hub.SyncOutcome), None when findings are disabled or the target was not scanned."""
     status = result.status
     if refresh is not None and refresh.error and status == "ok":
         status = "error"
@@ -108,6 +132,7 @@ def to_document(result: TargetResult, phase: Phase, round_: int, refresh: Region
         "instances": [instance_entry(o) for o in result.outcomes],
         "actions": [dict(vars(a)) for a in result.actions],
         "refresh": _refresh_document(refresh) if refresh is not None else None,
+        "security_hub": security_hub,
         "finished_at": datetime.now().astimezone().isoformat(),
     }
 
