@@ -21,6 +21,7 @@ RETRY_CONFIG = Config(
     retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},  # the first try included
     connect_timeout=CONNECT_TIMEOUT,
     read_timeout=READ_TIMEOUT,
+    max_pool_connections=50,  # one client is shared by the CLI's target threads and Aggregate's readers
     user_agent_extra="eic-guard",
 )
 

@@ -10,6 +10,7 @@ reports bucket, so the state machine passes only small references between them:
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -28,6 +29,8 @@ from .targets import Target
 from .worker import run_target
 
 RUNS_PREFIX = "runs"
+# Aggregate reads the targets' result objects in parallel: 8,500 targets at ~30 ms per GET take 8 s, not 4 min.
+RESULT_READERS = 32
 
 
 class RunRequest(BaseModel):
@@ -88,10 +91,13 @@ class RunObjects:
         return json.loads(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
 
     def results(self) -> list[dict]:
-        documents = []
-        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.key("results/")):
-            documents.extend(self.get(item["Key"]) for item in page.get("Contents", ()))
-        return documents
+        """Every result object of the run, read RESULT_READERS at a time (thousands of targets: one GET each)."""
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.key("results/"))
+        keys = [item["Key"] for page in pages for item in page.get("Contents", ())]
+        if len(keys) <= 1:
+            return [self.get(key) for key in keys]
+        with ThreadPoolExecutor(max_workers=RESULT_READERS, thread_name_prefix="eic-guard-results") as pool:
+            return list(pool.map(self.get, keys))
 
 
 def plan_step(event: Any, settings: Settings, clients: Any, run_id: str, deadline: Deadline | None = None) -> dict:

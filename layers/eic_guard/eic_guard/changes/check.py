@@ -1,0 +1,320 @@
+"""The event-driven check of one SQS batch (DESIGN §10): each record's EventBridge event → the affected instances,
+coalesced per (account, region) into ONE `scan_target(..., instance_ids=...)`, with the nightly run's engine, mode
+and safety rules; then the quiet publishing (changes.publish).
+
+Each record ends in one of three ways:
+- checked: its instances were checked (an instance that no longer exists, or is not opted in, is simply absent);
+- ignored (success, nothing to do): made by eic-guard itself (no loops), a failed API call, a state or a tag that needs
+  no check, a region or the own account outside the configured scope;
+- failed (a batch item failure, so SQS delivers it again and, after maxReceiveCount, to the dead-letter queue):
+  a malformed event, an event from a foreign account, or its (account, region) could not be checked (the account
+  cannot be entered, AWS refused a read, the ip-ranges state cannot be read, or the time budget ran out).
+Each bad record is one clear log line; the good records of the same batch are processed all the same.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..aws.credentials import AccountClients, AccountUnreachable
+from ..aws.gateway import error_code
+from ..budget import FINISH_RESERVE, Deadline
+from ..engine import TargetResult, scan_target
+from ..events import InvalidEvent
+from ..fanout.targets import ORGANIZATION, Target, parse_accounts
+from ..fanout.worker import to_document
+from ..observability import logger
+from ..outputs.publish import tag_entries
+from ..outputs.report import build_report, instance_entry
+from ..outputs.security_hub import findings_enabled, publish_target_findings
+from ..ranges.catch_up import UNREADABLE_STATE, state_store
+from ..ranges.ip_ranges import IpRanges
+from ..settings import Settings
+from .actors import OwnRoles
+from .events import ChangeEvent, parse_change
+from .publish import publish_check, record_check, record_events
+from .resolve import affected_instances
+
+# Seconds of the invocation kept when the check stops sending work calls (template Timeout: 120 s suggested): one
+# call hanging until its timeouts (25 s) plus the report, the alert and the status tags. A batch out of time fails
+# its records, which SQS delivers again (every fix is idempotent).
+ON_CHANGE_RESERVE = 40.0
+
+
+class RecordFailed(Exception):
+    """Raised by `ChangeBatch.settle` for a record that failed: Powertools lists it in batchItemFailures."""
+
+
+@dataclass
+class ChangeBatch:
+    """What became of each record of one batch (by SQS message id), and what the check published."""
+
+    run_id: str
+    failed: dict[str, str] = field(default_factory=dict)  # message id -> reason
+    ignored: dict[str, str] = field(default_factory=dict)  # message id -> why nothing was to be done
+    checked: dict[str, list[str]] = field(default_factory=dict)  # message id -> opted-in instances checked
+    summary: dict[str, int] | None = None
+    report_key: str | None = None
+    alerted: bool = False
+
+    def fail(self, message_id: str, reason: str, change: ChangeEvent | None = None) -> None:
+        self.failed[message_id] = reason
+        logger.warning("change event failed", extra={"message_id": message_id, "reason": reason, **_about(change)})
+
+    def ignore(self, message_id: str, why: str, change: ChangeEvent) -> None:
+        self.ignored[message_id] = why
+        logger.info("change event ignored", extra={"message_id": message_id, "why": why, **_about(change)})
+
+    def settle(self, record: Any) -> None:
+        """Powertools' record handler (the work is done for the whole batch before): raise for a failed record."""
+        reason = self.failed.get(record.message_id)
+        if reason is not None:
+            raise RecordFailed(reason)
+
+
+def _about(change: ChangeEvent | None) -> dict[str, str]:
+    if change is None:
+        return {}
+    return {"event_id": change.event_id, "event": change.name, "account_id": change.account_id, "region": change.region}
+
+
+def check_changes(
+    event: Any,
+    settings: Settings,
+    clients: Any,
+    run_id: str,
+    *,
+    deadline: Deadline | None = None,
+    own_roles: OwnRoles | None = None,
+    ip_ranges: IpRanges | None = None,
+    now: datetime | None = None,
+) -> ChangeBatch:
+    """Check the instances an SQS batch of EC2 change events affects; never raises for one record's problem.
+
+    `ip_ranges` defaults to the stored state's prefixes (never downloaded per event).
+    """
+    started = now or datetime.now(UTC)
+    own_roles = own_roles or OwnRoles.from_env(settings.member_role_name)
+    batch = ChangeBatch(run_id)
+    records = _records(event)
+    pending = _admit(records, settings, own_roles, clients.account_id(), batch)
+    if pending:
+        ranges = ip_ranges or _stored_ranges(clients, settings, pending, batch)
+        if ranges is not None:
+            _check(pending, settings, clients, ranges, started, deadline, batch)
+    record_events(len(records), len(batch.ignored), len(batch.failed))
+    logger.info(
+        "on-change batch done",
+        extra={
+            "records": len(records),
+            "checked": batch.checked,
+            "ignored": len(batch.ignored),
+            "failed": len(batch.failed),
+            "summary": batch.summary,
+            "report_key": batch.report_key,
+        },
+    )
+    return batch
+
+
+def _records(event: Any) -> list[tuple[str, Any]]:
+    records = event.get("Records") if isinstance(event, dict) else None
+    if not isinstance(records, list) or not all(isinstance(r, dict) and r.get("messageId") for r in records):
+        raise InvalidEvent("not an SQS event: Records[].messageId missing")
+    return [(r["messageId"], r.get("body")) for r in records]
+
+
+Pending = dict[Target, list[tuple[str, ChangeEvent]]]
+
+
+def _admit(
+    records: list[tuple[str, Any]], settings: Settings, own_roles: OwnRoles, own_account: str, batch: ChangeBatch
+) -> Pending:
+    """Parse every record; the ones to check, grouped by (account, region). The others are failed or ignored."""
+    pending: Pending = defaultdict(list)
+    accounts = parse_accounts(settings.accounts)
+    for message_id, body in records:
+        try:
+            change = parse_change(body, settings.tag_key)
+        except InvalidEvent as exc:
+            batch.fail(message_id, f"malformed event: {exc}")
+            continue
+        configured = accounts == ORGANIZATION or (isinstance(accounts, tuple) and change.account_id in accounts)
+        if change.account_id != own_account and not configured:
+            # Organization mode trusts the event bus policy (aws:PrincipalOrgID) and the member role for membership.
+            batch.fail(message_id, f"foreign account {change.account_id}: not in EIC_GUARD_ACCOUNTS", change)
+            continue
+        why = _why_ignored(change, settings, own_roles, accounts)
+        if why:
+            batch.ignore(message_id, why, change)
+            continue
+        pending[Target(change.account_id, change.region)].append((message_id, change))
+    return pending
+
+
+def _why_ignored(change: ChangeEvent, settings: Settings, own_roles: OwnRoles, accounts: Any) -> str | None:
+    if own_roles.made(change.actor):
+        return f"made by eic-guard ({change.actor.arn})"
+    if change.skip:
+        return change.skip
+    if change.region not in settings.regions:
+        return f"region {change.region} is not in EIC_GUARD_REGIONS"
+    if isinstance(accounts, tuple) and change.account_id not in accounts:
+        return f"account {change.account_id} (this one) is not in EIC_GUARD_ACCOUNTS"
+    return None
+
+
+def _stored_ranges(clients: Any, settings: Settings, pending: Pending, batch: ChangeBatch) -> IpRanges | None:
+    """The EIC prefixes of the stored ip-ranges state; None (every pending record failed) when it cannot be read."""
+    try:
+        store = state_store(clients, settings)
+        state = store.load() if store is not None else None
+    except (ClientError, BotoCoreError, *UNREADABLE_STATE) as exc:
+        for records in pending.values():
+            for message_id, change in records:
+                batch.fail(message_id, f"the ip-ranges state cannot be read: {exc}", change)
+        return None
+    stored = state.as_ip_ranges() if state is not None else None
+    return stored or IpRanges.none_available("no ip-ranges state stored yet (the nightly run or a refresh stores it)")
+
+
+def _check(
+    pending: Pending,
+    settings: Settings,
+    clients: Any,
+    ranges: IpRanges,
+    started: datetime,
+    deadline: Deadline | None,
+    batch: ChangeBatch,
+) -> None:
+    accounts = AccountClients(clients, batch.run_id, settings.member_role_name)
+    documents = [
+        _check_target(target, pending[target], accounts, settings, ranges, started, deadline, batch)
+        for target in sorted(pending)
+    ]
+    if deadline is not None:
+        deadline.finishing(FINISH_RESERVE)
+    checked = [d for d in documents if d is not None]
+    if not checked:
+        return
+    finished = datetime.now(UTC)
+    report = build_report(
+        run_id=batch.run_id,
+        mode=settings.mode,
+        account_id=clients.account_id(),
+        regions=sorted({d["region"] for d in checked}),
+        started=started,
+        finished=finished,
+        ip_ranges=ranges,
+        targets=checked,
+    )
+    record_check(report, finished)
+    published = publish_check(clients, settings, report)
+    batch.summary = report.summary.model_dump()
+    batch.report_key, batch.alerted = published["report_key"], published["alerted"]
+
+
+def _check_target(
+    target: Target,
+    records: list[tuple[str, ChangeEvent]],
+    accounts: AccountClients,
+    settings: Settings,
+    ranges: IpRanges,
+    started: datetime,
+    deadline: Deadline | None,
+    batch: ChangeBatch,
+) -> dict | None:
+    """Resolve and check one (account, region); its document, or None when there is nothing to report (no instance
+    to check, or the target could not be checked)."""
+    changes = [change for _, change in records]
+    result = TargetResult(target.region, account_id=target.account_id)
+    affected: list[set[str]] = [set() for _ in changes]
+    instance_ids: list[str] = []
+    try:
+        ec2 = accounts.for_account(target.account_id).ec2(target.region)
+        affected = affected_instances(ec2, changes, settings)
+        instance_ids = sorted(set().union(*affected))
+        if instance_ids:
+            result = scan_target(
+                ec2,
+                target.account_id,
+                target.region,
+                _engine_settings(settings),
+                ranges,
+                started.date(),
+                deadline,
+                instance_ids=instance_ids,
+            )
+    except AccountUnreachable as exc:
+        result.error = f"cannot enter account {target.account_id}: {exc}"
+    except (ClientError, BotoCoreError) as exc:
+        code = error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__
+        result.error = f"{code}: {exc}"
+    except Exception as exc:  # noqa: BLE001 - one target's bug must not lose the batch's other records
+        logger.exception("on-change target failed", extra={"target": target.key})
+        result.error = f"{type(exc).__name__}: {exc}"
+    security_hub = None
+    if findings_enabled(settings) and result.error is None and instance_ids:
+        # Only these instances' findings: the others were not checked (an id asked about and absent, i.e. gone or
+        # no longer opted in, has its findings archived).
+        security_hub = publish_target_findings(
+            accounts.for_account,
+            accounts.own.account_id(),
+            target.account_id,
+            target.region,
+            settings,
+            [instance_entry(o) for o in result.outcomes],
+            run_id=batch.run_id,
+            instance_ids=instance_ids,
+            deadline=deadline,
+        )
+    document = to_document(result, "apply", 1, None, security_hub)
+    _settle_records(records, affected, result, document, batch)
+    if result.error is not None or not any(affected):
+        # A target that could not be checked is its records' failure: SQS delivers them again and, in the end, the
+        # dead-letter queue keeps them (its alarm is the alert), rather than one alert per delivery.
+        return None
+    if settings.remediate and settings.tag_instances and document["instances"]:
+        tag_entries(
+            lambda region: accounts.for_account(target.account_id).ec2(region),
+            document["instances"],
+            started.strftime("%Y-%m-%dT%H:%MZ"),
+        )
+    return document
+
+
+def _settle_records(
+    records: list[tuple[str, ChangeEvent]],
+    affected: list[set[str]],
+    result: TargetResult,
+    document: dict,
+    batch: ChangeBatch,
+) -> None:
+    if result.error or result.incomplete:
+        reason = result.error or "out of time before every fix was made (delivered again: every fix is idempotent)"
+        for message_id, change in records:
+            batch.fail(message_id, f"{result.account_id}/{result.region} not checked: {reason}", change)
+        return
+    opted_in = {entry["instance_id"] for entry in document["instances"]}
+    for (message_id, change), ids in zip(records, affected, strict=True):
+        batch.checked[message_id] = sorted(ids & opted_in)
+        logger.info(
+            "change event checked",
+            extra={"message_id": message_id, "instances": batch.checked[message_id], **_about(change)},
+        )
+
+
+def _engine_settings(settings: Settings) -> Settings:
+    """The settings the engine runs with for an event-driven check.
+
+    The Elastic IP opt-in is off here: with instance ids, scan_target still reads every eic-guard Elastic IP of the
+    region and releases those whose instance it did not scan (engine._release_orphan_addresses), i.e. the addresses of
+    every opted-in instance the event did not name. Until the engine limits that release to the ids it was given,
+    an event-driven check neither allocates nor releases addresses (the nightly run does both).
+    """
+    return settings.model_copy(update={"remediate_public_ip": False}) if settings.remediate_public_ip else settings

@@ -1,0 +1,256 @@
+"""The events that can break EIC or need a check (DESIGN §10), parsed from the SQS message body (the EventBridge
+event) into one `ChangeEvent`: who made the change, where, and the resources it names.
+
+Two kinds reach the queue: EC2 "Instance State-change Notification" (`pending`, `running`) and CloudTrail's "AWS API
+Call via CloudTrail" for the EC2 calls listed in `API_CALLS`. EC2 logs the older Query API calls with camelCase
+request parameters and `{"items": [...]}` lists (RunInstances, CreateTags, ModifyNetworkInterfaceAttribute...) and the
+newer ones wrapped in their request shape (`ModifyInstanceMetadataOptionsRequest.InstanceId`,
+`ModifySecurityGroupRulesRequest.GroupId`); both are read here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..events import InvalidEvent
+
+STATE_CHANGE = "EC2 Instance State-change Notification"
+API_CALL = "AWS API Call via CloudTrail"
+CHECKED_STATES = ("pending", "running")
+EC2_SOURCE = "aws.ec2"
+EC2_EVENT_SOURCE = "ec2.amazonaws.com"
+_ID = {
+    "instance": "i",
+    "network interface": "eni",
+    "security group": "sg",
+    "route table": "rtb",
+    "subnet": "subnet",
+    "network ACL": "acl",
+    "network ACL association": "aclassoc",
+}
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who made a CloudTrail-logged call: `userIdentity.arn` and, for a role session, the role's ARN."""
+
+    arn: str | None = None
+    issuer_arn: str | None = None
+
+
+@dataclass(frozen=True)
+class ChangeEvent:
+    """One event, reduced to what decides the instances to check. `skip` says why it needs no check at all."""
+
+    event_id: str
+    name: str  # the CloudTrail eventName, or "state-change:<state>"
+    account_id: str
+    region: str
+    actor: Actor = Actor()
+    instance_ids: tuple[str, ...] = ()
+    interface_ids: tuple[str, ...] = ()
+    group_ids: tuple[str, ...] = ()
+    group_names: tuple[str, ...] = ()
+    route_table_ids: tuple[str, ...] = ()
+    subnet_ids: tuple[str, ...] = ()
+    network_acl_ids: tuple[str, ...] = ()
+    acl_association_ids: tuple[str, ...] = ()  # the subnet associations a ReplaceNetworkAclAssociation made
+    skip: str | None = None
+
+
+class _Envelope(BaseModel):
+    """The EventBridge event (the SQS message body)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    id: str = Field(min_length=1)
+    detail_type: str = Field(alias="detail-type")
+    source: str
+    account: str = Field(pattern=r"^\d{12}$")
+    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$")
+    detail: dict[str, Any]
+
+
+class _ApiCall(BaseModel):
+    """The CloudTrail record in `detail` of an "AWS API Call via CloudTrail" event."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    event_source: str = Field(alias="eventSource")
+    event_name: str = Field(alias="eventName")
+    user_identity: dict[str, Any] = Field(default_factory=dict, alias="userIdentity")
+    request: dict[str, Any] | None = Field(default=None, alias="requestParameters")
+    response: dict[str, Any] | None = Field(default=None, alias="responseElements")
+    error_code: str | None = Field(default=None, alias="errorCode")
+
+
+def parse_change(body: str | bytes | dict, tag_key: str) -> ChangeEvent:
+    """The change an SQS message body announces; InvalidEvent (a bad record) when it is not one eic-guard takes."""
+    try:
+        raw = json.loads(body) if isinstance(body, str | bytes) else body
+        envelope = _Envelope.model_validate(raw)
+    except (ValueError, ValidationError) as exc:
+        raise InvalidEvent(f"not an EventBridge event: {_first_error(exc)}") from None
+    if envelope.source != EC2_SOURCE:
+        raise InvalidEvent(f"source {envelope.source!r} is not {EC2_SOURCE!r}")
+    base = {"event_id": envelope.id, "account_id": envelope.account, "region": envelope.region}
+    if envelope.detail_type == STATE_CHANGE:
+        return _state_change(envelope.detail, base)
+    if envelope.detail_type == API_CALL:
+        return _api_call(envelope.detail, base, tag_key)
+    raise InvalidEvent(f"detail-type {envelope.detail_type!r} is neither {STATE_CHANGE!r} nor {API_CALL!r}")
+
+
+def _state_change(detail: dict[str, Any], base: dict[str, str]) -> ChangeEvent:
+    state = detail.get("state")
+    if not isinstance(state, str):
+        raise InvalidEvent("state-change event without detail.state")
+    instance_id = _id(detail.get("instance-id"), "instance", "detail.instance-id")
+    skip = None if state in CHECKED_STATES else f"state {state} is not checked"
+    return ChangeEvent(name=f"state-change:{state}", instance_ids=(instance_id,), skip=skip, **base)
+
+
+def _api_call(detail: dict[str, Any], base: dict[str, str], tag_key: str) -> ChangeEvent:
+    try:
+        call = _ApiCall.model_validate(detail)
+    except ValidationError as exc:
+        raise InvalidEvent(f"not a CloudTrail record: {_first_error(exc)}") from None
+    if call.event_source != EC2_EVENT_SOURCE:
+        raise InvalidEvent(f"eventSource {call.event_source!r} is not {EC2_EVENT_SOURCE!r}")
+    mapping = API_CALLS.get(call.event_name)
+    if mapping is None:
+        raise InvalidEvent(f"eventName {call.event_name!r} is not one eic-guard checks after")
+    actor = _actor(call.user_identity)
+    common = {"name": call.event_name, "actor": actor, **base}
+    if call.error_code:  # the call failed: nothing changed
+        return ChangeEvent(skip=f"the call failed ({call.error_code})", **common)
+    fields = mapping(call.request or {}, call.response or {}, tag_key)
+    return ChangeEvent(**common, **fields)
+
+
+def _actor(identity: dict[str, Any]) -> Actor:
+    context = identity.get("sessionContext")
+    issuer = context.get("sessionIssuer") if isinstance(context, dict) else None
+    issuer_arn = issuer.get("arn") if isinstance(issuer, dict) else None
+    arn = identity.get("arn")
+    return Actor(arn if isinstance(arn, str) else None, issuer_arn if isinstance(issuer_arn, str) else None)
+
+
+# ---- the ids each call names ---------------------------------------------------------------------------------------
+def _id(value: Any, kind: str, where: str) -> str:
+    prefix = _ID[kind]
+    if not isinstance(value, str) or not re.fullmatch(rf"{prefix}-[0-9a-f]{{8,17}}", value):
+        raise InvalidEvent(f"{where} is not a valid {kind} id: {value!r}")
+    return value
+
+
+def _items(container: Any, key: str, field: str, where: str) -> list[Any]:
+    """The `field` of every entry of EC2's logged list `container[key].items`."""
+    listed = container.get(key) if isinstance(container, dict) else None
+    items = listed.get("items") if isinstance(listed, dict) else None
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise InvalidEvent(f"{where}.{key}.items is missing or not a list")
+    return [i.get(field) for i in items]
+
+
+def _wrapped(request: dict[str, Any], wrapper: str) -> dict[str, Any]:
+    """The request parameters of a call EC2 logs wrapped in its request shape (or flat, as older records have it)."""
+    inner = request.get(wrapper)
+    return inner if isinstance(inner, dict) else request
+
+
+def _run_instances(request: dict, response: dict, tag_key: str) -> dict:
+    ids = _items(response, "instancesSet", "instanceId", "responseElements")
+    if not ids:
+        raise InvalidEvent("RunInstances launched no instance (responseElements.instancesSet.items is empty)")
+    return {"instance_ids": tuple(_id(i, "instance", "instancesSet.items[].instanceId") for i in ids)}
+
+
+def _create_tags(request: dict, response: dict, tag_key: str) -> dict:
+    resources = _items(request, "resourcesSet", "resourceId", "requestParameters")
+    keys = _items(request, "tagSet", "key", "requestParameters")
+    if tag_key not in keys:
+        return {"skip": f"no {tag_key} tag among the tags"}
+    ids = tuple(_id(r, "instance", "resourcesSet.items[].resourceId") for r in resources if str(r).startswith("i-"))
+    return {"instance_ids": ids} if ids else {"skip": "no instance among the tagged resources"}
+
+
+def _instance_attribute(request: dict, response: dict, tag_key: str) -> dict:
+    return {"instance_ids": (_id(request.get("instanceId"), "instance", "requestParameters.instanceId"),)}
+
+
+def _metadata_options(request: dict, response: dict, tag_key: str) -> dict:
+    inner = _wrapped(request, "ModifyInstanceMetadataOptionsRequest")
+    instance_id = inner.get("InstanceId", inner.get("instanceId"))
+    return {"instance_ids": (_id(instance_id, "instance", "ModifyInstanceMetadataOptionsRequest.InstanceId"),)}
+
+
+def _interface_attribute(request: dict, response: dict, tag_key: str) -> dict:
+    eni = _id(request.get("networkInterfaceId"), "network interface", "requestParameters.networkInterfaceId")
+    return {"interface_ids": (eni,)}
+
+
+def _group(request: dict, response: dict, tag_key: str) -> dict:
+    """RevokeSecurityGroupIngress and DeleteSecurityGroup name the group by id, or by name (default VPC)."""
+    if request.get("groupId") is None and isinstance(request.get("groupName"), str) and request["groupName"]:
+        return {"group_names": (request["groupName"],)}
+    return {"group_ids": (_id(request.get("groupId"), "security group", "requestParameters.groupId"),)}
+
+
+def _group_rules(request: dict, response: dict, tag_key: str) -> dict:
+    inner = _wrapped(request, "ModifySecurityGroupRulesRequest")
+    group_id = inner.get("GroupId", inner.get("groupId"))
+    return {"group_ids": (_id(group_id, "security group", "ModifySecurityGroupRulesRequest.GroupId"),)}
+
+
+def _associate_route_table(request: dict, response: dict, tag_key: str) -> dict:
+    _id(request.get("routeTableId"), "route table", "requestParameters.routeTableId")
+    if request.get("subnetId") is None and request.get("gatewayId") is not None:
+        return {"skip": "a gateway route table association (no subnet)"}
+    return {"subnet_ids": (_id(request.get("subnetId"), "subnet", "requestParameters.subnetId"),)}
+
+
+def _route(request: dict, response: dict, tag_key: str) -> dict:
+    return {"route_table_ids": (_id(request.get("routeTableId"), "route table", "requestParameters.routeTableId"),)}
+
+
+def _acl_entry(request: dict, response: dict, tag_key: str) -> dict:
+    return {"network_acl_ids": (_id(request.get("networkAclId"), "network ACL", "requestParameters.networkAclId"),)}
+
+
+def _acl_association(request: dict, response: dict, tag_key: str) -> dict:
+    fields = _acl_entry(request, response, tag_key)
+    new = response.get("newAssociationId")
+    if new is not None:
+        fields["acl_association_ids"] = (_id(new, "network ACL association", "responseElements.newAssociationId"),)
+    return fields
+
+
+API_CALLS: dict[str, Callable[[dict, dict, str], dict]] = {
+    "RunInstances": _run_instances,
+    "CreateTags": _create_tags,
+    "ModifyNetworkInterfaceAttribute": _interface_attribute,
+    "ModifyInstanceAttribute": _instance_attribute,
+    "ModifyInstanceMetadataOptions": _metadata_options,
+    "RevokeSecurityGroupIngress": _group,
+    "ModifySecurityGroupRules": _group_rules,
+    "DeleteSecurityGroup": _group,
+    "AssociateRouteTable": _associate_route_table,
+    "ReplaceRoute": _route,
+    "DeleteRoute": _route,
+    "ReplaceNetworkAclEntry": _acl_entry,
+    "ReplaceNetworkAclAssociation": _acl_association,
+}
+
+
+def _first_error(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        return f"{'.'.join(str(p) for p in first['loc']) or 'event'}: {first['msg']}"
+    return str(exc)
