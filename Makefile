@@ -10,10 +10,10 @@ PY313_DIR := $(firstword $(shell ls -d $$(pyenv root 2>/dev/null)/versions/3.13*
 BUILD_DIR ?= .aws-sam/build
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo test lint format build validate bench lock clean
+.PHONY: help setup demo test lint format build validate bench bench-org lock clean
 
 help:
-	@echo "make demo | test | lint | build | validate | bench | clean"
+	@echo "make demo | test | lint | build | validate | bench | bench-org | clean"
 
 $(BIN)/.installed: requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +38,7 @@ test: $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check layers functions tests benchmarks
 	$(BIN)/ruff format --check layers functions tests benchmarks
-	$(BIN)/cfn-lint template.yaml
+	$(BIN)/cfn-lint template.yaml member/template.yaml
 
 format: $(BIN)/.installed
 	$(BIN)/ruff check --fix layers functions tests benchmarks
@@ -53,6 +53,10 @@ build: $(SAM_VENV)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m benchmarks.run
+
+# The organization fan-out (issue 9): targets/s by workers and latency, the deployed worker, the 500 x 17 estimate.
+bench-org: $(BIN)/.installed
+	$(BIN)/python -m benchmarks.org
 
 lock:
 	$(PYTHON) -m venv /tmp/eic-guard-lock && /tmp/eic-guard-lock/bin/pip install -q -r requirements-dev.in \

@@ -72,8 +72,9 @@ def record_rejection(reason: str) -> None:
 
 
 def record_targets(document: dict) -> None:
-    """Per-account counts (dimension AccountId, bounded by the number of accounts, never per instance):
-    TargetInstancesNoncompliant and TargetErrors, summed over the account's regions."""
+    """Per-account counts (dimension AccountId, never per instance): TargetInstancesNoncompliant and TargetErrors,
+    summed over the account's regions, for the accounts that have something to count: a custom metric is billed
+    for each month it receives data, so 500 healthy accounts cost nothing here."""
     noncompliant: dict[str, int] = {}
     errors: dict[str, int] = {}
     for target in document.get("targets", ()):
@@ -84,5 +85,7 @@ def record_targets(document: dict) -> None:
         if entry["verdict"] in ("noncompliant", "error"):
             noncompliant[entry["account_id"]] = noncompliant.get(entry["account_id"], 0) + 1
     for account in sorted(noncompliant):
+        if not (noncompliant[account] or errors.get(account)):
+            continue
         _dimensioned("TargetInstancesNoncompliant", noncompliant[account], "AccountId", account)
         _dimensioned("TargetErrors", errors.get(account, 0), "AccountId", account)
