@@ -11,7 +11,7 @@ import boto3
 import pytest
 import responses
 from eic_guard.checks import CHECK_IDS
-from eic_guard.observability import logger, metrics, record_refresh, record_rejection, record_scan
+from eic_guard.observability import logger, metrics, record_refresh, record_rejection, record_scan, record_targets
 from eic_guard.settings import IP_RANGES_URL
 from eic_guard.simulated import SimulatedAccount
 from moto import mock_aws
@@ -327,3 +327,35 @@ def test_record_refresh_of_a_stale_notification_does_not_count_as_applied(capsys
         "PrefixesRemoved": 0,
         "RefreshAlerts": 0,
     }
+
+
+def test_record_targets_counts_per_account_only_where_there_is_something_to_count(capsys):
+    # Given a run over three accounts: one healthy, one with a non-compliant instance, one whose target failed
+    healthy, noncompliant, unreachable = "111111111111", "222222222222", "333333333333"
+    document = {
+        "targets": [
+            {"account_id": healthy, "region": REGION, "status": "ok"},
+            {"account_id": noncompliant, "region": REGION, "status": "ok"},
+            {"account_id": unreachable, "region": REGION, "status": "error"},
+        ],
+        "instances": [
+            {"account_id": healthy, "verdict": "compliant"},
+            {"account_id": noncompliant, "verdict": "noncompliant"},
+            {"account_id": noncompliant, "verdict": "fixed"},
+        ],
+    }
+
+    # When the per-account metrics are recorded
+    record_targets(document)
+    blobs = emf_blobs(capsys.readouterr().out)
+
+    # Then each account with a problem gets both counts under its AccountId, and the healthy one nothing (a custom
+    # metric is billed for every month it receives data)
+    counts = {(b["AccountId"], name): value(b, name) for b in blobs for name in metric_names(b)}
+    assert counts == {
+        (noncompliant, "TargetInstancesNoncompliant"): 1,
+        (noncompliant, "TargetErrors"): 0,
+        (unreachable, "TargetInstancesNoncompliant"): 0,
+        (unreachable, "TargetErrors"): 1,
+    }
+    assert all(b["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service", "AccountId"]] for b in blobs)
