@@ -6,9 +6,12 @@ relied on an API default. And an instance whose network path eic-guard cannot fi
 
 from __future__ import annotations
 
+from datetime import date
+
 import boto3
 import pytest
 from eic_guard.aws.clients import AwsClients
+from eic_guard.engine import scan_target
 from eic_guard.fanout.local import run_scan
 from eic_guard.settings import Settings
 
@@ -167,3 +170,34 @@ def test_the_blocked_rule_is_per_instance(account, ec2, ranges_2026):
     assert entry(report, blocked).verdict == "noncompliant"
     assert eni_groups(ec2, blocked) == [net.app_group_id]
     assert metadata_options(boto3.client("ec2", REGION), blocked)["HttpEndpoint"] == "disabled"
+
+
+def _managed_address(ec2, instance_id: str) -> str:
+    """An Elastic IP tagged ManagedBy=eic-guard, associated to the instance."""
+    allocation = ec2.allocate_address(
+        Domain="vpc",
+        TagSpecifications=[{"ResourceType": "elastic-ip", "Tags": [{"Key": "ManagedBy", "Value": "eic-guard"}]}],
+    )["AllocationId"]
+    ec2.associate_address(AllocationId=allocation, InstanceId=instance_id)
+    return allocation
+
+
+def test_a_scan_of_given_instances_releases_only_the_addresses_of_those_instances(account, ec2, ranges_2026):
+    # Given three opted-in instances holding eic-guard Elastic IPs, one of which has just been opted out
+    net = account.network()
+    kept, other, opted_out = (
+        drifted(account, net.public_subnet_id, net.app_group_id, public_ip=False) for _ in range(3)
+    )
+    addresses_before = {i: _managed_address(ec2, i) for i in (kept, other, opted_out)}
+    ec2.delete_tags(Resources=[opted_out], Tags=[{"Key": "eic-guard:managed"}])
+    settings = Settings.build(regions=(REGION,), mode="remediate", remediate_public_ip=True)
+
+    # When an event-driven check scans only `kept` and `opted_out`
+    ids = [kept, opted_out]
+    result = scan_target(ec2, "123456789012", REGION, settings, ranges_2026, date.today(), instance_ids=ids)
+
+    # Then the opted-out instance's address is released, and the address of `other` (not read, so not judged) stays
+    remaining = {a["AllocationId"] for a in addresses(ec2)}
+    assert addresses_before[opted_out] not in remaining
+    assert {addresses_before[kept], addresses_before[other]} <= remaining
+    assert [(a.action, a.resource) for a in result.actions] == [("release-elastic-ip", addresses_before[opted_out])]

@@ -197,16 +197,26 @@ def scan_target(
         if not remediate_instance(instance, outcome, remediator):
             result.incomplete = True
     if settings.remediate_public_ip and not result.incomplete:  # out of time: the next round releases them
-        result.actions.extend(_release_orphan_addresses(snapshot, remediator))
+        result.actions.extend(_release_orphan_addresses(snapshot, remediator, instance_ids))
     return result
 
 
-def _release_orphan_addresses(snapshot, remediator: Remediator) -> list[ActionRecord]:
-    """Release eic-guard's Elastic IPs whose instance is gone or no longer opted in."""
+def _release_orphan_addresses(
+    snapshot, remediator: Remediator, instance_ids: Sequence[str] | None = None
+) -> list[ActionRecord]:
+    """Release eic-guard's Elastic IPs whose instance is gone or no longer opted in.
+
+    A scan of given instances (an event-driven check) judges only the addresses of those instances: the others'
+    instances were not read, which says nothing about them.
+    """
     scanned = {i.instance_id for i in snapshot.instances}
+    scanned_enis = {n.eni_id for i in snapshot.instances for n in i.network_interfaces}
+    asked = set(instance_ids) if instance_ids is not None else None
     records = []
     for address in snapshot.managed_addresses:
-        if address.instance_id in scanned:
+        if address.instance_id in scanned or address.network_interface_id in scanned_enis:
+            continue
+        if asked is not None and address.instance_id not in asked:
             continue
         try:
             records.append(remediator.gateway.release_address(address))

@@ -232,24 +232,55 @@ def _check_target(
     """Resolve and check one (account, region); its document, or None when there is nothing to report (no instance
     to check, or the target could not be checked)."""
     changes = [change for _, change in records]
+    result, affected = _scan(target, changes, accounts, settings, ranges, started, deadline)
+    instance_ids = sorted(set().union(*affected))
+    security_hub = None
+    if findings_enabled(settings) and result.error is None and instance_ids:
+        # Only these instances' findings: the others were not checked (an id asked about and absent, i.e. gone or
+        # no longer opted in, has its findings archived).
+        entries = [instance_entry(o) for o in result.outcomes]
+        security_hub = publish_target_findings(
+            accounts.for_account,
+            accounts.own.account_id(),
+            target.account_id,
+            target.region,
+            settings,
+            entries,
+            run_id=batch.run_id,
+            instance_ids=instance_ids,
+            deadline=deadline,
+        )
+    document = to_document(result, "apply", 1, None, security_hub)
+    _settle_records(records, affected, result, document, batch)
+    if result.error is not None or not instance_ids:
+        # A target that could not be checked is its records' failure: SQS delivers them again and, in the end, the
+        # dead-letter queue keeps them (its alarm is the alert), rather than one alert per delivery.
+        return None
+    if settings.remediate and settings.tag_instances and document["instances"]:
+        member = accounts.for_account(target.account_id)
+        tag_entries(member.ec2, document["instances"], started.strftime("%Y-%m-%dT%H:%MZ"))
+    return document
+
+
+def _scan(
+    target: Target,
+    changes: list[ChangeEvent],
+    accounts: AccountClients,
+    settings: Settings,
+    ranges: IpRanges,
+    started: datetime,
+    deadline: Deadline | None,
+) -> tuple[TargetResult, list[set[str]]]:
+    """The instances each change affects, then ONE scan of them all; a target that fails is the result's error."""
     result = TargetResult(target.region, account_id=target.account_id)
     affected: list[set[str]] = [set() for _ in changes]
-    instance_ids: list[str] = []
     try:
         ec2 = accounts.for_account(target.account_id).ec2(target.region)
         affected = affected_instances(ec2, changes, settings)
         instance_ids = sorted(set().union(*affected))
         if instance_ids:
-            result = scan_target(
-                ec2,
-                target.account_id,
-                target.region,
-                _engine_settings(settings),
-                ranges,
-                started.date(),
-                deadline,
-                instance_ids=instance_ids,
-            )
+            today = started.date()
+            result = scan_target(ec2, target.account_id, target.region, settings, ranges, today, deadline, instance_ids)
     except AccountUnreachable as exc:
         result.error = f"cannot enter account {target.account_id}: {exc}"
     except (ClientError, BotoCoreError) as exc:
@@ -258,34 +289,7 @@ def _check_target(
     except Exception as exc:  # noqa: BLE001 - one target's bug must not lose the batch's other records
         logger.exception("on-change target failed", extra={"target": target.key})
         result.error = f"{type(exc).__name__}: {exc}"
-    security_hub = None
-    if findings_enabled(settings) and result.error is None and instance_ids:
-        # Only these instances' findings: the others were not checked (an id asked about and absent, i.e. gone or
-        # no longer opted in, has its findings archived).
-        security_hub = publish_target_findings(
-            accounts.for_account,
-            accounts.own.account_id(),
-            target.account_id,
-            target.region,
-            settings,
-            [instance_entry(o) for o in result.outcomes],
-            run_id=batch.run_id,
-            instance_ids=instance_ids,
-            deadline=deadline,
-        )
-    document = to_document(result, "apply", 1, None, security_hub)
-    _settle_records(records, affected, result, document, batch)
-    if result.error is not None or not any(affected):
-        # A target that could not be checked is its records' failure: SQS delivers them again and, in the end, the
-        # dead-letter queue keeps them (its alarm is the alert), rather than one alert per delivery.
-        return None
-    if settings.remediate and settings.tag_instances and document["instances"]:
-        tag_entries(
-            lambda region: accounts.for_account(target.account_id).ec2(region),
-            document["instances"],
-            started.strftime("%Y-%m-%dT%H:%MZ"),
-        )
-    return document
+    return result, affected
 
 
 def _settle_records(
@@ -307,14 +311,3 @@ def _settle_records(
             "change event checked",
             extra={"message_id": message_id, "instances": batch.checked[message_id], **_about(change)},
         )
-
-
-def _engine_settings(settings: Settings) -> Settings:
-    """The settings the engine runs with for an event-driven check.
-
-    The Elastic IP opt-in is off here: with instance ids, scan_target still reads every eic-guard Elastic IP of the
-    region and releases those whose instance it did not scan (engine._release_orphan_addresses), i.e. the addresses of
-    every opted-in instance the event did not name. Until the engine limits that release to the ids it was given,
-    an event-driven check neither allocates nor releases addresses (the nightly run does both).
-    """
-    return settings.model_copy(update={"remediate_public_ip": False}) if settings.remediate_public_ip else settings
