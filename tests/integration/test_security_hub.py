@@ -15,6 +15,7 @@ import boto3
 import pytest
 from eic_guard.aws.clients import AwsClients
 from eic_guard.aws.credentials import AccountClients
+from eic_guard.cli import main
 from eic_guard.fanout.local import run_job, run_scan
 from eic_guard.fanout.plan import plan_run
 from eic_guard.fanout.worker import run_target
@@ -30,7 +31,7 @@ from eic_guard.outputs.security_hub import (
 from eic_guard.settings import Settings
 from eic_guard.simulated import SimulatedAccount, ssh_from
 
-from tests.conftest import EIC_US_EAST_1, EIC_US_EAST_1_V6, REGION
+from tests.conftest import EIC_US_EAST_1, EIC_US_EAST_1_V6, IP_RANGES, REGION
 from tests.faults.injector import FaultInjector
 
 ACCOUNT = "123456789012"  # moto's default account
@@ -533,3 +534,30 @@ def test_a_member_accounts_findings_are_imported_in_that_account(aws, runs_bucke
     # And none in the management account's; the ledger is in the central bucket, under the member's account
     assert hub_findings(boto3.client("securityhub", REGION)) == {}
     assert sorted(ledger(runs_bucket, f"findings/{member}/{REGION}.json")["open"]) == sorted(found)
+
+
+def test_the_cli_scan_with_security_hub_imports_the_findings(account, ec2, tmp_path, monkeypatch, capsys):
+    # Given a drifted opted-in instance and a home directory for the CLI's findings ledger
+    monkeypatch.setenv("HOME", str(tmp_path))
+    net = account.network()
+    [instance] = account.launch(
+        image_id=account.al2023_ami(),
+        subnet_id=net.public_subnet_id,
+        group_ids=[net.app_group_id],
+        public_ip=True,
+        imds="disabled",
+    )
+    snapshot = str(IP_RANGES / "ip-ranges-2026-08-22.json")
+
+    # When `eic-guard scan --security-hub` runs (report mode)
+    code = main(["scan", "--region", REGION, "--ip-ranges", snapshot, "--security-hub", "--format", "json"])
+
+    # Then the report is on standard output as usual and each failing check is a FAILED finding in Security Hub
+    assert code == 1
+    assert json.loads(capsys.readouterr().out)["summary"]["noncompliant"] == 1
+    found = boto3.client("securityhub", REGION).get_findings()["Findings"]
+    assert {f["Id"] for f in found} == {
+        f"eic-guard/123456789012/{REGION}/{instance}/eic-ssh-ingress",
+        f"eic-guard/123456789012/{REGION}/{instance}/imds-enabled",
+    }
+    assert {f["Compliance"]["Status"] for f in found} == {"FAILED"}

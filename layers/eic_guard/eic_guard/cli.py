@@ -136,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--format", choices=("table", "json"), default="table")
     scan.add_argument("--output", metavar="FILE", help="write the report to FILE instead of standard output")
     scan.add_argument("--html", metavar="FILE", help="also write the self-contained HTML report to FILE")
+    scan.add_argument(
+        "--security-hub",
+        action="store_true",
+        help="also import a Security Hub finding per failing check, in each instance's own account (DESIGN §11)",
+    )
     refresh = commands.add_parser(
         "refresh",
         help="apply the current EIC ranges to eic-guard's managed groups",
@@ -410,6 +415,8 @@ def scan(args: argparse.Namespace) -> int:
 
     fan_out = resolve_fan_out(args)
     session, settings = _configure(args, "remediate" if args.remediate else "report", fan_out)
+    if args.security_hub:
+        settings = settings.model_copy(update={"security_hub_findings": "enabled"})
     if not args.remediate and (os.environ.get("EIC_GUARD_MODE") or "").strip() == "remediate":
         print("eic-guard: note: EIC_GUARD_MODE=remediate is ignored here: pass --remediate to fix", file=sys.stderr)
     _require_writable(args.output)
@@ -517,6 +524,9 @@ def _one_line(exc: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # --help, --version and usage errors exit here, before any AWS import
+    # Standard output is the report: Powertools' metrics (they flush on their own past 100 values) stay out of it.
+    metrics_setting = os.environ.get("POWERTOOLS_METRICS_DISABLED")
+    os.environ["POWERTOOLS_METRICS_DISABLED"] = metrics_setting or "true"
     try:
         with _aws_problems():
             _quiet_logs()
@@ -524,6 +534,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EicGuardError as exc:
         print(f"eic-guard: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        if metrics_setting is None:
+            os.environ.pop("POWERTOOLS_METRICS_DISABLED", None)
 
 
 if __name__ == "__main__":
