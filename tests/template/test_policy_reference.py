@@ -80,7 +80,15 @@ def statement_findings(where: str, statement: dict) -> list[str]:
 
 def member_stack(params: dict[str, str]):
     """member/template.yaml with the central stack's settings."""
-    shared = ("MemberRoleName", "TagKey", "TagValue", "Mode", "RemediatePublicIp", "TagInstances")
+    shared = (
+        "MemberRoleName",
+        "TagKey",
+        "TagValue",
+        "Mode",
+        "RemediatePublicIp",
+        "TagInstances",
+        "SecurityHubFindings",
+    )
     return render_member(
         member_parameter_values(**{n: params[n] for n in shared}, Regions=params["Regions"] or STACK_REGION)
     )
@@ -125,6 +133,7 @@ def test_the_checks_cover_the_roles_and_the_connect_policy():
         "ScanTargetFunctionRole",
         "AggregateFunctionRole",
         "RefreshFunctionRole",
+        "OnChangeFunctionRole",
         "EicGuardStateMachineRole",
         "EicGuardStateMachineNightlyRole",
         "ConnectPolicy",

@@ -490,6 +490,10 @@ def env_sources(value: Any) -> set[str]:
         return {"constant"}
     if isinstance(value, dict) and "Fn::If" in value:
         return env_sources(value["Fn::If"][1]) | env_sources(value["Fn::If"][2])
+    if isinstance(value, dict) and "Fn::Join" in value:
+        return set().union(*(env_sources(v) for v in value["Fn::Join"][1]))
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        return {".".join(value["Fn::GetAtt"])}
     assert isinstance(value, dict) and set(value) == {"Ref"}, value
     name = value["Ref"]
     assert name in template()["Parameters"] or name in PSEUDO or name in resources(), value
@@ -516,8 +520,18 @@ FAN_OUT_ENVIRONMENT = SHARED_ENVIRONMENT | {
     "EIC_GUARD_ACCOUNTS": {"Accounts"},
     "EIC_GUARD_MEMBER_ROLE_NAME": {"MemberRoleName"},
 }
+# The functions that check instances (the target worker, the event-driven checks) also import Security Hub findings;
+# the on-change function also knows eic-guard's own roles (loop prevention, changes/actors.py).
+CHECK_ENVIRONMENT = FAN_OUT_ENVIRONMENT | {"EIC_GUARD_SECURITY_HUB_FINDINGS": {"SecurityHubFindings"}}
+OWN_ROLE_ARNS = {
+    f"{f}Role.Arn"
+    for f in ("OnChangeFunction", "ScanTargetFunction", "RefreshFunction", "PlanFunction", "AggregateFunction")
+}
+NOT_SETTINGS = {"EIC_GUARD_OWN_ROLE_ARNS"}  # read by changes.actors.OwnRoles, not by Settings
 EXPECTED_ENVIRONMENT = {
     **dict.fromkeys(FAN_OUT_FUNCTIONS, FAN_OUT_ENVIRONMENT),
+    "ScanTargetFunction": CHECK_ENVIRONMENT,
+    "OnChangeFunction": CHECK_ENVIRONMENT | {"EIC_GUARD_OWN_ROLE_ARNS": OWN_ROLE_ARNS},
     "RefreshFunction": SHARED_ENVIRONMENT | {"EIC_GUARD_STATE_MACHINE_ARN": {"EicGuardStateMachine"}},
 }
 RESOURCE_KINDS = {
@@ -550,7 +564,9 @@ def test_environment_variables_are_engine_settings(function_id):
     env = environment(function_id)
 
     # When they are mapped to settings field names
-    fields = {name.removeprefix(ENV_PREFIX).lower() for name in env if name.startswith(ENV_PREFIX)}
+    fields = {name.removeprefix(ENV_PREFIX).lower() for name in env if name.startswith(ENV_PREFIX)} - {
+        n.removeprefix(ENV_PREFIX).lower() for n in NOT_SETTINGS
+    }
 
     # Then each one is a field the engine's Settings reads
     assert sorted(fields - set(Settings.model_fields)) == []
@@ -573,7 +589,7 @@ def test_default_parameters_give_settings_the_engine_accepts(function_id):
         physical("ReportsBucket"),
         physical("AlertsTopic"),
     )
-    if function_id in FAN_OUT_FUNCTIONS:
+    if function_id in (*FAN_OUT_FUNCTIONS, "OnChangeFunction"):
         assert (settings.tag_key, settings.tag_value, settings.mode) == ("eic-guard:managed", "true", "remediate")
         assert (settings.remediate_public_ip, settings.tag_instances) == (False, True)
         assert (settings.accounts, settings.member_role_name) == ("", "eic-guard-member")
@@ -676,8 +692,12 @@ def test_no_function_is_scheduled_itself():
     # Given every function's events
     events = {name: fn["Properties"].get("Events", {}) for name, fn in serverless_functions().items()}
 
-    # Then only the refresh has one (its SNS topic): the schedule starts the state machine (test_statemachine.py)
-    assert {name: [e["Type"] for e in ev.values()] for name, ev in events.items() if ev} == {"RefreshFunction": ["SNS"]}
+    # Then only the refresh (its SNS topic) and the event-driven checks (their queue) have one: the schedule starts
+    # the state machine (test_statemachine.py)
+    assert {name: [e["Type"] for e in ev.values()] for name, ev in events.items() if ev} == {
+        "RefreshFunction": ["SNS"],
+        "OnChangeFunction": ["SQS"],
+    }
     assert "ScanFunction" not in resources()
 
 
@@ -709,6 +729,9 @@ def test_outputs_expose_the_deployed_pieces():
         "AlertsTopicArn",
         "DashboardName",
         "RefreshDeadLetterQueueUrl",
+        "OnChangeFunctionArn",
+        "OnChangeQueueUrl",
+        "OnChangeDeadLetterQueueUrl",
     } <= names
     assert all(o.get("Description") for o in outputs.values())
     assert outputs["StateTableName"]["Value"] == {"Ref": "StateTable"}

@@ -9,6 +9,7 @@ calls the handlers really make to the roles the templates render.
 from __future__ import annotations
 
 from .checks import ALL_CHECKS, INVENTORY_PERMISSIONS, public_ipv4
+from .outputs import security_hub
 
 # The managed groups' rules (ranges/refresh.py): one filtered describe per region, the prefix lists' entries, then
 # authorize/revoke on eic-guard's own groups only. The target worker makes these writes in every mode: the
@@ -61,11 +62,13 @@ def worker_ec2_actions(remediate: bool, remediate_public_ip: bool = False, tag_i
 
 
 def worker_function_actions(
-    remediate: bool, remediate_public_ip: bool = False, tag_instances: bool = False
+    remediate: bool, remediate_public_ip: bool = False, tag_instances: bool = False, security_hub_enabled: bool = False
 ) -> set[str]:
-    """ScanTargetFunction: its EC2 actions (own account), the run's objects, entering the member accounts."""
+    """ScanTargetFunction: its EC2 actions (own account), the run's objects, entering the member accounts, and with
+    SecurityHubFindings enabled the import (own account) and the findings ledger."""
     actions = worker_ec2_actions(remediate, remediate_public_ip, tag_instances)
-    return actions | set(RUN_OBJECTS_READ) | set(RUN_OBJECTS_WRITE) | set(ENTER_MEMBER_ACCOUNTS)
+    actions |= set(RUN_OBJECTS_READ) | set(RUN_OBJECTS_WRITE) | set(ENTER_MEMBER_ACCOUNTS)
+    return actions | security_hub_actions(security_hub_enabled, ledger=True)
 
 
 def plan_function_actions(organization: bool) -> set[str]:
@@ -84,3 +87,58 @@ def aggregate_function_actions() -> set[str]:
 def refresh_function_actions() -> set[str]:
     """RefreshFunction: verify, advance the state once (idempotently), start the fan-out; no EC2 at all."""
     return set(REFRESH_STATE_TABLE) | set(REPORTS_BUCKET) | set(ALERTS_TOPIC) | set(START_FAN_OUT)
+
+
+# ---------------------------------------------------------------- event-driven checks and Security Hub (§10, §11)
+
+# changes/resolve.py: an event's security group, network interface, route table or NACL → the affected instances
+# (DescribeSecurityGroups, DescribeRouteTables, DescribeNetworkAcls and DescribeInstances are reads the scan has
+# anyway; the interfaces are the one lookup of its own), in every mode and in every account an event comes from.
+CHANGE_LOOKUPS = ("ec2:DescribeNetworkInterfaces",)
+# changes/check.py: the stored ip-ranges state (never downloaded per event), read only.
+ON_CHANGE_STATE_TABLE = ("dynamodb:GetItem",)
+# changes/publish.py: the report (reports/on-change/*) when worth keeping, an alert when a person is needed.
+ON_CHANGE_REPORTS_BUCKET = ("s3:PutObject",)
+
+
+def security_hub_actions(enabled: bool, ledger: bool) -> set[str]:
+    """outputs/security_hub.py: the import (in the account the finding is about), and for a central role the ledger
+    of open findings (<reports bucket>/findings/*)."""
+    if not enabled:
+        return set()
+    actions = set(security_hub.IMPORT_PERMISSIONS)
+    return actions | set(security_hub.LEDGER_PERMISSIONS) if ledger else actions
+
+
+def member_role_actions(
+    remediate: bool, remediate_public_ip: bool = False, tag_instances: bool = False, security_hub_enabled: bool = False
+) -> set[str]:
+    """member/template.yaml's MemberRole: the worker's EC2 actions, the event-driven lookups (in every mode: report
+    mode checks member accounts' events too) and, with SecurityHubFindings enabled, the import into its own account."""
+    actions = worker_ec2_actions(remediate, remediate_public_ip, tag_instances) | set(CHANGE_LOOKUPS)
+    return actions | security_hub_actions(security_hub_enabled, ledger=False)
+
+
+def on_change_ec2_actions(remediate: bool, remediate_public_ip: bool = False, tag_instances: bool = False) -> set[str]:
+    """OnChangeFunction's EC2 actions in its own account: the worker's reads and fixes, but never the refresh job's
+    revokes (an event-driven check only adds the current rules), the managed groups' rule edits only in remediate
+    mode, the managed Elastic IPs read only with `remediate_public_ip` (the inventory reads them only then), and the
+    event lookups."""
+    actions = worker_ec2_actions(remediate, remediate_public_ip, tag_instances) | set(CHANGE_LOOKUPS)
+    actions -= set(MANAGED_GROUP_RULE_EDITS)
+    if remediate:
+        actions.add("ec2:AuthorizeSecurityGroupIngress")
+    if not remediate_public_ip:
+        actions.discard("ec2:DescribeAddresses")
+    return actions
+
+
+def on_change_function_actions(
+    remediate: bool, remediate_public_ip: bool = False, tag_instances: bool = False, security_hub_enabled: bool = False
+) -> set[str]:
+    """OnChangeFunction: its EC2 actions (own account), entering the member accounts, the stored ip-ranges state,
+    the report and alert, and Security Hub with the findings ledger when enabled. (SAM adds the SQS poller's
+    actions on the queue.)"""
+    actions = on_change_ec2_actions(remediate, remediate_public_ip, tag_instances) | set(ENTER_MEMBER_ACCOUNTS)
+    actions |= set(ON_CHANGE_STATE_TABLE) | set(ON_CHANGE_REPORTS_BUCKET) | set(ALERTS_TOPIC)
+    return actions | security_hub_actions(security_hub_enabled, ledger=True)
