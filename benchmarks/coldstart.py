@@ -33,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD_DIR = Path(os.environ.get("EIC_BENCH_BUILD_DIR", "/tmp/eic-bench-build"))
-FUNCTIONS = ("ScanFunction", "RefreshFunction")
+FUNCTIONS = ("ScanTargetFunction", "RefreshFunction")
 LAYER = "EicGuardLayer"
 IMPORT_RUNS = 5
 # What the python3.13 managed runtime provides (distribution names as pinned in requirements-dev.txt).

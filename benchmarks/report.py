@@ -273,7 +273,7 @@ def _coldstart(cold: dict | None) -> list[str]:
         "(self ms) | unzipped size |",
         "|---|---:|---:|---|---:|",
     ]
-    for name in ("ScanFunction", "RefreshFunction", "boto3 alone"):
+    for name in ("ScanTargetFunction", "RefreshFunction", "boto3 alone"):
         imports = cold.get("imports", {}).get(name, {})
         built, warm = imports.get("as_deployed", {}), imports.get("precompiled", {})
         heavy = ", ".join(f"{k} {v:.0f}" for k, v in built.get("heaviest", [])[:5]) or built.get("error", "")
@@ -309,7 +309,7 @@ def _coldstart(cold: dict | None) -> list[str]:
         lines += ["", "Import measurement used " + "; ".join(notes) + "."]
     if cold.get("imports_error"):
         lines += ["", f"Import times not measured: {cold['imports_error']}"]
-    scan = cold.get("imports", {}).get("ScanFunction", {})
+    scan = cold.get("imports", {}).get("ScanTargetFunction", {})
     deployed, warm = scan.get("as_deployed", {}), scan.get("precompiled", {})
     if deployed.get("median_ms") and warm.get("median_ms") and deployed["median_ms"] - warm["median_ms"] > 10:
         own = {k: (dict(deployed.get("heaviest", [])).get(k), dict(warm.get("heaviest", [])).get(k))
@@ -387,11 +387,11 @@ def _targets(results: dict) -> list[str]:
     if imports and not cold.get("error"):
         built = {
             f: imports.get(f, {}).get("as_deployed", {}).get("median_ms", float("nan"))
-            for f in ("ScanFunction", "RefreshFunction")
+            for f in ("ScanTargetFunction", "RefreshFunction")
         }
         warm = {
             f: imports.get(f, {}).get("precompiled", {}).get("median_ms", float("nan"))
-            for f in ("ScanFunction", "RefreshFunction")
+            for f in ("ScanTargetFunction", "RefreshFunction")
         }
         rows.append(
             (

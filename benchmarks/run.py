@@ -66,7 +66,7 @@ def child_env(endpoint: str | None = None) -> dict[str, str]:
             # As in Lambda. Without it the X-Ray SDK (imported by Powertools' Tracer even when tracing is disabled)
             # builds its centralized sampler: its own botocore session and two X-Ray clients, +8 MiB and +0.1-0.2 s
             # CPU in the client process. Lambda gets the local sampler instead.
-            "LAMBDA_TASK_ROOT": str(ROOT / "functions" / "scan"),
+            "LAMBDA_TASK_ROOT": str(ROOT / "functions" / "scan_target"),
         }
     )
     if endpoint:
