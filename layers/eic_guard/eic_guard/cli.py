@@ -158,7 +158,49 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"local state (default: $EIC_GUARD_STATE_FILE or {DEFAULT_STATE_FILE}); FILE.lock serializes runs",
     )
     commands.add_parser("demo", help="run the embedded end-to-end demo against a local simulated AWS")
+    cleanup = commands.add_parser(
+        "cleanup",
+        help="uninstall: detach and delete eic-guard's groups, release its Elastic IPs (run before sam delete)",
+        description="Detach the eic-guard-ssh groups tagged ManagedBy=eic-guard from every network interface "
+        "(keeping its other groups), delete them, and release the Elastic IPs tagged ManagedBy=eic-guard. Nothing "
+        "without that tag is touched. Exit 0 when everything was done (or planned), 1 when something failed or "
+        "was kept (an interface whose only group is eic-guard-ssh), 2 on a usage or configuration error.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _cleanup_arguments(cleanup)
     return parser
+
+
+def _cleanup_arguments(command: argparse.ArgumentParser) -> None:
+    """cleanup's flags: the account and region choice of scan (no ip-ranges), --dry-run and --format."""
+    command.add_argument(
+        "--region",
+        action="append",
+        dest="regions",
+        metavar="R",
+        help="region(s) to clean up: repeat the flag or give a comma list; default: $EIC_GUARD_REGIONS, "
+        "$AWS_REGION, $AWS_DEFAULT_REGION, then the AWS profile's region",
+    )
+    command.add_argument(
+        "--account",
+        action="append",
+        dest="accounts",
+        metavar="ID",
+        help="account(s) to clean up: repeat the flag or give a comma list of 12-digit ids; default: "
+        "$EIC_GUARD_ACCOUNTS, else the caller's own account",
+    )
+    command.add_argument(
+        "--organization", action="store_true", help="clean up every ACTIVE account of the organization"
+    )
+    command.add_argument(
+        "--role-name",
+        metavar="NAME",
+        help=f"the role assumed in every other account (default: $EIC_GUARD_MEMBER_ROLE_NAME, else "
+        f"{DEFAULT_MEMBER_ROLE}); it needs ec2:DeleteSecurityGroup, which the member role does not grant",
+    )
+    command.add_argument("--dry-run", action="store_true", help="list what would be done, change nothing")
+    command.add_argument("--format", choices=("table", "json"), default="table")
 
 
 # ---- configuration -------------------------------------------------------------------------------------------------
@@ -483,13 +525,36 @@ def _refresh_accounts(
     return {**(outcome.refresh or {}), "targets": [t.model_dump(mode="json") for t in outcome.report.targets]}
 
 
+# ---- cleanup -------------------------------------------------------------------------------------------------------
+def cleanup(args: argparse.Namespace) -> int:
+    from .cleanup import exit_status, render_table, run_cleanup
+
+    fan_out = resolve_fan_out(args)
+    session, settings = _configure(args, "report", fan_out)
+    clients = _connect(session, settings)
+    source = "--organization" if fan_out.accounts == ORGANIZATION else f"EIC_GUARD_ACCOUNTS={ORGANIZATION}"
+    with _organization_problems(settings, source):
+        actions = run_cleanup(clients, settings, dry_run=args.dry_run, max_workers=fan_out.max_workers)
+    if args.format == "json":
+        json.dump([action.to_dict() for action in actions], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        render_table(actions, sys.stdout, dry_run=args.dry_run)
+    return exit_status(actions)
+
+
 def demo(_: argparse.Namespace) -> int:
     from .demo import main as demo_main  # moto is a dev dependency: imported only for the demo
 
     return demo_main()
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"scan": scan, "refresh": refresh, "demo": demo}
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "scan": scan,
+    "refresh": refresh,
+    "demo": demo,
+    "cleanup": cleanup,
+}
 
 
 # ---- main ----------------------------------------------------------------------------------------------------------
