@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import shutil
 import subprocess
@@ -15,6 +17,7 @@ import eic_guard
 import pytest
 from eic_guard.checks import CHECK_IDS
 from eic_guard.cli import main
+from eic_guard.outputs.csv_rows import COLUMNS
 from eic_guard.simulated import SimulatedAccount, create_organization, member_session, ssh_from
 
 from tests.aws_views import eni_groups, ingress_rules, metadata_endpoint
@@ -638,3 +641,25 @@ def test_organization_refresh_with_an_unreachable_member_alerts_and_exits_1(
     assert summary["status"] == "incomplete"
     assert any(payments in alert and "AccessDenied" in alert for alert in summary["alerts"])
     assert f"eic-guard: alert: {payments}/{REGION}: cannot enter account {payments}" in out.err
+
+
+def test_csv_format_has_one_row_per_instance_and_check(account, api_calls, capsys):
+    # Given one compliant and one fixable instance
+    _, compliant = compliant_instance(account)
+    fixable = fixable_instance(account)
+
+    # When scanning with --format csv
+    code = main(scan_args("--format", "csv"))
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+
+    # Then the header is the documented one and each instance has one row per check, in check order
+    assert code == 1
+    assert list(rows[0]) == list(COLUMNS)
+    by_instance = {i: [r for r in rows if r["instance_id"] == i] for i in (compliant, fixable)}
+    assert [r["check"] for r in by_instance[compliant]] == list(CHECK_IDS)
+    assert {r["status"] for r in by_instance[compliant]} == {"pass"}
+    fixable_statuses = {r["check"]: r["status"] for r in by_instance[fixable]}
+    assert fixable_statuses["eic-ssh-ingress"] == "would-fix" and fixable_statuses["imds-enabled"] == "would-fix"
+    assert {r["account_id"] for r in rows} == {"123456789012"} and {r["region"] for r in rows} == {REGION}
+    assert len(rows) == 2 * len(CHECK_IDS)
+    assert api_calls.writes() == []

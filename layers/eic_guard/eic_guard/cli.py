@@ -133,7 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="fix the drift that can be fixed safely (the only way to make the CLI change instances)",
     )
-    scan.add_argument("--format", choices=("table", "json"), default="table")
+    scan.add_argument(
+        "--format",
+        choices=("table", "json", "csv"),
+        default="table",
+        help="table (default), the JSON report, or CSV: one row per (instance, check)",
+    )
     scan.add_argument("--output", metavar="FILE", help="write the report to FILE instead of standard output")
     scan.add_argument("--html", metavar="FILE", help="also write the self-contained HTML report to FILE")
     scan.add_argument(
@@ -373,6 +378,10 @@ def _write(report: Report, fmt: str, output: str | None) -> None:
         if fmt == "json":
             json.dump(report.to_dict(), stream, indent=2)
             stream.write("\n")
+        elif fmt == "csv":
+            from .outputs.csv_rows import write_csv
+
+            write_csv(report, stream)
         else:
             render(report, stream, color=False if output else None)
             for line in account_lines(report):
