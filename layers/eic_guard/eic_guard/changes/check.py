@@ -21,13 +21,12 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..aws.credentials import AccountClients, AccountUnreachable
-from ..aws.gateway import error_code
+from ..aws.credentials import AccountClients
 from ..budget import FINISH_RESERVE, Deadline
 from ..engine import TargetResult, scan_target
 from ..events import InvalidEvent
 from ..fanout.targets import ORGANIZATION, Target, parse_accounts
-from ..fanout.worker import to_document
+from ..fanout.worker import target_error, to_document
 from ..observability import logger
 from ..outputs.publish import tag_entries
 from ..outputs.report import build_report, instance_entry
@@ -281,14 +280,8 @@ def _scan(
         if instance_ids:
             today = started.date()
             result = scan_target(ec2, target.account_id, target.region, settings, ranges, today, deadline, instance_ids)
-    except AccountUnreachable as exc:
-        result.error = f"cannot enter account {target.account_id}: {exc}"
-    except (ClientError, BotoCoreError) as exc:
-        code = error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__
-        result.error = f"{code}: {exc}"
-    except Exception as exc:  # noqa: BLE001 - one target's bug must not lose the batch's other records
-        logger.exception("on-change target failed", extra={"target": target.key})
-        result.error = f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # noqa: BLE001 - one target's failure must not lose the batch's other records
+        result.error = target_error(target, exc)
     return result, affected
 
 

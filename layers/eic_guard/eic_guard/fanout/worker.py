@@ -63,13 +63,8 @@ def run_target(
                 )
         if refresh is not None:
             result.actions[:0] = refresh.actions
-    except AccountUnreachable as exc:
-        result.error = f"cannot enter account {target.account_id}: {exc}"
-    except (ClientError, BotoCoreError) as exc:
-        result.error = _target_error(target, exc)
-    except Exception as exc:  # noqa: BLE001 - a bug in one target must not lose the others' results
-        logger.exception("target failed", extra={"target": target.key})
-        result.error = f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # noqa: BLE001 - one target's failure is its error, never the others' loss
+        result.error = target_error(target, exc)
     security_hub = None
     if phase == "apply" and plan.job == "scan" and findings_enabled(settings) and not result.error:
         # In both modes (a finding reports a state), and within the work budget: the finishing reserve stays for
@@ -97,7 +92,14 @@ def run_target(
     return document
 
 
-def _target_error(target: Target, exc: Exception) -> str:
+def target_error(target: Target, exc: Exception) -> str:
+    """What a target that failed says in the report: the account it could not enter, the region the account has
+    not enabled, the AWS error, or (a bug, logged with its traceback) the exception."""
+    if isinstance(exc, AccountUnreachable):
+        return f"cannot enter account {target.account_id}: {exc}"
+    if not isinstance(exc, (ClientError, BotoCoreError)):
+        logger.exception("target failed", extra={"target": target.key})
+        return f"{type(exc).__name__}: {exc}"
     code = error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__
     if code in REGION_NOT_ENABLED:
         return f"region {target.region} is not enabled in account {target.account_id} ({code})"
