@@ -104,13 +104,7 @@ def drifted_instance(org: Organization, account_id: str) -> tuple[Network, str]:
     rule for EIC and its metadata endpoint off (IMDSv2 required)."""
     account = org.simulated(account_id)
     net = account.network()
-    [instance] = account.launch(
-        image_id=account.al2023_ami(),
-        subnet_id=net.public_subnet_id,
-        group_ids=[net.app_group_id],
-        public_ip=True,
-        imds="disabled",
-    )
+    instance = account.launch_drifted(net)
     return net, instance
 
 

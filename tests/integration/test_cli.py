@@ -78,13 +78,7 @@ def compliant_instance(account) -> tuple[str, str]:
 def fixable_instance(account, net=None) -> str:
     """Everything right except SSH from EIC and the metadata endpoint: both fixable."""
     net = net or account.network("10.9.0.0/16", name="fixable")
-    [instance] = account.launch(
-        image_id=account.al2023_ami(),
-        subnet_id=net.public_subnet_id,
-        group_ids=[net.app_group_id],
-        public_ip=True,
-        imds="disabled",
-    )
+    instance = account.launch_drifted(net)
     return instance
 
 

@@ -79,13 +79,7 @@ def assert_one_error_line(code: int, capsys, *fragments: str) -> str:
 def fixable_instance(account) -> str:
     """An opted-in instance that --remediate would change (no SSH from EIC, metadata endpoint off)."""
     net = account.network("10.9.0.0/16", name="fixable")
-    [instance] = account.launch(
-        image_id=account.al2023_ami(),
-        subnet_id=net.public_subnet_id,
-        group_ids=[net.app_group_id],
-        public_ip=True,
-        imds="disabled",
-    )
+    instance = account.launch_drifted(net)
     return instance
 
 

@@ -228,13 +228,7 @@ def test_a_worker_out_of_time_returns_incomplete_and_the_next_round_finishes_the
 ):
     # Given two fixable instances, and a first round whose time runs out right after the gather
     net, failing, _ = build_fleet(account)
-    [second] = account.launch(
-        image_id=account.al2023_ami(),
-        subnet_id=net.public_subnet_id,
-        group_ids=[net.app_group_id],
-        public_ip=True,
-        imds="disabled",
-    )
+    second = account.launch_drifted(net)
     execution = Execution(worker_context=contexts(lambda request: request["round"] == 1))
 
     # When the schedule starts the execution

@@ -102,13 +102,7 @@ def drifted(account: SimulatedAccount, net, count: int = 1, **kwargs) -> list[st
 
 def blocked(account: SimulatedAccount, net) -> str:
     """Drifted, but in the subnet without an internet route: nothing can be fixed (DESIGN §4)."""
-    [instance] = account.launch(
-        image_id=account.al2023_ami(),
-        subnet_id=net.private_subnet_id,
-        group_ids=[net.app_group_id],
-        public_ip=True,
-        imds="disabled",
-    )
+    instance = account.launch_drifted(net, subnet_id=net.private_subnet_id)
     return instance
 
 
@@ -540,13 +534,7 @@ def test_the_cli_scan_with_security_hub_imports_the_findings(account, ec2, tmp_p
     # Given a drifted opted-in instance and a home directory for the CLI's findings ledger
     monkeypatch.setenv("HOME", str(tmp_path))
     net = account.network()
-    [instance] = account.launch(
-        image_id=account.al2023_ami(),
-        subnet_id=net.public_subnet_id,
-        group_ids=[net.app_group_id],
-        public_ip=True,
-        imds="disabled",
-    )
+    instance = account.launch_drifted(net)
     snapshot = str(IP_RANGES / "ip-ranges-2026-08-22.json")
 
     # When `eic-guard scan --security-hub` runs (report mode)

@@ -45,13 +45,7 @@ def out_of_time() -> Deadline:
 
 def drifted(account, net) -> str:
     """An opted-in AL2023 instance with a public address, no SSH rule for EIC and its metadata endpoint off."""
-    [instance] = account.launch(
-        image_id=account.al2023_ami(),
-        subnet_id=net.public_subnet_id,
-        group_ids=[net.app_group_id],
-        public_ip=True,
-        imds="disabled",
-    )
+    instance = account.launch_drifted(net)
     return instance
 
 

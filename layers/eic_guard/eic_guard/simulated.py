@@ -137,6 +137,18 @@ class SimulatedAccount:
         return acl
 
     # ---- instances --------------------------------------------------------------------------------------------
+    def launch_drifted(self, network: Network, *, subnet_id: str | None = None, public_ip: bool = True) -> str:
+        """One opted-in AL2023 instance in `network` (its public subnet unless told) with only the application
+        group (no SSH rule for EIC) and the metadata endpoint off (IMDSv2 required): what remediate mode fixes."""
+        [instance] = self.launch(
+            image_id=self.al2023_ami(),
+            subnet_id=subnet_id or network.public_subnet_id,
+            group_ids=[network.app_group_id],
+            public_ip=public_ip,
+            imds="disabled",
+        )
+        return instance
+
     def launch(
         self,
         *,
