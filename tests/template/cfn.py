@@ -426,6 +426,24 @@ def member_parameter_values(**overrides: str) -> dict[str, str]:
     return values
 
 
+# The central stack's parameters the member StackSet is given the same values of (the README's commands).
+SHARED_WITH_MEMBER = (
+    "MemberRoleName",
+    "TagKey",
+    "TagValue",
+    "Mode",
+    "RemediatePublicIp",
+    "TagInstances",
+    "SecurityHubFindings",
+)
+
+
+def member_values_for(central: dict[str, str], stack_region: str, **overrides: str) -> dict[str, str]:
+    """The member stack's parameter values for a central stack with parameters `central` in `stack_region`."""
+    shared = {name: central[name] for name in SHARED_WITH_MEMBER}
+    return member_parameter_values(**shared, Regions=central["Regions"] or stack_region, **overrides)
+
+
 def render_member(params: dict[str, str], account_id: str | None = None) -> RenderedStack:
     """member/template.yaml resolved for these parameter values, deployed in `account_id` (default PSEUDO's)."""
     return _render_member(tuple(sorted(params.items())), account_id or PSEUDO["AWS::AccountId"])

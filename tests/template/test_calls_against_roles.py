@@ -56,7 +56,7 @@ from tests.conftest import IP_RANGES, ROOT, create_state_table
 from tests.lambda_runtime import FakeLambdaContext, event, load_handler
 from tests.template.asl import STATE_MACHINE_ID, Execution, load_definition
 from tests.template.call_recorder import CallRecorder, RecordedCall
-from tests.template.cfn import PSEUDO, RenderedStack, member_parameter_values, render, render_member
+from tests.template.cfn import PSEUDO, RenderedStack, member_values_for, render, render_member
 from tests.template.iam_eval import Request, evaluate
 from tests.template.parameter_sets import OWN_ACCOUNT, PARAMETER_SETS, STACK_REGION, ParameterSet
 
@@ -173,20 +173,8 @@ class Run:
 
 def member_params(stack: RenderedStack) -> dict[str, str]:
     """The member stack's parameters for this central stack (what the README's StackSet commands pass)."""
-    shared = (
-        "MemberRoleName",
-        "TagKey",
-        "TagValue",
-        "Mode",
-        "RemediatePublicIp",
-        "TagInstances",
-        "SecurityHubFindings",
-    )
-    return member_parameter_values(
-        **{name: stack.params[name] for name in shared},
-        Regions=stack.params["Regions"] or stack.pseudo["AWS::Region"],
-        WorkerRoleArns=stack.physical("ScanTargetFunctionRole", "Arn"),
-    )
+    worker_role = stack.physical("ScanTargetFunctionRole", "Arn")
+    return member_values_for(stack.params, stack.pseudo["AWS::Region"], WorkerRoleArns=worker_role)
 
 
 @cache

@@ -19,7 +19,7 @@ from policy_sentry.querying.actions import get_action_data
 from policy_sentry.util.arns import does_arn_match
 from policy_sentry.util.conditions import is_condition_key_match
 
-from tests.template.cfn import as_list, member_parameter_values, render, render_member
+from tests.template.cfn import as_list, member_values_for, render, render_member
 from tests.template.parameter_sets import PARAMETER_SETS, STACK_REGION
 
 TAG_KEYS = ("aws:requesttag/", "aws:tagkeys", "aws:resourcetag/")
@@ -80,18 +80,7 @@ def statement_findings(where: str, statement: dict) -> list[str]:
 
 def member_stack(params: dict[str, str]):
     """member/template.yaml with the central stack's settings."""
-    shared = (
-        "MemberRoleName",
-        "TagKey",
-        "TagValue",
-        "Mode",
-        "RemediatePublicIp",
-        "TagInstances",
-        "SecurityHubFindings",
-    )
-    return render_member(
-        member_parameter_values(**{n: params[n] for n in shared}, Regions=params["Regions"] or STACK_REGION)
-    )
+    return render_member(member_values_for(params, STACK_REGION))
 
 
 def stack_findings(params: dict[str, str]) -> list[str]:
