@@ -50,9 +50,8 @@ from eic_guard.simulated import SimulatedAccount, ssh_from  # noqa: E402
 
 from benchmarks import coldstart, fleet  # noqa: E402
 from benchmarks.org_client import Control  # noqa: E402
-from benchmarks.run import child_env, log  # noqa: E402
+from benchmarks.run import IP_RANGES, child_env, log  # noqa: E402
 
-IP_RANGES = ROOT / "tests" / "fixtures" / "ip-ranges" / "ip-ranges-2026-08-22.json"
 RESULTS = Path(__file__).resolve().parent / "ORG_RESULTS.md"
 RAW = Path(__file__).resolve().parent / "org_results.json"
 MANAGEMENT = "123456789012"  # moto's default account: the caller, the organization's management account
