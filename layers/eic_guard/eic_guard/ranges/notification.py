@@ -32,6 +32,10 @@ def handle_notification(
     state = store.load()
     if state.sync_token is not None and not state.is_newer(change.synctoken):
         status = "duplicate" if int(change.synctoken) == int(state.sync_token) else "stale"
+        if status == "duplicate" and settings.state_machine_arn:
+            # The state was advanced by an invocation whose StartExecution then failed (SNS retries it): start the
+            # job now; an execution already started under this synctoken's name is found, never run twice.
+            return _start_refresh_job(clients, settings, state.sync_token, state.create_date or "")
         logger.info(
             f"notification {status}: nothing to do",
             extra={"sync_token": change.synctoken, "stored_sync_token": state.sync_token},
@@ -109,7 +113,12 @@ def advance_and_fan_out(
     previous = state.sync_token
     advance_state(state, ranges, settings, moment)
     store.save(state, previous)
-    name = f"refresh-{ranges.sync_token}"
+    return _start_refresh_job(clients, settings, ranges.sync_token, ranges.create_date)
+
+
+def _start_refresh_job(clients: Any, settings: Settings, sync_token: str, create_date: str) -> dict:
+    """Start the fan-out's refresh job, named after the synctoken (idempotent: a second start finds the first)."""
+    name = f"refresh-{sync_token}"
     stepfunctions = clients.client("stepfunctions")
     try:
         started = stepfunctions.start_execution(
@@ -120,11 +129,11 @@ def advance_and_fan_out(
         if exc.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
             raise
         execution = f"{settings.state_machine_arn.replace(':stateMachine:', ':execution:')}:{name}"
-    logger.info("ip-ranges state advanced; refresh job started", extra={"execution": execution})
+    logger.info("ip-ranges refresh job started", extra={"execution": execution})
     return {
         "status": "started",
-        "sync_token": ranges.sync_token,
-        "create_date": ranges.create_date,
+        "sync_token": sync_token,
+        "create_date": create_date,
         "execution": execution,
         "alerts": [],
     }
