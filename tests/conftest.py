@@ -53,6 +53,7 @@ def fresh_lambda_container(monkeypatch):
     """Each test starts a new Lambda container: the handlers' reused clients (aws.clients.lambda_clients) are built
     again, inside that test's moto mock and environment."""
     monkeypatch.setattr("eic_guard.aws.clients._LAMBDA_CLIENTS", None)
+    monkeypatch.setattr("eic_guard.fanout.steps._RUN_ACCOUNTS", [])
 
 
 @pytest.fixture(autouse=True)

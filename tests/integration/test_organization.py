@@ -371,3 +371,28 @@ def test_state_machine_worker_out_of_time_keeps_its_result_and_the_next_round_fi
     assert summary["summary"]["fixed"] == 1
     assert summary["summary"]["errors"] == 0
     assert summary["targets"] == {"ok": 1, "error": 0, "incomplete": 0}
+
+
+def test_a_warm_worker_enters_each_member_account_once_per_run(org, fleet, monkeypatch, runs_bucket, ip_ranges_url):
+    # Given the two members scanned in two regions each: four map items, run one after another by one warm
+    # container (the in-process state machine reuses the handler module, as Lambda does)
+    first, second = org.members
+    monkeypatch.setenv("EIC_GUARD_ACCOUNTS", f"{first},{second}")
+    monkeypatch.setenv("EIC_GUARD_REGIONS", f"{REGION},eu-west-1")
+    assume_role_calls: list[str] = []
+    original = boto3.Session.__init__
+
+    def record_assume_role(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.events.register(
+            "provide-client-params.sts.AssumeRole", lambda params, **_: assume_role_calls.append(params["RoleArn"])
+        )
+
+    monkeypatch.setattr(boto3.Session, "__init__", record_assume_role)
+
+    # When the nightly execution runs
+    summary = Execution().run({"job": "scan"}, FakeLambdaContext(aws_request_id="org-warm-run"))
+
+    # Then every target was scanned, and each member's role was assumed once, not once per target
+    assert summary["targets"] == {"ok": 4, "error": 0, "incomplete": 0}
+    assert sorted(assume_role_calls) == sorted(f"arn:aws:iam::{m}:role/eic-guard-member" for m in org.members)

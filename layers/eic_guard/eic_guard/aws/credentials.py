@@ -66,6 +66,7 @@ class AccountClients:
                         self._accounts[account_id] = known
         if isinstance(known, AccountUnreachable):
             raise known
+        known.deadline = self.own.deadline  # a warm container's next invocation brings its own deadline
         return known
 
     def _enter(self, account_id: str) -> AwsClients | AccountUnreachable:

@@ -126,7 +126,7 @@ def worker_step(event: Any, settings: Settings, clients: Any, deadline: Deadline
     objects = RunObjects(clients.client("s3"), request.bucket, request.run_id)
     plan = RunPlan.from_dict(objects.get(request.manifest_key))
     target = Target.from_dict(request.target)
-    accounts = AccountClients(clients, plan.run_id, settings.member_role_name)
+    accounts = _accounts_of_run(clients, plan.run_id, settings.member_role_name)
     document = run_target(
         plan, target, request.phase, accounts.for_account, settings, round_=request.round, deadline=deadline
     )
@@ -137,6 +137,20 @@ def worker_step(event: Any, settings: Settings, clients: Any, deadline: Deadline
         "result_key": result_key,
         "instances": len(document["instances"]),
     }
+
+
+_RUN_ACCOUNTS: list[AccountClients] = []  # the latest run's, in a warm container
+
+
+def _accounts_of_run(clients: Any, run_id: str, role_name: str) -> AccountClients:
+    """A warm container's map items of one run share their member credentials: one AssumeRole per account per
+    container and run, not one per target (credentials refresh themselves before they expire). Only the latest
+    run is kept."""
+    for known in _RUN_ACCOUNTS:
+        if known.own is clients and known.run_id == run_id and known.role_name == role_name:
+            return known
+    _RUN_ACCOUNTS[:] = [AccountClients(clients, run_id, role_name)]
+    return _RUN_ACCOUNTS[0]
 
 
 def aggregate_step(event: Any, settings: Settings, clients: Any) -> dict:
