@@ -40,11 +40,11 @@ REPORT_KEYS = {
     "instances",
 }
 # Additions of DESIGN §5b, and extensions of v1 documented on purpose in README "The report".
-REPORT_ADDITIONS = {"tool_version", "accounts", "targets"}
+REPORT_ADDITIONS = {"tool_version", "accounts", "account_aliases", "targets"}
 REPORT_EXTENSIONS = {"target_actions", "target_errors"}
-INSTANCE_ADDITIONS = {"account_id"}
+INSTANCE_ADDITIONS = {"account_id", "name", "tags", "warnings"}
 INSTANCE_EXTENSIONS = {"excluded_reason"}
-SUMMARY_KEYS = {"instances", "compliant", "fixed", "noncompliant", "excluded", "errors"}
+SUMMARY_KEYS = {"instances", "compliant", "fixed", "noncompliant", "excluded", "errors", "warnings"}
 INSTANCE_KEYS = {"instance_id", "region", "vpc_id", "verdict", "checks", "actions"}
 VERDICTS = {"compliant", "fixed", "noncompliant", "excluded", "error"}
 CHECK_STATUSES = {"pass", "fail", "fixed", "would-fix", "error", "not-applicable"}
@@ -122,13 +122,14 @@ def test_json_report_matches_the_contract_and_exits_1_when_noncompliant(account,
         "noncompliant": 1,
         "excluded": 0,
         "errors": 0,
+        "warnings": 0,
     }
     assert set(report["summary"]) == SUMMARY_KEYS
     # And the DESIGN §5b additions: the tool's version, the accounts and the (account, region) targets covered
     assert report["tool_version"] == eic_guard.__version__
     assert report["accounts"] == ["123456789012"]
     assert report["targets"] == [
-        {"account_id": "123456789012", "region": REGION, "status": "ok", "error": None, "instances": 2}
+        {"account_id": "123456789012", "region": REGION, "status": "ok", "error": None, "instances": 2, "notes": []}
     ]
     for instance in report["instances"]:
         assert set(instance) == INSTANCE_KEYS | INSTANCE_ADDITIONS | INSTANCE_EXTENSIONS
@@ -137,7 +138,7 @@ def test_json_report_matches_the_contract_and_exits_1_when_noncompliant(account,
         assert instance["account_id"] == "123456789012"
         assert list(instance["checks"]) == list(CHECK_IDS)
         for check in instance["checks"].values():
-            assert set(check) == {"status", "reason"}
+            assert set(check) == {"status", "reason", "guidance"}
             assert check["status"] in CHECK_STATUSES
         for action in instance["actions"]:
             assert set(action) == ACTION_KEYS

@@ -180,6 +180,7 @@ def test_scan_emits_the_summary_counters_in_one_emf_blob(scan_run):
         "noncompliant": 1,
         "excluded": 1,
         "errors": 0,
+        "warnings": 0,
     }
     assert sorted(scan_run["writes"]) == sorted(
         [

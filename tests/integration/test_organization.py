@@ -117,6 +117,7 @@ def test_organization_scan_fixes_each_members_instance_in_its_own_account(org, f
             "status": "ok",
             "error": None,
             "instances": 1 if account_id in org.members else 0,
+            "notes": [],
         }
         for account_id in org.accounts
     ]
@@ -132,6 +133,7 @@ def test_organization_scan_fixes_each_members_instance_in_its_own_account(org, f
         "noncompliant": 0,
         "excluded": 0,
         "errors": 0,
+        "warnings": 0,
     }
     assert outcome.plan.skipped_accounts == []
 
@@ -313,6 +315,7 @@ def test_state_machine_scans_the_listed_members_and_keeps_each_targets_result(
         "noncompliant": 0,
         "excluded": 0,
         "errors": 0,
+        "warnings": 0,
     }
     assert summary["targets"] == {"ok": 2, "error": 0, "incomplete": 0}
     assert execution.worker_failures == []

@@ -87,7 +87,7 @@ def test_a_crashing_check_is_recorded_as_error_and_the_others_still_run(monkeypa
     outcome = evaluate_instance(inst, context(snapshot(inst)), TODAY)
 
     # Then
-    assert outcome.checks["imds-enabled"] == CheckResult("error", "RuntimeError: bug")
+    assert outcome.checks["imds-enabled"] == CheckResult("error", "RuntimeError: bug", kind="check-bug")
     assert outcome.checks["network-acl"].status == "pass"
     assert verdict(outcome) == "error"
 

@@ -339,10 +339,10 @@ def test_ok_error_incomplete_and_missing_targets_all_appear_in_the_one_report(ra
 
     # Then every planned target is listed, in plan order, with its status, error and instance count
     assert [t.model_dump() for t in report.targets] == [
-        {"account_id": OWN, "region": REGION, "status": "ok", "error": None, "instances": 2},
-        {"account_id": MEMBER_A, "region": REGION, "status": "error", "error": unreachable, "instances": 0},
-        {"account_id": MEMBER_B, "region": REGION, "status": "incomplete", "error": None, "instances": 1},
-        {"account_id": MEMBER_C, "region": REGION, "status": "error", "error": NO_RESULT, "instances": 0},
+        {"account_id": OWN, "region": REGION, "status": "ok", "error": None, "instances": 2, "notes": []},
+        {"account_id": MEMBER_A, "region": REGION, "status": "error", "error": unreachable, "instances": 0, "notes": []},
+        {"account_id": MEMBER_B, "region": REGION, "status": "incomplete", "error": None, "instances": 1, "notes": []},
+        {"account_id": MEMBER_C, "region": REGION, "status": "error", "error": NO_RESULT, "instances": 0, "notes": []},
     ]
     assert NO_RESULT.startswith("no result")
     # And the accounts are every planned account, the run's own account is the caller's
@@ -356,6 +356,7 @@ def test_ok_error_incomplete_and_missing_targets_all_appear_in_the_one_report(ra
         "noncompliant": 1,
         "excluded": 0,
         "errors": 2,
+        "warnings": 0,
     }
     assert [(e.account_id, e.error) for e in report.target_errors] == [(MEMBER_A, unreachable), (MEMBER_C, NO_RESULT)]
     assert {e.instance_id: e.account_id for e in report.instances} == {

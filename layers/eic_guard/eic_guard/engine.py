@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
@@ -43,6 +43,7 @@ class TargetResult:
     error: str | None = None
     account_id: str = ""
     incomplete: bool = False
+    notes: list[str] = field(default_factory=list)  # what a person should know about the target (not an error)
 
     @property
     def status(self) -> str:
@@ -70,17 +71,23 @@ def exclusion(instance: Instance, today: date) -> str | None:
 def evaluate_instance(instance: Instance, ctx: CheckContext, today: date) -> InstanceOutcome:
     """Decide: run every check (pure) on one instance."""
     outcome = InstanceOutcome(
-        instance.instance_id, ctx.snapshot.region, instance.vpc_id, account_id=ctx.snapshot.account_id
+        instance.instance_id,
+        ctx.snapshot.region,
+        instance.vpc_id,
+        account_id=ctx.snapshot.account_id,
+        name=instance.tag("Name"),
+        tags={key: value for key in ctx.settings.owner_tags if (value := instance.tag(key)) is not None},
     )
     outcome.excluded_reason = exclusion(instance, today)
     if outcome.excluded_reason:
         return outcome
     for check in ALL_CHECKS:
         try:
-            outcome.checks[check.ID] = check.evaluate(instance, ctx)
+            result = outcome.checks[check.ID] = check.evaluate(instance, ctx)
         except Exception as exc:  # noqa: BLE001 - a check bug must not hide the other checks
             logger.exception("check failed", extra={"instance_id": instance.instance_id, "check": check.ID})
-            outcome.checks[check.ID] = CheckResult("error", f"{type(exc).__name__}: {exc}")
+            result = outcome.checks[check.ID] = CheckResult("error", f"{type(exc).__name__}: {exc}", kind="check-bug")
+        outcome.warnings.extend(result.warnings)
     return outcome
 
 
@@ -103,7 +110,12 @@ def hold_blocked_fixes(outcome: InstanceOutcome) -> None:
     note = f"not fixed: blocked by {', '.join(blocking)}"
     for check_id, result in outcome.checks.items():
         if result.status == "fail" and result.fix is not None:
-            outcome.checks[check_id] = CheckResult("fail", f"{result.reason}; {note}")
+            outcome.checks[check_id] = replace(
+                result,
+                reason=f"{result.reason}; {note}",
+                fix=None,
+                facts=result.with_facts(blocked_by=",".join(blocking)),
+            )
 
 
 def remediate_instance(instance: Instance, outcome: InstanceOutcome, remediator: Remediator) -> bool:
@@ -131,28 +143,45 @@ def remediate_instance(instance: Instance, outcome: InstanceOutcome, remediator:
                 outcome.error = outcome.checks[check_id].reason
                 return True  # nothing else can be done to an instance that is gone
             continue
-        outcome.checks[check_id] = CheckResult("would-fix" if remediator.dry_run else "fixed", result.reason)
+        outcome.checks[check_id] = replace(result, status="would-fix" if remediator.dry_run else "fixed", fix=None)
     return True
 
 
 def _after_failed_fix(result: CheckResult, exc: Exception, code: str) -> CheckResult:
     """What a check says once its fix failed: `fail` when eic-guard may not or cannot fix it, else `error`."""
     if isinstance(exc, RemediationRefused):
-        return CheckResult("fail", f"{result.reason}; cannot fix: {exc}")
-    if code in VANISHED_CODES:
-        return CheckResult("error", f"instance vanished during the run ({code})")
-    if code in QUOTA_CODES:
-        return CheckResult(
-            "fail", f"{result.reason}; cannot fix: the network interface is at its security-group quota ({code})"
+        return replace(
+            result, reason=f"{result.reason}; cannot fix: {exc}", fix=None, facts=result.with_facts(refused=str(exc))
         )
-    return CheckResult("error", f"{result.reason}; fix failed: {code}")
+    if code in VANISHED_CODES:
+        return CheckResult("error", f"instance vanished during the run ({code})", kind="instance-vanished")
+    if code in QUOTA_CODES:
+        return replace(
+            result,
+            reason=f"{result.reason}; cannot fix: the network interface is at its security-group quota ({code})",
+            fix=None,
+            kind="sg-quota",
+            facts=result.with_facts(error_code=code),
+        )
+    return replace(
+        result,
+        status="error",
+        reason=f"{result.reason}; fix failed: {code}",
+        fix=None,
+        facts=result.with_facts(fix_failed=code),
+    )
 
 
 def hold_for_next_round(outcome: InstanceOutcome) -> None:
     """Out of time: keep the fixes for the next round, which re-gathers and makes them (all fixes are idempotent)."""
     for check_id, result in outcome.checks.items():
         if result.status == "fail" and result.fix is not None:
-            outcome.checks[check_id] = CheckResult("fail", f"{result.reason}; not fixed: out of time in this round")
+            outcome.checks[check_id] = replace(
+                result,
+                reason=f"{result.reason}; not fixed: out of time in this round",
+                fix=None,
+                facts=result.with_facts(held="out-of-time"),
+            )
 
 
 def scan_target(
@@ -172,7 +201,7 @@ def scan_target(
     snapshot = gather(ec2, account_id, region, settings, instance_ids)
     ctx = CheckContext(snapshot, ip_ranges.for_region(region), settings)
     remediator = Remediator(Ec2Gateway(ec2, region, dry_run=not settings.remediate), ctx)
-    result = TargetResult(region, account_id=account_id)
+    result = TargetResult(region, account_id=account_id, notes=list(snapshot.notes))
     for instance in snapshot.instances:
         outcome = evaluate_instance(instance, ctx, today)
         if not outcome.excluded_reason:

@@ -196,6 +196,7 @@ class TargetSnapshot:
     eic_prefix_list_id: str | None = None  # com.amazonaws.<region>.ec2-instance-connect
     eic_ipv6_prefix_list_id: str | None = None  # com.amazonaws.<region>.ipv6.ec2-instance-connect
     managed_addresses: tuple[ManagedAddress, ...] = ()
+    notes: tuple[str, ...] = ()  # what a person should know about the target, e.g. near-miss opt-in tags
 
     @cached_property
     def _route_table_index(self) -> dict[str, RouteTable]:
@@ -231,9 +232,26 @@ class Fix:
 
 @dataclass(frozen=True)
 class CheckResult:
+    """A check's verdict on one instance.
+
+    `kind` names the failure kind (a short stable slug) and `facts` the values found, so the guidance
+    (checks/guidance.py) can say exactly what to do; `warnings` ("<code>: <text>") flag a risk on any status, e.g. a
+    pass that lets TCP 22 in from the whole internet.
+    """
+
     status: CheckStatus
     reason: str | None = None
     fix: Fix | None = None
+    kind: str | None = None
+    facts: tuple[tuple[str, str], ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    def fact(self, key: str) -> str | None:
+        return dict(self.facts).get(key)
+
+    def with_facts(self, **facts: str) -> tuple[tuple[str, str], ...]:
+        """These facts plus the given ones (a given key replaces the old value)."""
+        return tuple({**dict(self.facts), **facts}.items())
 
 
 @dataclass
@@ -256,3 +274,6 @@ class InstanceOutcome:
     excluded_reason: str | None = None
     error: str | None = None
     account_id: str = ""
+    name: str | None = None  # the Name tag
+    tags: dict[str, str] = field(default_factory=dict)  # the configured owner tags the instance carries
+    warnings: list[str] = field(default_factory=list)  # every check's warnings, in check order

@@ -58,6 +58,12 @@ class Settings(BaseModel):
     state_machine_arn: str | None = None  # the refresh function starts the fan-out there
     # DESIGN §11: ASFF findings imported into each target's Security Hub after its scan (outputs/security_hub.py)
     security_hub_findings: Literal["enabled", "disabled"] = "disabled"
+    # DESIGN §5b: the instance tags every output names besides `Name` (who to ask about an instance)
+    owner_tags: tuple[str, ...] = Field(default=("Owner", "Team"), max_length=10)
+    # checks/al2023_ami.py: AL2023 only (the EIC tutorial's prerequisite) or every image AWS ships EIC in
+    allowed_images: Literal["al2023", "eic-preinstalled"] = "al2023"
+    # The deployed stack's name: the metrics' `Stack` dimension, so two stacks in one account keep their own alarms
+    stack_name: str | None = Field(default=None, max_length=128)
 
     @field_validator("accounts")
     @classmethod
@@ -67,6 +73,14 @@ class Settings(BaseModel):
         except ConfigurationError as exc:
             raise ValueError(str(exc).removeprefix("EIC_GUARD_ACCOUNTS: ")) from None
         return ",".join(parsed) if isinstance(parsed, tuple) else parsed
+
+    @field_validator("owner_tags")
+    @classmethod
+    def _tag_keys(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [k for k in keys if not 0 < len(k) <= 128]
+        if bad:
+            raise ValueError(f"not a tag key: {bad[0]!r}")
+        return tuple(dict.fromkeys(keys))
 
     @field_validator("regions")
     @classmethod
@@ -100,7 +114,7 @@ class Settings(BaseModel):
             value = env.get(ENV_PREFIX + name.upper())
             if value is not None and value != "":
                 raw[name] = value
-        for name in ("regions", "ip_ranges_topic_arns"):
+        for name in ("regions", "ip_ranges_topic_arns", "owner_tags"):
             if isinstance(raw.get(name), str):
                 raw[name] = tuple(p.strip() for p in str(raw[name]).split(",") if p.strip())
         if "regions" not in raw:

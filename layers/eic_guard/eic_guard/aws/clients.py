@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import boto3
@@ -44,6 +45,8 @@ class AwsClients:
         self.deadline = deadline
         self._account = account  # known when the credentials came from assuming a role in that account
         self._clients: dict[tuple[str, str | None], Any] = {}
+        self._alias: tuple[str | None] | None = None  # (alias,) once asked
+        self._alias_lock = threading.Lock()
 
     def client(self, service: str, region: str | None = None) -> Any:
         key = (service, region)
@@ -67,6 +70,22 @@ class AwsClients:
         if self._account is None:
             self._account = self._caller_account()
         return self._account
+
+    def account_alias(self) -> str | None:
+        """The account's IAM alias, asked once per AwsClients (a run, or a warm container's run); None when the
+        account has none or the role may not read it (iam:ListAccountAliases): names are a courtesy, never a
+        reason to fail a target."""
+        with self._alias_lock:
+            if self._alias is None:
+                try:
+                    aliases = self.client("iam").list_account_aliases().get("AccountAliases", [])
+                    self._alias = (aliases[0] if aliases else None,)
+                except (ClientError, BotoCoreError) as exc:
+                    from ..observability import logger  # late: observability imports Powertools
+
+                    logger.info("account alias not read", extra={"error": str(exc)})
+                    self._alias = (None,)
+            return self._alias[0]
 
     def _caller_account(self) -> str:
         try:

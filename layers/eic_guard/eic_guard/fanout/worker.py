@@ -47,6 +47,7 @@ def run_target(
     """Run one phase of one target; never raises for the target's own failures (they are its `error`)."""
     result = TargetResult(target.region, account_id=target.account_id)
     refresh: RegionRefresh | None = None
+    alias = None
     try:
         clients = clients_for(target.account_id)
         ec2 = clients.ec2(target.region)
@@ -63,6 +64,9 @@ def run_target(
                 )
         if refresh is not None:
             result.actions[:0] = refresh.actions
+            result.notes.extend(getattr(refresh, "notes", ()))
+        if phase == "apply" and plan.job == "scan":
+            alias = clients.account_alias()
     except Exception as exc:  # noqa: BLE001 - one target's failure is its error, never the others' loss
         result.error = target_error(target, exc)
     security_hub = None
@@ -82,7 +86,7 @@ def run_target(
         )
     if deadline is not None:
         deadline.finishing(FINISH_RESERVE)  # the status tags, then the result object, may use the last reserve
-    document = to_document(result, phase, round_, refresh, security_hub)
+    document = to_document(result, phase, round_, refresh, security_hub, alias)
     if phase == "apply" and plan.job == "scan" and settings.remediate and settings.tag_instances and not result.error:
         tag_entries(lambda region: clients_for(target.account_id).ec2(region), document["instances"], _stamp(plan))
     logger.info(
@@ -117,6 +121,7 @@ def to_document(
     round_: int,
     refresh: RegionRefresh | None,
     security_hub: dict[str, Any] | None = None,
+    account_alias: str | None = None,
 ) -> dict[str, Any]:
     """The persisted result of one phase of one target (what Aggregate reads); `security_hub`: what the findings
     import did (outputs.security_hub.SyncOutcome), None when findings are disabled or the target was not scanned."""
@@ -131,6 +136,8 @@ def to_document(
         "round": round_,
         "status": status,
         "error": error,
+        "account_alias": account_alias,
+        "notes": list(dict.fromkeys(result.notes)),
         "instances": [instance_entry(o) for o in result.outcomes],
         "actions": [dict(vars(a)) for a in result.actions],
         "refresh": _refresh_document(refresh) if refresh is not None else None,

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import __version__
 from ..checks import CHECK_IDS
+from ..checks.guidance import guidance_for
 from ..models import InstanceOutcome, Verdict
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ class _Model(BaseModel):
 class CheckEntry(_Model):
     status: Literal["pass", "fail", "fixed", "would-fix", "error", "not-applicable"]
     reason: str | None
+    guidance: str | None = None  # DESIGN §5b: what to do, on every status but pass and not-applicable
 
 
 class ActionEntry(_Model):
@@ -42,6 +44,9 @@ class InstanceEntry(_Model):
     checks: dict[str, CheckEntry]
     actions: list[ActionEntry]
     excluded_reason: str | None = None
+    name: str | None = None  # the Name tag
+    tags: dict[str, str] = {}  # the configured owner tags (Owner, Team...) the instance carries
+    warnings: list[str] = []  # "<code>: <text>", e.g. TCP 22 open to the whole internet on a passing check
 
 
 class TargetActionEntry(ActionEntry):
@@ -63,6 +68,7 @@ class TargetEntry(_Model):
     status: Literal["ok", "error", "incomplete"]
     error: str | None
     instances: int
+    notes: list[str] = []  # what a person should know that is not an error (near-miss opt-in tags, fallbacks)
 
 
 class IpRangesEntry(_Model):
@@ -77,6 +83,7 @@ class Summary(_Model):
     noncompliant: int
     excluded: int
     errors: int
+    warnings: int = 0  # instances with at least one warning
 
 
 class Report(_Model):
@@ -91,6 +98,7 @@ class Report(_Model):
     ip_ranges: IpRangesEntry
     summary: Summary
     accounts: list[str]
+    account_aliases: dict[str, str] = {}  # account id -> IAM account alias, where iam:ListAccountAliases allows
     targets: list[TargetEntry]
     instances: list[InstanceEntry]
     # Extensions to the v1 contract (README "Report"): writes and failures that belong to a region, not an instance.
@@ -99,6 +107,11 @@ class Report(_Model):
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json", by_alias=True)
+
+    def account_label(self, account_id: str) -> str:
+        """`alias (id)` when the account has an alias, else the id."""
+        alias = self.account_aliases.get(account_id)
+        return f"{alias} ({account_id})" if alias else account_id
 
     @property
     def has_noncompliant(self) -> bool:
@@ -124,9 +137,15 @@ def instance_entry(outcome: InstanceOutcome) -> dict:
         "region": outcome.region,
         "vpc_id": outcome.vpc_id,
         "verdict": verdict(outcome),
-        "checks": {cid: {"status": r.status, "reason": r.reason} for cid, r in outcome.checks.items()},
+        "checks": {
+            cid: {"status": r.status, "reason": r.reason, "guidance": guidance_for(cid, r)}
+            for cid, r in outcome.checks.items()
+        },
         "actions": [dict(vars(a)) for a in outcome.actions],
         "excluded_reason": outcome.excluded_reason,
+        "name": outcome.name,
+        "tags": dict(outcome.tags),
+        "warnings": list(outcome.warnings),
     }
 
 
@@ -163,9 +182,11 @@ def build_report(
             "summary": {
                 "instances": len(entries),
                 "errors": sum(1 for e in entries if e["verdict"] == "error") + len(errors),
+                "warnings": sum(1 for e in entries if e.get("warnings")),
                 **counts,
             },
             "accounts": sorted({t["account_id"] for t in targets}),
+            "account_aliases": {t["account_id"]: t["account_alias"] for t in targets if t.get("account_alias")},
             "targets": [
                 {
                     "account_id": t["account_id"],
@@ -173,6 +194,7 @@ def build_report(
                     "status": t["status"],
                     "error": t["error"],
                     "instances": len(t["instances"]),
+                    "notes": t.get("notes", []),
                 }
                 for t in targets
             ],
