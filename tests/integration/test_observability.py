@@ -234,6 +234,8 @@ def test_scan_log_lines_are_json_with_the_run_id_and_name_each_failing_check(sca
     assert line["status"] == "fail"
     assert line["region"] == REGION
     assert "is not owned by Amazon" in line["reason"]
+    # And it says whose instance it is: the account (no alias here), its Name tag and owner tags
+    assert (line["account"], line.get("instance_name"), line["owner_tags"]) == ("123456789012", None, {})
 
 
 def test_record_scan_counts_only_done_actions_as_applied_and_failed_ones_as_failed(capsys):

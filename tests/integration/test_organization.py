@@ -399,3 +399,22 @@ def test_a_warm_worker_enters_each_member_account_once_per_run(org, fleet, monke
     # Then every target was scanned, and each member's role was assumed once, not once per target
     assert summary["targets"] == {"ok": 4, "error": 0, "incomplete": 0}
     assert sorted(assume_role_calls) == sorted(f"arn:aws:iam::{m}:role/eic-guard-member" for m in org.members)
+
+
+# ---- account aliases (DESIGN §5b: every output names the account) ----------------------------------------------------
+def test_report_names_each_account_by_its_alias_where_it_has_one(org, fleet, api_calls, ranges_2026):
+    # Given the first member account with an IAM alias, the other member and the management account without one
+    named, unnamed = sorted(org.members)
+    org.client(named, "iam").create_account_alias(AccountAlias="payments-prod")
+    api_calls.clear()
+
+    # When a report-mode scan of the organization runs
+    outcome = run_job("scan", organization_settings(mode="report"), AwsClients(), ranges=ranges_2026, run_id="org-a")
+
+    # Then the report maps exactly the named account to its alias, and labels accounts with it
+    report = outcome.report
+    assert report.account_aliases == {named: "payments-prod"}
+    assert report.account_label(named) == f"payments-prod ({named})"
+    assert report.account_label(unnamed) == unnamed
+    # And each scanned account's alias was asked once in the run, whatever its number of regions
+    assert [name for name, _ in api_calls.calls].count("ListAccountAliases") == len(org.accounts)

@@ -189,17 +189,21 @@ def finish_state(store: StateStore | None, plan: RunPlan, targets: list[dict], n
 
 
 def _log_problems(report: Report) -> None:
-    """One structured line per check an instance still fails, so logs can be searched by instance and check."""
+    """One structured line per check an instance still fails and per warning, so logs can be searched by instance,
+    name, owner, account and check."""
     for entry in report.instances:
+        about = {
+            "instance_id": entry.instance_id,
+            "instance_name": entry.name,
+            "owner_tags": entry.tags,
+            "account": report.account_label(entry.account_id),
+            "region": entry.region,
+        }
         for check_id, check in entry.checks.items():
             if check.status in ("fail", "would-fix", "error"):
                 logger.info(
                     "check not passing",
-                    extra={
-                        "instance_id": entry.instance_id,
-                        "region": entry.region,
-                        "check": check_id,
-                        "status": check.status,
-                        "reason": check.reason,
-                    },
+                    extra={**about, "check": check_id, "status": check.status, "reason": check.reason},
                 )
+        for warning in entry.warnings:
+            logger.info("warning", extra={**about, "warning": warning})
