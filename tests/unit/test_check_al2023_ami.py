@@ -73,7 +73,11 @@ def test_real_amazon_linux_2_and_1_images_fail(raw):
 
     # Then
     assert result.status == "fail"
-    assert result.reason == f"{raw['name']} is not Amazon Linux 2023 standard"
+    assert result.reason == (
+        f"{raw['ami_id']} ({raw['name']}) is not Amazon Linux 2023 standard (owner {AMAZON}); "
+        "AllowedImages=al2023 allows AL2023 standard from Amazon"
+    )
+    assert result.kind == "ami-not-allowed"
 
 
 def test_ecs_optimized_al2023_fails():
