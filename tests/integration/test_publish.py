@@ -149,7 +149,7 @@ def test_scan_stores_the_json_report_and_its_html_page_under_a_dated_key(account
     assert (
         document["summary"]
         == result["summary"]
-        == {"instances": 3, "compliant": 1, "fixed": 1, "noncompliant": 1, "excluded": 0, "errors": 0}
+        == {"instances": 3, "compliant": 1, "fixed": 1, "noncompliant": 1, "excluded": 0, "errors": 0, "warnings": 0}
     )
     assert sorted(i["instance_id"] for i in document["instances"]) == sorted(fleet.opted_in)
     # And the HTML page is served as HTML and shows this run and its instances
@@ -170,23 +170,27 @@ def test_one_alert_names_the_instance_check_reason_and_report_when_something_sta
     # When the nightly scan runs
     result, days = run_scan()
 
-    # Then exactly one alert arrives, with a subject counting the instances that need attention
+    # Then exactly one alert arrives, with a subject counting the new problems in the account
     [alert] = destinations.alerts()
     assert alert["TopicArn"] == destinations.topic_arn
-    assert alert["Subject"] == "eic-guard: 1 instance(s) need attention"
+    assert alert["Subject"] == "eic-guard: 1 new problem in 123456789012"
     message = alert["Message"]
     print(f"\n--- sample alert ---\nSubject: {alert['Subject']}\n{message}\n---")
     # And it names the unfixable instance, its failing check and why, and not the fixed or compliant one
     [wrong_ami] = fleet.wrong_ami
     [problem_line] = [line for line in message.splitlines() if wrong_ami in line]
     assert re.fullmatch(
-        rf"- {wrong_ami} \(us-east-1\) noncompliant: al2023-ami: ami-\w+ \(ubuntu-22.04-custom\) "
-        r"is not owned by Amazon \(137112412989\)",
+        rf"- {wrong_ami} in 123456789012 us-east-1: al2023-ami fail: ami-\w+ \(ubuntu-22.04-custom\b[^)]*\) "
+        r"is not owned by Amazon \(137112412989\).*",
         problem_line,
     )
     assert fleet.fixable[0] not in message and fleet.compliant[0] not in message
-    # And it points at the HTML report of this run
-    assert message.splitlines()[-1] in [f"Report: s3://{BUCKET}/reports/scan/{day}/{REQUEST_ID}.html" for day in days]
+    # And it points at the HTML report of this run, on the S3 console
+    assert message.splitlines()[-1] in [
+        f"Report: https://us-east-1.console.aws.amazon.com/s3/object/{BUCKET}?region=us-east-1"
+        f"&prefix=reports/scan/{day}/{REQUEST_ID}.html"
+        for day in days
+    ]
     assert result["summary"]["noncompliant"] == 1
 
 
@@ -205,6 +209,7 @@ def test_no_alert_when_every_instance_ends_compliant(account, destinations, pinn
         "noncompliant": 0,
         "excluded": 1,
         "errors": 0,
+        "warnings": 0,
     }
     assert len(destinations.keys("reports/scan/")) == 2
     assert destinations.alerts() == []
@@ -257,8 +262,8 @@ def test_report_mode_writes_no_tags_but_still_reports_and_alerts(
     # And the planned fix is still something a person must know about
     assert result["summary"]["noncompliant"] == 1
     [alert] = destinations.alerts()
-    assert f"{fleet.fixable[0]} (us-east-1) noncompliant: " in alert["Message"]
-    assert alert["Subject"] == "eic-guard: 1 instance(s) need attention"
+    assert f"- {fleet.fixable[0]} in 123456789012 us-east-1: imds-enabled would-fix: " in alert["Message"]
+    assert alert["Subject"] == "eic-guard: 2 new problems in 123456789012"  # no SSH from EIC, IMDS off
 
 
 @NO_METRICS

@@ -1,10 +1,10 @@
-"""alert_message: the one SNS message a run sends when something needs a person (publish.py)."""
+"""alert_message: the message that lists every problem, without memory (the event-driven checks, the refresh)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from eic_guard.outputs.publish import ALERT_LINES, alert_message
+from eic_guard.outputs.alerts import ALERT_LINES, alert_message
 from eic_guard.outputs.report import CheckEntry, InstanceEntry, IpRangesEntry, Report, Summary, TargetError
 
 STARTED = datetime(2026, 8, 23, 3, 0, tzinfo=UTC)
@@ -90,8 +90,8 @@ def test_lists_each_problem_instance_with_its_failing_checks_and_reasons():
         "eic-guard remediate run run-1, account 123456789012 (us-east-1, eu-west-1): "
         "1 non-compliant, 1 errors, 0 fixed, 1 compliant of 3."
     )
-    assert lines[1] == f"- i-{1:017x} (us-east-1) noncompliant: al2023-ami: {AMI_FAIL.reason}"
-    assert lines[2] == f"- i-{2:017x} (us-east-1) error: imds-enabled: {error.reason}"
+    assert lines[1] == f"- i-{1:017x} in 123456789012 us-east-1: al2023-ami fail: {AMI_FAIL.reason}"
+    assert lines[2] == f"- i-{2:017x} in 123456789012 us-east-1: imds-enabled error: {error.reason}"
     assert lines[3] == "Report: s3://bucket/reports/scan/2026/08/23/run-1.html"
     assert len(lines) == 4
     assert f"i-{3:017x}" not in message
@@ -107,7 +107,9 @@ def test_would_fix_in_report_mode_needs_attention():
     message = alert_message(run, [])
 
     # Then the planned fix is listed as still needing attention
-    assert message.splitlines()[1] == f"- i-{1:017x} (us-east-1) noncompliant: imds-enabled: HttpEndpoint is disabled"
+    assert message.splitlines()[1] == (
+        f"- i-{1:017x} in 123456789012 us-east-1: imds-enabled would-fix: HttpEndpoint is disabled"
+    )
     assert "Report:" not in message
 
 
@@ -122,7 +124,7 @@ def test_lists_at_most_25_instances_then_says_how_many_more():
     instance_lines = [line for line in lines if line.startswith("- i-")]
     assert ALERT_LINES == 25
     assert instance_lines == [
-        f"- i-{n:017x} (us-east-1) noncompliant: al2023-ami: {AMI_FAIL.reason}" for n in range(1, 26)
+        f"- i-{n:017x} in 123456789012 us-east-1: al2023-ami fail: {AMI_FAIL.reason}" for n in range(1, 26)
     ]
     assert lines[-1] == "- … and 6 more"
     assert len(lines) == 1 + 25 + 1
@@ -154,7 +156,7 @@ def test_includes_regions_that_could_not_be_scanned():
 
     # Then the headline counts the error and the region is named with its error
     assert "0 non-compliant, 1 errors" in message.splitlines()[0]
-    assert "- region eu-west-1 could not be scanned: ClientError: UnauthorizedOperation" in message.splitlines()
+    assert "- 123456789012 eu-west-1 could not be scanned: ClientError: UnauthorizedOperation" in message.splitlines()
 
 
 def test_includes_refresh_alerts_even_when_the_scan_is_clean():
@@ -188,5 +190,5 @@ def test_an_organization_run_names_each_problems_account():
     # Then it counts the accounts and names the account of the instance and of the target error
     lines = message.splitlines()
     assert "2 accounts (us-east-1, eu-west-1)" in lines[0]
-    assert lines[1].startswith(f"- i-{1:017x} ({member}/us-east-1) noncompliant: al2023-ami:")
-    assert lines[2] == f"- account {member} region eu-west-1 could not be scanned: region not enabled (OptInRequired)"
+    assert lines[1].startswith(f"- i-{1:017x} in {member} us-east-1: al2023-ami fail:")
+    assert lines[2] == f"- {member} eu-west-1 could not be scanned: region not enabled (OptInRequired)"

@@ -142,9 +142,23 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--output", metavar="FILE", help="write the report to FILE instead of standard output")
     scan.add_argument("--html", metavar="FILE", help="also write the self-contained HTML report to FILE")
     scan.add_argument(
+        "--state-file",
+        metavar="FILE",
+        default=None,
+        help=f"local state (default: $EIC_GUARD_STATE_FILE or {DEFAULT_STATE_FILE}); the scan keeps what it last "
+        "alerted in alerts-state.json beside it and prints on stderr only what is new (weekly: what persists)",
+    )
+    scan.add_argument(
         "--security-hub",
         action="store_true",
         help="also import a Security Hub finding per failing check, in each instance's own account (DESIGN §11)",
+    )
+    scan.add_argument(
+        "--allowed-images",
+        choices=("al2023", "eic-preinstalled"),
+        help="images al2023-ami accepts: al2023 (AL2023 standard only) or eic-preinstalled (every image AWS ships "
+        "EC2 Instance Connect in: AL2023, Amazon Linux 2 2.0.20190618+, Ubuntu 20.04+ from Canonical); "
+        "default: $EIC_GUARD_ALLOWED_IMAGES, else al2023",
     )
     refresh = commands.add_parser(
         "refresh",
@@ -468,6 +482,8 @@ def scan(args: argparse.Namespace) -> int:
     session, settings = _configure(args, "remediate" if args.remediate else "report", fan_out)
     if args.security_hub:
         settings = settings.model_copy(update={"security_hub_findings": "enabled"})
+    if args.allowed_images:
+        settings = settings.model_copy(update={"allowed_images": args.allowed_images})
     if not args.remediate and (os.environ.get("EIC_GUARD_MODE") or "").strip() == "remediate":
         print("eic-guard: note: EIC_GUARD_MODE=remediate is ignored here: pass --remediate to fix", file=sys.stderr)
     _require_writable(args.output)
@@ -479,7 +495,21 @@ def scan(args: argparse.Namespace) -> int:
     _write(report, args.format, args.output)
     if args.html:
         Path(args.html).write_text(render_html(report), encoding="utf-8")
+    _alert_on_stderr(report, args.state_file, settings.accounts == ORGANIZATION)
     return EXIT_NONCOMPLIANT if report.has_noncompliant else EXIT_OK
+
+
+def _alert_on_stderr(report: Report, state_file: str | None, organization: bool) -> None:
+    """The deployed alert, on stderr (standard output is the report): only what is new since the last scan of the
+    same accounts and regions, and once a week what persists, so a nightly cron mails only what changed. What was
+    alerted is kept in alerts-state.json beside the state file; a problem with that file never fails the scan."""
+    from .outputs.alerts import ALERT_STATE_FILE, FileAlertState, quiet_alert, scan_scope
+
+    path = Path(state_file or os.environ.get("EIC_GUARD_STATE_FILE") or DEFAULT_STATE_FILE).with_name(ALERT_STATE_FILE)
+    alert = quiet_alert(report, FileAlertState(path, scan_scope(report, organization)), now=report.finished_at)
+    if alert.subject and alert.message:
+        print(f"{alert.subject}\n{alert.message}", file=sys.stderr)
+    alert.remember()
 
 
 # ---- refresh -------------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""After a run: status tags on the instances, the report in S3 (JSON + HTML), one alert if a person is needed."""
+"""After a run: status tags on the instances, the report in S3 (JSON + HTML), one alert with what is new."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ..aws.gateway import error_code
 from ..observability import logger
 from ..settings import Settings
+from .alerts import DynamoDbAlertState, alert_message, partition_of, quiet_alert, report_link, send_alert
 from .html import render_html
 from .report import Report
 
 STATUS_TAG = "eic-guard:status"
 CHECKED_AT_TAG = "eic-guard:checked-at"
 TAG_BATCH = 1000  # CreateTags accepts up to 1000 resource ids per call
-ALERT_LINES = 25
 _GONE = ("InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed")
 _INSTANCE_ID = re.compile(r"\bi-[0-9a-f]{8,17}\b")
 
@@ -105,76 +105,46 @@ def _tag_batch(ec2: Any, instance_ids: list[str], tags: list[dict], region: str)
     return calls
 
 
-def alert_message(report: Report | None, refresh_alerts: list[str], report_location: str | None = None) -> str | None:
-    """One concise message when something stays non-compliant, errors, or a refresh alerts; else None."""
-    lines: list[str] = []
-    if report is not None and (report.summary.noncompliant or report.summary.errors):
-        s = report.summary
-        several = len(report.accounts) > 1
-        scope = f"{len(report.accounts)} accounts" if several else f"account {report.account_id}"
-        lines.append(
-            f"eic-guard {report.mode} run {report.run_id}, {scope} "
-            f"({', '.join(report.regions)}): {s.noncompliant} non-compliant, {s.errors} errors, "
-            f"{s.fixed} fixed, {s.compliant} compliant of {s.instances}."
-        )
-        problems = [e for e in report.instances if e.verdict in ("noncompliant", "error")]
-        for entry in problems[:ALERT_LINES]:
-            failing = "; ".join(
-                f"{cid}: {c.reason}" for cid, c in entry.checks.items() if c.status in ("fail", "would-fix", "error")
-            )
-            where = f"{entry.account_id}/{entry.region}" if several else entry.region
-            lines.append(f"- {entry.instance_id} ({where}) {entry.verdict}: {failing}")
-        if len(problems) > ALERT_LINES:
-            lines.append(f"- … and {len(problems) - ALERT_LINES} more")
-        lines.extend(
-            f"- {f'account {e.account_id} ' if several else ''}region {e.region} could not be scanned: {e.error}"
-            for e in report.target_errors
-        )
-    if refresh_alerts:
-        lines.append("ip-ranges refresh:")
-        lines.extend(f"- {alert}" for alert in refresh_alerts)
-    if not lines:
-        return None
-    if report_location:
-        lines.append(f"Report: {report_location}")
-    return "\n".join(lines)
-
-
-def send_alert(sns: Any, topic_arn: str, subject: str, message: str) -> None:
-    sns.publish(TopicArn=topic_arn, Subject=subject[:100], Message=message)
-
-
 def publish_scan(clients: Any, settings: Settings, report: Report, refresh_alerts: list[str]) -> dict:
     """S3 report and alert for a finished scan; a publishing failure is logged, never loses the run.
 
-    (Status tags are written by each target's worker, which holds that account's credentials.)
+    The alert says only what is new since the last run (and once a week what persists), remembered in the state
+    table; the state is written once the alert is out. (Status tags are written by each target's worker, which
+    holds that account's credentials.)
     """
     outcome: dict[str, Any] = {"report_key": None, "alerted": False}
     location = None
     if settings.reports_bucket:
         try:
-            outcome["report_key"] = store_scan_report(clients.client("s3"), settings.reports_bucket, report)
-            location = f"s3://{settings.reports_bucket}/{outcome['report_key']}.html"
+            s3 = clients.client("s3")
+            outcome["report_key"] = store_scan_report(s3, settings.reports_bucket, report)
+            location = report_link(
+                settings.reports_bucket,
+                f"{outcome['report_key']}.html",
+                s3.meta.region_name,
+                partition_of(s3.meta.region_name or "", settings.alerts_topic_arn),
+            )
         except (ClientError, BotoCoreError) as exc:
             logger.error("report not stored", extra={"error": str(exc)})
-    message = alert_message(report, refresh_alerts, location)
-    if message and settings.alerts_topic_arn:
+    if not settings.alerts_topic_arn:
+        return outcome
+    store = DynamoDbAlertState(clients.client("dynamodb"), settings.state_table) if settings.state_table else None
+    alert = quiet_alert(report, store, now=report.finished_at, location=location, refresh_alerts=refresh_alerts)
+    outcome["alert"] = alert.summary()
+    if alert.subject and alert.message:
         try:
-            problems = report.summary.noncompliant + report.summary.errors
-            subject = (
-                f"eic-guard: {problems} instance(s) need attention"
-                if problems
-                else "eic-guard: the ip-ranges refresh needs attention"
-            )
             send_alert(
                 clients.client("sns", _topic_region(settings.alerts_topic_arn)),
                 settings.alerts_topic_arn,
-                subject,
-                message,
+                alert.subject,
+                alert.message,
             )
             outcome["alerted"] = True
         except (ClientError, BotoCoreError) as exc:
+            # The state stays as it was: the next run finds these problems new again and alerts them.
             logger.error("alert not sent", extra={"error": str(exc)})
+            return outcome
+    alert.remember()
     return outcome
 
 

@@ -1,0 +1,571 @@
+"""Alerts: what a run tells a person, and only what is new to them (issue 11, quiet alerts).
+
+A scan's problems are its non-passing checks (of non-compliant and errored instances), its instances' warnings
+and its targets that could not be scanned. Each problem has a fingerprint; the set of the last run's fingerprints
+is remembered (deployed: an item of the state table; the CLI: `alerts-state.json` beside its state file). A run
+alerts only on the problems whose fingerprint is new: a new problem, or a known instance now failing differently.
+What persists is counted, and listed once a week (the digest). A run with nothing new sends nothing.
+
+The state never costs a run its alert: a state that cannot be read is a run with nothing remembered (every problem
+is alerted), and the state is written only once the alert is out, so an alert that could not be sent, or a state
+that could not be written, means the next run alerts the same problems again rather than never.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from hashlib import blake2b
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..observability import logger
+from .report import Report
+
+ALERT_LINES = 25  # problem lines in one alert; the rest is "… and N more" (the report has them all)
+DIGEST_PERIOD = timedelta(days=7)  # what persists is listed again at most this often
+# A fingerprint is 3 bytes naming its (account, region) target and 5 naming the problem in it: a target that
+# cannot be scanned keeps its earlier problems remembered (they are not "resolved", and not new when it is back).
+TARGET_BYTES, PROBLEM_BYTES = 3, 5
+FINGERPRINT_BYTES = TARGET_BYTES + PROBLEM_BYTES
+# 50,000 x 8 bytes = 400,000 bytes of binary attribute: DynamoDB's item limit is 400 KB (409,600 bytes, attribute
+# names included), which leaves room for the item's other attributes. More problems than that are all alerted.
+MAX_FINGERPRINTS = 50_000
+ALERT_STATE_ITEM_ID = "alerts#scan"
+ALERT_STATE_FILE = "alerts-state.json"
+ALERT_STATE_SCHEMA = "eic-guard/alert-state/v1"
+MAX_SCOPES = 32  # the CLI's file keeps the last run of this many (account, accounts, regions) scopes
+SUBJECT_LIMIT = 99  # SNS Publish: ASCII, no line breaks or control characters, less than 100 characters
+FAILING = ("fail", "would-fix", "error")
+REFRESH_SUBJECT = "eic-guard: the ip-ranges refresh needs attention"
+# Parts of an AWS error text that differ at every call for the same problem.
+_VOLATILE = (
+    re.compile(r"Encoded authorization failure message:\s*\S+", re.IGNORECASE),
+    re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.IGNORECASE),  # request ids
+)
+# Console hosts per partition; a partition without one (the isolated ones) gets the s3:// location.
+CONSOLE_HOSTS = {
+    "aws": "https://{region}.console.aws.amazon.com",
+    "aws-cn": "https://console.amazonaws.cn",
+    "aws-us-gov": "https://console.amazonaws-us-gov.com",
+}
+_REGION_PARTITIONS = (("cn-", "aws-cn"), ("us-gov-", "aws-us-gov"), ("us-iso", "aws-iso"), ("eu-iso", "aws-iso"))
+
+
+# ---- problems and their fingerprints -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Problem:
+    """One thing a person should look at: a check that does not pass, a warning, a target that was not scanned."""
+
+    account_id: str
+    region: str
+    instance_id: str | None  # None: the (account, region) target itself could not be scanned
+    check: str  # the check id; "warning"; "target"; "instance" (an instance in error with no failing check)
+    status: str  # fail, would-fix, error, warning
+    reason: str
+    name: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def fingerprint(self) -> bytes:
+        """Who and what fails, and how: the same instance failing differently is a different fingerprint. The Name
+        and owner tags are not part of it (renaming an instance changes nothing about its compliance)."""
+        what = "\x1f".join(
+            (self.account_id, self.region, self.instance_id or "", self.check, self.status, stable(self.reason))
+        )
+        return target_prefix(self.account_id, self.region) + blake2b(what.encode(), digest_size=PROBLEM_BYTES).digest()
+
+
+def stable(reason: str) -> str:
+    """The reason without what changes at every call for the same failure (request ids, encoded messages)."""
+    for pattern in _VOLATILE:
+        reason = pattern.sub("", reason)
+    return " ".join(reason.split())
+
+
+def target_prefix(account_id: str, region: str) -> bytes:
+    return blake2b(f"{account_id}/{region}".encode(), digest_size=TARGET_BYTES).digest()
+
+
+def problems_of(report: Report) -> list[Problem]:
+    """Every problem of a report, in the report's order, each once."""
+    found: dict[bytes, Problem] = {}
+    for entry in report.instances:
+        if entry.verdict == "excluded":
+            continue
+        who: dict[str, Any] = {
+            "account_id": entry.account_id,
+            "region": entry.region,
+            "instance_id": entry.instance_id,
+            "name": entry.name,
+            "tags": tuple(entry.tags.items()),
+        }
+        listed: list[Problem] = []
+        if entry.verdict in ("noncompliant", "error"):
+            listed = [
+                Problem(**who, check=cid, status=c.status, reason=c.reason or "")
+                for cid, c in entry.checks.items()
+                if c.status in FAILING
+            ] or [Problem(**who, check="instance", status=entry.verdict, reason="")]
+        listed += [Problem(**who, check="warning", status="warning", reason=text) for text in entry.warnings]
+        for problem in listed:
+            found.setdefault(problem.fingerprint, problem)
+    for error in report.target_errors:
+        problem = Problem(error.account_id, error.region, None, "target", "error", error.error)
+        found.setdefault(problem.fingerprint, problem)
+    return list(found.values())
+
+
+# ---- what to say: the decision -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AlertState:
+    """What is remembered of the last run: its problems' fingerprints (None: more than could be kept) and when the
+    last digest went out."""
+
+    fingerprints: frozenset[bytes] | None = frozenset()
+    last_digest_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AlertDecision:
+    problems: tuple[Problem, ...]  # every problem of this run
+    new: tuple[Problem, ...]  # not in the last run: new, or an instance failing differently
+    persisting: int
+    resolved: int  # problems of the last run that are gone (fixed, changed, or no longer checked)
+    digest: bool  # this alert lists what persists too
+    state: AlertState  # what to remember once the alert is out
+    notes: tuple[str, ...] = ()
+
+    @property
+    def listed(self) -> tuple[Problem, ...]:
+        """What the alert lists: the new problems, or in a digest every problem, the new ones first."""
+        if not self.digest:
+            return self.new
+        new = set(self.new)
+        return self.new + tuple(p for p in self.problems if p not in new)
+
+
+def decide(
+    problems: Sequence[Problem],
+    previous: AlertState | None,
+    now: datetime,
+    *,
+    unscanned: Iterable[tuple[str, str]] = (),
+    notes: Sequence[str] = (),
+) -> AlertDecision:
+    """New and persisting problems against the last run's state; `unscanned`: the (account, region) targets this run
+    could not scan (or finish), whose remembered problems are kept as they were."""
+    previous = previous or AlertState()
+    notes = list(notes)
+    current = {p.fingerprint: p for p in problems}
+    known = previous.fingerprints
+    if known is None:
+        notes.append("the last run had more problems than eic-guard remembers: every problem is listed as new")
+        known = frozenset()
+    new = tuple(p for p in current.values() if p.fingerprint not in known)
+    prefixes = {target_prefix(account, region) for account, region in unscanned}
+    carried = {f for f in known if f not in current and f[:TARGET_BYTES] in prefixes}
+    resolved = len(known - current.keys() - carried)
+    due = previous.last_digest_at is None or now - previous.last_digest_at >= DIGEST_PERIOD
+    remembered: frozenset[bytes] | None = frozenset(current) | carried
+    if len(remembered) > MAX_FINGERPRINTS:
+        notes.append(
+            f"{len(remembered)} problems are more than the alert state keeps ({MAX_FINGERPRINTS}): "
+            "every problem is listed as new at every run"
+        )
+        remembered = None
+    return AlertDecision(
+        problems=tuple(current.values()),
+        new=new,
+        persisting=len(current) - len(new),
+        resolved=resolved,
+        digest=due and len(current) > len(new),
+        # Every problem is listed when a digest is due (or all are new): that alert is the digest.
+        state=AlertState(remembered, now if due and current else previous.last_digest_at),
+        notes=tuple(notes),
+    )
+
+
+# ---- what it says: subject and message -----------------------------------------------------------------------------
+def headline(report: Report) -> str:
+    s = report.summary
+    several = len(report.accounts) > 1
+    scope = f"{len(report.accounts)} accounts" if several else f"account {report.account_label(report.account_id)}"
+    warnings = f", {s.warnings} with warnings" if s.warnings else ""
+    return (
+        f"eic-guard {report.mode} run {report.run_id}, {scope} ({', '.join(report.regions)}): "
+        f"{s.noncompliant} non-compliant, {s.errors} errors, {s.fixed} fixed, {s.compliant} compliant of "
+        f"{s.instances}{warnings}."
+    )
+
+
+def problem_line(report: Report, problem: Problem) -> str:
+    """One line: the instance (Name, owner tags), its account and region, the check and why, or the warning."""
+    where = f"{report.account_label(problem.account_id)} {problem.region}"
+    if problem.instance_id is None:
+        return f"{where} could not be scanned: {problem.reason}"
+    details = ([problem.name] if problem.name else []) + [f"{key}={value}" for key, value in problem.tags]
+    who = f"{problem.instance_id} ({', '.join(details)})" if details else problem.instance_id
+    if problem.status == "warning":
+        what = f"warning: {problem.reason}"
+    else:
+        what = f"{problem.check} {problem.status}: {problem.reason}" if problem.reason else problem.status
+    return f"{who} in {where}: {what}"
+
+
+def problem_lines(report: Report, problems: Sequence[Problem], marked: Iterable[Problem] = ()) -> list[str]:
+    """At most ALERT_LINES lines, then how many more; `marked` problems are flagged [new] (in a digest)."""
+    marked = set(marked)
+    lines = [
+        f"- {'[new] ' if problem in marked else ''}{problem_line(report, problem)}"
+        for problem in problems[:ALERT_LINES]
+    ]
+    if len(problems) > ALERT_LINES:
+        lines.append(f"- … and {len(problems) - ALERT_LINES} more")
+    return lines
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def quiet_message(
+    report: Report, decision: AlertDecision, location: str | None = None, refresh_alerts: Sequence[str] = ()
+) -> str | None:
+    """The alert's text, or None when there is nothing new, no digest due and no refresh alert."""
+    lines: list[str] = []
+    if decision.listed:
+        lines.append(headline(report))
+        if decision.digest:
+            lines.append(f"Weekly digest: every open problem ({len(decision.problems)}), new or changed ones [new]:")
+        else:
+            lines.append(f"New or changed since the last run ({len(decision.new)}):")
+        lines += problem_lines(report, decision.listed, decision.new if decision.digest else ())
+        if not decision.digest and decision.persisting:
+            lines.append(
+                f"And {_plural(decision.persisting, 'persisting problem')}, listed in the weekly digest and the report."
+            )
+        if decision.resolved:
+            lines.append(f"{decision.resolved} resolved since the last run.")
+        lines += decision.notes
+    if refresh_alerts:
+        lines.append("ip-ranges refresh:")
+        lines += [f"- {alert}" for alert in refresh_alerts]
+    if not lines:
+        return None
+    if location:
+        lines.append(f"Report: {location}")
+    return "\n".join(lines)
+
+
+def quiet_subject(report: Report, decision: AlertDecision) -> str:
+    """`eic-guard: 2 new problems in prod-web (123456789012)`, `eic-guard weekly digest: 5 instances need attention
+    in 3 accounts`; the ip-ranges refresh's subject when only the refresh has something to say."""
+    if not decision.listed:
+        return REFRESH_SUBJECT
+    problems = decision.problems if decision.digest else decision.new
+    accounts = sorted({p.account_id for p in problems})
+    if decision.digest:
+        instances = len({(p.account_id, p.region, p.instance_id) for p in problems if p.instance_id})
+        targets = sum(1 for p in problems if p.instance_id is None)
+        parts = [_plural(count, word) for count, word in ((instances, "instance"), (targets, "target")) if count]
+        who, verb = " and ".join(parts), "needs" if instances + targets == 1 else "need"
+        new = f", {len(decision.new)} new" if decision.new else ""
+        template = f"eic-guard weekly digest: {who} {verb} attention in {{where}}{new}"
+    else:
+        template = f"eic-guard: {len(decision.new)} new problem{'' if len(decision.new) == 1 else 's'} in {{where}}"
+    if len(accounts) != 1:
+        return sns_subject(template.format(where=f"{len(accounts)} accounts"))
+    for where in (report.account_label(accounts[0]), accounts[0]):  # the id alone when the alias makes it too long
+        subject = sns_subject(template.format(where=where))
+        if len(subject) < SUBJECT_LIMIT:
+            return subject
+    return subject
+
+
+def sns_subject(text: str) -> str:
+    """Printable ASCII on one line, at most SUBJECT_LIMIT characters (what SNS Publish accepts as a Subject)."""
+    printable = "".join(c if " " <= c <= "~" else "?" for c in " ".join(text.split()))
+    return printable if len(printable) <= SUBJECT_LIMIT else printable[: SUBJECT_LIMIT - 3] + "..."
+
+
+def alert_message(report: Report | None, refresh_alerts: list[str], report_location: str | None = None) -> str | None:
+    """Every problem, without memory (the event-driven checks and the refresh): a message when something stays
+    non-compliant, errors, or a refresh alerts; else None."""
+    lines: list[str] = []
+    if report is not None and (report.summary.noncompliant or report.summary.errors):
+        lines.append(headline(report))
+        lines += problem_lines(report, problems_of(report))
+    if refresh_alerts:
+        lines.append("ip-ranges refresh:")
+        lines.extend(f"- {alert}" for alert in refresh_alerts)
+    if not lines:
+        return None
+    if report_location:
+        lines.append(f"Report: {report_location}")
+    return "\n".join(lines)
+
+
+def send_alert(sns: Any, topic_arn: str, subject: str, message: str) -> None:
+    sns.publish(TopicArn=topic_arn, Subject=sns_subject(subject), Message=message)
+
+
+# ---- the link to the report ----------------------------------------------------------------------------------------
+def partition_of(region: str, arn: str | None = None) -> str:
+    """The partition of an ARN when one is given (arn:<partition>:...), else of the region."""
+    parts = (arn or "").split(":")
+    if len(parts) > 1 and parts[0] == "arn" and parts[1]:
+        return parts[1]
+    return next((partition for prefix, partition in _REGION_PARTITIONS if region.startswith(prefix)), "aws")
+
+
+def report_link(bucket: str, key: str, region: str | None, partition: str | None = None) -> str:
+    """The S3 console page of the report object (a person signed in to the console opens it); the s3:// location
+    where the partition has no console host known here."""
+    host = CONSOLE_HOSTS.get(partition or partition_of(region or "")) if region else None
+    if host is None:
+        return f"s3://{bucket}/{key}"
+    return f"{host.format(region=region)}/s3/object/{bucket}?region={region}&prefix={quote(key, safe='/')}"
+
+
+# ---- where the last run is remembered ------------------------------------------------------------------------------
+class AlertStateUnavailable(Exception):
+    """The alert state could not be read or written."""
+
+
+class AlertStateStore(Protocol):
+    location: str
+
+    def load(self) -> AlertState | None: ...
+
+    def save(self, state: AlertState) -> None: ...
+
+
+def _unpack(blob: bytes, where: str) -> frozenset[bytes]:
+    if len(blob) % FINGERPRINT_BYTES:
+        raise AlertStateUnavailable(f"{where}: {len(blob)} bytes of fingerprints is not a multiple of 8")
+    return frozenset(blob[i : i + FINGERPRINT_BYTES] for i in range(0, len(blob), FINGERPRINT_BYTES))
+
+
+def _instant(value: Any, where: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        instant = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise AlertStateUnavailable(f"{where}: last_digest_at {value!r} is not a time") from None
+    if instant.tzinfo is None:
+        raise AlertStateUnavailable(f"{where}: last_digest_at {value!r} has no time zone")
+    return instant
+
+
+class DynamoDbAlertState:
+    """The deployed state: one item of the state table, `fingerprints` one binary attribute (8 bytes each)."""
+
+    def __init__(self, dynamodb: Any, table_name: str, item_id: str = ALERT_STATE_ITEM_ID):
+        self.dynamodb = dynamodb
+        self.table_name = table_name
+        self.item_id = item_id
+        self.location = f"{table_name}/{item_id}"
+
+    def load(self) -> AlertState | None:
+        try:
+            item = self.dynamodb.get_item(
+                TableName=self.table_name, Key={"id": {"S": self.item_id}}, ConsistentRead=True
+            ).get("Item")
+        except (ClientError, BotoCoreError) as exc:
+            raise AlertStateUnavailable(f"{self.location}: {exc}") from None
+        if not item:
+            return None
+        if item.get("schema") != {"S": ALERT_STATE_SCHEMA}:
+            raise AlertStateUnavailable(f"{self.location} is not an eic-guard alert state ({ALERT_STATE_SCHEMA})")
+        if item.get("overflow") == {"BOOL": True}:
+            fingerprints = None
+        elif "fingerprints" not in item:
+            fingerprints = frozenset()
+        elif "B" in item["fingerprints"]:
+            fingerprints = _unpack(bytes(item["fingerprints"]["B"]), self.location)
+        else:
+            raise AlertStateUnavailable(f"{self.location}: fingerprints is not a binary attribute")
+        digest = item.get("last_digest_at")
+        if digest is not None and "S" not in digest:
+            raise AlertStateUnavailable(f"{self.location}: last_digest_at is not a string")
+        return AlertState(fingerprints, _instant(digest["S"] if digest else None, self.location))
+
+    def save(self, state: AlertState) -> None:
+        item: dict[str, Any] = {
+            "id": {"S": self.item_id},
+            "schema": {"S": ALERT_STATE_SCHEMA},
+            "overflow": {"BOOL": state.fingerprints is None},
+        }
+        if state.fingerprints:
+            item["fingerprints"] = {"B": b"".join(sorted(state.fingerprints))}
+        if state.last_digest_at is not None:
+            item["last_digest_at"] = {"S": state.last_digest_at.isoformat()}
+        try:
+            self.dynamodb.put_item(TableName=self.table_name, Item=item)
+        except (ClientError, BotoCoreError) as exc:
+            raise AlertStateUnavailable(f"{self.location}: {exc}") from None
+
+
+class FileAlertState:
+    """The CLI's state: a JSON file holding the last run of each scope (the caller's account, the accounts and the
+    regions scanned: scanning prod and then staging from one machine must not make each look new to the other),
+    replaced atomically."""
+
+    def __init__(self, path: str | Path, scope: str):
+        self.path = Path(path)
+        self.scope = scope
+        self.location = str(self.path)
+
+    def _document(self) -> dict[str, Any] | None:
+        try:
+            document = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise AlertStateUnavailable(f"{self.path} cannot be read: {exc.strerror or exc}") from None
+        except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError alike
+            raise AlertStateUnavailable(f"{self.path} is not JSON: {exc}") from None
+        if not isinstance(document, dict) or document.get("schema") != ALERT_STATE_SCHEMA:
+            raise AlertStateUnavailable(f"{self.path} is not an eic-guard alert state ({ALERT_STATE_SCHEMA})")
+        if not isinstance(document.get("scopes"), dict):
+            raise AlertStateUnavailable(f"{self.path} has no 'scopes' object")
+        return document
+
+    def load(self) -> AlertState | None:
+        document = self._document()
+        entry = (document or {}).get("scopes", {}).get(self.scope)
+        if entry is None:
+            return None
+        if not isinstance(entry, dict):
+            raise AlertStateUnavailable(f"{self.path}: scope {self.scope!r} is not an object")
+        fingerprints = None
+        if not entry.get("overflow"):
+            try:
+                blob = base64.b64decode(entry.get("fingerprints", ""), validate=True)
+            except (binascii.Error, TypeError, ValueError):
+                raise AlertStateUnavailable(f"{self.path}: fingerprints is not base64") from None
+            fingerprints = _unpack(blob, self.location)
+        return AlertState(fingerprints, _instant(entry.get("last_digest_at"), self.location))
+
+    def save(self, state: AlertState) -> None:
+        try:
+            document = self._document() or {}
+        except AlertStateUnavailable:
+            document = {}  # an unreadable file was reported when it was loaded: replacing it is the repair
+        scopes = dict(document.get("scopes", {}))
+        scopes[self.scope] = {
+            "fingerprints": base64.b64encode(b"".join(sorted(state.fingerprints or ()))).decode("ascii"),
+            "overflow": state.fingerprints is None,
+            "last_digest_at": state.last_digest_at.isoformat() if state.last_digest_at else None,
+            "updated_at": datetime.now(UTC).isoformat(),
+        }
+        kept = sorted(scopes, key=lambda s: str(scopes[s].get("updated_at", "")) if isinstance(scopes[s], dict) else "")
+        scopes = {scope: scopes[scope] for scope in kept[-MAX_SCOPES:]}
+        temporary = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".alerts-state-")
+            with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                json.dump({"schema": ALERT_STATE_SCHEMA, "scopes": scopes}, stream, indent=1)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(temporary, self.path)
+        except OSError as exc:
+            if temporary is not None:
+                with suppress(OSError):
+                    os.unlink(temporary)
+            raise AlertStateUnavailable(f"{self.path} cannot be written: {exc.strerror or exc}") from None
+
+
+def scan_scope(report: Report, organization: bool) -> str:
+    """The CLI's scope of a scan: the caller's account, the accounts scanned (or the organization, whose accounts
+    come and go) and the regions."""
+    accounts = "organization" if organization else ",".join(report.accounts)
+    return f"{report.account_id} {accounts} {','.join(sorted(report.regions))}"
+
+
+# ---- one run's alert -----------------------------------------------------------------------------------------------
+@dataclass
+class QuietAlert:
+    """A run's alert (subject and message, None when there is nothing to say) and the state to remember after it."""
+
+    decision: AlertDecision
+    subject: str | None
+    message: str | None
+    store: AlertStateStore | None
+    changed: bool  # the state to remember differs from the stored one (or that could not be read)
+
+    def remember(self) -> bool:
+        """Write the state (once the alert is out); a failure is logged: the next run alerts these again."""
+        if self.store is None or not self.changed:
+            return True
+        try:
+            self.store.save(self.decision.state)
+            return True
+        except AlertStateUnavailable as exc:
+            logger.error("alert state not written: the next run alerts these problems again", extra={"error": str(exc)})
+            return False
+
+    def summary(self) -> dict[str, Any]:
+        d = self.decision
+        return {"new": len(d.new), "persisting": d.persisting, "resolved": d.resolved, "digest": d.digest}
+
+
+def quiet_alert(
+    report: Report,
+    store: AlertStateStore | None,
+    *,
+    now: datetime,
+    location: str | None = None,
+    refresh_alerts: Sequence[str] = (),
+) -> QuietAlert:
+    """Load the last run's state, decide what is new, compose the alert. Never raises for the state."""
+    previous, notes, unreadable = None, [], False
+    if store is None:
+        notes.append("No alert state is kept here (no state table): every run lists every problem.")
+    else:
+        try:
+            previous = store.load()
+        except AlertStateUnavailable as exc:
+            logger.error("alert state not read: every problem is alerted", extra={"error": str(exc)})
+            notes.append(f"The alert state could not be read ({exc}): every problem is listed as new.")
+            unreadable = True
+    unscanned = [(t.account_id, t.region) for t in report.targets if t.status != "ok"]
+    decision = decide(problems_of(report), previous, now, unscanned=unscanned, notes=notes)
+    message = quiet_message(report, decision, location, refresh_alerts)
+    subject = quiet_subject(report, decision) if message else None
+    changed = unreadable or decision.state != (previous or AlertState())
+    return QuietAlert(decision, subject, message, store, changed)
+
+
+__all__ = [
+    "ALERT_LINES",
+    "ALERT_STATE_FILE",
+    "ALERT_STATE_ITEM_ID",
+    "DIGEST_PERIOD",
+    "AlertState",
+    "DynamoDbAlertState",
+    "FileAlertState",
+    "Problem",
+    "QuietAlert",
+    "alert_message",
+    "decide",
+    "problems_of",
+    "quiet_alert",
+    "report_link",
+    "scan_scope",
+    "send_alert",
+]
