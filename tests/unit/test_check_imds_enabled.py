@@ -47,3 +47,12 @@ def test_unknown_endpoint_state_fails():
     # Then
     assert result.status == "fail"
     assert result.reason == "metadata endpoint is unknown"
+
+
+def test_a_disabled_endpoint_has_the_kind_and_facts_the_guidance_needs():
+    # When
+    result = imds_enabled.evaluate(instance(http_endpoint="disabled", http_tokens="optional"), context())
+
+    # Then
+    assert result.kind == "imds-disabled"
+    assert dict(result.facts) == {"instance_id": INSTANCE_ID, "http_endpoint": "disabled", "http_tokens": "optional"}

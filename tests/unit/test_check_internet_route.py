@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from eic_guard.checks import internet_route
 
-from tests.unit.snapshots import SUBNET, context, instance, route, route_table, snapshot
+from tests.unit.snapshots import SUBNET, VPC, context, instance, route, route_table, snapshot
 
 
 def evaluate(*tables):
@@ -108,3 +108,64 @@ def test_another_vpcs_main_table_does_not_apply():
     # Then
     assert result.status == "fail"
     assert result.reason == f"no route table found for subnet {SUBNET}"
+
+
+# ---- kinds and facts (what the guidance says) -----------------------------------------------------------------------
+def test_a_missing_default_route_names_the_vpcs_internet_gateway_from_another_table():
+    # Given the subnet's explicit table without a default route, and another table of the VPC routing to igw-0aaa
+    explicit = route_table("rtb-0explicit", subnets=(SUBNET,))
+    public = route_table("rtb-0public", route(), subnets=("subnet-0public",))
+
+    # When
+    result = evaluate(explicit, public)
+
+    # Then
+    assert result.kind == "no-default-route"
+    assert dict(result.facts) == {
+        "route_table_id": "rtb-0explicit",
+        "association": "explicit",
+        "vpc_id": VPC,
+        "igw_id": "igw-0aaa",
+    }
+
+
+@pytest.mark.parametrize(
+    "others",
+    [(), (route_table("rtb-0dead", route(state="blackhole"), subnets=("subnet-0x",)),)],
+    ids=["no-other-table", "blackhole-elsewhere"],
+)
+def test_without_an_active_gateway_route_in_the_vpc_no_gateway_is_named(others):
+    # When
+    result = evaluate(route_table("rtb-0main", main=True), *others)
+
+    # Then
+    assert result.kind == "no-default-route"
+    assert result.fact("igw_id") is None
+    assert result.fact("association") == "main"
+
+
+def test_a_route_to_a_nat_gateway_names_its_target():
+    # When
+    result = evaluate(route_table("rtb-0main", route(target="nat-0123456789abcdef0"), main=True))
+
+    # Then
+    assert result.kind == "route-not-igw"
+    assert result.fact("target") == "nat-0123456789abcdef0"
+    assert result.fact("route_table_id") == "rtb-0main"
+
+
+def test_a_blackhole_route_names_its_state():
+    # When
+    result = evaluate(route_table("rtb-0main", route(state="blackhole"), main=True))
+
+    # Then
+    assert result.kind == "route-not-active"
+    assert (result.fact("target"), result.fact("state")) == ("igw-0aaa", "blackhole")
+
+
+def test_no_route_table_names_the_subnet():
+    # When
+    result = evaluate(route_table("rtb-0elsewhere", route(), main=True, vpc_id="vpc-0other"))
+
+    # Then
+    assert (result.kind, dict(result.facts)) == ("no-route-table", {"subnet_id": SUBNET, "vpc_id": VPC})

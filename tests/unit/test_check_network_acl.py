@@ -301,3 +301,118 @@ class TestFirstMatchVerdict:
 
         # Then
         assert verdict is None
+
+
+# ---- kinds and facts: the allow rules the guidance names, numbered before the denying rule -------------------------
+def test_an_inbound_deny_names_the_rule_and_the_closest_free_number_before_it():
+    # Given deny TCP 22 at rule 50 (49 is taken by an unrelated rule), allow all at 100
+    entries = (
+        nacl_entry(49, cidr="10.0.0.0/8"),
+        nacl_entry(50, allow=False, protocol="6", ports=(22, 22)),
+        ALLOW_ALL_IN,
+        DENY_ALL_IN,
+        ALLOW_ALL_OUT,
+        DENY_ALL_OUT,
+    )
+
+    # When
+    result = evaluate(*entries)
+
+    # Then
+    assert result.kind == "nacl-inbound-deny"
+    assert dict(result.facts) == {"nacl_id": "acl-0aaa", "prefix": V4, "in_rule": "50", "in_free": "48"}
+
+
+def test_an_outbound_default_deny_suggests_a_round_number_after_the_last_rule():
+    # Given inbound open, outbound only TCP 80-443 at rule 100, then the * deny
+    entries = (ALLOW_ALL_IN, nacl_entry(100, egress=True, protocol="6", ports=(80, 443)), DENY_ALL_OUT)
+
+    # When
+    result = evaluate(*entries)
+
+    # Then
+    assert result.reason == f"acl-0aaa outbound: rule 32767 denies {V4} ports 1024-65535"
+    assert result.kind == "nacl-outbound-default-deny"
+    assert dict(result.facts) == {"nacl_id": "acl-0aaa", "prefix": V4, "out_rule": "*", "out_free": "110"}
+
+
+def test_both_directions_denied_carry_both_allow_rules_and_the_inbound_kind():
+    # Given inbound TCP 22 denied at 50 and no outbound rule at all (not even the * rule)
+    entries = (nacl_entry(50, allow=False, protocol="6", ports=(22, 22)), ALLOW_ALL_IN)
+
+    # When
+    result = evaluate(*entries)
+
+    # Then the reason stays the first denial; the facts hold both
+    assert result.reason == f"acl-0aaa inbound: rule 50 denies {V4} port 22"
+    assert result.kind == "nacl-inbound-deny"
+    assert dict(result.facts) == {
+        "nacl_id": "acl-0aaa",
+        "prefix": V4,
+        "in_rule": "50",
+        "in_free": "49",
+        "out_rule": "*",
+        "out_free": "100",
+    }
+
+
+def test_a_deny_at_rule_1_has_no_free_number_before_it():
+    # When
+    result = evaluate(nacl_entry(1, allow=False), ALLOW_ALL_IN, ALLOW_ALL_OUT)
+
+    # Then
+    assert (result.kind, result.fact("in_rule"), result.fact("in_free")) == ("nacl-inbound-deny", "1", None)
+
+
+def test_an_ipv6_default_deny_is_a_default_deny():
+    # Given an IPv4-only NACL with the IPv6 * rule (32768), and an IPv6 instance
+    entries = (*V4_ONLY, nacl_entry(32768, allow=False, cidr="::/0"))
+
+    # When
+    result = evaluate(*entries, ipv6=IPV6_ADDRESS)
+
+    # Then (outbound has only IPv4 rules: the replies to the IPv6 prefix need a rule too)
+    assert result.kind == "nacl-inbound-default-deny"
+    assert dict(result.facts) == {
+        "nacl_id": "acl-0aaa",
+        "prefix": str(EIC_V6),
+        "in_rule": "*",
+        "in_free": "110",
+        "out_rule": "*",
+        "out_free": "110",
+    }
+
+
+def test_no_nacl_and_no_prefix_have_their_kinds():
+    # Given
+    inst = instance()
+    other = acl(*default_nacl_entries(), subnets=("subnet-0other",))
+
+    # When
+    no_nacl = network_acl.evaluate(inst, context(snapshot(inst, network_acls=(other,))))
+    no_prefix = network_acl.evaluate(inst, context(snapshot(inst), eic=EicPrefixes("us-east-1")))
+
+    # Then
+    assert (no_nacl.kind, dict(no_nacl.facts)) == ("no-nacl", {"subnet_id": SUBNET})
+    assert (no_prefix.kind, dict(no_prefix.facts)) == ("no-eic-prefix", {"region": "us-east-1"})
+
+
+@pytest.mark.parametrize(
+    ("numbers", "denying", "free"),
+    [
+        ((100,), 100, 99),
+        ((98, 99, 100), 100, 97),
+        ((1,), 1, None),
+        ((100, 32767), 32767, 110),
+        ((), None, 100),
+        ((32766, 32767), 32767, 32765),
+        ((105, 32767), 32767, 110),
+    ],
+)
+def test_free_rule_before(numbers, denying, free):
+    # Given inbound rules with these numbers, one of them (or none) denying
+    entries = tuple(nacl_entry(n, allow=n != denying) for n in numbers)
+    denial = network_acl.Denial(denying, EIC_V4, 22, 22)
+
+    # When / Then
+    assert network_acl.free_rule_before(entries, False, denial) == free

@@ -83,3 +83,17 @@ def test_stopped_instance_is_not_applicable_even_with_remediation_on(state, publ
     # Then
     assert result.status == "not-applicable"
     assert result.fix is None
+
+
+@pytest.mark.parametrize("opt_in", [False, True])
+def test_no_public_ip_has_the_kind_and_facts_the_guidance_needs(opt_in):
+    # When
+    result = public_ipv4.evaluate(instance(public_ip=None), context(remediate_public_ip=opt_in))
+
+    # Then
+    assert result.kind == "no-public-ipv4"
+    assert dict(result.facts) == {
+        "instance_id": INSTANCE_ID,
+        "remediate_public_ip": str(opt_in).lower(),
+        "eni_id": PRIMARY_ENI,
+    }

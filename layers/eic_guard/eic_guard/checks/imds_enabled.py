@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from ..models import CheckResult, Fix, Instance
-from .base import CheckContext, failed, passed
+from .base import CheckContext, passed
 
 ID = "imds-enabled"
 PERMISSIONS = ("ec2:DescribeInstances",)
 REMEDIATION_PERMISSIONS = ("ec2:ModifyInstanceMetadataOptions",)
 ENABLE_IMDS = "enable-imds"
+IMDS_DISABLED = "imds-disabled"  # the failure kind
 
 
 def evaluate(instance: Instance, ctx: CheckContext) -> CheckResult:
@@ -20,7 +21,13 @@ def evaluate(instance: Instance, ctx: CheckContext) -> CheckResult:
         f"ModifyInstanceMetadataOptions HttpEndpoint=enabled (HttpTokens stays {instance.http_tokens})",
         (("instance_id", instance.instance_id),),
     )
-    return failed(f"metadata endpoint is {instance.http_endpoint or 'unknown'}", fix)
+    endpoint = instance.http_endpoint or "unknown"
+    facts = (
+        ("instance_id", instance.instance_id),
+        ("http_endpoint", endpoint),
+        ("http_tokens", instance.http_tokens or "unknown"),
+    )
+    return CheckResult("fail", f"metadata endpoint is {endpoint}", fix, kind=IMDS_DISABLED, facts=facts)
 
 
 def remediate(fix: Fix, instance: Instance, remediator, actions: list) -> None:

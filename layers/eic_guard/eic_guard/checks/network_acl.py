@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 
-from ..models import CheckResult, Instance, IPNetwork, NaclEntry
-from .base import CheckContext, failed, passed
+from ..models import CheckResult, Instance, IPNetwork, NaclEntry, NetworkAcl
+from .base import CheckContext, passed
 
 ID = "network-acl"
 PERMISSIONS = ("ec2:DescribeNetworkAcls",)
@@ -14,12 +15,46 @@ SSH = (22, 22)
 EPHEMERAL = (1024, 65535)
 
 Box = tuple[IPNetwork, int, int]  # addresses x ports still undecided
+DEFAULT_RULE = 32767  # the `*` rules: 32767 (IPv4) and 32768 (IPv6), always last, always deny
+LAST_RULE = 32766  # the highest number a person can give a rule
+
+# Failure kinds (CheckResult.kind).
+NO_NACL = "no-nacl"
+NO_EIC_PREFIX = "no-eic-prefix"
+
+
+@dataclass(frozen=True)
+class Denial:
+    """The first rule that denies part of the traffic, and that part."""
+
+    rule_number: int | None  # None: no rule matched the part at all (the implicit deny)
+    network: IPNetwork
+    low: int
+    high: int
+
+    @property
+    def default(self) -> bool:
+        """Denied by the `*` rule (or by no rule): any allow rule before it lets the traffic through."""
+        return self.rule_number is None or self.rule_number >= DEFAULT_RULE
+
+    def __str__(self) -> str:
+        if self.rule_number is None:
+            return f"no rule allows {_describe(self.network, self.low, self.high)} (default deny)"
+        return f"rule {self.rule_number} denies {_describe(self.network, self.low, self.high)}"
 
 
 def first_match_verdict(
     entries: tuple[NaclEntry, ...], egress: bool, prefix: IPNetwork, ports: tuple[int, int]
 ) -> str | None:
-    """Evaluate rules in number order, first match wins; return why traffic is denied, or None if all allowed.
+    """Why the traffic is denied (rules in number order, first match wins), or None if all of it is allowed."""
+    denial = first_denial(entries, egress, prefix, ports)
+    return str(denial) if denial else None
+
+
+def first_denial(
+    entries: tuple[NaclEntry, ...], egress: bool, prefix: IPNetwork, ports: tuple[int, int]
+) -> Denial | None:
+    """Evaluate rules in number order, first match wins; return the first denial, or None if all is allowed.
 
     Traffic is a box of addresses x ports; a rule decides the part it matches and the rest falls through.
     """
@@ -37,7 +72,7 @@ def first_match_verdict(
                 still.append((net, lo, hi))
                 continue
             if not rule.allow:
-                return f"rule {rule.rule_number} denies {_describe(net, o_lo, o_hi)}"
+                return Denial(rule.rule_number, net, o_lo, o_hi)
             inside = net if net.subnet_of(cidr) else cidr
             still.extend((part, lo, hi) for part in (net.address_exclude(cidr) if inside is cidr else ()))
             if lo < o_lo:
@@ -48,7 +83,24 @@ def first_match_verdict(
         if not pending:
             return None
     net, lo, hi = pending[0]
-    return f"no rule allows {_describe(net, lo, hi)} (default deny)"
+    return Denial(None, net, lo, hi)
+
+
+def free_rule_before(entries: tuple[NaclEntry, ...], egress: bool, denial: Denial) -> int | None:
+    """A free rule number for the allow rule that lets the traffic through: it must come before the denying rule.
+
+    Before an explicit deny: the closest free number below it (None when there is none). Before the `*` rule: every
+    numbered rule before it let the traffic pass or did not match, so any free number works; the next round ten
+    after the last numbered rule reads best.
+    """
+    used = {e.rule_number for e in entries if e.egress == egress}
+    if not denial.default:
+        return next((n for n in range(denial.rule_number - 1, 0, -1) if n not in used), None)
+    last = max((n for n in used if n <= LAST_RULE), default=0)
+    after = (last // 10 + 1) * 10 if last else 100
+    if after <= LAST_RULE and after not in used:
+        return after
+    return next((n for n in range(LAST_RULE, 0, -1) if n not in used), None)
 
 
 def _describe(net: IPNetwork, lo: int, hi: int) -> str:
@@ -67,18 +119,33 @@ def evaluate(instance: Instance, ctx: CheckContext) -> CheckResult:
 def _evaluate_subnet(subnet_id: str | None, has_ipv6: bool, ctx: CheckContext) -> CheckResult:
     nacl = ctx.snapshot.network_acl_for(subnet_id)
     if nacl is None:
-        return failed(f"no network ACL found for subnet {subnet_id}")
+        reason = f"no network ACL found for subnet {subnet_id}"
+        return CheckResult("fail", reason, kind=NO_NACL, facts=(("subnet_id", subnet_id or "unknown"),))
     prefixes = ctx.eic.ipv4 + (ctx.eic.ipv6 if has_ipv6 else ())
     if not prefixes:
-        return failed(f"no EC2_INSTANCE_CONNECT prefix is published for {ctx.eic.region}")
+        reason = f"no EC2_INSTANCE_CONNECT prefix is published for {ctx.eic.region}"
+        return CheckResult("fail", reason, kind=NO_EIC_PREFIX, facts=(("region", ctx.eic.region),))
     for prefix in prefixes:
-        denied = first_match_verdict(nacl.entries, False, prefix, SSH)
-        if denied:
-            return failed(f"{nacl.nacl_id} inbound: {denied}")
-        denied = first_match_verdict(nacl.entries, True, prefix, EPHEMERAL)
-        if denied:
-            return failed(f"{nacl.nacl_id} outbound: {denied}")
+        inbound = first_denial(nacl.entries, False, prefix, SSH)
+        outbound = first_denial(nacl.entries, True, prefix, EPHEMERAL)
+        if inbound or outbound:
+            return _denied(nacl, prefix, inbound, outbound)
     return passed(f"{nacl.nacl_id} allows TCP 22 in and 1024-65535 out for the EIC prefixes")
+
+
+def _denied(nacl: NetworkAcl, prefix: IPNetwork, inbound: Denial | None, outbound: Denial | None) -> CheckResult:
+    """The failure, with what the guidance needs to name both allow rules and where they go."""
+    facts = [("nacl_id", nacl.nacl_id), ("prefix", str(prefix))]
+    for direction, egress, denial in (("in", False, inbound), ("out", True, outbound)):
+        if denial is None:
+            continue
+        facts.append((f"{direction}_rule", "*" if denial.default else str(denial.rule_number)))
+        free = free_rule_before(nacl.entries, egress, denial)
+        if free is not None:
+            facts.append((f"{direction}_free", str(free)))
+    first, direction = (inbound, "inbound") if inbound else (outbound, "outbound")
+    kind = f"nacl-{direction}-{'default-deny' if first.default else 'deny'}"
+    return CheckResult("fail", f"{nacl.nacl_id} {direction}: {first}", kind=kind, facts=tuple(facts))
 
 
 def remediate(fix, instance, remediator, actions) -> None:  # pragma: no cover - never asked: no Fix is returned

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..models import CheckResult, Fix, Instance
-from .base import CheckContext, failed, not_applicable, passed
+from .base import CheckContext, not_applicable, passed
 
 ID = "public-ipv4"
 PERMISSIONS = ("ec2:DescribeInstances", "ec2:DescribeAddresses")
@@ -15,6 +15,7 @@ REMEDIATION_PERMISSIONS = (
     "ec2:CreateTags",
 )
 ASSOCIATE_ELASTIC_IP = "associate-elastic-ip"
+NO_PUBLIC_IPV4 = "no-public-ipv4"  # the failure kind
 
 
 def evaluate(instance: Instance, ctx: CheckContext) -> CheckResult:
@@ -32,7 +33,15 @@ def evaluate(instance: Instance, ctx: CheckContext) -> CheckResult:
             f"allocate an Elastic IP tagged ManagedBy=eic-guard and associate it to {eni.eni_id}",
             (("eni_id", eni.eni_id), ("instance_id", instance.instance_id)),
         )
-    return failed("no public IPv4 address on any network interface", fix)
+    facts = [
+        ("instance_id", instance.instance_id),
+        ("remediate_public_ip", str(ctx.settings.remediate_public_ip).lower()),
+    ]
+    if eni is not None:
+        facts.append(("eni_id", eni.eni_id))
+    return CheckResult(
+        "fail", "no public IPv4 address on any network interface", fix, kind=NO_PUBLIC_IPV4, facts=tuple(facts)
+    )
 
 
 def remediate(fix: Fix, instance: Instance, remediator, actions: list) -> None:
