@@ -3,6 +3,9 @@ the schedule's execution input, against moto."""
 
 from __future__ import annotations
 
+import json
+
+import boto3
 import pytest
 import responses
 from eic_guard import engine
@@ -156,6 +159,35 @@ def test_malformed_execution_input_is_rejected_and_nothing_changes(
     assert len(ip_ranges_url.calls) == 0
     assert eni_groups(ec2, failing) == [net.app_group_id]
     assert metadata_endpoint(ec2, failing) == "disabled"
+
+
+def stored_report(bucket: str, key: str) -> dict:
+    """The run's JSON report without what differs from run to run (its id, times and object key)."""
+    body = boto3.client("s3", REGION).get_object(Bucket=bucket, Key=f"{key}.json")["Body"].read()
+    report = json.loads(body)
+    for run_specific in ("run_id", "started_at", "finished_at"):
+        report.pop(run_specific)
+    return report
+
+
+def test_an_empty_execution_input_runs_the_same_scan_as_the_schedule(
+    handler, account, ec2, api_calls, ip_ranges_url, scan_env, runs_bucket, monkeypatch
+):
+    # Given a fleet with a fixable and a compliant instance, in report mode (both runs see the same fleet)
+    build_fleet(account)
+    monkeypatch.setenv("EIC_GUARD_MODE", "report")
+
+    # When the state machine is started with {} (the console's test input, start-execution without --input), then
+    # with the schedule's {"job": "scan"}
+    empty = handler({}, FakeLambdaContext(aws_request_id="empty-input"))
+    scheduled = handler(event("plan-scan.json"), FakeLambdaContext(aws_request_id="scheduled"))
+
+    # Then both are scans with the same summary and the same stored report, apart from the run's id and times
+    assert empty["job"] == scheduled["job"] == "scan"
+    assert empty["summary"] == scheduled["summary"]
+    assert empty["summary"]["instances"] == 2 and empty["summary"]["noncompliant"] == 1
+    assert stored_report(runs_bucket, empty["report_key"]) == stored_report(runs_bucket, scheduled["report_key"])
+    assert api_calls.writes() == ["PutObject"] * 4  # report mode: each run's report (JSON, HTML), no EC2 write
 
 
 @NO_METRICS

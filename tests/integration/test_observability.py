@@ -21,6 +21,7 @@ from tests.lambda_runtime import FakeLambdaContext, emf_blobs, json_lines
 from tests.state_machine import run_nightly
 
 REQUEST_ID = "0b7e4c1a-5d2f-4e63-9a8b-1c2d3e4f5a6b"
+STACK_NAME = "eic-guard-prod"  # template.yaml gives every function its stack's name (EIC_GUARD_STACK_NAME)
 
 
 class _CurrentStdout:
@@ -131,6 +132,7 @@ def scan_run():
             "EIC_GUARD_REGIONS": REGION,
             "EIC_GUARD_MODE": "remediate",
             "EIC_GUARD_REPORTS_BUCKET": "eic-guard-reports",
+            "EIC_GUARD_STACK_NAME": STACK_NAME,
         }.items():
             patch.setenv(name, setting)
         boto3.client("s3", REGION).create_bucket(Bucket="eic-guard-reports")
@@ -154,11 +156,11 @@ def test_scan_emits_the_summary_counters_in_one_emf_blob(scan_run):
     # When the summary blob is read
     [summary] = blobs_with(blobs, "InstancesScanned")
 
-    # Then it is in namespace EicGuard with the service dimension and the exact counts of this run
+    # Then it is in namespace EicGuard with the service and Stack dimensions and the exact counts of this run
     [directive] = summary["_aws"]["CloudWatchMetrics"]
     assert directive["Namespace"] == "EicGuard"
-    assert directive["Dimensions"] == [["service"]]
-    assert summary["service"] == "eic-guard"
+    assert [sorted(d) for d in directive["Dimensions"]] == [["Stack", "service"]]
+    assert (summary["service"], summary["Stack"]) == ("eic-guard", STACK_NAME)
     assert {name: value(summary, name) for name in SCAN_SUMMARY_METRICS} == {
         "InstancesScanned": 3,
         "InstancesCompliant": 0,
@@ -194,6 +196,42 @@ def test_scan_emits_the_summary_counters_in_one_emf_blob(scan_run):
     )
     # And the summary is published once, not once per region or per instance
     assert len(blobs_with(blobs, "ScanCompleted")) == 1
+    # And it counts the instances with a warning (the report's summary.warnings; none here)
+    assert value(summary, "InstancesWithWarnings") == 0
+
+
+def test_every_metric_of_a_deployed_run_names_its_stack(scan_run):
+    # Given every EMF blob the nightly run printed (Plan, the target worker, Aggregate; the cold start included)
+    blobs = emf_blobs(scan_run["stdout"])
+
+    # When their dimension sets are read
+    dimension_sets = [
+        d for blob in blobs for directive in blob["_aws"]["CloudWatchMetrics"] for d in directive["Dimensions"]
+    ]
+
+    # Then each one has service=eic-guard and Stack=<the stack's name>: the alarms of two stacks in one account
+    # never read each other's metrics
+    assert blobs and dimension_sets
+    assert all({"service", "Stack"} <= set(d) for d in dimension_sets), dimension_sets
+    assert {(b["service"], b["Stack"]) for b in blobs} == {("eic-guard", STACK_NAME)}
+
+
+def test_without_a_stack_name_the_metrics_keep_the_service_dimension_only(capsys, monkeypatch):
+    # Given no stack name in the environment (a run outside a deployed stack)
+    monkeypatch.delenv("EIC_GUARD_STACK_NAME", raising=False)
+    capsys.readouterr()
+
+    # When a rejection and a refresh are recorded and flushed
+    record_rejection("md5-mismatch")
+    record_refresh({"status": "applied", "prefixes_added": 1, "prefixes_revoked": 0, "alerts": []})
+    metrics.flush_metrics()
+
+    # Then no blob has a Stack dimension (an empty one would be a series of its own)
+    blobs = emf_blobs(capsys.readouterr().out)
+    assert [sorted(d) for b in blobs for d in b["_aws"]["CloudWatchMetrics"][0]["Dimensions"]] == [
+        ["Reason", "service"],
+        ["service"],
+    ]
 
 
 def test_scan_emits_one_check_failures_blob_per_check(scan_run):
@@ -203,14 +241,14 @@ def test_scan_emits_one_check_failures_blob_per_check(scan_run):
     # When the CheckFailures blobs are indexed by their CheckId dimension
     by_check = {b["CheckId"]: b for b in blobs}
 
-    # Then there is exactly one per check id, each with the service and CheckId dimensions and the right count
+    # Then there is exactly one per check id, each with the service, Stack and CheckId dimensions and the right count
     assert len(blobs) == len(CHECK_IDS)
     assert set(by_check) == set(CHECK_IDS)
     for check_id, blob in by_check.items():
         [directive] = blob["_aws"]["CloudWatchMetrics"]
         assert directive["Namespace"] == "EicGuard"
-        assert directive["Dimensions"] == [["service", "CheckId"]]
-        assert blob["service"] == "eic-guard"
+        assert [sorted(d) for d in directive["Dimensions"]] == [["CheckId", "Stack", "service"]]
+        assert (blob["service"], blob["Stack"]) == ("eic-guard", STACK_NAME)
         assert value(blob, "CheckFailures") == (1 if check_id == "al2023-ami" else 0), check_id
 
 

@@ -543,6 +543,7 @@ def test_prefix_list_mode_is_quiet_when_the_lists_match_the_file(aws, store, api
     # Then nothing is written and nothing is reported
     assert sg_writes(api_calls) == []
     assert result.alerts == []
+    assert region_result(result, REGION).notes == []
 
 
 def test_prefix_list_mode_keeps_cidr_rules_for_a_family_without_a_list(aws, store, api_calls):
@@ -556,17 +557,43 @@ def test_prefix_list_mode_keeps_cidr_rules_for_a_family_without_a_list(aws, stor
     # Then the group gets the IPv6 prefix as a CIDR rule (an IPv6 instance stays reachable), nothing for IPv4
     assert ingress_of(group) == eic_rules(REGION, EIC_US_EAST_1_V6)
     assert result.alerts == []
+    # And the target's note says the IPv6 rules are CIDRs because the IPv6 list does not exist
+    assert region_result(result, REGION).notes == [
+        "prefix-list mode: com.amazonaws.us-east-1.ipv6.ec2-instance-connect does not exist in us-east-1; "
+        "the managed groups use the EIC IPv6 CIDRs instead"
+    ]
 
 
 def test_prefix_list_mode_without_the_list_falls_back_to_cidrs(aws, store):
-    # Given a managed group in a region that has no EIC prefix list
+    # Given a managed group in a region that has no EIC prefix list (moto has none of the AWS-managed lists)
     group = new_group("eu-west-1")
 
     # When 2026-08-22 is applied in prefix-list mode
-    refresh(store, snapshot("2026-08-22"), regions=("eu-west-1",), ingress_source="prefix-list")
+    result = refresh(store, snapshot("2026-08-22"), regions=("eu-west-1",), ingress_source="prefix-list")
 
     # Then the group gets the CIDR rules
     assert ingress_of(group, "eu-west-1") == eic_rules("eu-west-1", *EU_WEST_1)
+    # And the region's refresh says why, for the report's target notes (not an alert: nothing is wrong)
+    assert region_result(result, "eu-west-1").notes == [
+        "prefix-list mode: com.amazonaws.eu-west-1.ec2-instance-connect does not exist in eu-west-1; "
+        "the managed groups use the EIC CIDRs instead",
+        "prefix-list mode: com.amazonaws.eu-west-1.ipv6.ec2-instance-connect does not exist in eu-west-1; "
+        "the managed groups use the EIC IPv6 CIDRs instead",
+    ]
+    assert result.alerts == []
+
+
+def test_cidr_mode_and_a_region_without_managed_groups_make_no_fallback_note(aws, store):
+    # Given a region without the EIC lists, with a managed group, and another region without any managed group
+    new_group("eu-west-1")
+
+    # When 2026-08-22 is applied in CIDR mode there, and in prefix-list mode to the region without a group
+    cidr = refresh(store, snapshot("2026-08-22"), regions=("eu-west-1",))
+    no_group = refresh(store, snapshot("2026-08-22"), regions=(REGION,), ingress_source="prefix-list", replay_same=True)
+
+    # Then neither says anything: CIDRs are what CIDR mode asks for, and no group falls back to anything
+    assert region_result(cidr, "eu-west-1").notes == []
+    assert region_result(no_group, REGION).notes == []
 
 
 # ---- API calls per region -----------------------------------------------------------------------------------------

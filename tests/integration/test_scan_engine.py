@@ -373,6 +373,37 @@ def test_prefix_list_ingress_source_references_the_eic_list(account, ec2, api_ca
     second = assert_quiet_second_run(ranges_2026, api_calls, [instance], ingress_source="prefix-list")
     assert api_calls.count("GetManagedPrefixListEntries") == 2
     assert EIC_US_EAST_1 in entry(second, instance).checks["eic-ssh-ingress"].reason
+    # And the target has no fallback note: both lists exist
+    assert [t.notes for t in (report.targets + second.targets)] == [[], []]
+
+
+PREFIX_LIST_FALLBACK_NOTES = [
+    f"prefix-list mode: com.amazonaws.{REGION}.ec2-instance-connect does not exist in {REGION}; "
+    "the managed groups use the EIC CIDRs instead",
+    f"prefix-list mode: com.amazonaws.{REGION}.ipv6.ec2-instance-connect does not exist in {REGION}; "
+    "the managed groups use the EIC IPv6 CIDRs instead",
+]
+
+
+@pytest.mark.parametrize("mode", ["remediate", "report"])
+def test_prefix_list_mode_without_the_lists_uses_cidrs_and_says_so_once(account, ec2, api_calls, ranges_2026, mode):
+    # Given a region without the EIC prefix lists (moto has none of the AWS-managed lists) and an instance missing SSH
+    net = account.network()
+    [instance] = launch_failing(account, net, imds="enabled")
+
+    # When a scan runs with IngressSource=prefix-list (the apply phase and the scan's gather both see the fallback)
+    report = scan(ranges_2026, mode=mode, ingress_source="prefix-list")
+
+    # Then the target's notes say so once per family, and the instance gets (or would get) the CIDR rules
+    [target] = report.targets
+    assert target.notes == PREFIX_LIST_FALLBACK_NOTES
+    assert entry(report, instance).checks["eic-ssh-ingress"].status == ("fixed" if mode == "remediate" else "would-fix")
+    if mode == "remediate":
+        [managed] = groups_named(ec2, net.vpc_id)
+        assert {rule[3] for rule in ingress_rules(managed, ALL_SOURCES)} == {EIC_US_EAST_1, EIC_US_EAST_1_V6}
+        # And the second run writes nothing and still says it (the groups still use CIDRs)
+        second = assert_quiet_second_run(ranges_2026, api_calls, [instance], ingress_source="prefix-list")
+        assert second.targets[0].notes == PREFIX_LIST_FALLBACK_NOTES
 
 
 # ---- cost --------------------------------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ PSEUDO = {
 }
 NO_VALUE = object()  # what Ref AWS::NoValue resolves to: removed from its list or map
 SUB_VARIABLE = re.compile(r"\$\{([^}!]+)\}")
-READ_PREFIXES = ("ec2:Describe", "ec2:Get")
+READ_PREFIXES = ("ec2:Describe", "ec2:Get", "iam:ListAccountAliases")
 # The attributes `physical` fakes (the ones the template reads with Fn::GetAtt or ${Resource.Attribute}).
 ATTRIBUTES = ("Arn", "QueueName", "Name")
 STATE_MACHINE_KINDS = ("AWS::Serverless::StateMachine", "AWS::StepFunctions::StateMachine")

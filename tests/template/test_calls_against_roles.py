@@ -686,12 +686,15 @@ def test_member_accounts_are_entered_only_by_the_worker_through_the_member_role(
     in_members = [c for c in outcome.calls if c.account_id != OWN_ACCOUNT]
     entered = {c.params["RoleArn"] for c in outcome.calls if c.action == "sts:AssumeRole"}
 
-    # Then every member account got EC2 calls, all made by the worker with the member role's credentials, each entered
-    # once per run through role/<MemberRoleName>, which the member template lets exactly the worker role assume
+    # Then every member account got EC2 calls (and its alias read), all made by the worker with the member role's
+    # credentials, each entered once per run through role/<MemberRoleName>, which the member template lets exactly
+    # the worker role assume
     assert outcome.members
     assert {c.account_id for c in in_members if c.service == "ec2"} == set(outcome.members)
     assert {c.function_id for c in in_members} == {"ScanTargetFunction"}
-    assert {c.service for c in in_members} == {"ec2"}
+    scans = not set_id.startswith("refresh")  # a scan names each account by its alias (once per account and run)
+    assert {c.service for c in in_members} == ({"ec2", "iam"} if scans else {"ec2"})
+    assert sorted(c.account_id for c in in_members if c.service == "iam") == (sorted(outcome.members) if scans else [])
     assert entered == {f"arn:aws:iam::{m}:role/{role_name}" for m in outcome.members}
     assert [c.function_id for c in outcome.calls if c.action == "sts:AssumeRole"] == ["ScanTargetFunction"] * len(
         [c for c in outcome.calls if c.action == "sts:AssumeRole"]

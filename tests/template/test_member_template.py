@@ -47,9 +47,12 @@ def member_statements(**overrides: str) -> list[dict]:
     return render_member(member_parameter_values(**overrides)).role_statements("MemberRole")
 
 
+MEMBER_OWN = ("ec2:", "iam:ListAccountAliases")  # what a target needs in its account: EC2 and the account's alias
+
+
 def central_ec2_statements(**overrides: str) -> list[dict]:
     statements = render(parameter_values(**overrides)).role_statements("ScanTargetFunctionRole")
-    return [s for s in statements if all(a.startswith("ec2:") for a in as_list(s["Action"]))]
+    return [s for s in statements if all(a.startswith(MEMBER_OWN) for a in as_list(s["Action"]))]
 
 
 def as_member_grants(central: list[dict]) -> list[dict]:
@@ -131,7 +134,7 @@ def test_the_region_deny_lists_the_regions_given():
 
 
 def _is_write(action: str) -> bool:
-    return not action.split(":")[1].startswith(("Describe", "Get"))
+    return not action.split(":")[1].startswith(("Describe", "Get", "ListAccountAliases"))
 
 
 def test_report_mode_allows_no_ec2_write_but_the_managed_groups_rules():
@@ -168,8 +171,9 @@ def test_the_role_grants_nothing_but_ec2():
     # Given every combination of switches
     actions = {a for c in COMBINATIONS for a in allowed_actions(member_statements(**c))}
 
-    # Then every action is an EC2 one (the run's objects and the member accounts are the central role's business)
-    assert {a.split(":")[0] for a in actions} == {"ec2"}
+    # Then every action is an EC2 one but the account alias's read (the run's objects and the member accounts are the
+    # central role's business)
+    assert {a for a in actions if not a.startswith("ec2:")} == {"iam:ListAccountAliases"}
 
 
 def test_it_is_a_plain_stackset_template_with_only_iam_resources_and_the_role_arn_as_output():

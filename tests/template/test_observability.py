@@ -1,28 +1,48 @@
 """template.yaml: the alarms and the dashboard read exactly the metrics eic-guard emits (namespace EicGuard,
-dimension service=eic-guard; the per-account counts add AccountId), the functions' and the state machine's own
-metrics, and notify the alerts topic."""
+dimensions service=eic-guard and Stack=<the stack's name>; the per-account counts add AccountId), the functions' and
+the state machine's own metrics, and notify the alerts topic."""
 
 from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import pytest
+from eic_guard.changes.publish import record_check, record_events
 from eic_guard.checks import CHECK_IDS
-from eic_guard.observability import NAMESPACE, SERVICE, SUMMARY_METRICS, record_targets
+from eic_guard.observability import (
+    NAMESPACE,
+    SERVICE,
+    STACK_NAME_ENV,
+    SUMMARY_METRICS,
+    metrics,
+    record_refresh,
+    record_rejection,
+    record_scan,
+    record_targets,
+)
+from eic_guard.outputs.report import build_report
 
 from tests.conftest import SCAN_SUMMARY_METRICS
 from tests.lambda_runtime import emf_blobs
-from tests.template.cfn import parameter_values, physical, resolve, resource_exists, resources
+from tests.template.cfn import PSEUDO, environment, parameter_values, physical, resolve, resource_exists, resources
 
 SCAN_METRICS = (*SCAN_SUMMARY_METRICS, "CheckFailures")
 REFRESH_METRICS = ("RefreshApplied", "PrefixesAdded", "PrefixesRemoved", "RefreshAlerts", "RefreshRejected")
 TARGET_METRICS = ("TargetInstancesNoncompliant", "TargetErrors")  # per account: dimension AccountId
 FUNCTIONS = ("PlanFunction", "ScanTargetFunction", "AggregateFunction", "RefreshFunction", "OnChangeFunction")
 BRIEFED_CHECK_IDS = {"public-ipv4", "eic-ssh-ingress", "al2023-ami", "imds-enabled", "internet-route", "network-acl"}
-SERVICE_DIMENSION = [{"Name": "service", "Value": "eic-guard"}]
+STACK = PSEUDO["AWS::StackName"]
+# What every EicGuard metric of a deployed stack carries (template.yaml passes EIC_GUARD_STACK_NAME to every function).
+STACK_DIMENSIONS = [{"Name": "service", "Value": "eic-guard"}, {"Name": "Stack", "Value": STACK}]
 ALARM_LIMIT_SECONDS = 7 * 24 * 3600  # Period x EvaluationPeriods, for periods of one hour or more
-SEARCH = re.compile(r"SEARCH\('\{(?P<namespace>[^,}]+),(?P<dimensions>[^}]*)\} MetricName=\"(?P<name>[^\"]+)\"'")
+SEARCH = re.compile(
+    r"SEARCH\('\{(?P<namespace>[^,}]+),(?P<dimensions>[^}]*)\}(?P<filters>(?: \w+=\"[^\"]*\")*)"
+    r" MetricName=\"(?P<name>[^\"]+)\"'"
+)
+FILTER = re.compile(r" (?P<name>\w+)=\"(?P<value>[^\"]*)\"")
 
 
 def alarm(logical_id: str) -> dict:
@@ -62,7 +82,7 @@ def test_errors_alarm_fires_on_any_reported_error_or_failed_invocation():
     state_machine = json.dumps([{"Name": "StateMachineArn", "Value": physical("EicGuardStateMachine")}])
     assert sorted((m["Namespace"], m["MetricName"], json.dumps(m["Dimensions"])) for m in stats.values()) == sorted(
         [
-            ("EicGuard", "Errors", json.dumps(SERVICE_DIMENSION)),
+            ("EicGuard", "Errors", json.dumps(STACK_DIMENSIONS)),
             *(
                 ("AWS/Lambda", "Errors", json.dumps([{"Name": "FunctionName", "Value": physical(f)}]))
                 for f in FUNCTIONS
@@ -88,7 +108,7 @@ def test_no_recent_scan_alarm_fires_when_no_scan_completed_for_26_hours():
     assert (no_scan["Namespace"], no_scan["MetricName"], no_scan["Dimensions"]) == (
         "EicGuard",
         "ScanCompleted",
-        SERVICE_DIMENSION,
+        STACK_DIMENSIONS,
     )
     assert window == 26 * 3600
     assert no_scan["Period"] >= 3600 and window <= ALARM_LIMIT_SECONDS
@@ -142,15 +162,17 @@ def dashboard_widgets() -> list[dict]:
 
 
 def dashboard_metrics() -> list[tuple[str, str, dict[str, str]]]:
-    """(namespace, metric name, dimensions) of every metric line of the dashboard (SEARCH: dimension names only)."""
+    """(namespace, metric name, dimensions) of every metric line of the dashboard (SEARCH: its schema's dimension
+    names, "*" for a value it searches over, the value of a dimension it filters on)."""
     found = []
     for widget in dashboard_widgets():
         for line in widget.get("properties", {}).get("metrics", []):
             if isinstance(line[0], dict) and "expression" in line[0]:
                 match = SEARCH.search(line[0]["expression"])
                 if match:
-                    names = match.group("dimensions").split(",")
-                    found.append((match.group("namespace"), match.group("name"), dict.fromkeys(names, "*")))
+                    names = dict.fromkeys(match.group("dimensions").split(","), "*")
+                    names.update((f.group("name"), f.group("value")) for f in FILTER.finditer(match.group("filters")))
+                    found.append((match.group("namespace"), match.group("name"), names))
                 continue
             namespace, name, *rest = line
             pairs = [p for p in rest if not isinstance(p, dict)]
@@ -173,7 +195,7 @@ def test_dashboard_body_is_json_and_every_widget_is_in_the_stack_region():
         assert widget["x"] + widget["width"] <= 24
 
 
-def test_dashboard_shows_every_metric_eic_guard_emits_with_the_service_dimension():
+def test_dashboard_shows_every_metric_eic_guard_emits_with_the_service_and_stack_dimensions():
     # Given every metric line of the dashboard
     metrics = dashboard_metrics()
 
@@ -181,12 +203,13 @@ def test_dashboard_shows_every_metric_eic_guard_emits_with_the_service_dimension
     names = {name for namespace, name, _ in metrics if namespace == NAMESPACE}
 
     # Then every scan, refresh and per-target metric is there (the engine's summary counters too), each with
-    # service=eic-guard
+    # service=eic-guard and this stack's name (a SEARCH filters on it: another stack's series stay out)
     assert set(SCAN_METRICS + REFRESH_METRICS + TARGET_METRICS) <= names
     assert set(SUMMARY_METRICS.values()) <= names
     for namespace, name, dimensions in metrics:
         if namespace == NAMESPACE:
             assert dimensions.get("service") in (SERVICE, "*"), name
+            assert dimensions.get("Stack") == STACK, name
 
 
 def test_dashboard_shows_failures_for_every_check_and_rejections_by_reason():
@@ -200,7 +223,7 @@ def test_dashboard_shows_failures_for_every_check_and_rejections_by_reason():
     # Then there is one failures line per check the engine has, and the rejections are split by Reason (a SEARCH,
     # so a reason added later shows up without a template change)
     assert check_ids == set(CHECK_IDS) == BRIEFED_CHECK_IDS
-    assert rejected and all(set(d) == {"service", "Reason"} for d in rejected)
+    assert rejected and all(set(d) == {"service", "Stack", "Reason"} for d in rejected)
 
 
 def test_dashboard_shows_per_account_counts_with_a_search_over_account_ids():
@@ -211,7 +234,7 @@ def test_dashboard_shows_per_account_counts_with_a_search_over_account_ids():
     per_account = {name: d for ns, name, d in metrics if ns == NAMESPACE and name in TARGET_METRICS}
 
     # Then each is a SEARCH over the AccountId dimension (an account added later shows up without a template change)
-    assert per_account == {name: {"AccountId": "*", "service": "*"} for name in TARGET_METRICS}
+    assert per_account == {name: {"AccountId": "*", "service": "*", "Stack": STACK} for name in TARGET_METRICS}
 
 
 def test_dashboard_shows_lambda_errors_of_every_function_the_fan_out_and_the_dead_letter_queue():
@@ -250,7 +273,7 @@ def test_dashboard_widgets_do_not_overlap():
     assert len(cells) == len(set(cells))
 
 
-def test_the_per_account_metrics_the_dashboard_searches_are_the_ones_aggregate_emits(capsys):
+def test_the_per_account_metrics_the_dashboard_searches_are_the_ones_aggregate_emits(capsys, monkeypatch):
     # Given a run document with two accounts, one with a non-compliant instance and a target error
     document = {
         "targets": [
@@ -260,7 +283,8 @@ def test_the_per_account_metrics_the_dashboard_searches_are_the_ones_aggregate_e
         "instances": [{"account_id": "222222222222", "verdict": "noncompliant"}],
     }
 
-    # When the engine records the per-target metrics (what AggregateFunction emits)
+    # When the engine records the per-target metrics (what AggregateFunction emits, with its stack name)
+    monkeypatch.setenv(STACK_NAME_ENV, STACK)
     record_targets(document)
     blobs = emf_blobs(capsys.readouterr().out)
 
@@ -273,4 +297,89 @@ def test_the_per_account_metrics_the_dashboard_searches_are_the_ones_aggregate_e
         for metric in directive["Metrics"]
         for dimensions in directive["Dimensions"]
     }
-    assert emitted == {(NAMESPACE, name, ("AccountId", "service")) for name in TARGET_METRICS}
+    assert emitted == {(NAMESPACE, name, ("AccountId", "Stack", "service")) for name in TARGET_METRICS}
+
+
+# ---------------------------------------------------------------- what the code emits
+
+
+def emitted_by_a_deployed_stack(capsys, monkeypatch) -> list[tuple[str, str, dict[str, str]]]:
+    """(namespace, metric name, dimensions) of every EMF metric the engine's recorders write, with the stack name the
+    template gives every function: a scan, a refresh, a rejection, per-account counts and an event-driven check."""
+    monkeypatch.setenv(STACK_NAME_ENV, STACK)
+    summary = dict.fromkeys(SUMMARY_METRICS, 1)
+    record_scan({"summary": summary, "instances": [{"actions": [{"status": "done"}], "checks": {}}]})
+    record_refresh({"status": "applied", "prefixes_added": 1, "prefixes_revoked": 1, "alerts": ["an alert"]})
+    record_rejection("md5-mismatch")
+    record_targets({"targets": [{"account_id": "111111111111", "region": "eu-west-3", "status": "error"}]})
+    now = datetime.now(UTC)
+    ranges = SimpleNamespace(sync_token="1787411825", create_date="2026-08-22-15-17-05")
+    report = build_report(
+        run_id="r", mode="report", account_id="1", regions=[], started=now, finished=now, ip_ranges=ranges, targets=[]
+    )
+    record_events(received=1, ignored=0, failed=0)
+    record_check(report, now)
+    metrics.flush_metrics()
+    return [
+        (directive["Namespace"], metric["Name"], {name: str(blob[name]) for name in dimensions})
+        for blob in emf_blobs(capsys.readouterr().out)
+        for directive in blob["_aws"]["CloudWatchMetrics"]
+        for metric in directive["Metrics"]
+        for dimensions in directive["Dimensions"]
+    ]
+
+
+def alarm_metrics() -> list[tuple[str, str, dict[str, str]]]:
+    """(namespace, metric name, dimensions) of every metric an alarm of the template reads."""
+    found = []
+    for logical_id, resource in resources().items():
+        if resource["Type"] != "AWS::CloudWatch::Alarm":
+            continue
+        properties = alarm(logical_id)
+        stats = [properties] + [m["MetricStat"]["Metric"] for m in properties.get("Metrics", []) if "MetricStat" in m]
+        found += [
+            (s["Namespace"], s["MetricName"], {d["Name"]: d["Value"] for d in s["Dimensions"]})
+            for s in stats
+            if "MetricName" in s
+        ]
+    return found
+
+
+def reads(shown: dict[str, str], emitted: dict[str, str]) -> bool:
+    """Whether a metric query with these dimensions reads a series emitted with those ("*": a SEARCH over it)."""
+    return set(shown) == set(emitted) and all(v in ("*", emitted[k]) for k, v in shown.items())
+
+
+@pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
+def test_every_alarm_and_dashboard_metric_of_eic_guard_is_a_series_the_code_emits(capsys, monkeypatch):
+    # Given every series the engine emits when deployed, and every EicGuard metric the alarms and the dashboard read
+    metrics.clear_metrics()
+    try:
+        emitted = emitted_by_a_deployed_stack(capsys, monkeypatch)
+    finally:
+        metrics.clear_metrics()
+    shown = [m for m in alarm_metrics() + dashboard_metrics() if m[0] == NAMESPACE]
+
+    # When each one is matched to the emitted series of its name
+    unread = [
+        (name, dimensions)
+        for _, name, dimensions in shown
+        if not any(reads(dimensions, e) for _, n, e in emitted if n == name)
+    ]
+
+    # Then every one reads a real series: service=eic-guard and Stack=<this stack> on every metric, so a second
+    # stack in the account has its own alarms and dashboard
+    assert {n for _, n, _ in shown} >= {"Errors", "ScanCompleted", "InstancesWithWarnings", "CheckFailures"}
+    assert unread == []
+    assert all(e.get("Stack") == STACK and e.get("service") == SERVICE for _, _, e in emitted)
+
+
+def test_every_function_gives_the_metrics_its_stack_name():
+    # Given the functions that emit metrics
+    functions = [f for f in resources() if resources()[f]["Type"] == "AWS::Serverless::Function"]
+
+    # When their environment is read (Globals merged)
+    stack_names = {f: environment(f).get(STACK_NAME_ENV) for f in functions}
+
+    # Then each one names its stack, the dimension the alarms and the dashboard filter on
+    assert functions and stack_names == {f: {"Ref": "AWS::StackName"} for f in functions}

@@ -439,10 +439,11 @@ def test_dashboard_shows_the_event_counters_and_the_on_change_summary():
     series = [m for w in body["widgets"] for m in w.get("properties", {}).get("metrics", [])]
     plain = {tuple(x for x in m if not isinstance(x, dict)) for m in series}
 
+    this_stack = ("service", "eic-guard", "Stack", PSEUDO["AWS::StackName"])
     for name in ("OnChangeEvents", "OnChangeEventsIgnored", "OnChangeEventsFailed"):
-        assert ("EicGuard", name, "service", "eic-guard") in plain
+        assert ("EicGuard", name, *this_stack) in plain
     for name in ("InstancesScanned", "InstancesFixed", "InstancesNoncompliant", "Errors"):
-        assert ("EicGuard", name, "service", "eic-guard", "Trigger", "on-change") in plain
+        assert ("EicGuard", name, *this_stack, "Trigger", "on-change") in plain
 
 
 def test_outputs_expose_the_on_change_pieces():

@@ -504,6 +504,7 @@ SHARED_ENVIRONMENT = {
     "POWERTOOLS_SERVICE_NAME": {"constant"},
     "POWERTOOLS_METRICS_NAMESPACE": {"constant"},
     "POWERTOOLS_LOG_LEVEL": {"LogLevel"},
+    "EIC_GUARD_STACK_NAME": {"AWS::StackName"},  # the metrics' Stack dimension
     "EIC_GUARD_REGIONS": {"Regions", "AWS::Region"},
     "EIC_GUARD_INGRESS_SOURCE": {"IngressSource"},
     "EIC_GUARD_STALE_PREFIX_GRACE_HOURS": {"StalePrefixGraceHours"},
@@ -522,7 +523,11 @@ FAN_OUT_ENVIRONMENT = SHARED_ENVIRONMENT | {
 }
 # The functions that check instances (the target worker, the event-driven checks) also import Security Hub findings;
 # the on-change function also knows eic-guard's own roles (loop prevention, changes/actors.py).
-CHECK_ENVIRONMENT = FAN_OUT_ENVIRONMENT | {"EIC_GUARD_SECURITY_HUB_FINDINGS": {"SecurityHubFindings"}}
+CHECK_ENVIRONMENT = FAN_OUT_ENVIRONMENT | {
+    "EIC_GUARD_SECURITY_HUB_FINDINGS": {"SecurityHubFindings"},
+    "EIC_GUARD_ALLOWED_IMAGES": {"AllowedImages"},
+    "EIC_GUARD_OWNER_TAGS": {"OwnerTags"},
+}
 OWN_ROLE_ARNS = {
     f"{f}Role.Arn"
     for f in ("OnChangeFunction", "ScanTargetFunction", "RefreshFunction", "PlanFunction", "AggregateFunction")

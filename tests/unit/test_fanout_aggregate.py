@@ -340,7 +340,14 @@ def test_ok_error_incomplete_and_missing_targets_all_appear_in_the_one_report(ra
     # Then every planned target is listed, in plan order, with its status, error and instance count
     assert [t.model_dump() for t in report.targets] == [
         {"account_id": OWN, "region": REGION, "status": "ok", "error": None, "instances": 2, "notes": []},
-        {"account_id": MEMBER_A, "region": REGION, "status": "error", "error": unreachable, "instances": 0, "notes": []},
+        {
+            "account_id": MEMBER_A,
+            "region": REGION,
+            "status": "error",
+            "error": unreachable,
+            "instances": 0,
+            "notes": [],
+        },
         {"account_id": MEMBER_B, "region": REGION, "status": "incomplete", "error": None, "instances": 1, "notes": []},
         {"account_id": MEMBER_C, "region": REGION, "status": "error", "error": NO_RESULT, "instances": 0, "notes": []},
     ]

@@ -1,21 +1,79 @@
 """Powertools Logger, Tracer and Metrics shared by the handlers and the engine, and eic-guard's metric vocabulary.
 
-Namespace EicGuard, dimension service=eic-guard on every metric; CheckFailures adds CheckId, RefreshRejected Reason.
+Namespace EicGuard, dimensions service=eic-guard and Stack=<stack name> on every metric (Stack only where the stack
+name is set: the deployed functions; the CLI publishes no metrics); CheckFailures adds CheckId, RefreshRejected
+Reason, the per-account counts AccountId.
 """
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics.functions import resolve_cold_start_function_name
+from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
 from .checks import CHECK_IDS
+from .settings import ENV_PREFIX
 
 SERVICE = "eic-guard"
 NAMESPACE = "EicGuard"
+# Two stacks in one account would otherwise share every metric, hence every alarm (template.yaml: Stack=StackName).
+STACK_DIMENSION = "Stack"
+STACK_NAME_ENV = f"{ENV_PREFIX}STACK_NAME"
+
+
+def stack_dimensions() -> dict[str, str]:
+    """{"Stack": <stack name>} when the deployed stack's name is set (template.yaml: EIC_GUARD_STACK_NAME), else {}.
+
+    Read when metrics are serialized, not at import: the environment is the invocation's."""
+    name = os.environ.get(STACK_NAME_ENV, "").strip()
+    return {STACK_DIMENSION: name} if name else {}
+
+
+def default_dimensions() -> dict[str, str]:
+    """The dimensions every eic-guard metric carries."""
+    return {"service": SERVICE, **stack_dimensions()}
+
+
+class _StackEmfProvider(AmazonCloudWatchEMFProvider):
+    """Powertools' EMF provider, adding the Stack dimension to every blob it serializes (a flush, or the automatic
+    flush at 100 metrics), and to the cold-start metric, which Powertools emits with its own dimensions."""
+
+    def serialize_metric_set(self, metrics: dict | None = None, dimensions: dict | None = None, metadata=None) -> Any:
+        for name, value in stack_dimensions().items():
+            if name not in self.dimension_set:
+                self.add_dimension(name=name, value=value)
+        return super().serialize_metric_set(metrics=metrics, dimensions=dimensions, metadata=metadata)
+
+    def add_cold_start_metric(self, context: Any) -> None:
+        with single_metric(
+            name="ColdStart",
+            unit=MetricUnit.Count,
+            value=1,
+            namespace=self.namespace,
+            default_dimensions=default_dimensions(),
+        ) as metric:
+            metric.add_dimension(
+                name="function_name", value=resolve_cold_start_function_name(self.function_name, context)
+            )
+
 
 logger = Logger(service=SERVICE)
 tracer = Tracer(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+# The same shared metric, dimension and metadata sets Powertools keeps for every Metrics instance, serialized by the
+# provider above (tests and other modules read metrics.metric_set, flush and clear as usual).
+metrics.provider = _StackEmfProvider(
+    namespace=NAMESPACE,
+    service=SERVICE,
+    metric_set=metrics.metric_set,
+    dimension_set=metrics.dimension_set,
+    metadata_set=metrics.metadata_set,
+    default_dimensions=metrics.default_dimensions,
+)
 
 SUMMARY_METRICS = {
     "instances": "InstancesScanned",
@@ -24,6 +82,7 @@ SUMMARY_METRICS = {
     "noncompliant": "InstancesNoncompliant",
     "excluded": "InstancesExcluded",
     "errors": "Errors",
+    "warnings": "InstancesWithWarnings",
 }
 
 
@@ -32,9 +91,9 @@ def _count(name: str, value: float) -> None:
 
 
 def _dimensioned(name: str, value: float, dimension: str, dimension_value: str) -> None:
-    """A metric with one extra dimension, emitted as its own EMF blob (keeps the service dimension)."""
+    """A metric with one extra dimension, emitted as its own EMF blob (keeps the service and Stack dimensions)."""
     with single_metric(
-        name=name, unit=MetricUnit.Count, value=value, namespace=NAMESPACE, default_dimensions={"service": SERVICE}
+        name=name, unit=MetricUnit.Count, value=value, namespace=NAMESPACE, default_dimensions=default_dimensions()
     ) as metric:
         metric.add_dimension(name=dimension, value=dimension_value)
 

@@ -9,6 +9,7 @@ calls the handlers really make to the roles the templates render.
 from __future__ import annotations
 
 from .checks import ALL_CHECKS, INVENTORY_PERMISSIONS, public_ipv4
+from .checks.base import NEAR_MISS_PERMISSIONS
 from .outputs import security_hub
 
 # The managed groups' rules (ranges/refresh.py): one filtered describe per region, the prefix lists' entries, then
@@ -21,7 +22,8 @@ MANAGED_GROUP_READS = (
 )
 MANAGED_GROUP_RULE_EDITS = ("ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress")
 REFRESH_EC2 = MANAGED_GROUP_READS + MANAGED_GROUP_RULE_EDITS
-# state.py: the ip-ranges state item, a consistent read and a conditional put (Plan decides, Aggregate finishes).
+# state.py: the ip-ranges state item, a consistent read and a conditional put (Plan decides, Aggregate finishes);
+# outputs/alerts.py: Aggregate reads and replaces the alert state item (alerts#scan), the last run's problems.
 STATE_TABLE = ("dynamodb:GetItem", "dynamodb:PutItem")
 # The refresh: the same state item, plus Powertools idempotency records (put/get/update/delete), same table.
 REFRESH_STATE_TABLE = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
@@ -36,6 +38,8 @@ RUN_OBJECTS_LIST = ("s3:ListBucket",)  # ListObjectsV2 of runs/<run id>/results/
 ORGANIZATION_ACCOUNTS = ("organizations:ListAccounts",)
 # aws/credentials.py: each member account is entered through its member role (never the caller's own account).
 ENTER_MEMBER_ACCOUNTS = ("sts:AssumeRole",)
+# aws/clients.py: the scanned account's alias, which names it in the report and the alert (a scan's apply phase).
+ACCOUNT_ALIAS = ("iam:ListAccountAliases",)
 # ranges/notification.py: the refresh starts the fan-out's refresh job.
 START_FAN_OUT = ("states:StartExecution",)
 # publish.py: eic-guard:status and eic-guard:checked-at on opted-in instances (remediate mode, TagInstances on).
@@ -67,7 +71,7 @@ def worker_function_actions(
     """ScanTargetFunction: its EC2 actions (own account), the run's objects, entering the member accounts, and with
     SecurityHubFindings enabled the import (own account) and the findings ledger."""
     actions = worker_ec2_actions(remediate, remediate_public_ip, tag_instances)
-    actions |= set(RUN_OBJECTS_READ) | set(RUN_OBJECTS_WRITE) | set(ENTER_MEMBER_ACCOUNTS)
+    actions |= set(RUN_OBJECTS_READ) | set(RUN_OBJECTS_WRITE) | set(ENTER_MEMBER_ACCOUNTS) | set(ACCOUNT_ALIAS)
     return actions | security_hub_actions(security_hub_enabled, ledger=True)
 
 
@@ -116,6 +120,7 @@ def member_role_actions(
     """member/template.yaml's MemberRole: the worker's EC2 actions, the event-driven lookups (in every mode: report
     mode checks member accounts' events too) and, with SecurityHubFindings enabled, the import into its own account."""
     actions = worker_ec2_actions(remediate, remediate_public_ip, tag_instances) | set(CHANGE_LOOKUPS)
+    actions |= set(ACCOUNT_ALIAS)
     return actions | security_hub_actions(security_hub_enabled, ledger=False)
 
 
@@ -123,9 +128,10 @@ def on_change_ec2_actions(remediate: bool, remediate_public_ip: bool = False, ta
     """OnChangeFunction's EC2 actions in its own account: the worker's reads and fixes, but never the refresh job's
     revokes (an event-driven check only adds the current rules), the managed groups' rule edits only in remediate
     mode, the managed Elastic IPs read only with `remediate_public_ip` (the inventory reads them only then), and the
-    event lookups."""
+    event lookups; not the inventory's DescribeTags (it looks for near-miss opt-in tags only when a whole region is
+    scanned, never for an event's instances)."""
     actions = worker_ec2_actions(remediate, remediate_public_ip, tag_instances) | set(CHANGE_LOOKUPS)
-    actions -= set(MANAGED_GROUP_RULE_EDITS)
+    actions -= set(MANAGED_GROUP_RULE_EDITS) | set(NEAR_MISS_PERMISSIONS)
     if remediate:
         actions.add("ec2:AuthorizeSecurityGroupIngress")
     if not remediate_public_ip:

@@ -1,13 +1,16 @@
 """Gather: read one (account, region) target with paginated, batched describes into a frozen TargetSnapshot.
 
 The number of calls grows with DescribeInstances pages and with the number of distinct ids / 200 for the other
-describes, never with the number of instances.
+describes, never with the number of instances. A region where no instance is opted in costs one more bounded
+DescribeTags (and, only when it finds a near-miss of the opt-in tag, one DescribeInstances for at most 200 ids).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from ..models import (
     Image,
@@ -22,12 +25,23 @@ from ..models import (
     SecurityGroup,
     TargetSnapshot,
 )
+from ..observability import logger
+from ..ranges.managed_group import EIC_IPV6_PREFIX_LIST, EIC_PREFIX_LIST, prefix_list_fallback_note
 from ..settings import MANAGED_BY_TAG, MANAGED_GROUP_NAME, Settings
 
 SCANNED_STATES = ("pending", "running", "stopping", "stopped")
 FILTER_VALUES_PER_CALL = 200  # EC2 accepts at most 200 values in one filter
-EIC_PREFIX_LIST = "com.amazonaws.{region}.ec2-instance-connect"
-EIC_IPV6_PREFIX_LIST = "com.amazonaws.{region}.ipv6.ec2-instance-connect"
+# The near-miss look-up reads at most one DescribeTags page (MaxResults caps at 1,000): enough to explain a region
+# where nothing is opted in, bounded whatever the fleet's size.
+NEAR_MISS_TAGS_READ = 1000
+NEAR_MISS_INSTANCES_NAMED = 5
+# Values people write when they mean "true" (only when the configured value is `true` in some case).
+TRUE_SPELLINGS = frozenset({"true", "yes", "1", "on"})
+# EC2 filter values are case-sensitive; `?` matches exactly one character and `\` escapes `*`, `?` and itself.
+FILTER_WILDCARDS = frozenset("*?\\")
+# A role that predates the look-up (a member stack not updated yet) may not grant ec2:DescribeTags: the look-up is
+# advice, so the region is still scanned.
+PERMISSION_DENIED = frozenset({"UnauthorizedOperation", "AccessDenied", "AccessDeniedException"})
 
 
 def gather(
@@ -36,6 +50,9 @@ def gather(
     """Read everything the checks need for the opted-in instances of one region (only `instance_ids`, when given:
     an event-driven check; one DescribeInstances per 200 ids, still filtered by the opt-in tag)."""
     instances = tuple(_instances(ec2, settings, instance_ids))
+    notes: list[str] = []
+    if not instances and instance_ids is None:  # a healthy fleet never pays for the look-up
+        notes.extend(_opt_in_near_misses_if_allowed(ec2, account_id, region, settings))
     vpc_ids = sorted({i.vpc_id for i in instances if i.vpc_id})
     group_ids = sorted({g for i in instances for g in _all_group_ids(i)})
     security_groups = {g.group_id: g for g in _security_groups(ec2, group_ids)} if group_ids else {}
@@ -44,6 +61,10 @@ def gather(
     eic_lists = _eic_prefix_list_ids(ec2, region)
     list_ids = {pl for g in security_groups.values() for p in g.ingress for pl in p.prefix_list_ids}
     list_ids.update(pl for pl in eic_lists if pl)
+    if settings.ingress_source == "prefix-list" and (instances or managed_groups):
+        # The managed groups (those there, those a fix would create) reference the AWS-managed list, or fall back
+        # to CIDRs where it does not exist (ranges/managed_group.desired_rules); the refresh says the same.
+        notes.extend(prefix_list_fallback_note(region, ipv6) for ipv6, pl in enumerate(eic_lists) if not pl)
     return TargetSnapshot(
         account_id=account_id,
         region=region,
@@ -58,6 +79,7 @@ def gather(
         eic_prefix_list_id=eic_lists[0],
         eic_ipv6_prefix_list_id=eic_lists[1],
         managed_addresses=tuple(_managed_addresses(ec2)) if settings.remediate_public_ip else (),
+        notes=tuple(notes),
     )
 
 
@@ -94,6 +116,84 @@ def _instances(ec2: Any, settings: Settings, instance_ids: Sequence[str] | None 
         for reservation in paginate(ec2, "describe_instances", "Reservations", Filters=batch):
             for raw in reservation.get("Instances", ()):
                 yield _instance(raw)
+
+
+def _opt_in_near_misses_if_allowed(ec2: Any, account_id: str, region: str, settings: Settings) -> list[str]:
+    try:
+        return _opt_in_near_misses(ec2, settings)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in PERMISSION_DENIED:
+            raise
+        logger.warning(
+            "near-miss opt-in tags not looked for: ec2:DescribeTags denied (update the member stack)",
+            extra={"account": account_id, "region": region, "error": str(exc)},
+        )
+        return []
+
+
+def _opt_in_near_misses(ec2: Any, settings: Settings) -> list[str]:
+    """Target notes naming (at most NEAR_MISS_INSTANCES_NAMED) live instances that carry a near-miss of the opt-in
+    tag: its key in another case, or its value misspelt (`True`, `yes`, ` true`...).
+
+    One DescribeTags page of instance tags whose key is the opt-in key or has its shape in any case, then one
+    DescribeInstances for the state and Name of what was found (a terminated instance keeps its tags for a while).
+    """
+    keys = sorted({settings.tag_key, _any_case_pattern(settings.tag_key)})
+    filters = [{"Name": "resource-type", "Values": ["instance"]}, {"Name": "key", "Values": keys}]
+    pages = ec2.get_paginator("describe_tags").paginate(
+        Filters=filters, PaginationConfig={"MaxItems": NEAR_MISS_TAGS_READ, "PageSize": NEAR_MISS_TAGS_READ}
+    )
+    misses: dict[str, tuple[str, str, str]] = {}
+    for page in pages:
+        for tag in page.get("Tags", ()):
+            problem = _near_miss(tag["Key"], tag.get("Value", ""), settings)
+            if problem:
+                misses.setdefault(tag["ResourceId"], (tag["Key"], tag.get("Value", ""), problem))
+    if not misses:
+        return []
+    live = _live_instance_names(ec2, sorted(misses)[:FILTER_VALUES_PER_CALL])
+    notes = []
+    for instance_id in sorted(live)[:NEAR_MISS_INSTANCES_NAMED]:
+        key, value, problem = misses[instance_id]
+        name = f" ({live[instance_id]})" if live[instance_id] else ""
+        shown = value if value == value.strip() else repr(value)
+        notes.append(f"0 instances opted in here, but {instance_id}{name} is tagged {key}={shown}: {problem}")
+    if len(live) > NEAR_MISS_INSTANCES_NAMED:
+        notes.append(f"... and {len(live) - NEAR_MISS_INSTANCES_NAMED} more instance(s) with a near-miss opt-in tag")
+    return notes
+
+
+def _any_case_pattern(key: str) -> str:
+    """A DescribeTags key filter matching `key` in any case: each cased character becomes `?` (one character)."""
+    return "".join("?" if c.lower() != c.upper() else "\\" + c if c in FILTER_WILDCARDS else c for c in key)
+
+
+def _near_miss(key: str, value: str, settings: Settings) -> str | None:
+    """What is wrong with a tag that was surely meant as the opt-in tag; None for the tag itself or another tag."""
+    wanted_key, wanted_value = settings.tag_key, settings.tag_value
+    meant = value.strip().casefold()
+    value_close = meant == wanted_value.casefold() or (wanted_value.casefold() == "true" and meant in TRUE_SPELLINGS)
+    if key.casefold() != wanted_key.casefold() or not value_close or (key, value) == (wanted_key, wanted_value):
+        return None
+    problems = []
+    if key != wanted_key:
+        problems.append(f"the key must be exactly `{wanted_key}` (tag keys are case-sensitive)")
+    if value != wanted_value:
+        problems.append(f"the value {'exactly' if problems else 'must be exactly'} `{wanted_value}`")
+    return " and ".join(problems)
+
+
+def _live_instance_names(ec2: Any, instance_ids: list[str]) -> dict[str, str]:
+    """Instance id -> Name tag ("" when none) of those in a state eic-guard scans."""
+    filters = [
+        {"Name": "instance-id", "Values": instance_ids},
+        {"Name": "instance-state-name", "Values": list(SCANNED_STATES)},
+    ]
+    return {
+        raw["InstanceId"]: dict(_tags(raw.get("Tags"))).get("Name", "")
+        for reservation in paginate(ec2, "describe_instances", "Reservations", Filters=filters)
+        for raw in reservation.get("Instances", ())
+    }
 
 
 def _instance(raw: dict) -> Instance:

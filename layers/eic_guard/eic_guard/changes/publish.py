@@ -20,7 +20,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..observability import NAMESPACE, SERVICE, SUMMARY_METRICS, logger, metrics
+from ..observability import NAMESPACE, SERVICE, SUMMARY_METRICS, logger, metrics, stack_dimensions
 from ..outputs.publish import alert_message, report_key, send_alert
 from ..outputs.report import Report
 from ..settings import Settings
@@ -83,7 +83,8 @@ def record_check(report: Report, finished: datetime) -> None:
     summary = report.summary.model_dump()
     actions = [a for e in report.instances for a in e.actions]
     on_change = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
-    on_change.add_dimension(name=TRIGGER[0], value=TRIGGER[1])
+    for name, value in (*stack_dimensions().items(), TRIGGER):
+        on_change.add_dimension(name=name, value=value)
     for key, name in SUMMARY_METRICS.items():
         on_change.add_metric(name=name, unit=MetricUnit.Count, value=summary.get(key, 0))
     on_change.add_metric(

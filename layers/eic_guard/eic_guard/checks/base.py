@@ -7,8 +7,11 @@ from dataclasses import dataclass, field
 from ..models import CheckResult, EicPrefixes, Fix, Instance, TargetSnapshot
 from ..settings import Settings
 
-# Read actions every scan needs whatever the checks: the inventory's DescribeInstances.
-INVENTORY_PERMISSIONS = ("ec2:DescribeInstances",)
+# The inventory's look-up of near-miss opt-in tags in a region where no instance is opted in (aws/inventory.py): a
+# whole-region scan only, never a scan of given instances (an event-driven check).
+NEAR_MISS_PERMISSIONS = ("ec2:DescribeTags",)
+# Read actions every scan needs whatever the checks: the inventory's DescribeInstances, and the near-miss look-up.
+INVENTORY_PERMISSIONS = ("ec2:DescribeInstances", *NEAR_MISS_PERMISSIONS)
 
 
 @dataclass(frozen=True)

@@ -34,10 +34,15 @@ RESULT_READERS = 32
 
 
 class RunRequest(BaseModel):
-    """The execution input: the schedule's {"job": "scan"}, the refresh function's {"job": "refresh"}."""
+    """The execution input: the schedule's {"job": "scan"}, the refresh function's {"job": "refresh"}.
 
-    model_config = ConfigDict(extra="ignore")
-    job: Literal["scan", "refresh"]
+    `{}` is a scan: what `aws stepfunctions start-execution` without `--input` starts, the obvious test input in the
+    console. Any other key is refused, so that an event meant for another function (an SNS delivery, say) never
+    starts a scan.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    job: Literal["scan", "refresh"] = "scan"
 
 
 class PlanOutput(BaseModel):

@@ -64,7 +64,7 @@ def run_target(
                 )
         if refresh is not None:
             result.actions[:0] = refresh.actions
-            result.notes.extend(getattr(refresh, "notes", ()))
+            result.notes.extend(refresh.notes)
         if phase == "apply" and plan.job == "scan":
             alias = clients.account_alias()
     except Exception as exc:  # noqa: BLE001 - one target's failure is its error, never the others' loss

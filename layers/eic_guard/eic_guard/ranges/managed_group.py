@@ -8,10 +8,21 @@ from dataclasses import dataclass
 from ..models import EicPrefixes, IngressPermission, SecurityGroup
 
 SSH_PORT = 22
+# The AWS-managed EIC prefix lists (IPv4 and IPv6 are separate lists), by region.
+EIC_PREFIX_LIST = "com.amazonaws.{region}.ec2-instance-connect"
+EIC_IPV6_PREFIX_LIST = "com.amazonaws.{region}.ipv6.ec2-instance-connect"
 
 
 def rule_description(region: str) -> str:
     return f"eic-guard EC2_INSTANCE_CONNECT {region}"
+
+
+def prefix_list_fallback_note(region: str, ipv6: bool = False) -> str:
+    """The target note for prefix-list mode in a region without the AWS-managed list of a family (the same words
+    from the scan and from the refresh, so that a target's notes list it once)."""
+    name = (EIC_IPV6_PREFIX_LIST if ipv6 else EIC_PREFIX_LIST).format(region=region)
+    cidrs = "EIC IPv6 CIDRs" if ipv6 else "EIC CIDRs"
+    return f"prefix-list mode: {name} does not exist in {region}; the managed groups use the {cidrs} instead"
 
 
 @dataclass(frozen=True)

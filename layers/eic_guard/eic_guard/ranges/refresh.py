@@ -16,7 +16,7 @@ from typing import Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..aws.gateway import Ec2Gateway, RemediationRefused, error_code
-from ..aws.inventory import EIC_IPV6_PREFIX_LIST, EIC_PREFIX_LIST, paginate, parse_security_group, prefix_list_entries
+from ..aws.inventory import paginate, parse_security_group, prefix_list_entries
 from ..budget import Deadline
 from ..errors import IpRangesError
 from ..models import ActionRecord, SecurityGroup
@@ -24,7 +24,14 @@ from ..observability import logger
 from ..settings import MANAGED_BY_TAG, MANAGED_GROUP_NAME, Settings
 from . import ip_ranges
 from .ip_ranges import IpRanges
-from .managed_group import RuleSet, current_rules, owned_rules
+from .managed_group import (
+    EIC_IPV6_PREFIX_LIST,
+    EIC_PREFIX_LIST,
+    RuleSet,
+    current_rules,
+    owned_rules,
+    prefix_list_fallback_note,
+)
 from .state import RangesState, StateStore
 
 # applied: written and the state advanced; planned: report mode, nothing written; incomplete: some region or group
@@ -50,6 +57,7 @@ class RegionRefresh:
     alerts: list[str] = field(default_factory=list)
     failed_groups: list[str] = field(default_factory=list)  # "sg-…: Code" for each group a write failed on
     unknown_owned: list[str] = field(default_factory=list)  # our rules' prefixes the file no longer lists
+    notes: list[str] = field(default_factory=list)  # for the target's report entry, e.g. the prefix-list fallback
     error: str | None = None
 
 
@@ -215,6 +223,9 @@ def _wanted(
     listed: set[int] = set()
     if settings.ingress_source == "prefix-list":
         listed = _compare_prefix_lists(ec2, region, current, result if compare_lists else RegionRefresh(region))
+        families = {ipaddress.ip_network(p).version for p in current}
+        if compare_lists and groups:
+            result.notes.extend(prefix_list_fallback_note(region, family == 6) for family in sorted(families - listed))
     return RuleSet(cidrs=frozenset(p for p in current if ipaddress.ip_network(p).version not in listed))
 
 
