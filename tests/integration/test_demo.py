@@ -3,14 +3,24 @@ same for an AWS Organization of three accounts, each member fixed through its me
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import re
 import socket
+from contextlib import redirect_stdout
+from dataclasses import dataclass
 
 import pytest
 from eic_guard import demo
 
 MANAGEMENT = "123456789012"  # moto's default account: the demo's own credentials act there
+STOREFRONT = {"Owner": "alice@example.com", "Team": "storefront"}
+DATA = {"Owner": "bob@example.com", "Team": "data-platform"}
+DATABASES = {"Owner": "dba@example.com", "Team": "databases"}
+ML = {"Owner": "carol@example.com", "Team": "ml"}
+PLATFORM = {"Team": "platform"}
+OPS = {"Owner": "ops@example.com"}
 
 
 class RecordingMotoServer(demo.ThreadedMotoServer):
@@ -29,15 +39,164 @@ def port_is_open(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-@pytest.mark.e2e
-def test_demo_fixes_what_it_can_and_reports_the_rest(monkeypatch, capsys):
-    # Given: the real moto server, observed, and the test's own fake credentials
-    RecordingMotoServer.started = []
-    monkeypatch.setattr(demo, "ThreadedMotoServer", RecordingMotoServer)
+@dataclass
+class DemoRun:
+    exit_code: int
+    out: str
+    final: dict  # the final scan's JSON report, written beside the HTML page
 
-    # When
-    exit_code = demo.main()
-    out = capsys.readouterr().out
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> DemoRun:
+    """One run of the whole demo (about 5 s) shared by the tests below, with the real moto server observed."""
+    RecordingMotoServer.started = []
+    html = tmp_path_factory.mktemp("demo") / "demo-report.html"
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, redirect_stdout(out):
+        patch.setattr(demo, "ThreadedMotoServer", RecordingMotoServer)
+        patch.setenv(demo.HTML_ENV, str(html))
+        exit_code = demo.main()
+    return DemoRun(exit_code, out.getvalue(), json.loads(html.with_suffix(".json").read_text(encoding="utf-8")))
+
+
+# What each scenario's final report entry must say: verdict, the checks that do not pass, the warnings' codes, the
+# owner tags; and, for each failing check, a sentence its guidance must contain.
+SCENARIOS = {
+    "api-narrow-cidr": ("compliant", {}, [], STOREFRONT),
+    "api-no-ssh-rule": ("compliant", {}, [], STOREFRONT),
+    "api-ssh-2222": ("compliant", {}, [], STOREFRONT),
+    "api-udp-22": ("compliant", {}, [], STOREFRONT),
+    "batch-imds-off": ("compliant", {}, [], DATA),
+    "batch-stopped": ("compliant", {"public-ipv4": "not-applicable"}, [], DATA),
+    "batch-two-drifts": ("compliant", {}, [], DATA),
+    "db-nacl-blocked": ("noncompliant", {"network-acl": "fail"}, [], DATABASES),
+    "db-no-public-ip": ("noncompliant", {"public-ipv4": "fail"}, [], DATABASES),
+    "db-private-subnet": ("noncompliant", {"public-ipv4": "fail", "internet-route": "fail"}, [], DATABASES),
+    "golden-retired": ("noncompliant", {"al2023-ami": "fail"}, [], {}),
+    "legacy-al2": ("noncompliant", {"al2023-ami": "fail"}, [], PLATFORM),
+    "legacy-al2-no-ssh": ("noncompliant", {"al2023-ami": "fail"}, [], PLATFORM),
+    "ml-ubuntu": ("noncompliant", {"al2023-ami": "fail"}, [], ML),
+    "ops-expired-exclusion": ("compliant", {}, [], OPS),
+    "slim-minimal": ("noncompliant", {"al2023-ami": "fail"}, [], ML),
+    "stg-no-ssh-rule": ("compliant", {}, [], {"Team": "storefront"}),
+    "stg-ok": ("compliant", {}, [], {"Team": "storefront"}),
+    "stg-ssh-2222": ("compliant", {}, [], {"Team": "storefront"}),
+    "vendor-excluded": ("excluded", {}, [], OPS),
+    "web-ok": ("compliant", {}, [], STOREFRONT),
+    "web-open-world": ("compliant", {}, ["ssh-open-to-internet"], STOREFRONT),
+}
+AL2_GUIDANCE = "is not AL2023: relaunch from AL2023 or install the ec2-instance-connect package"
+PUBLIC_IP_GUIDANCE = "for an instance meant to stay private, use an EC2 Instance Connect Endpoint instead"
+GUIDANCE = {
+    ("db-nacl-blocked", "network-acl"): r"add inbound rule 49 allowing TCP 22 from 18\.206\.107\.24/29 \(before deny "
+    r"rule 50\)\. See https://docs\.aws\.amazon\.com/vpc/latest/userguide/nacl-rules\.html$",
+    ("db-no-public-ip", "public-ipv4"): re.escape(PUBLIC_IP_GUIDANCE),
+    ("db-private-subnet", "public-ipv4"): re.escape(PUBLIC_IP_GUIDANCE),
+    (
+        "db-private-subnet",
+        "internet-route",
+    ): r"^Add the route 0\.0\.0\.0/0 -> igw-\w+ to rtb-\w+ \(the VPC's main table",
+    ("golden-retired", "al2023-ami"): r"^ami-\w+ is deregistered or unreadable",
+    ("legacy-al2", "al2023-ami"): re.escape(AL2_GUIDANCE),
+    ("legacy-al2-no-ssh", "al2023-ami"): re.escape(AL2_GUIDANCE),
+    ("ml-ubuntu", "al2023-ami"): re.escape(AL2_GUIDANCE),
+    ("slim-minimal", "al2023-ami"): re.escape(
+        "install the ec2-instance-connect package or relaunch from standard AL2023"
+    ),
+}
+
+
+@pytest.mark.e2e
+def test_each_demo_scenario_is_named_owned_guided_and_warned_exactly(demo_run):
+    # Given the final scan's report of the demo account
+    report = demo_run.final
+    by_name = {e["name"]: e for e in report["instances"]}
+
+    # Then every opted-in scenario is there under its Name, with its owner tags, verdict, non-passing checks, warnings
+    assert sorted(by_name) == sorted(SCENARIOS)
+    for name, (verdict, not_passing, warnings, tags) in SCENARIOS.items():
+        entry = by_name[name]
+        statuses = {c: v["status"] for c, v in entry["checks"].items() if v["status"] != "pass"}
+        assert (entry["verdict"], statuses, [w.split(":")[0] for w in entry["warnings"]], entry["tags"]) == (
+            verdict,
+            not_passing,
+            warnings,
+            tags,
+        ), name
+        # And exactly the checks that neither pass nor are not applicable carry guidance, with its documentation page
+        for check_id, check in entry["checks"].items():
+            if check["status"] in ("pass", "not-applicable"):
+                assert check["guidance"] is None, (name, check_id)
+            else:
+                assert re.search(GUIDANCE[(name, check_id)], check["guidance"]), (name, check_id, check["guidance"])
+                assert "https://docs.aws.amazon.com/" in check["guidance"]
+    assert set(GUIDANCE) == {(n, c) for n, (_, bad, _, _) in SCENARIOS.items() for c, s in bad.items() if s == "fail"}
+    # And the world-open group is named in the warning, the account by its alias, the warnings counted
+    [warning] = by_name["web-open-world"]["warnings"]
+    assert re.fullmatch(
+        r"ssh-open-to-internet: sg-\w+ allows TCP 22 from 0\.0\.0\.0/0 \(the whole internet\); "
+        r"EIC needs only 18\.206\.107\.24/29",
+        warning,
+    )
+    assert report["account_aliases"] == {MANAGEMENT: demo.ACCOUNT_ALIAS}
+    assert report["summary"] == {
+        "instances": 22,
+        "compliant": 13,
+        "fixed": 0,
+        "noncompliant": 8,
+        "excluded": 1,
+        "errors": 0,
+        "warnings": 1,
+    }
+
+
+@pytest.mark.e2e
+def test_demo_alerts_only_what_is_new(demo_run):
+    # Given the demo's output, cut at its headings
+    out = demo_run.out
+    first, fixing, final = (out.index(h) for h in demo.HEADINGS)
+    night, cleanup = out.index(demo.NEXT_NIGHT_HEADING), out.index(demo.CLEANUP_HEADING)
+
+    # Then the first scan alerts every problem, named by the account's alias
+    assert f"  | eic-guard: 22 new problems in {demo.ACCOUNT_ALIAS} ({MANAGEMENT})" in out[first:fixing]
+    assert re.search(
+        r"  \| - i-\w+ \(web-open-world, Owner=alice@example\.com, Team=storefront\) in "
+        r"demo-shop \(123456789012\) us-east-1: warning: ssh-open-to-internet: ",
+        out[first:fixing],
+    )
+    # And the remediate and final scans, with nothing new, alert nothing
+    for section in (out[fixing:final], out[final:night]):
+        assert "alert: none (nothing new or changed since the previous scan)" in section
+        assert "new problems" not in section
+    # And the next night's deleted route alerts exactly the three staging instances, then nothing the same night
+    next_night = out[night:cleanup]
+    assert f"  | eic-guard: 3 new problems in {demo.ACCOUNT_ALIAS} ({MANAGEMENT})" in next_night
+    assert sorted(re.findall(r"  \| - i-\w+ \((stg-[\w-]+), Team=storefront\)", next_night)) == [
+        "stg-no-ssh-rule",
+        "stg-ok",
+        "stg-ssh-2222",
+    ]
+    assert "  | And 10 persisting problems, listed in the weekly digest and the report." in next_night
+    again = next_night[next_night.index("the same night again:") :]
+    assert "  alert: none (nothing new or changed since the previous scan)" in again
+
+
+@pytest.mark.e2e
+def test_demo_cleanup_dry_run_plans_the_uninstall_and_changes_nothing(demo_run):
+    # Given the cleanup section of the demo
+    out = demo_run.out
+    section = out[out.index(demo.CLEANUP_HEADING) : out.index(demo.ORGANIZATION_HEADINGS[0])]
+
+    # Then it plans detaching eic-guard-ssh from the 10 interfaces it was attached to and deleting the two groups
+    assert len(re.findall(r"detach-group\s+eni-\w+\s+planned\s+remove sg-\w+, keep sg-", section)) == 10
+    assert len(re.findall(r"delete-group\s+sg-\w+\s+planned\s+delete eic-guard-ssh in vpc-", section)) == 2
+    assert "dry run: nothing changed; 12 actions: 12 planned" in section
+    assert "(eic-guard cleanup exit code 0)" in section
+
+
+@pytest.mark.e2e
+def test_demo_fixes_what_it_can_and_reports_the_rest(demo_run):
+    exit_code, out = demo_run.exit_code, demo_run.out
 
     # Then: the demo checked itself and passed
     assert exit_code == 0, out[-3000:]
@@ -53,7 +212,11 @@ def test_demo_fixes_what_it_can_and_reports_the_rest(monkeypatch, capsys):
     assert re.search(r"al2023-ami\s+│ FAIL\s+│ ami-unknown", final)
     assert re.search(r"internet-route\s+│ FAIL\s+│ rtb-\w+ \(main\) has no 0\.0\.0\.0/0 route", final)
     assert "is AL2023 minimal" in final and "(ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-amd64-server-" in final
-    assert re.search(r"passes with a warning: i-\w+ \(web-open-world\): over-permissive", out)
+    assert re.search(
+        r"passes with a warning: i-\w+ \(web-open-world\): ssh-open-to-internet: sg-\w+ allows TCP 22 from "
+        r"0\.0\.0\.0/0",
+        out,
+    )
     # ... the remediate scan fixed both kinds of fixable drift
     remediate = out[positions[1] : positions[2]]
     assert "instances 22: 3 compliant, 10 fixed, 8 noncompliant, 1 excluded, 0 errors" in remediate

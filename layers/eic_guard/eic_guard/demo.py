@@ -9,6 +9,7 @@ own credentials. moto is a development dependency, so this module is imported on
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
@@ -16,7 +17,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,13 +52,30 @@ HEADINGS = (
     "2. remediate: what eic-guard fixes",
     "3. final scan: what is left and why it cannot be fixed automatically",
 )
+NEXT_NIGHT_HEADING = "4. the next night: a route is deleted in staging; the alert names only what is new"
+CLEANUP_HEADING = "5. eic-guard cleanup --dry-run: what uninstalling would remove (nothing is changed)"
 ORGANIZATION_HEADINGS = (
-    "4. eic-guard scan --organization: report-only, every account of the organization",
-    "5. eic-guard scan --organization --remediate: each member fixed through its eic-guard-member role",
-    "6. eic-guard scan --organization: the final scan",
+    "6. eic-guard scan --organization: report-only, every account of the organization",
+    "7. eic-guard scan --organization --remediate: each member fixed through its eic-guard-member role",
+    "8. eic-guard scan --organization: the final scan",
 )
+# Who to ask about each instance (the OwnerTags parameter's default tags), by the first word of its Name.
+OWNERS = {
+    "web": {"Owner": "alice@example.com", "Team": "storefront"},
+    "api": {"Owner": "alice@example.com", "Team": "storefront"},
+    "stg": {"Team": "storefront"},
+    "batch": {"Owner": "bob@example.com", "Team": "data-platform"},
+    "db": {"Owner": "dba@example.com", "Team": "databases"},
+    "slim": {"Owner": "carol@example.com", "Team": "ml"},
+    "ml": {"Owner": "carol@example.com", "Team": "ml"},
+    "ops": {"Owner": "ops@example.com"},
+    "vendor": {"Owner": "ops@example.com"},
+    "legacy": {"Team": "platform"},
+}
+WORLD_OPEN = "ssh-open-to-internet"  # the warning code of TCP 22 open to the whole internet
 MEMBER_ROLE = "eic-guard-member"  # the role the member StackSet (member/template.yaml) deploys in every account
 MEMBERS = ("payments", "analytics")  # the member accounts' names; each runs one drifted instance
+ACCOUNT_ALIAS = "demo-shop"  # the demo account's IAM alias: reports and alerts name the account by it
 UBUNTU_NAME = "ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-amd64-server-20240927"
 RETIRED_NAME = "golden-al2023-2024-01 (deregistered)"
 
@@ -81,6 +99,11 @@ class Scenario:
     @property
     def opted_in(self) -> bool:
         return bool(self.final)
+
+    @property
+    def owners(self) -> dict[str, str]:
+        """The owner tags it carries (none for the untagged ones and the golden image's orphan)."""
+        return dict(OWNERS.get(self.name.split("-")[0], {})) if self.opted_in else {}
 
 
 SCENARIOS = (
@@ -156,6 +179,7 @@ class DemoFleet:
 
     instances: dict[str, Scenario] = field(default_factory=dict)
     vpcs: dict[str, str] = field(default_factory=dict)
+    route_tables: dict[str, str] = field(default_factory=dict)  # each VPC's public route table
     untouched_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
     imds_fixed: list[str] = field(default_factory=list)
 
@@ -285,6 +309,7 @@ class DemoNetwork:
     vpc_id: str
     subnets: dict[str, str]
     groups: dict[str, str]
+    public_route_table_id: str
 
 
 def demo_networks(account: SimulatedAccount, eic: EicPrefixes) -> dict[str, DemoNetwork]:
@@ -298,7 +323,7 @@ def demo_networks(account: SimulatedAccount, eic: EicPrefixes) -> dict[str, Demo
         groups = {"app": network.app_group_id}
         for name, rules in security_group_rules(eic).items():
             groups[name] = account.security_group(network, f"{label}-{name}", rules)
-        result[label] = DemoNetwork(network.vpc_id, subnets, groups)
+        result[label] = DemoNetwork(network.vpc_id, subnets, groups, network.public_route_table_id)
     return result
 
 
@@ -306,7 +331,10 @@ def seed(account: SimulatedAccount, eic: EicPrefixes) -> DemoFleet:
     """Create the demo account: images, networks, every scenario's instance; then stop and deregister."""
     images = demo_images(account)
     networks = demo_networks(account, eic)
-    fleet = DemoFleet(vpcs={label: network.vpc_id for label, network in networks.items()})
+    fleet = DemoFleet(
+        vpcs={label: network.vpc_id for label, network in networks.items()},
+        route_tables={label: network.public_route_table_id for label, network in networks.items()},
+    )
     for scenario in SCENARIOS:
         fleet.instances[launch(account, scenario, networks[scenario.vpc], images)] = scenario
     stopped = [i for i, s in fleet.instances.items() if s.stopped]
@@ -324,7 +352,7 @@ def launch(account: SimulatedAccount, scenario: Scenario, network: DemoNetwork, 
         image_id=images[scenario.image],
         subnet_id=network.subnets[scenario.subnet],
         group_ids=[network.groups[g] for g in scenario.groups],
-        tags=dict(scenario.tags),
+        tags={**scenario.owners, **dict(scenario.tags)},
         public_ip=scenario.public_ip,
         imds=scenario.imds,
         opted_in=scenario.opted_in,
@@ -349,26 +377,53 @@ def run_cli_scan(
     ranges_path: Path, output: Path, remediate: bool, html: Path | None = None, extra: tuple[str, ...] = ()
 ) -> tuple[int, Report]:
     """`eic-guard scan` through the real CLI, in-process; the JSON report is kept to verify and shown as a table
-    (with the CLI's line per account when it covers several)."""
+    (with the CLI's line per account when it covers several), then the alert the scan printed on stderr: only what
+    is new since the previous scan (the demo's own state file, beside its reports, never the user's)."""
+    state_file = output.parent / "state.json"
     argv = ["scan", "--region", REGION, "--ip-ranges", str(ranges_path), "--format", "json", "--output", str(output)]
+    argv += ["--state-file", str(state_file)]
     if html is not None:
         argv += ["--html", str(html)]
     argv += extra
-    exit_code = cli.main([*argv, "--remediate"] if remediate else argv)
+    alert = io.StringIO()
+    with redirect_stderr(alert):
+        exit_code = cli.main([*argv, "--remediate"] if remediate else argv)
     if not output.exists():
         raise RuntimeError(f"eic-guard scan exited {exit_code} without writing a report")
     report = Report.model_validate_json(output.read_text(encoding="utf-8"))
-    render(report, sys.stdout)
+    render(report, sys.stdout, width=DEMO_WIDTH)
     for line in cli.account_lines(report):
         print(line)
     print(f"(eic-guard scan exit code {exit_code})")
+    print_alert(alert.getvalue())
     return exit_code, report
+
+
+DEMO_WIDTH = 160  # the demo's tables, whatever the terminal (a transcript reads the same everywhere)
+ALERT_LINES_SHOWN = 12
+
+
+def print_alert(text: str) -> None:
+    """The alert as the CLI printed it on stderr (deployed, the same text goes to the SNS topic), cut short."""
+    lines = text.strip().splitlines()
+    if not lines:
+        print("alert: none (nothing new or changed since the previous scan)")
+        return
+    print("alert (the CLI prints it on stderr; deployed, the same text goes to the alerts topic):")
+    for line in lines[:ALERT_LINES_SHOWN]:
+        print(f"  | {line}")
+    if len(lines) > ALERT_LINES_SHOWN:
+        print(f"  | ... ({len(lines) - ALERT_LINES_SHOWN} more lines)")
 
 
 def print_legend(fleet: DemoFleet) -> None:
     print("\nThe simulated account, in the report's order (instance id, VPC, Name, drift):")
     for instance_id, scenario in sorted(fleet.instances.items()):
         print(f"  {instance_id}  {scenario.vpc:<7} {scenario.name:<22} {scenario.drift}")
+    print(
+        "Owner and Team tags (the OwnerTags parameter's default) name who to ask, and the account's IAM alias "
+        f"({ACCOUNT_ALIAS}) names the account: every output shows them."
+    )
 
 
 def heading(text: str) -> None:
@@ -382,12 +437,14 @@ def statuses(report: Report, wanted: str) -> set[tuple[str, str]]:
 
 
 def over_permissive(report: Report) -> list[tuple[str, str]]:
-    """Instances whose SSH rule passes but is wider than the EIC range (reported, never narrowed: not ours)."""
+    """Instances whose SSH check passes with a warning: TCP 22 open to the whole internet (reported in amber, never
+    narrowed: the rule is not eic-guard's)."""
     found = []
     for entry in report.instances:
         check = entry.checks.get("eic-ssh-ingress")
-        if check and check.status == "pass" and "over-permissive" in (check.reason or ""):
-            found.append((entry.instance_id, check.reason or ""))
+        world_open = [w for w in entry.warnings if w.startswith(f"{WORLD_OPEN}:")]
+        if check and check.status == "pass" and world_open:
+            found.append((entry.instance_id, world_open[0]))
     return found
 
 
@@ -410,9 +467,29 @@ def report_problems(fleet: DemoFleet, reports: list[tuple[int, Report]]) -> list
             )
     wide_open = {i for i, s in fleet.instances.items() if s.opted_in and "open-ssh" in s.groups}
     if {i for i, _ in over_permissive(last)} != wide_open:
-        problems.append("the SSH rule open to 0.0.0.0/0 is not reported as over-permissive")
+        problems.append("the SSH rule open to 0.0.0.0/0 is not reported as a warning")
+    if last.summary.warnings != len(wide_open):
+        problems.append(f"summary.warnings is {last.summary.warnings}, expected {len(wide_open)}")
+    problems += identity_problems(fleet, last)
+    if last.account_aliases != {last.account_id: ACCOUNT_ALIAS}:
+        problems.append(f"the report names the account {last.account_aliases}, expected {ACCOUNT_ALIAS}")
     if last_code != (1 if "noncompliant" in expected.values() else 0):
         problems.append(f"the final scan exited {last_code}")
+    return problems
+
+
+def identity_problems(fleet: DemoFleet, report: Report) -> list[str]:
+    """Every instance named by its Name and owner tags; every check that does not pass says what to do."""
+    problems = []
+    for entry in report.instances:
+        scenario = fleet.instances.get(entry.instance_id)
+        if scenario is None or (entry.name, entry.tags) != (scenario.name, scenario.owners):
+            problems.append(f"{entry.instance_id}: name {entry.name!r} and tags {entry.tags} are not the demo's")
+        for check_id, check in entry.checks.items():
+            needs = check.status not in ("pass", "not-applicable")
+            documented = "https://docs.aws.amazon.com/" in (check.guidance or "")
+            if needs != bool(check.guidance) or (needs and not documented):
+                problems.append(f"{entry.instance_id} {check_id} {check.status}: guidance {check.guidance!r}")
     return problems
 
 
@@ -480,8 +557,8 @@ def print_proof(fleet: DemoFleet, last: Report, problems: list[str]) -> None:
         f"{s.noncompliant} noncompliant, {s.excluded} excluded, {s.errors} errors; "
         f"{len(statuses(last, 'would-fix'))} would-fix left"
     )
-    for instance_id, reason in over_permissive(last):
-        print(f"  passes with a warning: {instance_id} ({fleet.name(instance_id)}): {reason}")
+    for instance_id, warning in over_permissive(last):
+        print(f"  passes with a warning: {instance_id} ({fleet.name(instance_id)}): {warning}")
     for problem in problems:
         print(f"  UNEXPECTED: {problem}")
     print(
@@ -489,6 +566,72 @@ def print_proof(fleet: DemoFleet, last: Report, problems: list[str]) -> None:
         if not problems
         else f"demo FAILED: {len(problems)} unexpected result(s)"
     )
+
+
+# ---- the next night, and the uninstall plan ----------------------------------------------------------------------
+STAGING_NEW = ("stg-ok", "stg-no-ssh-rule", "stg-ssh-2222")  # what the deleted route breaks
+
+
+def next_night(ec2, fleet: DemoFleet, ranges_path: Path, workdir: str) -> list[str]:
+    """Someone deletes staging's default route; the next remediate scan alerts on those instances only (the rest
+    persist and were alerted already), then one more scan alerts nothing."""
+    heading(NEXT_NIGHT_HEADING)
+    print(f"  ec2 delete-route --route-table-id {fleet.route_tables['staging']} --destination-cidr-block 0.0.0.0/0")
+    ec2.delete_route(RouteTableId=fleet.route_tables["staging"], DestinationCidrBlock="0.0.0.0/0")
+    alerted = io.StringIO()
+    with redirect_stdout_and_capture(alerted):
+        _, report = run_cli_scan(ranges_path, Path(workdir, "night-2.json"), remediate=True)
+    text = alerted.getvalue()
+    print(text[text.index("alert") :] if "alert" in text else text, end="")
+    problems = []
+    newly = {e.name for e in report.instances if e.verdict == "noncompliant"} - noncompliant_before(fleet)
+    if newly != set(STAGING_NEW):
+        problems.append(f"the deleted route made {sorted(newly)} noncompliant, expected {sorted(STAGING_NEW)}")
+    lines = [line for line in text.splitlines() if line.startswith("  | - ")]
+    if sorted(n for n in STAGING_NEW if any(f"({n}" in line or f" {n} " in line for line in lines)) != sorted(
+        STAGING_NEW
+    ) or len(lines) != len(STAGING_NEW):
+        problems.append(f"the next night's alert does not list exactly the staging instances: {lines}")
+    print("the same night again:")
+    again = io.StringIO()
+    with redirect_stdout_and_capture(again):
+        run_cli_scan(ranges_path, Path(workdir, "night-2-again.json"), remediate=True)
+    quiet = again.getvalue().rstrip().splitlines()[-1]
+    print(f"  {quiet}")
+    if not quiet.startswith("alert: none"):
+        problems.append(f"a scan with nothing new still alerted: {quiet}")
+    return problems
+
+
+@contextmanager
+def redirect_stdout_and_capture(buffer: io.StringIO) -> Iterator[None]:
+    saved, sys.stdout = sys.stdout, buffer
+    try:
+        yield
+    finally:
+        sys.stdout = saved
+
+
+def noncompliant_before(fleet: DemoFleet) -> set[str]:
+    return {s.name for s in fleet.instances.values() if s.final == "noncompliant"}
+
+
+def cleanup_dry_run(ec2, fleet: DemoFleet) -> list[str]:
+    """`eic-guard cleanup --dry-run`: the plan an uninstall would carry out, and proof that nothing changed."""
+    heading(CLEANUP_HEADING)
+    before = interface_groups(ec2, list(fleet.instances))
+    groups = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [MANAGED_GROUP_NAME]}])
+    exit_code = cli.main(["cleanup", "--dry-run", "--region", REGION])
+    print(f"(eic-guard cleanup exit code {exit_code})")
+    after = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [MANAGED_GROUP_NAME]}])
+    problems = []
+    if interface_groups(ec2, list(fleet.instances)) != before or len(after["SecurityGroups"]) != len(
+        groups["SecurityGroups"]
+    ):
+        problems.append("cleanup --dry-run changed the simulated account")
+    if exit_code != 0:
+        problems.append(f"cleanup --dry-run exited {exit_code}")
+    return problems
 
 
 # ---- the organization act ---------------------------------------------------------------------------------------
@@ -699,13 +842,14 @@ def main() -> int:
     if not eic.ipv4:
         print(f"eic-guard demo: error: {path} has no EC2_INSTANCE_CONNECT prefix for {REGION}", file=sys.stderr)
         return cli.EXIT_USAGE
+    html = html_report_path()  # read before the simulated environment drops every EIC_GUARD_* variable
     with simulated_aws() as endpoint, tempfile.TemporaryDirectory(prefix="eic-guard-demo-") as workdir:
         print(f"eic-guard demo: simulated AWS (moto) at {endpoint}, region {REGION}, ip-ranges {path.name}")
         ec2 = boto3.client("ec2", region_name=REGION)
         fleet = seed(SimulatedAccount(ec2, boto3.client("ssm", region_name=REGION)), eic)
+        boto3.client("iam", region_name=REGION).create_account_alias(AccountAlias=ACCOUNT_ALIAS)
         print_legend(fleet)
         reports = []
-        html = html_report_path()
         html.parent.mkdir(parents=True, exist_ok=True)
         for number, title in enumerate(HEADINGS):
             heading(title)
@@ -717,7 +861,10 @@ def main() -> int:
             )
         problems = report_problems(fleet, reports) + state_problems(ec2, fleet, eic)
         print_proof(fleet, reports[-1][1], problems)
-        print(f"HTML report of the final scan (opens offline): {html.resolve()}")
+        html.with_suffix(".json").write_text(Path(workdir, f"scan-{len(HEADINGS)}.json").read_text(encoding="utf-8"))
+        print(f"HTML report of the final scan (opens offline): {html.resolve()} (JSON beside it)")
+        problems += next_night(ec2, fleet, path, workdir)
+        problems += cleanup_dry_run(ec2, fleet)
         problems += organization_act(endpoint, path, eic, workdir)
     print(f"(demo finished in {time.monotonic() - started:.1f}s)")
     return 1 if problems else 0
