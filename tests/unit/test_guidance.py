@@ -435,3 +435,22 @@ def test_out_of_time_says_the_next_round_continues():
         "Out of time in this round: eic-guard enables the metadata endpoint (HttpTokens stays required) in the next "
         f"round or run; nothing to do. See {guidance.IMDS_OPTIONS}"
     )
+
+
+@pytest.mark.parametrize(
+    ("code", "what"),
+    [
+        ("SecurityGroupsPerInterfaceLimitExceeded", "the network interface is at its security-group quota"),
+        ("RulesPerSecurityGroupLimitExceeded", "the eic-guard-ssh group is at its rules quota"),
+    ],
+)
+def test_a_quota_refusal_says_which_quota_was_reached(code, what):
+    # Given a failing SSH check whose fix EC2 refused for a quota
+    result = CheckResult("fail", "TCP 22 not allowed from 18.206.107.24/29", kind="ssh-not-allowed")
+
+    # When the engine records the failed fix
+    after = _failed_fix(result, code)
+
+    # Then the reason names the quota that was reached, not the other one
+    assert (after.status, after.kind) == ("fail", "sg-quota")
+    assert after.reason == f"TCP 22 not allowed from 18.206.107.24/29; cannot fix: {what} ({code})"

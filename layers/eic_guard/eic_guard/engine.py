@@ -25,6 +25,10 @@ ATTACH_CHECK = eic_ssh_ingress.ID
 # Network prerequisites eic-guard cannot fix (public-ipv4 only without the Elastic IP opt-in, i.e. without a fix).
 # While one fails, no other fix can make EIC work, so none is made (DESIGN §4: it changes only what makes EIC work).
 BLOCKING_CHECKS = ("internet-route", "network-acl", "public-ipv4")
+QUOTA_REASONS = {
+    "SecurityGroupsPerInterfaceLimitExceeded": "the network interface is at its security-group quota",
+    "RulesPerSecurityGroupLimitExceeded": "the eic-guard-ssh group is at its rules quota",
+}
 # Only the documented form: date.fromisoformat also takes 20260101 or 2026-W01-1, which must keep the exclusion.
 _YYYY_MM_DD = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -158,7 +162,7 @@ def _after_failed_fix(result: CheckResult, exc: Exception, code: str) -> CheckRe
     if code in QUOTA_CODES:
         return replace(
             result,
-            reason=f"{result.reason}; cannot fix: the network interface is at its security-group quota ({code})",
+            reason=f"{result.reason}; cannot fix: {QUOTA_REASONS.get(code, 'an EC2 quota is reached')} ({code})",
             fix=None,
             kind="sg-quota",
             facts=result.with_facts(error_code=code),
