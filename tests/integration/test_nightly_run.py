@@ -170,16 +170,17 @@ def stored_report(bucket: str, key: str) -> dict:
     return report
 
 
+@pytest.mark.parametrize("test_input", [{}, {"Comment": "Insert your JSON here"}], ids=["empty", "console-comment"])
 def test_an_empty_execution_input_runs_the_same_scan_as_the_schedule(
-    handler, account, ec2, api_calls, ip_ranges_url, scan_env, runs_bucket, monkeypatch
+    handler, account, ec2, api_calls, ip_ranges_url, scan_env, runs_bucket, monkeypatch, test_input
 ):
     # Given a fleet with a fixable and a compliant instance, in report mode (both runs see the same fleet)
     build_fleet(account)
     monkeypatch.setenv("EIC_GUARD_MODE", "report")
 
-    # When the state machine is started with {} (the console's test input, start-execution without --input), then
+    # When the state machine is started with {} (start-execution without --input) or the console's pre-filled comment,
     # with the schedule's {"job": "scan"}
-    empty = handler({}, FakeLambdaContext(aws_request_id="empty-input"))
+    empty = handler(test_input, FakeLambdaContext(aws_request_id="empty-input"))
     scheduled = handler(event("plan-scan.json"), FakeLambdaContext(aws_request_id="scheduled"))
 
     # Then both are scans with the same summary and the same stored report, apart from the run's id and times

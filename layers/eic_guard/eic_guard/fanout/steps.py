@@ -37,12 +37,13 @@ class RunRequest(BaseModel):
     """The execution input: the schedule's {"job": "scan"}, the refresh function's {"job": "refresh"}.
 
     `{}` is a scan: what `aws stepfunctions start-execution` without `--input` starts, the obvious test input in the
-    console. Any other key is refused, so that an event meant for another function (an SNS delivery, say) never
-    starts a scan.
+    console; so is the console's pre-filled `{"Comment": "..."}` (a comment is never an instruction). Any other key
+    is refused, so that an event meant for another function (an SNS delivery, say) never starts a scan.
     """
 
     model_config = ConfigDict(extra="forbid")
     job: Literal["scan", "refresh"] = "scan"
+    Comment: str | None = None
 
 
 class PlanOutput(BaseModel):
