@@ -72,6 +72,13 @@ def aws_environment(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def table_width(monkeypatch):
+    """The terminal table takes $COLUMNS as its width (outputs/table.py), and pytest-xdist's workers run with
+    COLUMNS=80: without it every test's table is 160 wide, as for any file or pipe."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+
+
+@pytest.fixture(autouse=True)
 def cli_state_directory(monkeypatch, tmp_path):
     """The CLI's default state file (a scan keeps alerts-state.json beside it) is the test's own, never ~/.eic-guard:
     in-process scans (the demo's included) neither touch the home directory nor see each other's alerts."""

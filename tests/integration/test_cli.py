@@ -275,6 +275,33 @@ def test_table_output_file_has_no_terminal_colour_codes(account, capsys, tmp_pat
     assert capsys.readouterr().out == ""
 
 
+def test_table_marks_ssh_open_to_the_world_as_a_passing_check_with_a_warning(account, capsys):
+    # Given a compliant instance named web-open-world whose group allows TCP 22 from 0.0.0.0/0
+    net = account.network()
+    world = account.security_group(net, "ssh-world", [ssh_from("0.0.0.0/0")])
+    [instance] = account.launch(
+        image_id=account.al2023_ami(),
+        subnet_id=net.public_subnet_id,
+        group_ids=[world],
+        public_ip=True,
+        name="web-open-world",
+    )
+
+    # When the report is printed as a table
+    code = main(scan_args("--format", "table"))
+    out = capsys.readouterr().out
+
+    # Then the instance is compliant, named, its eic-ssh-ingress reads pass!, and a warning row names the group
+    assert code == 0
+    [row] = [line for line in out.splitlines() if line.startswith(f"│ {instance} │ web-open-world")]
+    assert [cell.strip() for cell in row.split("│")[3:5]] == ["compliant", "pass"]
+    assert [cell.strip() for cell in row.split("│")][5] == "pass!"
+    [warning] = [line for line in out.splitlines() if "│ warning " in line]
+    assert [cell.strip() for cell in warning.split("│")][1:3] == [instance, "eic-ssh-ingress"]
+    assert f"ssh-open-to-internet: {world} allows TCP 22 from 0.0.0.0/0" in warning
+    assert "1 with warnings" in out
+
+
 # ---- usage / configuration / input errors -----------------------------------------------------------------------
 def test_unknown_region_is_a_usage_error(account, api_calls, capsys):
     # Given a fixable instance
@@ -639,8 +666,16 @@ def test_organization_refresh_with_an_unreachable_member_alerts_and_exits_1(
 
 
 def test_csv_format_has_one_row_per_instance_and_check(account, api_calls, capsys):
-    # Given one compliant and one fixable instance
-    _, compliant = compliant_instance(account)
+    # Given one compliant instance named web-1 with an owner tag, and one fixable instance
+    net = account.network()
+    [compliant] = account.launch(
+        image_id=account.al2023_ami(),
+        subnet_id=net.public_subnet_id,
+        group_ids=[account.security_group(net, "eic-ssh", [ssh_from(EIC_US_EAST_1)])],
+        public_ip=True,
+        name="web-1",
+        tags={"Owner": "alice", "Unrelated": "x"},
+    )
     fixable = fixable_instance(account)
 
     # When scanning with --format csv
@@ -657,4 +692,7 @@ def test_csv_format_has_one_row_per_instance_and_check(account, api_calls, capsy
     assert fixable_statuses["eic-ssh-ingress"] == "would-fix" and fixable_statuses["imds-enabled"] == "would-fix"
     assert {r["account_id"] for r in rows} == {"123456789012"} and {r["region"] for r in rows} == {REGION}
     assert len(rows) == 2 * len(CHECK_IDS)
+    # And each row says who the instance is (its name and the configured owner tags only) and what to do
+    assert {(r["name"], r["tags"]) for r in by_instance[compliant]} == {("web-1", "Owner=alice")}
+    assert {r["guidance"] for r in by_instance[compliant]} == {""}
     assert api_calls.writes() == []

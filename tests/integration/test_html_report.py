@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import struct
 import subprocess
+import zlib
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
@@ -31,6 +34,12 @@ ARTIFACTS = ROOT / "tests" / "artifacts"
 BROWSER_TIMEOUT = 60
 STARTED = datetime(2026, 8, 23, 3, 0, 5, tzinfo=UTC)
 EVIL_REASON = "ami-0123456789abcdef0 (<b>golden</b>-image) is not owned by Amazon (137112412989)"
+EVIL_NAME = "<i>legacy</i> & co"
+WORLD_OPEN = "ssh-open-to-internet: sg-0open allows TCP 22 from 0.0.0.0/0 (<all>)"
+AMI_DOC = "https://docs.aws.amazon.com/linux/al2023/ug/ec2.html"
+AMI_GUIDANCE = f"Launch from an Amazon Linux 2023 AMI, or install ec2-instance-connect & its <deps>: {AMI_DOC}."
+NOTE = "prefix list com.amazonaws.us-east-1.ec2-instance-connect not found: the EIC CIDRs are used instead"
+AMBER_BACKGROUND = (0xFF, 0xF8, 0xC5)  # .warn{background:#fff8c5}
 PASS = CheckEntry(status="pass", reason=None)
 
 
@@ -50,6 +59,9 @@ def known_report() -> Report:
             verdict="compliant",
             checks=checks(),
             actions=[],
+            name="web-open-world",
+            tags={"Owner": "alice", "Team": "payments"},
+            warnings=[WORLD_OPEN],
         ),
         InstanceEntry(
             instance_id="i-0a00000000000002",
@@ -80,10 +92,12 @@ def known_report() -> Report:
             vpc_id="vpc-1",
             verdict="noncompliant",
             checks=checks(
-                al2023_ami=CheckEntry(status="fail", reason=EVIL_REASON),
+                al2023_ami=CheckEntry(status="fail", reason=EVIL_REASON, guidance=AMI_GUIDANCE),
                 network_acl=CheckEntry(status="fail", reason="rule 50 denies TCP 22 from 0.0.0.0/0"),
             ),
             actions=[],
+            name=EVIL_NAME,
+            tags={"Team": "<platform>"},
         ),
         InstanceEntry(
             instance_id="i-0a00000000000004",
@@ -136,10 +150,11 @@ def known_report() -> Report:
         started_at=STARTED,
         finished_at=STARTED.replace(second=9),
         ip_ranges=IpRangesEntry(sync_token="1787411825", create_date="2026-08-22-15-17-05"),
-        summary=Summary(instances=6, compliant=1, fixed=1, noncompliant=2, excluded=1, errors=2),
+        summary=Summary(instances=6, compliant=1, fixed=1, noncompliant=2, excluded=1, errors=2, warnings=1),
         accounts=["123456789012"],
+        account_aliases={"123456789012": "acme-prod"},
         targets=[
-            TargetEntry(account_id="123456789012", region=REGION, status="ok", error=None, instances=6),
+            TargetEntry(account_id="123456789012", region=REGION, status="ok", error=None, instances=6, notes=[NOTE]),
             TargetEntry(
                 account_id="123456789012",
                 region="eu-west-1",
@@ -237,14 +252,19 @@ def test_page_loads_nothing_from_outside(page):
     # When its tags and styles are inspected
     tags = {node.tag for node in _all_nodes(dom)}
 
-    # Then it is a whole page, with no script, external stylesheet, image, frame or font, and no remote URL
+    # Then it is a whole page, with no script, external stylesheet, image, frame or font, and nothing loaded
     assert {"html", "head", "style", "body", "svg", "table"} <= tags
     assert not tags & {"script", "link", "img", "iframe", "object", "embed"}
     assert "<script" not in page.lower()
-    assert not re.search(r"""\b(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.IGNORECASE)
+    assert not re.search(r"""\bsrc\s*=""", page, re.IGNORECASE)
     assert not re.search(r"@import|url\(", page, re.IGNORECASE)
-    # And the only absolute URL is the SVG namespace, which is never fetched
-    assert re.findall(r"https?://[^\s\"'<>]+", page) == ["http://www.w3.org/2000/svg"]
+    # And the only absolute URLs are the SVG namespace, which is never fetched, and the guidance's documentation
+    # links, followed only when clicked, without opener or referrer
+    assert re.findall(r"https?://[^\s\"'<>]+", page) == ["http://www.w3.org/2000/svg", AMI_DOC, AMI_DOC]
+    links = [node for node in _all_nodes(dom) if "href" in node.attrs]
+    assert {node.tag for node in links} == {"a"}
+    remote = [node for node in links if not node.attrs["href"].startswith("#")]
+    assert [(a.attrs["href"], a.attrs.get("rel")) for a in remote] == [(AMI_DOC, "noopener noreferrer")]
 
 
 def test_summary_cards_show_the_run_counts(page):
@@ -255,7 +275,7 @@ def test_summary_cards_show_the_run_counts(page):
     cards = {
         card.find_all("span")[0].text(): card.find_all("b")[0].text()
         for card in _all_nodes(dom)
-        if card.attrs.get("class") == "card"
+        if "card" in (card.attrs.get("class") or "").split()
     }
 
     # Then each count is shown under its label
@@ -266,12 +286,20 @@ def test_summary_cards_show_the_run_counts(page):
         "noncompliant": "2",
         "excluded": "1",
         "errors": "2",
+        "warnings": "1",
     }
+    # And the warnings card is amber
+    [warnings_card] = [
+        card
+        for card in _all_nodes(dom)
+        if "card" in (card.attrs.get("class") or "").split() and card.find_all("span")[0].text() == "warnings"
+    ]
+    assert warnings_card.attrs["class"] == "card warn"
     # And the run, the account, the regions and the ip-ranges version are named, and the failed region too
     text = dom.text()
     for fragment in (
         "run-html-1",
-        "123456789012",
+        "account acme-prod (123456789012)",
         "us-east-1, eu-west-1",
         "1787411825 (2026-08-22-15-17-05)",
         "eu-west-1: ClientError: AuthFailure",
@@ -325,7 +353,15 @@ def test_instance_table_shows_verdicts_check_statuses_reasons_and_actions(page):
         return dict(zip(header, rows[instance_id].find_all("td")[: len(header)], strict=False))
 
     # Then there is one row per instance with its verdict and one column per check
-    assert header == ["instance", "region", "vpc", "verdict", *CHECK_IDS, "reasons and actions"]
+    assert header == [
+        "instance",
+        "name / owner",
+        "region",
+        "vpc",
+        "verdict",
+        *CHECK_IDS,
+        "reasons, what to do, actions",
+    ]
     assert sorted(rows) == [f"i-0a0000000000000{n}" for n in range(1, 7)]
     assert {i: cells(i)["verdict"].text() for i in rows} == {
         "i-0a00000000000001": "compliant",
@@ -345,8 +381,8 @@ def test_instance_table_shows_verdicts_check_statuses_reasons_and_actions(page):
     assert cells("i-0a00000000000003")["al2023-ami"].attrs["title"] == EVIL_REASON
     assert cells("i-0a00000000000005")["imds-enabled"].text() == "ERROR"
     # And the last column lists each non-passing check's reason and each action with its outcome
-    notes = {i: [li.text() for li in cells(i)["reasons and actions"].find_all("li")] for i in rows}
-    assert notes["i-0a00000000000001"] == []
+    notes = {i: [li.text() for li in cells(i)["reasons, what to do, actions"].find_all("li")] for i in rows}
+    assert notes["i-0a00000000000001"] == [f"warning: {WORLD_OPEN}"]
     assert notes["i-0a00000000000002"] == [
         f"eic-ssh-ingress: TCP 22 not allowed from {EIC_US_EAST_1}",
         "imds-enabled: metadata endpoint is disabled",
@@ -354,7 +390,7 @@ def test_instance_table_shows_verdicts_check_statuses_reasons_and_actions(page):
         "done: enable-imds i-0a00000000000002 — HttpEndpoint=enabled",
     ]
     assert notes["i-0a00000000000003"] == [
-        f"al2023-ami: {EVIL_REASON}",
+        f"al2023-ami: {EVIL_REASON}what to do: {AMI_GUIDANCE}",
         "network-acl: rule 50 denies TCP 22 from 0.0.0.0/0",
     ]
     assert "failed: enable-imds i-0a00000000000005 — UnauthorizedOperation: not allowed" in notes["i-0a00000000000005"]
@@ -404,18 +440,75 @@ def _headless(browser: str, profile: Path, *args: str) -> subprocess.CompletedPr
     )
 
 
-def test_page_renders_in_a_real_headless_browser(page, tmp_path):
-    # Given the page written to a file and Debian's chromium
-    browser = _chromium()
-    html_file = tmp_path / "report.html"
-    html_file.write_text(page, encoding="utf-8")
-    screenshot = tmp_path / "html-report.png"
+# What the browser computed for the first amber check cell and a plain passing cell of the same row: added to a copy
+# of the page for the test only (the page itself has no script), read back from the dumped DOM.
+PROBE = """<script>
+const box = (cell) => { const r = cell.getBoundingClientRect();
+  return {x: Math.round(r.left + scrollX + 2), y: Math.round(r.top + scrollY + 2),
+          background: getComputedStyle(cell).backgroundColor, text: cell.textContent}; };
+const warned = document.querySelector("td.warn");
+const out = document.createElement("pre"); out.id = "probe"; out.hidden = true;
+out.textContent = JSON.stringify({warned: box(warned), plain: box(warned.parentElement.querySelector("td.pass"))});
+document.body.appendChild(out);
+</script>"""
+WINDOW = "--window-size=1400,1200"
 
-    # When chromium takes a screenshot and dumps the rendered DOM
+
+def png_pixels(data: bytes) -> tuple[int, int, int, list[bytes]]:
+    """(width, height, bytes per pixel, rows) of an 8-bit RGB or RGBA, non-interlaced PNG (what chromium writes)."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    position, idat, header = 8, b"", b""
+    while position < len(data):
+        (length,) = struct.unpack(">I", data[position : position + 4])
+        kind, body = data[position + 4 : position + 8], data[position + 8 : position + 8 + length]
+        header, idat = (body, idat) if kind == b"IHDR" else (header, idat + body if kind == b"IDAT" else idat)
+        position += 12 + length
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", header)
+    assert depth == 8 and colour in (2, 6) and interlace == 0, (depth, colour, interlace)
+    size = 3 if colour == 2 else 4
+    raw, stride, rows = zlib.decompress(idat), width * size, []
+    previous = bytearray(stride)
+    for y in range(height):
+        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
+        for i in range(stride):
+            left = line[i - size] if i >= size else 0
+            up, corner = previous[i], previous[i - size] if i >= size else 0
+            if kind == 1:
+                line[i] = (line[i] + left) & 0xFF
+            elif kind == 2:
+                line[i] = (line[i] + up) & 0xFF
+            elif kind == 3:
+                line[i] = (line[i] + (left + up) // 2) & 0xFF
+            elif kind == 4:
+                guess = left + up - corner
+                near = min((abs(guess - left), 0, left), (abs(guess - up), 1, up), (abs(guess - corner), 2, corner))
+                line[i] = (line[i] + near[2]) & 0xFF
+        rows.append(bytes(line))
+        previous = line
+    return width, height, size, rows
+
+
+def pixel(png: tuple[int, int, int, list[bytes]], x: int, y: int) -> tuple[int, int, int]:
+    width, height, size, rows = png
+    assert 0 <= x < width and 0 <= y < height, f"({x}, {y}) is outside the {width}x{height} screenshot"
+    return tuple(rows[y][x * size : x * size + 3])
+
+
+def test_page_renders_in_a_real_headless_browser_with_the_warning_in_amber(page, tmp_path):
+    # Given the page written to a file, a copy of it with the probe, and Debian's chromium
+    browser = _chromium()
+    html_file, probe_file = tmp_path / "report.html", tmp_path / "probe.html"
+    html_file.write_text(page, encoding="utf-8")
+    probe_file.write_text(page.replace("</body>", f"{PROBE}</body>"), encoding="utf-8")
+    screenshot = tmp_path / "html-report.png"
+    scale = "--force-device-scale-factor=1"
+
+    # When chromium takes a screenshot of the page and dumps the rendered DOM of the page and of the probe
     shot = _headless(
-        browser, tmp_path / "profile-shot", f"--screenshot={screenshot}", "--window-size=1400,1000", html_file.as_uri()
+        browser, tmp_path / "profile-shot", f"--screenshot={screenshot}", WINDOW, scale, html_file.as_uri()
     )
     dumped = _headless(browser, tmp_path / "profile-dom", "--dump-dom", html_file.as_uri())
+    probed = _headless(browser, tmp_path / "profile-probe", "--dump-dom", WINDOW, scale, probe_file.as_uri())
 
     # Then the screenshot is a real PNG with content (a blank page is a few kB)
     assert shot.returncode == 0, shot.stderr[-2000:]
@@ -433,6 +526,85 @@ def test_page_renders_in_a_real_headless_browser(page, tmp_path):
     assert len(dom.find_all("rect")) == len(CHECK_IDS)
     assert "golden" not in [b.text() for b in dom.find_all("b")]
     assert EVIL_REASON in text
+    # And the names, the guidance, the world-open warning and the target note are on the page as text
+    for fragment in ("web-open-world", EVIL_NAME, AMI_GUIDANCE, f"warning: {WORLD_OPEN}", NOTE):
+        assert fragment in text
+    # And the browser painted the passing check with a warning amber (computed style and the screenshot's pixel),
+    # while a plain passing cell of the same row is not
+    assert probed.returncode == 0, probed.stderr[-2000:]
+    [probe] = [node for node in _all_nodes(parse(probed.stdout)) if node.attrs.get("id") == "probe"]
+    cells = json.loads(probe.text())
+    assert cells["warned"]["text"] == "pass!"
+    assert cells["warned"]["background"] == "rgb({}, {}, {})".format(*AMBER_BACKGROUND)
+    png = png_pixels(data)
+    assert pixel(png, cells["warned"]["x"], cells["warned"]["y"]) == AMBER_BACKGROUND
+    assert pixel(png, cells["plain"]["x"], cells["plain"]["y"]) not in (AMBER_BACKGROUND, (255, 255, 255))
+
+
+def _lines(node: Node) -> list[str]:
+    """The text of a node split at its <br> elements."""
+    lines = [""]
+    for child in node.children:
+        if isinstance(child, Node) and child.tag == "br":
+            lines.append("")
+        else:
+            lines[-1] += child if isinstance(child, str) else child.text()
+    return lines
+
+
+def test_names_owner_tags_and_guidance_are_shown_and_escaped(page):
+    # Given the page's instance table, read as header -> cell
+    [table] = parse(page).find_all("table")
+    header = [th.text() for th in table.find_all("th")]
+    rows = {row.find_all("td")[0].text(): row for row in table.find_all("tbody")[0].find_all("tr")}
+
+    def cells(instance_id: str) -> dict[str, Node]:
+        return dict(zip(header, rows[instance_id].find_all("td")[: len(header)], strict=False))
+
+    # When the rows of the named instances are read
+    world_open, legacy = cells("i-0a00000000000001"), cells("i-0a00000000000003")
+
+    # Then the name and the owner tags under it are shown, one a line, markup as text
+    def who(cell: Node) -> tuple[str, list[str]]:
+        name, *owner = cell.find_all("div")
+        return name.text(), [line for div in owner for line in _lines(div)]
+
+    assert who(world_open["name / owner"]) == ("web-open-world", ["Owner=alice", "Team=payments"])
+    assert who(legacy["name / owner"]) == (EVIL_NAME, ["Team=<platform>"])
+    assert "&lt;i&gt;legacy&lt;/i&gt; &amp; co" in page and "<i>legacy</i>" not in page
+    # And the failing check's guidance follows its reason, escaped, its URL a link opened without opener or referrer
+    [guidance] = [
+        d for d in legacy["reasons, what to do, actions"].find_all("div") if d.attrs.get("class") == "guidance"
+    ]
+    assert guidance.text() == f"what to do: {AMI_GUIDANCE}"
+    [link] = guidance.find_all("a")
+    assert (link.attrs["href"], link.attrs["rel"], link.text()) == (AMI_DOC, "noopener noreferrer", AMI_DOC)
+    assert "install ec2-instance-connect &amp; its &lt;deps&gt;:" in page
+
+
+def test_a_passing_check_with_a_warning_is_amber_and_its_warning_is_written_out(page):
+    # Given the page of a report where i-...1 passes eic-ssh-ingress through a rule open to the world
+    dom = parse(page)
+    [table] = dom.find_all("table")
+    header = [th.text() for th in table.find_all("th")]
+    row = next(
+        r for r in table.find_all("tbody")[0].find_all("tr") if r.find_all("td")[0].text() == "i-0a00000000000001"
+    )
+
+    # When its cells are read
+    cells = dict(zip(header, row.find_all("td"), strict=False))
+
+    # Then its eic-ssh-ingress cell says pass! in the amber class, the other checks plain pass
+    assert (cells["eic-ssh-ingress"].text(), cells["eic-ssh-ingress"].attrs["class"]) == ("pass!", "pass warn")
+    assert {cells[c].attrs["class"] for c in CHECK_IDS if c != "eic-ssh-ingress"} == {"pass"}
+    # And the warning's text is in the row, amber, not only in a tooltip
+    [warning] = [li for li in row.find_all("li") if li.attrs.get("class") == "warn"]
+    assert warning.text() == f"warning: {WORLD_OPEN}"
+    assert "(&lt;all&gt;)" in page
+    # And the target note is listed, amber, under its heading
+    assert "Notes" in [h.text() for h in dom.find_all("h2")]
+    notes = [li.text() for li in dom.find_all("li") if li.attrs.get("class") == "warn" and NOTE in li.text()]
+    assert notes == [f"acme-prod (123456789012) / {REGION}: {NOTE}"]
 
 
 @pytest.fixture
@@ -550,11 +722,13 @@ def test_an_organization_run_groups_the_instances_by_account(page):
 
     # Then an accounts table comes first, then one instance table per account holding only that account's instances
     assert "Accounts" in headings
-    assert "Instances in account 123456789012 (3)" in headings and f"Instances in account {member} (3)" in headings
+    assert "Instances in account acme-prod (123456789012) (3)" in headings
+    assert f"Instances in account {member} (3)" in headings
     accounts = {
         row.find_all("td")[0].text(): [td.text() for td in row.find_all("td")] for row in tables[0].find_all("tr")[1:]
     }
-    assert accounts[member][1:7] == ["1/2", "3", "0", "0", "1", "1"]
-    assert accounts[member][7] == "eu-west-1: region not enabled"
+    assert accounts[member][1:8] == ["1/2", "3", "0", "0", "1", "1", "0"]
+    assert accounts[member][8] == "eu-west-1: region not enabled"
+    assert accounts["acme-prod (123456789012)"][7] == "1"  # the instance with a warning
     member_rows = [row.find_all("td")[0].text() for row in tables[2].find_all("tbody")[0].find_all("tr")]
     assert member_rows == ["i-0a00000000000004", "i-0a00000000000005", "i-0a00000000000006"]

@@ -23,10 +23,13 @@ from eic_guard.observability import metrics
 from eic_guard.outputs.security_hub import (
     FINDING_TYPE,
     LEDGER_SCHEMA,
-    PREREQUISITES_URL,
+    RECOMMENDATION_LIMIT,
     REFRESH_AFTER,
+    FileLedger,
+    FindingScope,
     LedgerChanges,
     S3Ledger,
+    sync_findings,
 )
 from eic_guard.settings import Settings
 from eic_guard.simulated import SimulatedAccount, ssh_from
@@ -160,8 +163,10 @@ def test_failing_checks_become_findings_with_the_documented_fields(account, hub,
         assert finding["Title"].startswith("EC2 Instance Connect prerequisite: ")
         reason = entry(report, instance).checks[check_id].reason
         assert finding["Description"] == f"{reason}. eic-guard fixes this in remediate mode."
-        assert finding["Remediation"]["Recommendation"]["Url"] == PREREQUISITES_URL
-        assert finding["Remediation"]["Recommendation"]["Text"]
+        # the check's guidance (DESIGN §5b) is the recommendation, its documentation URL the recommendation's URL
+        guidance, advice = entry(report, instance).checks[check_id].guidance, finding["Remediation"]["Recommendation"]
+        assert guidance and advice["Text"] == guidance[:RECOMMENDATION_LIMIT]
+        assert advice["Url"].startswith("https://docs.aws.amazon.com/") and advice["Url"] in guidance
         assert finding["Resources"] == [
             {
                 "Type": "AwsEc2Instance",
@@ -179,6 +184,95 @@ def test_failing_checks_become_findings_with_the_documented_fields(account, hub,
     stored = ledger(runs_bucket)
     assert stored["schema"] == LEDGER_SCHEMA
     assert {k: v["created_at"] for k, v in stored["open"].items()} == {i: found[i]["CreatedAt"] for i in sorted(found)}
+
+
+def test_a_finding_names_the_instance_in_its_description_and_resource_tags(account, hub, runs_bucket, ranges_2026):
+    # Given a drifted instance named web-1, with an owner tag and a tag that is not one of the owner tags
+    net = account.network()
+    [instance] = drifted(account, net, name="web-1", tags={"Owner": "alice", "CostCenter": "42"})
+
+    # When a report-mode scan runs with Security Hub findings enabled
+    scan(ranges_2026, mode="report", reports_bucket=runs_bucket)
+
+    # Then each finding's Description starts with the name, and its resource carries the Name and owner tags only
+    found = hub_findings(hub)
+    for check_id in FIXABLE:
+        finding = found[finding_id(instance, check_id)]
+        assert finding["Description"].startswith(f"web-1 ({instance}): ")
+        assert finding["Resources"][0]["Tags"] == {"Name": "web-1", "Owner": "alice"}
+        assert finding["Title"].startswith("EC2 Instance Connect prerequisite: ")  # the same for every instance
+
+
+def test_a_scan_imports_ssh_open_to_the_world_as_a_warning_finding(account, hub, runs_bucket, ranges_2026):
+    # Given a compliant instance named web-open-world whose group allows TCP 22 from 0.0.0.0/0
+    net = account.network()
+    world = account.security_group(net, "ssh-world", [ssh_from("0.0.0.0/0")])
+    [instance] = account.launch(
+        image_id=account.al2023_ami(),
+        subnet_id=net.public_subnet_id,
+        group_ids=[world],
+        public_ip=True,
+        name="web-open-world",
+    )
+
+    # When a report-mode scan runs with Security Hub findings enabled
+    report = scan(ranges_2026, mode="report", reports_bucket=runs_bucket)
+
+    # Then its only finding is the warning's: Compliance WARNING, LOW, naming the group; the ledger keeps it open
+    assert entry(report, instance).checks["eic-ssh-ingress"].status == "pass"
+    warning_id = finding_id(instance, "warning:ssh-open-to-internet")
+    found = hub_findings(hub)
+    assert list(found) == [warning_id]
+    assert found[warning_id]["Compliance"] == {"Status": "WARNING"}
+    assert found[warning_id]["Severity"]["Label"] == "LOW"
+    assert found[warning_id]["Description"].startswith(f"web-open-world ({instance}): ")
+    assert world in found[warning_id]["Description"]
+    assert list(ledger(runs_bucket)["open"]) == [warning_id]
+
+
+def test_a_warning_is_a_finding_of_its_own_until_it_is_gone(hub, tmp_path, api_calls):
+    # Given an instance whose eic-ssh-ingress passes through a rule open to the whole internet (a report entry)
+    world_open = "ssh-open-to-internet: sg-0open allows TCP 22 from 0.0.0.0/0"
+    passing = {c: {"status": "pass", "reason": None} for c in ("public-ipv4", "eic-ssh-ingress", "imds-enabled")}
+    instance = {
+        "instance_id": "i-0warned",
+        "account_id": ACCOUNT,
+        "region": REGION,
+        "vpc_id": "vpc-1",
+        "verdict": "compliant",
+        "checks": passing,
+        "actions": [],
+        "name": "web-open-world",
+        "tags": {"Team": "payments"},
+        "warnings": [world_open],
+    }
+    ledger_file = FileLedger(tmp_path, ACCOUNT, REGION)
+    scope = FindingScope(ACCOUNT, REGION)
+    warning_id = finding_id("i-0warned", "warning:ssh-open-to-internet")
+    securityhub = boto3.Session().client("securityhub", REGION)  # recorded by api_calls
+
+    # When its findings are synced, again unchanged, and once more after the rule was narrowed
+    first = sync_findings(securityhub, ledger_file, scope, [instance], run_id="run-1")
+    opened, first_imports = hub_findings(hub)[warning_id], imports(api_calls)
+    api_calls.clear()
+    again = sync_findings(securityhub, ledger_file, scope, [instance], run_id="run-2")
+    repeated = imports(api_calls)
+    sync_findings(securityhub, ledger_file, scope, [{**instance, "warnings": []}], run_id="run-3")
+    resolved = hub_findings(hub)[warning_id]
+
+    # Then the warning was one LOW finding, Compliance WARNING, about the named instance, the only one imported
+    assert (first.imported, [[f["Id"] for f in batch] for batch in first_imports]) == (1, [[warning_id]])
+    assert list(hub_findings(hub)) == [warning_id]
+    assert opened["Compliance"] == {"Status": "WARNING"} and opened["Severity"]["Label"] == "LOW"
+    assert (opened["Workflow"], opened["RecordState"]) == ({"Status": "NEW"}, "ACTIVE")
+    assert opened["Description"] == "web-open-world (i-0warned): sg-0open allows TCP 22 from 0.0.0.0/0"
+    assert opened["Resources"][0]["Tags"] == {"Name": "web-open-world", "Team": "payments"}
+    # And the unchanged second sync imported nothing
+    assert (again.imported, again.unchanged, repeated) == (0, 1, [])
+    # And once the warning was gone its finding was resolved, keeping its CreatedAt, and the ledger forgot it
+    assert resolved["Compliance"] == {"Status": "PASSED"} and resolved["Workflow"] == {"Status": "RESOLVED"}
+    assert resolved["CreatedAt"] == opened["CreatedAt"]
+    assert ledger_file.load() == {}
 
 
 def test_fixed_checks_resolve_their_findings_and_keep_created_at(account, hub, runs_bucket, api_calls, ranges_2026):

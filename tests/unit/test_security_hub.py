@@ -234,11 +234,188 @@ def test_the_checks_own_guidance_is_the_recommendation_when_the_report_has_one()
     # When the finding is built
     [planned] = plan([failing]).findings
 
-    # Then the guidance is the recommendation's text, the prerequisites page its URL
+    # Then the guidance is the recommendation's text, and the URL it names the recommendation's URL
     assert planned.finding["Remediation"]["Recommendation"] == {
         "Text": "Turn IMDS on: https://docs.aws.amazon.com/x",
+        "Url": "https://docs.aws.amazon.com/x",
+    }
+
+
+def test_long_guidance_is_clipped_to_512_characters_and_its_url_kept_whole():
+    # Given guidance of 700 characters whose documentation URL comes last, followed by a full stop
+    url = "https://docs.aws.amazon.com/vpc/latest/userguide/nacl-rules.html"
+    guidance = "Allow TCP 22 in from the EIC prefix. " * 18 + f"See {url}."
+    failing = entry("i-0a", network_acl=("fail", "rule 50 denies"))
+    failing["checks"]["network-acl"]["guidance"] = guidance
+
+    # When the finding is built
+    [planned] = plan([failing]).findings
+    advice = planned.finding["Remediation"]["Recommendation"]
+
+    # Then the text is the guidance clipped to ASFF's 512 characters, and the URL is whole, without the full stop
+    assert len(guidance) > 700 and len(advice["Text"]) == 512
+    assert advice["Text"] == guidance[:511] + "…"
+    assert advice["Url"] == url
+
+
+def test_without_guidance_the_checks_own_text_and_the_prerequisites_page_are_the_recommendation():
+    # Given a failing check without guidance
+    # When the finding is built
+    [planned] = plan([entry("i-0a", imds_enabled=("fail", "off"))]).findings
+
+    # Then the recommendation is the check's own text and the prerequisites page
+    assert planned.finding["Remediation"]["Recommendation"] == {
+        "Text": security_hub.CHECK_TEXT["imds-enabled"].recommendation,
         "Url": PREREQUISITES_URL,
     }
+
+
+def test_a_finding_names_the_instance_in_its_description_and_resource_tags_but_not_its_title():
+    # Given a failing check of an instance named web-1 with owner tags, one of them blank, and one named nothing
+    named = {**entry("i-0a", imds_enabled=("fail", "off")), "name": "web-1", "tags": {"Owner": "alice", "Team": " "}}
+    anonymous = entry("i-0b", imds_enabled=("fail", "off"))
+
+    # When their findings are built
+    findings = by_id(plan([named, anonymous]))
+    web, other = findings[SCOPE.finding_id("i-0a", "imds-enabled")], findings[SCOPE.finding_id("i-0b", "imds-enabled")]
+
+    # Then the named one's Description leads with the name, its resource carries the Name and the non-blank owner tag
+    assert web["Description"] == "web-1 (i-0a): off"
+    assert web["Resources"][0]["Tags"] == {"Name": "web-1", "Owner": "alice"}
+    # And the anonymous one has neither; both keep the check's title (Security Hub groups findings by Title)
+    assert other["Description"] == "off" and "Tags" not in other["Resources"][0]
+    assert web["Title"] == other["Title"] == security_hub.CHECK_TEXT["imds-enabled"].title
+
+
+# ---- warnings -----------------------------------------------------------------------------------------------------
+WORLD_OPEN = "ssh-open-to-internet: sg-0open allows TCP 22 from 0.0.0.0/0"
+WORLD_OPEN_V6 = "ssh-open-to-internet: sg-0other allows TCP 22 from ::/0"
+WIDER = "ssh-wider-than-eic: sg-0wide allows TCP 22 from 18.0.0.0/8, wider than 18.206.107.24/29"
+WARNING_ID = SCOPE.finding_id("i-0a", "warning:ssh-open-to-internet")
+
+
+def warned(*warnings: str, **checks) -> dict:
+    """A compliant instance named web-open-world with these warnings."""
+    checks = checks or {"eic_ssh_ingress": ("pass", "sg-0open allows TCP 22 from 18.206.107.24/29")}
+    return {**entry("i-0a", verdict="compliant", **checks), "name": "web-open-world", "warnings": list(warnings)}
+
+
+def test_a_warning_is_a_low_warning_finding_of_its_own():
+    # Given an instance whose eic-ssh-ingress passes through a rule open to the whole internet
+    # When its findings are planned
+    [planned] = plan([warned(WORLD_OPEN)]).findings
+
+    # Then the one finding is the warning's: its own Id, Compliance WARNING, Severity LOW, open, about the instance
+    finding = planned.finding
+    assert (planned.finding_id, planned.check_id, planned.state) == (
+        WARNING_ID,
+        "warning:ssh-open-to-internet",
+        "WARNING",
+    )
+    assert finding["Id"] == f"eic-guard/{ACCOUNT}/{REGION}/i-0a/warning:ssh-open-to-internet"
+    assert finding["GeneratorId"] == "eic-guard/warning:ssh-open-to-internet"
+    assert finding["Compliance"] == {"Status": "WARNING"}
+    assert finding["Severity"] == finding["FindingProviderFields"]["Severity"] == {"Label": "LOW"}
+    assert (finding["Workflow"], finding["RecordState"]) == ({"Status": "NEW"}, "ACTIVE")
+    assert finding["Title"] == "EC2 Instance Connect: SSH (TCP 22) open to the whole internet"
+    assert finding["Description"] == "web-open-world (i-0a): sg-0open allows TCP 22 from 0.0.0.0/0"
+    assert finding["Resources"][0]["Tags"] == {"Name": "web-open-world"}
+    assert finding["ProductFields"] == {
+        "eic-guard/CheckId": "eic-ssh-ingress",
+        "eic-guard/Warning": "ssh-open-to-internet",
+        "eic-guard/Status": "pass",
+        "eic-guard/RunId": "run-1",
+    }
+    assert finding["Remediation"]["Recommendation"]["Url"] == PREREQUISITES_URL
+    assert "0.0.0.0/0" in finding["Remediation"]["Recommendation"]["Text"]
+
+
+def test_warnings_of_one_code_are_one_finding_and_a_wider_range_is_informational():
+    # Given an instance open to the world through two groups, and through a range wider than the EIC prefix
+    # When its findings are planned
+    findings = by_id(plan([warned(WORLD_OPEN, WIDER, WORLD_OPEN_V6)]))
+
+    # Then there is one finding per code: the world-open one names both groups; the wider one is INFORMATIONAL
+    assert sorted(findings) == [WARNING_ID, SCOPE.finding_id("i-0a", "warning:ssh-wider-than-eic")]
+    assert findings[WARNING_ID]["Description"] == (
+        "web-open-world (i-0a): sg-0open allows TCP 22 from 0.0.0.0/0; sg-0other allows TCP 22 from ::/0"
+    )
+    wider = findings[SCOPE.finding_id("i-0a", "warning:ssh-wider-than-eic")]
+    assert (wider["Severity"], wider["Compliance"]) == ({"Label": "INFORMATIONAL"}, {"Status": "WARNING"})
+
+
+def test_an_unchanged_open_warning_is_not_imported_again_until_it_is_due():
+    # Given the warning's finding as last imported (its fingerprint), 1 day ago and REFRESH_AFTER ago
+    [planned] = plan([warned(WORLD_OPEN)]).findings
+    fresh = known(
+        "i-0a",
+        "warning:ssh-open-to-internet",
+        fingerprint=planned.fingerprint,
+        imported_at=security_hub.asff_time(NOW - timedelta(days=1)),
+    )
+    stale = {**fresh, "imported_at": security_hub.asff_time(NOW - REFRESH_AFTER)}
+
+    # When the same scan is planned against each
+    # Then the fresh one is left alone and the stale one imported again with its CreatedAt
+    left = plan([warned(WORLD_OPEN)], ledger_of(fresh))
+    assert (left.findings, left.unchanged) == ([], 1)
+    [again] = plan([warned(WORLD_OPEN)], ledger_of(stale)).findings
+    assert (again.state, again.finding["CreatedAt"]) == ("WARNING", EARLIER)
+
+
+def test_a_warning_that_is_gone_is_resolved_unless_a_check_erred():
+    # Given an open warning finding, and a scan of the instance without the warning; then one where a check errs
+    open_findings = ledger_of(known("i-0a", "warning:ssh-open-to-internet"))
+    gone = warned()
+    unsure = warned(eic_ssh_ingress=("error", "DescribeSecurityGroups: Throttling"))
+
+    # When each is planned
+    [resolved] = plan([gone], open_findings).findings
+    kept = [p for p in plan([unsure], open_findings).findings if p.check_id.startswith("warning:")]
+
+    # Then the first resolves the finding (PASSED, RESOLVED, INFORMATIONAL, its CreatedAt kept)
+    assert (resolved.finding_id, resolved.state) == (WARNING_ID, "PASSED")
+    finding = resolved.finding
+    assert (finding["Compliance"], finding["Workflow"]) == ({"Status": "PASSED"}, {"Status": "RESOLVED"})
+    assert (finding["Severity"], finding["CreatedAt"]) == ({"Label": "INFORMATIONAL"}, EARLIER)
+    assert finding["Title"] == "EC2 Instance Connect: SSH (TCP 22) open to the whole internet"
+    # And the second leaves it open: the check that finds it could not look
+    assert kept == []
+
+
+def test_the_warning_of_a_gone_or_excluded_instance_is_archived():
+    # Given open warning findings of an instance gone and of one now excluded
+    open_findings = ledger_of(
+        known("i-0a", "warning:ssh-open-to-internet"), known("i-0b", "warning:ssh-wider-than-eic")
+    )
+    entries = [entry("i-0b", verdict="excluded", excluded_reason="database host")]
+
+    # When the scan is planned
+    findings = by_id(plan(entries, open_findings))
+
+    # Then both are archived under the warning's title
+    for finding_id, title in (
+        (WARNING_ID, "EC2 Instance Connect: SSH (TCP 22) open to the whole internet"),
+        (SCOPE.finding_id("i-0b", "warning:ssh-wider-than-eic"), security_hub.WARNING_TEXT["ssh-wider-than-eic"].title),
+    ):
+        assert findings[finding_id]["RecordState"] == "ARCHIVED"
+        assert findings[finding_id]["Compliance"] == {"Status": "NOT_AVAILABLE"}
+        assert findings[finding_id]["Title"] == title
+
+
+def test_sync_records_an_imported_warning_in_the_ledger(tmp_path):
+    # Given an empty ledger file and an instance passing with a world-open rule
+    ledger = FileLedger(tmp_path, ACCOUNT, REGION)
+    hub = FakeSecurityHub()
+
+    # When the findings are synced twice
+    first = sync_findings(hub, ledger, SCOPE, [warned(WORLD_OPEN)], run_id="run-1", now=NOW)
+    second = sync_findings(hub, ledger, SCOPE, [warned(WORLD_OPEN)], run_id="run-2", now=NOW + timedelta(hours=1))
+
+    # Then the first imported it and the ledger holds it as open; the second imported nothing
+    assert (first.imported, first.calls, second.imported, second.unchanged, second.calls) == (1, 1, 0, 1, 0)
+    record = json.loads(ledger.path.read_text())["open"][WARNING_ID]
+    assert (record["instance_id"], record["check_id"]) == ("i-0a", "warning:ssh-open-to-internet")
 
 
 # ---- what a scan imports ------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import __version__
-from ..checks import CHECK_IDS
+from ..checks import CHECK_IDS, eic_ssh_ingress
 from ..checks.guidance import guidance_for
 from ..models import InstanceOutcome, Verdict
 
@@ -116,6 +116,19 @@ class Report(_Model):
     @property
     def has_noncompliant(self) -> bool:
         return self.summary.noncompliant > 0 or self.summary.errors > 0
+
+
+# The check each warning code is about (outputs place a warning beside its check; an unknown code stands alone).
+WARNING_CHECKS = {
+    eic_ssh_ingress.OPEN_TO_INTERNET: eic_ssh_ingress.ID,
+    eic_ssh_ingress.WIDER_THAN_EIC: eic_ssh_ingress.ID,
+}
+
+
+def split_warning(warning: str) -> tuple[str, str]:
+    """("<code>", "<text>") of a warning "<code>: <text>" (the whole warning as text when it has no code)."""
+    code, separator, text = warning.partition(": ")
+    return (code, text) if separator else ("", warning)
 
 
 def verdict(outcome: InstanceOutcome) -> Verdict:

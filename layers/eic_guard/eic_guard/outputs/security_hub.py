@@ -12,7 +12,20 @@ an auditing deployment runs; the import writes to Security Hub only, never to EC
   longer applies;
 - ARCHIVED for each finding last imported as FAILED whose instance is no longer in scope (terminated, no longer
   opted in, or excluded): Compliance NOT_AVAILABLE, since nothing was checked, as Security Hub's own control
-  findings do for a resource AWS Config no longer evaluates.
+  findings do for a resource AWS Config no longer evaluates;
+- WARNING (Workflow NEW) for each warning code an instance has (DESIGN §5b, §11: "Warnings become INFORMATIONAL/LOW
+  findings"), Id `eic-guard/<account>/<region>/<instance>/warning:<code>`: the check passes, so not FAILED, but it
+  passes through a rule wider than EC2 Instance Connect needs. Compliance WARNING is one of ASFF's four values
+  (PASSED | WARNING | FAILED | NOT_AVAILABLE); Severity LOW for SSH open to the whole internet, INFORMATIONAL for a
+  range merely wider than the EIC prefix (the most DESIGN allows for the real exposure, less for the lesser one).
+  It is kept in the ledger like a check's finding, resolved (PASSED) once the instance is scanned without it, and
+  archived with the instance. An instance one of whose checks errs keeps its open warning findings: the check that
+  would have found the warning may not have looked.
+
+Who the instance is: its Name tag starts the Description, and the Name and owner tags are the resource's Tags, so
+Security Hub finds a finding by them. The Title stays the check's own, the same for every instance, because Security
+Hub groups findings by Title. The check's guidance (DESIGN §5b) is Remediation.Recommendation.Text, clipped to
+ASFF's 512 characters, and its documentation URL Remediation.Recommendation.Url.
 
 Which findings are open is kept in a small ledger per (account, region), because the import role has no read
 permission (IAM: securityhub:BatchImportFindings on the default product ARN only): the reports bucket's
@@ -53,6 +66,8 @@ from ..aws.gateway import error_code
 from ..budget import Deadline
 from ..observability import logger, metrics
 from ..settings import Settings
+from .html import DOC_URL
+from .report import WARNING_CHECKS, split_warning
 
 SCHEMA_VERSION = "2018-10-08"
 PRODUCT_NAME = "eic-guard"
@@ -76,7 +91,9 @@ IMPORT_PERMISSIONS = ("securityhub:BatchImportFindings",)
 LEDGER_PERMISSIONS = ("s3:GetObject", "s3:PutObject")
 
 NOT_PASSING = frozenset({"fail", "would-fix", "error"})
-FindingState = Literal["FAILED", "PASSED", "ARCHIVED"]
+FindingState = Literal["FAILED", "WARNING", "PASSED", "ARCHIVED"]
+OPEN_STATES = frozenset({"FAILED", "WARNING"})  # what the ledger keeps until it is resolved or archived
+WARNING_PREFIX = "warning:"  # the ledger's `check_id` and the finding Id's last part for a warning
 Severity = Literal["INFORMATIONAL", "LOW", "MEDIUM", "HIGH", "CRITICAL"]
 
 
@@ -133,8 +150,37 @@ CHECK_TEXT: dict[str, CheckText] = {
 }
 
 
+WARNING_TEXT: dict[str, CheckText] = {
+    "ssh-open-to-internet": CheckText(
+        "EC2 Instance Connect: SSH (TCP 22) open to the whole internet",
+        "LOW",
+        "Replace the rule that allows TCP 22 from 0.0.0.0/0 or ::/0 with one from the region's EC2 Instance Connect "
+        "prefix (the com.amazonaws.<region>.ec2-instance-connect prefix list, or the EC2_INSTANCE_CONNECT ranges of "
+        "ip-ranges.json): EC2 Instance Connect needs nothing wider.",
+    ),
+    "ssh-wider-than-eic": CheckText(
+        "EC2 Instance Connect: SSH (TCP 22) allowed from a range wider than EC2 Instance Connect's",
+        "INFORMATIONAL",
+        "Narrow the rule that allows TCP 22 to the region's EC2 Instance Connect prefix (the "
+        "com.amazonaws.<region>.ec2-instance-connect prefix list, or the EC2_INSTANCE_CONNECT ranges of "
+        "ip-ranges.json): the rest of the range is not needed to connect.",
+    ),
+}
+
+
 def check_text(check_id: str) -> CheckText:
-    """The text of a check's findings (a check this table does not know yet gets a generic one)."""
+    """The text of a check's findings, or of a warning's (`warning:<code>`); one this module does not know yet gets
+    a generic text."""
+    if check_id.startswith(WARNING_PREFIX):
+        code = check_id.removeprefix(WARNING_PREFIX)
+        return WARNING_TEXT.get(
+            code,
+            CheckText(
+                f"EC2 Instance Connect warning: {code}",
+                "LOW",
+                "Allow TCP 22 only from the region's EC2 Instance Connect prefix.",
+            ),
+        )
     return CHECK_TEXT.get(
         check_id,
         CheckText(
@@ -199,6 +245,26 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def recommendation(guidance: str | None, text: CheckText) -> dict[str, str]:
+    """ASFF Remediation.Recommendation: the guidance (else the check's own text) within ASFF's 512 characters, and
+    the first documentation URL it names (else the prerequisites page), whole even when the text is clipped."""
+    found = DOC_URL.search(guidance or "")
+    url = found.group().rstrip(".,;:") if found else PREREQUISITES_URL
+    return {"Text": _clip(guidance or text.recommendation, RECOMMENDATION_LIMIT), "Url": url}
+
+
+def resource_tags(name: str | None, tags: dict[str, str] | None) -> dict[str, str]:
+    """The instance's Name and owner tags as ASFF Resource.Tags: values must not be blank, and `aws:` keys are
+    AWS's own."""
+    named = {"Name": name, **(tags or {})}
+    return {k: v for k, v in named.items() if v and v.strip() and not k.lower().startswith("aws:")}
+
+
+def _about(name: str | None, instance_id: str, description: str) -> str:
+    """The Description, led by the instance's name when it has one (the Id and ARN already say which instance)."""
+    return f"{name} ({instance_id}): {description}" if name else description
+
+
 def describe(status: str, reason: str | None) -> str:
     """A finding's Description from the check's status and reason."""
     reason = reason or ""
@@ -238,14 +304,29 @@ def build_finding(
     created_at: str,
     updated_at: str,
     run_id: str,
-    recommendation: str | None = None,
+    guidance: str | None = None,
+    name: str | None = None,
+    tags: dict[str, str] | None = None,
 ) -> PlannedFinding:
     """One ASFF finding (https://docs.aws.amazon.com/securityhub/latest/userguide/securityhub-findings-format.html);
-    `recommendation`: the check's own guidance when the report carries one (issue 11), else the table's text."""
+    `check_id` a check's id or `warning:<code>`; `guidance`: the check's own (DESIGN §5b) when the report carries one,
+    else the table's text; `name`, `tags`: the instance's Name and owner tags."""
     text = check_text(check_id)
-    severity = text.severity if state == "FAILED" else "INFORMATIONAL"
-    compliance = {"FAILED": "FAILED", "PASSED": "PASSED", "ARCHIVED": "NOT_AVAILABLE"}[state]
+    severity = text.severity if state in OPEN_STATES else "INFORMATIONAL"
+    compliance = {"FAILED": "FAILED", "WARNING": "WARNING", "PASSED": "PASSED", "ARCHIVED": "NOT_AVAILABLE"}[state]
     finding_id = scope.finding_id(instance_id, check_id)
+    resource = {
+        "Type": "AwsEc2Instance",
+        "Id": scope.instance_arn(instance_id),
+        "Partition": scope.partition,
+        "Region": scope.region,
+    }
+    if about := resource_tags(name, tags):
+        resource["Tags"] = about
+    product_fields = {"eic-guard/CheckId": check_id, "eic-guard/Status": status, "eic-guard/RunId": run_id}
+    if check_id.startswith(WARNING_PREFIX):
+        code = check_id.removeprefix(WARNING_PREFIX)
+        product_fields.update({"eic-guard/CheckId": WARNING_CHECKS.get(code, ""), "eic-guard/Warning": code})
     finding: dict[str, Any] = {
         "SchemaVersion": SCHEMA_VERSION,
         "Id": finding_id,
@@ -258,22 +339,10 @@ def build_finding(
         "UpdatedAt": updated_at,
         "Severity": {"Label": severity},
         "Title": text.title,
-        "Description": _clip(description, DESCRIPTION_LIMIT),
-        "Remediation": {
-            "Recommendation": {
-                "Text": _clip(recommendation or text.recommendation, RECOMMENDATION_LIMIT),
-                "Url": PREREQUISITES_URL,
-            }
-        },
-        "ProductFields": {"eic-guard/CheckId": check_id, "eic-guard/Status": status, "eic-guard/RunId": run_id},
-        "Resources": [
-            {
-                "Type": "AwsEc2Instance",
-                "Id": scope.instance_arn(instance_id),
-                "Partition": scope.partition,
-                "Region": scope.region,
-            }
-        ],
+        "Description": _clip(_about(name, instance_id, description), DESCRIPTION_LIMIT),
+        "Remediation": {"Recommendation": recommendation(guidance, text)},
+        "ProductFields": product_fields,
+        "Resources": [resource],
         "Compliance": {"Status": compliance},
         # After a finding is created, AWS ignores Workflow in BatchImportFindings (only customers change it, with
         # BatchUpdateFindings): "After a finding is created, BatchImportFindings cannot be used to update ...
@@ -282,7 +351,7 @@ def build_finding(
         # resets RESOLVED to NEW when Compliance goes from PASSED back to FAILED; it documents the automatic
         # PASSED -> RESOLVED move for control findings only
         # (https://docs.aws.amazon.com/securityhub/latest/userguide/findings-workflow-status.html).
-        "Workflow": {"Status": "NEW" if state == "FAILED" else "RESOLVED"},
+        "Workflow": {"Status": "NEW" if state in OPEN_STATES else "RESOLVED"},
         "RecordState": "ARCHIVED" if state == "ARCHIVED" else "ACTIVE",
         # Finding providers update Severity and Types through FindingProviderFields (BatchImportFindings docs).
         "FindingProviderFields": {"Severity": {"Label": severity}, "Types": [FINDING_TYPE]},
@@ -322,13 +391,19 @@ def plan_findings(
     plan = FindingsPlan()
     stamp = asff_time(now)
     scanned: dict[str, dict] = {}
+    open_warnings: dict[str, list[str]] = {}  # instance id -> the warning codes of its open findings
+    for known in open_findings.values():
+        if known["check_id"].startswith(WARNING_PREFIX):
+            open_warnings.setdefault(known["instance_id"], []).append(known["check_id"].removeprefix(WARNING_PREFIX))
     for entry in entries:
         scanned[entry["instance_id"]] = entry
         if entry["verdict"] == "excluded":
             continue  # never checked: its open findings are archived below
         for check_id, check in entry["checks"].items():
-            _plan_check(plan, scope, entry["instance_id"], check_id, check, open_findings, stamp, now, run_id)
-        plan.findings.extend(_warning_findings(scope, entry))
+            _plan_check(plan, scope, entry, check_id, check, open_findings, stamp, now, run_id)
+        _plan_warnings(
+            plan, scope, entry, open_findings, open_warnings.get(entry["instance_id"], []), stamp, now, run_id
+        )
     if resolve:
         plan.findings.extend(_archived(scope, scanned, open_findings, stamp, run_id, instance_ids))
     return plan
@@ -337,7 +412,7 @@ def plan_findings(
 def _plan_check(
     plan: FindingsPlan,
     scope: FindingScope,
-    instance_id: str,
+    entry: dict,
     check_id: str,
     check: dict,
     open_findings: dict[str, dict],
@@ -345,8 +420,10 @@ def _plan_check(
     now: datetime,
     run_id: str,
 ) -> None:
+    instance_id = entry["instance_id"]
     known = open_findings.get(scope.finding_id(instance_id, check_id))
     status, reason = check["status"], check.get("reason")
+    who = {"name": entry.get("name"), "tags": entry.get("tags")}
     if status not in NOT_PASSING:
         if known is not None:  # passes now, was fixed, or no longer applies: resolve
             planned = build_finding(
@@ -359,6 +436,7 @@ def _plan_check(
                 created_at=known["created_at"],
                 updated_at=stamp,
                 run_id=run_id,
+                **who,
             )
             plan.findings.append(planned)
         return
@@ -372,8 +450,14 @@ def _plan_check(
         created_at=known["created_at"] if known else stamp,
         updated_at=stamp,
         run_id=run_id,
-        recommendation=check.get("guidance"),
+        guidance=check.get("guidance"),
+        **who,
     )
+    _add_unless_unchanged(plan, planned, known, now)
+
+
+def _add_unless_unchanged(plan: FindingsPlan, planned: PlannedFinding, known: dict | None, now: datetime) -> None:
+    """An open finding imported with the same content less than REFRESH_AFTER ago is not imported again."""
     if known is not None and known.get("fingerprint") == planned.fingerprint and not _due(known, now):
         plan.unchanged += 1
         return
@@ -425,15 +509,63 @@ def _archived(
             created_at=known["created_at"],
             updated_at=stamp,
             run_id=run_id,
+            name=entry.get("name") if entry else None,
+            tags=entry.get("tags") if entry else None,
         )
 
 
-def _warning_findings(scope: FindingScope, entry: dict) -> list[PlannedFinding]:
-    """Hook for issue 11 (DESIGN §5b, §11): each of the entry's `warnings` (a pass with an over-permissive source)
-    becomes an INFORMATIONAL or LOW finding of its own, id `eic-guard/<account>/<region>/<instance>/warning:<code>`,
-    Compliance PASSED (the check passes), tracked in the ledger like a check's so that it is archived when the
-    warning is gone. Warnings are not in the report yet: no findings."""
-    return []
+def _plan_warnings(
+    plan: FindingsPlan,
+    scope: FindingScope,
+    entry: dict,
+    open_findings: dict[str, dict],
+    open_codes: list[str],
+    stamp: str,
+    now: datetime,
+    run_id: str,
+) -> None:
+    """One WARNING finding per warning code of the instance (two groups open to the world are one finding naming
+    both), and PASSED for each code it had an open finding for and no longer has, unless one of its checks erred."""
+    instance_id = entry["instance_id"]
+    who = {"name": entry.get("name"), "tags": entry.get("tags")}
+    by_code: dict[str, list[str]] = {}
+    for warning in entry.get("warnings") or ():
+        code, text = split_warning(warning)
+        by_code.setdefault(code or "unknown", []).append(text)
+    for code, texts in by_code.items():
+        check = entry["checks"].get(WARNING_CHECKS.get(code, ""), {})
+        known = open_findings.get(scope.finding_id(instance_id, WARNING_PREFIX + code))
+        planned = build_finding(
+            scope,
+            instance_id,
+            WARNING_PREFIX + code,
+            "WARNING",
+            status=check.get("status", "warning"),
+            description="; ".join(texts),
+            created_at=known["created_at"] if known else stamp,
+            updated_at=stamp,
+            run_id=run_id,
+            **who,
+        )
+        _add_unless_unchanged(plan, planned, known, now)
+    if any(check["status"] == "error" for check in entry["checks"].values()):
+        return  # the check that finds a warning may not have looked: what is open stays open
+    for code in sorted(set(open_codes) - set(by_code)):
+        known = open_findings[scope.finding_id(instance_id, WARNING_PREFIX + code)]
+        check = entry["checks"].get(WARNING_CHECKS.get(code, ""), {})
+        planned = build_finding(
+            scope,
+            instance_id,
+            WARNING_PREFIX + code,
+            "PASSED",
+            status=check.get("status", "pass"),
+            description=f"The instance no longer has this warning ({code}).",
+            created_at=known["created_at"],
+            updated_at=stamp,
+            run_id=run_id,
+            **who,
+        )
+        plan.findings.append(planned)
 
 
 def batches(items: list, size: int = BATCH_LIMIT) -> Iterator[list]:
@@ -617,10 +749,10 @@ def ledger_for(central: Any, settings: Settings, account_id: str, region: str) -
 class SyncOutcome:
     """What one target's sync did: the `security_hub` entry of its result document."""
 
-    imported: int = 0  # FAILED findings imported: new, changed, or refreshed
+    imported: int = 0  # FAILED and WARNING findings imported: new, changed, or refreshed
     resolved: int = 0  # PASSED findings imported
     archived: int = 0  # ARCHIVED findings imported
-    unchanged: int = 0  # FAILED findings not imported again: same content, imported less than REFRESH_AFTER ago
+    unchanged: int = 0  # open findings not imported again: same content, imported less than REFRESH_AFTER ago
     failed: int = 0  # findings whose import failed (tried again next run)
     calls: int = 0  # BatchImportFindings calls
     errors: list[str] = field(default_factory=list)
@@ -703,7 +835,7 @@ def sync_findings(
     outcome.unchanged = plan.unchanged
     changes = LedgerChanges()
     for planned in import_findings(securityhub, plan.findings, outcome):
-        if planned.state == "FAILED":
+        if planned.state in OPEN_STATES:
             outcome.imported += 1
             changes.opened[planned.finding_id] = {
                 "instance_id": planned.instance_id,
@@ -760,7 +892,10 @@ def publish_target_findings(
     except Exception as exc:  # noqa: BLE001 - a bug here must not cost the target its result
         logger.exception("security hub findings failed", extra={"account_id": account_id, "region": region})
         outcome = SyncOutcome()
-        outcome.failed = sum(1 for e in entries for c in e["checks"].values() if c["status"] in NOT_PASSING)
+        outcome.failed = sum(
+            sum(1 for c in e["checks"].values() if c["status"] in NOT_PASSING) + len(e.get("warnings") or ())
+            for e in entries
+        )
         outcome.error(_message(exc))
     _record(outcome, scope)
     return outcome.to_dict()
