@@ -84,6 +84,8 @@ class AwsClients:
                     from ..observability import logger  # late: observability imports Powertools
 
                     logger.info("account alias not read", extra={"error": str(exc)})
+                    if not _refused(exc):
+                        return None  # throttled or out of time: a later target of the run asks again
                     self._alias = (None,)
             return self._alias[0]
 
@@ -94,6 +96,12 @@ class AwsClients:
             raise ConfigurationError("no AWS credentials found (set AWS_PROFILE or the AWS_* variables)") from None
         except (ClientError, BotoCoreError) as exc:
             raise ConfigurationError(f"cannot identify the AWS account: {exc}") from None
+
+
+def _refused(exc: Exception) -> bool:
+    """An answer that will not change during the run (the role may not read it), unlike throttling or a timeout."""
+    code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
+    return code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation")
 
 
 _LAMBDA_CLIENTS: AwsClients | None = None
