@@ -301,7 +301,11 @@ def undo_remediation(endpoint: str, fleet: Fleet) -> int:
         if MNIA in writes:
             jobs.append((i.region, MNIA, {"NetworkInterfaceId": i.eni_id, "Groups": i.groups}))
         if MIMO in writes:
-            jobs.append((i.region, MIMO, {"InstanceId": i.instance_id, "HttpEndpoint": "disabled"}))
+            # HttpTokens restated as seeded: moto stores exactly what a request carries, and eic-guard refuses to
+            # guess a token setting it cannot read (an undo without it made the next run's IMDS fixes "cannot fix")
+            jobs.append(
+                (i.region, MIMO, {"InstanceId": i.instance_id, "HttpEndpoint": "disabled", "HttpTokens": "required"})
+            )
     clients = {r: ec2_client(endpoint, r) for r in fleet.regions}
 
     def run(job: tuple[str, str, dict]) -> None:
