@@ -85,7 +85,14 @@ SCENARIOS = {
     "web-ok": ("compliant", {}, [], STOREFRONT),
     "web-open-world": ("compliant", {}, ["ssh-open-to-internet"], STOREFRONT),
 }
-AL2_GUIDANCE = "is not AL2023: relaunch from AL2023 or install the ec2-instance-connect package"
+AL2_GUIDANCE = (
+    "does not ship EC2 Instance Connect (Amazon Linux 2 2.0.20180810 predates 2.0.20190618): relaunch from AL2023 or "
+    "install the ec2-instance-connect package"
+)
+UBUNTU_COPY_GUIDANCE = (
+    "does not ship EC2 Instance Connect (not Canonical's image: owner 123456789012): relaunch from AL2023 or install "
+    "the ec2-instance-connect package"
+)
 PUBLIC_IP_GUIDANCE = "for an instance meant to stay private, use an EC2 Instance Connect Endpoint instead"
 GUIDANCE = {
     ("db-nacl-blocked", "network-acl"): r"add inbound rule 49 allowing TCP 22 from 18\.206\.107\.24/29 \(before deny "
@@ -99,7 +106,7 @@ GUIDANCE = {
     ("golden-retired", "al2023-ami"): r"^ami-\w+ is deregistered or unreadable",
     ("legacy-al2", "al2023-ami"): re.escape(AL2_GUIDANCE),
     ("legacy-al2-no-ssh", "al2023-ami"): re.escape(AL2_GUIDANCE),
-    ("ml-ubuntu", "al2023-ami"): re.escape(AL2_GUIDANCE),
+    ("ml-ubuntu", "al2023-ami"): re.escape(UBUNTU_COPY_GUIDANCE),
     ("slim-minimal", "al2023-ami"): re.escape(
         "install the ec2-instance-connect package or relaunch from standard AL2023"
     ),

@@ -395,6 +395,7 @@ def test_a_not_allowed_image_carries_every_fact_the_guidance_needs(policy):
         ("owner_id", AMAZON),
         ("family", "amazon-linux-2-minimal"),
         ("allowed_images", policy),
+        ("preinstalled", "no"),
     )
 
 
@@ -500,3 +501,23 @@ def test_scan_refuses_an_unknown_allowed_images_value(capsys):
     # Then argparse's usage error, exit 2, names the choices
     assert caught.value.code == 2
     assert "'al2023', 'eic-preinstalled'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("name", "owner", "preinstalled"),
+    [
+        ("amzn2-ami-hvm-2.0.20260727.0-x86_64-gp2", AMAZON, "yes"),
+        ("amzn2-ami-hvm-2.0.20180810-x86_64-gp2", AMAZON, "no"),
+        ("ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-amd64-server-20240927", "099720109477", "yes"),
+        ("ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-amd64-server-20240927", "123456789012", "no"),
+    ],
+)
+def test_an_image_refused_by_al2023_says_whether_it_ships_eic_after_all(name, owner, preinstalled):
+    # Given an Amazon Linux 2 or Ubuntu image under the default policy
+    img = image(name, owner=owner)
+
+    # When
+    result = evaluate(img, "al2023")
+
+    # Then it fails, and says whether AllowedImages=eic-preinstalled would accept it (the guidance offers it only then)
+    assert (result.status, result.fact("preinstalled")) == ("fail", preinstalled)

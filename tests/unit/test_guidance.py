@@ -361,22 +361,46 @@ def test_a_security_group_quota_says_to_remove_a_group_or_raise_the_quota():
     )
 
 
-def test_amazon_linux_2_under_the_default_policy_points_to_al2023_the_package_and_eic_preinstalled():
-    # Given the al2023-ami contract's facts for an Amazon Linux 2 image under AllowedImages=al2023
-    name = "amzn2-ami-hvm-2.0.20260727.0-x86_64-gp2"
-    facts = (("image_id", "ami-0a"), ("image_name", name), ("owner_id", "137112412989"))
-    result = CheckResult(
-        "fail", "x", kind="ami-not-allowed", facts=(*facts, ("family", "amazon-linux-2"), ("allowed_images", "al2023"))
-    )
+@pytest.mark.parametrize(
+    ("name", "owner", "family", "expected"),
+    [
+        (
+            "amzn2-ami-hvm-2.0.20260727.0-x86_64-gp2",
+            "137112412989",
+            "amazon-linux-2",
+            "{name} is not AL2023: relaunch from AL2023, or accept it. It ships EC2 Instance Connect: "
+            "AllowedImages=eic-preinstalled accepts it.",
+        ),
+        (
+            "amzn2-ami-hvm-2.0.20180810-x86_64-gp2",
+            "137112412989",
+            "amazon-linux-2",
+            "{name} does not ship EC2 Instance Connect (Amazon Linux 2 2.0.20180810 predates 2.0.20190618): relaunch "
+            "from AL2023 or install the ec2-instance-connect package.",
+        ),
+        (
+            "ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-amd64-server-20240927",
+            "123456789012",
+            "ubuntu",
+            "{name} does not ship EC2 Instance Connect (not Canonical's image: owner 123456789012): relaunch from "
+            "AL2023 or install the ec2-instance-connect package.",
+        ),
+    ],
+    ids=["al2-current", "al2-2018", "ubuntu-copy"],
+)
+def test_amazon_linux_2_and_ubuntu_guidance_offers_eic_preinstalled_only_when_the_image_ships_it(
+    name, owner, family, expected
+):
+    # Given the al2023-ami check's result for the image under AllowedImages=al2023
+    result = _image(name, owner=owner)
 
     # When
     text = guidance_for("al2023-ami", result)
 
     # Then
-    assert text == (
-        f"{name} is not AL2023: relaunch from AL2023 or install the ec2-instance-connect package. "
-        "AllowedImages=eic-preinstalled accepts Amazon Linux 2 from 2.0.20190618 and Ubuntu from 20.04, which ship "
-        "it. See https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ec2-instance-connect-set-up.html"
+    assert result.fact("family") == family
+    assert text == expected.format(name=name) + (
+        " See https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ec2-instance-connect-set-up.html"
     )
 
 

@@ -126,11 +126,13 @@ def evaluate(instance: Instance, ctx: CheckContext) -> CheckResult:
     if problem is None:
         return passed(image.name)
     owner = f"but by {image.owner_id}" if problem in (_NOT_AMAZON, _NOT_CANONICAL) else f"(owner {image.owner_id})"
+    # Whether the image ships EIC after all (AllowedImages=eic-preinstalled would pass it): guidance says so only then.
+    preinstalled = _preinstalled_problem(image, family) is None
     return CheckResult(
         "fail",
         f"{image.image_id} ({image.name}) {problem} {owner}; {_ALLOWS[policy]}",
         kind=NOT_ALLOWED,
-        facts=_facts(image.image_id, policy, image, family),
+        facts=(*_facts(image.image_id, policy, image, family), ("preinstalled", "yes" if preinstalled else "no")),
     )
 
 

@@ -245,9 +245,7 @@ def _imds_enabled(result: CheckResult) -> str:
     )
 
 
-_EIC_PREINSTALLED = (
-    " AllowedImages=eic-preinstalled accepts Amazon Linux 2 from 2.0.20190618 and Ubuntu from 20.04, which ship it."
-)
+_EIC_PREINSTALLED = " It ships EC2 Instance Connect: AllowedImages=eic-preinstalled accepts it."
 
 
 def _al2023_ami(result: CheckResult) -> str:
@@ -267,14 +265,27 @@ def _al2023_ami(result: CheckResult) -> str:
             f"{image} (owner {result.fact('owner_id')}) is not Amazon's AL2023 standard image: relaunch from Amazon's "
             f"AL2023 AMI or {install}."
         )
-    elif family in ("amazon-linux-2", "ubuntu") and result.fact("allowed_images") == "al2023":
-        text = f"{image} is not AL2023: relaunch from AL2023 or {install}.{_EIC_PREINSTALLED}"
+    elif result.fact("preinstalled") == "yes" and result.fact("allowed_images") == "al2023":
+        text = f"{image} is not AL2023: relaunch from AL2023, or accept it.{_EIC_PREINSTALLED}"
+    elif family in ("amazon-linux-2", "ubuntu"):
+        text = f"{image} does not ship EC2 Instance Connect ({_why_not(result)}): relaunch from AL2023 or {install}."
     else:
         text = (
             f"{image} is not an image listed with EC2 Instance Connect pre-installed: relaunch from AL2023 or "
             f"{install} (supported OSes on the page)."
         )
     return _see(text, EIC_INSTALL)
+
+
+def _why_not(result: CheckResult) -> str:
+    """Why an Amazon Linux 2 or Ubuntu image is not one AWS lists with EIC pre-installed: its age or its owner."""
+    version = result.fact("version")
+    if result.fact("family") == "amazon-linux-2":
+        first = "2.0.20190618"
+        return f"Amazon Linux 2 {version} predates {first}" if version and version < first else "not Amazon's image"
+    if version and tuple(int(p) for p in version.split(".")) < (20, 4):
+        return f"Ubuntu {version} predates 20.04"
+    return f"not Canonical's image: owner {result.fact('owner_id')}"
 
 
 def _internet_route(result: CheckResult) -> str:
