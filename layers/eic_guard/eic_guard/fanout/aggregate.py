@@ -64,9 +64,9 @@ def _missing(account_id: str, region: str) -> dict:
 
 def _merge_rounds(rounds: list[dict]) -> dict:
     """The last round's view of every instance, plus what earlier rounds did to it (and instances only they saw)."""
+    if len(rounds) == 1:  # nearly always: a shallow copy (merge_targets adds the revoke phase's actions)
+        return {**rounds[0], "actions": list(rounds[0]["actions"])}
     last = copy.deepcopy(rounds[-1])
-    if len(rounds) == 1:
-        return last
     earlier: dict[str, list[dict]] = defaultdict(list)
     for document in rounds[:-1]:
         for entry in document["instances"]:
