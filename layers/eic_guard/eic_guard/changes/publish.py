@@ -21,7 +21,8 @@ from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..observability import NAMESPACE, SERVICE, SUMMARY_METRICS, logger, metrics, stack_dimensions
-from ..outputs.publish import alert_message, report_key, send_alert
+from ..outputs.alerts import alert_message, send_alert
+from ..outputs.publish import report_key
 from ..outputs.report import Report
 from ..settings import Settings
 

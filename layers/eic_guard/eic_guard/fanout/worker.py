@@ -22,7 +22,6 @@ from ..engine import TargetResult, scan_target
 from ..observability import logger
 from ..outputs.publish import tag_entries
 from ..outputs.report import instance_entry
-from ..outputs.security_hub import findings_enabled, publish_target_findings
 from ..ranges.refresh import RegionRefresh, add_to_groups, revoke_from_groups
 from ..settings import Settings
 from .plan import RunPlan
@@ -70,7 +69,9 @@ def run_target(
     except Exception as exc:  # noqa: BLE001 - one target's failure is its error, never the others' loss
         result.error = target_error(target, exc)
     security_hub = None
-    if phase == "apply" and plan.job == "scan" and findings_enabled(settings) and not result.error:
+    if phase == "apply" and plan.job == "scan" and settings.security_hub_findings == "enabled" and not result.error:
+        from ..outputs.security_hub import publish_target_findings  # only when enabled: a cold start pays for it then
+
         # In both modes (a finding reports a state), and within the work budget: the finishing reserve stays for
         # the result object; what the deadline refuses is imported by the next round or run.
         entries = [instance_entry(o) for o in result.outcomes]

@@ -8,12 +8,11 @@ text is listed under the instance's reasons; a `warnings` card counts the instan
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from html import escape
 
 from ..checks import CHECK_IDS
-from .report import WARNING_CHECKS, Report, split_warning
+from .report import DOC_URL, WARNING_CHECKS, Report, split_warning
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;margin:24px;color:#1b1f24;background:#fff}
@@ -33,7 +32,6 @@ td.warn,li.warn,.card.warn{background:#fff8c5;color:#9a6700} td.warn{font-weight
 """
 AMBER_BACKGROUND = "#fff8c5"
 # The check a warning is about, by its code (models.CheckResult.warnings: "<code>: <text>").
-DOC_URL = re.compile(r"https://[^\s<>\"')\]]+")
 STATUS_LABEL = {
     "pass": "pass",
     "fail": "FAIL",

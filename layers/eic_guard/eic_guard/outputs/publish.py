@@ -14,9 +14,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ..aws.gateway import error_code
 from ..observability import logger
 from ..settings import Settings
-from .alerts import DynamoDbAlertState, alert_message, partition_of, quiet_alert, report_link, send_alert
-from .html import render_html
 from .report import Report
+
+# outputs.alerts and outputs.html are imported where they are used: the target worker imports this module for its
+# status tags only, and its cold start should not pay for the alert and HTML code it never runs.
 
 STATUS_TAG = "eic-guard:status"
 CHECKED_AT_TAG = "eic-guard:checked-at"
@@ -32,6 +33,8 @@ def report_key(kind: str, run_id: str, started: datetime) -> str:
 
 def store_scan_report(s3: Any, bucket: str, report: Report) -> str:
     """Put the JSON report and its HTML page; returns the key prefix."""
+    from .html import render_html
+
     key = report_key("scan", report.run_id, report.started_at)
     s3.put_object(
         Bucket=bucket,
@@ -112,6 +115,8 @@ def publish_scan(clients: Any, settings: Settings, report: Report, refresh_alert
     table; the state is written once the alert is out. (Status tags are written by each target's worker, which
     holds that account's credentials.)
     """
+    from .alerts import DynamoDbAlertState, partition_of, quiet_alert, report_link, send_alert
+
     outcome: dict[str, Any] = {"report_key": None, "alerted": False}
     location = None
     if settings.reports_bucket:
@@ -157,6 +162,8 @@ def publish_refresh(
     clients: Any, settings: Settings, run_id: str, started: datetime, document: dict, alerts: list[str]
 ) -> dict:
     """Store a refresh's report and send one alert if it raised any (rejections and vanished regions)."""
+    from .alerts import alert_message, send_alert
+
     outcome: dict[str, Any] = {"report_key": None, "alerted": False}
     if settings.reports_bucket:
         try:

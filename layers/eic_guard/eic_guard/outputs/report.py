@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
@@ -118,6 +119,7 @@ class Report(_Model):
         return self.summary.noncompliant > 0 or self.summary.errors > 0
 
 
+DOC_URL = re.compile(r"https://[^\s<>\"')\]]+")  # a documentation link inside a guidance text
 # The check each warning code is about (outputs place a warning beside its check; an unknown code stands alone).
 WARNING_CHECKS = {
     eic_ssh_ingress.OPEN_TO_INTERNET: eic_ssh_ingress.ID,

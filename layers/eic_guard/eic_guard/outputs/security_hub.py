@@ -66,8 +66,7 @@ from ..aws.gateway import error_code
 from ..budget import Deadline
 from ..observability import logger, metrics
 from ..settings import Settings
-from .html import DOC_URL
-from .report import WARNING_CHECKS, split_warning
+from .report import DOC_URL, WARNING_CHECKS, split_warning
 
 SCHEMA_VERSION = "2018-10-08"
 PRODUCT_NAME = "eic-guard"
