@@ -149,23 +149,34 @@ def _profiles(size: dict) -> list[str]:
     return lines
 
 
+# Reads that scale with pages, not with nothing: the instance pages, and the re-read of the interfaces a remediate run
+# attaches eic-guard-ssh to, one filtered DescribeNetworkInterfaces per 200 (EC2 replaces the whole group set).
+ENI_REREAD, ENI_REREAD_PAGE = "DescribeNetworkInterfaces", 200
+PAGED_READS = ("DescribeInstances", ENI_REREAD)
+
+
 def _call_targets(sizes: list[dict]) -> tuple[bool, str]:
     """DescribeInstances pages + the same other reads at every N (nothing per instance)."""
     shapes = {}
     pages = {}
+    rereads = {}
     for size in sizes:
         for key in ("report", "remediate", "second"):
             for region in size["regions"]:
                 calls = _region_calls(size["phases"][key][0], region)
-                reads = {op: n for op, n in calls.items() if not _is_write(op) and op != "DescribeInstances"}
+                reads = {op: n for op, n in calls.items() if not _is_write(op) and op not in PAGED_READS}
                 shapes.setdefault(key, set()).add(tuple(sorted(reads.items())))
                 pages.setdefault(size["n"], set()).add(calls.get("DescribeInstances", 0))
+                if key == "remediate":
+                    rereads.setdefault(size["n"], set()).add(calls.get(ENI_REREAD, 0))
     constant = all(len(v) == 1 for v in shapes.values())
     report_reads = dict(next(iter(shapes.get("report", {()}))))
     figure = (
         f"per region: DescribeInstances {', '.join(f'N={n}: {sorted(p)}' for n, p in pages.items())} page(s) "
         f"+ {sum(report_reads.values())} other reads ({', '.join(f'{k} {v}' for k, v in report_reads.items())}) "
-        f"at every N" + ("" if constant else " — **other reads vary with N**")
+        f"at every N; remediate re-reads the interfaces it attaches to in pages of {ENI_REREAD_PAGE} "
+        f"({ENI_REREAD} {', '.join(f'N={n}: {sorted(p)}' for n, p in rereads.items())})"
+        + ("" if constant else " — **other reads vary with N**")
     )
     return constant, figure
 
