@@ -50,7 +50,7 @@ from eic_guard.simulated import SimulatedAccount, ssh_from  # noqa: E402
 
 from benchmarks import coldstart, fleet  # noqa: E402
 from benchmarks.org_client import Control  # noqa: E402
-from benchmarks.run import IP_RANGES, child_env, log  # noqa: E402
+from benchmarks.run import IP_RANGES, ServerProcess, child_env, log  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "ORG_RESULTS.md"
 RAW = Path(__file__).resolve().parent / "org_results.json"
@@ -72,44 +72,22 @@ PRICE_LOG_GB = 0.50  # CloudWatch Logs ingestion (standard class)
 
 
 # ---- the server ---------------------------------------------------------------------------------------------------
-class LatencyServer:
-    """`python -m benchmarks.latency` in its own process; stopped by closing its stdin."""
+class LatencyServer(ServerProcess):
+    """`python -m benchmarks.latency` in its own process, with a control channel for its added latency."""
+
+    name = "latency server"
+    stop_timeout = 30
 
     def __init__(self, amis_regions: tuple[str, ...] = REGIONS):
         self.amis_regions = amis_regions
 
+    def argv(self) -> list[str]:
+        return ["benchmarks.latency", "--amis", ",".join(self.amis_regions)]
+
     def __enter__(self) -> LatencyServer:
-        argv = [sys.executable, "-m", "benchmarks.latency", "--amis", ",".join(self.amis_regions)]
-        self.process = subprocess.Popen(
-            argv, cwd=ROOT, env=child_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        line = self.process.stdout.readline().split()
-        if not line or line[0] != "PORT":
-            self.process.kill()
-            raise RuntimeError("latency server did not start")
-        self.endpoint = f"http://127.0.0.1:{line[1]}"
+        super().__enter__()
         self.control = Control(self.endpoint)
         return self
-
-    def __exit__(self, *_) -> None:
-        self.process.stdin.close()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def cpu_seconds(self) -> float:
-        with open(f"/proc/{self.process.pid}/stat") as stream:
-            fields = stream.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def rss_mib(self) -> float:
-        with open(f"/proc/{self.process.pid}/status") as stream:
-            for line in stream:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        return float("nan")
 
 
 def lambda_env(function: str, spec: dict) -> dict[str, str]:

@@ -74,28 +74,36 @@ def child_env(endpoint: str | None = None) -> dict[str, str]:
     return env
 
 
-class MotoServer:
-    """`python -m benchmarks.moto_launcher` in its own process; stopped by closing its stdin (or by its pid)."""
+class ServerProcess:
+    """`python -m <module> [args]` in its own process, which prints `PORT <n>` once it listens; stopped by closing
+    its stdin. Its CPU and RSS are read from /proc, apart from the client's."""
 
-    def __init__(self, stock: bool = False):
-        self.stock = stock
+    name = "server"
+    stop_timeout = 20
 
-    def __enter__(self) -> MotoServer:
-        argv = [sys.executable, "-m", "benchmarks.moto_launcher", *(["--stock"] if self.stock else [])]
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def __enter__(self):
         self.process = subprocess.Popen(
-            argv, cwd=ROOT, env=child_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            [sys.executable, "-m", *self.argv()],
+            cwd=ROOT,
+            env=child_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         line = self.process.stdout.readline().split()
         if not line or line[0] != "PORT":
             self.process.kill()
-            raise RuntimeError("moto server did not start")
+            raise RuntimeError(f"{self.name} did not start")
         self.endpoint = f"http://127.0.0.1:{line[1]}"
         return self
 
     def __exit__(self, *_) -> None:
         self.process.stdin.close()
         try:
-            self.process.wait(timeout=20)
+            self.process.wait(timeout=self.stop_timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
@@ -104,6 +112,25 @@ class MotoServer:
         with open(f"/proc/{self.process.pid}/stat") as stream:
             fields = stream.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_mib(self) -> float:
+        with open(f"/proc/{self.process.pid}/status") as stream:
+            for line in stream:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return float("nan")
+
+
+class MotoServer(ServerProcess):
+    """`python -m benchmarks.moto_launcher` in its own process."""
+
+    name = "moto server"
+
+    def __init__(self, stock: bool = False):
+        self.stock = stock
+
+    def argv(self) -> list[str]:
+        return ["benchmarks.moto_launcher", *(["--stock"] if self.stock else [])]
 
 
 def measure(server: MotoServer, spec: dict, workdir: Path, label: str) -> dict:
