@@ -16,11 +16,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from hashlib import blake2b
@@ -30,6 +27,7 @@ from urllib.parse import quote
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ..local_files import replace_file
 from ..observability import logger
 from .report import Report
 
@@ -474,19 +472,9 @@ class FileAlertState:
         }
         kept = sorted(scopes, key=lambda s: str(scopes[s].get("updated_at", "")) if isinstance(scopes[s], dict) else "")
         scopes = {scope: scopes[scope] for scope in kept[-MAX_SCOPES:]}
-        temporary = None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".alerts-state-")
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                json.dump({"schema": ALERT_STATE_SCHEMA, "scopes": scopes}, stream, indent=1)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temporary, self.path)
+            replace_file(self.path, json.dumps({"schema": ALERT_STATE_SCHEMA, "scopes": scopes}, indent=1).encode())
         except OSError as exc:
-            if temporary is not None:
-                with suppress(OSError):
-                    os.unlink(temporary)
             raise AlertStateUnavailable(f"{self.path} cannot be written: {exc.strerror or exc}") from None
 
 

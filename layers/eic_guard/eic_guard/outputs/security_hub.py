@@ -45,12 +45,9 @@ out of the ledger, so the next run tries it again.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import re
-import tempfile
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -64,6 +61,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..aws.gateway import error_code
 from ..budget import Deadline
+from ..local_files import replace_file
 from ..observability import logger, metrics
 from ..settings import Settings
 from .report import DOC_URL, WARNING_CHECKS, split_warning
@@ -717,17 +715,9 @@ class FileLedger:
         if not changes:
             return
         body = _document(self.account_id, self.region, changes.apply(self._base), now)
-        temporary: str | None = None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(body)
-            os.replace(temporary, self.path)
+            replace_file(self.path, body)
         except OSError as exc:
-            if temporary is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(temporary)
             raise LedgerUnavailable(f"{self.location} not written: {exc.strerror or exc}") from None
 
 

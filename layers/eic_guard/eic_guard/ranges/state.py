@@ -10,7 +10,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import ConfigurationError
+from ..local_files import replace_file
 from ..models import EicPrefixes
 from .ip_ranges import IpRanges
 
@@ -179,19 +180,9 @@ class FileStateStore:
         """Replace the file atomically, unless another run advanced it since `previous_token` was read."""
         if self.load().sync_token != previous_token:
             raise StateConflict(f"{self.path} changed during the run")
-        temporary = None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".state-")
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                stream.write(state.model_dump_json(indent=2))
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temporary, self.path)
+            replace_file(self.path, state.model_dump_json(indent=2).encode("utf-8"))
         except OSError as exc:
-            if temporary is not None:
-                with suppress(OSError):
-                    os.unlink(temporary)
             raise self._problem(f"cannot be written: {_reason(exc)}") from None
 
 
