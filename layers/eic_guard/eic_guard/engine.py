@@ -111,14 +111,15 @@ def hold_blocked_fixes(outcome: InstanceOutcome) -> None:
     blocking = blocking_checks(outcome)
     if not blocking:
         return
-    note = f"not fixed: blocked by {', '.join(blocking)}"
+    _hold_fixes(outcome, f"not fixed: blocked by {', '.join(blocking)}", blocked_by=",".join(blocking))
+
+
+def _hold_fixes(outcome: InstanceOutcome, note: str, **facts: str) -> None:
+    """Make none of the instance's fixes: each fixable check stays `fail`, its reason and facts saying why."""
     for check_id, result in outcome.checks.items():
         if result.status == "fail" and result.fix is not None:
             outcome.checks[check_id] = replace(
-                result,
-                reason=f"{result.reason}; {note}",
-                fix=None,
-                facts=result.with_facts(blocked_by=",".join(blocking)),
+                result, reason=f"{result.reason}; {note}", fix=None, facts=result.with_facts(**facts)
             )
 
 
@@ -178,14 +179,7 @@ def _after_failed_fix(result: CheckResult, exc: Exception, code: str) -> CheckRe
 
 def hold_for_next_round(outcome: InstanceOutcome) -> None:
     """Out of time: keep the fixes for the next round, which re-gathers and makes them (all fixes are idempotent)."""
-    for check_id, result in outcome.checks.items():
-        if result.status == "fail" and result.fix is not None:
-            outcome.checks[check_id] = replace(
-                result,
-                reason=f"{result.reason}; not fixed: out of time in this round",
-                fix=None,
-                facts=result.with_facts(held="out-of-time"),
-            )
+    _hold_fixes(outcome, "not fixed: out of time in this round", held="out-of-time")
 
 
 def scan_target(
