@@ -12,7 +12,7 @@ from collections import Counter
 from html import escape
 
 from ..checks import CHECK_IDS
-from .report import DOC_URL, WARNING_CHECKS, Report, split_warning
+from .report import DOC_URL, STATUS_LABEL, WARNING_CHECKS, Report, split_warning
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;margin:24px;color:#1b1f24;background:#fff}
@@ -31,15 +31,6 @@ td.warn,li.warn,.card.warn{background:#fff8c5;color:#9a6700} td.warn{font-weight
 .reasons{overflow-wrap:anywhere;min-width:240px} .owner{color:#57606a;font-size:12px}
 """
 AMBER_BACKGROUND = "#fff8c5"
-# The check a warning is about, by its code (models.CheckResult.warnings: "<code>: <text>").
-STATUS_LABEL = {
-    "pass": "pass",
-    "fail": "FAIL",
-    "fixed": "fixed",
-    "would-fix": "would-fix",
-    "error": "ERROR",
-    "not-applicable": "n/a",
-}
 
 
 def failures_by_check(report: Report) -> Counter[str]:

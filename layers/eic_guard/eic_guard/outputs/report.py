@@ -119,6 +119,15 @@ class Report(_Model):
         return self.summary.noncompliant > 0 or self.summary.errors > 0
 
 
+# How every output spells a check status (failures in capitals, so they stand out without colour).
+STATUS_LABEL = {
+    "pass": "pass",
+    "fail": "FAIL",
+    "fixed": "fixed",
+    "would-fix": "would-fix",
+    "error": "ERROR",
+    "not-applicable": "n/a",
+}
 DOC_URL = re.compile(r"https://[^\s<>\"')\]]+")  # a documentation link inside a guidance text
 # The check each warning code is about (outputs place a warning beside its check; an unknown code stands alone).
 WARNING_CHECKS = {

@@ -31,7 +31,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..checks import CHECK_IDS
-from .report import WARNING_CHECKS, InstanceEntry, Report, split_warning
+from .report import STATUS_LABEL, WARNING_CHECKS, InstanceEntry, Report, split_warning
 
 AMBER = "orange1"  # xterm 214 (#ffaf00), the 256-colour closest to amber; 16-colour terminals get yellow
 DEFAULT_WIDTH = 160
@@ -43,14 +43,6 @@ SHORT_IDS = {
     "imds-enabled": "imds",
     "internet-route": "route",
     "network-acl": "nacl",
-}
-STATUS_LABEL = {
-    "pass": "pass",
-    "fail": "FAIL",
-    "fixed": "fixed",
-    "would-fix": "would-fix",
-    "error": "ERROR",
-    "not-applicable": "n/a",
 }
 STATUS_STYLE = {
     "pass": "green",
