@@ -29,6 +29,7 @@ from eic_guard.outputs.report import (
 )
 
 from tests.conftest import EIC_US_EAST_1, IP_RANGES, REGION, ROOT
+from tests.report_entries import every_check
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 BROWSER_TIMEOUT = 60
@@ -40,12 +41,6 @@ AMI_DOC = "https://docs.aws.amazon.com/linux/al2023/ug/ec2.html"
 AMI_GUIDANCE = f"Launch from an Amazon Linux 2023 AMI, or install ec2-instance-connect & its <deps>: {AMI_DOC}."
 NOTE = "prefix list com.amazonaws.us-east-1.ec2-instance-connect not found: the EIC CIDRs are used instead"
 AMBER_BACKGROUND = (0xFF, 0xF8, 0xC5)  # .warn{background:#fff8c5}
-PASS = CheckEntry(status="pass", reason=None)
-
-
-def checks(**overrides: CheckEntry) -> dict[str, CheckEntry]:
-    by_id = {k.replace("_", "-"): v for k, v in overrides.items()}
-    return {check_id: by_id.get(check_id, PASS) for check_id in CHECK_IDS}
 
 
 def known_report() -> Report:
@@ -57,7 +52,7 @@ def known_report() -> Report:
             region=REGION,
             vpc_id="vpc-1",
             verdict="compliant",
-            checks=checks(),
+            checks=every_check(),
             actions=[],
             name="web-open-world",
             tags={"Owner": "alice", "Team": "payments"},
@@ -69,7 +64,7 @@ def known_report() -> Report:
             region=REGION,
             vpc_id="vpc-1",
             verdict="fixed",
-            checks=checks(
+            checks=every_check(
                 eic_ssh_ingress=CheckEntry(status="fixed", reason=f"TCP 22 not allowed from {EIC_US_EAST_1}"),
                 imds_enabled=CheckEntry(status="fixed", reason="metadata endpoint is disabled"),
             ),
@@ -91,7 +86,7 @@ def known_report() -> Report:
             region=REGION,
             vpc_id="vpc-1",
             verdict="noncompliant",
-            checks=checks(
+            checks=every_check(
                 al2023_ami=CheckEntry(status="fail", reason=EVIL_REASON, guidance=AMI_GUIDANCE),
                 network_acl=CheckEntry(status="fail", reason="rule 50 denies TCP 22 from 0.0.0.0/0"),
             ),
@@ -105,7 +100,7 @@ def known_report() -> Report:
             region=REGION,
             vpc_id="vpc-2",
             verdict="noncompliant",
-            checks=checks(
+            checks=every_check(
                 public_ipv4=CheckEntry(status="fail", reason="no public IPv4 address"),
                 al2023_ami=CheckEntry(status="fail", reason="ami-unknown"),
             ),
@@ -117,7 +112,7 @@ def known_report() -> Report:
             region=REGION,
             vpc_id="vpc-2",
             verdict="error",
-            checks=checks(
+            checks=every_check(
                 imds_enabled=CheckEntry(
                     status="error", reason="metadata endpoint is disabled; fix failed: UnauthorizedOperation"
                 )

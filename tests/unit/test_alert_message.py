@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from eic_guard.outputs.alerts import ALERT_LINES, alert_message
-from eic_guard.outputs.report import CheckEntry, InstanceEntry, IpRangesEntry, Report, Summary, TargetError
+from eic_guard.outputs.report import CheckEntry, InstanceEntry, IpRangesEntry, Report, TargetError
+
+from tests.report_entries import summary_of
 
 STARTED = datetime(2026, 8, 23, 3, 0, tzinfo=UTC)
 PASS = CheckEntry(status="pass", reason="ok")
@@ -27,10 +29,6 @@ def instance(number: int, verdict: str, **checks: CheckEntry) -> InstanceEntry:
 def report(
     instances: list[InstanceEntry], *, mode: str = "remediate", target_errors: tuple[TargetError, ...] = ()
 ) -> Report:
-    count = {
-        v: sum(1 for e in instances if e.verdict == v)
-        for v in ("compliant", "fixed", "noncompliant", "excluded", "error")
-    }
     return Report(
         run_id="run-1",
         mode=mode,
@@ -39,14 +37,7 @@ def report(
         started_at=STARTED,
         finished_at=STARTED,
         ip_ranges=IpRangesEntry(sync_token="1787411825", create_date="2026-08-22-15-17-05"),
-        summary=Summary(
-            instances=len(instances),
-            compliant=count["compliant"],
-            fixed=count["fixed"],
-            noncompliant=count["noncompliant"],
-            excluded=count["excluded"],
-            errors=count["error"] + len(target_errors),
-        ),
+        summary=summary_of(instances, target_errors),
         accounts=["123456789012"],
         targets=[],
         instances=instances,

@@ -22,10 +22,11 @@ from eic_guard.outputs.report import (
     InstanceEntry,
     IpRangesEntry,
     Report,
-    Summary,
     TargetEntry,
     TargetError,
 )
+
+from tests.report_entries import summary_of
 
 NOW = datetime(2026, 8, 23, 3, 0, tzinfo=UTC)
 ACCOUNT, MEMBER = "123456789012", "210987654321"
@@ -57,7 +58,6 @@ def report(
     aliases: dict[str, str] | None = None,
     target_errors: tuple[TargetError, ...] = (),
 ) -> Report:
-    count = {v: sum(1 for e in instances if e.verdict == v) for v in ("compliant", "fixed", "noncompliant", "error")}
     failed = {(e.account_id, e.region) for e in target_errors}
     return Report(
         run_id="run-1",
@@ -67,15 +67,7 @@ def report(
         started_at=NOW,
         finished_at=NOW,
         ip_ranges=IpRangesEntry(sync_token="1787411825", create_date="2026-08-22-15-17-05"),
-        summary=Summary(
-            instances=len(instances),
-            compliant=count["compliant"],
-            fixed=count["fixed"],
-            noncompliant=count["noncompliant"],
-            excluded=0,
-            errors=count["error"] + len(target_errors),
-            warnings=sum(1 for e in instances if e.warnings),
-        ),
+        summary=summary_of(instances, target_errors),
         accounts=list(accounts),
         account_aliases=aliases or {},
         targets=[

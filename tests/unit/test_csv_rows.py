@@ -19,17 +19,13 @@ from eic_guard.outputs.report import (
     TargetEntry,
 )
 
+from tests.report_entries import every_check
+
 ACCOUNT, MEMBER, REGION = "123456789012", "210987654321", "us-east-1"
 STARTED = datetime(2026, 8, 23, 3, 0, 5, tzinfo=UTC)
-PASS = CheckEntry(status="pass", reason=None)
 WORLD_OPEN = "ssh-open-to-internet: sg-0open allows TCP 22 from 0.0.0.0/0"
 UNPLACED = "some-future-code: a warning about no check in particular"
 GUIDANCE = "Turn the metadata endpoint on: https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/configuring-IMDS.html"
-
-
-def checks(**overrides: CheckEntry) -> dict[str, CheckEntry]:
-    by_id = {k.replace("_", "-"): v for k, v in overrides.items()}
-    return {check_id: by_id.get(check_id, PASS) for check_id in CHECK_IDS}
 
 
 def report() -> Report:
@@ -40,7 +36,9 @@ def report() -> Report:
             region=REGION,
             vpc_id="vpc-1",
             verdict="noncompliant",
-            checks=checks(imds_enabled=CheckEntry(status="would-fix", reason="endpoint disabled", guidance=GUIDANCE)),
+            checks=every_check(
+                imds_enabled=CheckEntry(status="would-fix", reason="endpoint disabled", guidance=GUIDANCE)
+            ),
             actions=[ActionEntry(action="enable-imds", resource="i-01", status="planned", detail="HttpEndpoint")],
             name='web, "open" world',
             tags={"Owner": "alice", "Team": "payments"},

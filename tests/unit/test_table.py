@@ -22,11 +22,12 @@ from eic_guard.outputs.report import (
 )
 from eic_guard.outputs.table import render
 
+from tests.report_entries import every_check
+
 ACCOUNT = "123456789012"
 MEMBER = "210987654321"
 REGION = "us-east-1"
 STARTED = datetime(2026, 8, 23, 3, 0, 5, tzinfo=UTC)
-PASS = CheckEntry(status="pass", reason=None)
 WORLD_OPEN = "ssh-open-to-internet: sg-0open allows TCP 22 from 0.0.0.0/0"
 NACL_REASON = "acl-0123456789abcdef0 inbound: rule 50 denies 18.206.107.24/29 port 22"
 NACL_GUIDANCE = (
@@ -37,11 +38,6 @@ NACL_GUIDANCE = (
 AMBER_ANSI = "\x1b[1;38;5;214m"
 
 
-def checks(**overrides: CheckEntry) -> dict[str, CheckEntry]:
-    by_id = {k.replace("_", "-"): v for k, v in overrides.items()}
-    return {check_id: by_id.get(check_id, PASS) for check_id in CHECK_IDS}
-
-
 def instance(number: int, verdict: str = "compliant", **fields) -> InstanceEntry:
     values = {
         "instance_id": f"i-0a0000000000000{number}",
@@ -49,7 +45,7 @@ def instance(number: int, verdict: str = "compliant", **fields) -> InstanceEntry
         "region": REGION,
         "vpc_id": "vpc-1",
         "verdict": verdict,
-        "checks": checks(),
+        "checks": every_check(),
         "actions": [],
         **fields,
     }
@@ -64,7 +60,7 @@ def fleet_report(*instances: InstanceEntry, **fields) -> Report:
             "noncompliant",
             name="billing-api",
             tags={"Owner": "bob"},
-            checks=checks(
+            checks=every_check(
                 imds_enabled=CheckEntry(
                     status="would-fix",
                     reason="metadata endpoint is disabled",
@@ -78,7 +74,7 @@ def fleet_report(*instances: InstanceEntry, **fields) -> Report:
             3,
             "fixed",
             name="batch-7",
-            checks=checks(eic_ssh_ingress=CheckEntry(status="fixed", reason="x")),
+            checks=every_check(eic_ssh_ingress=CheckEntry(status="fixed", reason="x")),
             actions=[
                 ActionEntry(action="attach-security-group", resource="eni-0f2", status="done", detail="added sg-0eic")
             ],
@@ -271,7 +267,7 @@ def test_text_from_aws_is_never_read_as_markup():
             "noncompliant",
             name="[bold red]evil[/]",
             tags={"Owner": "[/]"},
-            checks=checks(al2023_ami=CheckEntry(status="fail", reason="ami [link=x]custom[/link]")),
+            checks=every_check(al2023_ami=CheckEntry(status="fail", reason="ami [link=x]custom[/link]")),
         )
     )
 
