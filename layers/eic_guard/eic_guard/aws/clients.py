@@ -15,6 +15,8 @@ from ..errors import ConfigurationError
 # One call that hangs costs at most MAX_ATTEMPTS x (CONNECT_TIMEOUT + READ_TIMEOUT) plus backoff (about 2 min),
 # not 8 x 60 s; a Deadline (budget.py) refuses further attempts once the invocation's reserve is reached.
 # READ_TIMEOUT leaves room for a DescribeInstances page of 1,000 instances.
+# What AWS answers a role that may not make a call (EC2 says UnauthorizedOperation, most services AccessDenied).
+PERMISSION_DENIED = frozenset({"UnauthorizedOperation", "AccessDenied", "AccessDeniedException"})
 CONNECT_TIMEOUT = 5
 READ_TIMEOUT = 20
 MAX_ATTEMPTS = 4
@@ -101,7 +103,7 @@ class AwsClients:
 def _refused(exc: Exception) -> bool:
     """An answer that will not change during the run (the role may not read it), unlike throttling or a timeout."""
     code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
-    return code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation")
+    return code in PERMISSION_DENIED
 
 
 _LAMBDA_CLIENTS: AwsClients | None = None

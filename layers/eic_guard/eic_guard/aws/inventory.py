@@ -28,6 +28,7 @@ from ..models import (
 from ..observability import logger
 from ..ranges.managed_group import EIC_IPV6_PREFIX_LIST, EIC_PREFIX_LIST, prefix_list_fallback_note
 from ..settings import MANAGED_BY_TAG, MANAGED_GROUP_NAME, Settings
+from .clients import PERMISSION_DENIED
 
 SCANNED_STATES = ("pending", "running", "stopping", "stopped")
 FILTER_VALUES_PER_CALL = 200  # EC2 accepts at most 200 values in one filter
@@ -39,9 +40,6 @@ NEAR_MISS_INSTANCES_NAMED = 5
 TRUE_SPELLINGS = frozenset({"true", "yes", "1", "on"})
 # EC2 filter values are case-sensitive; `?` matches exactly one character and `\` escapes `*`, `?` and itself.
 FILTER_WILDCARDS = frozenset("*?\\")
-# A role that predates the look-up (a member stack not updated yet) may not grant ec2:DescribeTags: the look-up is
-# advice, so the region is still scanned.
-PERMISSION_DENIED = frozenset({"UnauthorizedOperation", "AccessDenied", "AccessDeniedException"})
 
 
 def gather(
@@ -119,6 +117,8 @@ def _instances(ec2: Any, settings: Settings, instance_ids: Sequence[str] | None 
 
 
 def _opt_in_near_misses_if_allowed(ec2: Any, account_id: str, region: str, settings: Settings) -> list[str]:
+    """The near-miss notes; none when the role predates the look-up (a member stack not updated yet may not grant
+    ec2:DescribeTags): the look-up is advice, so the region is still scanned."""
     try:
         return _opt_in_near_misses(ec2, settings)
     except ClientError as exc:
