@@ -25,10 +25,28 @@ EXCLUDE_UNTIL_TAG = "eic-guard:exclude-until"
 
 
 @cache
-def known_regions() -> frozenset[str]:
-    """Every region of every partition the SDK knows (botocore's partitions.json: a 7 kB read, no AWS call)."""
+def _partitions() -> tuple[dict, ...]:
+    """botocore's partitions.json (a 7 kB read, no AWS call)."""
     document = json.loads((Path(botocore.__file__).parent / "data" / "partitions.json").read_text(encoding="utf-8"))
-    return frozenset(region for partition in document["partitions"] for region in partition["regions"])
+    return tuple(document["partitions"])
+
+
+@cache
+def known_regions() -> frozenset[str]:
+    """Every region of every partition the SDK knows."""
+    return frozenset(region for partition in _partitions() for region in partition["regions"])
+
+
+def partition_of(region: str) -> str:
+    """The partition (aws, aws-cn, aws-us-gov, ...) of a region: a known one, else the one whose pattern it fits."""
+    partitions = _partitions()
+    for partition in partitions:
+        if region in partition["regions"]:
+            return partition["id"]
+    for partition in partitions:
+        if re.match(partition["regionRegex"], region):
+            return partition["id"]
+    return "aws"
 
 
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")

@@ -29,6 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..local_files import replace_file
 from ..observability import logger
+from ..settings import partition_of as region_partition
 from .report import Report
 
 ALERT_LINES = 25  # problem lines in one alert; the rest is "… and N more" (the report has them all)
@@ -58,7 +59,6 @@ CONSOLE_HOSTS = {
     "aws-cn": "https://console.amazonaws.cn",
     "aws-us-gov": "https://console.amazonaws-us-gov.com",
 }
-_REGION_PARTITIONS = (("cn-", "aws-cn"), ("us-gov-", "aws-us-gov"), ("us-iso", "aws-iso"), ("eu-iso", "aws-iso"))
 
 
 # ---- problems and their fingerprints -------------------------------------------------------------------------------
@@ -325,7 +325,7 @@ def partition_of(region: str, arn: str | None = None) -> str:
     parts = (arn or "").split(":")
     if len(parts) > 1 and parts[0] == "arn" and parts[1]:
         return parts[1]
-    return next((partition for prefix, partition in _REGION_PARTITIONS if region.startswith(prefix)), "aws")
+    return region_partition(region)
 
 
 def report_link(bucket: str, key: str, region: str | None, partition: str | None = None) -> str:

@@ -47,15 +47,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import cache
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-import botocore
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -63,7 +60,7 @@ from ..aws.gateway import error_code
 from ..budget import Deadline
 from ..local_files import replace_file
 from ..observability import logger, metrics
-from ..settings import Settings
+from ..settings import Settings, partition_of
 from .report import DOC_URL, WARNING_CHECKS, split_warning
 
 SCHEMA_VERSION = "2018-10-08"
@@ -189,24 +186,6 @@ def check_text(check_id: str) -> CheckText:
 
 
 # ---- where findings go --------------------------------------------------------------------------------------------
-@cache
-def _partitions() -> tuple[dict, ...]:
-    path = Path(botocore.__file__).parent / "data" / "partitions.json"
-    return tuple(json.loads(path.read_text(encoding="utf-8"))["partitions"])
-
-
-def partition_of(region: str) -> str:
-    """The partition (aws, aws-cn, aws-us-gov, ...) of a region, from botocore's partitions.json (no AWS call)."""
-    partitions = _partitions()
-    for partition in partitions:
-        if region in partition["regions"]:
-            return partition["id"]
-    for partition in partitions:
-        if re.match(partition["regionRegex"], region):
-            return partition["id"]
-    return "aws"
-
-
 @dataclass(frozen=True)
 class FindingScope:
     """One (account, region): the findings' ids, product ARN and resource ARNs there."""
