@@ -188,7 +188,8 @@ def _write_manifest(spec: dict, pad_to: int = 0) -> tuple[dict, list[dict]]:
     session = boto3.Session(region_name="us-east-1")
     ranges = ip_ranges.load(spec["ip_ranges"])
     plan = plan_run("scan", _settings(spec), AwsClients(session), ranges=ranges, run_id=spec["run_id"])
-    # The nightly scan as deployed: the catch-up decided to bring the managed groups to `ranges` (DESIGN §4).
+    # The nightly scan as deployed: the catch-up decided to bring the managed groups to `ranges` (docs/architecture.md
+    # §4).
     plan.apply_ranges = spec.get("apply_ranges", True)
     targets = [t.to_dict() for t in plan.targets]
     if pad_to > len(plan.targets):  # every worker reads the whole manifest: make it as long as the real one

@@ -27,7 +27,7 @@ def primary_eni_id(ec2, instance_id: str) -> str:
 
 
 def eni_groups(ec2, instance_id: str) -> list[str]:
-    """The groups of the primary ENI (moto does not update the instance-level list, DESIGN §8)."""
+    """The groups of the primary ENI (moto does not update the instance-level list, docs/architecture.md §8)."""
     return [g["GroupId"] for g in primary_eni(ec2, instance_id)["Groups"]]
 
 

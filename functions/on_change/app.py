@@ -1,5 +1,5 @@
-"""Event-driven checks (DESIGN §10): an SQS batch of EventBridge events (EC2 state changes, CloudTrail API calls)
-→ the affected opted-in instances checked and fixed with the nightly run's engine, mode and safety rules.
+"""Event-driven checks (docs/architecture.md §10): an SQS batch of EventBridge events (EC2 state changes, CloudTrail
+API calls) → the affected opted-in instances checked and fixed with the nightly run's engine, mode and safety rules.
 
 Returns {"batchItemFailures": [...]}: each bad record (malformed, foreign account, its target not checkable) goes back
 to the queue and, after the queue's maxReceiveCount, to its dead-letter queue; the good ones are done.

@@ -1,4 +1,5 @@
-"""`eic-guard cleanup` (DESIGN §12) against moto: what a remediate scan left is taken back, nothing else is touched."""
+"""`eic-guard cleanup` (docs/architecture.md §12) against moto: what a remediate scan left is taken back, nothing else
+is touched."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The eic-guard command line (DESIGN §5): report JSON, exit codes, output formats and input errors, against moto."""
+"""The eic-guard command line (docs/architecture.md §5): report JSON, exit codes, output formats and input errors,
+against moto."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from tests.faults.injector import FaultInjector
 
 SNAPSHOT = str(IP_RANGES / "ip-ranges-2026-08-22.json")
 
-# DESIGN §5, key for key.
+# docs/architecture.md §5, key for key.
 REPORT_KEYS = {
     "schema",
     "run_id",
@@ -39,7 +40,7 @@ REPORT_KEYS = {
     "summary",
     "instances",
 }
-# Additions of DESIGN §5b, and extensions of v1 documented on purpose in README "The report".
+# Additions of docs/architecture.md §5b, and extensions of v1 documented on purpose in README "The report".
 REPORT_ADDITIONS = {"tool_version", "accounts", "account_aliases", "targets"}
 REPORT_EXTENSIONS = {"target_actions", "target_errors"}
 INSTANCE_ADDITIONS = {"account_id", "name", "tags", "warnings"}
@@ -125,7 +126,8 @@ def test_json_report_matches_the_contract_and_exits_1_when_noncompliant(account,
         "warnings": 0,
     }
     assert set(report["summary"]) == SUMMARY_KEYS
-    # And the DESIGN §5b additions: the tool's version, the accounts and the (account, region) targets covered
+    # And the docs/architecture.md §5b additions: the tool's version, the accounts and the (account, region) targets
+    # covered
     assert report["tool_version"] == eic_guard.__version__
     assert report["accounts"] == ["123456789012"]
     assert report["targets"] == [
@@ -396,7 +398,8 @@ def test_installed_console_script_runs(tmp_path):
         assert option in result.stdout
 
 
-# ---- accounts: the organization fan-out (DESIGN §9) -------------------------------------------------------------
+# ---- accounts: the organization fan-out (docs/architecture.md §9)
+# -------------------------------------------------------------
 MANAGEMENT = "123456789012"  # moto's default account: the caller's credentials act there
 MEMBERS = ("payments", "analytics")
 ROLE = "eic-guard-member"

@@ -1,6 +1,6 @@
-"""What the CLI does with what it is given (DESIGN §5): regions, the AWS configuration, settings, the ip-ranges file
-and the local state file. Every wrong input is one line on stderr and exit 2, before anything is read or changed
-in AWS; concurrent refreshes take turns instead of failing."""
+"""What the CLI does with what it is given (docs/architecture.md §5): regions, the AWS configuration, settings, the
+ip-ranges file and the local state file. Every wrong input is one line on stderr and exit 2, before anything is read or
+changed in AWS; concurrent refreshes take turns instead of failing."""
 
 from __future__ import annotations
 
@@ -170,7 +170,7 @@ def test_the_profile_region_is_the_last_resort(aws, monkeypatch, no_aws_files, c
     ],
 )
 def test_region_sources_in_order(flags, env, profile, expected):
-    # Given regions from several sources, When resolved, Then DESIGN §5's order decides
+    # Given regions from several sources, When resolved, Then docs/architecture.md §5's order decides
     regions, _ = resolve_regions(flags, env, lambda: profile)
     assert regions == expected
 
@@ -287,7 +287,8 @@ def test_version_prints_the_installed_version(capsys):
     assert capsys.readouterr().out == f"eic-guard {version('eic-guard')}\n"
 
 
-# ---- accounts (DESIGN §9) ------------------------------------------------------------------------------------------
+# ---- accounts (docs/architecture.md §9)
+# ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("command", ["scan", "refresh"])
 @pytest.mark.parametrize(
     ("flags", "fragment"),

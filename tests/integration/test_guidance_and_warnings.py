@@ -1,5 +1,5 @@
 """A scan's report tells a person what to do (per-check guidance) and flags SSH open wider than EIC (warnings),
-DESIGN §5b: moto fleet, report mode (no write, so no second run to compare)."""
+docs/architecture.md §5b: moto fleet, report mode (no write, so no second run to compare)."""
 
 from __future__ import annotations
 

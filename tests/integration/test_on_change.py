@@ -1,5 +1,5 @@
-"""Event-driven checks (DESIGN §10) against moto, through functions/on_change/app.py as Lambda calls it: an SQS batch
-whose message bodies are the EventBridge events of events/ (with the simulator's ids put in).
+"""Event-driven checks (docs/architecture.md §10) against moto, through functions/on_change/app.py as Lambda calls it:
+an SQS batch whose message bodies are the EventBridge events of events/ (with the simulator's ids put in).
 
 What is held: each event type re-checks exactly the instances it can have broken (and none other), untagged
 instances are never touched, eic-guard's own changes are ignored, a batch on one region makes one DescribeInstances,

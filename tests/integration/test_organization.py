@@ -1,5 +1,5 @@
-"""The organization fan-out (DESIGN §9) on moto with three accounts: the management account (moto's default
-123456789012) running eic-guard, and two member accounts entered through the member role. Each member holds one
+"""The organization fan-out (docs/architecture.md §9) on moto with three accounts: the management account (moto's
+default 123456789012) running eic-guard, and two member accounts entered through the member role. Each member holds one
 drifted opted-in instance. What is checked is each account's own AWS state afterwards (read with that account's
 clients) and the exact report fields: accounts, targets, per-instance account_id."""
 
@@ -401,7 +401,8 @@ def test_a_warm_worker_enters_each_member_account_once_per_run(org, fleet, monke
     assert sorted(assume_role_calls) == sorted(f"arn:aws:iam::{m}:role/eic-guard-member" for m in org.members)
 
 
-# ---- account aliases (DESIGN §5b: every output names the account) ----------------------------------------------------
+# ---- account aliases (docs/architecture.md §5b: every output names the account)
+# ----------------------------------------------------
 def test_report_names_each_account_by_its_alias_where_it_has_one(org, fleet, api_calls, ranges_2026):
     # Given the first member account with an IAM alias, the other member and the management account without one
     named, unnamed = sorted(org.members)

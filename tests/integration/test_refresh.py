@@ -1,5 +1,5 @@
-"""The ip-ranges refresh (DESIGN §3-§4) against moto: security-group rules after each refresh, the state document,
-the reason a bad file is refused with, and the number of EC2 calls made.
+"""The ip-ranges refresh (docs/architecture.md §3-§4) against moto: security-group rules after each refresh, the state
+document, the reason a bad file is refused with, and the number of EC2 calls made.
 
 Every file used is a real ip-ranges.json snapshot (tests/fixtures/ip-ranges, see MANIFEST.json) or a small file
 derived from one in tmp_path (a prefix replaced or a region removed, with a higher syncToken).

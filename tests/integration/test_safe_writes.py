@@ -1,4 +1,5 @@
-"""Writes that state their whole intent and changes that can help (DESIGN §4), against moto's resulting state.
+"""Writes that state their whole intent and changes that can help (docs/architecture.md §4), against moto's resulting
+state.
 
 moto stores exactly what a request carries, so its state after a fix shows what EC2 would hold had the request
 relied on an API default. And an instance whose network path eic-guard cannot fix gets no change at all.

@@ -97,7 +97,8 @@ def test_remediate_attaches_a_new_managed_group_and_enables_imds_only(account, e
     }
     assert egress(managed) == {("-1", "0.0.0.0/0")}
     # And the metadata endpoint is on with IMDSv2 still required: moto stores exactly what the request carried, so
-    # its state shows what EC2 would hold if the request had relied on the default for HttpTokens (DESIGN §4)
+    # its state shows what EC2 would hold if the request had relied on the default for HttpTokens (docs/architecture.md
+    # §4)
     assert metadata_endpoint(ec2, instance) == "enabled"
     assert metadata_options(ec2, instance)["HttpTokens"] == "required"
     # And the report says so

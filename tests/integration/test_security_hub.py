@@ -1,5 +1,5 @@
-"""Security Hub findings on moto (DESIGN §11): what a scan imports, read back with GetFindings, and what the ledger
-in the reports bucket (or the CLI's file) remembers between runs.
+"""Security Hub findings on moto (docs/architecture.md §11): what a scan imports, read back with GetFindings, and what
+the ledger in the reports bucket (or the CLI's file) remembers between runs.
 
 moto 5.2.5's BatchImportFindings checks only that each finding names a resource, and never refuses a batch of more
 than 100 (botocore validates the minimum only): the payloads are asserted from the recorded calls. It also applies
@@ -104,7 +104,7 @@ def drifted(account: SimulatedAccount, net, count: int = 1, **kwargs) -> list[st
 
 
 def blocked(account: SimulatedAccount, net) -> str:
-    """Drifted, but in the subnet without an internet route: nothing can be fixed (DESIGN §4)."""
+    """Drifted, but in the subnet without an internet route: nothing can be fixed (docs/architecture.md §4)."""
     instance = account.launch_drifted(net, subnet_id=net.private_subnet_id)
     return instance
 
@@ -163,7 +163,8 @@ def test_failing_checks_become_findings_with_the_documented_fields(account, hub,
         assert finding["Title"].startswith("EC2 Instance Connect prerequisite: ")
         reason = entry(report, instance).checks[check_id].reason
         assert finding["Description"] == f"{reason}. eic-guard fixes this in remediate mode."
-        # the check's guidance (DESIGN §5b) is the recommendation, its documentation URL the recommendation's URL
+        # the check's guidance (docs/architecture.md §5b) is the recommendation, its documentation URL the
+        # recommendation's URL
         guidance, advice = entry(report, instance).checks[check_id].guidance, finding["Remediation"]["Recommendation"]
         assert guidance and advice["Text"] == guidance[:RECOMMENDATION_LIMIT]
         assert advice["Url"].startswith("https://docs.aws.amazon.com/") and advice["Url"] in guidance

@@ -17,7 +17,8 @@ class ParameterSet:
     id: str
     # "scan": the schedule starts the state machine; "refresh": the SNS refresh function verifies the file, advances
     # the state and starts it. Either way the state machine then runs Plan, the target workers and Aggregate.
-    # "on-change": OnChangeFunction on an SQS batch of EC2 change events (DESIGN §10), after a nightly run's state.
+    # "on-change": OnChangeFunction on an SQS batch of EC2 change events (docs/architecture.md §10), after a nightly
+    # run's state.
     job: str
     overrides: tuple[tuple[str, str], ...]
     members: int = 0  # member accounts the run creates in its organization (Accounts=organization)
@@ -70,8 +71,8 @@ PARAMETER_SETS = (
             ("TagInstances", "true"),
         ),
     ),
-    # Security Hub findings (DESIGN §11): the worker imports into its own account with its role and into a listed
-    # member account with the member role, and keeps the ledger in the reports bucket.
+    # Security Hub findings (docs/architecture.md §11): the worker imports into its own account with its role and into
+    # a listed member account with the member role, and keeps the ledger in the reports bucket.
     ParameterSet(
         "security-hub",
         "scan",
@@ -83,8 +84,8 @@ PARAMETER_SETS = (
             ("SecurityHubFindings", "enabled"),
         ),
     ),
-    # Event-driven checks (DESIGN §10): report mode with every switch on writes nothing to EC2; remediate mode fixes
-    # the drifted instances the events name, tags them and imports their findings.
+    # Event-driven checks (docs/architecture.md §10): report mode with every switch on writes nothing to EC2; remediate
+    # mode fixes the drifted instances the events name, tags them and imports their findings.
     ParameterSet(
         "on-change-report", "on-change", (("Mode", "report"), ("RemediatePublicIp", "true"), ("TagInstances", "true"))
     ),

@@ -1,6 +1,6 @@
-"""template.yaml, event-driven checks (DESIGN §10) and Security Hub (§11): the EventBridge rules and their patterns,
-the queue, its dead-letter queue and policy, OnChangeFunction's event source, environment and least privilege, and
-the Security Hub statements of the worker, the on-change function and the member role.
+"""template.yaml, event-driven checks (docs/architecture.md §10) and Security Hub (§11): the EventBridge rules and
+their patterns, the queue, its dead-letter queue and policy, OnChangeFunction's event source, environment and least
+privilege, and the Security Hub statements of the worker, the on-change function and the member role.
 
 The patterns are held to the samples of events/ with a small matcher for the operators they use (exact values,
 `exists: false`, nested objects, a field of the objects inside an array, which EventBridge matches when any element
@@ -168,7 +168,7 @@ def test_the_api_call_rule_lists_every_event_of_design_section_10_and_a_sample_e
     # Given the API-call rule's pattern
     pattern = patterns()["OnChangeApiCallRule"]
 
-    # Then it names exactly the calls DESIGN §10 lists (CreateTags has its own rule), each with a sample
+    # Then it names exactly the calls docs/architecture.md §10 lists (CreateTags has its own rule), each with a sample
     assert sorted(pattern["detail"]["eventName"]) == sorted(API_CALLS)
     names = {sample(p.name)["detail"]["eventName"] for p in EVENTS.glob("cloudtrail-*.json")}
     assert set(API_CALLS) <= names

@@ -1,5 +1,5 @@
-"""The account alias (DESIGN §5b): asked once per account and run, never a reason to fail; a refusal is remembered,
-a transient failure is not."""
+"""The account alias (docs/architecture.md §5b): asked once per account and run, never a reason to fail; a refusal is
+remembered, a transient failure is not."""
 
 from __future__ import annotations
 

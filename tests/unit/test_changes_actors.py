@@ -1,4 +1,5 @@
-"""Loop prevention (DESIGN §10): which callers are eic-guard itself, from the ARNs CloudTrail records (pure)."""
+"""Loop prevention (docs/architecture.md §10): which callers are eic-guard itself, from the ARNs CloudTrail records
+(pure)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Reading the change events (DESIGN §10) from the SQS message body: every sample of events/ gives the resources it
-names, the events that need no check say why, and anything else is a bad record with a clear reason (pure)."""
+"""Reading the change events (docs/architecture.md §10) from the SQS message body: every sample of events/ gives the
+resources it names, the events that need no check say why, and anything else is a bad record with a clear reason
+(pure)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""al2023-ami: only Amazon Linux 2023 standard, owned by Amazon, ships the EIC agent (DESIGN §2)."""
+"""al2023-ami: only Amazon Linux 2023 standard, owned by Amazon, ships the EIC agent (docs/architecture.md §2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""eic-ssh-ingress: TCP 22 from every EIC prefix of the region, on the ENI EIC reaches (DESIGN §2)."""
+"""eic-ssh-ingress: TCP 22 from every EIC prefix of the region, on the ENI EIC reaches (docs/architecture.md §2)."""
 
 from __future__ import annotations
 
@@ -459,7 +459,8 @@ def test_no_published_prefix_and_unavailable_ranges_have_their_kinds():
     assert unavailable.fact("error") == "HTTP 503"
 
 
-# ---- warnings: SSH open wider than EIC (DESIGN §5b) ----------------------------------------------------------------
+# ---- warnings: SSH open wider than EIC (docs/architecture.md §5b)
+# ----------------------------------------------------------------
 @pytest.mark.parametrize(
     ("permission", "warning"),
     [

@@ -1,4 +1,4 @@
-"""imds-enabled: EIC pushes the key through instance metadata; HttpTokens=required is fine (DESIGN §2)."""
+"""imds-enabled: EIC pushes the key through instance metadata; HttpTokens=required is fine (docs/architecture.md §2)."""
 
 from __future__ import annotations
 

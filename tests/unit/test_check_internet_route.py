@@ -1,4 +1,5 @@
-"""internet-route: the subnet's table (explicit, else the VPC's main) has an active 0.0.0.0/0 -> igw (DESIGN §2)."""
+"""internet-route: the subnet's table (explicit, else the VPC's main) has an active 0.0.0.0/0 -> igw
+(docs/architecture.md §2)."""
 
 from __future__ import annotations
 

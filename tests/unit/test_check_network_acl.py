@@ -1,4 +1,4 @@
-"""network-acl: rule-number order, TCP 22 in from the EIC prefix and 1024-65535 out to it (DESIGN §2)."""
+"""network-acl: rule-number order, TCP 22 in from the EIC prefix and 1024-65535 out to it (docs/architecture.md §2)."""
 
 from __future__ import annotations
 

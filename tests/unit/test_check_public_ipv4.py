@@ -1,4 +1,4 @@
-"""public-ipv4: a public IPv4 address on any ENI (an Elastic IP counts); n/a while stopped (DESIGN §2)."""
+"""public-ipv4: a public IPv4 address on any ENI (an Elastic IP counts); n/a while stopped (docs/architecture.md §2)."""
 
 from __future__ import annotations
 

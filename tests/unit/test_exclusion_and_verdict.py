@@ -1,4 +1,5 @@
-"""Instance scope (stopped, excluded) through engine.evaluate_instance, and report.verdict (DESIGN §2, §5)."""
+"""Instance scope (stopped, excluded) through engine.evaluate_instance, and report.verdict (docs/architecture.md §2,
+§5)."""
 
 from __future__ import annotations
 

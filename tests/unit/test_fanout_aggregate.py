@@ -1,6 +1,7 @@
-"""The time budget and the aggregate (DESIGN §9): a worker out of time holds its fixes and says `incomplete`, the map
-item's next round re-gathers and makes them, and Aggregate merges the rounds so that the report lists every change
-any round made; targets that are ok, in error, incomplete or without any result all appear in the one report.
+"""The time budget and the aggregate (docs/architecture.md §9): a worker out of time holds its fixes and says
+`incomplete`, the map item's next round re-gathers and makes them, and Aggregate merges the rounds so that the report
+lists every change any round made; targets that are ok, in error, incomplete or without any result all appear in the
+one report.
 
 The rounds run on moto (one account, one region); the aggregation cases use small hand-written result documents in
 the shape fanout.worker.to_document writes."""

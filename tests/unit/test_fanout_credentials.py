@@ -1,6 +1,6 @@
-"""Entering accounts (DESIGN §9): the caller's own account with its own credentials, every other one through its
-member role, once per account per run (a refusal included), from any number of worker threads; and a target that
-cannot be entered or whose region is not enabled ends as that target's error, never as an exception. moto answers
+"""Entering accounts (docs/architecture.md §9): the caller's own account with its own credentials, every other one
+through its member role, once per account per run (a refusal included), from any number of worker threads; and a target
+that cannot be entered or whose region is not enabled ends as that target's error, never as an exception. moto answers
 STS (assumed-role credentials act in the role's account); the fault injector refuses chosen AssumeRole calls."""
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Targets of a run (DESIGN §9): EIC_GUARD_ACCOUNTS read as the own account, a comma list or the organization's ACTIVE
-accounts; (account, region) pairs in order; the run plan's JSON round trip. No AWS: Organizations is a stub."""
+"""Targets of a run (docs/architecture.md §9): EIC_GUARD_ACCOUNTS read as the own account, a comma list or the
+organization's ACTIVE accounts; (account, region) pairs in order; the run plan's JSON round trip. No AWS: Organizations
+is a stub."""
 
 from __future__ import annotations
 

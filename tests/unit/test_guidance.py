@@ -1,6 +1,6 @@
 """guidance_for: what a person should do about each check that does not pass, with an AWS documentation URL
-(DESIGN §5b). The failures come from the real checks and the engine's real rewrites, so every kind they can
-produce is covered."""
+(docs/architecture.md §5b). The failures come from the real checks and the engine's real rewrites, so every kind they
+can produce is covered."""
 
 from __future__ import annotations
 

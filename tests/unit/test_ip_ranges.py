@@ -1,4 +1,5 @@
-"""ip_ranges: fetch (URL or path), verify (md5, shape) and select the EIC prefixes, on real snapshots (DESIGN §3)."""
+"""ip_ranges: fetch (URL or path), verify (md5, shape) and select the EIC prefixes, on real snapshots
+(docs/architecture.md §3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""managed_group: the rules eic-guard-ssh should hold, and which existing rules are eic-guard's (DESIGN §4)."""
+"""managed_group: the rules eic-guard-ssh should hold, and which existing rules are eic-guard's (docs/architecture.md
+§4)."""
 
 from __future__ import annotations
 

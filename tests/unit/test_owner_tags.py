@@ -1,4 +1,5 @@
-"""Who an instance is (DESIGN §5b): its Name tag and the configured owner tags go from the instance to the report."""
+"""Who an instance is (docs/architecture.md §5b): its Name tag and the configured owner tags go from the instance to
+the report."""
 
 from __future__ import annotations
 

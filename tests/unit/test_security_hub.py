@@ -227,7 +227,7 @@ def test_the_fingerprint_ignores_timestamps_and_run_id_but_not_content():
 
 
 def test_the_checks_own_guidance_is_the_recommendation_when_the_report_has_one():
-    # Given a report entry whose check carries guidance (DESIGN §5b, issue 11)
+    # Given a report entry whose check carries guidance (docs/architecture.md §5b, issue 11)
     failing = entry("i-0a", imds_enabled=("fail", "off"))
     failing["checks"]["imds-enabled"]["guidance"] = "Turn IMDS on: https://docs.aws.amazon.com/x"
 

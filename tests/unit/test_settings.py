@@ -1,4 +1,4 @@
-"""Settings: defaults, EIC_GUARD_* parsing and one-line errors naming the variable (DESIGN §5)."""
+"""Settings: defaults, EIC_GUARD_* parsing and one-line errors naming the variable (docs/architecture.md §5)."""
 
 from __future__ import annotations
 

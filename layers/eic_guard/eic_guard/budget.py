@@ -62,7 +62,7 @@ class Deadline:
 # AggregateFunction and RefreshFunction 300 s). Work stops sending AWS calls at *_RESERVE; what must still happen
 # (the worker's result object, the report and the alert) may go on until FINISH_RESERVE. Each reserve covers one
 # call hanging until its timeouts (clients.CONNECT_TIMEOUT + READ_TIMEOUT = 25 s) and the work after it.
-WORKER_RESERVE = 60.0  # stops starting fixes: the map item's next round continues (DESIGN §9)
+WORKER_RESERVE = 60.0  # stops starting fixes: the map item's next round continues (docs/architecture.md §9)
 PLAN_RESERVE = 60.0
 REFRESH_RESERVE = 60.0
 FINISH_RESERVE = 30.0

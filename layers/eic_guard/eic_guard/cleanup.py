@@ -1,4 +1,4 @@
-"""Uninstall: take back what eic-guard put in the accounts (DESIGN §4, §12).
+"""Uninstall: take back what eic-guard put in the accounts (docs/architecture.md §4, §12).
 
 For every (account, region): eic-guard's security groups (named `eic-guard-ssh` AND tagged `ManagedBy=eic-guard`) are
 detached from every network interface, keeping the interface's other groups, then deleted; eic-guard's Elastic IPs

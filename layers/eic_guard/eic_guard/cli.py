@@ -1,4 +1,4 @@
-"""eic-guard command line: scan, refresh and the embedded demo (DESIGN §5).
+"""eic-guard command line: scan, refresh and the embedded demo (docs/architecture.md §5).
 
 Exit codes: 0 every opted-in instance is compliant (or fixed), 1 some is not, 2 usage/configuration/input error.
 
@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_NONCOMPLIANT, EXIT_USAGE = 0, 1, 2
 DEFAULT_STATE_FILE = os.path.join(os.path.expanduser("~"), ".eic-guard", "state.json")
-# Where the regions come from when --region is not given, in DESIGN §5's order (then the AWS profile's region).
+# Where the regions come from when --region is not given, in docs/architecture.md §5's order (then the AWS profile's
+# region).
 REGION_VARIABLES = ("EIC_GUARD_REGIONS", "AWS_REGION", "AWS_DEFAULT_REGION")
 ORGANIZATION = "organization"  # EIC_GUARD_ACCOUNTS's value for every ACTIVE account of the organization
 ACCOUNT_ID = re.compile(r"^\d{12}$")
@@ -151,7 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument(
         "--security-hub",
         action="store_true",
-        help="also import a Security Hub finding per failing check, in each instance's own account (DESIGN §11)",
+        help=(
+            "also import a Security Hub finding per failing check, in each instance's own account"
+            " (docs/architecture.md §11)"
+        ),
     )
     scan.add_argument(
         "--allowed-images",
@@ -273,7 +277,7 @@ def resolve_fan_out(args: argparse.Namespace) -> FanOut:
 def resolve_regions(
     flags: Sequence[str] | None, env: Mapping[str, str], profile_region: Callable[[], str | None]
 ) -> tuple[tuple[str, ...], str]:
-    """The regions to work on and where they came from, in DESIGN §5's order (see REGION_VARIABLES).
+    """The regions to work on and where they came from, in docs/architecture.md §5's order (see REGION_VARIABLES).
 
     The profile's region is asked for last and only if needed: reading it opens the AWS configuration files.
     """
@@ -546,8 +550,8 @@ def refresh(args: argparse.Namespace) -> int:
 def _refresh_accounts(
     settings: Settings, clients: AwsClients, store: FileStateStore, ranges: IpRanges, fan_out: FanOut
 ) -> dict:
-    """The refresh of several accounts (the SNS path's fan-out, DESIGN §9): the state file advances once with the
-    verified file, then every (account, region) brings its managed groups to it, adds before revokes. A target
+    """The refresh of several accounts (the SNS path's fan-out, docs/architecture.md §9): the state file advances once
+    with the verified file, then every (account, region) brings its managed groups to it, adds before revokes. A target
     that fails is an alert; the next refresh or nightly run computes its writes from its groups' actual rules.
     An older synctoken than the state's is a stale no-op; the same one is re-applied (repairs drift by hand)."""
     from datetime import UTC, datetime

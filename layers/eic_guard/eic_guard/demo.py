@@ -2,9 +2,9 @@
 
 It seeds an account with every kind of drift eic-guard knows, runs the real CLI three times in-process (report,
 remediate, report) and then proves from the simulated AWS state that it fixed what it may fix and touched nothing
-else. A last act does the same for an AWS Organization (DESIGN §9): the management account and two member accounts
-on the same simulated AWS, each member entered through its eic-guard-member role, the proof read with each member's
-own credentials. moto is a development dependency, so this module is imported only by `eic-guard demo`.
+else. A last act does the same for an AWS Organization (docs/architecture.md §9): the management account and two member
+accounts on the same simulated AWS, each member entered through its eic-guard-member role, the proof read with each
+member's own credentials. moto is a development dependency, so this module is imported only by `eic-guard demo`.
 """
 
 from __future__ import annotations

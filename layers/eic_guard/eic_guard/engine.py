@@ -23,7 +23,8 @@ from .settings import EXCLUDE_TAG, EXCLUDE_UNTIL_TAG, Settings
 CHECKS_BY_ID = {check.ID: check for check in ALL_CHECKS}
 ATTACH_CHECK = eic_ssh_ingress.ID
 # Network prerequisites eic-guard cannot fix (public-ipv4 only without the Elastic IP opt-in, i.e. without a fix).
-# While one fails, no other fix can make EIC work, so none is made (DESIGN §4: it changes only what makes EIC work).
+# While one fails, no other fix can make EIC work, so none is made (docs/architecture.md §4: it changes only what makes
+# EIC work).
 BLOCKING_CHECKS = ("internet-route", "network-acl", "public-ipv4")
 QUOTA_REASONS = {
     "SecurityGroupsPerInterfaceLimitExceeded": "the network interface is at its security-group quota",

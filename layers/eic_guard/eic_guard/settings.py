@@ -70,13 +70,15 @@ class Settings(BaseModel):
     reports_bucket: str | None = None
     alerts_topic_arn: str | None = None
     ip_ranges_topic_arns: tuple[str, ...] = (AWS_IP_SPACE_TOPIC,)
-    # DESIGN §9: "" = the caller's own account, "organization" = every ACTIVE account, or a comma list of ids
+    # docs/architecture.md §9: "" = the caller's own account, "organization" = every ACTIVE account, or a comma list of
+    # ids
     accounts: str = ""
     member_role_name: str = Field(default="eic-guard-member", pattern=r"^[\w+=,.@-]{1,64}$")
     state_machine_arn: str | None = None  # the refresh function starts the fan-out there
-    # DESIGN §11: ASFF findings imported into each target's Security Hub after its scan (outputs/security_hub.py)
+    # docs/architecture.md §11: ASFF findings imported into each target's Security Hub after its scan
+    # (outputs/security_hub.py)
     security_hub_findings: Literal["enabled", "disabled"] = "disabled"
-    # DESIGN §5b: the instance tags every output names besides `Name` (who to ask about an instance)
+    # docs/architecture.md §5b: the instance tags every output names besides `Name` (who to ask about an instance)
     owner_tags: tuple[str, ...] = Field(default=("Owner", "Team"), max_length=10)
     # checks/al2023_ami.py: AL2023 only (the EIC tutorial's prerequisite) or every image AWS ships EIC in
     allowed_images: Literal["al2023", "eic-preinstalled"] = "al2023"

@@ -1,6 +1,6 @@
-"""Credentials per account for one run (DESIGN §9): the caller's own account uses the caller's credentials, every
-other account is entered with sts:AssumeRole on its member role, once per account per run (cached, refreshed by
-botocore before they expire, safe to share between the worker threads)."""
+"""Credentials per account for one run (docs/architecture.md §9): the caller's own account uses the caller's
+credentials, every other account is entered with sts:AssumeRole on its member role, once per account per run (cached,
+refreshed by botocore before they expire, safe to share between the worker threads)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""The event-driven check of one SQS batch (DESIGN §10): each record's EventBridge event → the affected instances,
-coalesced per (account, region) into ONE `scan_target(..., instance_ids=...)`, with the nightly run's engine, mode
-and safety rules; then the quiet publishing (changes.publish).
+"""The event-driven check of one SQS batch (docs/architecture.md §10): each record's EventBridge event → the affected
+instances, coalesced per (account, region) into ONE `scan_target(..., instance_ids=...)`, with the nightly run's
+engine, mode and safety rules; then the quiet publishing (changes.publish).
 
 Each record ends in one of three ways:
 - checked: its instances were checked (an instance that no longer exists, or is not opted in, is simply absent);

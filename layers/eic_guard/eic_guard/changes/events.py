@@ -1,5 +1,5 @@
-"""The events that can break EIC or need a check (DESIGN §10), parsed from the SQS message body (the EventBridge
-event) into one `ChangeEvent`: who made the change, where, and the resources it names.
+"""The events that can break EIC or need a check (docs/architecture.md §10), parsed from the SQS message body (the
+EventBridge event) into one `ChangeEvent`: who made the change, where, and the resources it names.
 
 Two kinds reach the queue: EC2 "Instance State-change Notification" (`pending`, `running`) and CloudTrail's "AWS API
 Call via CloudTrail" for the EC2 calls listed in `API_CALLS`. EC2 logs the older Query API calls with camelCase

@@ -1,8 +1,8 @@
 """al2023-ami: the instance's image ships the EC2 Instance Connect agent (the check id is a contract; it predates the
 `allowed_images` setting, EIC_GUARD_ALLOWED_IMAGES / template parameter AllowedImages).
 
-- `al2023` (default, DESIGN §2): Amazon Linux 2023 standard (`al2023-ami-2023.*`), owned by Amazon (137112412989),
-  neither minimal nor ECS-optimized.
+- `al2023` (default, docs/architecture.md §2): Amazon Linux 2023 standard (`al2023-ami-2023.*`), owned by Amazon
+  (137112412989), neither minimal nor ECS-optimized.
 - `eic-preinstalled`: the images the EC2 User Guide lists as coming with EC2 Instance Connect pre-installed, as far
   as an image's owner and name prove it. "Install EC2 Instance Connect on your EC2 instances",
   https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ec2-instance-connect-set-up.html : pre-installed on "AL2023

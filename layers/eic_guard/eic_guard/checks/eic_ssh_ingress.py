@@ -3,8 +3,8 @@
 A failing reason names what was found near the mark (a rule from the EIC range on another port or protocol, TCP 22
 from another source), so a person sees at once why their rule does not count. Whatever the status, a source that
 lets far more than EIC in (TCP 22 from the whole internet, or from a range strictly wider than an EIC prefix it
-contains) becomes a warning (DESIGN §5b): `ssh-open-to-internet` / `ssh-wider-than-eic`, `<code>: <text>` with a
-text that only changes when the rules do (alerts dedupe on it; Security Hub names the finding `warning:<code>`).
+contains) becomes a warning (docs/architecture.md §5b): `ssh-open-to-internet` / `ssh-wider-than-eic`, `<code>: <text>`
+with a text that only changes when the rules do (alerts dedupe on it; Security Hub names the finding `warning:<code>`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What a person should do about a check that does not pass (DESIGN §5b `guidance`).
+"""What a person should do about a check that does not pass (docs/architecture.md §5b `guidance`).
 
 One or two sentences built from the result's `kind` and `facts` (the route table, the NACL rule numbers, the
 prefix...), ending with " See <AWS documentation URL>". Every URL below was checked against the AWS documentation;

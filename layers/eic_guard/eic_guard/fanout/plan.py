@@ -1,4 +1,4 @@
-"""Plan: what one run does (DESIGN §9) — its job, the EIC prefixes it applies and revokes, its targets.
+"""Plan: what one run does (docs/architecture.md §9) — its job, the EIC prefixes it applies and revokes, its targets.
 
 The plan is written once (the run manifest in S3, or kept in memory by the CLI) and read by every target worker,
 so that every (account, region) of a run works from the same prefixes and the same decision.

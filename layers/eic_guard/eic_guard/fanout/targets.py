@@ -1,4 +1,4 @@
-"""Targets: the (account, region) pairs one run covers (DESIGN §9)."""
+"""Targets: the (account, region) pairs one run covers (docs/architecture.md §9)."""
 
 from __future__ import annotations
 

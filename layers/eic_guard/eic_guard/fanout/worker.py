@@ -1,4 +1,4 @@
-"""The target worker: one (account, region) of a run (DESIGN §9).
+"""The target worker: one (account, region) of a run (docs/architecture.md §9).
 
 Apply phase: enter the account, bring its managed groups to the run's EIC prefixes (a report-mode scan plans it),
 then, for a scan, gather → decide → act within the time budget and tag the instances' status. Revoke phase (after

@@ -1,4 +1,4 @@
-"""The run report (schema eic-guard/report/v1, DESIGN §5): model, builder and renderers."""
+"""The run report (schema eic-guard/report/v1, docs/architecture.md §5): model, builder and renderers."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ class _Model(BaseModel):
 class CheckEntry(_Model):
     status: Literal["pass", "fail", "fixed", "would-fix", "error", "not-applicable"]
     reason: str | None
-    guidance: str | None = None  # DESIGN §5b: what to do, on every status but pass and not-applicable
+    guidance: str | None = None  # docs/architecture.md §5b: what to do, on every status but pass and not-applicable
 
 
 class ActionEntry(_Model):
@@ -62,7 +62,8 @@ class TargetError(_Model):
 
 
 class TargetEntry(_Model):
-    """One (account, region) of the run (DESIGN §5b): ok, error (could not be entered or read) or incomplete."""
+    """One (account, region) of the run (docs/architecture.md §5b): ok, error (could not be entered or read) or
+    incomplete."""
 
     account_id: str
     region: str

@@ -1,5 +1,5 @@
-"""Security Hub findings (DESIGN §11): one ASFF finding per (instance, check) that does not pass, imported into the
-instance's own account and region with BatchImportFindings, and resolved once the check passes again.
+"""Security Hub findings (docs/architecture.md §11): one ASFF finding per (instance, check) that does not pass,
+imported into the instance's own account and region with BatchImportFindings, and resolved once the check passes again.
 
 Who imports: AWS requires the caller of BatchImportFindings, with the default product ARN, to be the finding's
 account ("the identifier of the account that you are calling BatchImportFindings from needs to be the same as the
@@ -13,19 +13,19 @@ an auditing deployment runs; the import writes to Security Hub only, never to EC
 - ARCHIVED for each finding last imported as FAILED whose instance is no longer in scope (terminated, no longer
   opted in, or excluded): Compliance NOT_AVAILABLE, since nothing was checked, as Security Hub's own control
   findings do for a resource AWS Config no longer evaluates;
-- WARNING (Workflow NEW) for each warning code an instance has (DESIGN §5b, §11: "Warnings become INFORMATIONAL/LOW
-  findings"), Id `eic-guard/<account>/<region>/<instance>/warning:<code>`: the check passes, so not FAILED, but it
-  passes through a rule wider than EC2 Instance Connect needs. Compliance WARNING is one of ASFF's four values
-  (PASSED | WARNING | FAILED | NOT_AVAILABLE); Severity LOW for SSH open to the whole internet, INFORMATIONAL for a
-  range merely wider than the EIC prefix (the most DESIGN allows for the real exposure, less for the lesser one).
+- WARNING (Workflow NEW) for each warning code an instance has (docs/architecture.md §5b, §11: "Warnings become
+  INFORMATIONAL/LOW findings"), Id `eic-guard/<account>/<region>/<instance>/warning:<code>`: the check passes, so not
+  FAILED, but it passes through a rule wider than EC2 Instance Connect needs. Compliance WARNING is one of ASFF's four
+  values (PASSED | WARNING | FAILED | NOT_AVAILABLE); Severity LOW for SSH open to the whole internet, INFORMATIONAL for
+  a range merely wider than the EIC prefix (the most eic-guard allows for the real exposure, less for the lesser one).
   It is kept in the ledger like a check's finding, resolved (PASSED) once the instance is scanned without it, and
-  archived with the instance. An instance one of whose checks errs keeps its open warning findings: the check that
-  would have found the warning may not have looked.
+  archived with the instance. An instance one of whose checks errs keeps its open warning findings: the check that would
+  have found the warning may not have looked.
 
 Who the instance is: its Name tag starts the Description, and the Name and owner tags are the resource's Tags, so
 Security Hub finds a finding by them. The Title stays the check's own, the same for every instance, because Security
-Hub groups findings by Title. The check's guidance (DESIGN §5b) is Remediation.Recommendation.Text, clipped to
-ASFF's 512 characters, and its documentation URL Remediation.Recommendation.Url.
+Hub groups findings by Title. The check's guidance (docs/architecture.md §5b) is Remediation.Recommendation.Text,
+clipped to ASFF's 512 characters, and its documentation URL Remediation.Recommendation.Url.
 
 Which findings are open is kept in a small ledger per (account, region), because the import role has no read
 permission (IAM: securityhub:BatchImportFindings on the default product ARN only): the reports bucket's
@@ -100,9 +100,9 @@ class CheckText:
     recommendation: str
 
 
-# Issue 11 replaces `recommendation` with the per-check guidance of guidance.py (DESIGN §5b); the severities say how
-# much each failure matters to EIC: every one keeps the console's Connect button from working except the AMI, which
-# only means the EIC package must be installed by hand.
+# Issue 11 replaces `recommendation` with the per-check guidance of guidance.py (docs/architecture.md §5b); the
+# severities say how much each failure matters to EIC: every one keeps the console's Connect button from working except
+# the AMI, which only means the EIC package must be installed by hand.
 CHECK_TEXT: dict[str, CheckText] = {
     "public-ipv4": CheckText(
         "EC2 Instance Connect prerequisite: a public IPv4 address",
@@ -285,8 +285,8 @@ def build_finding(
     tags: dict[str, str] | None = None,
 ) -> PlannedFinding:
     """One ASFF finding (https://docs.aws.amazon.com/securityhub/latest/userguide/securityhub-findings-format.html);
-    `check_id` a check's id or `warning:<code>`; `guidance`: the check's own (DESIGN §5b) when the report carries one,
-    else the table's text; `name`, `tags`: the instance's Name and owner tags."""
+    `check_id` a check's id or `warning:<code>`; `guidance`: the check's own (docs/architecture.md §5b) when the report
+    carries one, else the table's text; `name`, `tags`: the instance's Name and owner tags."""
     text = check_text(check_id)
     severity = text.severity if state in OPEN_STATES else "INFORMATIONAL"
     compliance = {"FAILED": "FAILED", "WARNING": "WARNING", "PASSED": "PASSED", "ARCHIVED": "NOT_AVAILABLE"}[state]

@@ -5,8 +5,8 @@ never keeps the scan from running: a file that cannot be used, a state item that
 refresh is reported (alert, RefreshRejected metric with its reason) and the scan goes on with the best prefixes
 there are: the stored ones, else the freshly downloaded ones, else none (the SSH-rule check then says `error`).
 
-The state is advanced once per run, here, before any target is touched (DESIGN §9); the targets' writes are
-computed from their groups' actual rules, so a target that fails is caught up by the next run.
+The state is advanced once per run, here, before any target is touched (docs/architecture.md §9); the targets' writes
+are computed from their groups' actual rules, so a target that fails is caught up by the next run.
 """
 
 from __future__ import annotations
@@ -92,7 +92,8 @@ def decide_scan_ranges(
 
 
 def decide_refresh_ranges(store: StateStore, settings: Settings, now: datetime) -> RangesDecision:
-    """The refresh job: the state the refresh function verified and advanced; every mode writes (DESIGN §4)."""
+    """The refresh job: the state the refresh function verified and advanced; every mode writes (docs/architecture.md
+    §4)."""
     state = store.load()
     ranges = state.as_ip_ranges()
     if ranges is None:

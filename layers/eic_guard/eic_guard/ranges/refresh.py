@@ -1,8 +1,8 @@
 """Refresh: bring eic-guard's managed security groups in line with a verified ip-ranges.json.
 
-Rules (DESIGN §3): new prefixes are authorized at once; a prefix that disappeared is revoked only after it has been
-absent for the grace period *and* its region still has a current prefix; a region that vanished keeps its rules and
-raises an alert. Add before revoke. Only rules eic-guard created (its description) are ever revoked.
+Rules (docs/architecture.md §3): new prefixes are authorized at once; a prefix that disappeared is revoked only after
+it has been absent for the grace period *and* its region still has a current prefix; a region that vanished keeps its
+rules and raises an alert. Add before revoke. Only rules eic-guard created (its description) are ever revoked.
 """
 
 from __future__ import annotations
