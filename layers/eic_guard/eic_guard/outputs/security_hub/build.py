@@ -56,12 +56,12 @@ from typing import Any, Literal, Protocol
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..aws.gateway import error_code
-from ..budget import Deadline
-from ..local_files import replace_file
-from ..observability import logger, metrics
-from ..settings import Settings, partition_of
-from .report import DOC_URL, WARNING_CHECKS, split_warning
+from ...aws.gateway import error_code
+from ...budget import Deadline
+from ...local_files import replace_file
+from ...observability import logger, metrics
+from ...settings import Settings, partition_of
+from ..report import DOC_URL, WARNING_CHECKS, split_warning
 
 SCHEMA_VERSION = "2018-10-08"
 PRODUCT_NAME = "eic-guard"
