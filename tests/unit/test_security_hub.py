@@ -85,11 +85,14 @@ def by_id(planned) -> dict[str, dict]:
 
 
 class FakeSecurityHub:
-    """Records BatchImportFindings payloads; answers with what `answer(findings)` returns, or raises `error`."""
+    """Records BatchImportFindings payloads and BatchUpdateFindings requests; answers imports with what
+    `answer(findings)` returns, or raises `error`; updates with `update(request)` (default: every finding updated)."""
 
-    def __init__(self, answer=None, error: Exception | None = None):
+    def __init__(self, answer=None, error: Exception | None = None, update=None):
         self.batches: list[list[dict]] = []
+        self.updates: list[dict] = []
         self.answer = answer or (lambda findings: {"FailedCount": 0, "SuccessCount": len(findings)})
+        self.update = update or (lambda request: {"ProcessedFindings": request["FindingIdentifiers"]})
         self.error = error
 
     def batch_import_findings(self, Findings):
@@ -97,6 +100,10 @@ class FakeSecurityHub:
         if self.error is not None:
             raise self.error
         return self.answer(Findings)
+
+    def batch_update_findings(self, **request):
+        self.updates.append(request)
+        return self.update(request)
 
 
 def client_error(code: str, message: str = "refused") -> ClientError:
@@ -127,10 +134,8 @@ def test_a_failing_check_is_a_finding_with_every_documented_field():
         "ProductName": "eic-guard",
         "GeneratorId": "eic-guard/imds-enabled",
         "AwsAccountId": ACCOUNT,
-        "Types": [FINDING_TYPE],
         "CreatedAt": "2026-08-23T02:00:00.000Z",
         "UpdatedAt": "2026-08-23T02:00:00.000Z",
-        "Severity": {"Label": "MEDIUM"},
         "Title": "EC2 Instance Connect prerequisite: instance metadata service enabled",
         "Description": "metadata endpoint is disabled. eic-guard fixes this in remediate mode.",
         "Remediation": {
@@ -155,19 +160,22 @@ def test_a_failing_check_is_a_finding_with_every_documented_field():
         "FindingProviderFields": {"Severity": {"Label": "MEDIUM"}, "Types": [FINDING_TYPE]},
     }
     assert FINDING_TYPE.startswith("Software and Configuration Checks/")
+    # (Severity and Types are the provider's in FindingProviderFields only: the top-level ones are the customer's)
+    assert not {"Severity", "Types"} & set(finding)
 
 
 @pytest.mark.parametrize(
-    ("region", "partition"),
+    ("region", "partition", "asff_partition"),
     [
-        ("us-east-1", "aws"),
-        ("ap-southeast-6", "aws"),
-        ("cn-north-1", "aws-cn"),
-        ("us-gov-west-1", "aws-us-gov"),
-        ("us-isob-east-1", "aws-iso-b"),
+        ("us-east-1", "aws", "aws"),
+        ("ap-southeast-6", "aws", "aws"),
+        ("cn-north-1", "aws-cn", "aws-cn"),
+        ("us-gov-west-1", "aws-us-gov", "aws-us-gov"),
+        ("us-isob-east-1", "aws-iso-b", None),
+        ("us-iso-east-1", "aws-iso", None),
     ],
 )
-def test_product_and_resource_arns_name_the_regions_partition(region, partition):
+def test_product_and_resource_arns_name_the_regions_partition(region, partition, asff_partition):
     # Given a target in a region of some partition
     scope = FindingScope(ACCOUNT, region)
 
@@ -184,11 +192,12 @@ def test_product_and_resource_arns_name_the_regions_partition(region, partition)
         run_id="r",
     ).finding
 
-    # Then every ARN and the resource carry that partition
+    # Then every ARN carries that partition, and the resource's Partition says it when ASFF's enum has it (aws,
+    # aws-cn, aws-us-gov) and is left out otherwise (the ARN names it)
     assert partition_of(region) == partition
     assert finding["ProductArn"] == f"arn:{partition}:securityhub:{region}:{ACCOUNT}:product/{ACCOUNT}/default"
     assert finding["Resources"][0]["Id"] == f"arn:{partition}:ec2:{region}:{ACCOUNT}:instance/i-0a"
-    assert finding["Resources"][0]["Partition"] == partition
+    assert finding["Resources"][0].get("Partition") == asff_partition
 
 
 def test_an_over_long_reason_is_clipped_to_asffs_limits():
@@ -315,7 +324,7 @@ def test_a_warning_is_a_low_warning_finding_of_its_own():
     assert finding["Id"] == f"eic-guard/{ACCOUNT}/{REGION}/i-0a/warning:ssh-open-to-internet"
     assert finding["GeneratorId"] == "eic-guard/warning:ssh-open-to-internet"
     assert finding["Compliance"] == {"Status": "WARNING"}
-    assert finding["Severity"] == finding["FindingProviderFields"]["Severity"] == {"Label": "LOW"}
+    assert finding["FindingProviderFields"]["Severity"] == {"Label": "LOW"} and "Severity" not in finding
     assert (finding["Workflow"], finding["RecordState"]) == ({"Status": "NEW"}, "ACTIVE")
     assert finding["Title"] == "EC2 Instance Connect: SSH (TCP 22) open to the whole internet"
     assert finding["Description"] == "web-open-world (i-0a): sg-0open allows TCP 22 from 0.0.0.0/0"
@@ -341,7 +350,8 @@ def test_warnings_of_one_code_are_one_finding_and_a_wider_range_is_informational
         "web-open-world (i-0a): sg-0open allows TCP 22 from 0.0.0.0/0; sg-0other allows TCP 22 from ::/0"
     )
     wider = findings[SCOPE.finding_id("i-0a", "warning:ssh-wider-than-eic")]
-    assert (wider["Severity"], wider["Compliance"]) == ({"Label": "INFORMATIONAL"}, {"Status": "WARNING"})
+    assert wider["FindingProviderFields"]["Severity"] == {"Label": "INFORMATIONAL"}
+    assert wider["Compliance"] == {"Status": "WARNING"}
 
 
 def test_an_unchanged_open_warning_is_not_imported_again_until_it_is_due():
@@ -377,7 +387,7 @@ def test_a_warning_that_is_gone_is_resolved_unless_a_check_erred():
     assert (resolved.finding_id, resolved.state) == (WARNING_ID, "PASSED")
     finding = resolved.finding
     assert (finding["Compliance"], finding["Workflow"]) == ({"Status": "PASSED"}, {"Status": "RESOLVED"})
-    assert (finding["Severity"], finding["CreatedAt"]) == ({"Label": "INFORMATIONAL"}, EARLIER)
+    assert (finding["FindingProviderFields"]["Severity"], finding["CreatedAt"]) == ({"Label": "INFORMATIONAL"}, EARLIER)
     assert finding["Title"] == "EC2 Instance Connect: SSH (TCP 22) open to the whole internet"
     # And the second leaves it open: the check that finds it could not look
     assert kept == []
@@ -440,7 +450,7 @@ def test_only_checks_that_do_not_pass_become_findings():
     findings = by_id(planned)
     assert sorted(findings) == [SCOPE.finding_id("i-0a", c) for c in ("al2023-ami", "imds-enabled", "network-acl")]
     assert {f["Compliance"]["Status"] for f in findings.values()} == {"FAILED"}
-    assert findings[SCOPE.finding_id("i-0a", "al2023-ami")]["Severity"] == {"Label": "LOW"}
+    assert findings[SCOPE.finding_id("i-0a", "al2023-ami")]["FindingProviderFields"]["Severity"] == {"Label": "LOW"}
     assert findings[SCOPE.finding_id("i-0a", "imds-enabled")]["Description"] == (
         "eic-guard could not complete this check: enable-imds failed: UnauthorizedOperation"
     )
@@ -498,7 +508,7 @@ def test_an_open_finding_whose_check_no_longer_fails_is_resolved(status):
         {"Status": "RESOLVED"},
         "ACTIVE",
     )
-    assert finding["Severity"] == finding["FindingProviderFields"]["Severity"] == {"Label": "INFORMATIONAL"}
+    assert finding["FindingProviderFields"]["Severity"] == {"Label": "INFORMATIONAL"} and "Severity" not in finding
     assert finding["CreatedAt"] == EARLIER
     assert finding["ProductFields"]["eic-guard/Status"] == status
 
@@ -675,8 +685,16 @@ def test_sync_records_what_was_imported_and_forgets_what_was_resolved(tmp_path):
     # When the findings are synced
     outcome = sync_findings(hub, ledger, SCOPE, entries, run_id="run-1", now=NOW)
 
-    # Then one FAILED and one PASSED finding went in one call, and the ledger holds only the open one
-    assert (outcome.imported, outcome.resolved, outcome.archived, outcome.failed, outcome.calls) == (1, 1, 0, 0, 1)
+    # Then one FAILED and one PASSED finding went in one import, the PASSED one was then marked RESOLVED with
+    # BatchUpdateFindings (the import's Workflow counts only for a new finding), and the ledger holds only the open one
+    assert (outcome.imported, outcome.resolved, outcome.archived, outcome.failed, outcome.calls) == (1, 1, 0, 0, 2)
+    assert hub.updates == [
+        {
+            "FindingIdentifiers": [{"Id": SCOPE.finding_id("i-0a", "al2023-ami"), "ProductArn": SCOPE.product_arn}],
+            "Workflow": {"Status": "RESOLVED"},
+            "Note": {"Text": "Resolved by eic-guard: the check passes again, or was fixed.", "UpdatedBy": "eic-guard"},
+        }
+    ]
     stored = json.loads(ledger.path.read_text())
     assert stored["schema"] == security_hub.LEDGER_SCHEMA
     assert list(stored["open"]) == [SCOPE.finding_id("i-0a", "imds-enabled")]
@@ -684,6 +702,39 @@ def test_sync_records_what_was_imported_and_forgets_what_was_resolved(tmp_path):
     assert record["created_at"] == record["imported_at"] == "2026-08-23T02:00:00.000Z"
     assert (record["instance_id"], record["check_id"]) == ("i-0a", "imds-enabled")
     assert list(tmp_path.glob(f"{ACCOUNT}/.*")) == []  # no temporary file left behind
+
+
+@pytest.mark.parametrize(
+    "update",
+    [
+        lambda request: {
+            "ProcessedFindings": [],
+            "UnprocessedFindings": [
+                {"FindingIdentifier": i, "ErrorCode": "FindingNotFound", "ErrorMessage": "Finding Not Found"}
+                for i in request["FindingIdentifiers"]
+            ],
+        },
+        lambda request: (_ for _ in ()).throw(client_error("AccessDeniedException", "not authorized")),
+    ],
+    ids=["unprocessed", "refused"],
+)
+def test_a_finding_security_hub_did_not_resolve_stays_open_for_the_next_run(tmp_path, update):
+    # Given an open finding whose check passes now, and Security Hub importing it but not updating its workflow
+    ledger = ledger_file(tmp_path, known("i-0a", "al2023-ami"))
+    entries = [entry("i-0a", al2023_ami=("pass", "al2023-ami-2023.1"))]
+    hub = FakeSecurityHub(update=update)
+
+    # When the findings are synced
+    outcome = sync_findings(hub, ledger, SCOPE, entries, run_id="run-1", now=NOW)
+
+    # Then it is counted as failed with the reason, and the ledger keeps it open: the next run imports and resolves it
+    # again rather than leaving it NEW in Security Hub's default views
+    assert (outcome.resolved, outcome.failed) == (0, 1)
+    assert outcome.errors and ("FindingNotFound" in outcome.errors[0] or "AccessDenied" in outcome.errors[0])
+    assert list(json.loads(ledger.path.read_text())["open"]) == [SCOPE.finding_id("i-0a", "al2023-ami")]
+    again = sync_findings(FakeSecurityHub(), ledger, SCOPE, entries, run_id="run-2", now=NOW)
+    assert (again.resolved, again.failed) == (1, 0)
+    assert json.loads(ledger.path.read_text())["open"] == {}
 
 
 def test_a_failed_import_leaves_the_ledger_as_it_was(tmp_path):

@@ -106,11 +106,11 @@ ON_CHANGE_REPORTS_BUCKET = ("s3:PutObject",)
 
 
 def security_hub_actions(enabled: bool, ledger: bool) -> set[str]:
-    """outputs/security_hub.py: the import (in the account the finding is about), and for a central role the ledger
-    of open findings (<reports bucket>/findings/*)."""
+    """outputs/security_hub/: the import and the resolution (in the account the finding is about), and for a central
+    role the ledger of open findings (<reports bucket>/findings/*)."""
     if not enabled:
         return set()
-    actions = set(security_hub.IMPORT_PERMISSIONS)
+    actions = set(security_hub.IMPORT_PERMISSIONS) | set(security_hub.RESOLVE_PERMISSIONS)
     return actions | set(security_hub.LEDGER_PERMISSIONS) if ledger else actions
 
 

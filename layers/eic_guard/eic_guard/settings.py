@@ -76,7 +76,7 @@ class Settings(BaseModel):
     member_role_name: str = Field(default="eic-guard-member", pattern=r"^[\w+=,.@-]{1,64}$")
     state_machine_arn: str | None = None  # the refresh function starts the fan-out there
     # docs/architecture.md §11: ASFF findings imported into each target's Security Hub after its scan
-    # (outputs/security_hub.py)
+    # (outputs/security_hub/)
     security_hub_findings: Literal["enabled", "disabled"] = "disabled"
     # docs/architecture.md §5b: the instance tags every output names besides `Name` (who to ask about an instance)
     owner_tags: tuple[str, ...] = Field(default=("Owner", "Team"), max_length=10)
