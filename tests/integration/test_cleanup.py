@@ -56,7 +56,11 @@ def remediated_fleet(account, ec2, ranges) -> Fleet:
         imds="disabled",
     )
     [with_elastic_ip] = account.launch(
-        image_id=image, subnet_id=net.public_subnet_id, group_ids=[net.app_group_id], public_ip=False
+        image_id=image,
+        subnet_id=net.public_subnet_id,
+        group_ids=[net.app_group_id],
+        public_ip=False,
+        tags={"eic-guard:public-ip": "allowed"},
     )
     # a look-alike: a user's own untagged group named eic-guard-ssh in another VPC, in use by a user's instance
     other = account.network(cidr="10.1.0.0/16", name="other")

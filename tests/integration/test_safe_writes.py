@@ -40,6 +40,9 @@ def addresses(ec2) -> list[dict]:
     return ec2.describe_addresses()["Addresses"]
 
 
+PUBLIC_IP_ALLOWED = {"eic-guard:public-ip": "allowed"}  # the admin-only tag RemediatePublicIp needs per instance
+
+
 def drifted(account, subnet_id: str, group_id: str, *, public_ip: bool = True, image_id: str | None = None, **kw):
     """An opted-in instance without an SSH rule for EIC and with its metadata endpoint off."""
     [instance] = account.launch(
@@ -95,7 +98,8 @@ def _no_public_ip(account, net):
 
 
 def _private_without_ip(account, net):
-    return drifted(account, net.private_subnet_id, net.app_group_id, public_ip=False)
+    """No public address, and allowed one by the admin's tag, but in the subnet without an internet route."""
+    return drifted(account, net.private_subnet_id, net.app_group_id, public_ip=False, tags=PUBLIC_IP_ALLOWED)
 
 
 BLOCKED = {
@@ -187,7 +191,8 @@ def test_a_scan_of_given_instances_releases_only_the_addresses_of_those_instance
     # Given three opted-in instances holding eic-guard Elastic IPs, one of which has just been opted out
     net = account.network()
     kept, other, opted_out = (
-        drifted(account, net.public_subnet_id, net.app_group_id, public_ip=False) for _ in range(3)
+        drifted(account, net.public_subnet_id, net.app_group_id, public_ip=False, tags=PUBLIC_IP_ALLOWED)
+        for _ in range(3)
     )
     addresses_before = {i: _managed_address(ec2, i) for i in (kept, other, opted_out)}
     ec2.delete_tags(Resources=[opted_out], Tags=[{"Key": "eic-guard:managed"}])
@@ -202,3 +207,27 @@ def test_a_scan_of_given_instances_releases_only_the_addresses_of_those_instance
     assert addresses_before[opted_out] not in remaining
     assert {addresses_before[kept], addresses_before[other]} <= remaining
     assert [(a.action, a.resource) for a in result.actions] == [("release-elastic-ip", addresses_before[opted_out])]
+
+
+def test_an_elastic_ip_goes_back_when_the_admin_takes_the_public_ip_tag_away(account, ec2, api_calls, ranges_2026):
+    # Given an opted-in instance that a remediate scan gave an Elastic IP because an admin allowed it
+    net = account.network()
+    instance = drifted(account, net.public_subnet_id, net.app_group_id, public_ip=False, tags=PUBLIC_IP_ALLOWED)
+    scan(ranges_2026, remediate_public_ip=True)
+    assert len(addresses(ec2)) == 1
+
+    # When the admin removes eic-guard:public-ip and the next scan runs
+    ec2.delete_tags(Resources=[instance], Tags=[{"Key": "eic-guard:public-ip"}])
+    report = scan(ranges_2026, remediate_public_ip=True)
+
+    # Then the address eic-guard gave is released, none is allocated again, and the check fails naming the tag
+    assert addresses(ec2) == []
+    assert [a.action for a in report.target_actions] == ["release-elastic-ip"]
+    e = entry(report, instance)
+    assert e.checks["public-ipv4"].status == "fail"
+    assert "eic-guard:public-ip=allowed" in e.checks["public-ipv4"].reason
+
+    # And a second run changes nothing
+    api_calls.clear()
+    scan(ranges_2026, remediate_public_ip=True)
+    assert api_calls.writes() == []

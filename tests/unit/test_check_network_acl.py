@@ -115,6 +115,20 @@ def test_deny_outbound_ephemeral_range_fails():
     assert result.reason == f"acl-0aaa outbound: rule 50 denies {V4} ports 1024-65535"
 
 
+def test_without_the_ranges_the_check_errs_naming_why_instead_of_failing():
+    # Given a subnet whose ACL denies everything, and no EIC ranges at all (no verified file, no stored state yet)
+    inst = instance()
+    missing = EicPrefixes("us-east-1", unavailable="no ip-ranges state stored yet")
+
+    # When the check runs
+    result = network_acl.evaluate(inst, context(snapshot(inst), eic=missing))
+
+    # Then it is an error that names the missing ranges, not a failure blaming AWS's publication or the ACL
+    assert (result.status, result.kind) == ("error", "ranges-unavailable")
+    assert result.reason == "the EC2_INSTANCE_CONNECT ranges are unavailable (no ip-ranges state stored yet)"
+    assert "no EC2_INSTANCE_CONNECT prefix is published" not in result.reason
+
+
 @pytest.mark.parametrize("deny", [None, DENY_ALL_OUT])
 def test_partial_outbound_allow_then_default_deny_fails(deny):
     # Given outbound allows only TCP 1024-2048 (then the * deny, or no further rule)

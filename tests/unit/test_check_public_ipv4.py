@@ -57,9 +57,12 @@ def test_no_public_ip_fails_without_a_fix_by_default():
     assert result.fix is None
 
 
+ALLOWED = {"eic-guard:public-ip": "allowed"}  # the admin-only tag RemediatePublicIp needs per instance
+
+
 def test_no_public_ip_with_remediate_public_ip_offers_an_elastic_ip_on_the_primary_eni():
-    # Given a private-only instance with two ENIs (primary listed last) and RemediatePublicIp on
-    inst = instance(public_ip=None, enis=(eni("eni-0second", 1), eni(PRIMARY_ENI, 0)))
+    # Given a private-only instance with two ENIs (primary listed last), RemediatePublicIp on and the admin's tag
+    inst = instance(public_ip=None, enis=(eni("eni-0second", 1), eni(PRIMARY_ENI, 0)), tags=ALLOWED)
 
     # When
     result = public_ipv4.evaluate(inst, context(remediate_public_ip=True))
@@ -69,6 +72,23 @@ def test_no_public_ip_with_remediate_public_ip_offers_an_elastic_ip_on_the_prima
     assert result.fix.action == "associate-elastic-ip"
     assert result.fix.resource == PRIMARY_ENI
     assert dict(result.fix.params) == {"eni_id": PRIMARY_ENI, "instance_id": INSTANCE_ID}
+
+
+@pytest.mark.parametrize("value", [None, "true", "Allowed"])
+def test_without_the_admins_public_ip_tag_remediate_public_ip_offers_no_elastic_ip(value):
+    # Given a private-only instance and RemediatePublicIp on, but no eic-guard:public-ip=allowed tag (or another value)
+    tags = {} if value is None else {"eic-guard:public-ip": value}
+    inst = instance(public_ip=None, tags=tags)
+
+    # When
+    result = public_ipv4.evaluate(inst, context(remediate_public_ip=True))
+
+    # Then it fails without a fix, and says which tag is missing
+    assert (result.status, result.fix, result.kind) == ("fail", None, "public-ip-not-allowed")
+    assert result.reason == (
+        "no public IPv4 address on any network interface "
+        "(no Elastic IP without the admin-only tag eic-guard:public-ip=allowed)"
+    )
 
 
 @pytest.mark.parametrize("state", ["stopped", "stopping"])
@@ -88,7 +108,7 @@ def test_stopped_instance_is_not_applicable_even_with_remediation_on(state, publ
 @pytest.mark.parametrize("opt_in", [False, True])
 def test_no_public_ip_has_the_kind_and_facts_the_guidance_needs(opt_in):
     # When
-    result = public_ipv4.evaluate(instance(public_ip=None), context(remediate_public_ip=opt_in))
+    result = public_ipv4.evaluate(instance(public_ip=None, tags=ALLOWED), context(remediate_public_ip=opt_in))
 
     # Then
     assert result.kind == "no-public-ipv4"

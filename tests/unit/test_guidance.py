@@ -73,6 +73,7 @@ def check_failures() -> list[tuple[str, CheckResult]]:
     only_out = network_acl(nacl_entry(100, egress=True), nacl_entry(32767, allow=False))
     unavailable = EicPrefixes(REGION, unavailable="HTTP 503 from ip-ranges.amazonaws.com")
     return [
+        ("public-ipv4", _evaluate(public_ipv4, instance(public_ip=None, tags={"eic-guard:public-ip": "allowed"}))),
         ("public-ipv4", _evaluate(public_ipv4, instance(public_ip=None))),
         ("eic-ssh-ingress", _evaluate(eic_ssh_ingress, groups=closed)),
         ("eic-ssh-ingress", _evaluate(eic_ssh_ingress, instance(enis=(), groups=("sg-0ssh",)), groups=closed)),
@@ -91,6 +92,7 @@ def check_failures() -> list[tuple[str, CheckResult]]:
         ),
         ("network-acl", _evaluate(nacl_check, network_acls=())),
         ("network-acl", _evaluate(nacl_check, eic=EicPrefixes(REGION))),
+        ("network-acl", _evaluate(nacl_check, eic=unavailable)),
         ("network-acl", _evaluate(nacl_check, network_acls=(deny_in,))),
         ("network-acl", _evaluate(nacl_check, network_acls=(deny_out,))),
         ("network-acl", _evaluate(nacl_check, network_acls=(only_in,))),
@@ -160,6 +162,7 @@ def test_the_checks_produce_every_kind_the_guidance_knows():
     assert all(kind for _, kind in kinds), sorted(kinds, key=str)
     assert {kind for _, kind in kinds} >= {
         "no-public-ipv4",
+        "public-ip-not-allowed",
         "ssh-not-allowed",
         "no-interface",
         "no-eic-prefix",

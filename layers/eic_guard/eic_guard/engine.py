@@ -14,6 +14,7 @@ from .aws.gateway import QUOTA_CODES, VANISHED_CODES, Ec2Gateway, error_code
 from .aws.inventory import gather
 from .budget import Deadline, DeadlineExceeded
 from .checks import ALL_CHECKS, CheckContext, eic_ssh_ingress
+from .checks.public_ipv4 import public_ip_allowed
 from .models import ActionRecord, CheckResult, Instance, InstanceOutcome
 from .observability import logger
 from .ranges.ip_ranges import IpRanges
@@ -232,13 +233,15 @@ def scan_target(
 def _release_orphan_addresses(
     snapshot, remediator: Remediator, instance_ids: Sequence[str] | None = None
 ) -> list[ActionRecord]:
-    """Release eic-guard's Elastic IPs whose instance is gone or no longer opted in.
+    """Release eic-guard's Elastic IPs whose instance is gone, no longer opted in, or no longer carries the admin's
+    eic-guard:public-ip=allowed tag (the address was only ever given because of it).
 
     A scan of given instances (an event-driven check) judges only the addresses of those instances: the others'
     instances were not read, which says nothing about them.
     """
-    scanned = {i.instance_id for i in snapshot.instances}
-    scanned_enis = {n.eni_id for i in snapshot.instances for n in i.network_interfaces}
+    keeping = [i for i in snapshot.instances if public_ip_allowed(i)]
+    scanned = {i.instance_id for i in keeping}
+    scanned_enis = {n.eni_id for i in keeping for n in i.network_interfaces}
     asked = set(instance_ids) if instance_ids is not None else None
     records = []
     for address in snapshot.managed_addresses:

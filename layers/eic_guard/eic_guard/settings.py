@@ -22,6 +22,9 @@ MANAGED_BY_TAG = ("ManagedBy", "eic-guard")
 MANAGED_GROUP_NAME = "eic-guard-ssh"
 EXCLUDE_TAG = "eic-guard:exclude"
 EXCLUDE_UNTIL_TAG = "eic-guard:exclude-until"
+# The second, admin-only tag an instance needs before RemediatePublicIp gives it an Elastic IP (README "Threat model";
+# policies/ reserves it to the admins like the opt-in tag): a public address is an exposure of its own.
+PUBLIC_IP_TAG = ("eic-guard:public-ip", "allowed")
 
 
 @cache

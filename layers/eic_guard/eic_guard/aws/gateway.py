@@ -191,5 +191,5 @@ class Ec2Gateway:
         return self._record(
             "release-elastic-ip",
             address.allocation_id,
-            f"release {address.public_ip}: its instance is gone or no longer opted in",
+            f"release {address.public_ip}: its instance is gone, no longer opted in or no longer allowed a public IP",
         )

@@ -36,4 +36,29 @@ def not_applicable(reason: str) -> CheckResult:
     return CheckResult("not-applicable", reason)
 
 
-__all__ = ["INVENTORY_PERMISSIONS", "CheckContext", "CheckResult", "Instance", "failed", "not_applicable", "passed"]
+# The kind of every check that needs the EIC ranges when there are none to judge by (no verified file and no stored
+# state yet, e.g. a fresh deployment's first event): an error that says why, never a failure.
+RANGES_UNAVAILABLE = "ranges-unavailable"
+
+
+def ranges_unavailable(eic: EicPrefixes, warnings: tuple[str, ...] = ()) -> CheckResult:
+    return CheckResult(
+        "error",
+        f"the EC2_INSTANCE_CONNECT ranges are unavailable ({eic.unavailable})",
+        kind=RANGES_UNAVAILABLE,
+        facts=(("region", eic.region), ("error", eic.unavailable or "")),
+        warnings=warnings,
+    )
+
+
+__all__ = [
+    "INVENTORY_PERMISSIONS",
+    "RANGES_UNAVAILABLE",
+    "CheckContext",
+    "CheckResult",
+    "Instance",
+    "failed",
+    "not_applicable",
+    "passed",
+    "ranges_unavailable",
+]

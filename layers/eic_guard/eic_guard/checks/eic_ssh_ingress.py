@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..models import CheckResult, Fix, IngressPermission, Instance, IPNetwork
-from .base import CheckContext
+from .base import CheckContext, ranges_unavailable
 
 ID = "eic-ssh-ingress"
 PERMISSIONS = ("ec2:DescribeSecurityGroups", "ec2:DescribeManagedPrefixLists", "ec2:GetManagedPrefixListEntries")
@@ -32,7 +32,6 @@ _OPEN = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 SHOWN_FINDINGS = 3  # near misses named in a failing reason; the rest are counted
 
 # Failure kinds (CheckResult.kind) and warning codes.
-RANGES_UNAVAILABLE = "ranges-unavailable"
 NO_EIC_PREFIX = "no-eic-prefix"
 NO_INTERFACE = "no-interface"
 SSH_NOT_ALLOWED = "ssh-not-allowed"
@@ -108,13 +107,7 @@ def evaluate(instance: Instance, ctx: CheckContext) -> CheckResult:
     group_ids = eni.group_ids if eni else instance.instance_group_ids
     warnings = _warnings(group_ids, ctx)
     if ctx.eic.unavailable:
-        return CheckResult(
-            "error",
-            f"the EC2_INSTANCE_CONNECT ranges are unavailable ({ctx.eic.unavailable})",
-            kind=RANGES_UNAVAILABLE,
-            facts=(("region", ctx.eic.region), ("error", ctx.eic.unavailable)),
-            warnings=warnings,
-        )
+        return ranges_unavailable(ctx.eic, warnings)
     if not ctx.eic.ipv4:
         return CheckResult(
             "fail",

@@ -197,6 +197,14 @@ def _capital(text: str) -> str:
 
 # ---- each check's own failures ---------------------------------------------------------------------------------------
 def _public_ipv4(result: CheckResult) -> str:
+    if result.kind == "public-ip-not-allowed":
+        return _see(
+            f"EIC from the console needs a public IPv4 address. RemediatePublicIp gives {_eni(result)} an Elastic IP "
+            "only once an eic-guard admin tags the instance eic-guard:public-ip=allowed (a public address is an "
+            "exposure of its own); or use an EC2 Instance Connect Endpoint to keep it private.",
+            ELASTIC_IP,
+            EIC_ENDPOINT,
+        )
     opt_in = (
         "" if result.fact("remediate_public_ip") == "true" else " (or set RemediatePublicIp=true and eic-guard does it)"
     )
@@ -217,13 +225,17 @@ def _no_prefix(result: CheckResult) -> str:
     )
 
 
+def _ranges_unavailable(result: CheckResult) -> str:
+    return _see(
+        f"eic-guard could not read ip-ranges.json ({result.fact('error') or 'unreadable'}); the next run "
+        "retries. Check that it can reach ip-ranges.amazonaws.com.",
+        IP_RANGES,
+    )
+
+
 def _eic_ssh_ingress(result: CheckResult) -> str:
     if result.kind == "ranges-unavailable":
-        return _see(
-            f"eic-guard could not read ip-ranges.json ({result.fact('error') or 'unreadable'}); the next run "
-            "retries. Check that it can reach ip-ranges.amazonaws.com.",
-            IP_RANGES,
-        )
+        return _ranges_unavailable(result)
     if result.kind == "no-eic-prefix":
         return _no_prefix(result)
     if result.kind == "no-interface":
@@ -325,6 +337,8 @@ _NACL_DIRECTIONS = (("in", "inbound", "TCP 22 from"), ("out", "outbound", "TCP 1
 
 
 def _network_acl(result: CheckResult) -> str:
+    if result.kind == "ranges-unavailable":
+        return _ranges_unavailable(result)
     if result.kind == "no-eic-prefix":
         return _no_prefix(result)
     nacl, prefix = result.fact("nacl_id"), result.fact("prefix")

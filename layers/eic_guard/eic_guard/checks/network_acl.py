@@ -6,7 +6,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from ..models import CheckResult, Instance, IPNetwork, NaclEntry, NetworkAcl
-from .base import CheckContext, passed
+from .base import CheckContext, passed, ranges_unavailable
 
 ID = "network-acl"
 PERMISSIONS = ("ec2:DescribeNetworkAcls",)
@@ -117,6 +117,9 @@ def evaluate(instance: Instance, ctx: CheckContext) -> CheckResult:
 
 
 def _evaluate_subnet(subnet_id: str | None, has_ipv6: bool, ctx: CheckContext) -> CheckResult:
+    if ctx.eic.unavailable:
+        # Missing ranges say nothing about the ACL: an error naming why, never a failure blaming AWS's publication.
+        return ranges_unavailable(ctx.eic)
     nacl = ctx.snapshot.network_acl_for(subnet_id)
     if nacl is None:
         reason = f"no network ACL found for subnet {subnet_id}"
