@@ -58,6 +58,7 @@ def fresh_lambda_container(monkeypatch):
     again, inside that test's moto mock and environment."""
     monkeypatch.setattr("eic_guard.aws.clients._LAMBDA_CLIENTS", None)
     monkeypatch.setattr("eic_guard.fanout.steps._RUN_ACCOUNTS", [])
+    monkeypatch.setattr("eic_guard.changes.check._ORGANIZATION", None)
 
 
 @pytest.fixture(autouse=True)

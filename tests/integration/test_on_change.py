@@ -87,10 +87,13 @@ def request_of(body: dict) -> dict:
     return body["detail"]["requestParameters"]
 
 
-def run_instances(*instance_ids: str) -> dict:
+def run_instances(*instance_ids: str, opted_in: bool = True) -> dict:
+    """The RunInstances sample for these instances: launched with the opt-in tag, or (`opted_in=False`) without."""
     body = sample("cloudtrail-run-instances.json")
     instances = body["detail"]["responseElements"]["instancesSet"]
     instances["items"] = [{**instances["items"][0], "instanceId": i} for i in instance_ids]
+    if not opted_in:
+        del request_of(body)["tagSpecificationSet"]
     return body
 
 
@@ -410,6 +413,30 @@ CASES = [
         lambda f: {f.a},
     ),
     Case("replace-network-acl-association", _private_subnet_moved_to_acl, lambda f: {f.b}),
+    # issue 16: the rest of what can break the network path
+    Case(
+        "create-network-acl-entry",
+        lambda f, _: api_call("create-network-acl-entry", networkAclId=f.acl),
+        lambda f: {f.a},
+    ),
+    Case(
+        "delete-network-acl-entry",
+        lambda f, _: api_call("delete-network-acl-entry", networkAclId=f.acl),
+        lambda f: {f.a},
+    ),
+    Case(
+        "replace-route-table-association",
+        lambda f, _: api_call("replace-route-table-association", routeTableId=f.net.public_route_table_id),
+        lambda f: {f.a},
+    ),
+    Case(
+        "detach-internet-gateway",
+        lambda f, _: api_call("detach-internet-gateway", vpcId=f.net.vpc_id),
+        lambda f: {f.a, f.b},  # every opted-in instance of the VPC
+    ),
+    # an association that no longer exists names nothing to follow: every opted-in instance of the region
+    Case("disassociate-address", lambda f, _: api_call("disassociate-address"), lambda f: {f.a, f.b}),
+    Case("disassociate-route-table", lambda f, _: api_call("disassociate-route-table"), lambda f: {f.a, f.b}),
 ]
 
 
@@ -436,7 +463,7 @@ def test_each_event_type_rechecks_exactly_the_instances_it_can_affect(case, flee
 
 def test_an_untagged_instance_named_by_events_is_never_touched(fleet, ec2, invoke, api_calls, logs, deployed):
     # Given events that name only the instance that is not opted in
-    bodies = [state_change(fleet.c), metadata_options_event(fleet.c), run_instances(fleet.c)]
+    bodies = [state_change(fleet.c), metadata_options_event(fleet.c), run_instances(fleet.c, opted_in=False)]
 
     # When they reach the function
     response = invoke(*bodies)
@@ -777,3 +804,80 @@ def test_findings_are_imported_for_the_checked_instances_only(fleet, invoke, api
     findings = [f for params in imports for f in params["Findings"]]
     assert findings and all(f["Id"].startswith(f"eic-guard/{ACCOUNT}/{REGION}/{fleet.b}/") for f in findings)
     assert {f["Compliance"]["Status"] for f in findings} == {"FAILED"}
+
+
+# ---- the opt-in tag is an access boundary (issue 16) ---------------------------------------------------------------
+def alerts_sent(api_calls) -> list[dict]:
+    return [params for name, params in api_calls.calls if name == "Publish"]
+
+
+@pytest.mark.parametrize("key", [TAG_KEY, "EIC-Guard:Managed"], ids=["as-configured", "other-letter-case"])
+def test_adding_the_opt_in_tag_is_alerted_naming_who_added_it(fleet, ec2, invoke, api_calls, deployed, key):
+    # Given a person's role session tagging the instance that was not opted in, with the opt-in key in some letter case
+    ec2.create_tags(Resources=[fleet.c], Tags=[{"Key": key, "Value": "true"}])
+    body = create_tags(fleet.c, key=key)
+    actor = body["detail"]["userIdentity"]["arn"]
+
+    # When its CreateTags event reaches the function
+    response = invoke(body)
+
+    # Then one alert names the instance, the tag as written, the caller and the time, whatever the check found
+    assert response == failures()
+    [alert] = [a for a in alerts_sent(api_calls) if "opt-in tag" in a["Subject"]]
+    assert alert["Subject"] == "eic-guard: the opt-in tag was added to 1 instance(s)"
+    assert f"{fleet.c} ({ACCOUNT} {REGION}): {key}=true added by {actor} at 2026-08-22T15:" in alert["Message"]
+    assert alert["TopicArn"] == deployed["topic"]
+
+
+def test_an_opt_in_by_eic_guard_itself_or_another_tag_is_not_alerted(fleet, invoke, api_calls, deployed):
+    # Given a CreateTags of another tag, and one of the opt-in tag made by eic-guard's own role
+    other = create_tags(fleet.c, key="Owner")
+    own = as_identity(create_tags(fleet.c), f"arn:aws:sts::{ACCOUNT}:assumed-role/x/y", OWN_ROLES[0])
+
+    # When they reach the function
+    invoke(other, own)
+
+    # Then no opt-in alert goes out
+    assert [a for a in alerts_sent(api_calls) if "opt-in tag" in a["Subject"]] == []
+
+
+def test_with_security_hub_an_opt_in_is_also_a_finding_in_the_instances_account(
+    fleet, ec2, invoke, api_calls, monkeypatch
+):
+    # Given Security Hub findings enabled, and the opt-in tag added to an instance
+    monkeypatch.setenv("EIC_GUARD_SECURITY_HUB_FINDINGS", "enabled")
+    boto3.client("securityhub", REGION).enable_security_hub(EnableDefaultStandards=False)
+    ec2.create_tags(Resources=[fleet.c], Tags=[{"Key": TAG_KEY, "Value": "true"}])
+    body = create_tags(fleet.c)
+
+    # When its event reaches the function
+    invoke(body)
+
+    # Then a LOW finding about that instance names the caller, and is not a compliance check
+    found = boto3.client("securityhub", REGION).get_findings()["Findings"]
+    [finding] = [f for f in found if f["GeneratorId"] == "eic-guard/opt-in"]
+    assert finding["Id"] == f"eic-guard/{ACCOUNT}/{REGION}/{fleet.c}/opt-in/{body['detail']['eventID']}"
+    assert finding["Resources"][0]["Id"] == f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{fleet.c}"
+    assert finding["ProductFields"]["eic-guard/Actor"] == body["detail"]["userIdentity"]["arn"]
+    assert finding["FindingProviderFields"]["Severity"] == {"Label": "LOW"}
+    assert "Compliance" not in finding
+
+
+# ---- member accounts' events (issue 16) -----------------------------------------------------------------------------
+def test_in_organization_mode_only_the_organizations_accounts_events_are_admitted(fleet, invoke, logs, monkeypatch):
+    # Given organization mode, an organization with one member account, and an account outside it
+    monkeypatch.setenv("EIC_GUARD_ACCOUNTS", "organization")
+    organizations = boto3.client("organizations", REGION)
+    organizations.create_organization(FeatureSet="ALL")
+    member = organizations.create_account(Email="member@example.com", AccountName="member")["CreateAccountStatus"][
+        "AccountId"
+    ]
+
+    # When an event of each reaches the function
+    response = invoke(state_change("i-0123456789abcdef0", account=member), state_change(fleet.a, account=FOREIGN))
+
+    # Then the member's is admitted (its account entered, its instance absent there) and the outsider's fails
+    assert response == failures(2)
+    [line] = logs.lines("change event failed")
+    assert line["reason"] == f"foreign account {FOREIGN}: not an ACTIVE account of the organization"
+    assert logs.batch_done()["checked"] == {message_id(1): []}

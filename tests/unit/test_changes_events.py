@@ -52,9 +52,31 @@ SAMPLES = {
         "ReplaceNetworkAclAssociation",
         {"network_acl_ids": ("acl-0e7d5c3b1a9f84622",), "acl_association_ids": ("aclassoc-0e4f6a8b0c2d35791",)},
     ),
+    # issue 16: the rest of what can break the network path, and the opt-in tag in another letter case
+    "cloudtrail-create-network-acl-entry.json": (
+        "CreateNetworkAclEntry",
+        {"network_acl_ids": ("acl-0e7d5c3b1a9f84622",)},
+    ),
+    "cloudtrail-delete-network-acl-entry.json": (
+        "DeleteNetworkAclEntry",
+        {"network_acl_ids": ("acl-0e7d5c3b1a9f84622",)},
+    ),
+    "cloudtrail-replace-route-table-association.json": (
+        "ReplaceRouteTableAssociation",
+        {"route_table_ids": ("rtb-0a9b8c7d6e5f40312",)},
+    ),
+    "cloudtrail-disassociate-address.json": ("DisassociateAddress", {"whole_region": True}),
+    "cloudtrail-disassociate-route-table.json": ("DisassociateRouteTable", {"whole_region": True}),
+    "cloudtrail-detach-internet-gateway.json": ("DetachInternetGateway", {"vpc_ids": ("vpc-0a1b2c3d4e5f67890",)}),
+    "cloudtrail-create-tags-other-case.json": (
+        "CreateTags",
+        {"instance_ids": (INSTANCE,), "opted_in": (INSTANCE,), "opt_in_tag": ("EIC-Guard:Managed", "true")},
+    ),
 }
+SAMPLES["cloudtrail-run-instances.json"][1].update(opted_in=(INSTANCE,), opt_in_tag=(TAG_KEY, "true"))
+SAMPLES["cloudtrail-create-tags.json"][1].update(opted_in=(INSTANCE,), opt_in_tag=(TAG_KEY, "true"))
 NAMED = ("instance_ids", "interface_ids", "group_ids", "group_names", "route_table_ids", "subnet_ids")
-NAMED += ("network_acl_ids", "acl_association_ids")
+NAMED += ("network_acl_ids", "acl_association_ids", "vpc_ids", "whole_region", "opted_in", "opt_in_tag")
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLES))
@@ -74,6 +96,39 @@ def test_each_sample_names_the_resources_it_changed(name):
         None,
     )
     assert {k: getattr(change, k) for k in NAMED if getattr(change, k)} == expected
+
+
+def test_every_cloudtrail_sample_of_events_is_read_here():
+    # Given the CloudTrail samples of events/
+    names = {p.name for p in EVENTS.glob("cloudtrail-*.json")} - {
+        "cloudtrail-modify-network-interface-attribute-by-eic-guard.json"
+    }
+
+    # Then each is one of the samples above (a new sample is a new call the reader must know)
+    assert sorted(names - set(SAMPLES)) == []
+
+
+@pytest.mark.parametrize(
+    ("tags", "opted_in"),
+    [
+        ([{"key": "eic-guard:managed", "value": "true"}], True),
+        ([{"key": "EIC-GUARD:MANAGED", "value": "true"}], True),
+        ([{"key": "eic-guard:managed", "value": "True"}], False),
+        ([{"key": "eic-guard:managed", "value": "false"}], False),
+    ],
+)
+def test_the_opt_in_tag_is_recognized_in_any_letter_case_with_the_exact_value(tags, opted_in):
+    # Given a CreateTags of the opt-in key as IAM matches condition keys (any letter case) and values (exactly)
+    body = copy.deepcopy(event("cloudtrail-create-tags.json"))
+    body["detail"]["requestParameters"]["tagSet"]["items"] = tags
+
+    # When it is read
+    change = parse(body)
+
+    # Then the instance is checked either way, and counted as opted in (an access boundary change) only when the
+    # ConnectPolicy's condition would hold for it
+    assert change.instance_ids == (INSTANCE,)
+    assert change.opted_in == ((INSTANCE,) if opted_in else ())
 
 
 def test_the_caller_of_an_api_call_is_its_session_and_role():

@@ -10,10 +10,17 @@ Each record ends in one of three ways:
   a malformed event, an event from a foreign account, or its (account, region) could not be checked (the account
   cannot be entered, AWS refused a read, the ip-ranges state cannot be read, or the time budget ran out).
 Each bad record is one clear log line; the good records of the same batch are processed all the same.
+
+Member accounts' events reach this function through the central event bus (member/template.yaml forwards them; the
+bus admits only the organization or the listed accounts). An event is admitted from this account, from an account
+EIC_GUARD_ACCOUNTS lists, or, with EIC_GUARD_ACCOUNTS=organization, from an ACTIVE account of the organization
+(Organizations ListAccounts, cached for ORGANIZATION_CACHE_SECONDS per warm container): a forged or misrouted event from
+anywhere else fails. Every call that opted an instance in is announced (changes/opt_in.py).
 """
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,7 +32,7 @@ from ..aws.credentials import AccountClients
 from ..budget import FINISH_RESERVE, Deadline
 from ..engine import TargetResult, scan_target
 from ..events import InvalidEvent
-from ..fanout.targets import ORGANIZATION, Target, parse_accounts
+from ..fanout.targets import ORGANIZATION, Target, organization_accounts, parse_accounts
 from ..fanout.worker import target_error, to_document
 from ..observability import logger
 from ..outputs.publish import tag_entries
@@ -36,6 +43,7 @@ from ..ranges.ip_ranges import IpRanges
 from ..settings import Settings
 from .actors import OwnRoles
 from .events import ChangeEvent, parse_change
+from .opt_in import announce_opt_ins
 from .publish import publish_check, record_check, record_events
 from .resolve import affected_instances
 
@@ -43,6 +51,10 @@ from .resolve import affected_instances
 # call hanging until its timeouts (25 s) plus the report, the alert and the status tags. A batch out of time fails
 # its records, which SQS delivers again (every fix is idempotent).
 ON_CHANGE_RESERVE = 40.0
+# How long a warm container trusts its copy of the organization's ACTIVE accounts (events from a new account fail and
+# are delivered again until then; a removed account's events are refused by the bus policy and the member role first).
+ORGANIZATION_CACHE_SECONDS = 300.0
+_ORGANIZATION: tuple[float, frozenset[str]] | None = None  # (when read, the ACTIVE account ids)
 
 
 class RecordFailed(Exception):
@@ -57,6 +69,7 @@ class ChangeBatch:
     failed: dict[str, str] = field(default_factory=dict)  # message id -> reason
     ignored: dict[str, str] = field(default_factory=dict)  # message id -> why nothing was to be done
     checked: dict[str, list[str]] = field(default_factory=dict)  # message id -> opted-in instances checked
+    opt_ins: dict[str, int] = field(default_factory=dict)  # what changes.opt_in announced
     summary: dict[str, int] | None = None
     report_key: str | None = None
     alerted: bool = False
@@ -101,11 +114,14 @@ def check_changes(
     own_roles = own_roles or OwnRoles.from_env(settings.member_role_name)
     batch = ChangeBatch(run_id)
     records = _records(event)
-    pending = _admit(records, settings, own_roles, clients.account_id(), batch)
+    accounts = AccountClients(clients, batch.run_id, settings.member_role_name)
+    admitted: list[ChangeEvent] = []
+    pending = _admit(records, settings, own_roles, clients, batch, admitted)
     if pending:
         ranges = ip_ranges or _stored_ranges(clients, settings, pending, batch)
         if ranges is not None:
-            _check(pending, settings, clients, ranges, started, deadline, batch)
+            _check(pending, settings, clients, accounts, ranges, started, deadline, batch)
+    batch.opt_ins = announce_opt_ins(clients, accounts.for_account, settings, admitted, started)
     record_events(len(records), len(batch.ignored), len(batch.failed))
     logger.info(
         "on-change batch done",
@@ -132,28 +148,59 @@ Pending = dict[Target, list[tuple[str, ChangeEvent]]]
 
 
 def _admit(
-    records: list[tuple[str, Any]], settings: Settings, own_roles: OwnRoles, own_account: str, batch: ChangeBatch
+    records: list[tuple[str, Any]],
+    settings: Settings,
+    own_roles: OwnRoles,
+    clients: Any,
+    batch: ChangeBatch,
+    admitted: list[ChangeEvent],
 ) -> Pending:
-    """Parse every record; the ones to check, grouped by (account, region). The others are failed or ignored."""
+    """Parse every record; the ones to check, grouped by (account, region). The others are failed or ignored.
+    `admitted` receives every change from an admitted account that eic-guard did not make itself (for opt_in)."""
     pending: Pending = defaultdict(list)
     accounts = parse_accounts(settings.accounts)
+    own_account = clients.account_id()
     for message_id, body in records:
         try:
-            change = parse_change(body, settings.tag_key)
+            change = parse_change(body, settings.tag_key, settings.tag_value)
         except InvalidEvent as exc:
             batch.fail(message_id, f"malformed event: {exc}")
             continue
-        configured = accounts == ORGANIZATION or (isinstance(accounts, tuple) and change.account_id in accounts)
-        if change.account_id != own_account and not configured:
-            # Organization mode trusts the event bus policy (aws:PrincipalOrgID) and the member role for membership.
-            batch.fail(message_id, f"foreign account {change.account_id}: not in EIC_GUARD_ACCOUNTS", change)
+        refused = None if change.account_id == own_account else _foreign(change.account_id, accounts, clients)
+        if refused:
+            batch.fail(message_id, refused, change)
             continue
+        if not own_roles.made(change.actor):
+            admitted.append(change)
         why = _why_ignored(change, settings, own_roles, accounts)
         if why:
             batch.ignore(message_id, why, change)
             continue
         pending[Target(change.account_id, change.region)].append((message_id, change))
     return pending
+
+
+def _foreign(account_id: str, accounts: Any, clients: Any) -> str | None:
+    """Why an event from another account is not admitted (None: it is one of the run's accounts)."""
+    if isinstance(accounts, tuple):
+        return None if account_id in accounts else f"foreign account {account_id}: not in EIC_GUARD_ACCOUNTS"
+    if accounts != ORGANIZATION:
+        return f"foreign account {account_id}: not in EIC_GUARD_ACCOUNTS"
+    try:
+        members = organization_members(clients)
+    except (ClientError, BotoCoreError) as exc:
+        return f"the organization's accounts cannot be listed to admit {account_id}: {exc}"
+    return None if account_id in members else f"foreign account {account_id}: not an ACTIVE account of the organization"
+
+
+def organization_members(clients: Any, now: float | None = None) -> frozenset[str]:
+    """The organization's ACTIVE accounts, read at most once per ORGANIZATION_CACHE_SECONDS in a warm container."""
+    global _ORGANIZATION
+    moment = time.monotonic() if now is None else now
+    if _ORGANIZATION is None or moment - _ORGANIZATION[0] >= ORGANIZATION_CACHE_SECONDS:
+        plan = organization_accounts(clients.client("organizations"))
+        _ORGANIZATION = (moment, frozenset(plan.accounts))
+    return _ORGANIZATION[1]
 
 
 def _why_ignored(change: ChangeEvent, settings: Settings, own_roles: OwnRoles, accounts: Any) -> str | None:
@@ -186,12 +233,12 @@ def _check(
     pending: Pending,
     settings: Settings,
     clients: Any,
+    accounts: AccountClients,
     ranges: IpRanges,
     started: datetime,
     deadline: Deadline | None,
     batch: ChangeBatch,
 ) -> None:
-    accounts = AccountClients(clients, batch.run_id, settings.member_role_name)
     documents = [
         _check_target(target, pending[target], accounts, settings, ranges, started, deadline, batch)
         for target in sorted(pending)

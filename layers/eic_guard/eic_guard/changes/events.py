@@ -33,6 +33,7 @@ _ID = {
     "subnet": "subnet",
     "network ACL": "acl",
     "network ACL association": "aclassoc",
+    "VPC": "vpc",
 }
 
 
@@ -61,6 +62,16 @@ class ChangeEvent:
     subnet_ids: tuple[str, ...] = ()
     network_acl_ids: tuple[str, ...] = ()
     acl_association_ids: tuple[str, ...] = ()  # the subnet associations a ReplaceNetworkAclAssociation made
+    vpc_ids: tuple[str, ...] = ()  # every opted-in instance of these VPCs (an internet gateway detached)
+    # The change names no resource left to follow (an address or route table association that no longer exists):
+    # every opted-in instance of the region is checked.
+    whole_region: bool = False
+    # Instances the call opted in (the opt-in tag key, in any letter case, with the opt-in value): an access boundary
+    # change, alerted with its actor whatever the check finds (README "Threat model").
+    opted_in: tuple[str, ...] = ()
+    opt_in_tag: tuple[str, str] | None = None  # the key and value as the call wrote them
+    event_time: str | None = None
+    trail_event_id: str | None = None  # CloudTrail's eventID: what a person looks the call up by
     skip: str | None = None
 
 
@@ -88,9 +99,11 @@ class _ApiCall(BaseModel):
     request: dict[str, Any] | None = Field(default=None, alias="requestParameters")
     response: dict[str, Any] | None = Field(default=None, alias="responseElements")
     error_code: str | None = Field(default=None, alias="errorCode")
+    event_time: str | None = Field(default=None, alias="eventTime")
+    trail_event_id: str | None = Field(default=None, alias="eventID")
 
 
-def parse_change(body: str | bytes | dict, tag_key: str) -> ChangeEvent:
+def parse_change(body: str | bytes | dict, tag_key: str, tag_value: str = "true") -> ChangeEvent:
     """The change an SQS message body announces; InvalidEvent (a bad record) when it is not one eic-guard takes."""
     try:
         raw = json.loads(body) if isinstance(body, str | bytes) else body
@@ -103,7 +116,7 @@ def parse_change(body: str | bytes | dict, tag_key: str) -> ChangeEvent:
     if envelope.detail_type == STATE_CHANGE:
         return _state_change(envelope.detail, base)
     if envelope.detail_type == API_CALL:
-        return _api_call(envelope.detail, base, tag_key)
+        return _api_call(envelope.detail, base, (tag_key, tag_value))
     raise InvalidEvent(f"detail-type {envelope.detail_type!r} is neither {STATE_CHANGE!r} nor {API_CALL!r}")
 
 
@@ -116,7 +129,7 @@ def _state_change(detail: dict[str, Any], base: dict[str, str]) -> ChangeEvent:
     return ChangeEvent(name=f"state-change:{state}", instance_ids=(instance_id,), skip=skip, **base)
 
 
-def _api_call(detail: dict[str, Any], base: dict[str, str], tag_key: str) -> ChangeEvent:
+def _api_call(detail: dict[str, Any], base: dict[str, str], opt_in: tuple[str, str]) -> ChangeEvent:
     try:
         call = _ApiCall.model_validate(detail)
     except ValidationError as exc:
@@ -127,10 +140,11 @@ def _api_call(detail: dict[str, Any], base: dict[str, str], tag_key: str) -> Cha
     if mapping is None:
         raise InvalidEvent(f"eventName {call.event_name!r} is not one eic-guard checks after")
     actor = _actor(call.user_identity)
-    common = {"name": call.event_name, "actor": actor, **base}
+    common = {"name": call.event_name, "actor": actor, "event_time": call.event_time, **base}
+    common["trail_event_id"] = call.trail_event_id
     if call.error_code:  # the call failed: nothing changed
         return ChangeEvent(skip=f"the call failed ({call.error_code})", **common)
-    fields = mapping(call.request or {}, call.response or {}, tag_key)
+    fields = mapping(call.request or {}, call.response or {}, opt_in)
     return ChangeEvent(**common, **fields)
 
 
@@ -165,74 +179,116 @@ def _wrapped(request: dict[str, Any], wrapper: str) -> dict[str, Any]:
     return inner if isinstance(inner, dict) else request
 
 
-def _run_instances(request: dict, response: dict, tag_key: str) -> dict:
+def _opt_in_tag(tags: Any, opt_in: tuple[str, str]) -> tuple[str, str] | None:
+    """The opt-in tag among `tags` ([{"key", "value"}]) as written, its key in any letter case: IAM compares condition
+    key names case-insensitively, so `EIC-Guard:Managed=true` satisfies the ConnectPolicy's condition too."""
+    key, value = opt_in
+    for tag in tags if isinstance(tags, list) else ():
+        if isinstance(tag, dict) and str(tag.get("key", "")).lower() == key.lower() and tag.get("value") == value:
+            return str(tag["key"]), str(tag["value"])
+    return None
+
+
+def _run_instances(request: dict, response: dict, opt_in: tuple[str, str]) -> dict:
     ids = _items(response, "instancesSet", "instanceId", "responseElements")
     if not ids:
         raise InvalidEvent("RunInstances launched no instance (responseElements.instancesSet.items is empty)")
-    return {"instance_ids": tuple(_id(i, "instance", "instancesSet.items[].instanceId") for i in ids)}
+    instance_ids = tuple(_id(i, "instance", "instancesSet.items[].instanceId") for i in ids)
+    specifications = (request.get("tagSpecificationSet") or {}).get("items") or ()
+    tags = [
+        t
+        for spec in specifications
+        if isinstance(spec, dict) and spec.get("resourceType") == "instance"
+        for t in spec.get("tags") or ()
+    ]
+    tag = _opt_in_tag(tags, opt_in)
+    launched_opted_in = {"opted_in": instance_ids, "opt_in_tag": tag} if tag else {}
+    return {"instance_ids": instance_ids, **launched_opted_in}
 
 
-def _create_tags(request: dict, response: dict, tag_key: str) -> dict:
+def _create_tags(request: dict, response: dict, opt_in: tuple[str, str]) -> dict:
     resources = _items(request, "resourcesSet", "resourceId", "requestParameters")
     keys = _items(request, "tagSet", "key", "requestParameters")
-    if tag_key not in keys:
-        return {"skip": f"no {tag_key} tag among the tags"}
+    if opt_in[0].lower() not in {str(k).lower() for k in keys}:
+        return {"skip": f"no {opt_in[0]} tag among the tags"}
     ids = tuple(_id(r, "instance", "resourcesSet.items[].resourceId") for r in resources if str(r).startswith("i-"))
-    return {"instance_ids": ids} if ids else {"skip": "no instance among the tagged resources"}
+    if not ids:
+        return {"skip": "no instance among the tagged resources"}
+    tag = _opt_in_tag(request["tagSet"]["items"], opt_in)
+    return {"instance_ids": ids, "opted_in": ids if tag else (), "opt_in_tag": tag}
 
 
-def _instance_attribute(request: dict, response: dict, tag_key: str) -> dict:
+def _instance_attribute(request: dict, response: dict, opt_in: tuple[str, str]) -> dict:
     return {"instance_ids": (_id(request.get("instanceId"), "instance", "requestParameters.instanceId"),)}
 
 
-def _metadata_options(request: dict, response: dict, tag_key: str) -> dict:
+def _metadata_options(request: dict, response: dict, opt_in: tuple[str, str]) -> dict:
     inner = _wrapped(request, "ModifyInstanceMetadataOptionsRequest")
     instance_id = inner.get("InstanceId", inner.get("instanceId"))
     return {"instance_ids": (_id(instance_id, "instance", "ModifyInstanceMetadataOptionsRequest.InstanceId"),)}
 
 
-def _interface_attribute(request: dict, response: dict, tag_key: str) -> dict:
+def _interface_attribute(request: dict, response: dict, opt_in: tuple[str, str]) -> dict:
     eni = _id(request.get("networkInterfaceId"), "network interface", "requestParameters.networkInterfaceId")
     return {"interface_ids": (eni,)}
 
 
-def _group(request: dict, response: dict, tag_key: str) -> dict:
+def _group(request: dict, response: dict, opt_in: tuple[str, str]) -> dict:
     """RevokeSecurityGroupIngress and DeleteSecurityGroup name the group by id, or by name (default VPC)."""
     if request.get("groupId") is None and isinstance(request.get("groupName"), str) and request["groupName"]:
         return {"group_names": (request["groupName"],)}
     return {"group_ids": (_id(request.get("groupId"), "security group", "requestParameters.groupId"),)}
 
 
-def _group_rules(request: dict, response: dict, tag_key: str) -> dict:
+def _group_rules(request: dict, response: dict, opt_in: tuple[str, str]) -> dict:
     inner = _wrapped(request, "ModifySecurityGroupRulesRequest")
     group_id = inner.get("GroupId", inner.get("groupId"))
     return {"group_ids": (_id(group_id, "security group", "ModifySecurityGroupRulesRequest.GroupId"),)}
 
 
-def _associate_route_table(request: dict, response: dict, tag_key: str) -> dict:
+def _associate_route_table(request: dict, response: dict, opt_in: tuple[str, str]) -> dict:
     _id(request.get("routeTableId"), "route table", "requestParameters.routeTableId")
     if request.get("subnetId") is None and request.get("gatewayId") is not None:
         return {"skip": "a gateway route table association (no subnet)"}
     return {"subnet_ids": (_id(request.get("subnetId"), "subnet", "requestParameters.subnetId"),)}
 
 
-def _route(request: dict, response: dict, tag_key: str) -> dict:
+def _route(request: dict, response: dict, opt_in: tuple[str, str]) -> dict:
     return {"route_table_ids": (_id(request.get("routeTableId"), "route table", "requestParameters.routeTableId"),)}
 
 
-def _acl_entry(request: dict, response: dict, tag_key: str) -> dict:
+def _acl_entry(request: dict, response: dict, opt_in: tuple[str, str]) -> dict:
     return {"network_acl_ids": (_id(request.get("networkAclId"), "network ACL", "requestParameters.networkAclId"),)}
 
 
-def _acl_association(request: dict, response: dict, tag_key: str) -> dict:
-    fields = _acl_entry(request, response, tag_key)
+def _acl_association(request: dict, response: dict, opt_in: tuple[str, str]) -> dict:
+    fields = _acl_entry(request, response, opt_in)
     new = response.get("newAssociationId")
     if new is not None:
         fields["acl_association_ids"] = (_id(new, "network ACL association", "responseElements.newAssociationId"),)
     return fields
 
 
-API_CALLS: dict[str, Callable[[dict, dict, str], dict]] = {
+def _whole_region(request: dict, response: dict, opt_in: tuple[str, str]) -> dict:
+    """DisassociateAddress and DisassociateRouteTable name an association that no longer exists: its instance or
+    subnet cannot be looked up any more, so every opted-in instance of the region is checked (one paginated
+    DescribeInstances, and these calls are rare)."""
+    association = request.get("associationId") or request.get("publicIp")
+    if not isinstance(association, str) or not association:
+        raise InvalidEvent("requestParameters names no association (associationId or publicIp)")
+    return {"whole_region": True}
+
+
+def _route_table_association(request: dict, response: dict, opt_in: tuple[str, str]) -> dict:
+    """ReplaceRouteTableAssociation: the subnets now associated with the new table (or the VPC's main ones)."""
+    return _route(request, response, opt_in)
+
+
+def _detach_gateway(request: dict, response: dict, opt_in: tuple[str, str]) -> dict:
+    return {"vpc_ids": (_id(request.get("vpcId"), "VPC", "requestParameters.vpcId"),)}
+
+
+API_CALLS: dict[str, Callable[[dict, dict, tuple[str, str]], dict]] = {
     "RunInstances": _run_instances,
     "CreateTags": _create_tags,
     "ModifyNetworkInterfaceAttribute": _interface_attribute,
@@ -245,7 +301,13 @@ API_CALLS: dict[str, Callable[[dict, dict, str], dict]] = {
     "ReplaceRoute": _route,
     "DeleteRoute": _route,
     "ReplaceNetworkAclEntry": _acl_entry,
+    "CreateNetworkAclEntry": _acl_entry,
+    "DeleteNetworkAclEntry": _acl_entry,
     "ReplaceNetworkAclAssociation": _acl_association,
+    "DisassociateAddress": _whole_region,
+    "ReplaceRouteTableAssociation": _route_table_association,
+    "DisassociateRouteTable": _whole_region,
+    "DetachInternetGateway": _detach_gateway,
 }
 
 

@@ -2,7 +2,9 @@
 
 An instance id is its own answer; a network interface → its instance; a security group → the instances whose network
 interfaces use it; a route table → the instances in its subnets (the VPC's main table: in the subnets without an
-explicit association); a network ACL → the instances in its subnets. The lookups are coalesced for the whole batch:
+explicit association); a network ACL → the instances in its subnets; a VPC (its internet gateway detached) → its
+instances; a change that names nothing left to follow (an association that no longer exists) → every opted-in
+instance of the region. The lookups are coalesced for the whole batch:
 one call per kind of lookup (and per 200 filter values), never one per event. Instance lookups by subnet or VPC keep
 only opted-in instances in the scanned states (the same filters as the scan), so a busy subnet costs nothing extra.
 Ids that no longer exist are simply absent (filters, never id lists that fail on an unknown id).
@@ -34,9 +36,12 @@ def affected_instances(ec2: Any, changes: Sequence[ChangeEvent], settings: Setti
     main_vpcs = {tables[t].main_vpc for c in changes for t in c.route_table_ids if t in tables and tables[t].main_vpc}
     by_subnet = lookups.instances_by_subnet(_union(subnets_of))
     by_main_vpc = lookups.instances_by_main_table(main_vpcs)
+    by_vpc = lookups.instances_by_vpc(_union(c.vpc_ids for c in changes))
+    region = lookups.instances_in_region() if any(c.whole_region for c in changes) else set()
     affected = []
     for change, subnets in zip(changes, subnets_of, strict=True):
-        ids = set(change.instance_ids)
+        ids = set(change.instance_ids) | (region if change.whole_region else set())
+        ids.update(i for vpc in change.vpc_ids for i in by_vpc.get(vpc, ()))
         ids.update(i for eni in change.interface_ids for i in by_interface.get(eni, ()))
         named = [g for n in change.group_names for g in groups_by_name.get(n, ())]
         ids.update(i for g in (*change.group_ids, *named) for i in by_group.get(g, ()))
@@ -161,6 +166,17 @@ class _Lookups:
             if instance.get("SubnetId") not in explicit:
                 found[instance.get("VpcId")].add(instance["InstanceId"])
         return found
+
+    def instances_by_vpc(self, vpc_ids: set[str]) -> dict[str, set[str]]:
+        found = defaultdict(set)
+        for instance in self._instances("vpc-id", vpc_ids):
+            found[instance.get("VpcId")].add(instance["InstanceId"])
+        return found
+
+    def instances_in_region(self) -> set[str]:
+        """Every opted-in instance of the region, in the scanned states."""
+        pages = paginate(self.ec2, "describe_instances", "Reservations", Filters=self.opted_in)
+        return {i["InstanceId"] for reservation in pages for i in reservation.get("Instances", ())}
 
     def _instances(self, name: str, values: set[str]) -> Iterable[dict]:
         for reservation in self._each("describe_instances", "Reservations", name, values, *self.opted_in):

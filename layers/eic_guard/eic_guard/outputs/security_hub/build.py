@@ -252,15 +252,7 @@ def build_finding(
     severity = text.severity if state in OPEN_STATES else "INFORMATIONAL"
     compliance = {"FAILED": "FAILED", "WARNING": "WARNING", "PASSED": "PASSED", "ARCHIVED": "NOT_AVAILABLE"}[state]
     finding_id = scope.finding_id(instance_id, check_id)
-    resource = {
-        "Type": "AwsEc2Instance",
-        "Id": scope.instance_arn(instance_id),
-        "Region": scope.region,
-    }
-    if scope.partition in ASFF_PARTITIONS:
-        resource["Partition"] = scope.partition
-    if about := resource_tags(name, tags):
-        resource["Tags"] = about
+    resource = _instance_resource(scope, instance_id, name, tags)
     product_fields = {"eic-guard/CheckId": check_id, "eic-guard/Status": status, "eic-guard/RunId": run_id}
     if check_id.startswith(WARNING_PREFIX):
         code = check_id.removeprefix(WARNING_PREFIX)
@@ -293,6 +285,17 @@ def build_finding(
     return PlannedFinding(finding_id, instance_id, check_id, state, finding, fingerprint(finding))
 
 
+def _instance_resource(
+    scope: FindingScope, instance_id: str, name: str | None, tags: dict[str, str] | None
+) -> dict[str, Any]:
+    resource: dict[str, Any] = {"Type": "AwsEc2Instance", "Id": scope.instance_arn(instance_id), "Region": scope.region}
+    if scope.partition in ASFF_PARTITIONS:
+        resource["Partition"] = scope.partition
+    if about := resource_tags(name, tags):
+        resource["Tags"] = about
+    return resource
+
+
 def fingerprint(finding: dict[str, Any]) -> str:
     """What makes two imports of a finding the same: everything but its timestamps and run id."""
     content = {k: v for k, v in finding.items() if k not in ("CreatedAt", "UpdatedAt", "ProductFields")}
@@ -304,3 +307,71 @@ def batches(items: list, size: int = BATCH_LIMIT) -> Iterator[list]:
     """`items` in order, in lists of at most `size`."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+# ---- an access boundary change: the opt-in tag added (README "Threat model") --------------------------------------
+OPT_IN_TYPE = "Software and Configuration Checks/AWS Security Best Practices/EC2 Instance Connect opt-in"
+OPT_IN_TITLE = "EC2 Instance Connect access boundary: an instance was opted in"
+EIC_IAM_URL = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ec2-instance-connect-configure-IAM-role.html"
+
+
+def opt_in_finding(
+    scope: FindingScope,
+    instance_id: str,
+    *,
+    tag: tuple[str, str],
+    actor: str,
+    event_name: str,
+    event_id: str,
+    event_time: str | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """One finding per instance an API call opted in, naming who made the call: not a compliance check (no Compliance,
+    not kept in the ledger), an event a security team reviews and closes."""
+    key, value = tag
+    stamp = asff_time(now)
+    description = (
+        f"{actor} tagged {instance_id} {key}={value} ({event_name}, {event_time or stamp}): every holder of "
+        "eic-guard's ConnectPolicy may now push an SSH key to it, and eic-guard opens TCP 22 from the EC2 Instance "
+        "Connect range. If this was not intended, remove the tag and review who may tag instances."
+    )
+    return {
+        "SchemaVersion": SCHEMA_VERSION,
+        "Id": f"eic-guard/{scope.account_id}/{scope.region}/{instance_id}/opt-in/{event_id}",
+        "ProductArn": scope.product_arn,
+        "ProductName": PRODUCT_NAME,
+        "GeneratorId": "eic-guard/opt-in",
+        "AwsAccountId": scope.account_id,
+        "CreatedAt": _event_time(event_time) or stamp,
+        "UpdatedAt": stamp,
+        "Title": OPT_IN_TITLE,
+        "Description": _clip(description, DESCRIPTION_LIMIT),
+        "Remediation": {
+            "Recommendation": {
+                "Text": _clip(
+                    "Confirm the instance is meant to be reachable with EC2 Instance Connect; otherwise remove the "
+                    f"{key} tag. Reserve the tag to named admins with eic-guard's service control policy.",
+                    RECOMMENDATION_LIMIT,
+                ),
+                "Url": EIC_IAM_URL,
+            }
+        },
+        "ProductFields": {
+            "eic-guard/Actor": actor,
+            "eic-guard/EventName": event_name,
+            "eic-guard/EventId": event_id,
+            "eic-guard/Tag": f"{key}={value}",
+        },
+        "Resources": [_instance_resource(scope, instance_id, None, None)],
+        "Workflow": {"Status": "NEW"},
+        "RecordState": "ACTIVE",
+        "FindingProviderFields": {"Severity": {"Label": "LOW"}, "Types": [OPT_IN_TYPE]},
+    }
+
+
+def _event_time(value: str | None) -> str | None:
+    """CloudTrail's eventTime (2026-08-22T15:50:37Z) as an ASFF timestamp; None when it is not one."""
+    try:
+        return asff_time(datetime.fromisoformat(str(value).replace("Z", "+00:00")))
+    except ValueError:
+        return None
