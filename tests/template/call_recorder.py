@@ -14,7 +14,12 @@ code). Each call is attributed to the function the test is running (`function_id
   authorizes those, not the others (a prefix list named as an ingress source, for example, is not an authorized
   resource of AuthorizeSecurityGroupIngress). An action that authorizes no resource type is a request on "*";
 - the IAM action: the operation's name, except where IAM names it otherwise (ListObjectsV2 is s3:ListBucket);
-- the request context: aws:RequestedRegion (the client's region); s3:prefix (ListObjectsV2's Prefix);
+- the request context: aws:RequestedRegion (the client's region); aws:PrincipalOrgID (the caller's account's
+  organization in moto's Organizations); s3:prefix (ListObjectsV2's Prefix);
+  ec2:Attribute/<parameter> for each attribute a Modify* call sets (its name on the wire: SecurityGroupId for the
+  Groups of ModifyNetworkInterfaceAttribute, HttpEndpoint and HttpTokens for ModifyInstanceMetadataOptions);
+  aws:ResourceAccount and aws:ResourceOrgID of the role AssumeRole names (its account, and that account's
+  organization in moto's Organizations);
   aws:RequestTag/<key> and aws:TagKeys from
   TagSpecifications (create calls) or from CreateTags' Tags; aws:ResourceTag/<key> and ec2:ResourceTag/<key> of each
   existing resource, from moto's state before the call; ec2:MetadataHttpTokens and ec2:MetadataHttpEndpoint for
@@ -37,8 +42,10 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+import botocore.session
 from moto.ec2.models import ec2_backends
 from moto.iam.models import get_account_id_from
+from moto.organizations.models import organizations_backends
 from policy_sentry.querying.actions import get_action_data, get_privilege_info
 from policy_sentry.shared.iam_data import get_service_prefix_data
 from policy_sentry.util.arns import does_arn_match
@@ -160,7 +167,12 @@ def _signing_account(request_signer: Any) -> str | None:
 
 
 def _base_context(call: RecordedCall) -> dict[str, ContextValue]:
-    return {"aws:RequestedRegion": call.region}
+    """The keys of every request: the region, and the caller's organization when its account is in one."""
+    context: dict[str, ContextValue] = {"aws:RequestedRegion": call.region}
+    organization = _organization_of(call.account_id) if call.account_id else None
+    if organization:
+        context["aws:PrincipalOrgID"] = organization
+    return context
 
 
 def _request_tag_context(tags: Iterable[dict]) -> dict[str, ContextValue]:
@@ -282,10 +294,54 @@ def _ec2_existing(ec2: _Ec2State, operation: str, params: dict) -> list[Touched]
     return []
 
 
+# The EC2 calls whose request attributes IAM exposes as ec2:Attribute/<name> (the ones eic-guard makes).
+ATTRIBUTE_CALLS = ("ModifyInstanceMetadataOptions", "ModifyNetworkInterfaceAttribute")
+NOT_ATTRIBUTES = ("InstanceId", "NetworkInterfaceId", "DryRun")
+
+
+def _attribute_context(operation: str, params: dict) -> dict[str, ContextValue]:
+    """ec2:Attribute/<name> for every attribute the request sets, named as on the wire (EC2's query protocol)."""
+    if operation not in ATTRIBUTE_CALLS:
+        return {}
+    members = _ec2_input_members(operation)
+    context: dict[str, ContextValue] = {}
+    for name, value in params.items():
+        if name in NOT_ATTRIBUTES:
+            continue
+        wire = members.get(name, name)
+        context[f"ec2:Attribute/{wire}"] = tuple(map(str, value)) if isinstance(value, list) else str(value)
+    return context
+
+
+@cache
+def _ec2_input_members(operation: str) -> dict[str, str]:
+    shape = botocore.session.Session().get_service_model("ec2").operation_model(operation).input_shape
+    names = {}
+    for name, member in shape.members.items():
+        wire = member.serialization.get("queryName") or member.serialization.get("name") or name
+        names[name] = wire[:1].upper() + wire[1:]
+    return names
+
+
+def _organization_of(account_id: str) -> str | None:
+    """The organization moto's Organizations has `account_id` in (the management account's included), if any."""
+    for backend in organizations_backends.values():
+        backend = backend.get("aws") if isinstance(backend, dict) else backend
+        org = getattr(backend, "org", None)
+        if org is None:
+            continue
+        members = {a.id for a in getattr(backend, "accounts", ())} | {org.master_account_id}
+        if account_id in members:
+            return org.id
+    return None
+
+
 def _existing_resources(call: RecordedCall, account_id: str) -> list[Touched]:
     params, region = call.params, call.region
     if call.service == "ec2":
-        return _ec2_existing(_Ec2State(account_id, region), call.operation, params)
+        touched = _ec2_existing(_Ec2State(account_id, region), call.operation, params)
+        attributes = _attribute_context(call.operation, params)
+        return [Touched(t.arn, {**t.context, **attributes}) for t in touched]
     if call.service == "dynamodb" and "TableName" in params:
         return [Touched(f"arn:aws:dynamodb:{region}:{account_id}:table/{params['TableName']}")]
     if call.service == "s3" and "Key" in params:
@@ -293,7 +349,12 @@ def _existing_resources(call: RecordedCall, account_id: str) -> list[Touched]:
     if call.service == "s3" and call.operation in ("ListObjectsV2", "ListObjects"):
         return [Touched(f"arn:aws:s3:::{params['Bucket']}", {"s3:prefix": params.get("Prefix", "")})]
     if call.service == "sts" and "RoleArn" in params:
-        return [Touched(params["RoleArn"])]
+        role_account = params["RoleArn"].split(":")[4]
+        context: dict[str, ContextValue] = {"aws:ResourceAccount": role_account}
+        organization = _organization_of(role_account)
+        if organization:
+            context["aws:ResourceOrgID"] = organization
+        return [Touched(params["RoleArn"], context)]
     if call.service == "states" and "stateMachineArn" in params:
         return [Touched(params["stateMachineArn"])]
     if call.service == "sns" and "TopicArn" in params:

@@ -10,7 +10,8 @@
 - samtranslator's `IntrinsicsResolver` walks the result and resolves Ref and Fn::Sub with its own actions.
 
 What neither library computes down to a final value is the small remainder below (`_GetAtt`, `_If`, `_Split`,
-`_Join`, `_finish`): Fn::GetAtt of a resource (CloudFormation knows it only after the deploy: here a fixed fake,
+`_Select`, `_Join`, `_finish`, and `_evaluate_conditions` for member/template.yaml, whose conditions compare computed
+values): Fn::GetAtt of a resource (CloudFormation knows it only after the deploy: here a fixed fake,
 see `physical`), Fn::If (picks the branch cfn-lint's condition model chose), Fn::Split/Fn::Join of resolved
 strings, removing AWS::NoValue, and substituting the variables map of `!Sub [text, {..}]` (samtranslator resolves
 the text's own references and leaves the map to CloudFormation). JSON policy strings become documents.
@@ -44,6 +45,8 @@ PSEUDO = {
     "AWS::AccountId": "123456789012",
     "AWS::Region": "eu-west-3",  # not us-east-1: the AmazonIpSpaceChanged subscription must say its own region
     "AWS::StackName": "eic-guard",
+    "AWS::StackId": "arn:aws:cloudformation:eu-west-3:123456789012:stack/eic-guard/"
+    "5b0e7a30-8c41-11f1-9b2a-0a1b2c3d4e5f",
     "AWS::URLSuffix": "amazonaws.com",
 }
 NO_VALUE = object()  # what Ref AWS::NoValue resolves to: removed from its list or map
@@ -90,6 +93,7 @@ def physical(
             "AWS::SNS::Topic": f"arn:{partition}:sns:{region}:{account}:{name}",
             "AWS::SQS::Queue": f"https://sqs.{region}.amazonaws.com/{account}/{name}",
             "AWS::S3::Bucket": name.lower(),
+            "AWS::Logs::LogGroup": f"/aws/{name}",
         }.get(kind, name)
     if attribute == "Arn":
         return {
@@ -103,6 +107,9 @@ def physical(
             "AWS::IAM::Role": f"arn:{partition}:iam::{account}:role/{name}",
             "AWS::Serverless::StateMachine": state_machine,
             "AWS::StepFunctions::StateMachine": state_machine,
+            "AWS::Logs::LogGroup": f"arn:{partition}:logs:{region}:{account}:log-group:/aws/{name}:*",
+            "AWS::Events::Rule": f"arn:{partition}:events:{region}:{account}:rule/{name}",
+            "AWS::Events::EventBus": f"arn:{partition}:events:{region}:{account}:event-bus/{name}",
         }[kind]
     if attribute == "QueueName" and kind == "AWS::SQS::Queue":
         return name
@@ -173,6 +180,18 @@ class _Split(Action):
         return source.split(delimiter) if isinstance(source, str) else input_dict
 
 
+class _Select(Action):
+    intrinsic_name = "Fn::Select"
+
+    def __init__(self, resolve_value: Callable[[Any], Any]):
+        self.resolve_value = resolve_value
+
+    def resolve_parameter_refs(self, input_dict: Any, parameters: dict[str, Any]) -> Any:
+        index, items = input_dict[self.intrinsic_name]
+        items = _finish(self.resolve_value(items))
+        return items[int(index)] if isinstance(items, list) else input_dict
+
+
 class _Join(Action):
     intrinsic_name = "Fn::Join"
 
@@ -213,6 +232,7 @@ class _Resolver:
             "Fn::GetAtt": _GetAtt(),
             "Fn::If": _If(conditions, self._resolve),
             "Fn::Split": _Split(self._resolve),
+            "Fn::Select": _Select(self._resolve),
             "Fn::Join": _Join(self._resolve),
         }
         self.resolver = IntrinsicsResolver(values, actions)
@@ -342,23 +362,10 @@ def policy_document(raw: Any, params: dict[str, str]) -> dict:
     return _document(resolve(raw, params))
 
 
-def role_statements(function_id: str, params: dict[str, str], sam_additions: bool = False) -> list[dict]:
-    """Every statement of a function's role as SAM renders it: the function's `Policies:` plus the RolePolicies
-    attached to that role.
-
-    SAM's own additions to the role's inline policies (sqs:SendMessage for an OnFailure destination) are left out
-    unless `sam_additions`; the basic execution and X-Ray managed policies are never included.
-    """
-    stack = render(params)
-    role_id = f"{function_id}Role"
-    own = {f"{role_id}Policy{n}" for n in range(len(resources()[function_id]["Properties"].get("Policies", [])))}
-    own |= {r["Properties"]["PolicyName"] for r in resources().values() if r["Type"] == "AWS::IAM::RolePolicy"}
-    return [
-        statement
-        for name, document in stack.role_policies(role_id)
-        if sam_additions or name in own
-        for statement in as_list(document["Statement"])
-    ]
+def role_statements(function_id: str, params: dict[str, str]) -> list[dict]:
+    """Every statement of a function's role (template.yaml declares each role: its Policies plus the RolePolicies
+    attached to it)."""
+    return render(params).role_statements(f"{function_id}Role")
 
 
 def allowed_actions(statements: list[dict]) -> set[str]:
@@ -409,6 +416,7 @@ MEMBER_TEMPLATE_PATH = ROOT / "member" / "template.yaml"
 MEMBER_REQUIRED = {
     "WorkerRoleArns": f"arn:aws:iam::{PSEUDO['AWS::AccountId']}:role/eic-guard-ScanTargetFunctionRole-1A2B3C4D",
     "Regions": PSEUDO["AWS::Region"],
+    "OrganizationId": "o-exampleorg1",
 }
 
 
@@ -444,21 +452,54 @@ def member_values_for(central: dict[str, str], stack_region: str, **overrides: s
     return member_parameter_values(**shared, Regions=central["Regions"] or stack_region, **overrides)
 
 
-def render_member(params: dict[str, str], account_id: str | None = None) -> RenderedStack:
-    """member/template.yaml resolved for these parameter values, deployed in `account_id` (default PSEUDO's)."""
-    return _render_member(tuple(sorted(params.items())), account_id or PSEUDO["AWS::AccountId"])
+def render_member(params: dict[str, str], account_id: str | None = None, region: str | None = None) -> RenderedStack:
+    """member/template.yaml resolved for these parameter values, deployed in `account_id` (default PSEUDO's) and
+    `region` (default the first of its Regions, where it creates its roles)."""
+    region = region or params["Regions"].split(",")[0]
+    return _render_member(tuple(sorted(params.items())), account_id or PSEUDO["AWS::AccountId"], region)
 
 
 @cache
-def _render_member(params_items: tuple[tuple[str, str], ...], account_id: str) -> RenderedStack:
+def _render_member(params_items: tuple[tuple[str, str], ...], account_id: str, region: str) -> RenderedStack:
     params = dict(params_items)
-    pseudo = {**PSEUDO, "AWS::AccountId": account_id}
+    pseudo = {**PSEUDO, "AWS::AccountId": account_id, "AWS::Region": region}
     document = member_template()
     values: dict[str, Any] = dict(params)
     for name, spec in document["Parameters"].items():
         if spec["Type"] == "CommaDelimitedList":
             values[name] = [part.strip() for part in params[name].split(",")]
-    conditions = _conditions_for({**params, **pseudo}, document.get("Conditions", {}))
+    references = _reference_values(values, pseudo, document["Resources"])
+    conditions = _evaluate_conditions(document.get("Conditions", {}), _Resolver(references, {}))
     kept = {k: v for k, v in document["Resources"].items() if conditions.get(v.get("Condition"), True)}
     resolver = _Resolver(_reference_values(values, pseudo, kept), conditions)
     return RenderedStack(params, pseudo, {k: resolver(v) for k, v in kept.items()})
+
+
+def _evaluate_conditions(conditions: dict, resolve: Callable[[Any], Any]) -> dict[str, bool]:
+    """Every named Condition of a plain template: Fn::Equals of resolved values (Ref, Fn::Select, Fn::Split...),
+    Fn::Not, Fn::And, Fn::Or and Condition references."""
+    decided: dict[str, bool] = {}
+
+    def holds(node: Any) -> bool:
+        [(function, argument)] = node.items()
+        if function == "Condition":
+            return decide(argument)
+        if function == "Fn::Equals":
+            left, right = (resolve(a) for a in argument)
+            return str(left) == str(right)
+        if function == "Fn::Not":
+            return not holds(argument[0])
+        if function == "Fn::And":
+            return all(holds(a) for a in argument)
+        if function == "Fn::Or":
+            return any(holds(a) for a in argument)
+        raise ValueError(f"condition function {function} is not modelled")
+
+    def decide(name: str) -> bool:
+        if name not in decided:
+            decided[name] = holds(conditions[name])
+        return decided[name]
+
+    for name in conditions:
+        decide(name)
+    return decided

@@ -4,7 +4,8 @@ It follows IAM's documented evaluation for a single identity-based policy set: a
 otherwise some Allow must match; otherwise the request is implicitly denied. A statement matches when its action,
 its resource and every condition match. What it does not model (and the tests do not claim): service control
 policies, permission boundaries, session policies, resource-based policies (bucket, topic and key policies), and
-policy variables (${aws:username}...) in values.
+policy variables in values other than a global condition key the request carries (${aws:PrincipalOrgID}: replaced by
+its value; absent, the test cannot hold).
 
 Request context values are strings, or tuples of strings for multi-valued keys (aws:TagKeys).
 """
@@ -12,6 +13,7 @@ Request context values are strings, or tuples of strings for multi-valued keys (
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -117,11 +119,22 @@ def _value_matches(compare: Callable[[str, str], bool], negated: bool, actual: s
     return not hit if negated else hit
 
 
+POLICY_VARIABLE = re.compile(r"\$\{([^}]+)\}")
+
+
+def _substitute(value: str, context: Mapping[str, ContextValue]) -> str | None:
+    """A value with its policy variables (${aws:PrincipalOrgID}) replaced by the request's; None when one is absent."""
+    missing = [name for name in POLICY_VARIABLE.findall(value) if not isinstance(context.get(name), str)]
+    if missing:
+        return None
+    return POLICY_VARIABLE.sub(lambda m: str(context[m.group(1)]), value)
+
+
 def _key_matches(operator: str, key: str, wanted, context: Mapping[str, ContextValue]) -> bool:
     qualifier, _, base = operator.rpartition(":")
     if_exists = base.endswith("IfExists")
     base = base.removesuffix("IfExists")
-    wanted = [str(w) for w in _as_list(wanted)]
+    wanted = [v for v in (_substitute(str(w), context) for w in _as_list(wanted)) if v is not None]
     present = key in context
     if base == "Null":
         return present != (wanted[0].lower() == "true")

@@ -47,6 +47,7 @@ import boto3
 import botocore.session
 import pytest
 import responses
+from eic_guard.outputs.security_hub import FindingScope, LedgerChanges, S3Ledger, asff_time, build_finding
 from eic_guard.ranges.state import DynamoDbStateStore, RangesState
 from eic_guard.settings import IP_RANGES_URL
 from eic_guard.simulated import SimulatedAccount
@@ -56,8 +57,8 @@ from tests.conftest import IP_RANGES, ROOT, create_state_table
 from tests.lambda_runtime import FakeLambdaContext, event, load_handler
 from tests.template.asl import STATE_MACHINE_ID, Execution, load_definition
 from tests.template.call_recorder import CallRecorder, RecordedCall
-from tests.template.cfn import PSEUDO, RenderedStack, member_values_for, render, render_member
-from tests.template.iam_eval import Request, evaluate
+from tests.template.cfn import PSEUDO, RenderedStack, as_list, member_values_for, render, render_member
+from tests.template.iam_eval import Request, conditions_match, evaluate
 from tests.template.parameter_sets import OWN_ACCOUNT, PARAMETER_SETS, STACK_REGION, ParameterSet
 
 SNAPSHOT = IP_RANGES / "ip-ranges-2026-08-22.json"
@@ -117,6 +118,8 @@ EXPECTED_PAIRS = {
     ("states", "StartExecution"),
     ("lambda", "InvokeFunction"),
     ("securityhub", "BatchImportFindings"),
+    ("securityhub", "BatchUpdateFindings"),
+    ("organizations", "ListAccounts"),
 }
 # The on-change sets' batch: every instance's state change, plus a call on an interface and on a security group (the
 # lookups of the instances behind them), as events/ has them with the fleet's ids put in.
@@ -132,9 +135,10 @@ class Run:
     """One execution of the fan-out for one parameter set: what it returned and every call it made."""
 
     parameter_set: ParameterSet
-    stack: RenderedStack
+    stack: RenderedStack | None
     calls: list[RecordedCall]
     members: list[str] = field(default_factory=list)
+    organization_id: str = ""  # the organization moto made for the run (this account its management account)
     result: dict | None = None
     error: str | None = None
     handler_errors: list[str] = field(default_factory=list)
@@ -150,8 +154,11 @@ class Run:
     def role_statements(self, function_id: str) -> list[dict]:
         return self.stack.role_statements(f"{function_id}Role")
 
+    def member_params(self) -> dict[str, str]:
+        return member_params(self.stack, self.organization_id)
+
     def member_statements(self, account_id: str) -> list[dict]:
-        return member_role_statements(tuple(sorted(member_params(self.stack).items())), account_id)
+        return member_role_statements(tuple(sorted(self.member_params().items())), account_id)
 
     def statements_for(self, call: RecordedCall) -> list[dict]:
         if call.account_id != OWN_ACCOUNT:
@@ -168,13 +175,31 @@ class Run:
                 decision = evaluate(statements, request)
                 if not decision.allowed:
                     problems.append(f"{request.action} on {request.resource} ({where}): {decision.reason}")
+                if request.action == "sts:AssumeRole" and not self.trusted(call, request):
+                    problems.append(f"sts:AssumeRole of {request.resource} ({where}): its trust policy refuses")
         return problems
 
+    def trusted(self, call: RecordedCall, request: Request) -> bool:
+        """The member role's trust policy (a resource policy) admits the calling role, from this organization."""
+        account = request.resource.split(":")[4]
+        member = render_member(self.member_params(), account)
+        caller = self.stack.physical(f"{call.function_id}Role", "Arn")
+        context = {"aws:PrincipalOrgID": self.organization_id} if self.organization_id else {}
+        return any(
+            s["Effect"] == "Allow"
+            and caller in as_list(s["Principal"]["AWS"])
+            and conditions_match(s.get("Condition", {}), context)
+            for s in member.resources["MemberRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+        )
 
-def member_params(stack: RenderedStack) -> dict[str, str]:
-    """The member stack's parameters for this central stack (what the README's StackSet commands pass)."""
-    worker_role = stack.physical("ScanTargetFunctionRole", "Arn")
-    return member_values_for(stack.params, stack.pseudo["AWS::Region"], WorkerRoleArns=worker_role)
+
+def member_params(stack: RenderedStack, organization_id: str) -> dict[str, str]:
+    """The member stack's parameters for this central stack (what the README's StackSet commands pass): both central
+    roles that enter member accounts may assume the member role, from the central stack's organization."""
+    roles = ",".join(stack.physical(r, "Arn") for r in ("ScanTargetFunctionRole", "OnChangeFunctionRole"))
+    return member_values_for(
+        stack.params, stack.pseudo["AWS::Region"], WorkerRoleArns=roles, OrganizationId=organization_id
+    )
 
 
 @cache
@@ -239,8 +264,8 @@ def build_scan_fleet(session: boto3.Session, region: str, prefix_lists: bool) ->
     managed_group_with_a_stale_rule(ec2, net_a.vpc_id, region)
     launch = {"image_id": ami, "group_ids": [net_a.app_group_id], "subnet_id": net_a.public_subnet_id}
     account.launch(**launch, public_ip=True, imds="disabled", http_tokens="required", name="detached-imds-off")
-    # ... one without a public IPv4 address (an Elastic IP fixes it when RemediatePublicIp is on) ...
-    account.launch(**launch, public_ip=False, name="no-public-ip")
+    # ... one without a public IPv4 address (an Elastic IP fixes it with RemediatePublicIp on: an admin allowed it) ...
+    account.launch(**launch, public_ip=False, name="no-public-ip", tags={"eic-guard:public-ip": "allowed"})
     # ... and one on an image EIC does not support out of the box: non-compliant whatever happens.
     account.launch(**{**launch, "image_id": account.own_image("custom-image")}, public_ip=True, name="custom-ami")
     # VPC b: no eic-guard group yet, one instance without SSH from EIC.
@@ -332,17 +357,20 @@ def on_change_batch(region: str) -> dict:
     return {"Records": records}
 
 
-def member_accounts(parameter_set: ParameterSet) -> list[str]:
-    """The run's member accounts: an organization's (created here, this account its management account) or the
-    listed ones other than this account."""
+def member_accounts(parameter_set: ParameterSet) -> tuple[str, list[str]]:
+    """The run's organization (created here whenever the run covers other accounts, this account its management
+    account) and its member accounts: the organization's, or the listed ones other than this account."""
     accounts = parameter_set.params["Accounts"]
-    if accounts != "organization":
-        return [a for a in accounts.split(",") if a and a != OWN_ACCOUNT]
+    if not accounts:
+        return "", []
     organizations = boto3.client("organizations", STACK_REGION)
-    organizations.create_organization(FeatureSet="ALL")
+    organization_id = organizations.create_organization(FeatureSet="ALL")["Organization"]["Id"]
+    if accounts != "organization":
+        return organization_id, [a for a in accounts.split(",") if a and a != OWN_ACCOUNT]
     for n in range(parameter_set.members):
         organizations.create_account(Email=f"member{n}@example.com", AccountName=f"member-{n}")
-    return sorted(a["Id"] for a in organizations.list_accounts()["Accounts"] if a["Id"] != OWN_ACCOUNT)
+    members = sorted(a["Id"] for a in organizations.list_accounts()["Accounts"] if a["Id"] != OWN_ACCOUNT)
+    return organization_id, members
 
 
 def session_in(account_id: str) -> boto3.Session:
@@ -358,6 +386,35 @@ def session_in(account_id: str) -> boto3.Session:
         aws_session_token=credentials["SessionToken"],
         region_name=STACK_REGION,
     )
+
+
+def an_open_finding_the_run_resolves(session: boto3.Session, account: str, region: str, environment: dict) -> None:
+    """The imds-enabled finding of the instance whose metadata endpoint is off, as an earlier report-mode run left it
+    (in Security Hub and in the ledger): this remediating run fixes the instance, so it resolves the finding
+    (BatchImportFindings PASSED, BatchUpdateFindings RESOLVED) in that account, with that account's role."""
+    ec2 = session.client("ec2", region)
+    filters = [{"Name": "tag:Name", "Values": ["detached-imds-off"]}]
+    [instance] = [
+        i["InstanceId"] for r in ec2.describe_instances(Filters=filters)["Reservations"] for i in r["Instances"]
+    ]
+    scope = FindingScope(account, region)
+    earlier = datetime.now(UTC) - timedelta(days=1)
+    planned = build_finding(
+        scope,
+        instance,
+        "imds-enabled",
+        "FAILED",
+        status="would-fix",
+        description="metadata endpoint is disabled",
+        created_at=asff_time(earlier),
+        updated_at=asff_time(earlier),
+        run_id="earlier-run",
+    )
+    session.client("securityhub", region).batch_import_findings(Findings=[planned.finding])
+    record = {"instance_id": instance, "check_id": "imds-enabled", "created_at": asff_time(earlier)}
+    ledger = S3Ledger(boto3.client("s3", STACK_REGION), environment["EIC_GUARD_REPORTS_BUCKET"], account, region)
+    ledger.load()
+    ledger.save(LedgerChanges(opened={planned.finding_id: record}), earlier)
 
 
 # ---------------------------------------------------------------- the deployed engine, run under the recorder
@@ -482,17 +539,21 @@ def recorder() -> Iterator[CallRecorder]:
 
 def run(parameter_set: ParameterSet, recorder: CallRecorder) -> Run:
     """The parameter set's fan-out on moto with the rendered stack, every call recorded."""
-    stack = render(parameter_set.params, STACK_REGION)
-    outcome = Run(parameter_set, stack, [])
+    outcome = Run(parameter_set, None, [])
     recorder.calls = outcome.calls
-    environment = stack.environment("AggregateFunction")
     with mock_aws():
+        # The organization first: the stack names it (OrganizationId), and its roles may enter only its accounts.
+        outcome.organization_id, outcome.members = member_accounts(parameter_set)
+        params = parameter_set.params
+        if parameter_set.organization:
+            params = {**params, "OrganizationId": outcome.organization_id}
+        stack = outcome.stack = render(params, STACK_REGION)
+        environment = stack.environment("AggregateFunction")
         stack_resources(environment)
         if parameter_set.job == "on-change":
             current_state(environment)
         elif parameter_set.params["StalePrefixGraceHours"] == "0":
             previous_state(environment)
-        outcome.members = member_accounts(parameter_set)
         for account in (OWN_ACCOUNT, *outcome.members):
             session = session_in(account)
             for region in environment["EIC_GUARD_REGIONS"].split(","):
@@ -500,6 +561,8 @@ def run(parameter_set: ParameterSet, recorder: CallRecorder) -> Run:
                     build_scan_fleet(session, region, environment["EIC_GUARD_INGRESS_SOURCE"] == "prefix-list")
                 else:
                     build_refresh_fleet(session, region)
+                if stack.params["SecurityHubFindings"] == "enabled":
+                    an_open_finding_the_run_resolves(session, account, region, environment)
         with responses.RequestsMock(assert_all_requests_are_fired=False) as http:
             http.add(responses.GET, IP_RANGES_URL, body=SNAPSHOT.read_bytes(), content_type="application/json")
             try:
@@ -699,9 +762,11 @@ def test_member_accounts_are_entered_only_by_the_worker_through_the_member_role(
     assert [c.function_id for c in outcome.calls if c.action == "sts:AssumeRole"] == ["ScanTargetFunction"] * len(
         [c for c in outcome.calls if c.action == "sts:AssumeRole"]
     )
-    member = render_member(member_params(outcome.stack), outcome.members[0])
+    member = render_member(outcome.member_params(), outcome.members[0])
     [trust] = member.resources["MemberRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
-    assert trust["Principal"] == {"AWS": [worker_role]}
+    on_change_role = outcome.stack.physical("OnChangeFunctionRole", "Arn")
+    assert trust["Principal"] == {"AWS": [worker_role, on_change_role]}
+    assert trust["Condition"] == {"StringEquals": {"aws:PrincipalOrgID": outcome.organization_id}}
     assert member.resources["MemberRole"]["Properties"]["RoleName"] == role_name
 
 
@@ -894,3 +959,63 @@ def test_an_expired_prefix_is_revoked_only_after_every_account_got_its_additions
     assert ("enter", "RevokeTargets") in outcome.events
     assert {changes[i][1] for i in revokes} == {OWN_ACCOUNT, *outcome.members}
     assert adds and revokes and max(adds) < min(revokes)
+
+
+def _changed(request: Request, **context) -> Request:
+    return Request(request.action, request.resource, {**request.context, **context})
+
+
+def test_the_condition_keys_refuse_what_eic_guard_never_asks(runs):
+    # Given requests the remediating scans made (each allowed), in this account and in a member account
+    outcome, organization = runs["remediate-elastic-ip"], runs["organization"]
+    statements = outcome.role_statements("ScanTargetFunction")
+    imds = _recorded(runs, "remediate-elastic-ip", "ec2:ModifyInstanceMetadataOptions")
+    attach = next(
+        r
+        for c in outcome.calls
+        for r in c.requests
+        if r.action == "ec2:ModifyNetworkInterfaceAttribute" and ":network-interface/" in r.resource
+    )
+    associate = next(
+        r
+        for c in outcome.calls
+        for r in c.requests
+        if r.action == "ec2:AssociateAddress" and ":instance/" in r.resource
+    )
+    assume = _recorded(runs, "organization", "sts:AssumeRole")
+    assert all(evaluate(statements, r).allowed for r in (imds, attach, associate))
+    assert evaluate(organization.role_statements("ScanTargetFunction"), assume).allowed
+
+    # When each is changed the way a misused role would
+    metadata_off = _changed(imds, **{"ec2:Attribute/HttpEndpoint": "disabled"})
+    imds_v1_on = _changed(imds, **{"ec2:Attribute/HttpTokens": "optional", "ec2:MetadataHttpTokens": "required"})
+    hop_limit = _changed(imds, **{"ec2:Attribute/HttpPutResponseHopLimit": "64"})
+    source_dest = _changed(attach, **{"ec2:Attribute/SourceDestCheck": "False"})
+    not_allowed_ip = Request(
+        associate.action,
+        associate.resource,
+        {k: v for k, v in associate.context.items() if "eic-guard:public-ip" not in k},
+    )
+    other_org = _changed(assume, **{"aws:ResourceOrgID": "o-someoneelse1"})
+
+    # Then IAM refuses each: the endpoint off, IMDSv1 turned on, another metadata attribute, an interface attribute
+    # other than its groups, an Elastic IP for an instance no admin allowed one, a role outside the organization
+    own = [evaluate(statements, r) for r in (metadata_off, imds_v1_on, hop_limit, source_dest, not_allowed_ip)]
+    assert [d.allowed for d in own] == [False] * 5, own
+    assert [d.reason.startswith("explicitly denied") for d in own[:2]] == [True, True]
+    assert not evaluate(organization.role_statements("ScanTargetFunction"), other_org).allowed
+
+
+def test_the_member_role_trusts_the_central_roles_only_from_their_organization(runs):
+    # Given an AssumeRole the worker made into a member account, and the member role's trust
+    outcome = runs["organization"]
+    [call] = [c for c in outcome.calls if c.action == "sts:AssumeRole"][:1]
+    [request] = call.requests
+
+    # When the same caller asks from outside the organization (the central account left it, say)
+    outside = Run(outcome.parameter_set, outcome.stack, [], outcome.members, organization_id="")
+    outside.member_params = lambda: outcome.member_params()  # the member stack as deployed, the caller elsewhere
+
+    # Then the trust admits it from the organization only
+    assert outcome.trusted(call, request)
+    assert not outside.trusted(call, request)

@@ -116,3 +116,24 @@ def test_an_operator_it_does_not_model_is_an_error_not_a_silent_pass():
     # When it is evaluated, then the evaluator refuses to guess
     with pytest.raises(ValueError, match="not modelled"):
         conditions_match(condition, {"ec2:MetadataHttpPutResponseHopLimit": "1"})
+
+
+def test_a_policy_variable_in_a_value_is_the_requests_own_key():
+    # Given an AssumeRole allowed only into the caller's own organization (${aws:PrincipalOrgID})
+    statements = [
+        {
+            "Effect": "Allow",
+            "Action": "sts:AssumeRole",
+            "Resource": "arn:aws:iam::*:role/eic-guard-member",
+            "Condition": {"StringEquals": {"aws:ResourceOrgID": "${aws:PrincipalOrgID}"}},
+        }
+    ]
+    role = "arn:aws:iam::111111111111:role/eic-guard-member"
+
+    # When requests name a role of the same organization, of another, or come from a caller in none
+    same = Request("sts:AssumeRole", role, {"aws:ResourceOrgID": "o-a", "aws:PrincipalOrgID": "o-a"})
+    other = Request("sts:AssumeRole", role, {"aws:ResourceOrgID": "o-b", "aws:PrincipalOrgID": "o-a"})
+    outside = Request("sts:AssumeRole", role, {"aws:ResourceOrgID": "o-a"})
+
+    # Then only the same organization is allowed
+    assert [evaluate(statements, r).allowed for r in (same, other, outside)] == [True, False, False]

@@ -1,11 +1,12 @@
-"""member/template.yaml: the member role the central target worker assumes in every other account.
+"""member/template.yaml: the member role the central worker and event-driven checks assume in every other account,
+the rules that forward the account's EC2 changes to the central stack, and the detective rule on the role.
 
-It must grant exactly the EC2 actions the engine declares for a member account (eic_guard.permissions.
-member_role_actions: the worker's, plus the event-driven checks' ec2:DescribeNetworkInterfaces in every mode), through
-the same statements, tag conditions, guardrails and region Deny as the central worker role grants in its own
-account (but that one read, in ReadInventory rather than the worker's remediate-mode ReReadInterfacesBeforeAttach),
-for every Mode/RemediatePublicIp/TagInstances combination; trust only the central worker role(s); and be deployable
-as a service-managed StackSet.
+The role grants exactly the calls eic_guard.permissions declares for it (test_role_grants.py), through the same
+statements, tag conditions, condition keys, guardrails and region Deny as the central worker role grants in its own
+account (but the interface read, in a policy of its own: the event-driven look-ups of forwarded events need it in
+report mode too), for every Mode/RemediatePublicIp/TagInstances combination; trusts only the central roles, only from
+its organization; forwards exactly the events the central stack's rules take; and is deployable as a
+service-managed StackSet in every region (the roles once, in the first of Regions).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 
 import pytest
 from cfnlint import api as cfnlint_api
-from eic_guard.permissions import CHANGE_LOOKUPS, member_role_actions
+from eic_guard.permissions import MEMBER_WRITE_PROFILE
 
 from tests.template.cfn import (
     MEMBER_TEMPLATE_PATH,
@@ -43,6 +44,9 @@ WORKER_ROLES = (
 )
 
 
+CENTRAL_BUS = "arn:aws:events:us-east-1:123456789012:event-bus/eic-guard-member-events"
+
+
 def member_statements(**overrides: str) -> list[dict]:
     return render_member(member_parameter_values(**overrides)).role_statements("MemberRole")
 
@@ -56,14 +60,12 @@ def central_ec2_statements(**overrides: str) -> list[dict]:
 
 
 def as_member_grants(central: list[dict]) -> list[dict]:
-    """The central worker's EC2 statements with the member role's one addition: the event-driven checks' interface
-    lookups in ReadInventory, in every mode (which makes the worker's remediate-mode re-read statement redundant)."""
+    """The central worker's EC2 statements with the member role's one difference: the interface read has a statement
+    of its own (in remediate mode it is the worker's ReReadInterfacesBeforeAttach)."""
     adjusted = []
     for statement in central:
         if statement.get("Sid") == "ReReadInterfacesBeforeAttach":
-            continue
-        if statement.get("Sid") == "ReadInventory":
-            statement = {**statement, "Action": [*as_list(statement["Action"]), *CHANGE_LOOKUPS]}
+            statement = {**statement, "Sid": "ReadInterfaces"}
         adjusted.append(statement)
     return adjusted
 
@@ -90,19 +92,6 @@ def test_cfn_lint_reports_no_error_or_warning():
 
     # Then nothing is an error or a warning
     assert [str(m) for m in matches if m.rule.id[0] in "EW"] == []
-
-
-@pytest.mark.parametrize("switches", COMBINATIONS, ids=IDS)
-def test_member_role_grants_exactly_the_engines_worker_ec2_actions(switches):
-    # Given a combination of the switches that change the worker's permissions
-    remediate = switches["Mode"] == "remediate"
-    public_ip, tags = switches["RemediatePublicIp"] == "true", switches["TagInstances"] == "true"
-
-    # When the member role is rendered with them
-    granted = allowed_actions(member_statements(**switches))
-
-    # Then it allows exactly what the engine declares for one target with those settings
-    assert sorted(granted ^ member_role_actions(remediate, public_ip, tags)) == []
 
 
 @pytest.mark.parametrize("switches", COMBINATIONS, ids=IDS)
@@ -150,41 +139,116 @@ def test_report_mode_allows_no_ec2_write_but_the_managed_groups_rules():
     assert edit["Condition"] == {"StringEquals": {"aws:ResourceTag/ManagedBy": "eic-guard"}}
 
 
-def test_the_role_trusts_only_the_central_worker_roles_to_assume_it():
-    # Given two central worker roles (two central stacks, say prod and dev)
-    stack = render_member(member_parameter_values(WorkerRoleArns=WORKER_ROLES, MemberRoleName="eic-guard-member"))
+def test_the_role_trusts_only_the_central_roles_and_only_from_the_organization():
+    # Given two central roles (the worker and the event-driven checks) and the organization
+    stack = render_member(member_parameter_values(WorkerRoleArns=WORKER_ROLES, OrganizationId="o-exampleorg1"))
     role = stack.resources["MemberRole"]["Properties"]
 
     # When its trust policy is read
     (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
 
-    # Then only those two roles may call sts:AssumeRole, nothing else, and the role has the name the central stack
-    # may assume
+    # Then only those roles may call sts:AssumeRole, and only while they are in that organization
     assert trust["Effect"] == "Allow"
     assert trust["Principal"] == {"AWS": WORKER_ROLES.split(",")}
     assert as_list(trust["Action"]) == ["sts:AssumeRole"]
-    assert set(trust) == {"Sid", "Effect", "Principal", "Action"}
+    assert trust["Condition"] == {"StringEquals": {"aws:PrincipalOrgID": "o-exampleorg1"}}
     assert role["RoleName"] == "eic-guard-member"
 
 
-def test_the_role_grants_nothing_but_ec2():
-    # Given every combination of switches
-    actions = {a for c in COMBINATIONS for a in allowed_actions(member_statements(**c))}
+def test_the_role_grants_nothing_but_ec2_the_alias_and_security_hub():
+    # Given every combination of switches, Security Hub on
+    actions = {a for c in COMBINATIONS for a in allowed_actions(member_statements(**c, SecurityHubFindings="enabled"))}
 
-    # Then every action is an EC2 one but the account alias's read (the run's objects and the member accounts are the
-    # central role's business)
-    assert {a for a in actions if not a.startswith("ec2:")} == {"iam:ListAccountAliases"}
+    # Then every action is an EC2 one but the account alias's read and the account's own findings (the run's objects
+    # and the member accounts are the central roles' business)
+    assert {a for a in actions if not a.startswith("ec2:")} == {
+        "iam:ListAccountAliases",
+        "securityhub:BatchImportFindings",
+        "securityhub:BatchUpdateFindings",
+    }
 
 
-def test_it_is_a_plain_stackset_template_with_only_iam_resources_and_the_role_arn_as_output():
-    # Given the member template
-    document = member_template()
+@pytest.mark.parametrize(("region", "roles"), [("eu-west-1", True), ("us-east-1", False)])
+def test_the_roles_are_created_once_in_the_first_region_and_the_rules_in_every_region(region, roles):
+    # Given a member stack of two regions forwarding its events, deployed in each
+    params = member_parameter_values(Regions="eu-west-1,us-east-1", CentralEventBusArn=CENTRAL_BUS)
+    stack = render_member(params, region=region)
 
-    # Then it needs no transform (service-managed StackSets cannot use macros such as SAM), creates IAM resources
-    # only, and outputs the role's ARN
-    assert "Transform" not in document
-    assert {r["Type"] for r in document["Resources"].values()} == {"AWS::IAM::Role", "AWS::IAM::RolePolicy"}
-    assert document["Outputs"]["MemberRoleArn"]["Value"] == {"Fn::GetAtt": ["MemberRole", "Arn"]}
+    # Then its IAM roles exist in the first region only (IAM is global), its rules and their dead-letter queue in both
+    iam = {k for k, v in stack.resources.items() if v["Type"].startswith("AWS::IAM::")}
+    assert bool(iam) is roles
+    assert {k for k, v in stack.resources.items() if v["Type"] == "AWS::Events::Rule"} == {
+        "ForwardInstanceStateRule",
+        "ForwardApiCallRule",
+        "ForwardOptInTagRule",
+        "MemberRoleAnomalyRule",
+    }
+    assert "ForwardingDeadLetterQueue" in stack.resources
+
+
+def test_nothing_is_forwarded_without_the_central_bus():
+    # Given a member stack without CentralEventBusArn
+    stack = render_member(member_parameter_values())
+
+    # Then it is the role alone, and it needs no transform (service-managed StackSets cannot use macros such as SAM)
+    assert {v["Type"] for v in stack.resources.values()} == {"AWS::IAM::Role", "AWS::IAM::RolePolicy"}
+    assert "Transform" not in member_template()
+    assert member_template()["Outputs"]["MemberRoleArn"]["Value"] == {"Fn::GetAtt": ["MemberRole", "Arn"]}
+
+
+@pytest.mark.parametrize("rule", ["ForwardInstanceStateRule", "ForwardApiCallRule", "ForwardOptInTagRule"])
+def test_the_forwarding_rules_take_this_accounts_events_as_the_central_rules_take_the_stacks_own(rule):
+    # Given the member stack forwarding its events, and the central stack with the same opt-in tag
+    member = render_member(member_parameter_values(CentralEventBusArn=CENTRAL_BUS, TagKey="team:eic"))
+    central = render(parameter_values(TagKey="team:eic"))
+    central_rule = rule.replace("Forward", "OnChange")
+
+    # When both patterns are read, each with its own account
+    forwarded = member.resources[rule]["Properties"]
+    own = central.resources[central_rule]["Properties"]
+
+    # Then they are the same pattern, and the member's goes to the central bus with the forwarding role, and to a
+    # dead-letter queue when it cannot
+    assert {**forwarded["EventPattern"], "account": None} == {**own["EventPattern"], "account": None}
+    assert forwarded["EventPattern"]["account"] == [member.pseudo["AWS::AccountId"]]
+    [target] = forwarded["Targets"]
+    assert target["Arn"] == CENTRAL_BUS
+    assert target["RoleArn"] == f"arn:aws:iam::{member.pseudo['AWS::AccountId']}:role/eic-guard-member-events"
+    assert target["DeadLetterConfig"]["Arn"] == member.physical("ForwardingDeadLetterQueue", "Arn")
+
+
+def test_the_forwarding_role_may_only_put_events_on_the_central_bus():
+    # Given the member stack forwarding its events
+    stack = render_member(member_parameter_values(CentralEventBusArn=CENTRAL_BUS))
+    role = stack.resources["EventForwardingRole"]["Properties"]
+
+    # Then EventBridge of this account alone may assume it, to put events on that bus alone
+    [trust] = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "events.amazonaws.com"}
+    assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": stack.pseudo["AWS::AccountId"]}}
+    assert stack.role_statements("EventForwardingRole") == [
+        {"Sid": "PutOnTheCentralBusOnly", "Effect": "Allow", "Action": "events:PutEvents", "Resource": CENTRAL_BUS}
+    ]
+
+
+def test_the_detective_rule_takes_the_member_roles_writes_outside_eic_guards_profile():
+    # Given the member stack's detective rule and the central stack's alert rule for its events
+    member = render_member(member_parameter_values(CentralEventBusArn=CENTRAL_BUS))
+    detail = member.resources["MemberRoleAnomalyRule"]["Properties"]["EventPattern"]["detail"]
+    central = render(parameter_values(Accounts="111111111111")).resources["MemberRoleAnomalyRule"]["Properties"]
+
+    # Then both take the role's calls outside the profile eic-guard's code writes, or refused ones
+    account = member.pseudo["AWS::AccountId"]
+    assert detail["userIdentity"]["sessionContext"]["sessionIssuer"]["arn"] == [
+        f"arn:aws:iam::{account}:role/eic-guard-member"
+    ]
+    [names, refused] = detail["$or"]
+    assert sorted(names["eventName"][0]["anything-but"]) == sorted(MEMBER_WRITE_PROFILE)
+    assert refused == {"errorCode": [{"exists": True}]}
+    assert central["EventPattern"]["detail"]["$or"] == detail["$or"]
+    assert central["EventPattern"]["detail"]["userIdentity"]["sessionContext"]["sessionIssuer"]["arn"] == [
+        {"suffix": ":role/eic-guard-member"}
+    ]
 
 
 def test_every_member_parameter_is_described_constrained_and_used():

@@ -61,8 +61,19 @@ def test_every_alarm_notifies_the_alerts_topic():
     # When their actions are read
     actions = {k: resources()[k]["Properties"]["AlarmActions"] for k in alarms}
 
-    # Then the four expected alarms exist and each one notifies the alerts topic
-    assert set(alarms) == {"ErrorsAlarm", "NoRecentScanAlarm", "RefreshDeadLetterAlarm", "OnChangeDeadLetterAlarm"}
+    # Then the expected alarms exist (one on each dead-letter queue) and each one notifies the alerts topic
+    assert set(alarms) == {
+        "ErrorsAlarm",
+        "NoRecentScanAlarm",
+        "RefreshDeadLetterAlarm",
+        "OnChangeDeadLetterAlarm",
+        "EventDeliveryDeadLetterAlarm",
+    }
+    queues = {k for k, v in resources().items() if v["Type"] == "AWS::SQS::Queue" and "DeadLetter" in k}
+    watched = {
+        resources()[k]["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0] for k in alarms if "DeadLetter" in k
+    }
+    assert watched == queues
     assert all(a == [{"Ref": "AlertsTopic"}] for a in actions.values()), actions
 
 

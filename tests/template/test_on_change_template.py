@@ -15,14 +15,9 @@ import json
 
 import pytest
 from eic_guard.changes.actors import OWN_ROLE_ARNS_ENV, OwnRoles
+from eic_guard.changes.events import API_CALLS as READ_CALLS
 from eic_guard.changes.events import Actor
-from eic_guard.outputs.security_hub import IMPORT_PERMISSIONS, LEDGER_PERMISSIONS
-from eic_guard.permissions import (
-    CHANGE_LOOKUPS,
-    member_role_actions,
-    on_change_function_actions,
-    worker_function_actions,
-)
+from eic_guard.outputs.security_hub import IMPORT_PERMISSIONS, LEDGER_PERMISSIONS, RESOLVE_PERMISSIONS
 
 from tests.template.cfn import (
     PSEUDO,
@@ -30,34 +25,21 @@ from tests.template.cfn import (
     allowed_actions,
     as_list,
     is_ec2_write,
-    member_parameter_values,
     parameter_values,
     physical,
     render,
-    render_member,
     resolve,
     resources,
     role_statements,
     statements_granting,
     template,
 )
+from tests.template.event_patterns import matches
 
 EVENTS = ROOT / "events"
 RULES = ("OnChangeInstanceStateRule", "OnChangeApiCallRule", "OnChangeOptInTagRule")
-API_CALLS = (
-    "RunInstances",
-    "ModifyNetworkInterfaceAttribute",
-    "ModifyInstanceAttribute",
-    "ModifyInstanceMetadataOptions",
-    "RevokeSecurityGroupIngress",
-    "ModifySecurityGroupRules",
-    "DeleteSecurityGroup",
-    "AssociateRouteTable",
-    "ReplaceRoute",
-    "DeleteRoute",
-    "ReplaceNetworkAclEntry",
-    "ReplaceNetworkAclAssociation",
-)
+# Every call changes/events.py reads but CreateTags (the opt-in tag rule's own).
+API_CALLS = tuple(sorted(set(READ_CALLS) - {"CreateTags"}))
 OWN_ROLES = (
     "OnChangeFunctionRole",
     "ScanTargetFunctionRole",
@@ -80,40 +62,6 @@ def switch_id(switches: dict[str, str]) -> str:
 
 def sample(name: str) -> dict:
     return json.loads((EVENTS / name).read_text())
-
-
-# ---------------------------------------------------------------- a tiny EventBridge matcher
-
-
-def matches(pattern: dict, event: dict) -> bool:
-    """EventBridge's matching for what the rules use: every pattern field must be in the event; a list of values
-    matches when one of them does (exact value or {"exists": false}); a nested object matches the event's object,
-    or any object of the event's array of objects; an array of scalars in the event matches when any element does."""
-    for key, expected in pattern.items():
-        present = isinstance(event, dict) and key in event
-        value = event.get(key) if present else None
-        if isinstance(expected, dict):
-            if not present:
-                return False
-            candidates = value if isinstance(value, list) else [value]
-            if not any(isinstance(c, dict) and matches(expected, c) for c in candidates):
-                return False
-            continue
-        if not _matches_values(expected, present, value):
-            return False
-    return True
-
-
-def _matches_values(expected: list, present: bool, value) -> bool:
-    for option in expected:
-        if isinstance(option, dict):
-            if set(option) != {"exists"}:
-                raise AssertionError(f"operator not modelled by this matcher: {option}")
-            if option["exists"] is present and (not present or not isinstance(value, dict)):
-                return True
-        elif present and (option in value if isinstance(value, list) else option == value):
-            return True
-    return False
 
 
 def _leaf_values(node, key: str) -> list:
@@ -145,11 +93,11 @@ def test_the_matcher_handles_arrays_of_objects_and_exists_false():
     ("sample_name", "rule"),
     [
         ("ec2-instance-state-change-aws-doc.json", "OnChangeInstanceStateRule"),
-        ("cloudtrail-create-tags.json", "OnChangeOptInTagRule"),
+        *((p.name, "OnChangeOptInTagRule") for p in sorted(EVENTS.glob("cloudtrail-create-tags*.json"))),
         *(
             (p.name, "OnChangeApiCallRule")
             for p in sorted(EVENTS.glob("cloudtrail-*.json"))
-            if p.name != "cloudtrail-create-tags.json"
+            if not p.name.startswith("cloudtrail-create-tags")
         ),
     ],
 )
@@ -164,12 +112,15 @@ def test_each_sample_event_matches_its_rule_and_no_other(sample_name, rule):
     assert matched == [rule]
 
 
-def test_the_api_call_rule_lists_every_event_of_design_section_10_and_a_sample_exists_for_each():
+def test_the_api_call_rule_lists_every_event_the_handler_reads_and_a_sample_exists_for_each():
     # Given the API-call rule's pattern
     pattern = patterns()["OnChangeApiCallRule"]
 
-    # Then it names exactly the calls docs/architecture.md §10 lists (CreateTags has its own rule), each with a sample
+    # Then it names exactly the calls changes/events.py reads (CreateTags has its own rule), each with a sample
     assert sorted(pattern["detail"]["eventName"]) == sorted(API_CALLS)
+    assert {"CreateNetworkAclEntry", "DeleteNetworkAclEntry", "DisassociateAddress", "DetachInternetGateway"} <= set(
+        API_CALLS
+    )
     names = {sample(p.name)["detail"]["eventName"] for p in EVENTS.glob("cloudtrail-*.json")}
     assert set(API_CALLS) <= names
 
@@ -215,14 +166,36 @@ def test_the_opt_in_tag_rule_follows_the_tag_key_parameter():
     assert _leaf_values(event["detail"]["requestParameters"]["tagSet"]["items"], "key") == ["Name", "team:eic"]
 
 
-def test_every_rule_is_on_the_default_bus_and_sends_the_event_itself_to_the_queue():
+def test_every_rule_is_on_the_default_bus_takes_this_accounts_events_and_dead_letters_what_it_cannot_send():
     for rule in RULES:
         properties = resources()[rule]["Properties"]
         assert "EventBusName" not in properties
         assert properties["State"] == "ENABLED"
+        assert properties["EventPattern"]["account"] == [{"Ref": "AWS::AccountId"}]
         [target] = properties["Targets"]
         assert target["Arn"] == {"Fn::GetAtt": ["OnChangeQueue", "Arn"]}
+        assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["EventDeliveryDeadLetterQueue", "Arn"]}}
         assert not {"Input", "InputPath", "InputTransformer"} & set(target)
+
+
+@pytest.mark.parametrize(
+    "sample_name", ["ec2-instance-state-change-aws-doc.json", "cloudtrail-revoke-security-group-ingress.json"]
+)
+def test_another_accounts_event_on_the_default_bus_matches_no_rule(sample_name):
+    # Given a sample event of another account (the member accounts' come on their own bus)
+    event = sample(sample_name)
+    event["account"] = "999999999999"
+
+    # Then no rule of the default bus takes it
+    assert [name for name, pattern in patterns().items() if matches(pattern, event)] == []
+
+
+def test_the_opt_in_tag_rule_takes_the_key_in_any_letter_case():
+    # Given the CreateTags sample with the opt-in key spelt otherwise (IAM compares condition key names without case)
+    event = sample("cloudtrail-create-tags-other-case.json")
+
+    # Then the opt-in tag rule takes it, and only it
+    assert [name for name, pattern in patterns().items() if matches(pattern, event)] == ["OnChangeOptInTagRule"]
 
 
 # ---------------------------------------------------------------- the queue
@@ -256,16 +229,70 @@ def test_the_function_reads_the_queue_in_small_batches_with_partial_failures():
     }
 
 
-def test_only_this_stacks_rules_may_send_to_the_queue():
-    policy = resources()["OnChangeQueuePolicy"]["Properties"]
-    allows = [s for s in policy["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
+@pytest.mark.parametrize("accounts", ["", "111111111111"], ids=["own-account", "member-accounts"])
+def test_only_this_stacks_rules_may_send_to_the_queue(accounts):
+    # Given the queue policy, with and without the member accounts' rule
+    stack = render(parameter_values(Accounts=accounts))
+    policy = stack.resources["OnChangeQueuePolicy"]["Properties"]
+    allow, deny, insecure = policy["PolicyDocument"]["Statement"]
+    rules = [stack.physical(r, "Arn") for r in RULES] + (
+        [stack.physical("MemberChangeEventsRule", "Arn")] if accounts else []
+    )
 
-    assert policy["Queues"] == [{"Ref": "OnChangeQueue"}]
-    [allow] = allows
-    assert allow["Principal"] == {"Service": "events.amazonaws.com"}
-    assert allow["Action"] == "sqs:SendMessage"
-    assert allow["Resource"] == {"Fn::GetAtt": ["OnChangeQueue", "Arn"]}
-    assert allow["Condition"] == {"ArnEquals": {"aws:SourceArn": [{"Fn::GetAtt": [r, "Arn"]} for r in RULES]}}
+    # Then EventBridge may send from exactly those rules, and every other sender is refused, even one of this account
+    # whose own policy would allow it (no forged event reaches the function)
+    assert (allow["Effect"], allow["Principal"], allow["Action"]) == (
+        "Allow",
+        {"Service": "events.amazonaws.com"},
+        "sqs:SendMessage",
+    )
+    assert allow["Condition"] == {"ArnEquals": {"aws:SourceArn": rules}}
+    assert (deny["Effect"], deny["Principal"], deny["Action"]) == ("Deny", "*", "sqs:SendMessage")
+    assert deny["Condition"] == {"ArnNotEquals": {"aws:SourceArn": rules}}
+    assert insecure["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_the_member_accounts_events_come_on_a_bus_only_they_may_put_on():
+    # Given a stack over an organization, and one over listed accounts
+    organization = render(parameter_values(Accounts="organization", OrganizationId="o-exampleorg1"))
+    listed = render(parameter_values(Accounts="111111111111,222222222222"))
+
+    # When their member event bus policies and rules are read
+    def bus(stack):
+        [statement] = stack.resources["MemberEventBus"]["Properties"]["Policy"]["Statement"]
+        return statement, stack.resources["MemberChangeEventsRule"]["Properties"]
+
+    org_statement, org_rule = bus(organization)
+    listed_statement, listed_rule = bus(listed)
+
+    # Then only the organization's accounts (aws:PrincipalOrgID), or the listed ones (aws:PrincipalAccount), may put
+    # events there, and the rule sends the member accounts' changes to the same queue
+    assert org_statement["Action"] == "events:PutEvents"
+    assert org_statement["Condition"] == {"StringEquals": {"aws:PrincipalOrgID": "o-exampleorg1"}}
+    assert listed_statement["Condition"] == {"StringEquals": {"aws:PrincipalAccount": ["111111111111", "222222222222"]}}
+    assert listed_rule["EventPattern"]["account"] == ["111111111111", "222222222222"]
+    assert org_rule["EventPattern"]["account"] == [{"anything-but": [organization.pseudo["AWS::AccountId"]]}]
+    [target] = listed_rule["Targets"]
+    assert target["Arn"] == listed.physical("OnChangeQueue", "Arn")
+    assert "MemberEventBus" not in render(parameter_values()).resources
+
+
+@pytest.mark.parametrize(
+    "sample_name",
+    ["ec2-instance-state-change-aws-doc.json", "cloudtrail-create-tags.json"]
+    + [p.name for p in sorted(EVENTS.glob("cloudtrail-*.json")) if p.name != "cloudtrail-create-tags.json"],
+)
+def test_the_member_bus_rule_takes_what_the_member_stacks_forward_from_the_listed_accounts(sample_name):
+    # Given a sample event, as a listed member account forwards it
+    stack = render(parameter_values(Accounts="111111111111"))
+    pattern = stack.resources["MemberChangeEventsRule"]["Properties"]["EventPattern"]
+    event = sample(sample_name)
+    event["account"] = "111111111111"
+
+    # Then the member bus rule takes it, and not from an account the stack does not cover
+    assert matches(pattern, event)
+    event["account"] = "999999999999"
+    assert not matches(pattern, event)
 
 
 def test_a_dead_lettered_event_raises_an_alarm_to_the_alerts_topic():
@@ -324,21 +351,6 @@ def test_the_function_has_the_workers_settings_and_names_every_own_role():
         assert own.made(Actor(arn=session, issuer_arn=arn))
 
 
-@pytest.mark.parametrize("switches", SWITCHES, ids=switch_id)
-def test_the_on_change_role_grants_exactly_the_actions_the_engine_declares(switches):
-    needed = on_change_function_actions(
-        switches["Mode"] == "remediate",
-        switches["RemediatePublicIp"] == "true",
-        switches["TagInstances"] == "true",
-        switches["SecurityHubFindings"] == "enabled",
-    )
-
-    granted = allowed_actions(role_statements("OnChangeFunction", parameter_values(**switches)))
-
-    assert sorted(needed - granted) == []
-    assert sorted(granted - needed) == []
-
-
 def test_the_on_change_role_makes_no_ec2_write_in_report_mode():
     statements = role_statements("OnChangeFunction", parameter_values(Mode="report", RemediatePublicIp="true"))
 
@@ -370,45 +382,15 @@ def test_security_hub_imports_only_into_this_accounts_default_product_and_only_w
     disabled = role_statements(function_id, parameter_values(SecurityHubFindings="disabled"))
 
     [import_] = [s for s in enabled if set(as_list(s["Action"])) & set(IMPORT_PERMISSIONS)]
+    [resolve_] = [s for s in enabled if set(as_list(s["Action"])) & set(RESOLVE_PERMISSIONS)]
     [ledger] = [s for s in enabled if s.get("Sid") == "ReadWriteFindingsLedger"]
 
     assert import_["Resource"] == f"arn:{partition}:securityhub:*:{account}:product/{account}/default"
+    assert resolve_["Resource"] == f"arn:{partition}:securityhub:*:{account}:hub/default"
     assert sorted(as_list(ledger["Action"])) == sorted(LEDGER_PERMISSIONS)
     assert ledger["Resource"] == f"{physical('ReportsBucket', 'Arn')}/findings/*"
     assert not allowed_actions(disabled) & set(IMPORT_PERMISSIONS)
     assert not [s for s in disabled if s.get("Sid") == "ReadWriteFindingsLedger"]
-
-
-@pytest.mark.parametrize("switches", SWITCHES, ids=switch_id)
-def test_the_worker_role_grants_exactly_the_actions_the_engine_declares_with_security_hub(switches):
-    needed = worker_function_actions(
-        switches["Mode"] == "remediate",
-        switches["RemediatePublicIp"] == "true",
-        switches["TagInstances"] == "true",
-        switches["SecurityHubFindings"] == "enabled",
-    )
-
-    granted = allowed_actions(role_statements("ScanTargetFunction", parameter_values(**switches)))
-
-    assert sorted(needed ^ granted) == []
-
-
-@pytest.mark.parametrize("switches", SWITCHES, ids=switch_id)
-def test_the_member_role_grants_exactly_the_member_actions(switches):
-    account = "111111111111"
-    member = render_member(member_parameter_values(**switches), account)
-    statements = member.role_statements("MemberRole")
-    needed = member_role_actions(
-        switches["Mode"] == "remediate",
-        switches["RemediatePublicIp"] == "true",
-        switches["TagInstances"] == "true",
-        switches["SecurityHubFindings"] == "enabled",
-    )
-
-    assert sorted(needed ^ allowed_actions(statements)) == []
-    assert set(CHANGE_LOOKUPS) <= allowed_actions(statements)
-    for statement in statements_granting("securityhub:BatchImportFindings", statements):
-        assert statement["Resource"] == f"arn:aws:securityhub:*:{account}:product/{account}/default"
 
 
 def test_nothing_expires_the_findings_ledger():

@@ -14,6 +14,8 @@ settings, for each parameter set:
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from policy_sentry.querying.actions import get_action_data
 from policy_sentry.util.arns import does_arn_match
@@ -23,6 +25,20 @@ from tests.template.cfn import as_list, member_values_for, render, render_member
 from tests.template.parameter_sets import PARAMETER_SETS, STACK_REGION
 
 TAG_KEYS = ("aws:requesttag/", "aws:tagkeys", "aws:resourcetag/")
+PLACEHOLDER = re.compile(r"\\\$\\\{[^}]+\\\}")
+
+
+def arn_matches(resource: str, arn_format: str) -> bool:
+    """policy_sentry's match, and for CloudWatch Logs a match that lets a name hold slashes (/aws/lambda/...), which
+    policy_sentry's matcher does not (a log group name is its whole colon-free field)."""
+    if does_arn_match(resource, arn_format):
+        return True
+    if ":logs:" not in arn_format:
+        return False
+    pattern = PLACEHOLDER.sub("[^:]+", re.escape(arn_format))
+    return re.fullmatch(pattern, resource) is not None
+
+
 ANY_RESOURCE = "*"
 
 
@@ -64,7 +80,7 @@ def statement_findings(where: str, statement: dict) -> list[str]:
                     findings.append(f'{label}: {action} on "*" although it authorizes {", ".join(types)}')
                 matching = typed
             else:
-                matching = [e for e in typed if does_arn_match(resource, e["resource_arn_format"])]
+                matching = [e for e in typed if arn_matches(resource, e["resource_arn_format"])]
                 if not matching:
                     findings.append(f"{label}: {resource} is not a resource type {action} authorizes")
                     continue
@@ -78,9 +94,12 @@ def statement_findings(where: str, statement: dict) -> list[str]:
     return findings
 
 
+CENTRAL_BUS = "arn:aws:events:us-east-1:123456789012:event-bus/eic-guard-member-events"
+
+
 def member_stack(params: dict[str, str]):
-    """member/template.yaml with the central stack's settings."""
-    return render_member(member_values_for(params, STACK_REGION))
+    """member/template.yaml with the central stack's settings, forwarding its events."""
+    return render_member(member_values_for(params, STACK_REGION, CentralEventBusArn=CENTRAL_BUS))
 
 
 def stack_findings(params: dict[str, str]) -> list[str]:
@@ -115,8 +134,8 @@ def test_the_checks_cover_the_roles_and_the_connect_policy():
     where = {w.split("/")[0] for w, _ in policies_of(stack)}
     member = {w.split("/")[0] for w, _ in policies_of(member_stack(params))}
 
-    # Then every function's role, the state machine's and the scheduler's roles, the ConnectPolicy and the member
-    # role are among them
+    # Then every function's role, the state machine's, the scheduler's and the first run's roles, the ConnectPolicy,
+    # the member role and the member account's event forwarding role are among them
     assert {
         "PlanFunctionRole",
         "ScanTargetFunctionRole",
@@ -124,10 +143,11 @@ def test_the_checks_cover_the_roles_and_the_connect_policy():
         "RefreshFunctionRole",
         "OnChangeFunctionRole",
         "EicGuardStateMachineRole",
-        "EicGuardStateMachineNightlyRole",
+        "NightlyScheduleRole",
+        "FirstRunRuleRole",
         "ConnectPolicy",
     } <= where
-    assert member == {"MemberRole"}
+    assert member == {"MemberRole", "EventForwardingRole"}
 
 
 @pytest.mark.parametrize(

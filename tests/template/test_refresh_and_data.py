@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from eic_guard.aws.clients import CONNECT_TIMEOUT, READ_TIMEOUT
 from eic_guard.budget import FINISH_RESERVE, PLAN_RESERVE, REFRESH_RESERVE, WORKER_RESERVE
-from eic_guard.permissions import refresh_function_actions
+from eic_guard.permissions import REFRESH, Deployment, granted
 from eic_guard.ranges.ip_ranges import FETCH_ATTEMPTS, FETCH_TIMEOUT
 from eic_guard.settings import AWS_IP_SPACE_TOPIC
 
@@ -20,6 +20,7 @@ from tests.template.cfn import (
     environment,
     parameter_values,
     physical,
+    render,
     resolve,
     resource_exists,
     resources,
@@ -96,7 +97,7 @@ def test_a_failed_notification_is_retried_twice_then_kept_in_the_dead_letter_que
 @pytest.mark.parametrize("mode", ["report", "remediate"])
 def test_refresh_role_grants_exactly_the_refresh_actions_whatever_the_scan_mode(mode):
     # Given the actions permissions.py declares for the refresh
-    needed = refresh_function_actions()
+    needed = set(granted(REFRESH, Deployment(mode=mode)))
 
     # When the refresh role is resolved in either scan mode
     statements = role_statements("RefreshFunction", parameter_values(Mode=mode))
@@ -253,9 +254,10 @@ def test_reports_expire_after_report_retention_days_runs_and_old_versions_after_
 def test_reports_bucket_policy_denies_every_request_without_tls():
     # Given the bucket policies that apply to the reports bucket
     policies = [r for r in resources().values() if r["Type"] == "AWS::S3::BucketPolicy"]
+    policies = [p for p in policies if p["Properties"]["Bucket"] == {"Ref": "ReportsBucket"}]
 
     # When its Deny statements are read
-    assert [p["Properties"]["Bucket"] for p in policies] == [{"Ref": "ReportsBucket"}]
+    assert len(policies) == 1
     document = resolve(policies[0]["Properties"]["PolicyDocument"], parameter_values())
     denies = [s for s in document["Statement"] if s["Effect"] == "Deny"]
 
@@ -289,7 +291,15 @@ def test_alerts_topic_is_encrypted_with_a_key_cloudwatch_alarms_can_use():
     assert key["Type"] == "AWS::KMS::Key"
     assert key["Properties"]["EnableKeyRotation"] is True
     assert len(for_cloudwatch) == 1
-    assert set(for_cloudwatch[0]["Action"]) == {"kms:GenerateDataKey*", "kms:Decrypt"}
+    assert set(for_cloudwatch[0]["Action"]) == {"kms:GenerateDataKey", "kms:Decrypt"}
+    # ... this account's alarms only (a confused deputy in another account cannot use it)
+    assert for_cloudwatch[0]["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": PSEUDO["AWS::AccountId"]},
+        "ArnLike": {"aws:SourceArn": f"arn:aws:cloudwatch:{PSEUDO['AWS::Region']}:{PSEUDO['AWS::AccountId']}:alarm:*"},
+    }
+    # ... and no statement grants a wildcard action of KMS but the account's own administration of its key
+    wildcards = [a for s in statements for a in as_list(s["Action"]) if a.endswith("*")]
+    assert wildcards == ["kms:*"]
     assert len(for_sns) == 1
     assert string_equals(for_sns[0]) == {
         "kms:CallerAccount": PSEUDO["AWS::AccountId"],
@@ -371,3 +381,53 @@ def test_aggregate_keeps_a_hung_call_inside_its_timeout():
 
     # Then after any call that hangs, the report and the alert still have the finishing reserve
     assert timeout - FINISH_RESERVE >= CONNECT_TIMEOUT + READ_TIMEOUT
+
+
+# ---------------------------------------------------------------- reports as evidence
+
+
+def test_every_request_to_the_reports_bucket_is_logged_to_a_bucket_only_s3_logging_writes():
+    # Given the reports bucket and its access-log bucket
+    stack = render(parameter_values())
+    reports = stack.resources["ReportsBucket"]["Properties"]
+    logs = stack.resources["AccessLogsBucket"]["Properties"]
+    [policy] = [
+        r["Properties"]["PolicyDocument"]
+        for r in stack.resources.values()
+        if r["Type"] == "AWS::S3::BucketPolicy" and r["Properties"]["Bucket"] == stack.physical("AccessLogsBucket")
+    ]
+
+    # Then S3 server access logging writes every request to the log bucket, which is private, encrypted, kept as long
+    # as the reports, and writable by S3's log delivery only for this account's reports bucket
+    assert reports["LoggingConfiguration"] == {
+        "DestinationBucketName": stack.physical("AccessLogsBucket"),
+        "LogFilePrefix": "reports-bucket/",
+    }
+    assert logs["PublicAccessBlockConfiguration"] == reports["PublicAccessBlockConfiguration"]
+    assert logs["BucketEncryption"] == reports["BucketEncryption"]
+    [expiry] = logs["LifecycleConfiguration"]["Rules"]
+    assert expiry["ExpirationInDays"] == parameter_values()["ReportRetentionDays"]
+    [allow] = [s for s in policy["Statement"] if s["Effect"] == "Allow"]
+    assert allow["Principal"] == {"Service": "logging.s3.amazonaws.com"}
+    assert allow["Condition"] == {
+        "ArnLike": {"aws:SourceArn": stack.physical("ReportsBucket", "Arn")},
+        "StringEquals": {"aws:SourceAccount": stack.pseudo["AWS::AccountId"]},
+    }
+
+
+@pytest.mark.parametrize(("days", "locked"), [("0", False), ("400", True)])
+def test_report_object_lock_is_optional_and_in_governance_mode(days, locked):
+    # Given ReportObjectLockDays off (0) and set
+    reports = render(parameter_values(ReportObjectLockDays=days)).resources["ReportsBucket"]["Properties"]
+
+    # Then the bucket has Object Lock only when set, every version kept that many days in governance mode (a report
+    # cannot be silently rewritten or deleted; versioning stays on, which Object Lock needs)
+    assert reports["VersioningConfiguration"] == {"Status": "Enabled"}
+    if not locked:
+        assert "ObjectLockEnabled" not in reports and "ObjectLockConfiguration" not in reports
+        return
+    assert reports["ObjectLockEnabled"] is True
+    assert reports["ObjectLockConfiguration"] == {
+        "ObjectLockEnabled": "Enabled",
+        "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": days}},
+    }

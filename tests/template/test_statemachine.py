@@ -26,6 +26,7 @@ from tests.template.asl import (
     substitutions,
 )
 from tests.template.cfn import (
+    ROOT,
     allowed_actions,
     as_list,
     parameter_values,
@@ -34,12 +35,14 @@ from tests.template.cfn import (
     resources,
     template,
 )
+from tests.template.event_patterns import matches
 
 LAMBDA_ERRORS = {
     "Lambda.TooManyRequestsException",
     "Lambda.ServiceException",
     "Lambda.AWSLambdaException",
     "Lambda.SdkClientException",
+    "Lambda.ClientExecutionTimeoutException",
 }
 WORKER_INPUT_KEYS = {"run_id", "bucket", "manifest_key", "target", "phase", "round"}
 BUCKET = "eic-guard-reportsbucket-1a2b3c4d"
@@ -481,8 +484,25 @@ def test_the_state_machine_role_invokes_the_three_steps_and_touches_only_the_run
 
     # Then it may invoke exactly the three functions; read the target list and write the map results (with the
     # multipart-upload actions AWS documents for ResultWriter) under runs/ only; start child executions of itself
-    # and describe/stop them (AWS's documented Distributed Map policy), and nothing else
+    # and describe/stop them (AWS's documented Distributed Map policy); deliver its ERROR log and write traces (the
+    # vended-logs and X-Ray actions, which accept no resource); and nothing else
     functions = {function_arn(f) for f in ("PlanFunction", "ScanTargetFunction", "AggregateFunction")}
+    delivery = {a for a in granted if a.startswith(("logs:", "xray:"))}
+    assert {a: granted.pop(a) for a in delivery} == {a: {"*"} for a in delivery}
+    assert delivery == {
+        "logs:CreateLogDelivery",
+        "logs:GetLogDelivery",
+        "logs:UpdateLogDelivery",
+        "logs:DeleteLogDelivery",
+        "logs:ListLogDeliveries",
+        "logs:PutResourcePolicy",
+        "logs:DescribeResourcePolicies",
+        "logs:DescribeLogGroups",
+        "xray:PutTraceSegments",
+        "xray:PutTelemetryRecords",
+        "xray:GetSamplingRules",
+        "xray:GetSamplingTargets",
+    }
     assert granted == {
         "lambda:InvokeFunction": functions,
         "s3:GetObject": {runs},
@@ -493,7 +513,36 @@ def test_the_state_machine_role_invokes_the_three_steps_and_touches_only_the_run
         "states:DescribeExecution": {f"arn:aws:states:eu-west-3:123456789012:execution:{name}/*"},
         "states:StopExecution": {f"arn:aws:states:eu-west-3:123456789012:execution:{name}/*"},
     }
-    assert allowed_actions(statements) == set(granted)
+    assert allowed_actions(statements) == set(granted) | delivery
+
+
+def test_the_state_machine_logs_its_errors_without_execution_data_traces_and_times_out():
+    # Given the state machine as rendered, and its definition
+    stack = render(parameter_values())
+    properties = stack.resources[STATE_MACHINE_ID]["Properties"]
+    definition = load_definition(stack)
+
+    # Then failures go to CloudWatch Logs (ERROR level, no execution input or output: they name every account and
+    # instance) in a log group that expires, X-Ray traces every execution, and a run ends after 20 hours at most
+    # (before the next night's; ExecutionsTimedOut is in the errors alarm)
+    assert properties["LoggingConfiguration"]["Level"] == "ERROR"
+    assert properties["LoggingConfiguration"]["IncludeExecutionData"] is False
+    [destination] = properties["LoggingConfiguration"]["Destinations"]
+    assert destination["CloudWatchLogsLogGroup"]["LogGroupArn"] == stack.physical("EicGuardStateMachineLogGroup", "Arn")
+    assert stack.resources["EicGuardStateMachineLogGroup"]["Properties"]["RetentionInDays"] == "30"
+    assert properties["TracingConfiguration"] == {"Enabled": True}
+    assert definition["TimeoutSeconds"] == 72000
+
+
+@pytest.mark.parametrize("concurrency", ["1", "40", "250"])
+def test_the_worker_reserves_exactly_the_maps_concurrency(concurrency):
+    # Given a MaxConcurrency
+    stack = render(parameter_values(MaxConcurrency=concurrency))
+
+    # Then the worker's reserved concurrency is that number: the map never runs more workers at once, and a busy
+    # account cannot starve the fan-out
+    assert stack.resources["ScanTargetFunction"]["Properties"]["ReservedConcurrentExecutions"] == concurrency
+    assert str(load_definition(stack)["States"]["ApplyTargets"]["MaxConcurrency"]) == concurrency
 
 
 def test_the_substitutions_name_this_stacks_functions_bucket_and_numbers():
@@ -528,7 +577,8 @@ def test_the_nightly_schedule_starts_the_state_machine_with_the_scan_job():
     events = resources()[STATE_MACHINE_ID]["Properties"]["Events"]
     stack = render(parameter_values())
     schedule = stack.resources[f"{STATE_MACHINE_ID}Nightly"]["Properties"]
-    scheduler_role = stack.role_statements(f"{STATE_MACHINE_ID}NightlyRole")
+    scheduler_role = stack.role_statements("NightlyScheduleRole")
+    trust = stack.resources["NightlyScheduleRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
 
     # Then one ScheduleV2 event, driven by the schedule parameters (nightly by default), with retries, starts the
     # state machine with {"job": "scan"}; the scheduler's role may only start this state machine
@@ -543,5 +593,50 @@ def test_the_nightly_schedule_starts_the_state_machine_with_the_scan_job():
     assert template()["Parameters"]["ScheduleExpression"]["Default"] == "cron(0 3 * * ? *)"
     assert schedule["Target"]["Arn"] == stack.physical(STATE_MACHINE_ID)
     assert json.loads(schedule["Target"]["Input"]) == {"job": "scan"}
-    assert allowed_actions(scheduler_role) == {"states:StartExecution"}
-    assert {r for s in scheduler_role for r in as_list(s["Resource"])} == {stack.physical(STATE_MACHINE_ID)}
+    # ... with its own role, which only this account's scheduler may assume for this schedule, and which may only
+    # start this state machine and hand an undeliverable start to the event delivery dead-letter queue
+    dead_letters = stack.physical("EventDeliveryDeadLetterQueue", "Arn")
+    assert schedule["Target"]["RoleArn"] == stack.physical("NightlyScheduleRole", "Arn")
+    assert schedule["Target"]["DeadLetterConfig"] == {"Arn": dead_letters}
+    account, region = stack.pseudo["AWS::AccountId"], stack.pseudo["AWS::Region"]
+    assert [s["Condition"] for s in trust] == [
+        {
+            "StringEquals": {"aws:SourceAccount": account},
+            "ArnEquals": {
+                "aws:SourceArn": f"arn:aws:scheduler:{region}:{account}:schedule/default/eic-guard-nightly-scan"
+            },
+        }
+    ]
+    assert {a: r for s in scheduler_role for a in as_list(s["Action"]) for r in as_list(s["Resource"])} == {
+        "states:StartExecution": stack.physical(STATE_MACHINE_ID),
+        "sqs:SendMessage": dead_letters,
+    }
+    assert schedule["Name"] == "eic-guard-nightly-scan"
+
+
+def test_the_stack_scans_once_when_it_is_created_and_not_at_an_update():
+    # Given the first-run rule, and CloudFormation's stack status events of this stack
+    stack = render(parameter_values())
+    rule = stack.resources["FirstRunRule"]["Properties"]
+    created = json.loads((ROOT / "events" / "cloudformation-stack-create-complete.json").read_text())
+    updated = {**created, "detail": {**created["detail"], "status-details": {"status": "UPDATE_COMPLETE"}}}
+    other_stack = {**created, "detail": {**created["detail"], "stack-id": created["detail"]["stack-id"] + "x"}}
+
+    # Then the rule takes this stack's CREATE_COMPLETE only and starts the scan job with its own role, retrying, and
+    # dead-letters a start it cannot make
+    assert matches(rule["EventPattern"], created)
+    assert not matches(rule["EventPattern"], updated)
+    assert not matches(rule["EventPattern"], other_stack)
+    [target] = rule["Targets"]
+    assert target["Arn"] == stack.physical(STATE_MACHINE_ID)
+    assert json.loads(target["Input"]) == {"job": "scan"}
+    assert target["RoleArn"] == stack.physical("FirstRunRuleRole", "Arn")
+    assert target["DeadLetterConfig"] == {"Arn": stack.physical("EventDeliveryDeadLetterQueue", "Arn")}
+    assert stack.role_statements("FirstRunRuleRole") == [
+        {
+            "Sid": "StartScanJob",
+            "Effect": "Allow",
+            "Action": "states:StartExecution",
+            "Resource": stack.physical(STATE_MACHINE_ID),
+        }
+    ]

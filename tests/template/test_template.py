@@ -14,12 +14,6 @@ from typing import Any
 import pytest
 from cfnlint import api as cfnlint_api
 from eic_guard.outputs.publish import CHECKED_AT_TAG, STATUS_TAG
-from eic_guard.permissions import (
-    MANAGED_GROUP_RULE_EDITS,
-    aggregate_function_actions,
-    plan_function_actions,
-    worker_function_actions,
-)
 from eic_guard.settings import ENV_PREFIX, MANAGED_BY_TAG, Settings
 
 from tests.template.cfn import (
@@ -128,58 +122,21 @@ def _pins(path) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------- 3. the engine's actions are granted, no more
+# (every role against eic_guard.permissions for every parameter combination: test_role_grants.py)
 
-
-@pytest.mark.parametrize(
-    "switches",
-    [
-        {"Mode": mode, "RemediatePublicIp": public_ip, "TagInstances": tags}
-        for mode in ("report", "remediate")
-        for public_ip in ("true", "false")
-        for tags in ("true", "false")
-    ],
-    ids=lambda s: "-".join(f"{k[0]}{v[0]}" for k, v in s.items()),
-)
-def test_worker_role_grants_exactly_the_actions_the_engine_declares(switches):
-    # Given the actions permissions.py declares for the target worker with these switches
-    needed = worker_function_actions(
-        switches["Mode"] == "remediate", switches["RemediatePublicIp"] == "true", switches["TagInstances"] == "true"
-    )
-
-    # When the worker role is resolved with them
-    granted = allowed_actions(worker_statements(parameter_values(**switches)))
-
-    # Then each needed action is allowed, and nothing else is
-    assert needed, "worker_function_actions() returned nothing"
-    assert sorted(needed - granted) == []
-    assert sorted(granted - needed) == []
+MANAGED_GROUP_RULE_EDITS = ("ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress")
 
 
 @pytest.mark.parametrize(("accounts", "organization"), [("", False), ("111111111111", False), ("organization", True)])
-def test_plan_role_grants_exactly_the_plan_actions_and_lists_accounts_only_for_an_organization(accounts, organization):
+def test_the_plan_role_lists_accounts_only_for_an_organization_and_on_star(accounts, organization):
     # Given an Accounts setting
-    params = parameter_values(Accounts=accounts)
+    statements = role_statements("PlanFunction", parameter_values(Accounts=accounts))
 
-    # When the plan role is resolved
-    statements = role_statements("PlanFunction", params)
-
-    # Then it grants what permissions.py declares (organizations:ListAccounts only with Accounts=organization,
-    # on "*": the action supports no resource-level permission), and no EC2 action
-    assert sorted(allowed_actions(statements) ^ plan_function_actions(organization)) == []
+    # Then organizations:ListAccounts is there only with Accounts=organization, on "*" (the action supports no
+    # resource-level permission), and the role has no EC2 action
     listing = statements_granting("organizations:ListAccounts", statements)
     assert [as_list(s["Resource"]) for s in listing] == ([["*"]] if organization else [])
-
-
-@pytest.mark.parametrize("mode", ["report", "remediate"])
-def test_aggregate_role_grants_exactly_the_aggregate_actions(mode):
-    # Given either mode
-    statements = role_statements("AggregateFunction", parameter_values(Mode=mode))
-
-    # When its actions are listed
-    granted = allowed_actions(statements)
-
-    # Then they are what permissions.py declares: the run's objects, the report, the alert, the state; no EC2
-    assert sorted(granted ^ aggregate_function_actions()) == []
+    assert [a for a in allowed_actions(statements) if a.startswith("ec2:")] == []
 
 
 def test_report_mode_worker_may_write_only_the_managed_groups_rules():
@@ -190,8 +147,7 @@ def test_report_mode_worker_may_write_only_the_managed_groups_rules():
     granted = allowed_actions(worker_statements(params))
 
     # Then its only EC2 writes are the refresh job's rule edits of eic-guard's own groups (the scan job in report
-    # mode makes none: test_calls_against_roles.py), and it has the report-mode actions permissions.py declares
-    assert sorted(granted ^ worker_function_actions(remediate=False)) == []
+    # mode makes none: test_calls_against_roles.py)
     assert sorted(a for a in granted if is_ec2_write(a)) == sorted(MANAGED_GROUP_RULE_EDITS)
 
 
@@ -209,22 +165,43 @@ def test_elastic_ip_actions_exist_only_when_remediate_public_ip_is_true():
 
 
 @pytest.mark.parametrize("role_name", ["eic-guard-member", "OrgAudit.eic@guard"])
-def test_the_worker_may_assume_only_the_member_role_name(role_name):
-    # Given a MemberRoleName
-    params = parameter_values(MemberRoleName=role_name, **FULL_REMEDIATION)
+@pytest.mark.parametrize(
+    ("accounts", "organization_id", "condition"),
+    [
+        ("111111111111,222222222222", "", {"aws:ResourceAccount": ["111111111111", "222222222222"]}),
+        ("organization", "o-exampleorg1", {"aws:ResourceOrgID": "${aws:PrincipalOrgID}"}),
+    ],
+    ids=["listed", "organization"],
+)
+def test_the_worker_may_assume_only_the_member_role_in_the_runs_accounts(
+    role_name, accounts, organization_id, condition
+):
+    # Given a MemberRoleName and the accounts a run may enter
+    params = parameter_values(MemberRoleName=role_name, Accounts=accounts, OrganizationId=organization_id)
 
-    # When the statements granting sts actions are read
-    statements = worker_statements(params)
-    assume = [s for s in statements if any(a.startswith("sts:") for a in as_list(s["Action"]))]
+    # When the statements granting sts actions are read, for the worker and the event-driven checks
+    for function_id in ("ScanTargetFunction", "OnChangeFunction"):
+        statements = role_statements(function_id, params)
+        assume = [s for s in statements if any(a.startswith("sts:") for a in as_list(s["Action"]))]
 
-    # Then one statement allows sts:AssumeRole, in any account, on that role name only, and the function is told
-    # the same name; no other function may assume a role
-    assert [(s["Effect"], as_list(s["Action"]), as_list(s["Resource"])) for s in assume] == [
-        ("Allow", ["sts:AssumeRole"], [f"arn:aws:iam::*:role/{role_name}"])
-    ]
-    assert "Condition" not in assume[0]
+        # Then one statement allows sts:AssumeRole, on that role name only, in those accounts only (the listed ones
+        # by aws:ResourceAccount, the organization's by aws:ResourceOrgID: STS supports both global keys on the role)
+        assert [(s["Effect"], as_list(s["Action"]), as_list(s["Resource"])) for s in assume] == [
+            ("Allow", ["sts:AssumeRole"], [f"arn:aws:iam::*:role/{role_name}"])
+        ]
+        assert assume[0]["Condition"] == {"StringEquals": condition}
+    # and the function is told the same name; no other function may assume a role
     assert resolve(environment("ScanTargetFunction")["EIC_GUARD_MEMBER_ROLE_NAME"], params) == role_name
     for function_id in ("PlanFunction", "AggregateFunction", "RefreshFunction"):
+        assert not [a for a in allowed_actions(role_statements(function_id, params)) if a.startswith("sts:")]
+
+
+def test_a_stack_of_its_own_account_only_may_assume_no_role():
+    # Given the default Accounts (this account only)
+    params = parameter_values(**FULL_REMEDIATION)
+
+    # Then no function may assume any role
+    for function_id in ("ScanTargetFunction", "OnChangeFunction", "PlanFunction", "AggregateFunction"):
         assert not [a for a in allowed_actions(role_statements(function_id, params)) if a.startswith("sts:")]
 
 
@@ -247,10 +224,14 @@ def test_every_write_statement_is_narrowed_and_no_action_is_a_wildcard():
     # When the Allow statements that grant a write action are picked out
     writes = [s for s in statements if s["Effect"] == "Allow" and any(is_write(a) for a in as_list(s["Action"]))]
 
-    # Then each has a condition or only resources narrower than "*", and no action anywhere is a wildcard
+    # Then each has a condition or only resources narrower than "*" (but X-Ray's trace writes, which accept no
+    # resource), and no action anywhere is a wildcard
     assert writes
     for statement in writes:
         resources_ = as_list(statement["Resource"])
+        if statement["Sid"] == "WriteTraces":
+            assert all(a.startswith("xray:") for a in as_list(statement["Action"]))
+            continue
         assert "Condition" in statement or "*" not in resources_, statement["Sid"]
     for statement in statements:
         for action in as_list(statement["Action"]):
@@ -306,12 +287,17 @@ def test_instance_writes_follow_the_opt_in_tag_parameters(tag_key, tag_value):
     statements = worker_statements(params)
     on_instances = [s for s in statements if s["Effect"] == "Allow" and names_resource_type(s, "instance")]
 
-    # Then IMDS changes are granted only there, and every one of them requires that exact resource tag
+    # Then IMDS changes are granted only there, and every one of them requires that exact resource tag (the metadata
+    # fix also the endpoint turned on, an Elastic IP also the admin's eic-guard:public-ip=allowed)
     imds = statements_granting("ec2:ModifyInstanceMetadataOptions", statements)
     assert imds
     assert all(s in on_instances for s in imds)
+    extra = {
+        "EnableMetadataEndpointOfOptedInInstances": {"ec2:Attribute/HttpEndpoint": "enabled"},
+        "ElasticIpOnlyForAllowedOptedInInstances": {"aws:ResourceTag/eic-guard:public-ip": "allowed"},
+    }
     for statement in on_instances:
-        assert string_equals(statement) == {f"aws:ResourceTag/{tag_key}": tag_value}
+        assert string_equals(statement) == {f"aws:ResourceTag/{tag_key}": tag_value, **extra.get(statement["Sid"], {})}
 
 
 @pytest.mark.parametrize("tag_key, tag_value", [("eic-guard:managed", "true"), ("team/eic", "on")])

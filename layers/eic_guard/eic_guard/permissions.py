@@ -1,150 +1,310 @@
-"""Every IAM action each function may call, declared next to the code that calls it.
+"""Every IAM action a principal of the stacks is granted, declared once with the code path that makes the call and the
+parameters under which it does (docs/architecture.md §14).
 
-The deployed engine is a state machine (statemachine/eic_guard.asl.json): PlanFunction → ScanTargetFunction per
-(account, region) → AggregateFunction, started nightly and by RefreshFunction. tests/template holds template.yaml's
-roles, and member/template.yaml's member role, to these sets; tests/template/test_calls_against_roles.py holds the
-calls the handlers really make to the roles the templates render.
+The roles template.yaml and member/template.yaml render must grant, for every parameter combination, exactly the union
+of the `Call`s that apply to them: tests/template/test_role_grants.py fails on a granted action no Call declares (a
+grant nobody uses) and on a declared one the role lacks; tests/template/test_calls_against_roles.py then evaluates
+every call the handlers really make against those statements, conditions included.
+
+To add a call: one `Call` below, next to the others of its concern - the actions, the roles that make them (their
+logical ids), the module (or the AWS service acting for the role) that makes them, and `when` the parameters say so.
 """
 
 from __future__ import annotations
 
-from .checks import ALL_CHECKS, INVENTORY_PERMISSIONS, public_ipv4
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from .checks import ALL_CHECKS, INVENTORY_PERMISSIONS, eic_ssh_ingress, imds_enabled, public_ipv4
 from .checks.base import NEAR_MISS_PERMISSIONS
-from .outputs import security_hub
+from .fanout.targets import ORGANIZATION
+from .outputs.security_hub import IMPORT_PERMISSIONS, LEDGER_PERMISSIONS, RESOLVE_PERMISSIONS
 
-# The managed groups' rules (ranges/refresh.py): one filtered describe per region, the prefix lists' entries, then
-# authorize/revoke on eic-guard's own groups only. The target worker makes these writes in every mode: the
-# `refresh` job (started by the SNS refresh) writes eic-guard's own groups even in report mode.
-MANAGED_GROUP_READS = (
-    "ec2:DescribeSecurityGroups",
-    "ec2:DescribeManagedPrefixLists",
-    "ec2:GetManagedPrefixListEntries",
+# The roles, by the logical id the templates give them (member/template.yaml's prefixed "member/").
+PLAN = "PlanFunctionRole"
+WORKER = "ScanTargetFunctionRole"
+AGGREGATE = "AggregateFunctionRole"
+REFRESH = "RefreshFunctionRole"
+ON_CHANGE = "OnChangeFunctionRole"
+STATE_MACHINE = "EicGuardStateMachineRole"
+SCHEDULE = "NightlyScheduleRole"
+FIRST_RUN = "FirstRunRuleRole"
+MEMBER = "member/MemberRole"
+FORWARDER = "member/EventForwardingRole"
+FUNCTIONS = (PLAN, WORKER, AGGREGATE, REFRESH, ON_CHANGE)
+CENTRAL_ROLES = (*FUNCTIONS, STATE_MACHINE, SCHEDULE, FIRST_RUN)
+MEMBER_ROLES = (MEMBER, FORWARDER)
+# The roles that act on EC2 in a scanned account: the worker and the event-driven checks in this one, the member role
+# in the others (entered by both).
+IN_ACCOUNT = (WORKER, ON_CHANGE, MEMBER)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """The parameters that change what a role may do (the template parameters of the same names)."""
+
+    mode: str = "remediate"
+    remediate_public_ip: bool = False
+    tag_instances: bool = True
+    security_hub: bool = False
+    accounts: str = ""  # "" (this account only), "organization", or a comma list of account ids
+    forward_events: bool = True  # member/template.yaml: CentralEventBusArn given (the member accounts' events)
+
+    @property
+    def remediate(self) -> bool:
+        return self.mode == "remediate"
+
+    @property
+    def public_ip_writes(self) -> bool:
+        return self.remediate and self.remediate_public_ip
+
+    @property
+    def status_tags(self) -> bool:
+        return self.remediate and self.tag_instances
+
+    @property
+    def members(self) -> bool:
+        """The run enters other accounts, and their events come in."""
+        return self.accounts != ""
+
+    @property
+    def organization(self) -> bool:
+        return self.accounts == ORGANIZATION
+
+    @classmethod
+    def from_parameters(cls, params: Mapping[str, str]) -> Deployment:
+        """From template parameter values (template.yaml's, or member/template.yaml's)."""
+        return cls(
+            mode=params.get("Mode", "remediate"),
+            remediate_public_ip=params.get("RemediatePublicIp", "false") == "true",
+            tag_instances=params.get("TagInstances", "true") == "true",
+            security_hub=params.get("SecurityHubFindings", "disabled") == "enabled",
+            accounts=params.get("Accounts", ""),
+            forward_events=bool(params.get("CentralEventBusArn", "x")),
+        )
+
+
+def _always(_: Deployment) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class Call:
+    """Actions `roles` are granted because `path` calls them, when `when(deployment)` holds."""
+
+    actions: tuple[str, ...]
+    roles: tuple[str, ...]
+    path: str
+    when: Callable[[Deployment], bool] = _always
+
+
+def _remediate(d: Deployment) -> bool:
+    return d.remediate
+
+
+def _check_reads(check) -> tuple[str, ...]:
+    return tuple(a for a in check.PERMISSIONS if a not in INVENTORY_PERMISSIONS and a != "ec2:DescribeAddresses")
+
+
+# What a scan and a fix call in the account they cover (checks/*.py declare their own, used here).
+_EC2 = (
+    Call(("ec2:DescribeInstances",), IN_ACCOUNT, "aws/inventory.py: the opted-in instances (and changes/resolve.py)"),
+    Call(NEAR_MISS_PERMISSIONS, (WORKER, MEMBER), "aws/inventory.py: near-miss opt-in tags (whole-region scans only)"),
+    *(
+        Call(_check_reads(check), IN_ACCOUNT, f"checks/{check.__name__.rsplit('.', 1)[1]}.py: its inventory")
+        for check in ALL_CHECKS
+        if _check_reads(check)
+    ),
+    Call(
+        ("ec2:DescribeAddresses",),
+        IN_ACCOUNT,
+        "aws/inventory.py: eic-guard's Elastic IPs (checks/public_ipv4.py)",
+        lambda d: d.remediate_public_ip,
+    ),
+    # ranges/refresh.py: the refresh job keeps the managed groups current in every mode (the worker's job, not the
+    # event-driven checks', which only add the current rules when they fix).
+    Call(
+        ("ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress"),
+        (WORKER, MEMBER),
+        "ranges/refresh.py: the managed groups' rules (the refresh job, every mode)",
+    ),
+    Call(
+        ("ec2:AuthorizeSecurityGroupIngress",),
+        (ON_CHANGE,),
+        "ranges/managed_group.py: an event-driven fix adds the current rules",
+        _remediate,
+    ),
+    Call(
+        ("ec2:CreateSecurityGroup", "ec2:CreateTags", "ec2:ModifyNetworkInterfaceAttribute"),
+        IN_ACCOUNT,
+        "checks/eic_ssh_ingress.py (aws/gateway.py): create the managed group tagged on create, attach it",
+        _remediate,
+    ),
+    Call(
+        ("ec2:DescribeNetworkInterfaces",),
+        (WORKER,),
+        "aws/gateway.py: re-read the interface's groups just before the attach",
+        _remediate,
+    ),
+    Call(
+        ("ec2:DescribeNetworkInterfaces",),
+        (ON_CHANGE,),
+        "changes/resolve.py: the instances behind an event's interface or group (and the attach's re-read)",
+    ),
+    Call(
+        ("ec2:DescribeNetworkInterfaces",),
+        (MEMBER,),
+        "aws/gateway.py re-read (remediate); changes/resolve.py look-ups of forwarded events",
+        lambda d: d.remediate or (d.members and d.forward_events),
+    ),
+    Call(
+        imds_enabled.REMEDIATION_PERMISSIONS, IN_ACCOUNT, "checks/imds_enabled.py: the metadata endpoint on", _remediate
+    ),
+    Call(
+        (
+            "ec2:AllocateAddress",
+            "ec2:AssociateAddress",
+            "ec2:DisassociateAddress",
+            "ec2:ReleaseAddress",
+            "ec2:CreateTags",
+        ),
+        IN_ACCOUNT,
+        "checks/public_ipv4.py, engine.py: an Elastic IP for an allowed instance, released when no longer needed",
+        lambda d: d.public_ip_writes,
+    ),
+    Call(
+        ("ec2:CreateTags",),
+        IN_ACCOUNT,
+        "outputs/publish.py: eic-guard:status and eic-guard:checked-at on opted-in instances",
+        lambda d: d.status_tags,
+    ),
+    Call(("iam:ListAccountAliases",), (WORKER, MEMBER), "aws/clients.py: the account's alias in the report"),
 )
-MANAGED_GROUP_RULE_EDITS = ("ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress")
-REFRESH_EC2 = MANAGED_GROUP_READS + MANAGED_GROUP_RULE_EDITS
-# state.py: the ip-ranges state item, a consistent read and a conditional put (Plan decides, Aggregate finishes);
-# outputs/alerts.py: Aggregate reads and replaces the alert state item (alerts#scan), the last run's problems.
-STATE_TABLE = ("dynamodb:GetItem", "dynamodb:PutItem")
-# The refresh: the same state item, plus Powertools idempotency records (put/get/update/delete), same table.
-REFRESH_STATE_TABLE = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
-# publish.py: the run's report to the bucket (reports/*), one alert message to the topic.
-REPORTS_BUCKET = ("s3:PutObject",)
-ALERTS_TOPIC = ("sns:Publish",)
-# fanout/steps.py: the run's objects under runs/<run id>/ (manifest, targets, one result per target and phase).
-RUN_OBJECTS_WRITE = ("s3:PutObject",)
-RUN_OBJECTS_READ = ("s3:GetObject",)
-RUN_OBJECTS_LIST = ("s3:ListBucket",)  # ListObjectsV2 of runs/<run id>/results/
-# fanout/targets.py: every ACTIVE account of the organization (Accounts=organization only).
-ORGANIZATION_ACCOUNTS = ("organizations:ListAccounts",)
-# aws/credentials.py: each member account is entered through its member role (never the caller's own account).
-ENTER_MEMBER_ACCOUNTS = ("sts:AssumeRole",)
-# aws/clients.py: the scanned account's alias, which names it in the report and the alert (a scan's apply phase).
-ACCOUNT_ALIAS = ("iam:ListAccountAliases",)
-# ranges/notification.py: the refresh starts the fan-out's refresh job.
-START_FAN_OUT = ("states:StartExecution",)
-# publish.py: eic-guard:status and eic-guard:checked-at on opted-in instances (remediate mode, TagInstances on).
-INSTANCE_STATUS_TAGS = ("ec2:CreateTags",)
+
+_SECURITY_HUB = (
+    Call(
+        (*IMPORT_PERMISSIONS, *RESOLVE_PERMISSIONS),
+        IN_ACCOUNT,
+        "outputs/security_hub/publish.py, resolve.py, changes/opt_in.py: import and resolve in the finding's account",
+        lambda d: d.security_hub,
+    ),
+    Call(
+        LEDGER_PERMISSIONS,
+        (WORKER, ON_CHANGE),
+        "outputs/security_hub/ledger.py: the open findings, findings/ of the reports bucket",
+        lambda d: d.security_hub,
+    ),
+)
+
+_STACK = (
+    # What the Lambda service does with every function's role.
+    Call(("logs:CreateLogStream", "logs:PutLogEvents"), FUNCTIONS, "Lambda: the function's own log group"),
+    Call(("xray:PutTraceSegments", "xray:PutTelemetryRecords"), FUNCTIONS, "Lambda: active tracing"),
+    # The ip-ranges state and the alert state.
+    Call(("dynamodb:GetItem", "dynamodb:PutItem"), (PLAN, AGGREGATE), "ranges/state.py, outputs/alerts.py"),
+    Call(
+        ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"),
+        (REFRESH,),
+        "ranges/notification.py: the state, once per synctoken (Powertools idempotency)",
+    ),
+    Call(("dynamodb:GetItem",), (ON_CHANGE,), "changes/check.py: the stored ip-ranges, read only"),
+    # The reports bucket.
+    Call(("s3:PutObject",), (PLAN, WORKER), "fanout/steps.py: runs/<run id>/ manifest, targets, results"),
+    Call(("s3:GetObject",), (WORKER, AGGREGATE), "fanout/steps.py: the run's manifest and results"),
+    Call(("s3:ListBucket",), (AGGREGATE,), "fanout/aggregate.py: the run's result objects (runs/ only)"),
+    Call(("s3:PutObject",), (AGGREGATE, REFRESH, ON_CHANGE), "outputs/publish.py, changes/publish.py: reports/"),
+    Call(("sns:Publish",), (AGGREGATE, REFRESH, ON_CHANGE), "outputs/alerts.py, changes/opt_in.py: the alerts topic"),
+    # Entering other accounts, and knowing them.
+    Call(
+        ("organizations:ListAccounts",),
+        (PLAN, ON_CHANGE),
+        "fanout/targets.py: the run's accounts; changes/check.py: admit only the organization's events",
+        lambda d: d.organization,
+    ),
+    Call(
+        ("sts:AssumeRole",),
+        (WORKER, ON_CHANGE),
+        "aws/credentials.py: the member role, in the run's accounts only",
+        lambda d: d.members,
+    ),
+    # The fan-out.
+    Call(("states:StartExecution",), (REFRESH,), "ranges/notification.py: the refresh job"),
+    Call(("states:StartExecution",), (SCHEDULE, FIRST_RUN), "EventBridge Scheduler / the first-run rule: a scan job"),
+    Call(("sqs:SendMessage",), (SCHEDULE,), "EventBridge Scheduler: an undeliverable start to its dead-letter queue"),
+    Call(("sqs:SendMessage",), (REFRESH,), "Lambda: the OnFailure destination (RefreshDeadLetterQueue)"),
+    Call(
+        ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"),
+        (ON_CHANGE,),
+        "Lambda's event source mapping: OnChangeQueue only",
+    ),
+    Call(("lambda:InvokeFunction",), (STATE_MACHINE,), "statemachine/eic_guard.asl.json: Plan, the worker, Aggregate"),
+    Call(
+        ("s3:GetObject", "s3:PutObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"),
+        (STATE_MACHINE,),
+        "statemachine/eic_guard.asl.json: the Distributed Maps' ItemReader and ResultWriter (runs/)",
+    ),
+    Call(
+        ("states:StartExecution", "states:DescribeExecution", "states:StopExecution"),
+        (STATE_MACHINE,),
+        "Step Functions: the Distributed Maps' child executions",
+    ),
+    Call(
+        (
+            "logs:CreateLogDelivery",
+            "logs:GetLogDelivery",
+            "logs:UpdateLogDelivery",
+            "logs:DeleteLogDelivery",
+            "logs:ListLogDeliveries",
+            "logs:PutResourcePolicy",
+            "logs:DescribeResourcePolicies",
+            "logs:DescribeLogGroups",
+        ),
+        (STATE_MACHINE,),
+        "Step Functions: the execution log (Logging, level ERROR)",
+    ),
+    Call(
+        ("xray:PutTraceSegments", "xray:PutTelemetryRecords", "xray:GetSamplingRules", "xray:GetSamplingTargets"),
+        (STATE_MACHINE,),
+        "Step Functions: X-Ray tracing",
+    ),
+    # member/template.yaml: this account's events to the central bus.
+    Call(("events:PutEvents",), (FORWARDER,), "EventBridge: the forwarding rules' target", lambda d: d.forward_events),
+)
+
+CALLS: tuple[Call, ...] = (*_EC2, *_SECURITY_HUB, *_STACK)
+
+# The writes eic-guard's code makes in a member account: anything else the member role does is an anomaly
+# (member/template.yaml and template.yaml's MemberRoleAnomalyRule match the CloudTrail events outside it).
+MEMBER_WRITE_PROFILE = (
+    "AuthorizeSecurityGroupIngress",
+    "RevokeSecurityGroupIngress",
+    "CreateSecurityGroup",
+    "CreateTags",
+    "ModifyNetworkInterfaceAttribute",
+    "ModifyInstanceMetadataOptions",
+    "AllocateAddress",
+    "AssociateAddress",
+    "DisassociateAddress",
+    "ReleaseAddress",
+    "BatchImportFindings",
+    "BatchUpdateFindings",
+)
 
 
-def worker_ec2_actions(remediate: bool, remediate_public_ip: bool = False, tag_instances: bool = False) -> set[str]:
-    """The EC2 actions one target needs in the account it scans: what a member role grants (member/template.yaml)
-    and the central worker role grants in its own account.
-
-    Reads always, and the managed groups' rule edits always (the refresh job). In remediate mode, the checks'
-    fixes; the Elastic IP fix only with `remediate_public_ip`, status tags only with `tag_instances` (both switches
-    mean nothing in report mode, which writes nothing else).
-    """
-    actions = set(INVENTORY_PERMISSIONS) | set(REFRESH_EC2)
-    for check in ALL_CHECKS:
-        actions.update(check.PERMISSIONS)
-        if not remediate or (check is public_ipv4 and not remediate_public_ip):
-            continue
-        actions.update(check.REMEDIATION_PERMISSIONS)
-    if remediate and tag_instances:
-        actions.update(INSTANCE_STATUS_TAGS)
+def granted(role: str, deployment: Deployment) -> dict[str, list[str]]:
+    """The actions `role` needs with these parameters, each with the code paths that call it."""
+    actions: dict[str, list[str]] = {}
+    for call in CALLS:
+        if role in call.roles and call.when(deployment):
+            for action in call.actions:
+                actions.setdefault(action, []).append(call.path)
     return actions
 
 
-def worker_function_actions(
-    remediate: bool, remediate_public_ip: bool = False, tag_instances: bool = False, security_hub_enabled: bool = False
-) -> set[str]:
-    """ScanTargetFunction: its EC2 actions (own account), the run's objects, entering the member accounts, and with
-    SecurityHubFindings enabled the import (own account) and the findings ledger."""
-    actions = worker_ec2_actions(remediate, remediate_public_ip, tag_instances)
-    actions |= set(RUN_OBJECTS_READ) | set(RUN_OBJECTS_WRITE) | set(ENTER_MEMBER_ACCOUNTS) | set(ACCOUNT_ALIAS)
-    return actions | security_hub_actions(security_hub_enabled, ledger=True)
-
-
-def plan_function_actions(organization: bool) -> set[str]:
-    """PlanFunction: the state item (catch-up decision), the run's manifest and targets, the organization's
-    accounts when Accounts=organization. The ip-ranges download is plain HTTPS (no IAM)."""
-    actions = set(STATE_TABLE) | set(RUN_OBJECTS_WRITE)
-    return actions | set(ORGANIZATION_ACCOUNTS) if organization else actions
-
-
-def aggregate_function_actions() -> set[str]:
-    """AggregateFunction: every result of the run and its manifest, the report, the alert, the state's last touch."""
-    actions = set(RUN_OBJECTS_READ) | set(RUN_OBJECTS_LIST) | set(REPORTS_BUCKET) | set(ALERTS_TOPIC)
-    return actions | set(STATE_TABLE)
-
-
-def refresh_function_actions() -> set[str]:
-    """RefreshFunction: verify, advance the state once (idempotently), start the fan-out; no EC2 at all."""
-    return set(REFRESH_STATE_TABLE) | set(REPORTS_BUCKET) | set(ALERTS_TOPIC) | set(START_FAN_OUT)
-
-
-# ---------------------------------------------------------------- event-driven checks and Security Hub (§10, §11)
-
-# changes/resolve.py: an event's security group, network interface, route table or NACL → the affected instances
-# (DescribeSecurityGroups, DescribeRouteTables, DescribeNetworkAcls and DescribeInstances are reads the scan has
-# anyway; the interfaces are the one lookup of its own), in every mode and in every account an event comes from.
-CHANGE_LOOKUPS = ("ec2:DescribeNetworkInterfaces",)
-# changes/check.py: the stored ip-ranges state (never downloaded per event), read only.
-ON_CHANGE_STATE_TABLE = ("dynamodb:GetItem",)
-# changes/publish.py: the report (reports/on-change/*) when worth keeping, an alert when a person is needed.
-ON_CHANGE_REPORTS_BUCKET = ("s3:PutObject",)
-
-
-def security_hub_actions(enabled: bool, ledger: bool) -> set[str]:
-    """outputs/security_hub/: the import and the resolution (in the account the finding is about), and for a central
-    role the ledger of open findings (<reports bucket>/findings/*)."""
-    if not enabled:
-        return set()
-    actions = set(security_hub.IMPORT_PERMISSIONS) | set(security_hub.RESOLVE_PERMISSIONS)
-    return actions | set(security_hub.LEDGER_PERMISSIONS) if ledger else actions
-
-
-def member_role_actions(
-    remediate: bool, remediate_public_ip: bool = False, tag_instances: bool = False, security_hub_enabled: bool = False
-) -> set[str]:
-    """member/template.yaml's MemberRole: the worker's EC2 actions, the event-driven lookups (in every mode: report
-    mode checks member accounts' events too) and, with SecurityHubFindings enabled, the import into its own account."""
-    actions = worker_ec2_actions(remediate, remediate_public_ip, tag_instances) | set(CHANGE_LOOKUPS)
-    actions |= set(ACCOUNT_ALIAS)
-    return actions | security_hub_actions(security_hub_enabled, ledger=False)
-
-
-def on_change_ec2_actions(remediate: bool, remediate_public_ip: bool = False, tag_instances: bool = False) -> set[str]:
-    """OnChangeFunction's EC2 actions in its own account: the worker's reads and fixes, but never the refresh job's
-    revokes (an event-driven check only adds the current rules), the managed groups' rule edits only in remediate
-    mode, the managed Elastic IPs read only with `remediate_public_ip` (the inventory reads them only then), and the
-    event lookups; not the inventory's DescribeTags (it looks for near-miss opt-in tags only when a whole region is
-    scanned, never for an event's instances)."""
-    actions = worker_ec2_actions(remediate, remediate_public_ip, tag_instances) | set(CHANGE_LOOKUPS)
-    actions -= set(MANAGED_GROUP_RULE_EDITS) | set(NEAR_MISS_PERMISSIONS)
-    if remediate:
-        actions.add("ec2:AuthorizeSecurityGroupIngress")
-    if not remediate_public_ip:
-        actions.discard("ec2:DescribeAddresses")
-    return actions
-
-
-def on_change_function_actions(
-    remediate: bool, remediate_public_ip: bool = False, tag_instances: bool = False, security_hub_enabled: bool = False
-) -> set[str]:
-    """OnChangeFunction: its EC2 actions (own account), entering the member accounts, the stored ip-ranges state,
-    the report and alert, and Security Hub with the findings ledger when enabled. (SAM adds the SQS poller's
-    actions on the queue.)"""
-    actions = on_change_ec2_actions(remediate, remediate_public_ip, tag_instances) | set(ENTER_MEMBER_ACCOUNTS)
-    actions |= set(ON_CHANGE_STATE_TABLE) | set(ON_CHANGE_REPORTS_BUCKET) | set(ALERTS_TOPIC)
-    return actions | security_hub_actions(security_hub_enabled, ledger=True)
+def declared_check_actions() -> set[str]:
+    """Every action the check modules declare (each must be covered by a Call)."""
+    return {
+        action
+        for check in (*ALL_CHECKS, eic_ssh_ingress, public_ipv4)
+        for action in (*check.PERMISSIONS, *check.REMEDIATION_PERMISSIONS)
+    } | set(INVENTORY_PERMISSIONS)
