@@ -12,6 +12,7 @@ import json
 
 import pytest
 from cfnlint import api as cfnlint_api
+from eic_guard.permissions import STATE_MACHINE_LOG_DELIVERY, STATE_MACHINE_TRACES
 
 from tests.template.asl import (
     ASL_PATH,
@@ -489,20 +490,7 @@ def test_the_state_machine_role_invokes_the_three_steps_and_touches_only_the_run
     functions = {function_arn(f) for f in ("PlanFunction", "ScanTargetFunction", "AggregateFunction")}
     delivery = {a for a in granted if a.startswith(("logs:", "xray:"))}
     assert {a: granted.pop(a) for a in delivery} == {a: {"*"} for a in delivery}
-    assert delivery == {
-        "logs:CreateLogDelivery",
-        "logs:GetLogDelivery",
-        "logs:UpdateLogDelivery",
-        "logs:DeleteLogDelivery",
-        "logs:ListLogDeliveries",
-        "logs:PutResourcePolicy",
-        "logs:DescribeResourcePolicies",
-        "logs:DescribeLogGroups",
-        "xray:PutTraceSegments",
-        "xray:PutTelemetryRecords",
-        "xray:GetSamplingRules",
-        "xray:GetSamplingTargets",
-    }
+    assert delivery == {*STATE_MACHINE_LOG_DELIVERY, *STATE_MACHINE_TRACES}
     assert granted == {
         "lambda:InvokeFunction": functions,
         "s3:GetObject": {runs},

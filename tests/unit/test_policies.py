@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 POLICIES = ROOT / "policies"
 SCP = POLICIES / "scp-reserve-opt-in-tag.json"
 TAG_POLICY = POLICIES / "tag-policy-opt-in.json"
-# Every request that can put the opt-in tag on an instance, or take it off (README "Security").
+# Every request that can put the opt-in tag on an instance, or take it off (README "Threat model").
 TAGGING_ACTIONS = {
     "ec2:CreateTags",
     "ec2:DeleteTags",

@@ -84,6 +84,26 @@ class Deployment:
         )
 
 
+# What Step Functions documents for a state machine's role that logs to CloudWatch Logs and traces with X-Ray (the
+# vended-logs actions accept no resource).
+STATE_MACHINE_LOG_DELIVERY = (
+    "logs:CreateLogDelivery",
+    "logs:GetLogDelivery",
+    "logs:UpdateLogDelivery",
+    "logs:DeleteLogDelivery",
+    "logs:ListLogDeliveries",
+    "logs:PutResourcePolicy",
+    "logs:DescribeResourcePolicies",
+    "logs:DescribeLogGroups",
+)
+STATE_MACHINE_TRACES = (
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+    "xray:GetSamplingRules",
+    "xray:GetSamplingTargets",
+)
+
+
 def _always(_: Deployment) -> bool:
     return True
 
@@ -248,25 +268,8 @@ _STACK = (
         (STATE_MACHINE,),
         "Step Functions: the Distributed Maps' child executions",
     ),
-    Call(
-        (
-            "logs:CreateLogDelivery",
-            "logs:GetLogDelivery",
-            "logs:UpdateLogDelivery",
-            "logs:DeleteLogDelivery",
-            "logs:ListLogDeliveries",
-            "logs:PutResourcePolicy",
-            "logs:DescribeResourcePolicies",
-            "logs:DescribeLogGroups",
-        ),
-        (STATE_MACHINE,),
-        "Step Functions: the execution log (Logging, level ERROR)",
-    ),
-    Call(
-        ("xray:PutTraceSegments", "xray:PutTelemetryRecords", "xray:GetSamplingRules", "xray:GetSamplingTargets"),
-        (STATE_MACHINE,),
-        "Step Functions: X-Ray tracing",
-    ),
+    Call(STATE_MACHINE_LOG_DELIVERY, (STATE_MACHINE,), "Step Functions: the execution log (Logging, level ERROR)"),
+    Call(STATE_MACHINE_TRACES, (STATE_MACHINE,), "Step Functions: X-Ray tracing"),
     # member/template.yaml: this account's events to the central bus.
     Call(("events:PutEvents",), (FORWARDER,), "EventBridge: the forwarding rules' target", lambda d: d.forward_events),
 )
