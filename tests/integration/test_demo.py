@@ -53,7 +53,7 @@ def demo_run(tmp_path_factory) -> DemoRun:
     html = tmp_path_factory.mktemp("demo") / "demo-report.html"
     out = io.StringIO()
     with pytest.MonkeyPatch.context() as patch, redirect_stdout(out):
-        patch.setattr(demo, "ThreadedMotoServer", RecordingMotoServer)
+        patch.setattr(demo.runner, "ThreadedMotoServer", RecordingMotoServer)
         patch.setenv(demo.HTML_ENV, str(html))
         exit_code = demo.main()
     return DemoRun(exit_code, out.getvalue(), json.loads(html.with_suffix(".json").read_text(encoding="utf-8")))

@@ -21,18 +21,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import ConfigurationError, EicGuardError
+from ..errors import ConfigurationError, EicGuardError
 
 if TYPE_CHECKING:
     import boto3
 
-    from .aws.clients import AwsClients
-    from .fanout.local import RunOutcome
-    from .fanout.targets import Target
-    from .outputs.report import Report
-    from .ranges.ip_ranges import IpRanges
-    from .ranges.state import FileStateStore
-    from .settings import Settings
+    from ..aws.clients import AwsClients
+    from ..fanout.local import RunOutcome
+    from ..fanout.targets import Target
+    from ..outputs.report import Report
+    from ..ranges.ip_ranges import IpRanges
+    from ..ranges.state import FileStateStore
+    from ..settings import Settings
 
 EXIT_OK, EXIT_NONCOMPLIANT, EXIT_USAGE = 0, 1, 2
 DEFAULT_STATE_FILE = os.path.join(os.path.expanduser("~"), ".eic-guard", "state.json")
@@ -67,7 +67,7 @@ def package_version() -> str:
     try:
         return version("eic-guard")
     except PackageNotFoundError:
-        from . import __version__
+        from .. import __version__
 
         return __version__
 
@@ -311,7 +311,7 @@ def _settings(regions: tuple[str, ...], mode: str, fan_out: FanOut = FanOut()) -
     """Every EIC_GUARD_* variable validated as the functions validate it (EIC_GUARD_MODE included), then the mode
     the command runs in: the CLI's mode comes from its flags, so EIC_GUARD_MODE is checked but not honoured.
     The account flags, when given, take the place of EIC_GUARD_ACCOUNTS and EIC_GUARD_MEMBER_ROLE_NAME."""
-    from .settings import Settings
+    from ..settings import Settings
 
     configured = Settings.from_env(regions=regions, accounts=fan_out.accounts, member_role_name=fan_out.role_name)
     return configured.model_copy(update={"mode": mode})
@@ -319,7 +319,7 @@ def _settings(regions: tuple[str, ...], mode: str, fan_out: FanOut = FanOut()) -
 
 def _configure(args: argparse.Namespace, mode: str, fan_out: FanOut = FanOut()) -> tuple[boto3.Session, Settings]:
     """Regions (known to botocore), settings and the session for the clients, before any AWS call."""
-    from .aws.clients import known_regions
+    from ..aws.clients import known_regions
 
     probe = _session()
     regions, source = resolve_regions(args.regions, os.environ, lambda: probe.region_name)
@@ -336,7 +336,7 @@ def _connect(session: boto3.Session, settings: Settings) -> AwsClients:
     """The clients of the run, built now, and the caller's account asked for: configuration that botocore only
     reads when a client is built (AWS_ENDPOINT_URL=foo, AWS_MAX_ATTEMPTS=abc raise ValueError) and missing
     credentials or an unreachable endpoint are found before anything is read or changed."""
-    from .aws.clients import AwsClients
+    from ..aws.clients import AwsClients
 
     clients = AwsClients(session)
     try:
@@ -389,7 +389,7 @@ def account_lines(report: Report) -> list[str]:
 
 
 def _write(report: Report, fmt: str, output: str | None) -> None:
-    from .outputs.table import render
+    from ..outputs.table import render
 
     stream = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
     try:
@@ -397,7 +397,7 @@ def _write(report: Report, fmt: str, output: str | None) -> None:
             json.dump(report.to_dict(), stream, indent=2)
             stream.write("\n")
         elif fmt == "csv":
-            from .outputs.csv_rows import write_csv
+            from ..outputs.csv_rows import write_csv
 
             write_csv(report, stream)
         else:
@@ -466,7 +466,7 @@ def _run(
     store: FileStateStore | None = None,
 ) -> RunOutcome:
     """The fan-out engine in this process: plan → one worker per (account, region) in a bounded pool → aggregate."""
-    from .fanout.local import run_job
+    from ..fanout.local import run_job
 
     verb = "scanned" if job == "scan" else "refreshed"
     source = "--organization" if fan_out.accounts == ORGANIZATION else f"EIC_GUARD_ACCOUNTS={ORGANIZATION}"
@@ -478,9 +478,9 @@ def _run(
 
 
 def scan(args: argparse.Namespace) -> int:
-    from .outputs.html import render_html
-    from .ranges import ip_ranges
-    from .ranges.refresh import require_eic
+    from ..outputs.html import render_html
+    from ..ranges import ip_ranges
+    from ..ranges.refresh import require_eic
 
     fan_out = resolve_fan_out(args)
     session, settings = _configure(args, "remediate" if args.remediate else "report", fan_out)
@@ -507,7 +507,7 @@ def _alert_on_stderr(report: Report, state_file: str | None, organization: bool)
     """The deployed alert, on stderr (standard output is the report): only what is new since the last scan of the
     same accounts and regions, and once a week what persists, so a nightly cron mails only what changed. What was
     alerted is kept in alerts-state.json beside the state file; a problem with that file never fails the scan."""
-    from .outputs.alerts import ALERT_STATE_FILE, FileAlertState, quiet_alert, scan_scope
+    from ..outputs.alerts import ALERT_STATE_FILE, FileAlertState, quiet_alert, scan_scope
 
     path = Path(state_file or os.environ.get("EIC_GUARD_STATE_FILE") or DEFAULT_STATE_FILE).with_name(ALERT_STATE_FILE)
     alert = quiet_alert(report, FileAlertState(path, scan_scope(report, organization)), now=report.finished_at)
@@ -518,9 +518,9 @@ def _alert_on_stderr(report: Report, state_file: str | None, organization: bool)
 
 # ---- refresh -------------------------------------------------------------------------------------------------------
 def refresh(args: argparse.Namespace) -> int:
-    from .ranges import ip_ranges
-    from .ranges.refresh import apply_ranges, require_eic
-    from .ranges.state import FileStateStore, StateConflict
+    from ..ranges import ip_ranges
+    from ..ranges.refresh import apply_ranges, require_eic
+    from ..ranges.state import FileStateStore, StateConflict
 
     fan_out = resolve_fan_out(args)
     session, settings = _configure(args, "remediate", fan_out)
@@ -556,7 +556,7 @@ def _refresh_accounts(
     An older synctoken than the state's is a stale no-op; the same one is re-applied (repairs drift by hand)."""
     from datetime import UTC, datetime
 
-    from .ranges.catch_up import advance_state
+    from ..ranges.catch_up import advance_state
 
     state = store.load()
     previous = state.sync_token
@@ -570,7 +570,7 @@ def _refresh_accounts(
 
 # ---- cleanup -------------------------------------------------------------------------------------------------------
 def cleanup(args: argparse.Namespace) -> int:
-    from .cleanup import exit_status, render_table, run_cleanup
+    from ..cleanup import exit_status, render_table, run_cleanup
 
     fan_out = resolve_fan_out(args)
     session, settings = _configure(args, "report", fan_out)
@@ -587,7 +587,7 @@ def cleanup(args: argparse.Namespace) -> int:
 
 
 def demo(_: argparse.Namespace) -> int:
-    from .demo import main as demo_main  # moto is a dev dependency: imported only for the demo
+    from ..demo import main as demo_main  # moto is a dev dependency: imported only for the demo
 
     return demo_main()
 
@@ -618,7 +618,7 @@ def _quiet_logs() -> None:
     bad AWS setting can fail this import: botocore's errors are handled by _aws_problems, its ValueErrors here.
     """
     try:
-        from .observability import logger
+        from ..observability import logger
     except ValueError as exc:
         raise ConfigurationError(f"AWS configuration problem: {exc}") from None
 

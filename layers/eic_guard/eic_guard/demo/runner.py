@@ -24,15 +24,15 @@ from pathlib import Path
 import boto3
 from moto.server import ThreadedMotoServer
 
-from . import cli
-from .errors import IpRangesError
-from .models import EicPrefixes
-from .outputs.report import Report
-from .outputs.table import render
-from .ranges import ip_ranges
-from .ranges.managed_group import rule_description
-from .settings import ENV_PREFIX, EXCLUDE_TAG, EXCLUDE_UNTIL_TAG, MANAGED_BY_TAG, MANAGED_GROUP_NAME
-from .simulated import (
+from .. import cli
+from ..errors import IpRangesError
+from ..models import EicPrefixes
+from ..outputs.report import Report
+from ..outputs.table import render
+from ..ranges import ip_ranges
+from ..ranges.managed_group import rule_description
+from ..settings import ENV_PREFIX, EXCLUDE_TAG, EXCLUDE_UNTIL_TAG, MANAGED_BY_TAG, MANAGED_GROUP_NAME
+from ..simulated import (
     Network,
     SimulatedAccount,
     SimulatedOrganization,
@@ -44,7 +44,7 @@ from .simulated import (
 
 REGION = "us-east-1"
 IP_RANGES_ENV = "EIC_GUARD_DEMO_IP_RANGES"
-DEFAULT_IP_RANGES = Path(__file__).resolve().parents[3] / "tests/fixtures/ip-ranges/ip-ranges-2026-08-22.json"
+DEFAULT_IP_RANGES = Path(__file__).resolve().parents[4] / "tests/fixtures/ip-ranges/ip-ranges-2026-08-22.json"
 HTML_ENV = "EIC_GUARD_DEMO_HTML"
 DEFAULT_HTML = Path(".eic-guard/demo-report.html")
 HEADINGS = (
