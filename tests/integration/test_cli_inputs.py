@@ -17,7 +17,8 @@ import boto3
 import pytest
 from botocore.exceptions import EndpointConnectionError
 from eic_guard.aws.clients import AwsClients
-from eic_guard.cli import main, resolve_regions
+from eic_guard.cli import main
+from eic_guard.cli.arguments import resolve_regions
 from eic_guard.errors import ConfigurationError
 from eic_guard.ranges import refresh as refresh_module
 from eic_guard.ranges.state import FileStateStore, RangesState, StateFileError
@@ -365,7 +366,7 @@ def test_organization_that_cannot_be_listed_is_one_line_and_changes_nothing(
 
 def test_the_progress_bar_counts_targets_on_a_terminal(aws, monkeypatch, capsys):
     # Given a person watching a terminal, and two regions of the caller's account
-    from eic_guard import cli
+    from eic_guard.cli import progress as cli_progress
 
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     seen = []
@@ -376,8 +377,8 @@ def test_the_progress_bar_counts_targets_on_a_terminal(aws, monkeypatch, capsys)
             seen.append(targets)
             yield lambda target: (seen.append(target.key), advance(target))
 
-    real_progress = cli._progress
-    monkeypatch.setattr(cli, "_progress", progress)
+    real_progress = cli_progress.progress
+    monkeypatch.setattr(cli_progress, "progress", progress)
 
     # When scanning
     code = main(["scan", "--region", f"{REGION},{EU}", "--ip-ranges", SNAPSHOT, "--format", "json"])

@@ -648,7 +648,7 @@ def test_cli_scan_with_html_writes_the_page_of_the_same_run(account, tmp_path, r
     )
 
     # Then it exits 1 (one instance stays non-compliant) and the page is the rendering of that very report
-    assert code == cli.EXIT_NONCOMPLIANT
+    assert code == cli.exit_codes.NONCOMPLIANT
     report = Report.model_validate_json(json_file.read_text())
     html = html_file.read_text(encoding="utf-8")
     assert html == render_html(report)
@@ -688,7 +688,7 @@ def test_cli_html_into_a_missing_directory_is_a_usage_error_before_anything_chan
     )
 
     # Then it exits 2 with one line naming the path, and nothing was changed in AWS
-    assert code == cli.EXIT_USAGE
+    assert code == cli.exit_codes.USAGE
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("eic-guard: error: ") and str(missing) in err[0]
     assert api_calls.writes() == []

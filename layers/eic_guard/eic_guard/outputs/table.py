@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO
@@ -256,3 +257,21 @@ def _footer(report: Report) -> Iterator[Text]:
     for error in report.target_errors:
         where = f"{report.account_label(error.account_id)} " if several_accounts else ""
         yield Text.assemble((f"{where}region {error.region} could not be scanned:", "magenta bold"), f" {error.error}")
+
+
+def account_lines(report: Report) -> list[str]:
+    """One summary line per account when the report covers more than one (the table's rows do not name it)."""
+    if len(report.accounts) < 2:
+        return []
+    lines = []
+    for account in report.accounts:
+        verdicts = Counter(e.verdict for e in report.instances if e.account_id == account)
+        targets = Counter(t.status for t in report.targets if t.account_id == account)
+        errors = verdicts["error"] + targets["error"]
+        own = " (this account)" if account == report.account_id else ""
+        lines.append(
+            f"account {account}{own}: instances {sum(verdicts.values())}: {verdicts['compliant']} compliant, "
+            f"{verdicts['fixed']} fixed, {verdicts['noncompliant']} noncompliant, {verdicts['excluded']} excluded, "
+            f"{errors} errors · targets " + ", ".join(f"{n} {status}" for status, n in sorted(targets.items()))
+        )
+    return lines
