@@ -648,7 +648,7 @@ def test_cli_scan_with_html_writes_the_page_of_the_same_run(account, tmp_path, r
     )
 
     # Then it exits 1 (one instance stays non-compliant) and the page is the rendering of that very report
-    assert code == cli.exit_codes.NONCOMPLIANT
+    assert code == cli.exit_codes.FINDINGS
     report = Report.model_validate_json(json_file.read_text())
     html = html_file.read_text(encoding="utf-8")
     assert html == render_html(report)

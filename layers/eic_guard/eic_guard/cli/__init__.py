@@ -21,7 +21,7 @@ from . import cleanup, demo, exit_codes, refresh, scan
 from .arguments import EPILOG
 from .configuration import aws_problems
 from .invocation import Invocation
-from .verbosity import quiet_logs
+from .verbosity import Verbosity, configure_logs
 
 SUBCOMMANDS = (scan, refresh, demo, cleanup)
 
@@ -59,19 +59,29 @@ def _one_line(exc: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # --help, --version and usage errors exit here, before any AWS import
     subcommand = next(s for s in SUBCOMMANDS if args.command == s.NAME)
+    invocation = Invocation(run_cli=main, verbosity=Verbosity.of(args))
     # Standard output is the report: Powertools' metrics (they flush on their own past 100 values) stay out of it.
     metrics_setting = os.environ.get("POWERTOOLS_METRICS_DISABLED")
     os.environ["POWERTOOLS_METRICS_DISABLED"] = metrics_setting or "true"
     try:
-        with aws_problems():
-            quiet_logs()
-            return subcommand.run(args, Invocation(run_cli=main))
+        with invocation.interrupts.handled(), aws_problems():
+            configure_logs(invocation.verbosity)
+            return subcommand.run(args, invocation)
     except EicGuardError as exc:
+        if invocation.interrupts.requested:  # what the interruption cut short, e.g. a refused call
+            return _interrupted(invocation, f"stopped before it finished ({_one_line(exc)})")
         print(f"eic-guard: error: {_one_line(exc)}", file=sys.stderr)
         return exit_codes.USAGE
+    except KeyboardInterrupt:  # Ctrl-C before the handlers were installed, or after they were restored
+        return _interrupted(invocation, "interrupted")
     finally:
         if metrics_setting is None:
             os.environ.pop("POWERTOOLS_METRICS_DISABLED", None)
+
+
+def _interrupted(invocation: Invocation, what: str) -> int:
+    print(f"eic-guard: {invocation.interrupts.signal_name or 'SIGINT'}: {what}", file=sys.stderr)
+    return exit_codes.INTERRUPTED
 
 
 __all__ = ["build_parser", "exit_codes", "main"]

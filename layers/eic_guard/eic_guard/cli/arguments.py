@@ -77,9 +77,38 @@ def add_ip_ranges_argument(command: argparse.ArgumentParser) -> None:
     command.add_argument("--ip-ranges", metavar="PATH|URL", help="ip-ranges.json to use instead of the AWS URL")
 
 
+def add_state_file_argument(command: argparse.ArgumentParser, use: str) -> None:
+    command.add_argument(
+        "--state-file",
+        metavar="FILE",
+        default=None,
+        help=f"local state (default: $EIC_GUARD_STATE_FILE, else {DEFAULT_STATE_FILE}; a folder given must exist); "
+        + use,
+    )
+
+
 def state_file(args: argparse.Namespace) -> str:
-    """--state-file, else $EIC_GUARD_STATE_FILE, else ~/.eic-guard/state.json."""
-    return getattr(args, "state_file", None) or os.environ.get("EIC_GUARD_STATE_FILE") or DEFAULT_STATE_FILE
+    """--state-file, else $EIC_GUARD_STATE_FILE, else ~/.eic-guard/state.json. A folder the user named must exist
+    (a typo must not scatter state files around); eic-guard's own default folder is created when first needed."""
+    given = getattr(args, "state_file", None)
+    source = "--state-file" if given else "EIC_GUARD_STATE_FILE"
+    path = given or os.environ.get("EIC_GUARD_STATE_FILE")
+    if not path:
+        return DEFAULT_STATE_FILE
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise ConfigurationError(f"{source} {path}: {folder} is not a directory")
+    if not os.path.isdir(folder):
+        raise ConfigurationError(f"{source} {path}: the folder {folder} does not exist")
+    return path
+
+
+def tag_argument(value: str) -> tuple[str, str]:
+    """--tag KEY=VALUE: the opt-in tag (the key cannot hold "=" here: EIC_GUARD_TAG_KEY can)."""
+    key, separator, tag_value = value.partition("=")
+    if not separator or not key.strip() or not tag_value:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. eic-guard:managed=true), got {value!r}")
+    return key, tag_value
 
 
 def split_regions(values: Iterable[str]) -> tuple[str, ...]:

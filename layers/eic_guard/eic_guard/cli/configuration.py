@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigurationError
 from .arguments import ORGANIZATION, FanOut, resolve_regions
+from .invocation import Invocation
 
 if TYPE_CHECKING:
     import boto3
@@ -29,17 +30,24 @@ def session(region: str | None = None) -> boto3.Session:
     return boto3.Session(region_name=region)
 
 
-def settings_for(regions: tuple[str, ...], mode: str, fan_out: FanOut) -> Settings:
+def settings_for(
+    regions: tuple[str, ...], mode: str, fan_out: FanOut, overrides: Mapping[str, object] | None = None
+) -> Settings:
     """Every EIC_GUARD_* variable validated as the functions validate it (EIC_GUARD_MODE included), then the mode
     the command runs in: the CLI's mode comes from its flags, so EIC_GUARD_MODE is checked but not honoured.
-    The account flags, when given, take the place of EIC_GUARD_ACCOUNTS and EIC_GUARD_MEMBER_ROLE_NAME."""
+    The account flags, when given, take the place of EIC_GUARD_ACCOUNTS and EIC_GUARD_MEMBER_ROLE_NAME, and
+    `overrides` (other flags: --tag...) of their variables, validated alike."""
     from ..settings import Settings
 
-    configured = Settings.from_env(regions=regions, accounts=fan_out.accounts, member_role_name=fan_out.role_name)
+    configured = Settings.from_env(
+        regions=regions, accounts=fan_out.accounts, member_role_name=fan_out.role_name, **(overrides or {})
+    )
     return configured.model_copy(update={"mode": mode})
 
 
-def configure(args: argparse.Namespace, mode: str, fan_out: FanOut) -> tuple[boto3.Session, Settings]:
+def configure(
+    args: argparse.Namespace, mode: str, fan_out: FanOut, overrides: Mapping[str, object] | None = None
+) -> tuple[boto3.Session, Settings]:
     """Regions (known to botocore), settings and the session for the clients, before any AWS call."""
     from ..aws.clients import known_regions
 
@@ -49,18 +57,20 @@ def configure(args: argparse.Namespace, mode: str, fan_out: FanOut) -> tuple[bot
     unknown = [region for region in regions if region not in known]
     if unknown:
         raise ConfigurationError(f"unknown region: {', '.join(unknown)} (from {source})")
-    settings = settings_for(regions, mode, fan_out)
+    settings = settings_for(regions, mode, fan_out, overrides)
     # Account-level calls (STS) go to the first region worked on when the profile names none.
     return (probe if probe.region_name else session(regions[0])), settings
 
 
-def connect(aws_session: boto3.Session, settings: Settings) -> AwsClients:
+def connect(aws_session: boto3.Session, settings: Settings, invocation: Invocation) -> AwsClients:
     """The clients of the run, built now, and the caller's account asked for: configuration that botocore only
     reads when a client is built (AWS_ENDPOINT_URL=foo, AWS_MAX_ATTEMPTS=abc raise ValueError) and missing
-    credentials or an unreachable endpoint are found before anything is read or changed."""
+    credentials or an unreachable endpoint are found before anything is read or changed. They send no call once
+    the run is interrupted, and report each call with -v."""
     from ..aws.clients import AwsClients
 
-    clients = AwsClients(aws_session)
+    deadline = invocation.interrupts.deadline()
+    clients = AwsClients(aws_session, deadline=deadline, call_log=invocation.verbosity.call_log())
     try:
         for region in settings.regions:
             clients.ec2(region)

@@ -1,5 +1,6 @@
 """The fan-out engine in this process (plan → one worker per (account, region) in a bounded pool → aggregate), as
-scan and refresh run it: with the progress on stderr and an organization that cannot be listed as one line."""
+scan and refresh run it: progress on stderr, stopped at the next instance by Ctrl-C, and an organization that
+cannot be listed as one line."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import TYPE_CHECKING
 from . import progress
 from .arguments import ORGANIZATION, FanOut
 from .configuration import organization_problems
+from .invocation import Invocation
 
 if TYPE_CHECKING:
     from ..aws.clients import AwsClients
@@ -30,19 +32,22 @@ def run_fan_out(
     settings: Settings,
     clients: AwsClients,
     fan_out: FanOut,
+    invocation: Invocation,
     *,
     ranges: IpRanges | None = None,
     store: FileStateStore | None = None,
 ) -> RunOutcome:
     """One run of `job` over every target; an organization without an ACTIVE account is refused by the plan, so it
-    is never a green empty run."""
-    from ..fanout.local import run_job
+    is never a green empty run. Interrupted, it returns what was done: the report is marked so."""
+    from ..fanout.local import RunWatch, run_job
 
-    verb = "scanned" if job == "scan" else "refreshed"
     with (
         organization_problems(settings, fan_out.source),
-        progress.progress(target_count(settings), verb) as advance,
+        progress.following(target_count(settings), job, invocation.verbosity) as shown,
     ):
-        return run_job(
-            job, settings, clients, ranges=ranges, store=store, max_workers=fan_out.max_workers, on_target=advance
-        )
+        watch = RunWatch(on_target=shown.target_done if shown else None, progress=shown, deadline=clients.deadline)
+        options = {"ranges": ranges, "store": store, "max_workers": fan_out.max_workers, "watch": watch}
+        outcome = run_job(job, settings, clients, **options)
+    if invocation.interrupts.requested:
+        outcome.report = outcome.report.model_copy(update={"interrupted": True})
+    return outcome

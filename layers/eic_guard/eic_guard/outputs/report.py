@@ -106,9 +106,12 @@ class Report(_Model):
     # Extensions to the v1 contract (README "Report"): writes and failures that belong to a region, not an instance.
     target_actions: list[TargetActionEntry] = []
     target_errors: list[TargetError] = []
+    # The run was stopped (Ctrl-C, SIGTERM) before every target was done: what it holds is what was done. Written
+    # only when true, so a complete report's document is unchanged.
+    interrupted: bool = False
 
     def to_dict(self) -> dict:
-        return self.model_dump(mode="json", by_alias=True)
+        return self.model_dump(mode="json", by_alias=True, exclude=None if self.interrupted else {"interrupted"})
 
     def account_label(self, account_id: str) -> str:
         """`alias (id)` when the account has an alias, else the id."""
