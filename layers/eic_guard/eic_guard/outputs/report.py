@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import __version__
-from ..checks import CHECK_IDS, eic_ssh_ingress
+from ..checks import CHECK_IDS, eic_ssh_ingress, imds_enabled, public_ipv4
 from ..checks.guidance import guidance_for
 from ..models import InstanceOutcome, Verdict
 
@@ -137,6 +137,17 @@ DOC_URL = re.compile(r"https://[^\s<>\"')\]]+")  # a documentation link inside a
 WARNING_CHECKS = {
     eic_ssh_ingress.OPEN_TO_INTERNET: eic_ssh_ingress.ID,
     eic_ssh_ingress.WIDER_THAN_EIC: eic_ssh_ingress.ID,
+}
+
+
+# The check each instance action is made for (outputs place an action beside its check; an unknown one stands alone).
+# The managed group is created and topped up on the way to its first attachment: eic-ssh-ingress's actions too.
+ACTION_CHECKS = {
+    public_ipv4.ASSOCIATE_ELASTIC_IP: public_ipv4.ID,
+    "create-security-group": eic_ssh_ingress.ID,
+    "authorize-ingress": eic_ssh_ingress.ID,
+    eic_ssh_ingress.ATTACH_MANAGED_GROUP: eic_ssh_ingress.ID,
+    imds_enabled.ENABLE_IMDS: imds_enabled.ID,
 }
 
 
