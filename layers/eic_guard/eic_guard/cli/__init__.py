@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eic-guard",
         description="Keep EC2 Instance Connect working.",
-        epilog=EPILOG,
+        epilog=EPILOG + "exit codes: each command's --help lists its own (scan: README 'Exit codes').\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")

@@ -29,9 +29,6 @@ settings: the EIC_GUARD_* variables of the functions are read and validated (a b
 accounts: --organization or --account, else $EIC_GUARD_ACCOUNTS ("organization" or a comma list), else the caller's
   own account. Other accounts are entered with sts:AssumeRole on their --role-name role ($EIC_GUARD_MEMBER_ROLE_NAME,
   default eic-guard-member); one that cannot be entered is a target error and the others go on.
-exit codes: 0 compliant (or fixed, or refreshed), 1 some instance is non-compliant, a target (account, region) could
-  not be scanned, or a refresh raised an alert; 2 usage, configuration or input error (one line on stderr, nothing
-  changed).
 """
 
 

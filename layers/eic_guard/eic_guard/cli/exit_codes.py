@@ -3,6 +3,7 @@ the README (generated: cli/reference.py), and the scan's policy for CI (`--fail-
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -50,8 +51,11 @@ CLEANUP = (
 
 
 def help_text(table: tuple[tuple[int, str], ...]) -> str:
-    """The exit codes as `--help` lists them, one per line."""
-    return "exit codes:\n" + "\n".join(f"  {code:<3} {meaning}" for code, meaning in table) + "\n"
+    """The exit codes as `--help` lists them, each wrapped under its number."""
+    lines = ["exit codes:"]
+    for code, meaning in table:
+        lines += textwrap.wrap(meaning, 116, initial_indent=f"  {code:<4}", subsequent_indent=" " * 6)
+    return "\n".join(lines) + "\n"
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from .exit_codes import FAIL_ON, ScanPolicy
 from .fan_out import run_fan_out
 from .invocation import Invocation
 from .output import FORMATS, check_destination, check_distinct, emit, fallback_path, save
+from .reference import HelpWithSettings
 from .verbosity import add_verbosity_arguments
 
 if TYPE_CHECKING:
@@ -40,7 +41,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "never makes the CLI change anything.",
         epilog=EPILOG + exit_codes.help_text(exit_codes.SCAN),
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=False,
     )
+    scan.add_argument("-h", "--help", action=HelpWithSettings, help="show this help, the settings included, and exit")
     add_target_arguments(scan, "scan")
     add_ip_ranges_argument(scan)
     scan.add_argument(
