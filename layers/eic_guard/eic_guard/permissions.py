@@ -93,7 +93,7 @@ def refresh_function_actions() -> set[str]:
     return set(REFRESH_STATE_TABLE) | set(REPORTS_BUCKET) | set(ALERTS_TOPIC) | set(START_FAN_OUT)
 
 
-# ---------------------------------------------------------------- event-driven checks and Security Hub (§10, §11)
+# ------------------------------------------- event-driven checks and Security Hub (docs/architecture.md §10, §11)
 
 # changes/resolve.py: an event's security group, network interface, route table or NACL → the affected instances
 # (DescribeSecurityGroups, DescribeRouteTables, DescribeNetworkAcls and DescribeInstances are reads the scan has

@@ -132,6 +132,15 @@ STATUS_LABEL = {
     "error": "ERROR",
     "not-applicable": "n/a",
 }
+# Each check's short id, where a narrow table or page needs one (the full id is its tooltip or legend).
+SHORT_IDS = {
+    "public-ipv4": "ipv4",
+    "eic-ssh-ingress": "ssh",
+    "al2023-ami": "ami",
+    "imds-enabled": "imds",
+    "internet-route": "route",
+    "network-acl": "nacl",
+}
 DOC_URL = re.compile(r"https://[^\s<>\"')\]]+")  # a documentation link inside a guidance text
 # The check each warning code is about (outputs place a warning beside its check; an unknown code stands alone).
 WARNING_CHECKS = {

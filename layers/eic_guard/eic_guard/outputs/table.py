@@ -32,19 +32,11 @@ from rich.table import Table
 from rich.text import Text
 
 from ..checks import CHECK_IDS
-from .report import STATUS_LABEL, WARNING_CHECKS, InstanceEntry, Report, split_warning
+from .report import SHORT_IDS, STATUS_LABEL, WARNING_CHECKS, InstanceEntry, Report, split_warning
 
 AMBER = "orange1"  # xterm 214 (#ffaf00), the 256-colour closest to amber; 16-colour terminals get yellow
 DEFAULT_WIDTH = 160
 FULL_IDS_FROM = 120  # narrower than this, the details table names checks by their short ids
-SHORT_IDS = {
-    "public-ipv4": "ipv4",
-    "eic-ssh-ingress": "ssh",
-    "al2023-ami": "ami",
-    "imds-enabled": "imds",
-    "internet-route": "route",
-    "network-acl": "nacl",
-}
 STATUS_STYLE = {
     "pass": "green",
     "fail": "red bold",
