@@ -190,6 +190,21 @@ def test_demo_alerts_only_what_is_new(demo_run):
 
 
 @pytest.mark.e2e
+def test_demo_runs_the_final_scan_as_ci_and_fails_it_on_ssh_open_to_the_internet(demo_run):
+    # Given the demo's transcript, between the final scan and the next night
+    out = demo_run.out
+    section = out[out.index(runner.CI_HEADING) : out.index(runner.NEXT_NIGHT_HEADING)]
+
+    # Then the CI scan wrote SARIF and --fail-on warning failed it on web-open-world alone
+    assert "eic-guard scan --region us-east-1 --ip-ranges ip-ranges-2026-08-22.json --fail-on warning" in section
+    assert re.search(
+        r"exit code 1; SARIF 2\.1\.0: 6 rules, \d+ failing \(instance, check\) results, 1 warning: "
+        r"web-open-world \(eic-ssh-ingress\)",
+        section,
+    )
+
+
+@pytest.mark.e2e
 def test_demo_cleanup_dry_run_plans_the_uninstall_and_changes_nothing(demo_run):
     # Given the cleanup section of the demo
     out = demo_run.out

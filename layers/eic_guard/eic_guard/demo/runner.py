@@ -8,10 +8,12 @@ and touched nothing else. A last act does the same for an AWS Organization (docs
 from __future__ import annotations
 
 import io
+import json
 import os
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import boto3
@@ -35,6 +37,7 @@ HEADINGS = (
     "2. remediate: what eic-guard fixes",
     "3. final scan: what is left and why it cannot be fixed automatically",
 )
+CI_HEADING = "3b. the final scan as a CI job runs it: --fail-on warning --format sarif (SSH open to the internet fails)"
 NEXT_NIGHT_HEADING = "4. the next night: a route is deleted in staging; the alert names only what is new"
 CLEANUP_HEADING = "5. eic-guard cleanup --dry-run: what uninstalling would remove (nothing is changed)"
 
@@ -92,6 +95,36 @@ def cleanup_dry_run(cli: Cli, ec2, fleet: DemoFleet) -> list[str]:
     return problems
 
 
+def ci_view(cli: Cli, fleet: DemoFleet, ranges_path: Path, workdir: str) -> list[str]:
+    """The final state scanned as a pipeline would: SARIF for the dashboard, and --fail-on warning makes the SSH rule
+    open to 0.0.0.0/0 (a pass with a warning) fail the build. -q: a CI log gets errors only, the alert state is not
+    touched."""
+    heading(CI_HEADING)
+    sarif = Path(workdir, "eic-guard.sarif")
+    argv = ["scan", "--region", REGION, "--ip-ranges", str(ranges_path), "--fail-on", "warning"]
+    argv += ["--format", "sarif", "--output", str(sarif), "-q"]
+    shown = " ".join(argv).replace(str(ranges_path), ranges_path.name).replace(str(sarif), sarif.name)
+    print(f"  eic-guard {shown}")
+    exit_code = cli(argv)
+    [run] = json.loads(sarif.read_text(encoding="utf-8"))["runs"]
+    levels = Counter(result["level"] for result in run["results"])
+    warned = sorted(
+        f"{fleet.name(r['properties']['instanceId'])} ({r['ruleId']})"
+        for r in run["results"]
+        if r["level"] == "warning"
+    )
+    print(
+        f"  exit code {exit_code}; SARIF 2.1.0: {len(run['tool']['driver']['rules'])} rules, {levels['error']} "
+        f"failing (instance, check) results, {levels['warning']} warning: {', '.join(warned)}"
+    )
+    problems = []
+    if exit_code != 1:
+        problems.append(f"--fail-on warning exited {exit_code}, expected 1 (SSH open to the internet)")
+    if warned != ["web-open-world (eic-ssh-ingress)"]:
+        problems.append(f"the SARIF warnings are {warned}, expected web-open-world's")
+    return problems
+
+
 def html_report_path() -> Path:
     return Path(os.environ.get(HTML_ENV) or DEFAULT_HTML)
 
@@ -138,6 +171,7 @@ def main(cli: Cli) -> int:
         print_proof(fleet, reports[-1][1], problems)
         html.with_suffix(".json").write_text(Path(workdir, f"scan-{len(HEADINGS)}.json").read_text(encoding="utf-8"))
         print(f"HTML report of the final scan (opens offline): {html.resolve()} (JSON beside it)")
+        problems += ci_view(cli, fleet, path, workdir)
         problems += next_night(cli, ec2, fleet, path, workdir)
         problems += cleanup_dry_run(cli, ec2, fleet)
         problems += organization_act(cli, endpoint, path, eic, workdir)
