@@ -29,11 +29,17 @@ def scan(*extra: str) -> list[str]:
     return ["scan", "--region", REGION, "--ip-ranges", SNAPSHOT, *extra]
 
 
-def compliant(account, net=None) -> str:
+def compliant(account, net=None, tags: dict[str, str] | None = None) -> str:
+    """Compliant; opted in with the default tag, or carrying only `tags` when given."""
     net = net or account.network()
     group = account.security_group(net, "eic-ssh", [ssh_from(EIC_US_EAST_1)])
     [instance] = account.launch(
-        image_id=account.al2023_ami(), subnet_id=net.public_subnet_id, group_ids=[group], public_ip=True
+        image_id=account.al2023_ami(),
+        subnet_id=net.public_subnet_id,
+        group_ids=[group],
+        public_ip=True,
+        tags=tags,
+        opted_in=tags is None,
     )
     return instance
 
@@ -296,16 +302,7 @@ def test_failing_checks_take_precedence_over_an_empty_scan(account, monkeypatch,
 def test_the_tag_flag_chooses_the_opt_in_tag(account, capsys):
     # Given one instance opted in with the default tag, and one tagged team=platform
     default = compliant(account)
-    net = account.network("10.8.0.0/16", "platform")
-    group = account.security_group(net, "eic-ssh", [ssh_from(EIC_US_EAST_1)])
-    [platform] = account.launch(
-        image_id=account.al2023_ami(),
-        subnet_id=net.public_subnet_id,
-        group_ids=[group],
-        public_ip=True,
-        tags={"team": "platform"},
-        opted_in=False,
-    )
+    platform = compliant(account, account.network("10.8.0.0/16", "platform"), tags={"team": "platform"})
 
     # When scanning with --tag team=platform, then without
     code = main(scan("--format", "json", "--tag", "team=platform"))
