@@ -470,6 +470,42 @@ def test_a_second_ctrl_c_exits_at_once():
     assert result.stderr.strip().splitlines()[-1] == "eic-guard: SIGINT again: exiting now"
 
 
+def test_a_second_ctrl_c_during_a_write_leaves_the_previous_report_and_no_temporary_file(tmp_path):
+    # Given a report file from an earlier run, and a process asked to stop while it replaces that file
+    report = tmp_path / "report.json"
+    report.write_text('{"previous": true}')
+    code = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from eic_guard.cli.interrupts import Interrupts\n"
+        "from eic_guard.local_files import replace_file\n"
+        "interrupts = Interrupts()\n"
+        "interrupts.request('SIGINT')\n"
+        "real_fsync = os.fsync\n"
+        "def fsync(fd):\n"
+        "    interrupts.request('SIGINT')  # the second Ctrl-C arrives mid-write\n"
+        "os.fsync = fsync\n"
+        f"replace_file(Path({str(report)!r}), b'{{\"new\": true}}', create_folders=False)\n"
+        "print('not reached')\n"
+    )
+
+    # When the second signal arrives during the write
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "layers" / "eic_guard")},
+    )
+
+    # Then the process exits at once, the previous report is whole and the write's temporary file is gone
+    assert result.returncode == exit_codes.INTERRUPTED, result.stderr
+    assert result.stdout == ""
+    assert report.read_text() == '{"previous": true}'
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["report.json"]
+
+
 def test_interrupted_before_any_target_nothing_is_changed(account, ec2, monkeypatch, capsys):
     # Given a fixable instance, and SIGTERM arriving while the ip-ranges file is read (before any AWS call)
     [instance] = drifted(account)

@@ -8,6 +8,10 @@ import tempfile
 from contextlib import suppress
 from pathlib import Path
 
+# Temporary files being written right now: a second Ctrl-C exits with os._exit, which runs no `finally`, so the
+# interrupt handler removes them (remove_unfinished) before it exits.
+_UNFINISHED: set[str] = set()
+
 
 def replace_file(path: Path, body: bytes, *, create_folders: bool = True, mode: int | None = None) -> None:
     """Write `body` beside `path`, flush it to disk, then rename it over `path`: a reader (or a crash) sees the old
@@ -19,6 +23,7 @@ def replace_file(path: Path, body: bytes, *, create_folders: bool = True, mode: 
         if create_folders:
             path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        _UNFINISHED.add(temporary)
         with os.fdopen(handle, "wb") as stream:
             stream.write(body)
             if mode is not None:
@@ -31,3 +36,14 @@ def replace_file(path: Path, body: bytes, *, create_folders: bool = True, mode: 
             with suppress(OSError):
                 os.unlink(temporary)
         raise
+    finally:
+        _UNFINISHED.discard(temporary)
+
+
+def remove_unfinished() -> None:
+    """Remove the temporary files of writes still under way (the process is about to exit without finishing them):
+    the files they would have replaced keep their previous content."""
+    for temporary in list(_UNFINISHED):
+        with suppress(OSError):
+            os.unlink(temporary)
+        _UNFINISHED.discard(temporary)

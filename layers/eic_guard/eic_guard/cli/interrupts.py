@@ -4,7 +4,7 @@ The first signal is remembered, said on stderr, and turns the run's deadline (bu
 passed: no instance starts its fixes any more (they are held and reported), the clients send no further AWS call,
 and the targets not begun fail at once as "interrupted". The command then writes what was done (the report marked
 "interrupted": true) and exits 130. A second signal exits at once: a report file being written is left as it was
-(files are replaced by a rename: never half-written).
+(files are replaced by a rename: never half-written) and the temporary file of that write is removed.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from ..errors import EicGuardError
+from ..local_files import remove_unfinished
 from . import exit_codes
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ class Interrupts:
         if self.requested:
             sys.stderr.write(f"\neic-guard: {signal_name} again: exiting now\n")
             sys.stderr.flush()
+            remove_unfinished()
             os._exit(exit_codes.INTERRUPTED)
         self.signal_name = signal_name
         sys.stderr.write(
