@@ -108,6 +108,21 @@ def test_junit_cases_say_fail_error_skip_and_carry_the_warning():
     ]
 
 
+def test_junit_makes_a_warning_the_failure_of_its_passing_case_when_warnings_fail_the_build():
+    # When the report is written as JUnit for `--fail-on warning`
+    root = ElementTree.fromstring(render_junit(report(), warnings_fail=True))
+
+    # Then the warned check's case fails with the warning, not a system-out the CI would show as green
+    own, _member = root.findall("testsuite")
+    [warned] = [c for c in own.findall("testcase") if c.get("name").startswith("eic-ssh-ingress")]
+    assert [(child.tag, child.get("message")) for child in warned] == [("failure", f"warning: {WORLD_OPEN}")]
+    # And one more failure is counted, the number of cases unchanged
+    assert [(s.get("tests"), s.get("failures"), s.get("errors"), s.get("skipped")) for s in (own, root)] == [
+        ("7", "2", "1", "2"),
+        ("8", "2", "2", "2"),
+    ]
+
+
 def test_sarif_of_a_partial_run_is_valid_and_says_it_did_not_succeed():
     # Given a run that was interrupted and could not enter an account
     log = render_sarif(report(interrupted=True))

@@ -28,11 +28,11 @@ if TYPE_CHECKING:
 MIN_FREE_BYTES = 1 << 20  # less than this free beside a destination is a full disk (a report is 2 kB per instance)
 
 
-def _json(report: Report) -> str:
+def _json(report: Report, warnings_fail: bool = False) -> str:
     return json.dumps(report.to_dict(), indent=2) + "\n"
 
 
-def _table(report: Report) -> str:
+def _table(report: Report, warnings_fail: bool = False) -> str:
     """The table for a file: no colour, the table's default width unless $COLUMNS says otherwise."""
     buffer = io.StringIO()
     _table_to(report, buffer, color=False)
@@ -47,7 +47,7 @@ def _table_to(report: Report, stream, color: bool | None) -> None:
         stream.write(line + "\n")
 
 
-def _csv(report: Report) -> str:
+def _csv(report: Report, warnings_fail: bool = False) -> str:
     from ..outputs.csv_rows import write_csv
 
     buffer = io.StringIO()
@@ -55,27 +55,29 @@ def _csv(report: Report) -> str:
     return buffer.getvalue()
 
 
-def _html(report: Report) -> str:
+def _html(report: Report, warnings_fail: bool = False) -> str:
     from ..outputs.html import render_html
 
     return render_html(report)
 
 
-def _sarif(report: Report) -> str:
+def _sarif(report: Report, warnings_fail: bool = False) -> str:
     from ..outputs.sarif import render_sarif
 
     return json.dumps(render_sarif(report), indent=2) + "\n"
 
 
-def _junit(report: Report) -> str:
+def _junit(report: Report, warnings_fail: bool = False) -> str:
     from ..outputs.junit import render_junit
 
-    return render_junit(report)
+    return render_junit(report, warnings_fail=warnings_fail)
 
 
 @dataclass(frozen=True)
 class Format:
-    render: Callable[[Report], str]
+    # (report, warnings_fail) -> text; warnings_fail: a warning fails the build (--fail-on warning), so the formats
+    # that have a failure of their own (JUnit) show it as one
+    render: Callable[[Report, bool], str]
     suffix: str  # the fallback file's
     help: str
 
@@ -143,13 +145,13 @@ def save(text: str, path: str, fallback: Path) -> str | None:
     return f"cannot write {path} ({reason}): written to {fallback} instead"
 
 
-def emit(report: Report, fmt: str, output: str | None) -> str | None:
+def emit(report: Report, fmt: str, output: str | None, *, warnings_fail: bool = False) -> str | None:
     """The report in `fmt` on standard output, or in the file `output` (see save)."""
     if output is None:
         if fmt == "table":
             _table_to(report, sys.stdout, color=None)
         else:
-            sys.stdout.write(FORMATS[fmt].render(report))
+            sys.stdout.write(FORMATS[fmt].render(report, warnings_fail))
         sys.stdout.flush()
         return None
-    return save(FORMATS[fmt].render(report), output, fallback_path(report.run_id, FORMATS[fmt].suffix))
+    return save(FORMATS[fmt].render(report, warnings_fail), output, fallback_path(report.run_id, FORMATS[fmt].suffix))

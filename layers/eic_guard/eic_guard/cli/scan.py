@@ -152,7 +152,7 @@ def _write(report: Report, args: argparse.Namespace) -> list[str]:
     """The report where it was asked for; one line per file that could not be written (see output.save)."""
     from ..outputs.html import render_html
 
-    problems = [emit(report, args.format, args.output)]
+    problems = [emit(report, args.format, args.output, warnings_fail=args.fail_on == "warning")]
     if args.html:
         problems.append(save(render_html(report), args.html, fallback_path(report.run_id, ".html")))
     return [problem for problem in problems if problem]

@@ -1,7 +1,8 @@
 """The report as JUnit XML, the test report every CI system shows (`--format junit`).
 
 One test suite per (account, region) target and one test case per (instance, check): `fail` and `would-fix` are
-failures, `error` an error, `not-applicable` skipped, the rest pass; a warning is the test case's system-out. An
+failures, `error` an error, `not-applicable` skipped, the rest pass; a warning is the test case's system-out, or,
+when warnings fail the build (`--fail-on warning`), a failure of a case that would otherwise pass. An
 excluded instance is one skipped case; a target that could not be scanned, one error case. Text from AWS (tags,
 names) goes through the XML serializer, with the characters XML 1.0 cannot carry replaced.
 """
@@ -31,7 +32,9 @@ def _case(suite: ElementTree.Element, classname: str, name: str, outcome: str | 
     return case
 
 
-def _instance_cases(suite: ElementTree.Element, entry: InstanceEntry, counts: Counter[str]) -> None:
+def _instance_cases(
+    suite: ElementTree.Element, entry: InstanceEntry, counts: Counter[str], warnings_fail: bool
+) -> None:
     classname = f"{entry.account_id}.{entry.region}.{entry.instance_id}"
     label = f" ({entry.name})" if entry.name else ""
     if not entry.checks:
@@ -45,15 +48,21 @@ def _instance_cases(suite: ElementTree.Element, entry: InstanceEntry, counts: Co
         cases[check_id] = _case(suite, classname, f"{check_id}{label}", outcome, message, check.guidance or "")
         counts[outcome or "passed"] += 1
     for warning in entry.warnings:  # beside the check it is about (the first check's case when about none)
-        case = cases.get(WARNING_CHECKS.get(split_warning(warning)[0], ""), next(iter(cases.values())))
+        check_id = WARNING_CHECKS.get(split_warning(warning)[0], "")
+        case = cases.get(check_id, next(iter(cases.values())))
+        if warnings_fail and len(case) == 0:  # a passing case: the warning is its failure
+            ElementTree.SubElement(case, "failure", message=_text(f"warning: {warning}"))
+            counts["failure"] += 1
+            counts["passed"] -= 1
+            continue
         output = case.find("system-out")
         if output is None:
             output = ElementTree.SubElement(case, "system-out")
         output.text = "\n".join(filter(None, (output.text, _text(f"warning: {warning}"))))
 
 
-def render_junit(report: Report) -> str:
-    """The JUnit XML document of one run (with its XML declaration)."""
+def render_junit(report: Report, *, warnings_fail: bool = False) -> str:
+    """The JUnit XML document of one run (with its XML declaration); `warnings_fail`: see the module's docstring."""
     root = ElementTree.Element("testsuites", name=f"eic-guard {report.mode} {report.run_id}")
     totals: Counter[str] = Counter()
     for target in report.targets:
@@ -65,7 +74,7 @@ def render_junit(report: Report) -> str:
             counts["error"] += 1
         for entry in sorted(report.instances, key=lambda e: e.instance_id):
             if (entry.account_id, entry.region) == (target.account_id, target.region):
-                _instance_cases(suite, entry, counts)
+                _instance_cases(suite, entry, counts, warnings_fail)
         _count(suite, counts)
         totals += counts
     _count(root, totals)
