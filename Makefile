@@ -13,10 +13,10 @@ PY313_DIR := $(firstword $(shell ls -d $$(pyenv root 2>/dev/null)/versions/3.13*
 BUILD_DIR ?= .aws-sam/build
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo test lint format build validate bench bench-org lock lock-checkov clean
+.PHONY: help setup demo test lint format build validate bench bench-org docs lock lock-checkov clean
 
 help:
-	@echo "make demo | test | lint | build | validate | bench | bench-org | clean"
+	@echo "make demo | test | lint | build | validate | bench | bench-org | docs | clean"
 
 $(BIN)/.installed: requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,10 @@ bench: $(BIN)/.installed
 # The organization fan-out (issue 9): targets/s by workers and latency, the deployed worker, the 500 x 17 estimate.
 bench-org: $(BIN)/.installed
 	$(BIN)/python -m benchmarks.org
+
+# The README's generated tables (settings, exit codes): from the settings model and cli/exit_codes.py.
+docs: $(BIN)/.installed
+	$(BIN)/python -m eic_guard.cli.reference README.md
 
 lock:
 	$(PYTHON) -m venv /tmp/eic-guard-lock && /tmp/eic-guard-lock/bin/pip install -q -r requirements-dev.in \

@@ -134,7 +134,7 @@ def _settings(spec: dict):
 def fanout(spec: dict, calls: ApiCalls, control: Control) -> dict:
     import boto3
     from eic_guard.aws.clients import AwsClients
-    from eic_guard.fanout.local import run_job
+    from eic_guard.fanout.local import RunWatch, run_job
     from eic_guard.ranges import ip_ranges
 
     calls.install()
@@ -151,7 +151,7 @@ def fanout(spec: dict, calls: ApiCalls, control: Control) -> dict:
         clients,
         ranges=ranges,
         max_workers=spec["workers"],
-        on_target=lambda _t: finished.append(time.perf_counter()),
+        watch=RunWatch(on_target=lambda _t: finished.append(time.perf_counter())),
     )
     document = outcome.report.to_dict()  # the CLI always builds it (table, JSON, HTML come from it)
     wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu_before

@@ -87,7 +87,7 @@ def table_width(monkeypatch):
 def cli_state_directory(monkeypatch, tmp_path):
     """The CLI's default state file (a scan keeps alerts-state.json beside it) is the test's own, never ~/.eic-guard:
     in-process scans (the demo's included) neither touch the home directory nor see each other's alerts."""
-    monkeypatch.setattr("eic_guard.cli.DEFAULT_STATE_FILE", str(tmp_path / ".eic-guard" / "state.json"))
+    monkeypatch.setattr("eic_guard.cli.arguments.DEFAULT_STATE_FILE", str(tmp_path / ".eic-guard" / "state.json"))
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ changed in AWS; concurrent refreshes take turns instead of failing."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -17,7 +16,8 @@ import boto3
 import pytest
 from botocore.exceptions import EndpointConnectionError
 from eic_guard.aws.clients import AwsClients
-from eic_guard.cli import main, resolve_regions
+from eic_guard.cli import main
+from eic_guard.cli.arguments import resolve_regions
 from eic_guard.errors import ConfigurationError
 from eic_guard.ranges import refresh as refresh_module
 from eic_guard.ranges.state import FileStateStore, RangesState, StateFileError
@@ -58,7 +58,8 @@ def no_aws_files(monkeypatch, tmp_path) -> Path:
 
 
 def scan_json(capsys, *args: str) -> tuple[int, dict]:
-    code = main(["scan", "--ip-ranges", SNAPSHOT, "--format", "json", *args])
+    """A scan whose report these tests read (an account without opted-in instances is fine here: --allow-empty)."""
+    code = main(["scan", "--ip-ranges", SNAPSHOT, "--format", "json", "--allow-empty", *args])
     captured = capsys.readouterr()
     assert code in (0, 1), captured.err
     return code, json.loads(captured.out)
@@ -363,31 +364,6 @@ def test_organization_that_cannot_be_listed_is_one_line_and_changes_nothing(
     assert metadata_endpoint(ec2, instance) == "disabled"
 
 
-def test_the_progress_bar_counts_targets_on_a_terminal(aws, monkeypatch, capsys):
-    # Given a person watching a terminal, and two regions of the caller's account
-    from eic_guard import cli
-
-    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
-    seen = []
-
-    @contextlib.contextmanager
-    def progress(targets, verb="scanned"):
-        with real_progress(targets, verb) as advance:
-            seen.append(targets)
-            yield lambda target: (seen.append(target.key), advance(target))
-
-    real_progress = cli._progress
-    monkeypatch.setattr(cli, "_progress", progress)
-
-    # When scanning
-    code = main(["scan", "--region", f"{REGION},{EU}", "--ip-ranges", SNAPSHOT, "--format", "json"])
-
-    # Then the bar was told of two targets and advanced once per (account, region)
-    assert code == 0, capsys.readouterr().err
-    assert seen[0] == 2
-    assert sorted(seen[1:]) == [f"123456789012/{EU}", f"123456789012/{REGION}"]
-
-
 # ---- settings ------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("command", ["scan", "refresh"])
 def test_invalid_eic_guard_mode_is_refused(account, api_calls, monkeypatch, tmp_path, capsys, command):
@@ -541,9 +517,9 @@ def test_refresh_into_a_read_only_directory_stops_before_any_call(aws, api_calls
 
 
 def test_refresh_with_a_missing_state_file_starts_a_fresh_state(aws, tmp_path, capsys):
-    # Given eic-guard's managed group and a state path whose directory does not exist yet
+    # Given eic-guard's managed group and a state path whose folder exists, without the file
     group = managed_group()
-    state_file = tmp_path / "new" / "dir" / "state.json"
+    state_file = tmp_path / "state.json"
 
     # When refreshing
     code = main(refresh_args(state_file))
@@ -552,6 +528,45 @@ def test_refresh_with_a_missing_state_file_starts_a_fresh_state(aws, tmp_path, c
     assert code == 0, capsys.readouterr().err
     assert (EIC_US_EAST_1, "tcp") in {(rule[3], rule[0]) for rule in ingress_of(group)}
     assert RangesState.model_validate_json(state_file.read_text()).sync_token == SNAPSHOT_TOKEN
+
+
+@pytest.mark.parametrize("given", ["--state-file", "EIC_GUARD_STATE_FILE"])
+def test_a_state_file_in_a_folder_that_does_not_exist_is_refused_before_any_call(
+    aws, api_calls, monkeypatch, tmp_path, capsys, given
+):
+    # Given eic-guard's managed group and a state file named (flag or variable) in a folder nobody created: a typo
+    group = managed_group()
+    state_file = tmp_path / "new" / "dir" / "state.json"
+    argv = refresh_args(state_file)
+    if given == "EIC_GUARD_STATE_FILE":
+        argv = argv[: argv.index("--state-file")]
+        monkeypatch.setenv("EIC_GUARD_STATE_FILE", str(state_file))
+    api_calls.clear()
+
+    # When refreshing
+    code = main(argv)
+
+    # Then it is one line naming the folder, before any call; no folder was made and no group changed
+    assert_one_error_line(code, capsys, f"{given} {state_file}: the folder {state_file.parent} does not exist")
+    assert api_calls.calls == []
+    assert not (tmp_path / "new").exists()
+    assert ingress_of(group) == set()
+
+
+def test_the_default_state_file_gets_its_folder_made(aws, tmp_path, capsys):
+    # Given no state file named: the default (here the test's own ~/.eic-guard/state.json, conftest) whose folder
+    # does not exist yet
+    from eic_guard.cli import arguments
+
+    default = Path(arguments.DEFAULT_STATE_FILE)
+    assert not default.parent.exists()
+
+    # When refreshing
+    code = main(["refresh", "--region", REGION, "--ip-ranges", SNAPSHOT])
+
+    # Then eic-guard's own folder was made and holds the state
+    assert code == 0, capsys.readouterr().err
+    assert RangesState.model_validate_json(default.read_text()).sync_token == SNAPSHOT_TOKEN
 
 
 @pytest.mark.parametrize("kind", sorted(BAD_STATES))

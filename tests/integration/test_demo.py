@@ -12,7 +12,8 @@ from contextlib import redirect_stdout
 from dataclasses import dataclass
 
 import pytest
-from eic_guard import demo
+from eic_guard.cli import main as eic_guard
+from eic_guard.demo import environment, organization, runner, scenarios
 
 MANAGEMENT = "123456789012"  # moto's default account: the demo's own credentials act there
 STOREFRONT = {"Owner": "alice@example.com", "Team": "storefront"}
@@ -23,7 +24,7 @@ PLATFORM = {"Team": "platform"}
 OPS = {"Owner": "ops@example.com"}
 
 
-class RecordingMotoServer(demo.ThreadedMotoServer):
+class RecordingMotoServer(environment.ThreadedMotoServer):
     """The real server, remembering the port it listened on so the test can check it is closed afterwards."""
 
     started: list[int] = []
@@ -53,9 +54,9 @@ def demo_run(tmp_path_factory) -> DemoRun:
     html = tmp_path_factory.mktemp("demo") / "demo-report.html"
     out = io.StringIO()
     with pytest.MonkeyPatch.context() as patch, redirect_stdout(out):
-        patch.setattr(demo, "ThreadedMotoServer", RecordingMotoServer)
-        patch.setenv(demo.HTML_ENV, str(html))
-        exit_code = demo.main()
+        patch.setattr(environment, "ThreadedMotoServer", RecordingMotoServer)
+        patch.setenv(environment.HTML_ENV, str(html))
+        exit_code = eic_guard(["demo"])
     return DemoRun(exit_code, out.getvalue(), json.loads(html.with_suffix(".json").read_text(encoding="utf-8")))
 
 
@@ -145,7 +146,7 @@ def test_each_demo_scenario_is_named_owned_guided_and_warned_exactly(demo_run):
         r"EIC needs only 18\.206\.107\.24/29",
         warning,
     )
-    assert report["account_aliases"] == {MANAGEMENT: demo.ACCOUNT_ALIAS}
+    assert report["account_aliases"] == {MANAGEMENT: scenarios.ACCOUNT_ALIAS}
     assert report["summary"] == {
         "instances": 22,
         "compliant": 13,
@@ -161,11 +162,11 @@ def test_each_demo_scenario_is_named_owned_guided_and_warned_exactly(demo_run):
 def test_demo_alerts_only_what_is_new(demo_run):
     # Given the demo's output, cut at its headings
     out = demo_run.out
-    first, fixing, final = (out.index(h) for h in demo.HEADINGS)
-    night, cleanup = out.index(demo.NEXT_NIGHT_HEADING), out.index(demo.CLEANUP_HEADING)
+    first, fixing, final = (out.index(h) for h in runner.HEADINGS)
+    night, cleanup = out.index(runner.NEXT_NIGHT_HEADING), out.index(runner.CLEANUP_HEADING)
 
     # Then the first scan alerts every problem, named by the account's alias
-    assert f"  | eic-guard: 22 new problems in {demo.ACCOUNT_ALIAS} ({MANAGEMENT})" in out[first:fixing]
+    assert f"  | eic-guard: 22 new problems in {scenarios.ACCOUNT_ALIAS} ({MANAGEMENT})" in out[first:fixing]
     assert re.search(
         r"  \| - i-\w+ \(web-open-world, Owner=alice@example\.com, Team=storefront\) in "
         r"demo-shop \(123456789012\) us-east-1: warning: ssh-open-to-internet: ",
@@ -177,7 +178,7 @@ def test_demo_alerts_only_what_is_new(demo_run):
         assert "new problems" not in section
     # And the next night's deleted route alerts exactly the three staging instances, then nothing the same night
     next_night = out[night:cleanup]
-    assert f"  | eic-guard: 3 new problems in {demo.ACCOUNT_ALIAS} ({MANAGEMENT})" in next_night
+    assert f"  | eic-guard: 3 new problems in {scenarios.ACCOUNT_ALIAS} ({MANAGEMENT})" in next_night
     assert sorted(re.findall(r"  \| - i-\w+ \((stg-[\w-]+), Team=storefront\)", next_night)) == [
         "stg-no-ssh-rule",
         "stg-ok",
@@ -189,10 +190,25 @@ def test_demo_alerts_only_what_is_new(demo_run):
 
 
 @pytest.mark.e2e
+def test_demo_runs_the_final_scan_as_ci_and_fails_it_on_ssh_open_to_the_internet(demo_run):
+    # Given the demo's transcript, between the final scan and the next night
+    out = demo_run.out
+    section = out[out.index(runner.CI_HEADING) : out.index(runner.NEXT_NIGHT_HEADING)]
+
+    # Then the CI scan wrote SARIF and --fail-on warning failed it on web-open-world alone
+    assert "eic-guard scan --region us-east-1 --ip-ranges ip-ranges-2026-08-22.json --fail-on warning" in section
+    assert re.search(
+        r"exit code 1; SARIF 2\.1\.0: 6 rules, \d+ failing \(instance, check\) results, 1 warning: "
+        r"web-open-world \(eic-ssh-ingress\)",
+        section,
+    )
+
+
+@pytest.mark.e2e
 def test_demo_cleanup_dry_run_plans_the_uninstall_and_changes_nothing(demo_run):
     # Given the cleanup section of the demo
     out = demo_run.out
-    section = out[out.index(demo.CLEANUP_HEADING) : out.index(demo.ORGANIZATION_HEADINGS[0])]
+    section = out[out.index(runner.CLEANUP_HEADING) : out.index(organization.ORGANIZATION_HEADINGS[0])]
 
     # Then it plans detaching eic-guard-ssh from the 10 interfaces it was attached to and deleting the two groups
     assert len(re.findall(r"detach-group\s+eni-\w+\s+planned\s+remove sg-\w+, keep sg-", section)) == 10
@@ -208,7 +224,7 @@ def test_demo_fixes_what_it_can_and_reports_the_rest(demo_run):
     # Then: the demo checked itself and passed
     assert exit_code == 0, out[-3000:]
     assert "demo OK" in out
-    positions = [out.index(heading) for heading in demo.HEADINGS]
+    positions = [out.index(heading) for heading in runner.HEADINGS]
     assert positions == sorted(positions)
     final = out[positions[2] : out.index("proof from the simulated AWS state")]
     # ... the final scan left nothing fixable, only what cannot be fixed automatically
@@ -229,7 +245,7 @@ def test_demo_fixes_what_it_can_and_reports_the_rest(demo_run):
     assert "instances 22: 3 compliant, 10 fixed, 8 noncompliant, 1 excluded, 0 errors" in remediate
     assert re.search(r"imds-enabled\s+│ fixed", remediate)
     # ... then the organization act: report (exit 1), remediate through the member role (exit 0), final (exit 0)
-    acts = [out.index(heading) for heading in demo.ORGANIZATION_HEADINGS]
+    acts = [out.index(heading) for heading in organization.ORGANIZATION_HEADINGS]
     proof = out.index("proof from each account's simulated AWS state")
     assert positions[2] < acts[0] < acts[1] < acts[2] < proof
     report, fixing, final = out[acts[0] : acts[1]], out[acts[1] : acts[2]], out[acts[2] : proof]
@@ -268,10 +284,10 @@ def test_demo_fixes_what_it_can_and_reports_the_rest(demo_run):
 @pytest.mark.e2e
 def test_demo_without_ip_ranges_file_is_a_usage_error(monkeypatch, tmp_path, capsys):
     # Given
-    monkeypatch.setenv(demo.IP_RANGES_ENV, str(tmp_path / "missing.json"))
+    monkeypatch.setenv(environment.IP_RANGES_ENV, str(tmp_path / "missing.json"))
 
     # When
-    exit_code = demo.main()
+    exit_code = eic_guard(["demo"])
 
     # Then
     assert exit_code == 2

@@ -227,6 +227,11 @@ def parse(html: str) -> Node:
     return builder.root
 
 
+def column_names(table: Node) -> list[str]:
+    """The table's column names; a check column by its full id (its tooltip: the header shows the short id)."""
+    return [th.attrs.get("title") or th.text() for th in table.find_all("th")]
+
+
 def _all_nodes(node: Node) -> list[Node]:
     nodes = []
     for child in node.elements():
@@ -314,33 +319,54 @@ def test_failures_by_check_counts_what_still_fails_after_the_run():
     assert dict(counts) == EXPECTED_FAILURES
 
 
+def chart_rows(page: str) -> dict[str, tuple[list[Node], str]]:
+    """Each check's bars and its count label, from the page's inline SVG chart."""
+    [svg] = parse(page).find_all("svg")
+    return {g.elements()[0].text(): (g.find_all("rect"), g.elements()[-1].text()) for g in svg.elements()}
+
+
 def test_chart_has_one_bar_per_check_labelled_with_its_count(page):
     # Given the page's inline SVG chart, under its heading
-    dom = parse(page)
-    [svg] = dom.find_all("svg")
-    assert "Failures by check" in [h.text() for h in dom.find_all("h2")]
+    assert "Failures by check" in [h.text() for h in parse(page).find_all("h2")]
 
-    # When its bars and labels are read in order: label, bar, count for each check
-    shapes = svg.elements()
-    rows = [shapes[i : i + 3] for i in range(0, len(shapes), 3)]
+    # When its rows are read: label, bars, count for each check
+    rows = chart_rows(page)
 
-    # Then there is one bar per check id, labelled with the check and its count
-    assert len(svg.find_all("rect")) == len(CHECK_IDS)
-    assert [(label.text(), count.text()) for label, _bar, count in rows] == [
+    # Then there is one row per check id, in check order, labelled with the check and its count
+    assert [(check, count) for check, (_bars, count) in rows.items()] == [
         (check_id, str(EXPECTED_FAILURES[check_id])) for check_id in CHECK_IDS
     ]
-    assert all(bar.tag == "rect" for _label, bar, _count in rows)
     # And bar lengths follow the counts: the largest count has the longest bar, a zero count a sliver
-    widths = {label.text(): int(bar.attrs["width"]) for label, bar, _count in rows}
+    widths = {check: sum(int(bar.attrs["width"]) for bar in bars) for check, (bars, _count) in rows.items()}
     assert widths["al2023-ami"] > widths["public-ipv4"] == widths["imds-enabled"] == widths["network-acl"]
     assert widths["public-ipv4"] > widths["eic-ssh-ingress"] == widths["internet-route"] == 1
     assert widths["al2023-ami"] == 2 * widths["public-ipv4"]
 
 
+def test_chart_shows_would_fix_in_amber_apart_from_what_fails():
+    # Given a report-mode run: imds-enabled would be fixed on two instances, and fails on a third (no fix possible)
+    base = known_report()
+    would_fix = CheckEntry(status="would-fix", reason="metadata endpoint is disabled")
+    failing = CheckEntry(status="fail", reason="metadata endpoint is disabled; cannot fix")
+    instances = [
+        e.model_copy(update={"checks": {**e.checks, "imds-enabled": status}})
+        for e, status in zip(base.instances[:3], (would_fix, would_fix, failing), strict=True)
+    ]
+    page = render_html(base.model_copy(update={"instances": instances, "mode": "report"}))
+
+    # When the imds-enabled row of the chart is read
+    bars, count = chart_rows(page)["imds-enabled"]
+
+    # Then the planned fixes are an amber bar twice as long as the red one, and the label says how many are planned
+    assert [(bar.attrs["class"], bar.attrs["fill"]) for bar in bars] == [("fail", "#cf222e"), ("would-fix", "#bf8700")]
+    assert abs(int(bars[1].attrs["width"]) - 2 * int(bars[0].attrs["width"])) <= 1
+    assert count == "3 (2 would-fix)"
+
+
 def test_instance_table_shows_verdicts_check_statuses_reasons_and_actions(page):
     # Given the page's instance table
     [table] = parse(page).find_all("table")
-    header = [th.text() for th in table.find_all("th")]
+    header = column_names(table)
     rows = {row.find_all("td")[0].text(): row for row in table.find_all("tbody")[0].find_all("tr")}
 
     # When a row is read as header → cell
@@ -351,12 +377,12 @@ def test_instance_table_shows_verdicts_check_statuses_reasons_and_actions(page):
     assert header == [
         "instance",
         "name / owner",
-        "region",
-        "vpc",
+        "region / vpc",
         "verdict",
         *CHECK_IDS,
         "reasons, what to do, actions",
     ]
+    assert [th.text() for th in table.find_all("th")][4:10] == ["ipv4", "ssh", "ami", "imds", "route", "nacl"]
     assert sorted(rows) == [f"i-0a0000000000000{n}" for n in range(1, 7)]
     assert {i: cells(i)["verdict"].text() for i in rows} == {
         "i-0a00000000000001": "compliant",
@@ -536,6 +562,53 @@ def test_page_renders_in_a_real_headless_browser_with_the_warning_in_amber(page,
     assert pixel(png, cells["plain"]["x"], cells["plain"]["y"]) not in (AMBER_BACKGROUND, (255, 255, 255))
 
 
+# Where the browser put the reasons column and how wide the page became (a copy of the page, for the test only).
+WIDTH_PROBE = """<script>
+const reasons = document.querySelector("td.reasons").getBoundingClientRect();
+const out = document.createElement("pre"); out.id = "probe"; out.hidden = true;
+out.textContent = JSON.stringify({page: document.documentElement.scrollWidth, window: innerWidth,
+                                  left: Math.round(reasons.left), right: Math.round(reasons.right)});
+document.body.appendChild(out);
+</script>"""
+
+
+def test_the_reasons_column_is_on_a_1280_pixel_screen(tmp_path):
+    # Given a report like the demo's: real-length VPC ids, long names and e-mail owners
+    base = known_report()
+    instances = [
+        e.model_copy(
+            update={
+                "vpc_id": f"vpc-0{n}23456789abcdef0",
+                "name": "ops-expired-exclusion-web",
+                "tags": {"Owner": "carol.smith@example.com", "Team": "data-platform"},
+            }
+        )
+        for n, e in enumerate(base.instances)
+    ]
+    probe_file = tmp_path / "probe.html"
+    probe_file.write_text(
+        render_html(base.model_copy(update={"instances": instances})).replace("</body>", f"{WIDTH_PROBE}</body>"),
+        encoding="utf-8",
+    )
+
+    # When chromium lays it out in a 1280 px window
+    probed = _headless(
+        _chromium(),
+        tmp_path / "profile",
+        "--dump-dom",
+        "--window-size=1280,900",
+        "--force-device-scale-factor=1",
+        probe_file.as_uri(),
+    )
+
+    # Then the page is no wider than the window, and the reasons column, at least 300 px wide, is inside it
+    assert probed.returncode == 0, probed.stderr[-2000:]
+    [probe] = [node for node in _all_nodes(parse(probed.stdout)) if node.attrs.get("id") == "probe"]
+    layout = json.loads(probe.text())
+    assert layout["page"] <= layout["window"] == 1280, layout
+    assert layout["right"] <= 1280 and layout["right"] - layout["left"] >= 300, layout
+
+
 def _lines(node: Node) -> list[str]:
     """The text of a node split at its <br> elements."""
     lines = [""]
@@ -550,7 +623,7 @@ def _lines(node: Node) -> list[str]:
 def test_names_owner_tags_and_guidance_are_shown_and_escaped(page):
     # Given the page's instance table, read as header -> cell
     [table] = parse(page).find_all("table")
-    header = [th.text() for th in table.find_all("th")]
+    header = column_names(table)
     rows = {row.find_all("td")[0].text(): row for row in table.find_all("tbody")[0].find_all("tr")}
 
     def cells(instance_id: str) -> dict[str, Node]:
@@ -581,7 +654,7 @@ def test_a_passing_check_with_a_warning_is_amber_and_its_warning_is_written_out(
     # Given the page of a report where i-...1 passes eic-ssh-ingress through a rule open to the world
     dom = parse(page)
     [table] = dom.find_all("table")
-    header = [th.text() for th in table.find_all("th")]
+    header = column_names(table)
     row = next(
         r for r in table.find_all("tbody")[0].find_all("tr") if r.find_all("td")[0].text() == "i-0a00000000000001"
     )
@@ -590,8 +663,8 @@ def test_a_passing_check_with_a_warning_is_amber_and_its_warning_is_written_out(
     cells = dict(zip(header, row.find_all("td"), strict=False))
 
     # Then its eic-ssh-ingress cell says pass! in the amber class, the other checks plain pass
-    assert (cells["eic-ssh-ingress"].text(), cells["eic-ssh-ingress"].attrs["class"]) == ("pass!", "pass warn")
-    assert {cells[c].attrs["class"] for c in CHECK_IDS if c != "eic-ssh-ingress"} == {"pass"}
+    assert (cells["eic-ssh-ingress"].text(), cells["eic-ssh-ingress"].attrs["class"]) == ("pass!", "check pass warn")
+    assert {cells[c].attrs["class"] for c in CHECK_IDS if c != "eic-ssh-ingress"} == {"check pass"}
     # And the warning's text is in the row, amber, not only in a tooltip
     [warning] = [li for li in row.find_all("li") if li.attrs.get("class") == "warn"]
     assert warning.text() == f"warning: {WORLD_OPEN}"
@@ -648,7 +721,7 @@ def test_cli_scan_with_html_writes_the_page_of_the_same_run(account, tmp_path, r
     )
 
     # Then it exits 1 (one instance stays non-compliant) and the page is the rendering of that very report
-    assert code == cli.EXIT_NONCOMPLIANT
+    assert code == cli.exit_codes.FINDINGS
     report = Report.model_validate_json(json_file.read_text())
     html = html_file.read_text(encoding="utf-8")
     assert html == render_html(report)
@@ -688,7 +761,7 @@ def test_cli_html_into_a_missing_directory_is_a_usage_error_before_anything_chan
     )
 
     # Then it exits 2 with one line naming the path, and nothing was changed in AWS
-    assert code == cli.EXIT_USAGE
+    assert code == cli.exit_codes.USAGE
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("eic-guard: error: ") and str(missing) in err[0]
     assert api_calls.writes() == []

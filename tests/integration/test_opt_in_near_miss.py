@@ -1,5 +1,5 @@
-"""A region where no instance is opted in, but some instance carries a near-miss of the opt-in tag: the inventory
-says so in a target note, with one bounded DescribeTags (moto), and a healthy fleet never pays for the look-up."""
+"""Some instance carries a near-miss of the opt-in tag: the inventory says so in a target note, with one bounded
+DescribeTags per region (moto), whether or not other instances are opted in; an event-driven check never looks."""
 
 from __future__ import annotations
 
@@ -108,19 +108,36 @@ def test_a_tag_that_is_not_a_near_miss_makes_no_note(account, api_calls, tags):
     assert api_calls.names()[:3] == ["DescribeInstances", "DescribeTags", "DescribeManagedPrefixLists"]
 
 
-def test_a_region_with_an_opted_in_instance_never_looks_for_near_misses(account, api_calls):
+def test_a_near_miss_is_named_even_where_other_instances_are_opted_in(account, api_calls):
     # Given one opted-in instance and one with a near-miss of the opt-in tag
     net = account.network()
     account.launch(image_id=account.al2023_ami(), subnet_id=net.public_subnet_id, group_ids=[net.app_group_id])
-    launch_tagged(account, {"eic-guard:managed": "True"})
+    [near_miss] = launch_tagged(account, {"eic-guard:managed": "True"})
     api_calls.clear()
 
     # When the region is gathered
     snapshot = gather(recorded_ec2(), ACCOUNT, REGION, settings())
 
-    # Then the fleet pays nothing for the look-up: no DescribeTags, no note
+    # Then the mistyped instance is named (it is not watched), at the price of one DescribeTags
     assert len(snapshot.instances) == 1
-    assert "DescribeTags" not in api_calls.names()
+    assert api_calls.names().count("DescribeTags") == 1
+    assert snapshot.notes == (
+        f"1 instance opted in here, but {near_miss} is tagged eic-guard:managed=True: the value must be exactly `true`",
+    )
+
+
+def test_a_fleet_without_near_misses_pays_one_describe_tags_and_gets_no_note(account, api_calls):
+    # Given one opted-in instance and nothing mistyped
+    net = account.network()
+    account.launch(image_id=account.al2023_ami(), subnet_id=net.public_subnet_id, group_ids=[net.app_group_id])
+    api_calls.clear()
+
+    # When the region is gathered
+    snapshot = gather(recorded_ec2(), ACCOUNT, REGION, settings())
+
+    # Then one DescribeTags page was read, no instance was looked up for it, and there is no note
+    assert api_calls.names().count("DescribeTags") == 1
+    assert api_calls.names().count("DescribeInstances") == 1
     assert snapshot.notes == ()
 
 

@@ -318,12 +318,13 @@ def cli_line(report: dict, instance_id: str, check: str) -> str:
 def test_cli_scan_prints_on_stderr_only_what_is_new_since_its_last_scan(fleet, ec2, capsys, tmp_path):
     # Given the CLI's state file in a directory of its own
     state_file = tmp_path / "local" / "state.json"
+    state_file.parent.mkdir()
 
     # When the CLI scans
     code, report, err = cli_scan(capsys, state_file)
 
     # Then stdout is the report, and stderr the alert: subject, headline, the problem line
-    assert code == cli.EXIT_NONCOMPLIANT
+    assert code == cli.exit_codes.FINDINGS
     assert err[0] == f"eic-guard: 1 new problem in {ACCOUNT}"
     assert err[2:] == ["New or changed since the last run (1):", cli_line(report, fleet.broken, "al2023-ami")]
     # And what was alerted is kept beside the state file (the state file itself is the refresh's)
@@ -334,7 +335,7 @@ def test_cli_scan_prints_on_stderr_only_what_is_new_since_its_last_scan(fleet, e
     code, report, err = cli_scan(capsys, state_file)
 
     # Then stderr is silent (the exit code still says something is non-compliant)
-    assert (code, err) == (cli.EXIT_NONCOMPLIANT, [])
+    assert (code, err) == (cli.exit_codes.FINDINGS, [])
 
     # When web-1 fails differently
     ec2.modify_instance_metadata_options(InstanceId=fleet.broken, HttpEndpoint="disabled")
@@ -374,7 +375,7 @@ def test_cli_with_a_corrupt_alert_state_file_alerts_everything_and_repairs_it(fl
     code, report, err = cli_scan(capsys, state_file)
 
     # Then the scan is whole (the report on stdout, exit 1), and the alert lists the problem and says why
-    assert code == cli.EXIT_NONCOMPLIANT and report["summary"]["noncompliant"] == 1
+    assert code == cli.exit_codes.FINDINGS and report["summary"]["noncompliant"] == 1
     assert err[3] == cli_line(report, fleet.broken, "al2023-ami")
     assert err[4].startswith(f"The alert state could not be read ({tmp_path / ALERT_STATE_FILE} is not JSON")
     # And the file is replaced by a good one: the next scan is quiet

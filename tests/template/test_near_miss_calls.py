@@ -1,4 +1,4 @@
-"""The inventory's near-miss look-up (aws/inventory.py: a region where no instance is opted in) held against the
+"""The inventory's near-miss look-up (aws/inventory.py: every whole-region scan) held against the
 roles: the fleets of test_calls_against_roles.py always have opted-in instances, so their runs never make it.
 
 The calls are recorded on moto by the same CallRecorder and evaluated against the worker role template.yaml renders

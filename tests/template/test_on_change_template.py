@@ -1,4 +1,4 @@
-"""template.yaml, event-driven checks (docs/architecture.md §10) and Security Hub (§11): the EventBridge rules and
+"""template.yaml, event-driven checks and Security Hub (docs/architecture.md §10, §11): the EventBridge rules and
 their patterns, the queue, its dead-letter queue and policy, OnChangeFunction's event source, environment and least
 privilege, and the Security Hub statements of the worker, the on-change function and the member role.
 

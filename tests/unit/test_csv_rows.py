@@ -39,7 +39,12 @@ def report() -> Report:
             checks=every_check(
                 imds_enabled=CheckEntry(status="would-fix", reason="endpoint disabled", guidance=GUIDANCE)
             ),
-            actions=[ActionEntry(action="enable-imds", resource="i-01", status="planned", detail="HttpEndpoint")],
+            actions=[
+                ActionEntry(action="create-security-group", resource="vpc-1", status="planned", detail="new"),
+                ActionEntry(action="attach-security-group", resource="eni-1", status="planned", detail="attach"),
+                ActionEntry(action="enable-imds", resource="i-01", status="planned", detail="HttpEndpoint"),
+                ActionEntry(action="future-action", resource="i-01", status="done", detail="a new kind of write"),
+            ],
             name='web, "open" world',
             tags={"Owner": "alice", "Team": "payments"},
             warnings=[WORLD_OPEN, UNPLACED],
@@ -99,7 +104,12 @@ def test_each_row_names_the_instance_its_owners_what_to_do_and_its_warnings():
     assert by_check["eic-ssh-ingress"]["status"] == "pass"
     assert by_check["eic-ssh-ingress"]["warnings"] == f"{WORLD_OPEN}; {UNPLACED}"
     assert {r["warnings"] for c, r in by_check.items() if c != "eic-ssh-ingress"} == {UNPLACED}
-    assert {r["actions"] for r in first} == {"planned: enable-imds i-01"}
+    # And each action is on the row of the check it was made for, once; one about no known check on the first row
+    assert {c: r["actions"] for c, r in by_check.items() if r["actions"]} == {
+        "public-ipv4": "done: future-action i-01",
+        "eic-ssh-ingress": "planned: create-security-group vpc-1; planned: attach-security-group eni-1",
+        "imds-enabled": "planned: enable-imds i-01",
+    }
 
 
 def test_an_excluded_instance_without_alias_or_name_is_one_row_with_empty_cells():

@@ -9,6 +9,7 @@ work to finish cleanly: one call that hangs until its read timeout, plus publish
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,10 +21,13 @@ class DeadlineExceeded(BotoCoreError):
     """An AWS call not sent because the invocation's remaining time is inside the reserve."""
 
     fmt = "{operation} not sent: {remaining:.0f} s of the invocation remain, inside the {reserve:.0f} s reserve"
+    held = "out-of-time"  # why the fixes not made were held (engine.HELD)
 
 
 class Deadline:
     """How much of the invocation remains for work, after `reserve` seconds kept for finishing the run."""
+
+    held = DeadlineExceeded.held
 
     def __init__(self, remaining_seconds: Callable[[], float], reserve: float):
         self._remaining_seconds = remaining_seconds
@@ -56,6 +60,28 @@ class Deadline:
         remaining = self._remaining_seconds()
         if remaining - self.reserve <= 0:
             raise DeadlineExceeded(operation=operation, remaining=max(remaining, 0.0), reserve=self.reserve)
+
+
+class RunInterrupted(DeadlineExceeded):
+    """An AWS call not sent because the run was interrupted (the CLI's Ctrl-C or SIGTERM)."""
+
+    fmt = "{operation} not sent: the run was interrupted ({signal})"
+    held = "interrupted"
+
+
+class UntilInterrupted(Deadline):
+    """No time limit until `interrupted()` names a signal; from then on no fix starts and no call is sent."""
+
+    held = RunInterrupted.held
+
+    def __init__(self, interrupted: Callable[[], str | None]):
+        super().__init__(lambda: -1.0 if interrupted() else math.inf, reserve=0.0)
+        self._interrupted = interrupted
+
+    def check(self, operation: str) -> None:
+        signal = self._interrupted()
+        if signal:
+            raise RunInterrupted(operation=operation, signal=signal)
 
 
 # Seconds each function keeps in reserve (template.yaml Timeout: ScanTargetFunction 900 s, PlanFunction,

@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
-from typing import Any
+from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -31,8 +31,20 @@ QUOTA_REASONS = {
     "SecurityGroupsPerInterfaceLimitExceeded": "the network interface is at its security-group quota",
     "RulesPerSecurityGroupLimitExceeded": "the eic-guard-ssh group is at its rules quota",
 }
+# Why fixes were held, by the `held` of the Deadline (or DeadlineExceeded) that stopped them.
+HELD = {"out-of-time": "out of time in this round", "interrupted": "the run was interrupted"}
 # Only the documented form: date.fromisoformat also takes 20260101 or 2026-W01-1, which must keep the exclusion.
 _YYYY_MM_DD = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+class InstanceProgress(Protocol):
+    """Who follows a scan instance by instance (the CLI's progress bar)."""
+
+    def found(self, instances: int) -> None:
+        """A target's opted-in instances were gathered."""
+
+    def checked(self) -> None:
+        """One instance was decided and, in remediate mode, acted on."""
 
 
 @dataclass
@@ -135,8 +147,8 @@ def remediate_instance(instance: Instance, outcome: InstanceOutcome, remediator:
             continue
         try:
             CHECKS_BY_ID[check_id].remediate(result.fix, instance, remediator, outcome.actions)
-        except DeadlineExceeded:
-            hold_for_next_round(outcome)
+        except DeadlineExceeded as exc:
+            hold_for_next_round(outcome, exc.held)
             return False
         except Exception as exc:  # noqa: BLE001 - one instance's failure never aborts the run
             code = error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__
@@ -179,9 +191,10 @@ def _after_failed_fix(result: CheckResult, exc: Exception, code: str) -> CheckRe
     )
 
 
-def hold_for_next_round(outcome: InstanceOutcome) -> None:
-    """Out of time: keep the fixes for the next round, which re-gathers and makes them (all fixes are idempotent)."""
-    _hold_fixes(outcome, "not fixed: out of time in this round", held="out-of-time")
+def hold_for_next_round(outcome: InstanceOutcome, held: str = DeadlineExceeded.held) -> None:
+    """Out of time (or interrupted): keep the fixes for the next round or run, which re-gathers and makes them (all
+    fixes are idempotent)."""
+    _hold_fixes(outcome, f"not fixed: {HELD[held]}", held=held)
 
 
 def scan_target(
@@ -193,12 +206,16 @@ def scan_target(
     today: date,
     deadline: Deadline | None = None,
     instance_ids: Sequence[str] | None = None,
+    progress: InstanceProgress | None = None,
 ) -> TargetResult:
     """Scan one (account, region): gather once, evaluate every instance, then remediate or plan.
 
-    With a `deadline`, no new fix starts once the worker's time is inside its reserve: the result is `incomplete`.
+    With a `deadline`, no new fix starts once the worker's time is inside its reserve (or the CLI run was
+    interrupted): the result is `incomplete`. `progress` hears of every instance once it is done.
     """
     snapshot = gather(ec2, account_id, region, settings, instance_ids)
+    if progress is not None:
+        progress.found(len(snapshot.instances))
     ctx = CheckContext(snapshot, ip_ranges.for_region(region), settings)
     remediator = Remediator(Ec2Gateway(ec2, region, dry_run=not settings.remediate), ctx)
     result = TargetResult(region, account_id=account_id, notes=list(snapshot.notes))
@@ -217,17 +234,28 @@ def scan_target(
         ]
     )
     for instance, outcome in zip(snapshot.instances, result.outcomes, strict=True):
-        if outcome.excluded_reason:
-            continue
-        if deadline is not None and not remediator.dry_run and deadline.remaining() <= 0:
-            result.incomplete = True
-            hold_for_next_round(outcome)
-            continue
-        if not remediate_instance(instance, outcome, remediator):
-            result.incomplete = True
+        if not outcome.excluded_reason:
+            _act(instance, outcome, remediator, deadline, result)
+        if progress is not None:
+            progress.checked()
     if settings.remediate_public_ip and not result.incomplete:  # out of time: the next round releases them
         result.actions.extend(_release_orphan_addresses(snapshot, remediator, instance_ids))
     return result
+
+
+def _act(
+    instance: Instance,
+    outcome: InstanceOutcome,
+    remediator: Remediator,
+    deadline: Deadline | None,
+    result: TargetResult,
+) -> None:
+    """Make (or plan) one instance's fixes, unless the time is up: then they are held for the next round."""
+    if deadline is not None and not remediator.dry_run and deadline.remaining() <= 0:
+        result.incomplete = True
+        hold_for_next_round(outcome, deadline.held)
+    elif not remediate_instance(instance, outcome, remediator):
+        result.incomplete = True
 
 
 def _release_orphan_addresses(

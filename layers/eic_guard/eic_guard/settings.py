@@ -6,9 +6,10 @@ import json
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import botocore
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -56,37 +57,113 @@ _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 ENV_PREFIX = "EIC_GUARD_"
 
 
+@dataclass(frozen=True)
+class Source:
+    """Where a setting is set besides its EIC_GUARD_* variable: the template parameter the stack passes it from
+    (or what the stack sets it to itself), and the CLI flag that overrides it. The settings reference (README,
+    `eic-guard scan --help`) is generated from these and the fields' descriptions (cli/reference.py)."""
+
+    parameter: str = ""
+    stack: str = ""  # when no parameter sets it: the stack's own value (a resource, the stack's name)
+    flag: str = ""
+
+
 class Settings(BaseModel):
-    """Validated run settings; `from_env` maps EIC_GUARD_* variables onto these fields."""
+    """Validated run settings; `from_env` maps EIC_GUARD_* variables onto these fields. Adding one is adding a
+    field here, with its description and Source: the reference and its tests pick it up."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    tag_key: str = Field(default="eic-guard:managed", min_length=1, max_length=128)
-    tag_value: str = Field(default="true", min_length=1, max_length=256)
-    regions: tuple[str, ...] = Field(min_length=1)
-    mode: Literal["report", "remediate"] = "remediate"
-    ingress_source: Literal["cidr", "prefix-list"] = "cidr"
-    remediate_public_ip: bool = False
-    tag_instances: bool = False  # eic-guard:status / eic-guard:checked-at on opted-in instances (remediate mode)
-    stale_prefix_grace_hours: int = Field(default=24, ge=0, le=24 * 90)
-    state_table: str | None = None
-    reports_bucket: str | None = None
-    alerts_topic_arn: str | None = None
-    ip_ranges_topic_arns: tuple[str, ...] = (AWS_IP_SPACE_TOPIC,)
-    # docs/architecture.md §9: "" = the caller's own account, "organization" = every ACTIVE account, or a comma list of
-    # ids
-    accounts: str = ""
-    member_role_name: str = Field(default="eic-guard-member", pattern=r"^[\w+=,.@-]{1,64}$")
-    state_machine_arn: str | None = None  # the refresh function starts the fan-out there
-    # docs/architecture.md §11: ASFF findings imported into each target's Security Hub after its scan
-    # (outputs/security_hub/)
-    security_hub_findings: Literal["enabled", "disabled"] = "disabled"
-    # docs/architecture.md §5b: the instance tags every output names besides `Name` (who to ask about an instance)
-    owner_tags: tuple[str, ...] = Field(default=("Owner", "Team"), max_length=10)
-    # checks/al2023_ami.py: AL2023 only (the EIC tutorial's prerequisite) or every image AWS ships EIC in
-    allowed_images: Literal["al2023", "eic-preinstalled"] = "al2023"
-    # The deployed stack's name: the metrics' `Stack` dimension, so two stacks in one account keep their own alarms
-    stack_name: str | None = Field(default=None, max_length=128)
+    tag_key: Annotated[str, Source(parameter="TagKey", flag="--tag KEY=VALUE")] = Field(
+        default="eic-guard:managed",
+        min_length=1,
+        max_length=128,
+        description="The opt-in tag's key: only instances tagged key=value are checked, fixed and reachable.",
+    )
+    tag_value: Annotated[str, Source(parameter="TagValue", flag="--tag KEY=VALUE")] = Field(
+        default="true", min_length=1, max_length=256, description="The opt-in tag's value."
+    )
+    regions: Annotated[tuple[str, ...], Source(parameter="Regions", flag="--region")] = Field(
+        min_length=1,
+        description="Comma list of regions to cover in every account. Default: the stack's region (deployed); "
+        "the CLI: AWS_REGION, AWS_DEFAULT_REGION, then the profile's region.",
+    )
+    mode: Annotated[Literal["report", "remediate"], Source(parameter="Mode", flag="--remediate")] = Field(
+        default="remediate",
+        description="`report` plans fixes and writes nothing; `remediate` makes them. The CLI is report-only "
+        "unless --remediate (the variable is validated, not honoured).",
+    )
+    ingress_source: Annotated[Literal["cidr", "prefix-list"], Source(parameter="IngressSource")] = Field(
+        default="cidr",
+        description="How the managed group allows the EIC ranges: one rule per CIDR, or the AWS-managed prefix "
+        "list where it exists.",
+    )
+    remediate_public_ip: Annotated[bool, Source(parameter="RemediatePublicIp")] = Field(
+        default=False,
+        description="`true`: allocate a ManagedBy=eic-guard Elastic IP for an instance without a public IPv4 "
+        "that also carries the admin-only tag eic-guard:public-ip=allowed (billed), released once unused or "
+        "once that tag is gone.",
+    )
+    tag_instances: Annotated[bool, Source(parameter="TagInstances")] = Field(
+        default=False,
+        description="`true`: remediate mode tags opted-in instances with eic-guard:status and eic-guard:checked-at. "
+        "The stack's default is `true`.",
+    )
+    stale_prefix_grace_hours: Annotated[int, Source(parameter="StalePrefixGraceHours")] = Field(
+        default=24,
+        ge=0,
+        le=24 * 90,
+        description="Hours a prefix gone from ip-ranges.json keeps its rule (0-2160).",
+    )
+    state_table: Annotated[str | None, Source(stack="StateTable")] = Field(
+        default=None, description="The DynamoDB table of the ip-ranges state (the CLI keeps a file: --state-file)."
+    )
+    reports_bucket: Annotated[str | None, Source(stack="ReportsBucket")] = Field(
+        default=None, description="The S3 bucket of the reports and of each run's working objects."
+    )
+    alerts_topic_arn: Annotated[str | None, Source(stack="AlertsTopic")] = Field(
+        default=None, description="The SNS topic alerts go to (the CLI prints them on stderr)."
+    )
+    ip_ranges_topic_arns: Annotated[tuple[str, ...], Source()] = Field(
+        default=(AWS_IP_SPACE_TOPIC,),
+        description="Comma list of the SNS topics whose notifications the refresh accepts.",
+    )
+    accounts: Annotated[str, Source(parameter="Accounts", flag="--account, --organization")] = Field(
+        default="",
+        description="Empty: the caller's own account; `organization`: every ACTIVE account of the AWS "
+        "Organization; or a comma list of 12-digit account ids (docs/architecture.md §9).",
+    )
+    member_role_name: Annotated[str, Source(parameter="MemberRoleName", flag="--role-name")] = Field(
+        default="eic-guard-member",
+        pattern=r"^[\w+=,.@-]{1,64}$",
+        description="The role entered (sts:AssumeRole) in every other account.",
+    )
+    state_machine_arn: Annotated[str | None, Source(stack="EicGuardStateMachine")] = Field(
+        default=None, description="The state machine the refresh function starts its fan-out on."
+    )
+    security_hub_findings: Annotated[
+        Literal["enabled", "disabled"], Source(parameter="SecurityHubFindings", flag="--security-hub")
+    ] = Field(
+        default="disabled",
+        description="`enabled`: one Security Hub finding per failing check, in each instance's own account "
+        "(docs/architecture.md §11).",
+    )
+    owner_tags: Annotated[tuple[str, ...], Source(parameter="OwnerTags")] = Field(
+        default=("Owner", "Team"),
+        max_length=10,
+        description="Comma list of the instance tags every output shows beside the instance (who to ask).",
+    )
+    allowed_images: Annotated[
+        Literal["al2023", "eic-preinstalled"], Source(parameter="AllowedImages", flag="--allowed-images")
+    ] = Field(
+        default="al2023",
+        description="Images al2023-ami accepts: AL2023 only, or every image AWS ships EC2 Instance Connect in.",
+    )
+    stack_name: Annotated[str | None, Source(stack="AWS::StackName")] = Field(
+        default=None,
+        max_length=128,
+        description="The metrics' Stack dimension, so two stacks in one account keep their own alarms.",
+    )
 
     @field_validator("accounts")
     @classmethod

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import boto3
 from botocore.config import Config
@@ -29,10 +30,16 @@ RETRY_CONFIG = Config(
 )
 
 
+class CallLog(Protocol):
+    def attach(self, client: Any, account: Callable[[], str | None]) -> None:
+        """Follow every call `client` makes, in the account `account()` names once it is known."""
+
+
 class AwsClients:
     """Builds one client per (service, region) from a session; honours AWS_ENDPOINT_URL via boto3.
 
-    With a `deadline`, every client refuses to send a request once the invocation's reserve is reached.
+    With a `deadline`, every client refuses to send a request once the invocation's reserve is reached. With a
+    `call_log` (the CLI's -v), every client reports each call it makes to it.
     """
 
     def __init__(
@@ -41,10 +48,12 @@ class AwsClients:
         config: Config = RETRY_CONFIG,
         deadline: Deadline | None = None,
         account: str | None = None,
+        call_log: CallLog | None = None,
     ):
         self.session = session or boto3.Session()
         self.config = config
         self.deadline = deadline
+        self.call_log = call_log
         self._account = account  # known when the credentials came from assuming a role in that account
         self._clients: dict[tuple[str, str | None], Any] = {}
         self._alias: tuple[str | None] | None = None  # (alias,) once asked
@@ -57,6 +66,8 @@ class AwsClients:
             # Every attempt of every call checks the deadline in force at that moment (a warm Lambda container
             # reuses these clients across invocations, each with its own deadline).
             client.meta.events.register("before-send", self._check_deadline)
+            if self.call_log is not None:
+                self.call_log.attach(client, lambda: self._account)
             self._clients[key] = client
         return self._clients[key]
 

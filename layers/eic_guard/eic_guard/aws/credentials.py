@@ -97,4 +97,4 @@ class AccountClients:
         # one parsed copy of botocore's service models for every account (parsing them costs ~0.2 s per session)
         member.register_component("data_loader", source.get_component("data_loader"))
         session = boto3.Session(botocore_session=member, region_name=region)
-        return AwsClients(session, self.own.config, self.own.deadline, account=account_id)
+        return AwsClients(session, self.own.config, self.own.deadline, account=account_id, call_log=self.own.call_log)

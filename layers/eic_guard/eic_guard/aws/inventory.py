@@ -1,8 +1,9 @@
 """Gather: read one (account, region) target with paginated, batched describes into a frozen TargetSnapshot.
 
 The number of calls grows with DescribeInstances pages and with the number of distinct ids / 200 for the other
-describes, never with the number of instances. A region where no instance is opted in costs one more bounded
-DescribeTags (and, only when it finds a near-miss of the opt-in tag, one DescribeInstances for at most 200 ids).
+describes, never with the number of instances. Looking for near-misses of the opt-in tag (a mistyped tag leaves an
+instance unwatched, whether or not others are opted in) costs one more bounded DescribeTags per region (and, only
+when it finds one, one DescribeInstances for at most 200 ids).
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from .clients import PERMISSION_DENIED
 
 SCANNED_STATES = ("pending", "running", "stopping", "stopped")
 FILTER_VALUES_PER_CALL = 200  # EC2 accepts at most 200 values in one filter
-# The near-miss look-up reads at most one DescribeTags page (MaxResults caps at 1,000): enough to explain a region
-# where nothing is opted in, bounded whatever the fleet's size.
+# The near-miss look-up reads at most one DescribeTags page (MaxResults caps at 1,000) of the tags whose key looks
+# like the opt-in key: enough to name the mistyped ones, bounded whatever the fleet's size.
 NEAR_MISS_TAGS_READ = 1000
 NEAR_MISS_INSTANCES_NAMED = 5
 # Values people write when they mean "true" (only when the configured value is `true` in some case).
@@ -49,8 +50,8 @@ def gather(
     an event-driven check; one DescribeInstances per 200 ids, still filtered by the opt-in tag)."""
     instances = tuple(_instances(ec2, settings, instance_ids))
     notes: list[str] = []
-    if not instances and instance_ids is None:  # a healthy fleet never pays for the look-up
-        notes.extend(_opt_in_near_misses_if_allowed(ec2, account_id, region, settings))
+    if instance_ids is None:  # an event-driven check of given instances has nothing to say about the others
+        notes.extend(_opt_in_near_misses_if_allowed(ec2, account_id, region, settings, len(instances)))
     vpc_ids = sorted({i.vpc_id for i in instances if i.vpc_id})
     group_ids = sorted({g for i in instances for g in _all_group_ids(i)})
     security_groups = {g.group_id: g for g in _security_groups(ec2, group_ids)} if group_ids else {}
@@ -116,11 +117,13 @@ def _instances(ec2: Any, settings: Settings, instance_ids: Sequence[str] | None 
                 yield _instance(raw)
 
 
-def _opt_in_near_misses_if_allowed(ec2: Any, account_id: str, region: str, settings: Settings) -> list[str]:
+def _opt_in_near_misses_if_allowed(
+    ec2: Any, account_id: str, region: str, settings: Settings, opted_in: int
+) -> list[str]:
     """The near-miss notes; none when the role predates the look-up (a member stack not updated yet may not grant
     ec2:DescribeTags): the look-up is advice, so the region is still scanned."""
     try:
-        return _opt_in_near_misses(ec2, settings)
+        return _opt_in_near_misses(ec2, settings, opted_in)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") not in PERMISSION_DENIED:
             raise
@@ -131,7 +134,7 @@ def _opt_in_near_misses_if_allowed(ec2: Any, account_id: str, region: str, setti
         return []
 
 
-def _opt_in_near_misses(ec2: Any, settings: Settings) -> list[str]:
+def _opt_in_near_misses(ec2: Any, settings: Settings, opted_in: int) -> list[str]:
     """Target notes naming (at most NEAR_MISS_INSTANCES_NAMED) live instances that carry a near-miss of the opt-in
     tag: its key in another case, or its value misspelt (`True`, `yes`, ` true`...).
 
@@ -157,7 +160,10 @@ def _opt_in_near_misses(ec2: Any, settings: Settings) -> list[str]:
         key, value, problem = misses[instance_id]
         name = f" ({live[instance_id]})" if live[instance_id] else ""
         shown = value if value == value.strip() else repr(value)
-        notes.append(f"0 instances opted in here, but {instance_id}{name} is tagged {key}={shown}: {problem}")
+        notes.append(
+            f"{opted_in} instance{'' if opted_in == 1 else 's'} opted in here, but {instance_id}{name} is tagged "
+            f"{key}={shown}: {problem}"
+        )
     if len(live) > NEAR_MISS_INSTANCES_NAMED:
         notes.append(f"... and {len(live) - NEAR_MISS_INSTANCES_NAMED} more instance(s) with a near-miss opt-in tag")
     return notes

@@ -1,7 +1,8 @@
 """The six EIC prerequisites, one module each, in the order they are reported.
 
-Every check module has the same interface: `ID`, `PERMISSIONS` (reads), `REMEDIATION_PERMISSIONS` (writes) and a
-pure `evaluate(instance, ctx) -> CheckResult`; a failing result may carry a `Fix` the gateway executes.
+Every check module has the same interface: `ID`, `TITLE` (what it asks, in a line: SARIF rules), `PERMISSIONS`
+(reads), `REMEDIATION_PERMISSIONS` (writes) and a pure `evaluate(instance, ctx) -> CheckResult`; a failing result
+may carry a `Fix` the gateway executes.
 """
 
 from . import al2023_ami, eic_ssh_ingress, imds_enabled, internet_route, network_acl, public_ipv4

@@ -33,6 +33,7 @@ from ..models import CheckResult, Image, Instance
 from .base import CheckContext, passed
 
 ID = "al2023-ami"
+TITLE = "The instance's image ships the EC2 Instance Connect agent (AllowedImages)"
 PERMISSIONS = ("ec2:DescribeImages",)
 REMEDIATION_PERMISSIONS: tuple[str, ...] = ()
 AMAZON_OWNER_ID = "137112412989"

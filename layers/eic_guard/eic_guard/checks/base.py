@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from ..models import CheckResult, EicPrefixes, Fix, Instance, TargetSnapshot
 from ..settings import Settings
 
-# The inventory's look-up of near-miss opt-in tags in a region where no instance is opted in (aws/inventory.py): a
-# whole-region scan only, never a scan of given instances (an event-driven check).
+# The inventory's look-up of near-miss opt-in tags (aws/inventory.py): every whole-region scan, never a scan of
+# given instances (an event-driven check).
 NEAR_MISS_PERMISSIONS = ("ec2:DescribeTags",)
 # Read actions every scan needs whatever the checks: the inventory's DescribeInstances, and the near-miss look-up.
 INVENTORY_PERMISSIONS = ("ec2:DescribeInstances", *NEAR_MISS_PERMISSIONS)

@@ -17,6 +17,7 @@ from ..models import CheckResult, Fix, IngressPermission, Instance, IPNetwork
 from .base import CheckContext, ranges_unavailable
 
 ID = "eic-ssh-ingress"
+TITLE = "The instance's security groups allow TCP 22 from every EC2 Instance Connect prefix of its region"
 PERMISSIONS = ("ec2:DescribeSecurityGroups", "ec2:DescribeManagedPrefixLists", "ec2:GetManagedPrefixListEntries")
 REMEDIATION_PERMISSIONS = (
     "ec2:CreateSecurityGroup",

@@ -6,6 +6,7 @@ from ..models import CheckResult, Fix, Instance
 from .base import CheckContext, passed
 
 ID = "imds-enabled"
+TITLE = "The instance metadata service is enabled (EC2 Instance Connect pushes the one-time key through it)"
 PERMISSIONS = ("ec2:DescribeInstances",)
 REMEDIATION_PERMISSIONS = ("ec2:ModifyInstanceMetadataOptions",)
 ENABLE_IMDS = "enable-imds"

@@ -11,6 +11,7 @@ from ..models import CheckResult, Instance, RouteTable
 from .base import CheckContext, passed
 
 ID = "internet-route"
+TITLE = "The subnet routes 0.0.0.0/0 to an internet gateway"
 PERMISSIONS = ("ec2:DescribeRouteTables",)
 REMEDIATION_PERMISSIONS: tuple[str, ...] = ()
 

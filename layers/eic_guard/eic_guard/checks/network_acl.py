@@ -9,6 +9,7 @@ from ..models import CheckResult, Instance, IPNetwork, NaclEntry, NetworkAcl
 from .base import CheckContext, passed, ranges_unavailable
 
 ID = "network-acl"
+TITLE = "The subnet's network ACL allows TCP 22 in from the EC2 Instance Connect prefixes and the replies out"
 PERMISSIONS = ("ec2:DescribeNetworkAcls",)
 REMEDIATION_PERMISSIONS: tuple[str, ...] = ()
 SSH = (22, 22)

@@ -7,6 +7,7 @@ from ..settings import PUBLIC_IP_TAG
 from .base import CheckContext, not_applicable, passed
 
 ID = "public-ipv4"
+TITLE = "The instance has a public IPv4 address (EC2 Instance Connect's browser terminal connects to it)"
 PERMISSIONS = ("ec2:DescribeInstances", "ec2:DescribeAddresses")
 REMEDIATION_PERMISSIONS = (
     "ec2:AllocateAddress",

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..aws.credentials import AccountClients
+from ..budget import Deadline
+from ..engine import InstanceProgress
 from ..observability import logger
 from ..outputs.report import Report
 from ..ranges.ip_ranges import IpRanges
@@ -23,6 +25,17 @@ from .targets import Target
 from .worker import Phase, run_target
 
 DEFAULT_MAX_WORKERS = 8
+
+
+@dataclass(frozen=True)
+class RunWatch:
+    """Who follows a run in this process and may stop it: `on_target` hears of each target done, `progress` of
+    each instance, and `deadline` (the CLI's: it passes when the run is interrupted) stops it at the next instance,
+    the fixes not made held (engine.scan_target)."""
+
+    on_target: Callable[[Target], None] | None = None
+    progress: InstanceProgress | None = None
+    deadline: Deadline | None = None
 
 
 @dataclass
@@ -47,17 +60,18 @@ def run_job(
     ranges: IpRanges | None = None,
     run_id: str | None = None,
     max_workers: int = DEFAULT_MAX_WORKERS,
-    on_target: Callable[[Target], None] | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    watch: RunWatch | None = None,
 ) -> RunOutcome:
     """One whole run in this process: every target's apply phase, then (if any) every target's revoke phase."""
     plan = plan_run(job, settings, clients, store=store, ranges=ranges, run_id=run_id, now=now())
     logger.append_keys(run_id=plan.run_id)
     accounts = AccountClients(clients, plan.run_id, settings.member_role_name)
+    watch = watch or RunWatch()
     with _collector_skips_kept_objects() as keep:
-        documents = _phase(plan, "apply", accounts, settings, max_workers, on_target, keep)
+        documents = _phase(plan, "apply", accounts, settings, max_workers, watch, keep)
         if plan.revoke:
-            documents += _phase(plan, "revoke", accounts, settings, max_workers, on_target, keep)
+            documents += _phase(plan, "revoke", accounts, settings, max_workers, watch, keep)
         report, refresh, targets = aggregate_run(plan, documents, settings, now())
         keep()
     finish_state(store, plan, targets, now())
@@ -71,11 +85,11 @@ def run_scan(
     *,
     run_id: str | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
-    on_target: Callable[[Target], None] | None = None,
+    watch: RunWatch | None = None,
     max_workers: int = DEFAULT_MAX_WORKERS,
 ) -> Report:
-    """Scan every configured target with the given prefixes (no ip-ranges state, no refresh): the CLI's scan."""
-    options = {"run_id": run_id, "now": now, "on_target": on_target, "max_workers": max_workers}
+    """Scan every configured target with the given prefixes (no ip-ranges state, no refresh)."""
+    options = {"run_id": run_id, "now": now, "watch": watch, "max_workers": max_workers}
     return run_job("scan", settings, clients, ranges=ip_ranges, **options).report
 
 
@@ -85,13 +99,14 @@ def _phase(
     accounts: AccountClients,
     settings: Settings,
     max_workers: int,
-    on_target: Callable[[Target], None] | None,
+    watch: RunWatch,
     keep: Callable[[], None],
 ) -> list[dict]:
     def one(target: Target) -> dict:
-        document = run_target(plan, target, phase, accounts.for_account, settings)
-        if on_target:
-            on_target(target)
+        options = {"deadline": watch.deadline, "progress": watch.progress}
+        document = run_target(plan, target, phase, accounts.for_account, settings, **options)
+        if watch.on_target:
+            watch.on_target(target)
         return document
 
     if max_workers <= 1 or len(plan.targets) <= 1:

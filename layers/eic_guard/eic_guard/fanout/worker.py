@@ -18,7 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ..aws.credentials import AccountUnreachable
 from ..aws.gateway import error_code
 from ..budget import FINISH_RESERVE, Deadline
-from ..engine import TargetResult, scan_target
+from ..engine import InstanceProgress, TargetResult, scan_target
 from ..observability import logger
 from ..outputs.publish import tag_entries
 from ..outputs.report import instance_entry
@@ -42,6 +42,7 @@ def run_target(
     *,
     round_: int = 1,
     deadline: Deadline | None = None,
+    progress: InstanceProgress | None = None,
 ) -> dict[str, Any]:
     """Run one phase of one target; never raises for the target's own failures (they are its `error`)."""
     result = TargetResult(target.region, account_id=target.account_id)
@@ -59,7 +60,14 @@ def run_target(
                 refresh = add_to_groups(ec2, target.region, plan.ranges, settings, dry_run)
             if plan.job == "scan":
                 result = scan_target(
-                    ec2, target.account_id, target.region, settings, plan.ranges, plan.started_at.date(), deadline
+                    ec2,
+                    target.account_id,
+                    target.region,
+                    settings,
+                    plan.ranges,
+                    plan.started_at.date(),
+                    deadline,
+                    progress=progress,
                 )
         if refresh is not None:
             result.actions[:0] = refresh.actions

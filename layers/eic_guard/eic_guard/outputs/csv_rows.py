@@ -1,9 +1,11 @@
 """The report as CSV: one row per (instance, check), for spreadsheets and `grep` (issue 11: `--format csv`).
 
-Who the instance is (account alias, name, owner tags as `Owner=alice;Team=payments`) and its actions are repeated on
-each of its rows, so any one row stands alone. `guidance` is what to do about that check; `warnings` are the
-instance's warnings about that check (by their code: `pass` with `ssh-open-to-internet...` on eic-ssh-ingress), and
-those about no check in particular on every row; several are joined by "; ".
+Who the instance is (account alias, name, owner tags as `Owner=alice;Team=payments`) is repeated on each of its rows,
+so any one row stands alone. `guidance` is what to do about that check; `warnings` are the instance's warnings about
+that check (by their code: `pass` with `ssh-open-to-internet...` on eic-ssh-ingress), and those about no check in
+particular on every row; `actions` are the writes made (or planned) for that check, once (ACTION_CHECKS; one about
+no check in particular is on the instance's first row), so a spreadsheet's count of actions is the run's. Several
+are joined by "; ".
 
 Instance tags are written by whoever can tag an instance: a cell that a spreadsheet would read as a formula
 (`=HYPERLINK(...)` as a Name) is prefixed with a quote, as OWASP's CSV injection guidance recommends.
@@ -14,7 +16,7 @@ from __future__ import annotations
 import csv
 from typing import TextIO
 
-from .report import WARNING_CHECKS, InstanceEntry, Report, split_warning
+from .report import ACTION_CHECKS, WARNING_CHECKS, InstanceEntry, Report, split_warning
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -43,6 +45,17 @@ def _warnings_about(entry: InstanceEntry, check_id: str | None) -> str:
     )
 
 
+def _actions_for(entry: InstanceEntry, check_id: str | None, first_row: bool) -> str:
+    """The entry's actions for `check_id` (None: all of them), and on its first row those about no known check."""
+    return "; ".join(
+        f"{a.status}: {a.action} {a.resource}"
+        for a in entry.actions
+        if check_id is None
+        or ACTION_CHECKS.get(a.action) == check_id
+        or (first_row and ACTION_CHECKS.get(a.action) not in entry.checks)
+    )
+
+
 def inert(cell: str) -> str:
     """The cell as text a spreadsheet will not evaluate."""
     return f"'{cell}" if cell.startswith(FORMULA_STARTS) else cell
@@ -57,11 +70,10 @@ class _InertWriter:
 
 
 def write_csv(report: Report, stream: TextIO) -> None:
-    """One row per (instance, check); an excluded instance is one row with its reason; actions joined by "; "."""
+    """One row per (instance, check); an excluded instance is one row with its reason."""
     writer = _InertWriter(stream)
     writer.writerow(COLUMNS)
     for entry in sorted(report.instances, key=lambda e: (e.account_id, e.region, e.instance_id)):
-        actions = "; ".join(f"{a.status}: {a.action} {a.resource}" for a in entry.actions)
         who = (
             entry.account_id,
             report.account_aliases.get(entry.account_id, ""),
@@ -73,9 +85,10 @@ def write_csv(report: Report, stream: TextIO) -> None:
             entry.verdict,
         )
         if not entry.checks:
+            actions = _actions_for(entry, None, first_row=True)
             writer.writerow((*who, "", "", entry.excluded_reason or "", "", _warnings_about(entry, None), actions))
             continue
-        for check_id, check in entry.checks.items():
+        for row, (check_id, check) in enumerate(entry.checks.items()):
             writer.writerow(
                 (
                     *who,
@@ -84,6 +97,6 @@ def write_csv(report: Report, stream: TextIO) -> None:
                     check.reason or "",
                     check.guidance or "",
                     _warnings_about(entry, check_id),
-                    actions,
+                    _actions_for(entry, check_id, first_row=row == 0),
                 )
             )

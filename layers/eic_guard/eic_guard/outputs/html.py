@@ -12,7 +12,7 @@ from collections import Counter
 from html import escape
 
 from ..checks import CHECK_IDS
-from .report import DOC_URL, STATUS_LABEL, WARNING_CHECKS, Report, split_warning
+from .report import DOC_URL, SHORT_IDS, STATUS_LABEL, WARNING_CHECKS, Report, split_warning
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;margin:24px;color:#1b1f24;background:#fff}
@@ -28,32 +28,53 @@ text-align:left;vertical-align:top} th{background:#f6f8fa}
 .v-excluded{background:#f6f8fa}.v-error{background:#fbefff} ul{margin:0;padding-left:18px}
 td.warn,li.warn,.card.warn{background:#fff8c5;color:#9a6700} td.warn{font-weight:600} .card.warn{border-color:#d4a72c}
 .card.warn span{color:#9a6700} .guidance{color:#57606a;margin-top:2px} .nowrap{white-space:nowrap}
-.reasons{overflow-wrap:anywhere;min-width:240px} .owner{color:#57606a;font-size:12px}
+.reasons{overflow-wrap:anywhere;min-width:320px} .owner{color:#57606a;font-size:12px}
+.who{overflow-wrap:anywhere;min-width:90px} td.check{text-align:center;white-space:nowrap}
 """
 AMBER_BACKGROUND = "#fff8c5"
+# The chart's colours: still failing or in error red (the page's .fail); would-fix amber (the page's .would-fix).
+CHART_COLOURS = {"fail": "#cf222e", "error": "#8250df", "would-fix": "#bf8700"}
 
 
 def failures_by_check(report: Report) -> Counter[str]:
     """How many instances each check still fails (fail, would-fix or error) after this run."""
-    counts: Counter[str] = Counter({check_id: 0 for check_id in CHECK_IDS})
+    return Counter({check_id: sum(counts.values()) for check_id, counts in failures_by_status(report).items()})
+
+
+def failures_by_status(report: Report) -> dict[str, Counter[str]]:
+    """Per check, in check order, how many instances still fail it, by status (fail, would-fix, error)."""
+    counts: dict[str, Counter[str]] = {check_id: Counter() for check_id in CHECK_IDS}
     for entry in report.instances:
         for check_id, check in entry.checks.items():
-            if check.status in ("fail", "would-fix", "error"):
-                counts[check_id] += 1
+            if check.status in CHART_COLOURS and check_id in counts:
+                counts[check_id][check.status] += 1
     return counts
 
 
-def _chart(counts: Counter[str]) -> str:
+def _chart(counts: dict[str, Counter[str]]) -> str:
+    """One stacked bar per check: red what fails or errs (a person is needed), amber what would be fixed (report
+    mode: remediate mode fixes it), so a report-mode run does not look worse than it is."""
     width, bar_height, label_width = 640, 26, 150
-    top = max(counts.values(), default=0) or 1
+    top = max((sum(c.values()) for c in counts.values()), default=0) or 1
     rows = []
-    for index, (check_id, count) in enumerate(counts.items()):
-        y = index * (bar_height + 8)
-        length = int((width - label_width - 60) * count / top)
+    for index, (check_id, by_status) in enumerate(counts.items()):
+        y, x = index * (bar_height + 8), label_width
+        total = sum(by_status.values())
+        bars = []
+        for status, colour in CHART_COLOURS.items():
+            length = int((width - label_width - 140) * by_status[status] / top)
+            if length:
+                bars.append(
+                    f'<rect class="{status}" x="{x}" y="{y}" width="{length}" height="{bar_height}" '
+                    f'fill="{colour}" rx="3"><title>{by_status[status]} {status}</title></rect>'
+                )
+            x += length
+        if not bars:  # a sliver, so the row reads as zero rather than missing
+            bars.append(f'<rect x="{x}" y="{y}" width="1" height="{bar_height}" fill="#cf222e" rx="3"/>')
+        planned = f" ({by_status['would-fix']} would-fix)" if by_status["would-fix"] else ""
         rows.append(
-            f'<text x="0" y="{y + 18}" font-size="13">{escape(check_id)}</text>'
-            f'<rect x="{label_width}" y="{y}" width="{max(length, 1)}" height="{bar_height}" fill="#cf222e" rx="3"/>'
-            f'<text x="{label_width + length + 6}" y="{y + 18}" font-size="13">{count}</text>'
+            f'<g><text x="0" y="{y + 18}" font-size="13">{escape(check_id)}</text>{"".join(bars)}'
+            f'<text x="{max(x, label_width + 1) + 6}" y="{y + 18}" font-size="13">{total}{planned}</text></g>'
         )
     height = len(counts) * (bar_height + 8)
     return (
@@ -95,7 +116,7 @@ def _instance_rows(entries: list) -> str:
             label, classes = STATUS_LABEL[check.status], check.status
             if check_id in warned:
                 label, classes = f"{label}!", f"{classes} warn"
-            cells.append(f'<td class="{classes}" title="{title}">{label}</td>')
+            cells.append(f'<td class="check {classes}" title="{title}">{label}</td>')
         notes = [f"<li>{escape(entry.excluded_reason)}</li>"] if entry.excluded_reason else []
         for cid, c in entry.checks.items():
             if c.status in ("pass", "not-applicable"):
@@ -109,8 +130,8 @@ def _instance_rows(entries: list) -> str:
         ]
         rows.append(
             f'<tr class="v-{entry.verdict}"><td class="nowrap">{escape(entry.instance_id)}</td>'
-            f"<td>{_who(entry.name, entry.tags)}</td>"
-            f'<td class="nowrap">{escape(entry.region)}</td><td class="nowrap">{escape(entry.vpc_id or "")}</td>'
+            f'<td class="who">{_who(entry.name, entry.tags)}</td>'
+            f'<td class="nowrap">{escape(entry.region)}<br>{escape(entry.vpc_id or "")}</td>'
             f'<td class="nowrap{verdict_class}">{entry.verdict}</td>{"".join(cells)}'
             f'<td class="reasons"><ul>{"".join(notes)}</ul></td></tr>'
         )
@@ -143,9 +164,10 @@ def _accounts_table(report: Report) -> str:
 
 def _instance_tables(report: Report) -> str:
     """The instance table, one per account when the run covered several (grouped by account)."""
-    headers = "".join(f"<th>{escape(c)}</th>" for c in CHECK_IDS)
+    # Short check ids (the full id is the tooltip): six full ids would push the reasons off a 1280 px screen.
+    headers = "".join(f'<th title="{escape(c)}">{escape(SHORT_IDS.get(c, c))}</th>' for c in CHECK_IDS)
     head = (
-        "<table><thead><tr><th>instance</th><th>name / owner</th><th>region</th><th>vpc</th><th>verdict</th>"
+        "<table><thead><tr><th>instance</th><th>name / owner</th><th>region / vpc</th><th>verdict</th>"
         f"{headers}<th>reasons, what to do, actions</th></tr></thead><tbody>"
     )
     if len(report.accounts) <= 1:
@@ -208,7 +230,9 @@ def render_html(report: Report) -> str:
 {_notes(report)}
 {_accounts_table(report) if len(report.accounts) > 1 else ""}
 <h2>Failures by check</h2>
-{_chart(failures_by_check(report))}
+<div class="meta">instances that still fail each check: <span class="fail">fail</span>, <span class="error">error</span>
+(could not be checked), <span class="would-fix">would-fix</span> (remediate mode fixes it)</div>
+{_chart(failures_by_status(report))}
 {_instance_tables(report)}
 </body></html>
 """

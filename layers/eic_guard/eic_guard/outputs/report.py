@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import __version__
-from ..checks import CHECK_IDS, eic_ssh_ingress
+from ..checks import CHECK_IDS, eic_ssh_ingress, imds_enabled, public_ipv4
 from ..checks.guidance import guidance_for
 from ..models import InstanceOutcome, Verdict
 
@@ -106,9 +106,12 @@ class Report(_Model):
     # Extensions to the v1 contract (README "Report"): writes and failures that belong to a region, not an instance.
     target_actions: list[TargetActionEntry] = []
     target_errors: list[TargetError] = []
+    # The run was stopped (Ctrl-C, SIGTERM) before every target was done: what it holds is what was done. Written
+    # only when true, so a complete report's document is unchanged.
+    interrupted: bool = False
 
     def to_dict(self) -> dict:
-        return self.model_dump(mode="json", by_alias=True)
+        return self.model_dump(mode="json", by_alias=True, exclude=None if self.interrupted else {"interrupted"})
 
     def account_label(self, account_id: str) -> str:
         """`alias (id)` when the account has an alias, else the id."""
@@ -129,11 +132,31 @@ STATUS_LABEL = {
     "error": "ERROR",
     "not-applicable": "n/a",
 }
+# Each check's short id, where a narrow table or page needs one (the full id is its tooltip or legend).
+SHORT_IDS = {
+    "public-ipv4": "ipv4",
+    "eic-ssh-ingress": "ssh",
+    "al2023-ami": "ami",
+    "imds-enabled": "imds",
+    "internet-route": "route",
+    "network-acl": "nacl",
+}
 DOC_URL = re.compile(r"https://[^\s<>\"')\]]+")  # a documentation link inside a guidance text
 # The check each warning code is about (outputs place a warning beside its check; an unknown code stands alone).
 WARNING_CHECKS = {
     eic_ssh_ingress.OPEN_TO_INTERNET: eic_ssh_ingress.ID,
     eic_ssh_ingress.WIDER_THAN_EIC: eic_ssh_ingress.ID,
+}
+
+
+# The check each instance action is made for (outputs place an action beside its check; an unknown one stands alone).
+# The managed group is created and topped up on the way to its first attachment: eic-ssh-ingress's actions too.
+ACTION_CHECKS = {
+    public_ipv4.ASSOCIATE_ELASTIC_IP: public_ipv4.ID,
+    "create-security-group": eic_ssh_ingress.ID,
+    "authorize-ingress": eic_ssh_ingress.ID,
+    eic_ssh_ingress.ATTACH_MANAGED_GROUP: eic_ssh_ingress.ID,
+    imds_enabled.ENABLE_IMDS: imds_enabled.ID,
 }
 
 

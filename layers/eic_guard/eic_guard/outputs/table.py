@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO
@@ -31,19 +32,11 @@ from rich.table import Table
 from rich.text import Text
 
 from ..checks import CHECK_IDS
-from .report import STATUS_LABEL, WARNING_CHECKS, InstanceEntry, Report, split_warning
+from .report import SHORT_IDS, STATUS_LABEL, WARNING_CHECKS, InstanceEntry, Report, split_warning
 
 AMBER = "orange1"  # xterm 214 (#ffaf00), the 256-colour closest to amber; 16-colour terminals get yellow
 DEFAULT_WIDTH = 160
 FULL_IDS_FROM = 120  # narrower than this, the details table names checks by their short ids
-SHORT_IDS = {
-    "public-ipv4": "ipv4",
-    "eic-ssh-ingress": "ssh",
-    "al2023-ami": "ami",
-    "imds-enabled": "imds",
-    "internet-route": "route",
-    "network-acl": "nacl",
-}
 STATUS_STYLE = {
     "pass": "green",
     "fail": "red bold",
@@ -256,3 +249,21 @@ def _footer(report: Report) -> Iterator[Text]:
     for error in report.target_errors:
         where = f"{report.account_label(error.account_id)} " if several_accounts else ""
         yield Text.assemble((f"{where}region {error.region} could not be scanned:", "magenta bold"), f" {error.error}")
+
+
+def account_lines(report: Report) -> list[str]:
+    """One summary line per account when the report covers more than one (the table's rows do not name it)."""
+    if len(report.accounts) < 2:
+        return []
+    lines = []
+    for account in report.accounts:
+        verdicts = Counter(e.verdict for e in report.instances if e.account_id == account)
+        targets = Counter(t.status for t in report.targets if t.account_id == account)
+        errors = verdicts["error"] + targets["error"]
+        own = " (this account)" if account == report.account_id else ""
+        lines.append(
+            f"account {account}{own}: instances {sum(verdicts.values())}: {verdicts['compliant']} compliant, "
+            f"{verdicts['fixed']} fixed, {verdicts['noncompliant']} noncompliant, {verdicts['excluded']} excluded, "
+            f"{errors} errors · targets " + ", ".join(f"{n} {status}" for status, n in sorted(targets.items()))
+        )
+    return lines

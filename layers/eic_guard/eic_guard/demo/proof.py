@@ -1,0 +1,149 @@
+"""What the demo checks after its scans: the reports against the scenarios, and the simulated AWS state itself."""
+
+from __future__ import annotations
+
+from ..models import EicPrefixes
+from ..outputs.report import Report
+from ..ranges.managed_group import rule_description
+from ..settings import MANAGED_BY_TAG, MANAGED_GROUP_NAME
+from .environment import REGION
+from .scenarios import ACCOUNT_ALIAS, WORLD_OPEN
+from .seeding import DemoFleet, interface_groups
+from .transcript import heading
+
+
+def statuses(report: Report, wanted: str) -> set[tuple[str, str]]:
+    """(instance, check) pairs with the given status."""
+    return {(e.instance_id, c) for e in report.instances for c, r in e.checks.items() if r.status == wanted}
+
+
+def over_permissive(report: Report) -> list[tuple[str, str]]:
+    """Instances whose SSH check passes with a warning: TCP 22 open to the whole internet (reported in amber, never
+    narrowed: the rule is not eic-guard's)."""
+    found = []
+    for entry in report.instances:
+        check = entry.checks.get("eic-ssh-ingress")
+        world_open = [w for w in entry.warnings if w.startswith(f"{WORLD_OPEN}:")]
+        if check and check.status == "pass" and world_open:
+            found.append((entry.instance_id, world_open[0]))
+    return found
+
+
+def report_problems(fleet: DemoFleet, reports: list[tuple[int, Report]]) -> list[str]:
+    """What the three reports show that the demo did not expect."""
+    (_, first), (_, fixing), (last_code, last) = reports
+    problems = []
+    if statuses(first, "would-fix") != statuses(fixing, "fixed"):
+        problems.append("remediate did not fix exactly what the report-only scan planned")
+    leftovers = statuses(last, "would-fix") | statuses(last, "fixed") | statuses(last, "error")
+    if leftovers:
+        problems.append(f"the final scan still has fixable or erroring checks: {sorted(leftovers)}")
+    verdicts = {e.instance_id: e.verdict for e in last.instances}
+    expected = {i: s.final for i, s in fleet.instances.items() if s.opted_in}
+    for instance_id in sorted(expected.keys() | verdicts.keys()):
+        if verdicts.get(instance_id) != expected.get(instance_id):
+            problems.append(
+                f"{instance_id} ({fleet.name(instance_id)}): final verdict {verdicts.get(instance_id)}, "
+                f"expected {expected.get(instance_id) or 'absent'}"
+            )
+    wide_open = {i for i, s in fleet.instances.items() if s.opted_in and "open-ssh" in s.groups}
+    if {i for i, _ in over_permissive(last)} != wide_open:
+        problems.append("the SSH rule open to 0.0.0.0/0 is not reported as a warning")
+    if last.summary.warnings != len(wide_open):
+        problems.append(f"summary.warnings is {last.summary.warnings}, expected {len(wide_open)}")
+    problems += identity_problems(fleet, last)
+    if last.account_aliases != {last.account_id: ACCOUNT_ALIAS}:
+        problems.append(f"the report names the account {last.account_aliases}, expected {ACCOUNT_ALIAS}")
+    if last_code != (1 if "noncompliant" in expected.values() else 0):
+        problems.append(f"the final scan exited {last_code}")
+    return problems
+
+
+def identity_problems(fleet: DemoFleet, report: Report) -> list[str]:
+    """Every instance named by its Name and owner tags; every check that does not pass says what to do."""
+    problems = []
+    for entry in report.instances:
+        scenario = fleet.instances.get(entry.instance_id)
+        if scenario is None or (entry.name, entry.tags) != (scenario.name, scenario.owners):
+            problems.append(f"{entry.instance_id}: name {entry.name!r} and tags {entry.tags} are not the demo's")
+        for check_id, check in entry.checks.items():
+            needs = check.status not in ("pass", "not-applicable")
+            documented = "https://docs.aws.amazon.com/" in (check.guidance or "")
+            if needs != bool(check.guidance) or (needs and not documented):
+                problems.append(f"{entry.instance_id} {check_id} {check.status}: guidance {check.guidance!r}")
+    return problems
+
+
+def managed_group_problems(ec2, fleet: DemoFleet, eic: EicPrefixes) -> list[str]:
+    """One eic-guard-ssh group per VPC, tagged ManagedBy=eic-guard, holding TCP 22 from every EIC prefix."""
+    groups = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [MANAGED_GROUP_NAME]}])
+    by_vpc = {g["VpcId"]: g for g in groups["SecurityGroups"]}
+    problems = []
+    wanted = {str(p) for p in eic.all}
+    for label, vpc_id in fleet.vpcs.items():
+        group = by_vpc.get(vpc_id)
+        if group is None:
+            problems.append(f"no {MANAGED_GROUP_NAME} group in {label} ({vpc_id})")
+            continue
+        tags = {t["Key"]: t["Value"] for t in group.get("Tags", ())}
+        if tags.get(MANAGED_BY_TAG[0]) != MANAGED_BY_TAG[1]:
+            problems.append(f"{group['GroupId']} lacks the tag {'='.join(MANAGED_BY_TAG)}")
+        missing = wanted - eic_guard_sources(group)
+        if missing:
+            problems.append(f"{group['GroupId']} lacks TCP 22 from {', '.join(sorted(missing))}")
+    return problems
+
+
+def eic_guard_sources(group: dict) -> set[str]:
+    """The TCP 22 sources of a group that carry eic-guard's rule description."""
+    description = rule_description(REGION)
+    sources = set()
+    for permission in group.get("IpPermissions", ()):
+        if permission.get("IpProtocol") != "tcp" or permission.get("FromPort") != 22 or permission.get("ToPort") != 22:
+            continue
+        ranges = [(r["CidrIp"], r.get("Description")) for r in permission.get("IpRanges", ())]
+        ranges += [(r["CidrIpv6"], r.get("Description")) for r in permission.get("Ipv6Ranges", ())]
+        sources.update(cidr for cidr, desc in ranges if desc == description)
+    return sources
+
+
+def state_problems(ec2, fleet: DemoFleet, eic: EicPrefixes) -> list[str]:
+    """What the simulated AWS state shows that the demo did not expect."""
+    problems = managed_group_problems(ec2, fleet, eic)
+    now = interface_groups(ec2, list(fleet.untouched_groups))
+    for instance_id, before in fleet.untouched_groups.items():
+        if now.get(instance_id) != before:
+            problems.append(
+                f"{instance_id} ({fleet.name(instance_id)}) groups changed: {before} -> {now.get(instance_id)}"
+            )
+    for reservation in ec2.describe_instances(InstanceIds=fleet.imds_fixed)["Reservations"]:
+        for instance in reservation["Instances"]:
+            if instance["MetadataOptions"].get("HttpEndpoint") != "enabled":
+                problems.append(f"{instance['InstanceId']} metadata endpoint is still disabled")
+    return problems
+
+
+def print_proof(fleet: DemoFleet, last: Report, problems: list[str]) -> None:
+    heading("proof from the simulated AWS state")
+    untagged = sum(1 for s in fleet.instances.values() if not s.opted_in)
+    print(f"  untagged instances ignored and their groups unchanged: {untagged}; excluded instance untouched")
+    print(
+        f"  {MANAGED_GROUP_NAME} groups tagged {'='.join(MANAGED_BY_TAG)} with the EIC rules: one in each of "
+        f"{', '.join(f'{k} ({v})' for k, v in fleet.vpcs.items())}"
+    )
+    print(f"  metadata endpoint enabled on {', '.join(fleet.name(i) for i in fleet.imds_fixed)}")
+    s = last.summary
+    print(
+        f"  final summary: instances {s.instances}: {s.compliant} compliant, {s.fixed} fixed, "
+        f"{s.noncompliant} noncompliant, {s.excluded} excluded, {s.errors} errors; "
+        f"{len(statuses(last, 'would-fix'))} would-fix left"
+    )
+    for instance_id, warning in over_permissive(last):
+        print(f"  passes with a warning: {instance_id} ({fleet.name(instance_id)}): {warning}")
+    for problem in problems:
+        print(f"  UNEXPECTED: {problem}")
+    print(
+        "demo OK: eic-guard fixed every fixable drift and left the rest reported"
+        if not problems
+        else f"demo FAILED: {len(problems)} unexpected result(s)"
+    )
