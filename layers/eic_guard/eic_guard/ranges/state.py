@@ -257,9 +257,10 @@ class DynamoDbStateStore:
         values: dict[str, Any] = {":none": {"S": ""}}
         if state.corrupt is not None:  # replace the corrupt item read, and only it (not one repaired meanwhile)
             if state.corrupt.document is None:
-                condition, values = "attribute_not_exists(document) OR NOT attribute_type(document, :s)", {
-                    ":s": {"S": "S"}
-                }
+                condition, values = (
+                    "attribute_not_exists(document) OR NOT attribute_type(document, :s)",
+                    {":s": {"S": "S"}},
+                )
             else:
                 condition, values = "document = :corrupt", {":corrupt": {"S": state.corrupt.document}}
         elif previous_token is not None:
