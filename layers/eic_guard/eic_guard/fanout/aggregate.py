@@ -42,10 +42,19 @@ def merge_targets(plan: RunPlan, documents: list[dict]) -> list[dict]:
             document["revoke"] = revoke["refresh"]
             if revoke["error"]:
                 document["status"], document["error"] = "error", document["error"] or revoke["error"]
+                if document["revoke"] is None:  # the account was not entered: nothing was revoked
+                    document["revoke"] = _failed_revoke(revoke["error"])
         if plan.revoke and "revoke" not in found and target.region in plan.expired:
             document["status"], document["error"] = "error", document["error"] or f"revoke phase: {NO_RESULT}"
+            document["revoke"] = _failed_revoke(f"revoke phase: {NO_RESULT}")
         merged.append(document)
     return merged
+
+
+def _failed_revoke(error: str) -> dict:
+    """The revoke part of a target whose revoke phase failed before revoking anything (its worker raised, timed out
+    or never ran; its account could not be entered): its error is the refresh's, never hidden behind the apply."""
+    return {"revoked": [], "error": error}
 
 
 def _missing(account_id: str, region: str) -> dict:
