@@ -177,7 +177,15 @@ def test_plan_then_apply_map_then_revoke_choice_then_aggregate():
     # Then Plan (its Payload is the output) goes to the apply map, then a choice on $.revoke goes to the revoke map or
     # straight to Aggregate, the revoke map to Aggregate, and Aggregate (given the Plan output) ends the execution
     assert definition()["StartAt"] == "Plan"
-    assert set(states) == {"Plan", "ApplyTargets", "AnythingToRevoke", "RevokeTargets", "Aggregate"}
+    assert set(states) == {
+        "Plan",
+        "ApplyTargets",
+        "AnythingToRevoke",
+        "RevokeTargets",
+        "Aggregate",
+        "ReportRunFailure",
+        "AggregateFailed",
+    }
     for state, function_id in ((plan, "PlanFunction"), (aggregate, "AggregateFunction")):
         assert (state["Type"], state["Resource"]) == ("Task", LAMBDA_INVOKE)
         assert state["Parameters"] == {"FunctionName": function_arn(function_id), "Payload.$": "$"}
@@ -190,6 +198,23 @@ def test_plan_then_apply_map_then_revoke_choice_then_aggregate():
     # a map that fails as a whole skips the revoke phase (no revoke without every addition) but not the report
     for state in (apply, revoke):
         assert state["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": None, "Next": "Aggregate"}]
+    # and a failed Aggregate still reports: the Aggregate function again, given the Plan output and the failure at
+    # $.failure (its fallback path), then the execution fails with Aggregate's error, even if the fallback failed
+    fallback, failed = states["ReportRunFailure"], states["AggregateFailed"]
+    assert aggregate["Catch"] == [
+        {"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure", "Next": "ReportRunFailure"}
+    ]
+    assert (fallback["Type"], fallback["Resource"]) == ("Task", LAMBDA_INVOKE)
+    assert fallback["Parameters"] == {"FunctionName": function_arn("AggregateFunction"), "Payload.$": "$"}
+    assert fallback["ResultPath"] is None and fallback["Next"] == "AggregateFailed"
+    assert fallback["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": None, "Next": "AggregateFailed"}]
+    _retry_covers_lambda_errors(fallback, backoff=True)
+    assert failed == {
+        "Type": "Fail",
+        "Comment": failed["Comment"],
+        "ErrorPath": "$.failure.Error",
+        "CausePath": "$.failure.Cause",
+    }
 
 
 @pytest.mark.parametrize(("map_name", "phase"), [("ApplyTargets", "apply"), ("RevokeTargets", "revoke")])
