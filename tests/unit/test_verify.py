@@ -11,6 +11,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 from eic_guard.cli.verify import default_stack
+from eic_guard.fanout.results import UnreadableResult
 from eic_guard.fanout.targets import Target as RunTarget
 from eic_guard.permissions import IN_ACCOUNT, MEMBER, WORKER, Deployment, granted
 from eic_guard.settings import Settings
@@ -131,8 +132,9 @@ def test_a_write_without_a_resource_to_act_on_is_untested_and_says_why():
 
 
 def test_problems_are_grouped_across_targets_with_a_few_examples():
-    # Given 12 member targets refusing the same write, one target without a result and one account not entered
-    targets = [RunTarget(f"{n:012d}", "us-east-1") for n in range(1, 15)]
+    # Given 12 member targets refusing the same write, one account not entered, one target without a result and one
+    # whose result object is unreadable
+    targets = [RunTarget(f"{n:012d}", "us-east-1") for n in range(1, 16)]
     plan = SimpleNamespace(run_id="r", own_account="000000000001", targets=targets)
     denied = {"action": "ec2:CreateTags", "outcome": "denied", "detail": "UnauthorizedOperation: no"}
     documents = [
@@ -157,17 +159,21 @@ def test_problems_are_grouped_across_targets_with_a_few_examples():
         }
     )
 
+    broken = UnreadableResult("000000000015", "us-east-1", "apply", 1, "Expecting value: line 1 column 1 (char 0)")
+
     # When Aggregate summarizes
-    summary = summarize(plan, documents)
+    summary = summarize(plan, documents, [broken])
 
     # Then one problem per (action, outcome, reason), counted, with at most 5 targets named
     assert [(p["action"], p["outcome"], p["targets"], len(p["examples"])) for p in summary["problems"]] == [
         ("ec2:CreateTags", "denied", 12, 5),
         ("sts:AssumeRole", "denied", 1, 1),
         ("worker", "missing", 1, 1),
+        ("worker", "unreadable", 1, 1),
     ]
     assert summary["problems"][0]["examples"][0] == "000000000001/us-east-1: UnauthorizedOperation: no"
-    assert (summary["targets"], summary["targets_with_result"], summary["targets_unreachable"]) == (14, 13, 1)
+    assert summary["problems"][3]["examples"] == ["000000000015/us-east-1: Expecting value: line 1 column 1 (char 0)"]
+    assert (summary["targets"], summary["targets_with_result"], summary["targets_unreachable"]) == (15, 13, 1)
 
 
 @pytest.mark.parametrize(

@@ -131,7 +131,8 @@ def _problem_item(problem: dict) -> Item:
             "verify-job",
             FAIL,
             "target worker",
-            f"no result from {_targets(problem['targets'])}: {where}",
+            f"{'an unreadable' if problem['outcome'] == 'unreadable' else 'no'} result from "
+            f"{_targets(problem['targets'])}: {where}",
             fix="read the target worker's log group (ScanTargetFunctionLogGroupName output) for its error",
             url=EXECUTION_DOCS,
         )

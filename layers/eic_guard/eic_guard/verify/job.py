@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,7 +80,9 @@ def verify_target(plan: Any, target: Target, clients_for: Any, settings: Setting
         "status": "ok",
         "error": None,
         "probes": [],
-        "instances": [],
+        "instances": [],  # the shape every result object has (fanout/results.py): no instance, no action, no refresh
+        "actions": [],
+        "refresh": None,
     }
     try:
         clients = clients_for(target.account_id)
@@ -104,10 +107,12 @@ def verify_target(plan: Any, target: Target, clients_for: Any, settings: Setting
     return document
 
 
-def summarize(plan: Any, documents: list[dict]) -> dict[str, Any]:
+def summarize(plan: Any, documents: list[dict], unreadable: Sequence[Any] = ()) -> dict[str, Any]:
     """Aggregate's output for a verify job: counts, and each problem once with how many targets have it and a few
-    of them by name (bounded whatever the number of targets)."""
+    of them by name (bounded whatever the number of targets). `unreadable`: the result objects that could not be
+    read (fanout/results.py UnreadableResult), each its target's problem."""
     found = {(d.get("account_id"), d.get("region")): d for d in documents if d.get("job") == JOB}
+    broken = {(u.account_id, u.region): u.reason for u in unreadable}
     grouped: dict[tuple[str, str, str], list[str]] = defaultdict(list)
     roles: dict[tuple[str, str, str], str] = {}
     outcomes: dict[str, int] = defaultdict(int)
@@ -116,7 +121,11 @@ def summarize(plan: Any, documents: list[dict]) -> dict[str, Any]:
         document = found.get((target.account_id, target.region))
         where = f"{target.account_id}/{target.region}"
         if document is None:
-            grouped[("worker", "missing", "no result from the target worker")].append(where)
+            reason = broken.get((target.account_id, target.region))
+            if reason is not None:
+                grouped[("worker", "unreadable", "result object unreadable")].append(f"{where}: {reason}")
+            else:
+                grouped[("worker", "missing", "no result from the target worker")].append(where)
             continue
         if document.get("error"):
             unreachable += 1
