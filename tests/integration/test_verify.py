@@ -219,3 +219,42 @@ def test_an_unknown_stack_is_a_usage_error(aws, capsys):
         capsys.readouterr().err
         == f"eic-guard: error: no stack named nope in {REGION} (name it with --stack, its region with --region)\n"
     )
+
+
+def test_a_failed_run_a_waiting_dead_letter_and_security_hub_off_are_each_named(injector, account, monkeypatch, capsys):
+    # Given a stack with Security Hub findings on, in an account whose Security Hub is not enabled
+    stack = simulated_stack.deploy(boto3.Session(region_name=REGION), AlertEmail=ALERTS, SecurityHubFindings="enabled")
+    for name, value in stack.function_environment().items():
+        monkeypatch.setenv(name, value)
+    fleet(account)
+    # ... a last run that failed (a run request Plan refuses), and a notification waiting in the refresh DLQ
+    sfn = boto3.client("stepfunctions", REGION)
+    failed = sfn.start_execution(stateMachineArn=stack.outputs["StateMachineArn"], input='{"job": "bogus"}')
+    boto3.client("sqs", REGION).send_message(QueueUrl=stack.outputs["RefreshDeadLetterQueueUrl"], MessageBody="{}")
+
+    # When verify runs
+    code, checklist = verify(capsys)
+
+    # Then each is a failing item with what to do
+    assert code == 1
+    failing = {i["check"]: i for i in checklist["items"] if i["status"] == "fail"}
+    assert sorted(failing) == ["dead-letter-queue", "executions", "security-hub"]
+    assert failing["executions"]["detail"].startswith(
+        f"the last finished run ({failed['executionArn'].rsplit(':', 1)[1]}) is FAILED"
+    )
+    assert failed["executionArn"] in failing["executions"]["fix"]
+    assert (failing["dead-letter-queue"]["subject"], failing["dead-letter-queue"]["detail"]) == (
+        "eic-guard-refresh-dlq",
+        "1 message waiting: AmazonIpSpaceChanged notifications the refresh function failed on every retry",
+    )
+    assert failing["security-hub"]["detail"] == (
+        f"Security Hub is not enabled where findings go: 123456789012/{REGION}: Security Hub is not enabled here "
+        "(InvalidAccessException)"
+    )
+    # Security Hub's writes have no DryRun: listed as not tested, never as allowed
+    assert ("permission", "skip", "worker role securityhub:BatchImportFindings") in items(checklist)
+
+    # And once Security Hub is enabled, its item passes
+    boto3.client("securityhub", REGION).enable_security_hub()
+    _, again = verify(capsys)
+    assert ("security-hub", "pass", "every target") in items(again)

@@ -1,8 +1,9 @@
 """`eic-guard verify` (docs/architecture.md §16): a read-only health check of a deployed stack, as a checklist.
 
 One module per concern: `stack` (status, parameters), `subscriptions` (AmazonIpSpaceChanged, alerts), `operations`
-(schedule, recent executions, dead-letter queues), `execution` (the CLI's side of the verify job, Security Hub's
-line included), `job` and `probes` (the job inside the state machine), `checklist` (the items and their rendering).
+(schedule, recent executions, dead-letter queues), `security_hub` (enabled where findings go), `execution` (the
+CLI's side of the verify job), `job` and `probes` (the job inside the state machine), `checklist` (the items and
+their rendering).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The CLI's side of the verify job: start `{"job": "verify"}` on the stack's state machine, wait for it (bounded),
-and turn Aggregate's output (verify/job.py `summarize`) into checklist items."""
+and turn Aggregate's output (verify/job.py `summarize`) into checklist items (Security Hub's: security_hub.py)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from .checklist import FAIL, PASS, SKIP, Item
+from .security_hub import not_enabled as hub_not_enabled
+from .security_hub import not_enabled_item as hub_not_enabled_item
+from .security_hub import summary_item as security_hub_line
 
 VERIFY_PREFIX = "eic-guard-verify-"  # the names of verify's own executions (not runs of the fan-out)
 POLL_SECONDS = 2.0
 EC2_ERRORS = "https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html"
 ROLE_DOCS = "https://docs.aws.amazon.com/IAM/latest/UserGuide/troubleshoot_roles.html"
 EXECUTION_DOCS = "https://docs.aws.amazon.com/step-functions/latest/apireference/API_DescribeExecution.html"
-SECURITY_HUB_DOCS = "https://docs.aws.amazon.com/securityhub/latest/userguide/securityhub-settingup.html"
 ROLES = {"ScanTargetFunctionRole": "worker role", "member/MemberRole": "member role"}
 
 
@@ -97,17 +99,10 @@ def job_items(outcome: JobOutcome, timeout: float, security_hub: bool) -> list[I
             + ", ".join(f"{n} {k}" for k, n in sorted(probes.items())),
         )
     ]
-    hub_problems = []
-    for problem in out.get("problems", ()):
-        if problem["action"] == "securityhub:DescribeHub":
-            hub_problems.append(problem)
-        items.append(_problem_item(problem))
-    if security_hub:
-        if not any(p["outcome"] != "untested" for p in hub_problems):
-            items.append(Item("security-hub", PASS, "every target", "Security Hub is enabled where findings go"))
-    else:
-        items.append(Item("security-hub", SKIP, "every target", "SecurityHubFindings=disabled"))
-    return items
+    problems = list(out.get("problems", ()))
+    items += [_problem_item(problem) for problem in problems]
+    hub = security_hub_line(security_hub, problems)
+    return items + ([hub] if hub is not None else [])
 
 
 def _targets(n: int) -> str:
@@ -146,15 +141,8 @@ def _problem_item(problem: dict) -> Item:
             "outputs, and check the role name (MemberRoleName)",
             url=ROLE_DOCS,
         )
-    if action == "securityhub:DescribeHub" and "not enabled" in problem.get("reason", "") + where:
-        return Item(
-            "security-hub",
-            FAIL,
-            _targets(problem["targets"]),
-            f"Security Hub is not enabled where findings go: {where}",
-            fix="enable Security Hub in those accounts and regions (or set SecurityHubFindings=disabled)",
-            url=SECURITY_HUB_DOCS,
-        )
+    if hub_not_enabled(problem):
+        return hub_not_enabled_item(problem, _targets(problem["targets"]), where)
     if outcome == "denied":
         fix = (
             "deploy member/template.yaml again in those accounts with the central stack's parameters (Mode, "

@@ -87,7 +87,7 @@ def dead_letter_items(sqs: Any, stack: Stack) -> list[Item]:
                 "dead-letter-queue",
                 FAIL,
                 name,
-                f"{depth} messages waiting: {meaning}",
+                f"{depth} message{'s' if depth != 1 else ''} waiting: {meaning}",
                 fix=f"read them (aws sqs receive-message --queue-url {url}), fix the cause, then redrive or purge",
                 url=REDRIVE_DOCS,
             )
