@@ -209,6 +209,12 @@ _SECURITY_HUB = (
         lambda d: d.security_hub,
     ),
     Call(
+        ("securityhub:DescribeHub",),
+        (WORKER, MEMBER),
+        "verify/probes.py: the verify job checks that Security Hub is enabled in each target (eic-guard verify)",
+        lambda d: d.security_hub,
+    ),
+    Call(
         LEDGER_PERMISSIONS,
         (WORKER, ON_CHANGE),
         "outputs/security_hub/ledger.py: the open findings, findings/ of the reports bucket",
