@@ -11,7 +11,7 @@ own rendered environment. A recorder on every botocore session (`call_recorder.C
 the IAM authorizations AWS would make, and an evaluator (`iam_eval.evaluate`) checks each against the right role:
 a function's calls in the stack's account against that function's role; the calls made in a member account (with
 the credentials AssumeRole returned: moto maps them to the member account) against the member role that
-member/template.yaml renders with the same settings; the state machine's own calls (ItemReader, ResultWriter, and
+member/template.yaml renders with the same settings; the state machine's own calls (the ItemReader, and
 the lambda:InvokeFunction and child-execution states:StartExecution requests Step Functions makes for it) against
 the state machine's role.
 
@@ -501,7 +501,7 @@ class DeployedEngine:
 
 
 class _AsStateMachine:
-    """The S3 client of the Distributed Maps' ItemReader and ResultWriter: calls recorded as the state machine's."""
+    """The S3 client of the Distributed Maps' ItemReader: calls recorded as the state machine's."""
 
     def __init__(self, s3, engine: DeployedEngine):
         self.s3, self.engine = s3, engine
@@ -509,10 +509,6 @@ class _AsStateMachine:
     def get_object(self, **kwargs):
         with self.engine.recording(STATE_MACHINE_ID):
             return self.s3.get_object(**kwargs)
-
-    def put_object(self, **kwargs):
-        with self.engine.recording(STATE_MACHINE_ID):
-            return self.s3.put_object(**kwargs)
 
 
 def stored_reports(bucket: str) -> list[dict]:
@@ -888,17 +884,32 @@ def test_the_worker_may_not_enter_another_role_nor_touch_another_bucket(runs):
         for c in outcome.calls
         if c.function_id == "ScanTargetFunction"
         for r in c.requests
-        if r.action == "s3:PutObject"
+        if r.action == "s3:PutObject" and "/runs/" in r.resource
     )
+    rows = _recorded_put(runs, "organization", "/tables/findings/")
 
     # When the same requests name another role or a key outside runs/ (the reports are Aggregate's)
     other_role = Request(assume.action, assume.resource.rsplit("/", 1)[0] + "/OrganizationAccountAccessRole")
     report = Request(result.action, result.resource.split("/runs/")[0] + "/reports/x.json", result.context)
 
-    # Then the originals are allowed and those are not
+    # Then the originals (the result object, the Athena rows) are allowed and those are not
     assert evaluate(statements, assume).allowed and evaluate(statements, result).allowed
+    assert evaluate(statements, rows).allowed
     assert not evaluate(statements, other_role).allowed
     assert not evaluate(statements, report).allowed
+    # And the Athena rows' grant reaches no other part of the bucket (the Security Hub ledger under findings/)
+    ledger = Request(rows.action, rows.resource.split("/tables/")[0] + "/findings/123456789012/us-east-1.json")
+    assert not evaluate(statements, Request(ledger.action, ledger.resource, rows.context)).allowed
+
+
+def _recorded_put(runs, name: str, part: str) -> Request:
+    return next(
+        r
+        for c in runs[name].calls
+        if c.function_id == "ScanTargetFunction"
+        for r in c.requests
+        if r.action == "s3:PutObject" and part in r.resource
+    )
 
 
 def test_the_evaluator_applies_resource_tags_request_tags_and_region_denies(runs):
