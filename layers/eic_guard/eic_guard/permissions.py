@@ -264,11 +264,7 @@ _STACK = (
         "Lambda's event source mapping: OnChangeQueue only",
     ),
     Call(("lambda:InvokeFunction",), (STATE_MACHINE,), "statemachine/eic_guard.asl.json: Plan, the worker, Aggregate"),
-    Call(
-        ("s3:GetObject", "s3:PutObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"),
-        (STATE_MACHINE,),
-        "statemachine/eic_guard.asl.json: the Distributed Maps' ItemReader and ResultWriter (runs/)",
-    ),
+    Call(("s3:GetObject",), (STATE_MACHINE,), "statemachine/eic_guard.asl.json: the Distributed Maps' ItemReader"),
     Call(
         ("states:StartExecution", "states:DescribeExecution", "states:StopExecution"),
         (STATE_MACHINE,),
