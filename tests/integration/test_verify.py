@@ -292,3 +292,24 @@ def test_the_verify_job_runs_through_the_deployed_definition(state_machine, acco
     reports = boto3.client("s3", REGION).list_objects_v2(Bucket=machine.reports_bucket, Prefix="reports/")
     assert reports.get("KeyCount", 0) == 0 and machine.alerts() == []
     assert ec2_state(account.ec2) == before
+
+
+def test_verbose_lists_each_call_and_an_interrupt_stops_verify_with_130(deployed, monkeypatch, capsys):
+    # Given a deployed stack
+    # When verify runs with -v (no job)
+    assert main(["verify", "--no-job", "-v"]) == 0
+    calls = capsys.readouterr().err
+
+    # Then each AWS call it made is on stderr
+    for operation in ("DescribeStacks", "ListSubscriptions", "ListSubscriptionsByTopic", "GetSchedule"):
+        assert operation in calls
+
+    # And when Ctrl-C has been pressed, it stops at its next step, exit 130, nothing printed on stdout
+    monkeypatch.setattr("eic_guard.cli.interrupts.Interrupts.requested", property(lambda self: True))
+    assert main(["verify", "--no-job"]) == 130
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "eic-guard: SIGINT: stopped before it finished (verify stopped; a verify job already started runs on, "
+        "changing nothing)\n"
+    )
