@@ -52,12 +52,22 @@ def merge_targets(plan: RunPlan, documents: list[dict], unreadable: Sequence[Unr
             document["revoke"] = revoke["refresh"]
             if revoke["error"]:
                 document["status"], document["error"] = "error", document["error"] or revoke["error"]
+                if document["revoke"] is None:  # the account was not entered: nothing was revoked
+                    document["revoke"] = _failed_revoke(revoke["error"])
         if lost:
             document["status"], document["error"] = "error", document["error"] or lost[0].error
         if plan.revoke and "revoke" not in found and target.region in plan.expired:
-            document["status"], document["error"] = "error", document["error"] or f"revoke phase: {NO_RESULT}"
+            failed = next((p.error for p in lost if p.phase == "revoke"), f"revoke phase: {NO_RESULT}")
+            document["status"], document["error"] = "error", document["error"] or failed
+            document["revoke"] = _failed_revoke(failed)
         merged.append(document)
     return merged
+
+
+def _failed_revoke(error: str) -> dict:
+    """The revoke part of a target whose revoke phase failed before revoking anything (its worker raised, timed out
+    or never ran; its account could not be entered): its error is the refresh's, never hidden behind the apply."""
+    return {"revoked": [], "error": error}
 
 
 def _missing(account_id: str, region: str) -> dict:

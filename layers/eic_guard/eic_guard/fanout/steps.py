@@ -25,6 +25,7 @@ from ..outputs.athena import write_findings
 from ..outputs.publish import publish_refresh, publish_scan
 from ..ranges.catch_up import state_store
 from ..settings import Settings
+from ..verify.job import plan_verify, summarize, verify_target
 from .aggregate import _merge_rounds as merge_rounds
 from .aggregate import aggregate_run, finish_state
 from .payloads import sampled
@@ -39,7 +40,8 @@ RESULT_READERS = 32
 
 
 class RunRequest(BaseModel):
-    """The execution input: the schedule's {"job": "scan"}, the refresh function's {"job": "refresh"}.
+    """The execution input: the schedule's {"job": "scan"}, the refresh function's {"job": "refresh"}, `eic-guard
+    verify`'s {"job": "verify"} (docs/architecture.md §16: probes only, nothing changed).
 
     `{}` is a scan: what `aws stepfunctions start-execution` without `--input` starts, the obvious test input in the
     console; so is the console's pre-filled `{"Comment": "..."}` (a comment is never an instruction). Any other key
@@ -47,7 +49,7 @@ class RunRequest(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
-    job: Literal["scan", "refresh"] = "scan"
+    job: Literal["scan", "refresh", "verify"] = "scan"
     Comment: str | None = None
 
 
@@ -56,7 +58,7 @@ class PlanOutput(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     run_id: str
-    job: Literal["scan", "refresh"]
+    job: Literal["scan", "refresh", "verify"]
     bucket: str
     manifest_key: str
     targets_key: str
@@ -141,7 +143,10 @@ def plan_step(event: Any, settings: Settings, clients: Any, run_id: str, deadlin
     request = _parse(RunRequest, event, "a run request ({'job': 'scan'|'refresh'})")
     settings.require("reports_bucket")
     store = state_store(clients, settings)
-    plan = plan_run(request.job, settings, clients, store=store, run_id=run_id, deadline=deadline)
+    if request.job == "verify":  # read-only: the stored prefixes, nothing applied (verify/job.py)
+        plan = plan_verify(settings, clients, store, run_id)
+    else:
+        plan = plan_run(request.job, settings, clients, store=store, run_id=run_id, deadline=deadline)
     objects = RunObjects(clients.client("s3"), settings.reports_bucket, plan.run_id)
     manifest_key = objects.put("manifest.json", plan.to_dict())
     targets_key = objects.put("targets.json", [t.to_dict() for t in plan.targets])
@@ -163,9 +168,12 @@ def worker_step(event: Any, settings: Settings, clients: Any, deadline: Deadline
     plan = RunPlan.from_dict(objects.get(request.manifest_key))
     target = Target.from_dict(request.target)
     accounts = _accounts_of_run(clients, plan.run_id, settings.member_role_name)
-    document = run_target(
-        plan, target, request.phase, accounts.for_account, settings, round_=request.round, deadline=deadline
-    )
+    if plan.job == "verify":  # probes, nothing changed (verify/job.py)
+        document = verify_target(plan, target, accounts.for_account, settings)
+    else:
+        document = run_target(
+            plan, target, request.phase, accounts.for_account, settings, round_=request.round, deadline=deadline
+        )
     if plan.job == "scan" and request.phase == "apply":
         _put_findings(objects, plan, target, request.round, document)
     result_key = objects.put(result_name(target, request.phase, request.round), document)
@@ -219,6 +227,8 @@ def aggregate_step(event: Any, settings: Settings, clients: Any) -> dict:
     objects = RunObjects(clients.client("s3"), request.bucket, request.run_id)
     plan = RunPlan.from_dict(objects.get(request.manifest_key))
     documents, unreadable_results = objects.results()
+    if plan.job == "verify":  # the checklist data: no report, no alert, no state (verify/job.py)
+        return summarize(plan, documents, unreadable_results)
     finished = datetime.now(UTC)
     report, refresh, targets = aggregate_run(plan, documents, settings, finished, unreadable_results)
     finish_state(state_store(clients, settings), plan, targets, finished)
