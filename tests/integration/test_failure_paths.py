@@ -272,16 +272,20 @@ def test_a_result_object_that_cannot_be_written_is_reported_scanned_result_lost_
     # Then the us-east-1 worker returned, without raising, a bounded record of what it did
     assert len(refused.hits) == 1
     [lost] = [o for o in outputs if o["target"]["region"] == REGION]
-    record = lost["result_lost"]
     assert lost["result_key"] is None and lost["status"] == "ok"
+    # And kept the whole record in the state table, where Aggregate found it (the map item's output is not read)
+    key = f"lost#{plan['run_id']}#results/{ACCOUNT}/{REGION}/apply-r1.json"
+    item = deployed.dynamodb.get_item(TableName=TABLE, Key={"id": {"S": key}})["Item"]
+    record = json.loads(item["document"]["S"])
+    assert int(item["expiration"]["N"]) > 0
     assert (record["instances"], record["status"]) == (2, "ok")
     assert record["changes"] == len(record["listed"]) == 1
     assert {(c["action"], c["resource"], c["status"]) for c in record["listed"]} >= {("enable-imds", fixable, "done")}
     assert "AccessDenied" in record["reason"]
-    # And kept the record in the state table, where Aggregate found it (the map item's output is not read)
-    key = f"lost#{plan['run_id']}#results/{ACCOUNT}/{REGION}/apply-r1.json"
-    item = deployed.dynamodb.get_item(TableName=TABLE, Key={"id": {"S": key}})["Item"]
-    assert json.loads(item["document"]["S"]) == record and int(item["expiration"]["N"]) > 0
+    # And its output carries the same record, sampled (a bounded Step Functions payload), and where it is kept
+    assert lost["result_lost"]["kept_as"] == key
+    assert (lost["result_lost"]["changes"], lost["result_lost"]["listed_total"]) == (1, 1)
+    assert lost["result_lost"]["listed"] == record["listed"]
     # And the fixes it made are made
     assert metadata_endpoint(ec2, fixable) == "enabled"
     # And the report says the target was scanned, its result lost, and lists the changes made, not "not scanned"

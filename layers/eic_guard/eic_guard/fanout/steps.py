@@ -30,6 +30,7 @@ from ..settings import Settings
 from ..verify.job import plan_verify, summarize, verify_target
 from .aggregate import _merge_rounds as merge_rounds
 from .aggregate import aggregate_run, finish_state
+from .payloads import sampled
 from .plan import RunPlan, plan_run
 from .results import (
     LOST_DAYS,
@@ -196,8 +197,9 @@ def worker_step(event: Any, settings: Settings, clients: Any, deadline: Deadline
         # map item's output and into the state table, where Aggregate looks for a target without a result.
         record = lost_record(document, f"PutObject: {exc}")
         logger.error("result object not written: its record is kept", extra={"lost": record})
-        LostResults(clients, settings).keep(lost_key(request.run_id, target, request.phase, request.round), record)
-        output |= {"result_key": None, "result_lost": record}
+        key = lost_key(request.run_id, target, request.phase, request.round)
+        LostResults(clients, settings).keep(key, record)
+        output |= {"result_key": None, "result_lost": {**sampled(record), "kept_as": key}}  # a bounded payload
     return output
 
 
@@ -330,15 +332,16 @@ def aggregate_step(event: Any, settings: Settings, clients: Any) -> dict:
         alerts = (refresh or {}).get("alerts", [])
         published = publish_refresh(clients, settings, plan.run_id, plan.started_at, refresh or {}, alerts)
     logger.info("run finished", extra={"summary": document["summary"], "job": plan.job, **published})
+    # The execution's output: counts, keys and short samples (fanout/payloads.py), whatever the number of targets
+    # and failures; the report and the refresh report hold the whole lists.
     return {
         "run_id": report.run_id,
         "job": plan.job,
         "mode": report.mode,
-        "regions": report.regions,
-        "accounts": report.accounts,
+        **sampled({"regions": report.regions, "accounts": report.accounts}),
         "summary": document["summary"],
         "targets": {s: sum(1 for t in report.targets if t.status == s) for s in ("ok", "error", "incomplete")},
         "ip_ranges": document["ip_ranges"],
-        "refresh": refresh,
+        "refresh": sampled(refresh) if refresh is not None else None,
         "report_key": published["report_key"],
     }
