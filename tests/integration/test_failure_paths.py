@@ -12,11 +12,12 @@ import boto3
 import pytest
 import responses
 from eic_guard.outputs.alerts import ALERT_STATE_ITEM_ID
+from eic_guard.ranges.state import STATE_ITEM_ID, DynamoDbStateStore
 from eic_guard.settings import IP_RANGES_URL
 
 from tests.aws_views import metadata_endpoint
-from tests.conftest import EIC_US_EAST_1, IP_RANGES, REGION, create_state_table
-from tests.lambda_runtime import FakeLambdaContext, emf_blobs, load_handler
+from tests.conftest import EIC_US_EAST_1, EIC_US_EAST_1_V6, IP_RANGES, REGION, create_state_table
+from tests.lambda_runtime import REFRESH_ARN, FakeLambdaContext, emf_blobs, event, load_handler
 
 BUCKET = "eic-guard-reports-123456789012"
 TABLE = "eic-guard-state"
@@ -167,3 +168,52 @@ def test_one_unreadable_result_object_is_its_targets_error_and_the_rest_is_repor
     assert "Item" in item
     # And the fix made stays made
     assert metadata_endpoint(ec2, fixable) == "enabled"
+
+
+# ---- 2. a corrupt ip-ranges state item, on the SNS refresh path ----------------------------------------------------
+CORRUPT_DOCUMENTS = {
+    "bad-cidr": json.dumps({"sync_token": "1700000000", "current": {REGION: ["1.2.3.4/33"]}}),
+    "not-json": '{"sync_token": "1700000000", "current": {"us-east-1": [',
+}
+
+
+@pytest.mark.parametrize("corruption", list(CORRUPT_DOCUMENTS))
+def test_a_corrupt_state_item_is_rebuilt_by_the_next_notification_not_rejected_to_the_dead_letter_queue(
+    deployed, monkeypatch, corruption
+):
+    # Given the deployed refresh (its state machine) and a state item that is valid JSON with a bad CIDR, or not JSON
+    monkeypatch.setenv("EIC_GUARD_REGIONS", REGION)
+    stepfunctions = boto3.client("stepfunctions", REGION)
+    machine = stepfunctions.create_state_machine(
+        name="eic-guard",
+        definition=json.dumps({"StartAt": "Plan", "States": {"Plan": {"Type": "Pass", "End": True}}}),
+        roleArn=f"arn:aws:iam::{ACCOUNT}:role/eic-guard-state-machine",
+    )["stateMachineArn"]
+    monkeypatch.setenv("EIC_GUARD_STATE_MACHINE_ARN", machine)
+    deployed.dynamodb.put_item(
+        TableName=TABLE,
+        Item={
+            "id": {"S": STATE_ITEM_ID},
+            "sync_token": {"S": "1700000000"},
+            "document": {"S": CORRUPT_DOCUMENTS[corruption]},
+        },
+    )
+    refresh = load_handler("refresh", "eic_guard_refresh_app_failures")
+    context = FakeLambdaContext(function_name="eic-guard-refresh", invoked_function_arn=REFRESH_ARN)
+
+    # When AmazonIpSpaceChanged announces the 2026-08-22 file
+    summary = refresh(event("sns-ip-space-changed-current.json"), context)
+
+    # Then the notification is accepted: the state is rebuilt from its verified file and the refresh job started
+    assert summary["status"] == "started"
+    state = DynamoDbStateStore(deployed.dynamodb, TABLE).load()
+    assert state.corrupt is None
+    assert state.sync_token == summary["sync_token"] == "1787411825"
+    assert state.current[REGION] == sorted([EIC_US_EAST_1, EIC_US_EAST_1_V6])
+    [execution] = stepfunctions.list_executions(stateMachineArn=machine)["executions"]
+    assert execution["name"] == "refresh-1787411825"
+    # And the repair is alerted once, saying what was wrong
+    [alert] = deployed.alerts()
+    assert "the stored ip-ranges state was corrupt (" in alert["Message"]
+    assert "rebuilt from this notification's verified ip-ranges.json (synctoken 1787411825)" in alert["Message"]
+    assert ("'1.2.3.4/33' is not a CIDR prefix" if corruption == "bad-cidr" else "Invalid JSON") in alert["Message"]

@@ -128,9 +128,9 @@ def test_nightly_execution_scans_fixes_and_returns_the_summary(
     # And a second invocation writes nothing and finds both compliant
     api_calls.clear()
     again = handler(event(event_file), FakeLambdaContext(aws_request_id="second-run"))
-    # the report (JSON and HTML), the stack's state and alert (table, topic); in EC2 only the instances' status
-    # tags (TagInstances, on by default)
-    assert api_calls.writes().count("PutObject") == 2
+    # the target's Athena rows, the report (JSON and HTML), the stack's state and alert (table, topic); in EC2 only
+    # the instances' status tags (TagInstances, on by default)
+    assert api_calls.writes().count("PutObject") == 3
     assert [w for w in api_calls.writes() if w not in STACK_WRITES] == ["CreateTags"]
     assert again["run_id"] == "second-run"
     assert again["summary"] == {
@@ -215,8 +215,8 @@ def test_an_empty_execution_input_runs_the_same_scan_as_the_schedule(
     assert empty["summary"] == scheduled["summary"]
     assert empty["summary"]["instances"] == 2 and empty["summary"]["noncompliant"] == 1
     assert stored_report(runs_bucket, empty["report_key"]) == stored_report(runs_bucket, scheduled["report_key"])
-    # report mode: each run's report (JSON, HTML), the stack's state and alert, no EC2 write
-    assert api_calls.writes().count("PutObject") == 4
+    # report mode: each run's Athena rows and report (JSON, HTML), the stack's state and alert, no EC2 write
+    assert api_calls.writes().count("PutObject") == 6
     assert set(api_calls.writes()) <= STACK_WRITES
 
 

@@ -884,17 +884,32 @@ def test_the_worker_may_not_enter_another_role_nor_touch_another_bucket(runs):
         for c in outcome.calls
         if c.function_id == "ScanTargetFunction"
         for r in c.requests
-        if r.action == "s3:PutObject"
+        if r.action == "s3:PutObject" and "/runs/" in r.resource
     )
+    rows = _recorded_put(runs, "organization", "/tables/findings/")
 
     # When the same requests name another role or a key outside runs/ (the reports are Aggregate's)
     other_role = Request(assume.action, assume.resource.rsplit("/", 1)[0] + "/OrganizationAccountAccessRole")
     report = Request(result.action, result.resource.split("/runs/")[0] + "/reports/x.json", result.context)
 
-    # Then the originals are allowed and those are not
+    # Then the originals (the result object, the Athena rows) are allowed and those are not
     assert evaluate(statements, assume).allowed and evaluate(statements, result).allowed
+    assert evaluate(statements, rows).allowed
     assert not evaluate(statements, other_role).allowed
     assert not evaluate(statements, report).allowed
+    # And the Athena rows' grant reaches no other part of the bucket (the Security Hub ledger under findings/)
+    ledger = Request(rows.action, rows.resource.split("/tables/")[0] + "/findings/123456789012/us-east-1.json")
+    assert not evaluate(statements, Request(ledger.action, ledger.resource, rows.context)).allowed
+
+
+def _recorded_put(runs, name: str, part: str) -> Request:
+    return next(
+        r
+        for c in runs[name].calls
+        if c.function_id == "ScanTargetFunction"
+        for r in c.requests
+        if r.action == "s3:PutObject" and part in r.resource
+    )
 
 
 def test_the_evaluator_applies_resource_tags_request_tags_and_region_denies(runs):

@@ -209,6 +209,12 @@ _SECURITY_HUB = (
         lambda d: d.security_hub,
     ),
     Call(
+        ("securityhub:DescribeHub",),
+        (WORKER, MEMBER),
+        "verify/probes.py: the verify job checks that Security Hub is enabled in each target (eic-guard verify)",
+        lambda d: d.security_hub,
+    ),
+    Call(
         LEDGER_PERMISSIONS,
         (WORKER, ON_CHANGE),
         "outputs/security_hub/ledger.py: the open findings, findings/ of the reports bucket",
@@ -230,6 +236,7 @@ _STACK = (
     Call(("dynamodb:GetItem",), (ON_CHANGE,), "changes/check.py: the stored ip-ranges, read only"),
     # The reports bucket.
     Call(("s3:PutObject",), (PLAN, WORKER), "fanout/steps.py: runs/<run id>/ manifest, targets, results"),
+    Call(("s3:PutObject",), (WORKER,), "outputs/athena.py: the target's rows of the Athena table, tables/findings/"),
     Call(("s3:GetObject",), (WORKER, AGGREGATE), "fanout/steps.py: the run's manifest and results"),
     Call(("s3:ListBucket",), (AGGREGATE,), "fanout/aggregate.py: the run's result objects (runs/ only)"),
     Call(("s3:PutObject",), (AGGREGATE, REFRESH, ON_CHANGE), "outputs/publish.py, changes/publish.py: reports/"),

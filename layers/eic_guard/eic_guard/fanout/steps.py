@@ -21,9 +21,12 @@ from ..aws.credentials import AccountClients
 from ..budget import Deadline
 from ..events import InvalidEvent
 from ..observability import logger, record_refresh, record_scan, record_targets
+from ..outputs.athena import write_findings
 from ..outputs.publish import publish_refresh, publish_scan
 from ..ranges.catch_up import state_store
 from ..settings import Settings
+from ..verify.job import plan_verify, summarize, verify_target
+from .aggregate import _merge_rounds as merge_rounds
 from .aggregate import aggregate_run, finish_state
 from .plan import RunPlan, plan_run
 from .results import UnreadableResult, read_result, result_name, unreadable
@@ -36,7 +39,8 @@ RESULT_READERS = 32
 
 
 class RunRequest(BaseModel):
-    """The execution input: the schedule's {"job": "scan"}, the refresh function's {"job": "refresh"}.
+    """The execution input: the schedule's {"job": "scan"}, the refresh function's {"job": "refresh"}, `eic-guard
+    verify`'s {"job": "verify"} (docs/architecture.md §16: probes only, nothing changed).
 
     `{}` is a scan: what `aws stepfunctions start-execution` without `--input` starts, the obvious test input in the
     console; so is the console's pre-filled `{"Comment": "..."}` (a comment is never an instruction). Any other key
@@ -44,7 +48,7 @@ class RunRequest(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
-    job: Literal["scan", "refresh"] = "scan"
+    job: Literal["scan", "refresh", "verify"] = "scan"
     Comment: str | None = None
 
 
@@ -53,7 +57,7 @@ class PlanOutput(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     run_id: str
-    job: Literal["scan", "refresh"]
+    job: Literal["scan", "refresh", "verify"]
     bucket: str
     manifest_key: str
     targets_key: str
@@ -138,7 +142,10 @@ def plan_step(event: Any, settings: Settings, clients: Any, run_id: str, deadlin
     request = _parse(RunRequest, event, "a run request ({'job': 'scan'|'refresh'})")
     settings.require("reports_bucket")
     store = state_store(clients, settings)
-    plan = plan_run(request.job, settings, clients, store=store, run_id=run_id, deadline=deadline)
+    if request.job == "verify":  # read-only: the stored prefixes, nothing applied (verify/job.py)
+        plan = plan_verify(settings, clients, store, run_id)
+    else:
+        plan = plan_run(request.job, settings, clients, store=store, run_id=run_id, deadline=deadline)
     objects = RunObjects(clients.client("s3"), settings.reports_bucket, plan.run_id)
     manifest_key = objects.put("manifest.json", plan.to_dict())
     targets_key = objects.put("targets.json", [t.to_dict() for t in plan.targets])
@@ -160,9 +167,14 @@ def worker_step(event: Any, settings: Settings, clients: Any, deadline: Deadline
     plan = RunPlan.from_dict(objects.get(request.manifest_key))
     target = Target.from_dict(request.target)
     accounts = _accounts_of_run(clients, plan.run_id, settings.member_role_name)
-    document = run_target(
-        plan, target, request.phase, accounts.for_account, settings, round_=request.round, deadline=deadline
-    )
+    if plan.job == "verify":  # probes, nothing changed (verify/job.py)
+        document = verify_target(plan, target, accounts.for_account, settings)
+    else:
+        document = run_target(
+            plan, target, request.phase, accounts.for_account, settings, round_=request.round, deadline=deadline
+        )
+    if plan.job == "scan" and request.phase == "apply":
+        _put_findings(objects, plan, target, request.round, document)
     result_key = objects.put(result_name(target, request.phase, request.round), document)
     return {
         **request.model_dump(),
@@ -170,6 +182,28 @@ def worker_step(event: Any, settings: Settings, clients: Any, deadline: Deadline
         "result_key": result_key,
         "instances": len(document["instances"]),
     }
+
+
+def _put_findings(objects: RunObjects, plan: RunPlan, target: Target, round_: int, document: dict) -> None:
+    """This target's per-instance rows for the Athena table (outputs/athena.py), its rounds so far merged (an earlier
+    round's object that cannot be read is left out); a failure to write is a note of the target (amber in the
+    report), never the loss of its result."""
+    rounds = []
+    for earlier in range(1, round_):
+        key = objects.key(result_name(target, "apply", earlier))
+        try:
+            found = read_result(key, objects.s3.get_object(Bucket=objects.bucket, Key=key)["Body"].read())
+        except (ClientError, BotoCoreError) as exc:
+            found = None
+            logger.warning("an earlier round's result is not in the Athena rows", extra={"key": key, "error": str(exc)})
+        if isinstance(found, dict):
+            rounds.append(found)
+    try:
+        merged = merge_rounds([*rounds, document])
+        write_findings(objects.s3, objects.bucket, merged, plan.run_id, plan.started_at, plan.mode)
+    except (ClientError, BotoCoreError) as exc:
+        logger.error("per-instance results for Athena not written", extra={"target": target.key, "error": str(exc)})
+        document["notes"].append(f"per-instance results for Athena (tables/findings/) not written: {exc}")
 
 
 _RUN_ACCOUNTS: list[AccountClients] = []  # the latest run's, in a warm container
@@ -192,6 +226,8 @@ def aggregate_step(event: Any, settings: Settings, clients: Any) -> dict:
     objects = RunObjects(clients.client("s3"), request.bucket, request.run_id)
     plan = RunPlan.from_dict(objects.get(request.manifest_key))
     documents, unreadable_results = objects.results()
+    if plan.job == "verify":  # the checklist data: no report, no alert, no state (verify/job.py)
+        return summarize(plan, documents, unreadable_results)
     finished = datetime.now(UTC)
     report, refresh, targets = aggregate_run(plan, documents, settings, finished, unreadable_results)
     finish_state(state_store(clients, settings), plan, targets, finished)
