@@ -246,7 +246,7 @@ def test_corrupt_state_is_rebuilt_from_the_verified_download_alerted_once_and_th
 
     # And the next night changes nothing, alerts nothing and counts nothing
     faults.clear()
-    again = run_nightly("second-night")
+    again = run_nightly(nightly, "second-night")
     assert faults.writes(service="ec2") == []
     assert again["summary"]["compliant"] == 2
     assert again["refresh"]["status"] == "applied" and again["refresh"]["alerts"] == []
@@ -269,7 +269,7 @@ def test_corrupt_state_in_report_mode_is_reset_alerted_once_and_nothing_is_writt
     faults.clear()
 
     # When the nightly scan runs
-    result = run_nightly("night-1")
+    result = run_nightly(nightly, "night-1")
 
     # Then it wrote nothing to EC2, scanned both instances and planned the fix
     assert faults.writes(service="ec2") == []
@@ -280,7 +280,7 @@ def test_corrupt_state_in_report_mode_is_reset_alerted_once_and_nothing_is_writt
     [alert] = nightly.alerts()
     assert "the stored ip-ranges state was corrupt (current: '1.2.3.4/33' is not a CIDR prefix" in alert
     assert "reset to no file applied" in alert
-    run_nightly("night-2")
+    run_nightly(nightly, "night-2")
     assert faults.writes(service="ec2") == []
     assert not any("corrupt" in a for a in nightly.alerts())
 

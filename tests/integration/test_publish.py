@@ -256,9 +256,9 @@ def test_report_mode_writes_no_tags_but_still_reports_and_alerts(
     result, _ = run_scan(nightly_execution, api_calls)
     writes = api_calls.writes()
 
-    # Then nothing was written to EC2 (no tags, no fixes): only the report objects, the alert and the stack's state
-    # table (the ip-ranges catch-up's first state, the alert state)
-    assert sorted(w for w in writes if w != "PutItem") == ["Publish", "PutObject", "PutObject"]
+    # Then nothing was written to EC2 (no tags, no fixes): only the report objects, the target's findings, the alert
+    # and the stack's state table (the ip-ranges catch-up's first state, the alert state)
+    assert sorted(w for w in writes if w != "PutItem") == ["Publish", "PutObject", "PutObject", "PutObject"]
     tags = tags_of(ec2, fleet.opted_in)
     assert all(STATUS_TAG not in t and CHECKED_AT_TAG not in t for t in tags.values())
     # And the planned fix is still something a person must know about
