@@ -28,6 +28,7 @@ from ..settings import Settings
 from ..verify.job import plan_verify, summarize, verify_target
 from .aggregate import _merge_rounds as merge_rounds
 from .aggregate import aggregate_run, finish_state
+from .payloads import sampled
 from .plan import RunPlan, plan_run
 from .results import UnreadableResult, read_result, result_name, unreadable
 from .targets import Target
@@ -242,15 +243,16 @@ def aggregate_step(event: Any, settings: Settings, clients: Any) -> dict:
         alerts = (refresh or {}).get("alerts", [])
         published = publish_refresh(clients, settings, plan.run_id, plan.started_at, refresh or {}, alerts)
     logger.info("run finished", extra={"summary": document["summary"], "job": plan.job, **published})
+    # The execution's output: counts, keys and short samples (fanout/payloads.py), whatever the number of targets
+    # and failures; the report and the refresh report hold the whole lists.
     return {
         "run_id": report.run_id,
         "job": plan.job,
         "mode": report.mode,
-        "regions": report.regions,
-        "accounts": report.accounts,
+        **sampled({"regions": report.regions, "accounts": report.accounts}),
         "summary": document["summary"],
         "targets": {s: sum(1 for t in report.targets if t.status == s) for s in ("ok", "error", "incomplete")},
         "ip_ranges": document["ip_ranges"],
-        "refresh": refresh,
+        "refresh": sampled(refresh) if refresh is not None else None,
         "report_key": published["report_key"],
     }
