@@ -360,3 +360,44 @@ def test_a_refresh_function_not_subscribed_fails_and_another_subscription_does_n
         subscribed = {**other, "Endpoint": f"{mine}:live", "SubscriptionArn": "arn:s:2"}
         stub.add_response("list_subscriptions", {"Subscriptions": [subscribed]})
         assert ip_space_item(sns, mine).status == PASS
+
+
+def test_the_rule_probes_restate_a_rule_the_group_has_and_revoke_one_it_does_not():
+    # Given the managed group allowing the EIC prefix
+    group = {
+        "GroupId": "sg-m",
+        "IpPermissions": [
+            {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "18.206.107.24/29"}]}
+        ],
+    }
+    target, stub = stubbed_target(managed_groups=[group], eic_prefix=None)
+    rule = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22}
+    stub.add_client_error(
+        "authorize_security_group_ingress",
+        "DryRunOperation",
+        expected_params={
+            "GroupId": "sg-m",
+            "IpPermissions": [{**rule, "IpRanges": [{"CidrIp": "18.206.107.24/29"}]}],
+            "DryRun": True,
+        },
+    )
+    stub.add_client_error(
+        "revoke_security_group_ingress",
+        "DryRunOperation",
+        expected_params={
+            "GroupId": "sg-m",
+            "IpPermissions": [{**rule, "IpRanges": [{"CidrIp": "192.0.2.0/29"}]}],
+            "DryRun": True,
+        },
+    )
+
+    # When both are probed
+    with stub:
+        outcomes = [
+            probes.run_probe(a, target).outcome
+            for a in ("ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress")
+        ]
+
+    # Then both requests would change nothing if made: the group's own rule again, a rule it does not have
+    assert outcomes == [probes.ALLOWED, probes.ALLOWED]
+    stub.assert_no_pending_responses()
