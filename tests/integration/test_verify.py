@@ -17,6 +17,7 @@ from eic_guard.settings import MANAGED_BY_TAG, MANAGED_GROUP_NAME
 from tests.conftest import REGION
 from tests.faults.injector import FaultInjector
 from tests.integration.org_fixtures import create_organization, drifted_instance, share_botocore_loader
+from tests.lambda_runtime import event
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
 ALERTS = "security@example.com"
@@ -270,7 +271,7 @@ def test_the_verify_job_runs_through_the_deployed_definition(state_machine, acco
 
     # When `eic-guard verify` starts its job
     with simulated_stack.Simulation(complete_executions=False).installed():
-        run = machine.run({"job": "verify"})
+        run = machine.run(event("plan-verify.json"))
 
     # Then Plan, the one target's worker and Aggregate ran as for a scan, every probe was allowed, nothing changed
     assert run.status == "SUCCEEDED", (run.error, run.cause)

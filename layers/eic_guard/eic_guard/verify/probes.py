@@ -7,7 +7,8 @@ comes from eic_guard.permissions.CALLS (`granted`), so verify probes exactly wha
 a probe here is reported `untested` (and tests/unit/test_verify_probes.py fails on it).
 
 Each write probe restates what the resource already has where it can (the interface's current groups, the
-instance's current metadata tokens), so that even an endpoint that ignored DryRun would change nothing.
+instance's current metadata tokens, a rule the managed group already allows; the revoke names a rule it does not
+have), so that even an endpoint that ignored DryRun would change nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ DENIED_CODES = frozenset({"UnauthorizedOperation", "AccessDenied", "AccessDenied
 # The services whose calls the worker (or the member role) makes inside a scanned account: what the job probes.
 IN_ACCOUNT_SERVICES = ("ec2", "iam", "securityhub")
 SAMPLE = 5  # resources read per kind: a probe needs one, a few let it prefer the one a write would not change
-# A documentation range (RFC 5737) for the rule probes when the run has no EIC prefix for the region: DryRun only.
+# A documentation range (RFC 5737), in no security group: the revoke probe's rule (and the authorize probe's when the
+# run has no EIC prefix for the region). DryRun only.
 PLACEHOLDER_CIDR = "192.0.2.0/29"
 
 
@@ -159,10 +161,20 @@ def describe_hub(t: Target) -> str:
 
 
 # ---- writes, DryRun ----------------------------------------------------------------------------------------------
-def _rule(t: Target) -> list[dict]:
-    return [
-        {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": t.eic_prefix or PLACEHOLDER_CIDR}]}
-    ]
+def _source_rule(source: dict, key: str) -> list[dict]:
+    return [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, key: [source]}]
+
+
+def _rule_the_group_has(t: Target, group: dict) -> list[dict]:
+    """One TCP 22 source the group already allows (authorizing it again would change nothing), else the region's EIC
+    prefix (what the refresh adds anyway)."""
+    for permission in group.get("IpPermissions", ()):
+        if permission.get("IpProtocol") != "tcp" or permission.get("FromPort") != 22 or permission.get("ToPort") != 22:
+            continue
+        for key, field_ in (("IpRanges", "CidrIp"), ("Ipv6Ranges", "CidrIpv6"), ("PrefixListIds", "PrefixListId")):
+            for source in permission.get(key, ()):
+                return _source_rule({field_: source[field_]}, key)
+    return _source_rule({"CidrIp": t.eic_prefix or PLACEHOLDER_CIDR}, "IpRanges")
 
 
 def _group_or_untested(t: Target) -> dict:
@@ -174,13 +186,16 @@ def _group_or_untested(t: Target) -> dict:
 
 def authorize_ingress(t: Target) -> str:
     group = _group_or_untested(t)
-    t.ec2.authorize_security_group_ingress(GroupId=group["GroupId"], IpPermissions=_rule(t), DryRun=True)
+    rule = _rule_the_group_has(t, group)
+    t.ec2.authorize_security_group_ingress(GroupId=group["GroupId"], IpPermissions=rule, DryRun=True)
     return group["GroupId"]
 
 
 def revoke_ingress(t: Target) -> str:
+    """A rule the group does not have (a documentation range): revoking it would change nothing."""
     group = _group_or_untested(t)
-    t.ec2.revoke_security_group_ingress(GroupId=group["GroupId"], IpPermissions=_rule(t), DryRun=True)
+    rule = _source_rule({"CidrIp": PLACEHOLDER_CIDR}, "IpRanges")
+    t.ec2.revoke_security_group_ingress(GroupId=group["GroupId"], IpPermissions=rule, DryRun=True)
     return group["GroupId"]
 
 
