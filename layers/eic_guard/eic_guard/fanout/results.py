@@ -168,7 +168,10 @@ def lost_record(document: dict[str, Any], reason: str) -> dict[str, Any]:
     field cut, the whole under LOST_RECORD_BYTES."""
     changes = [a for a in document["actions"] if a["status"] != "planned"]
     changes += [a for e in document["instances"] for a in e["actions"] if a["status"] != "planned"]
-    listed = [{k: str(a[k])[:LOST_DETAIL_CHARS] for k in ("action", "resource", "status", "detail")} for a in changes]
+    listed = [
+        {k: str(a[k])[:LOST_DETAIL_CHARS] for k in ("action", "resource", "status", "detail")}
+        for a in changes[:LOST_CHANGES_LISTED]
+    ]
     record = {
         "account_id": document["account_id"],
         "region": document["region"],
@@ -179,7 +182,7 @@ def lost_record(document: dict[str, Any], reason: str) -> dict[str, Any]:
         "error": (document["error"] or "")[:500] or None,
         "instances": len(document["instances"]),
         "changes": len(changes),
-        "listed": listed[:LOST_CHANGES_LISTED],
+        "listed": listed,
     }
     while len(json.dumps(record)) > LOST_RECORD_BYTES and record["listed"]:
         record["listed"] = record["listed"][: len(record["listed"]) // 2]
