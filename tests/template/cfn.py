@@ -443,6 +443,8 @@ SHARED_WITH_MEMBER = (
     "RemediatePublicIp",
     "TagInstances",
     "SecurityHubFindings",
+    "ConnectPath",
+    "CreateEndpoints",
 )
 
 

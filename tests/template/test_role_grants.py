@@ -52,12 +52,30 @@ COMBINATIONS = [
         ("report", "remediate"), ("true", "false"), ("true", "false"), ("enabled", "disabled"), ACCOUNTS
     )
 ]
+# The endpoint path's switches (docs/architecture.md §13), against the mode and the accounts they interact with.
+COMBINATIONS += [
+    {
+        "Mode": mode,
+        "RemediatePublicIp": "false",
+        "TagInstances": "true",
+        "SecurityHubFindings": "disabled",
+        "Accounts": ACCOUNTS[accounts],
+        "OrganizationId": ORGANIZATION_ID if accounts == "organization" else "",
+        "ConnectPath": path,
+        "CreateEndpoints": create,
+    }
+    for mode, path, create, accounts in itertools.product(
+        ("report", "remediate"), ("auto", "public", "endpoint"), ("true", "false"), ("own", "listed")
+    )
+    if (path, create) != ("auto", "false")  # the default, above
+]
 
 
 def combination_id(params: dict[str, str]) -> str:
     accounts = next(name for name, value in ACCOUNTS.items() if value == params["Accounts"])
     switches = "-".join(f"{k[0]}{params[k][0]}" for k in ("Mode", "RemediatePublicIp", "TagInstances"))
-    return f"{switches}-hub{params['SecurityHubFindings'][0]}-{accounts}"
+    path = f"-{params['ConnectPath']}-create{params['CreateEndpoints'][0]}" if "ConnectPath" in params else ""
+    return f"{switches}-hub{params['SecurityHubFindings'][0]}-{accounts}{path}"
 
 
 def grant_problems(stack: RenderedStack, deployment: Deployment, roles: tuple[str, ...], prefix: str = "") -> list[str]:

@@ -49,6 +49,8 @@ class Deployment:
     security_hub: bool = False
     accounts: str = ""  # "" (this account only), "organization", or a comma list of account ids
     forward_events: bool = True  # member/template.yaml: CentralEventBusArn given (the member accounts' events)
+    connect_path: str = "auto"  # auto | public | endpoint (docs/architecture.md §13)
+    create_endpoints: bool = False
 
     @property
     def remediate(self) -> bool:
@@ -61,6 +63,16 @@ class Deployment:
     @property
     def status_tags(self) -> bool:
         return self.remediate and self.tag_instances
+
+    @property
+    def endpoint_path(self) -> bool:
+        """Some instance may take the EC2 Instance Connect Endpoint path (ConnectPath is not `public`)."""
+        return self.connect_path != "public"
+
+    @property
+    def endpoint_writes(self) -> bool:
+        """Remediate mode may create an endpoint (and its group) in a VPC that lacks one."""
+        return self.remediate and self.create_endpoints and self.endpoint_path
 
     @property
     def members(self) -> bool:
@@ -81,6 +93,8 @@ class Deployment:
             security_hub=params.get("SecurityHubFindings", "disabled") == "enabled",
             accounts=params.get("Accounts", ""),
             forward_events=bool(params.get("CentralEventBusArn", "x")),
+            connect_path=params.get("ConnectPath", "auto"),
+            create_endpoints=params.get("CreateEndpoints", "false") == "true",
         )
 
 
@@ -124,6 +138,52 @@ def _remediate(d: Deployment) -> bool:
 
 def _check_reads(check) -> tuple[str, ...]:
     return tuple(a for a in check.PERMISSIONS if a not in INVENTORY_PERMISSIONS and a != "ec2:DescribeAddresses")
+
+
+# The EC2 Instance Connect Endpoint path (docs/architecture.md §13). The endpoints are read once per target with a
+# paginator whenever an instance may take that path; eic-guard-eice-ssh, the group attached to an instance on that
+# path, is created, filled and attached with the same calls (and statements) as eic-guard-ssh. Only with
+# CreateEndpoints=true in remediate mode: the endpoint eic-guard creates in a VPC that has none, its own group
+# eic-guard-eice (the default allow-all egress rule revoked, TCP 22 to eic-guard-eice-ssh added), and the
+# service-linked role EC2 creates with the first endpoint of an account (EC2 User Guide, "Grant permissions to use EC2
+# Instance Connect Endpoint": https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/permissions-for-ec2-instance-connect-endpoint.html
+# lists ec2:CreateNetworkInterface and iam:CreateServiceLinkedRole among the caller's permissions). Nothing in a role
+# deletes an endpoint: `eic-guard cleanup` runs with the person's own credentials.
+DESCRIBE_ENDPOINTS = "ec2:DescribeInstanceConnectEndpoints"
+ENDPOINT_CREATION = (
+    "ec2:CreateInstanceConnectEndpoint",
+    "ec2:CreateNetworkInterface",
+    "ec2:CreateSecurityGroup",
+    "ec2:CreateTags",
+    "ec2:AuthorizeSecurityGroupEgress",
+    "ec2:RevokeSecurityGroupEgress",
+    "iam:CreateServiceLinkedRole",
+)
+ENDPOINT_SERVICE = "ec2-instance-connect.amazonaws.com"  # the service-linked role AWSServiceRoleForEC2InstanceConnect
+
+
+def _endpoint_path(d: Deployment) -> bool:
+    return d.endpoint_path
+
+
+def _endpoint_writes(d: Deployment) -> bool:
+    return d.endpoint_writes
+
+
+_ENDPOINTS = (
+    Call(
+        (DESCRIBE_ENDPOINTS,),
+        IN_ACCOUNT,
+        "aws/inventory.py: the target's endpoints, one paginated describe (checks/endpoint_present.py)",
+        _endpoint_path,
+    ),
+    Call(
+        ENDPOINT_CREATION,
+        IN_ACCOUNT,
+        "checks/endpoint_present.py (aws/gateway.py): eic-guard-eice and the endpoint, tagged on create",
+        _endpoint_writes,
+    ),
+)
 
 
 # What a scan and a fix call in the account they cover (checks/*.py declare their own, used here).
@@ -199,6 +259,7 @@ _EC2 = (
         lambda d: d.status_tags,
     ),
     Call(("iam:ListAccountAliases",), (WORKER, MEMBER), "aws/clients.py: the account's alias in the report"),
+    *_ENDPOINTS,
 )
 
 _SECURITY_HUB = (
@@ -291,6 +352,11 @@ MEMBER_WRITE_PROFILE = (
     "ReleaseAddress",
     "BatchImportFindings",
     "BatchUpdateFindings",
+    # CreateEndpoints=true (docs/architecture.md §13): the endpoint, its group's egress, the service-linked role.
+    "CreateInstanceConnectEndpoint",
+    "AuthorizeSecurityGroupEgress",
+    "RevokeSecurityGroupEgress",
+    "CreateServiceLinkedRole",
 )
 
 

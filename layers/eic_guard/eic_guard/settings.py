@@ -104,6 +104,17 @@ class Settings(BaseModel):
         "that also carries the admin-only tag eic-guard:public-ip=allowed (billed), released once unused or "
         "once that tag is gone.",
     )
+    connect_path: Annotated[Literal["auto", "public", "endpoint"], Source(parameter="ConnectPath")] = Field(
+        default="auto",
+        description="How instances are reached (docs/architecture.md §13): `auto` - public IPv4 takes the public "
+        "path, none takes the EC2 Instance Connect Endpoint path when the VPC has an endpoint or CreateEndpoints is "
+        "on; `public` or `endpoint` for every instance. The tag eic-guard:connect-path overrides it per instance.",
+    )
+    create_endpoints: Annotated[bool, Source(parameter="CreateEndpoints")] = Field(
+        default=False,
+        description="`true`: remediate mode creates one EC2 Instance Connect Endpoint (ManagedBy=eic-guard, with "
+        "its own group eic-guard-eice) in a VPC whose instances take the endpoint path but has none.",
+    )
     tag_instances: Annotated[bool, Source(parameter="TagInstances")] = Field(
         default=False,
         description="`true`: remediate mode tags opted-in instances with eic-guard:status and eic-guard:checked-at. "
