@@ -513,6 +513,8 @@ CHECK_ENVIRONMENT = FAN_OUT_ENVIRONMENT | {
     "EIC_GUARD_SECURITY_HUB_FINDINGS": {"SecurityHubFindings"},
     "EIC_GUARD_ALLOWED_IMAGES": {"AllowedImages"},
     "EIC_GUARD_OWNER_TAGS": {"OwnerTags"},
+    "EIC_GUARD_CONNECT_PATH": {"ConnectPath"},
+    "EIC_GUARD_CREATE_ENDPOINTS": {"CreateEndpoints"},
 }
 OWN_ROLE_ARNS = {
     f"{f}Role.Arn"
