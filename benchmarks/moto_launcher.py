@@ -72,6 +72,9 @@ def main() -> int:
     patched = "--stock" not in sys.argv
     if patched:
         patch_moto()
+    from eic_guard import simulated_eice
+
+    simulated_eice.install()  # the EC2 Instance Connect Endpoint API moto lacks: the scan describes endpoints
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

@@ -59,7 +59,10 @@ for _name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
     os.environ.pop(_name, None)
 
 import boto3  # noqa: E402 - after the environment above
+from eic_guard import simulated_eice  # noqa: E402
 from moto import mock_aws  # noqa: E402
+
+simulated_eice.install()  # the EC2 Instance Connect Endpoint API moto lacks: the scan describes endpoints
 
 
 @dataclass

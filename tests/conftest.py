@@ -7,6 +7,7 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.loaders import create_loader
+from eic_guard import simulated_eice
 from eic_guard.ranges import ip_ranges
 from eic_guard.simulated import SimulatedAccount
 from moto import mock_aws
@@ -14,6 +15,7 @@ from moto import mock_aws
 from tests import moto_security_hub
 
 moto_security_hub.install()  # Security Hub's documented behaviour where moto differs (tests/moto_security_hub.py)
+simulated_eice.install()  # the EC2 Instance Connect Endpoint API moto lacks (eic_guard/simulated_eice.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"

@@ -443,7 +443,6 @@ SHARED_WITH_MEMBER = (
     "RemediatePublicIp",
     "TagInstances",
     "SecurityHubFindings",
-    "ConnectPath",
     "CreateEndpoints",
 )
 

@@ -52,7 +52,8 @@ COMBINATIONS = [
         ("report", "remediate"), ("true", "false"), ("true", "false"), ("enabled", "disabled"), ACCOUNTS
     )
 ]
-# The endpoint path's switches (docs/architecture.md §13), against the mode and the accounts they interact with.
+# CreateEndpoints (docs/architecture.md §13), against the mode and the accounts it interacts with. ConnectPath changes
+# no role: an instance's eic-guard:connect-path tag may choose the endpoint path whatever it says.
 COMBINATIONS += [
     {
         "Mode": mode,
@@ -62,12 +63,9 @@ COMBINATIONS += [
         "Accounts": ACCOUNTS[accounts],
         "OrganizationId": ORGANIZATION_ID if accounts == "organization" else "",
         "ConnectPath": path,
-        "CreateEndpoints": create,
+        "CreateEndpoints": "true",
     }
-    for mode, path, create, accounts in itertools.product(
-        ("report", "remediate"), ("auto", "public", "endpoint"), ("true", "false"), ("own", "listed")
-    )
-    if (path, create) != ("auto", "false")  # the default, above
+    for mode, path, accounts in itertools.product(("report", "remediate"), ("auto", "public"), ACCOUNTS)
 ]
 
 

@@ -467,17 +467,16 @@ def test_connect_policy_pushes_keys_only_as_ec2_user_to_opted_in_instances(path)
     assert string_equals(push[0]) == {"aws:ResourceTag/eic-guard:managed": "true", "ec2:osuser": "ec2-user"}
     assert set(push[0]["Condition"]) == {"StringEquals"}
     # (ec2:DescribeVpcs: EC2 Instance Connect needs it to connect to an instance's IPv6 address; the endpoint path
-    # finds the endpoint of the instance's VPC)
-    endpoint_reads = [] if path == "public" else ["ec2:DescribeInstanceConnectEndpoints"]
-    assert sorted(others) == sorted(["ec2:DescribeInstances", "ec2:DescribeVpcs", *endpoint_reads])
+    # finds the endpoint of the instance's VPC - whatever ConnectPath says, an instance's tag may choose that path)
+    assert sorted(others) == ["ec2:DescribeInstanceConnectEndpoints", "ec2:DescribeInstances", "ec2:DescribeVpcs"]
     assert all(s["Resource"] == "*" for s in document["Statement"] if s not in push + tunnel)
     assert template()["Outputs"]["ConnectPolicyArn"]["Value"] == {"Ref": "ConnectPolicy"}
-    assert len(tunnel) == (0 if path == "public" else 1)
+    assert len(tunnel) == 1
 
 
-@pytest.mark.parametrize("path", ["auto", "endpoint"])
+@pytest.mark.parametrize("path", ["public", "auto", "endpoint"])
 def test_connect_policy_opens_tunnels_to_ssh_only_for_an_hour_at_most(path):
-    # Given the ConnectPolicy of a stack whose instances may take the endpoint path
+    # Given the ConnectPolicy of a stack (with ConnectPath=public too, a tagged instance may take the endpoint path)
     document = connect_policy(ConnectPath=path)
 
     # When its tunnel statement is read
@@ -529,8 +528,6 @@ FAN_OUT_ENVIRONMENT = SHARED_ENVIRONMENT | {
     "EIC_GUARD_TAG_VALUE": {"TagValue"},
     "EIC_GUARD_MODE": {"Mode"},
     "EIC_GUARD_REMEDIATE_PUBLIC_IP": {"RemediatePublicIp"},
-    "EIC_GUARD_CONNECT_PATH": {"ConnectPath"},
-    "EIC_GUARD_CREATE_ENDPOINTS": {"CreateEndpoints"},
     "EIC_GUARD_TAG_INSTANCES": {"TagInstances"},
     "EIC_GUARD_ACCOUNTS": {"Accounts"},
     "EIC_GUARD_MEMBER_ROLE_NAME": {"MemberRoleName"},
@@ -541,6 +538,8 @@ CHECK_ENVIRONMENT = FAN_OUT_ENVIRONMENT | {
     "EIC_GUARD_SECURITY_HUB_FINDINGS": {"SecurityHubFindings"},
     "EIC_GUARD_ALLOWED_IMAGES": {"AllowedImages"},
     "EIC_GUARD_OWNER_TAGS": {"OwnerTags"},
+    "EIC_GUARD_CONNECT_PATH": {"ConnectPath"},
+    "EIC_GUARD_CREATE_ENDPOINTS": {"CreateEndpoints"},
 }
 OWN_ROLE_ARNS = {
     f"{f}Role.Arn"

@@ -7,7 +7,7 @@ import io
 from datetime import UTC, datetime
 
 import pytest
-from eic_guard.checks import CHECK_IDS
+from eic_guard.checks import check_ids_for
 from eic_guard.outputs.csv_rows import COLUMNS, write_csv
 from eic_guard.outputs.report import (
     ActionEntry,
@@ -92,7 +92,7 @@ def test_each_row_names_the_instance_its_owners_what_to_do_and_its_warnings():
     # Then the header is the documented one, and each of the instance's rows says who it is
     assert list(rows[0]) == list(COLUMNS)
     first = [r for r in rows if r["instance_id"] == "i-01"]
-    assert [r["check"] for r in first] == list(CHECK_IDS)
+    assert [r["check"] for r in first] == list(check_ids_for("public"))
     assert {(r["account_alias"], r["name"], r["tags"]) for r in first} == {
         ("acme-prod", 'web, "open" world', "Owner=alice;Team=payments")
     }

@@ -49,7 +49,6 @@ class Deployment:
     security_hub: bool = False
     accounts: str = ""  # "" (this account only), "organization", or a comma list of account ids
     forward_events: bool = True  # member/template.yaml: CentralEventBusArn given (the member accounts' events)
-    connect_path: str = "auto"  # auto | public | endpoint (docs/architecture.md §13)
     create_endpoints: bool = False
 
     @property
@@ -65,14 +64,9 @@ class Deployment:
         return self.remediate and self.tag_instances
 
     @property
-    def endpoint_path(self) -> bool:
-        """Some instance may take the EC2 Instance Connect Endpoint path (ConnectPath is not `public`)."""
-        return self.connect_path != "public"
-
-    @property
-    def endpoint_writes(self) -> bool:
-        """Remediate mode may create an endpoint (and its group) in a VPC that lacks one."""
-        return self.remediate and self.create_endpoints and self.endpoint_path
+    def endpoint_creation(self) -> bool:
+        """Remediate mode may create an EC2 Instance Connect Endpoint (and its group) in a VPC that lacks one."""
+        return self.remediate and self.create_endpoints
 
     @property
     def members(self) -> bool:
@@ -93,7 +87,6 @@ class Deployment:
             security_hub=params.get("SecurityHubFindings", "disabled") == "enabled",
             accounts=params.get("Accounts", ""),
             forward_events=bool(params.get("CentralEventBusArn", "x")),
-            connect_path=params.get("ConnectPath", "auto"),
             create_endpoints=params.get("CreateEndpoints", "false") == "true",
         )
 
@@ -140,48 +133,51 @@ def _check_reads(check) -> tuple[str, ...]:
     return tuple(a for a in check.PERMISSIONS if a not in INVENTORY_PERMISSIONS and a != "ec2:DescribeAddresses")
 
 
-# The EC2 Instance Connect Endpoint path (docs/architecture.md §13). The endpoints are read once per target with a
-# paginator whenever an instance may take that path; eic-guard-eice-ssh, the group attached to an instance on that
-# path, is created, filled and attached with the same calls (and statements) as eic-guard-ssh. Only with
-# CreateEndpoints=true in remediate mode: the endpoint eic-guard creates in a VPC that has none, its own group
-# eic-guard-eice (the default allow-all egress rule revoked, TCP 22 to eic-guard-eice-ssh added), and the
-# service-linked role EC2 creates with the first endpoint of an account (EC2 User Guide, "Grant permissions to use EC2
-# Instance Connect Endpoint": https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/permissions-for-ec2-instance-connect-endpoint.html
-# lists ec2:CreateNetworkInterface and iam:CreateServiceLinkedRole among the caller's permissions). Nothing in a role
-# deletes an endpoint: `eic-guard cleanup` runs with the person's own credentials.
-DESCRIBE_ENDPOINTS = "ec2:DescribeInstanceConnectEndpoints"
+# The EC2 Instance Connect Endpoint path (docs/architecture.md §13), whatever ConnectPath says (an instance's
+# eic-guard:connect-path tag may choose it): the endpoints are read once per target with a paginator, and their
+# network interfaces' addresses with the interface describe. eic-guard-eice-ssh, the group attached to an instance on
+# that path, is created, filled and attached with the same calls (and statements) as eic-guard-ssh; the TCP 22 egress
+# rule of eic-guard-eice (the group of an endpoint eic-guard created) is restored in remediate mode. Only with
+# CreateEndpoints=true in remediate mode: the endpoint eic-guard creates in a VPC that has none, its group
+# eic-guard-eice (created tagged, its default allow-all egress rule revoked), and the service-linked role EC2 creates
+# with the first endpoint of an account (the EC2 User Guide's "Grant permissions to use EC2 Instance Connect Endpoint",
+# https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/permissions-for-ec2-instance-connect-endpoint.html, lists
+# ec2:CreateNetworkInterface and iam:CreateServiceLinkedRole among the caller's permissions). Nothing in a role
+# deletes an endpoint: no code path of the functions does (a failed one is reported); `eic-guard cleanup` runs with
+# the person's own credentials.
+ENDPOINT_READS = ("ec2:DescribeInstanceConnectEndpoints", "ec2:DescribeNetworkInterfaces")
 ENDPOINT_CREATION = (
     "ec2:CreateInstanceConnectEndpoint",
     "ec2:CreateNetworkInterface",
     "ec2:CreateSecurityGroup",
     "ec2:CreateTags",
-    "ec2:AuthorizeSecurityGroupEgress",
     "ec2:RevokeSecurityGroupEgress",
     "iam:CreateServiceLinkedRole",
 )
 ENDPOINT_SERVICE = "ec2-instance-connect.amazonaws.com"  # the service-linked role AWSServiceRoleForEC2InstanceConnect
 
 
-def _endpoint_path(d: Deployment) -> bool:
-    return d.endpoint_path
-
-
-def _endpoint_writes(d: Deployment) -> bool:
-    return d.endpoint_writes
+def _endpoint_creation(d: Deployment) -> bool:
+    return d.endpoint_creation
 
 
 _ENDPOINTS = (
     Call(
-        (DESCRIBE_ENDPOINTS,),
+        ENDPOINT_READS,
         IN_ACCOUNT,
-        "aws/inventory.py: the target's endpoints, one paginated describe (checks/endpoint_present.py)",
-        _endpoint_path,
+        "aws/inventory.py: the target's endpoints (one paginated describe) and their interfaces' addresses",
+    ),
+    Call(
+        ("ec2:AuthorizeSecurityGroupEgress",),
+        IN_ACCOUNT,
+        "checks/endpoint_ssh_egress.py, endpoint_present.py: TCP 22 out of eic-guard-eice to eic-guard-eice-ssh",
+        lambda d: d.remediate,
     ),
     Call(
         ENDPOINT_CREATION,
         IN_ACCOUNT,
         "checks/endpoint_present.py (aws/gateway.py): eic-guard-eice and the endpoint, tagged on create",
-        _endpoint_writes,
+        _endpoint_creation,
     ),
 )
 

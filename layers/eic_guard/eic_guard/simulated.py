@@ -136,6 +136,39 @@ class SimulatedAccount:
                     )
         return acl
 
+    # ---- EC2 Instance Connect Endpoints (simulated_eice.py teaches moto the API) ----------------------------------
+    def instance_connect_endpoint(
+        self,
+        subnet_id: str,
+        group_ids: list[str] | None = None,
+        *,
+        preserve_client_ip: bool = False,
+        ip_address_type: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> dict:
+        """An endpoint in `subnet_id` with `group_ids` (none: the VPC's default group), as CreateInstanceConnectEndpoint
+        answers it (`create-in-progress`; the next describe shows it `create-complete`)."""
+        kwargs: dict[str, Any] = {"SubnetId": subnet_id, "PreserveClientIp": preserve_client_ip}
+        if group_ids:
+            kwargs["SecurityGroupIds"] = group_ids
+        if ip_address_type:
+            kwargs["IpAddressType"] = ip_address_type
+        if tags:
+            kwargs["TagSpecifications"] = [
+                {"ResourceType": "instance-connect-endpoint", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+            ]
+        return self.ec2.create_instance_connect_endpoint(**kwargs)["InstanceConnectEndpoint"]
+
+    def egress_group(self, network: Network, name: str, permissions: list[dict]) -> str:
+        """A group with exactly `permissions` as egress (its default allow-all egress rule revoked)."""
+        group_id = self.ec2.create_security_group(GroupName=name, Description=name, VpcId=network.vpc_id)["GroupId"]
+        self.ec2.revoke_security_group_egress(
+            GroupId=group_id, IpPermissions=[{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
+        )
+        if permissions:
+            self.ec2.authorize_security_group_egress(GroupId=group_id, IpPermissions=permissions)
+        return group_id
+
     # ---- instances --------------------------------------------------------------------------------------------
     def launch_drifted(self, network: Network, *, subnet_id: str | None = None, public_ip: bool = True) -> str:
         """One opted-in AL2023 instance in `network` (its public subnet unless told) with only the application

@@ -21,6 +21,7 @@ SILENT = ("pass", "not-applicable")
 EIC_PREREQUISITES = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ec2-instance-connect-prerequisites.html"
 EIC_INSTALL = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ec2-instance-connect-set-up.html"
 EIC_ENDPOINT = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/connect-with-ec2-instance-connect-endpoint.html"
+EICE_SECURITY_GROUPS = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/eice-security-groups.html"
 ELASTIC_IP = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/elastic-ip-addresses-eip.html"
 IMDS_OPTIONS = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/configuring-IMDS-existing-instances.html"
 INTERNET_GATEWAY = "https://docs.aws.amazon.com/vpc/latest/userguide/VPC_Internet_Gateway.html"
@@ -37,6 +38,9 @@ DOCS = {
     "imds-enabled": IMDS_OPTIONS,
     "internet-route": INTERNET_GATEWAY,
     "network-acl": NACL_RULES,
+    "endpoint-present": EIC_ENDPOINT,
+    "endpoint-ssh-ingress": EICE_SECURITY_GROUPS,
+    "endpoint-ssh-egress": EICE_SECURITY_GROUPS,
 }
 
 

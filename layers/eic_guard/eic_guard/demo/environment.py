@@ -10,6 +10,7 @@ from contextlib import contextmanager
 
 from moto.server import ThreadedMotoServer
 
+from .. import simulated_eice
 from ..settings import ENV_PREFIX
 
 IP_RANGES_ENV = "EIC_GUARD_DEMO_IP_RANGES"  # the one EIC_GUARD_* variable the demo keeps (its own)
@@ -73,6 +74,7 @@ def demo_environment(endpoint: str) -> dict[str, str | None]:
 @contextmanager
 def simulated_aws() -> Iterator[str]:
     """A fresh moto server on 127.0.0.1 with boto3 pointed at it; always stopped and the environment restored."""
+    simulated_eice.install()  # the EC2 Instance Connect Endpoint API moto lacks (docs/architecture.md §13)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     with quiet_loggers("werkzeug"):
         server.start()

@@ -31,7 +31,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from ..checks import CHECK_IDS
+from ..checks import CHECK_IDS, check_ids_for
 from .report import SHORT_IDS, STATUS_LABEL, WARNING_CHECKS, InstanceEntry, Report, split_warning
 
 AMBER = "orange1"  # xterm 214 (#ffaf00), the 256-colour closest to amber; 16-colour terminals get yellow
@@ -143,13 +143,15 @@ def _instance_table(report: Report, entries: list[InstanceEntry], layout: Layout
         if several_regions:
             table.add_column("region", no_wrap=True)
         table.add_column("verdict", no_wrap=True)
-    for check_id in CHECK_IDS:
+    # The checks some instance is reported with: the endpoint path's columns only when an instance takes it.
+    shown = [c for c in CHECK_IDS if any(c in e.checks for e in entries)] or list(check_ids_for("public"))
+    for check_id in shown:
         table.add_column(SHORT_IDS.get(check_id, check_id) if layout.short_ids else check_id, no_wrap=True)
     for entry in entries:
         warned = warned_checks(entry)
         checks = [
             _status(entry.checks[c].status, c in warned, layout.two_line_status) if c in entry.checks else Text("")
-            for c in CHECK_IDS
+            for c in shown
         ]
         account = report.account_label(entry.account_id)
         if layout.stacked:
