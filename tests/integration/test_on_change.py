@@ -23,7 +23,7 @@ import pytest
 from eic_guard.aws import clients as aws_clients
 from eic_guard.aws.clients import AwsClients
 from eic_guard.observability import logger as powertools_logger
-from eic_guard.ranges.state import DynamoDbStateStore, RangesState
+from eic_guard.ranges.state import STATE_ITEM_ID, DynamoDbStateStore, RangesState
 from eic_guard.simulated import Network, SimulatedAccount, member_session
 
 from tests.aws_views import eni_groups, metadata_endpoint, primary_eni_id
@@ -668,6 +668,27 @@ def test_an_unreadable_ip_ranges_state_fails_the_records_to_check(fleet, ec2, in
     assert response == failures(1)
     (line,) = logs.lines("change event failed")
     assert line["reason"].startswith("the ip-ranges state cannot be read")
+    assert fleet.untouched(ec2, fleet.a)
+
+
+def test_a_corrupt_ip_ranges_state_fails_the_records_to_check_naming_what_is_wrong(fleet, ec2, invoke, logs):
+    # Given a state item that is valid JSON with a prefix that is not a CIDR
+    document = json.dumps({"sync_token": "1787411825", "current": {REGION: ["1.2.3.4/33"]}})
+    boto3.client("dynamodb", REGION).put_item(
+        TableName=TABLE,
+        Item={"id": {"S": STATE_ITEM_ID}, "sync_token": {"S": "1787411825"}, "document": {"S": document}},
+    )
+
+    # When an event arrives
+    response = invoke(state_change(fleet.a))
+
+    # Then its record fails (delivered again once the nightly run or a refresh has rebuilt the state), nothing changed
+    assert response == failures(1)
+    (line,) = logs.lines("change event failed")
+    assert line["reason"] == (
+        "the ip-ranges state is corrupt (current: '1.2.3.4/33' is not a CIDR prefix: '1.2.3.4/33' does not appear "
+        "to be an IPv4 or IPv6 network): the nightly run or a refresh rebuilds it"
+    )
     assert fleet.untouched(ec2, fleet.a)
 
 

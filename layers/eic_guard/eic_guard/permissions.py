@@ -266,6 +266,12 @@ _SECURITY_HUB = (
         lambda d: d.security_hub,
     ),
     Call(
+        ("securityhub:DescribeHub",),
+        (WORKER, MEMBER),
+        "verify/probes.py: the verify job checks that Security Hub is enabled in each target (eic-guard verify)",
+        lambda d: d.security_hub,
+    ),
+    Call(
         LEDGER_PERMISSIONS,
         (WORKER, ON_CHANGE),
         "outputs/security_hub/ledger.py: the open findings, findings/ of the reports bucket",
@@ -315,11 +321,7 @@ _STACK = (
         "Lambda's event source mapping: OnChangeQueue only",
     ),
     Call(("lambda:InvokeFunction",), (STATE_MACHINE,), "statemachine/eic_guard.asl.json: Plan, the worker, Aggregate"),
-    Call(
-        ("s3:GetObject", "s3:PutObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"),
-        (STATE_MACHINE,),
-        "statemachine/eic_guard.asl.json: the Distributed Maps' ItemReader and ResultWriter (runs/)",
-    ),
+    Call(("s3:GetObject",), (STATE_MACHINE,), "statemachine/eic_guard.asl.json: the Distributed Maps' ItemReader"),
     Call(
         ("states:StartExecution", "states:DescribeExecution", "states:StopExecution"),
         (STATE_MACHINE,),
