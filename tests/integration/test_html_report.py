@@ -898,3 +898,33 @@ def test_an_account_link_shows_only_that_accounts_instances(tmp_path):
     assert order == ["i-0a00000000000005", "i-0a00000000000004", "i-0a00000000000006"]
     [count] = [n for n in _all_nodes(dom) if n.attrs.get("id") == "count"]
     assert count.text() == "instances 1\u20133 of 3 (filtered from 6)"
+
+
+def test_an_instance_row_carries_its_connect_path_and_command():
+    # Given a compliant instance on the endpoint path (docs/architecture.md §13) and one without a path
+    from eic_guard.outputs.html import StringTable, instance_row
+
+    command = "aws ec2-instance-connect ssh --instance-id i-0e --region us-east-1 --connection-type eice"
+    entry = InstanceEntry(
+        instance_id="i-0e",
+        account_id="123456789012",
+        region=REGION,
+        vpc_id="vpc-1",
+        verdict="compliant",
+        checks=every_check(),
+        actions=[],
+        connect_path="endpoint",
+        connect_command=command,
+    )
+    strings = StringTable()
+
+    # When both become rows of the page's data island
+    row = instance_row(entry, strings)
+    bare = instance_row(entry.model_copy(update={"connect_path": None, "connect_command": None}), strings)
+
+    # Then the row names the path (by the strings island) and the command; a row without them is as before
+    assert strings.texts()[row[12]] == "endpoint" and row[13] == command
+    assert len(bare) < 13
+    # And the page's script shows both (a path line under the VPC, a connect line with the command)
+    html = render_html(known_report())
+    assert '"path " + r.path' in html and 'el("code", "", r.command)' in html

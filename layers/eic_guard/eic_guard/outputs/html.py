@@ -84,12 +84,12 @@ const linked = (parent, text) => { let last = 0;
   parent.append(text.slice(last)); };
 const s = (i) => (i >= 0 ? str[i] : "");
 // A raw row: [account, region, instance, name, [tag], vpc, verdict, statuses, [[check, reason, guidance]], [warning],
-// [[status, action, resource, detail]], excluded]; numbers index the strings island (-1: none).
+// [[status, action, resource, detail]], excluded, path, connect command]; numbers index the strings island (-1: none).
 const rows = raw.map((r) => ({account: s(r[0]), region: s(r[1]), id: r[2], name: r[3] || "",
   tags: (r[4] || []).map(s), vpc: s(r[5] ?? -1), verdict: meta.verdicts[r[6]], statuses: r[7],
   details: (r[8] || []).map(([c, reason, g]) => [c, s(reason), s(g)]), warnings: (r[9] || []).map(s),
   actions: (r[10] || []).map(([st, action, resource, detail]) => [s(st), s(action), resource, s(detail)]),
-  excluded: s(r[11] ?? -1)}));
+  excluded: s(r[11] ?? -1), path: s(r[12] ?? -1), command: r[13] || ""}));
 const label = (account) => meta.labels[account] || account;
 let haystacks = null;
 const haystack = (r) => [label(r.account), r.region, r.id, r.name, ...r.tags, r.vpc, r.verdict,
@@ -117,6 +117,7 @@ const apply = () => {
 const drawRow = (r) => {
   const tr = el("tr", "v-" + r.verdict);
   const where = el("td", "nowrap"); where.append(label(r.account), el("br"), r.region, el("br"), r.vpc);
+  if (r.path) where.append(el("br"), el("span", "path", "path " + r.path));
   const who = el("td", "who"); who.append(el("div", "name", r.name));
   if (r.tags.length) { const owner = el("div", "owner");
     r.tags.forEach((t, i) => { if (i) owner.append(el("br")); owner.append(t); }); who.append(owner); }
@@ -139,6 +140,8 @@ const drawRow = (r) => {
   for (const w of r.warnings) notes.append(el("li", "warn", "warning: " + w));
   for (const [status, action, resource, detail] of r.actions)
     notes.append(el("li", "", status + ": " + action + " " + resource + " \u2014 " + detail));
+  if (r.command) {
+    const li = el("li", "connect", "connect: "); li.append(el("code", "", r.command)); notes.append(li); }
   const reasons = el("td", "reasons"); reasons.append(notes); tr.append(reasons);
   return tr; };
 const draw = () => {
@@ -276,6 +279,8 @@ def instance_row(entry: InstanceEntry, strings: StringTable) -> list:
         [of(w) for w in entry.warnings],
         [[of(a.status), of(a.action), a.resource, of(a.detail)] for a in entry.actions],
         of(entry.excluded_reason),
+        of(entry.connect_path),  # docs/architecture.md §13
+        entry.connect_command or "",  # one per instance: not worth the strings island
     ]
     while row and row[-1] in (-1, [], ""):
         row.pop()
