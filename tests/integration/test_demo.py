@@ -155,6 +155,7 @@ def test_each_demo_scenario_is_named_owned_guided_and_warned_exactly(demo_run):
         "excluded": 1,
         "errors": 0,
         "warnings": 1,
+        "connect_paths": {"public": 22},
     }
 
 
@@ -198,7 +199,7 @@ def test_demo_runs_the_final_scan_as_ci_and_fails_it_on_ssh_open_to_the_internet
     # Then the CI scan wrote SARIF and --fail-on warning failed it on web-open-world alone
     assert "eic-guard scan --region us-east-1 --ip-ranges ip-ranges-2026-08-22.json --fail-on warning" in section
     assert re.search(
-        r"exit code 1; SARIF 2\.1\.0: 6 rules, \d+ failing \(instance, check\) results, 1 warning: "
+        r"exit code 1; SARIF 2\.1\.0: 9 rules, \d+ failing \(instance, check\) results, 1 warning: "
         r"web-open-world \(eic-ssh-ingress\)",
         section,
     )
