@@ -264,7 +264,7 @@ def aggregate(spec: dict, calls: ApiCalls, control: Control) -> dict:
     control.latency(0)
     base, targets = _write_manifest({**spec, "apply_ranges": False})
     s3 = boto3.client("s3", region_name="us-east-1")
-    samples = RunObjects(s3, spec["bucket"], spec["sample_run_id"]).results()
+    samples, _ = RunObjects(s3, spec["bucket"], spec["sample_run_id"]).results()
     objects = RunObjects(s3, spec["bucket"], base["run_id"])
     for k, target in enumerate(targets):  # copies of real worker results, one per target of this run
         document = json.loads(json.dumps(samples[k % len(samples)]))

@@ -179,3 +179,17 @@ def runs_bucket(aws, monkeypatch) -> str:
     boto3.client("s3", REGION).create_bucket(Bucket=RUNS_BUCKET)
     monkeypatch.setenv("EIC_GUARD_REPORTS_BUCKET", RUNS_BUCKET)
     return RUNS_BUCKET
+
+
+@pytest.fixture
+def state_machine(aws, monkeypatch):
+    """Deploys the stack's state machine in moto's Step Functions engine (tests/step_functions.py); call it once the
+    test's EIC_GUARD_* settings are in the environment: `machine = state_machine(context_for=...)`."""
+    from tests.step_functions import StateMachine
+
+    def deploy(**options) -> StateMachine:
+        machine = StateMachine(**options)
+        machine.install(monkeypatch)
+        return machine.deploy()
+
+    return deploy

@@ -182,11 +182,33 @@ CORRUPT_ITEMS = {
     "not-json": {"document": {"S": '{"sync_token": "1787411825", "current": {"us-east-1": ['}},
     "wrong-shape": {"document": {"S": json.dumps({"sync_token": "1787411825", "current": {"us-east-1": 7}})}},
     "no-document": {"state": {"S": "1787411825"}},
+    # valid JSON of the right shape, with a value that is not what it claims to be
+    "bad-cidr": {"document": {"S": json.dumps({"sync_token": "1787411825", "current": {"us-east-1": ["1.2.3.4/33"]}})}},
+    "bad-clock-prefix": {
+        "document": {
+            "S": json.dumps(
+                {
+                    "sync_token": "1787411825",
+                    "current": {},
+                    "last_seen": {"us-east-1": {"nowhere": "2026-08-22T00:00:00Z"}},
+                }
+            )
+        }
+    },
+    "non-numeric-token": {"document": {"S": json.dumps({"sync_token": "yesterday", "current": {}})}},
+}
+CORRUPTION_REASONS = {
+    "not-json": "Invalid JSON",
+    "wrong-shape": "current.us-east-1: Input should be a valid array",
+    "no-document": "the item has no document",
+    "bad-cidr": "current: '1.2.3.4/33' is not a CIDR prefix",
+    "bad-clock-prefix": "last_seen: 'nowhere' is not a CIDR prefix",
+    "non-numeric-token": "sync_token: 'yesterday' is not a number",
 }
 
 
 @pytest.mark.parametrize("corruption", list(CORRUPT_ITEMS))
-def test_unreadable_state_is_reported_and_the_scan_runs_with_the_downloaded_prefixes(
+def test_corrupt_state_is_rebuilt_from_the_verified_download_alerted_once_and_the_scan_runs(
     faults: FaultInjector, nightly: Nightly, capsys, corruption
 ):
     # Given the managed group at 2026-08-22, a corrupt state item, and AWS serving 2026-08-22
@@ -204,16 +226,59 @@ def test_unreadable_state_is_reported_and_the_scan_runs_with_the_downloaded_pref
     # Then it scanned every instance with the downloaded prefixes and stored the report
     assert result["ip_ranges"]["sync_token"] == str(NEWEST_TOKEN)
     assert_scanned_and_published(nightly, result)
-    # And the unreadable state is reported, alerted and counted
-    assert result["refresh"]["status"] == "failed"
-    assert result["refresh"]["reason"] == "state-unreadable"
-    assert any("state-unreadable" in alert for alert in nightly.alerts())
-    assert rejections(capsys.readouterr().out) == ["state-unreadable"]
+    # And the state was rebuilt from the verified download: the catch-up applied, the item is a valid state again
+    assert result["refresh"]["status"] == "applied", result["refresh"]
+    state = nightly.store.load()
+    assert state.corrupt is None
+    assert (state.sync_token, state.current) == (str(NEWEST_TOKEN), {REGION: sorted(US_EAST_1)})
+    # And the corruption is alerted, with what was wrong, and counted
+    [alert] = nightly.alerts()
+    assert "the stored ip-ranges state was corrupt (" in alert
+    assert CORRUPTION_REASONS[corruption] in alert
+    assert f"rebuilt from a verified download of ip-ranges.json (synctoken {NEWEST_TOKEN})" in alert
+    assert rejections(capsys.readouterr().out) == ["state-corrupt"]
     # And the managed group's rules are unchanged
     assert ingress_of(nightly.group) == eic_rules(REGION, *US_EAST_1)
 
-    # And the next night changes nothing in EC2
-    assert_second_night_changes_nothing(faults, nightly, "state-unreadable")
+    # And the next night changes nothing, alerts nothing and counts nothing
+    faults.clear()
+    again = run_nightly("second-night")
+    assert faults.writes(service="ec2") == []
+    assert again["summary"]["compliant"] == 2
+    assert again["refresh"]["status"] == "applied" and again["refresh"]["alerts"] == []
+    assert nightly.alerts() == []
+    assert rejections(capsys.readouterr().out) == []
+    assert ingress_of(nightly.group) == eic_rules(REGION, *US_EAST_1)
+
+
+def test_corrupt_state_in_report_mode_is_reset_alerted_once_and_nothing_is_written_to_ec2(
+    faults: FaultInjector, nightly: Nightly, capsys, monkeypatch
+):
+    # Given report mode, a state item with a bad CIDR, and AWS serving 2026-08-22
+    monkeypatch.setenv("EIC_GUARD_MODE", "report")
+    apply_stored(nightly, "2026-08-22")
+    boto3.client("dynamodb", REGION).put_item(
+        TableName=TABLE,
+        Item={"id": {"S": STATE_ITEM_ID}, "sync_token": {"S": str(NEWEST_TOKEN)}, **CORRUPT_ITEMS["bad-cidr"]},
+    )
+    nightly.serve(snapshot_bytes("2026-08-22"))
+    faults.clear()
+
+    # When the nightly scan runs
+    result = run_nightly("night-1")
+
+    # Then it wrote nothing to EC2, scanned both instances and planned the fix
+    assert faults.writes(service="ec2") == []
+    assert result["summary"]["instances"] == 2
+    # And the corrupt item is now "no file applied yet" (what the refresh function records next), alerted once
+    state = nightly.store.load()
+    assert (state.corrupt, state.sync_token, state.current) == (None, None, {})
+    [alert] = nightly.alerts()
+    assert "the stored ip-ranges state was corrupt (current: '1.2.3.4/33' is not a CIDR prefix" in alert
+    assert "reset to no file applied" in alert
+    run_nightly("night-2")
+    assert faults.writes(service="ec2") == []
+    assert not any("corrupt" in a for a in nightly.alerts())
 
 
 # ---- a concurrent refresh advancing the state between our read and our write -----------------------------------

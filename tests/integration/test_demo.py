@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 from eic_guard.cli import main as eic_guard
-from eic_guard.demo import environment, organization, runner, scenarios
+from eic_guard.demo import deployment, environment, organization, runner, scenarios
 
 MANAGEMENT = "123456789012"  # moto's default account: the demo's own credentials act there
 STOREFRONT = {"Owner": "alice@example.com", "Team": "storefront"}
@@ -283,6 +283,31 @@ def test_demo_fixes_what_it_can_and_reports_the_rest(demo_run):
 
 
 @pytest.mark.e2e
+def test_demo_verifies_a_simulated_deployment_healthy_then_broken(demo_run):
+    # Given the demo's last acts: the stack deployed (simulated) in the organization, verified twice
+    healthy_at, broken_at = (demo_run.out.index(h) for h in deployment.VERIFY_HEADINGS)
+    healthy, broken = demo_run.out[healthy_at:broken_at], demo_run.out[broken_at:]
+    payments = re.search(r"^  (\d{12})  payments ", demo_run.out, re.MULTILINE).group(1)
+
+    # Then the healthy deployment is all good: every call of the three targets allowed but the two writes that need
+    # a managed group the management account does not have
+    assert "(eic-guard verify exit code 0)" in healthy
+    assert " ".join(healthy.split()).count("3 of 3 targets answered; probes: 46 allowed, 2 untested") == 1
+    assert "all good: 9 ok, 0 failing, 1 warnings, 3 skipped" in healthy
+    # And the broken one fails on exactly the two things broken, each named with what to do
+    assert "(eic-guard verify exit code 1)" in broken
+    failing = re.findall(r"^FAIL  (\S+)\s+(\S+(?: \S+)*)\s{2,}", broken, re.MULTILINE)
+    assert failing == [
+        ("alerts-subscription", "eic-guard-AlertsTopic"),
+        ("alerts-subscription", "email:security@example.com"),
+        ("permission", "member role ec2:ModifyInstanceMetadataOptions"),
+    ]
+    words = " ".join(broken.split())
+    assert f"denied in 1 target: {payments}/us-east-1: UnauthorizedOperation" in words
+    assert "→ open the confirmation message SNS sent to security@example.com and confirm" in words
+    assert "UNEXPECTED" not in demo_run.out
+
+
 def test_demo_without_ip_ranges_file_is_a_usage_error(monkeypatch, tmp_path, capsys):
     # Given
     monkeypatch.setenv(environment.IP_RANGES_ENV, str(tmp_path / "missing.json"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
 import shutil
@@ -249,22 +251,51 @@ def test_page_loads_nothing_from_outside(page):
     # Given the page of a known report
     dom = parse(page)
 
-    # When its tags and styles are inspected
+    # When its tags, scripts and styles are inspected
     tags = {node.tag for node in _all_nodes(dom)}
+    scripts = dom.find_all("script")
+    [style] = dom.find_all("style")
+    [csp] = [m for m in dom.find_all("meta") if m.attrs.get("http-equiv") == "Content-Security-Policy"]
 
-    # Then it is a whole page, with no script, external stylesheet, image, frame or font, and nothing loaded
+    # Then it is a whole page, with no external stylesheet, image, frame or font, and no src anywhere
     assert {"html", "head", "style", "body", "svg", "table"} <= tags
-    assert not tags & {"script", "link", "img", "iframe", "object", "embed"}
-    assert "<script" not in page.lower()
+    assert not tags & {"link", "img", "iframe", "object", "embed"}
     assert not re.search(r"""\bsrc\s*=""", page, re.IGNORECASE)
     assert not re.search(r"@import|url\(", page, re.IGNORECASE)
-    # And the only absolute URLs are the SVG namespace, which is never fetched, and the guidance's documentation
-    # links, followed only when clicked, without opener or referrer
-    assert re.findall(r"https?://[^\s\"'<>]+", page) == ["http://www.w3.org/2000/svg", AMI_DOC, AMI_DOC]
-    links = [node for node in _all_nodes(dom) if "href" in node.attrs]
-    assert {node.tag for node in links} == {"a"}
-    remote = [node for node in links if not node.attrs["href"].startswith("#")]
-    assert [(a.attrs["href"], a.attrs.get("rel")) for a in remote] == [(AMI_DOC, "noopener noreferrer")]
+    # And its scripts are three JSON data islands (never executed) and one inline script
+    assert [(s.attrs.get("type"), s.attrs.get("id")) for s in scripts] == [
+        ("application/json", "eic-meta"),
+        ("application/json", "eic-rows"),
+        ("application/json", "eic-strings"),
+        (None, None),
+    ]
+    # And the Content-Security-Policy allows nothing but that style and that script, by their hashes
+    policy = dict(part.strip().split(" ", 1) for part in csp.attrs["content"].split(";"))
+    assert policy == {
+        "default-src": "'none'",
+        "style-src": f"'{sha256(style.text())}'",
+        "script-src": f"'{sha256(scripts[-1].text())}'",
+        "base-uri": "'none'",
+        "form-action": "'none'",
+    }
+    # And the only absolute URLs outside the data are the SVG namespace (never fetched); the guidance's
+    # documentation links are in the data, made links by the script, opened without opener or referrer
+    outside = re.sub(r'<script type="application/json".*?</script>', "", page, flags=re.DOTALL)
+    assert re.findall(r"https?://[^\s\"'<>]+", outside) == ["http://www.w3.org/2000/svg"]
+    assert AMI_GUIDANCE in islands(page)["eic-strings"][0]
+    assert 'a.rel = "noopener noreferrer"' in scripts[-1].text()
+
+
+def sha256(text: str) -> str:
+    return "sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+
+
+def islands(page: str) -> dict[str, object]:
+    """The page's JSON data islands by id."""
+    return {
+        m.group(1): [json.loads(m.group(2))]
+        for m in re.finditer(r'<script type="application/json" id="([\w-]+)">(.*?)</script>', page, re.DOTALL)
+    }
 
 
 def test_summary_cards_show_the_run_counts(page):
@@ -363,27 +394,41 @@ def test_chart_shows_would_fix_in_amber_apart_from_what_fails():
     assert count == "3 (2 would-fix)"
 
 
-def test_instance_table_shows_verdicts_check_statuses_reasons_and_actions(page):
-    # Given the page's instance table
-    [table] = parse(page).find_all("table")
+def instance_rows(dom: Node) -> tuple[list[str], dict[str, Node], list[str]]:
+    """The drawn instance table: its column names, its rows by instance id, the ids in display order."""
+    [table] = [t for t in dom.find_all("table") if t.attrs.get("id") == "instances"]
     header = column_names(table)
-    rows = {row.find_all("td")[0].text(): row for row in table.find_all("tbody")[0].find_all("tr")}
+    rows = [row for row in table.find_all("tbody")[0].find_all("tr")]
+    ids = [row.find_all("td")[1].text() for row in rows]
+    return header, dict(zip(ids, rows, strict=True)), ids
+
+
+def test_instance_table_shows_verdicts_check_statuses_reasons_and_actions(rendered):
+    # Given the instance table the browser drew
+    header, rows, order = instance_rows(rendered)
 
     # When a row is read as header → cell
     def cells(instance_id: str) -> dict[str, Node]:
         return dict(zip(header, rows[instance_id].find_all("td")[: len(header)], strict=False))
 
-    # Then there is one row per instance with its verdict and one column per check
+    # Then there is one row per instance, failures first (error, noncompliant, fixed, compliant, excluded)
     assert header == [
+        "account / region / vpc",
         "instance",
         "name / owner",
-        "region / vpc",
         "verdict",
         *CHECK_IDS,
         "reasons, what to do, actions",
     ]
-    assert [th.text() for th in table.find_all("th")][4:10] == ["ipv4", "ssh", "ami", "imds", "route", "nacl"]
-    assert sorted(rows) == [f"i-0a0000000000000{n}" for n in range(1, 7)]
+    assert [th.text() for th in rendered.find_all("th") if th.attrs.get("data-sort", "").startswith("check")] == [
+        "ipv4",
+        "ssh",
+        "ami",
+        "imds",
+        "route",
+        "nacl",
+    ]
+    assert order == [f"i-0a0000000000000{n}" for n in (5, 3, 4, 2, 1, 6)]
     assert {i: cells(i)["verdict"].text() for i in rows} == {
         "i-0a00000000000001": "compliant",
         "i-0a00000000000002": "fixed",
@@ -392,6 +437,11 @@ def test_instance_table_shows_verdicts_check_statuses_reasons_and_actions(page):
         "i-0a00000000000005": "error",
         "i-0a00000000000006": "excluded",
     }
+    assert _lines(cells("i-0a00000000000003")["account / region / vpc"]) == [
+        "acme-prod (123456789012)",
+        REGION,
+        "vpc-1",
+    ]
     fixed = cells("i-0a00000000000002")
     assert (fixed["eic-ssh-ingress"].text(), fixed["imds-enabled"].text(), fixed["al2023-ami"].text()) == (
         "fixed",
@@ -416,20 +466,23 @@ def test_instance_table_shows_verdicts_check_statuses_reasons_and_actions(page):
     ]
     assert "failed: enable-imds i-0a00000000000005 — UnauthorizedOperation: not allowed" in notes["i-0a00000000000005"]
     assert notes["i-0a00000000000006"] == ["legacy bastion (until 2026-12-31)"]
+    # And the pager says what is shown
+    [count] = [n for n in _all_nodes(rendered) if n.attrs.get("id") == "count"]
+    assert count.text() == "instances 1\u20136 of 6"
 
 
-def test_markup_in_a_reason_is_shown_as_text_not_rendered(page):
-    # Given a reason that contains <b>golden</b>
-    dom = parse(page)
+def test_markup_in_a_reason_is_shown_as_text_not_rendered(page, rendered):
+    # Given a reason and a name that contain markup (<b>golden</b>, <i>legacy</i>)
+    # When the page is read as written, and as the browser drew it
+    bold = [b.text() for b in rendered.find_all("b")]
 
-    # When the page is parsed
-    bold = [b.text() for b in dom.find_all("b")]
-
-    # Then the reason's markup is escaped: no <b> element "golden", and the escaped text appears instead
+    # Then the page holds the markup only as escaped JSON (no text can close its data island)
+    assert "<b>golden</b>" not in page and "<i>legacy</i>" not in page
+    assert "(\\u003cb\\u003egolden\\u003c/b\\u003e-image)" in page
+    # And the browser shows it as text: no <b> element "golden", the reason whole
     assert "golden" not in bold
-    assert "<b>golden</b>" not in page
-    assert "(&lt;b&gt;golden&lt;/b&gt;-image)" in page
-    assert EVIL_REASON in dom.text()
+    assert EVIL_REASON in rendered.text()
+    assert not [i for i in rendered.find_all("i")]
 
 
 def _chromium() -> str:
@@ -467,12 +520,31 @@ PROBE = """<script>
 const box = (cell) => { const r = cell.getBoundingClientRect();
   return {x: Math.round(r.left + scrollX + 2), y: Math.round(r.top + scrollY + 2),
           background: getComputedStyle(cell).backgroundColor, text: cell.textContent}; };
-const warned = document.querySelector("td.warn");
+const warned = document.querySelector("#instances td.warn");
 const out = document.createElement("pre"); out.id = "probe"; out.hidden = true;
 out.textContent = JSON.stringify({warned: box(warned), plain: box(warned.parentElement.querySelector("td.pass"))});
 document.body.appendChild(out);
 </script>"""
-WINDOW = "--window-size=1400,1200"
+WINDOW = "--window-size=1400,2000"  # the summaries come first: the instance table starts below them
+
+
+def without_csp(page: str) -> str:
+    """A copy of the page that a test's probe script may run in (the page's own policy allows only its script)."""
+    return re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", page)
+
+
+def dump_dom(page: str, workdir: Path, *args: str) -> Node:
+    """The DOM chromium has once the page's script drew it."""
+    html_file = workdir / "page.html"
+    html_file.write_text(page, encoding="utf-8")
+    dumped = _headless(_chromium(), workdir / "profile", "--dump-dom", *args, html_file.as_uri())
+    assert dumped.returncode == 0, dumped.stderr[-2000:]
+    return parse(dumped.stdout)
+
+
+@pytest.fixture(scope="module")
+def rendered(page, tmp_path_factory) -> Node:
+    return dump_dom(page, tmp_path_factory.mktemp("rendered"))
 
 
 def png_pixels(data: bytes) -> tuple[int, int, int, list[bytes]]:
@@ -520,7 +592,7 @@ def test_page_renders_in_a_real_headless_browser_with_the_warning_in_amber(page,
     browser = _chromium()
     html_file, probe_file = tmp_path / "report.html", tmp_path / "probe.html"
     html_file.write_text(page, encoding="utf-8")
-    probe_file.write_text(page.replace("</body>", f"{PROBE}</body>"), encoding="utf-8")
+    probe_file.write_text(without_csp(page).replace("</body>", f"{PROBE}</body>"), encoding="utf-8")
     screenshot = tmp_path / "html-report.png"
     scale = "--force-device-scale-factor=1"
 
@@ -587,7 +659,9 @@ def test_the_reasons_column_is_on_a_1280_pixel_screen(tmp_path):
     ]
     probe_file = tmp_path / "probe.html"
     probe_file.write_text(
-        render_html(base.model_copy(update={"instances": instances})).replace("</body>", f"{WIDTH_PROBE}</body>"),
+        without_csp(render_html(base.model_copy(update={"instances": instances}))).replace(
+            "</body>", f"{WIDTH_PROBE}</body>"
+        ),
         encoding="utf-8",
     )
 
@@ -620,11 +694,9 @@ def _lines(node: Node) -> list[str]:
     return lines
 
 
-def test_names_owner_tags_and_guidance_are_shown_and_escaped(page):
-    # Given the page's instance table, read as header -> cell
-    [table] = parse(page).find_all("table")
-    header = column_names(table)
-    rows = {row.find_all("td")[0].text(): row for row in table.find_all("tbody")[0].find_all("tr")}
+def test_names_owner_tags_and_guidance_are_shown_and_escaped(rendered):
+    # Given the drawn instance table, read as header -> cell
+    header, rows, _order = instance_rows(rendered)
 
     def cells(instance_id: str) -> dict[str, Node]:
         return dict(zip(header, rows[instance_id].find_all("td")[: len(header)], strict=False))
@@ -639,37 +711,30 @@ def test_names_owner_tags_and_guidance_are_shown_and_escaped(page):
 
     assert who(world_open["name / owner"]) == ("web-open-world", ["Owner=alice", "Team=payments"])
     assert who(legacy["name / owner"]) == (EVIL_NAME, ["Team=<platform>"])
-    assert "&lt;i&gt;legacy&lt;/i&gt; &amp; co" in page and "<i>legacy</i>" not in page
-    # And the failing check's guidance follows its reason, escaped, its URL a link opened without opener or referrer
+    # And the failing check's guidance follows its reason, its URL a link opened without opener or referrer
     [guidance] = [
         d for d in legacy["reasons, what to do, actions"].find_all("div") if d.attrs.get("class") == "guidance"
     ]
     assert guidance.text() == f"what to do: {AMI_GUIDANCE}"
     [link] = guidance.find_all("a")
     assert (link.attrs["href"], link.attrs["rel"], link.text()) == (AMI_DOC, "noopener noreferrer", AMI_DOC)
-    assert "install ec2-instance-connect &amp; its &lt;deps&gt;:" in page
 
 
-def test_a_passing_check_with_a_warning_is_amber_and_its_warning_is_written_out(page):
-    # Given the page of a report where i-...1 passes eic-ssh-ingress through a rule open to the world
-    dom = parse(page)
-    [table] = dom.find_all("table")
-    header = column_names(table)
-    row = next(
-        r for r in table.find_all("tbody")[0].find_all("tr") if r.find_all("td")[0].text() == "i-0a00000000000001"
-    )
+def test_a_passing_check_with_a_warning_is_amber_and_its_warning_is_written_out(page, rendered):
+    # Given the drawn row of i-...1, which passes eic-ssh-ingress through a rule open to the world
+    header, rows, _order = instance_rows(rendered)
 
     # When its cells are read
-    cells = dict(zip(header, row.find_all("td"), strict=False))
+    cells = dict(zip(header, rows["i-0a00000000000001"].find_all("td"), strict=False))
 
     # Then its eic-ssh-ingress cell says pass! in the amber class, the other checks plain pass
     assert (cells["eic-ssh-ingress"].text(), cells["eic-ssh-ingress"].attrs["class"]) == ("pass!", "check pass warn")
     assert {cells[c].attrs["class"] for c in CHECK_IDS if c != "eic-ssh-ingress"} == {"check pass"}
     # And the warning's text is in the row, amber, not only in a tooltip
-    [warning] = [li for li in row.find_all("li") if li.attrs.get("class") == "warn"]
+    [warning] = [li for li in rows["i-0a00000000000001"].find_all("li") if li.attrs.get("class") == "warn"]
     assert warning.text() == f"warning: {WORLD_OPEN}"
-    assert "(&lt;all&gt;)" in page
-    # And the target note is listed, amber, under its heading
+    # And the target note is listed, amber, under its heading (static: no script needed)
+    dom = parse(page)
     assert "Notes" in [h.text() for h in dom.find_all("h2")]
     notes = [li.text() for li in dom.find_all("li") if li.attrs.get("class") == "warn" and NOTE in li.text()]
     assert notes == [f"acme-prod (123456789012) / {REGION}: {NOTE}"]
@@ -726,7 +791,7 @@ def test_cli_scan_with_html_writes_the_page_of_the_same_run(account, tmp_path, r
     html = html_file.read_text(encoding="utf-8")
     assert html == render_html(report)
     assert good in html and bad in html
-    assert "custom-&lt;b&gt;image&lt;/b&gt;" in html
+    assert "custom-\\u003cb\\u003eimage\\u003c/b\\u003e" in html
     # And nothing but the progress-free run went to standard output
     assert capsys.readouterr().out == ""
 
@@ -768,8 +833,8 @@ def test_cli_html_into_a_missing_directory_is_a_usage_error_before_anything_chan
     assert not missing.exists()
 
 
-def test_an_organization_run_groups_the_instances_by_account(page):
-    # Given the known report's instances spread over two accounts, one of whose regions failed
+def org_report() -> Report:
+    """The known report's instances spread over two accounts, one of whose regions failed."""
     base = known_report()
     member = "210987654321"
     instances = [
@@ -781,22 +846,85 @@ def test_an_organization_run_groups_the_instances_by_account(page):
         TargetEntry(account_id=member, region=REGION, status="ok", error=None, instances=3),
         TargetEntry(account_id=member, region="eu-west-1", status="error", error="region not enabled", instances=0),
     ]
-    report = base.model_copy(update={"instances": instances, "accounts": ["123456789012", member], "targets": targets})
+    return base.model_copy(update={"instances": instances, "accounts": ["123456789012", member], "targets": targets})
+
+
+def summary_table(dom: Node, heading_id: str) -> list[list[str]]:
+    """The rows (cell texts) of the summary table under the heading with this id."""
+    for div in dom.find_all("div"):
+        heads = [h for h in div.elements() if h.tag == "h2" and h.attrs.get("id") == heading_id]
+        if heads:
+            return [[td.text() for td in row.find_all("td")] for row in div.find_all("table")[0].find_all("tr")[1:]]
+    raise AssertionError(f"no table under #{heading_id}")
+
+
+def test_an_organization_run_summarises_accounts_worst_first_and_links_each_to_its_instances():
+    # Given an organization run over two accounts, one of whose regions failed
+    member = "210987654321"
 
     # When the page is rendered
-    tree = parse(render_html(report))
-    headings = [h.text() for h in tree.find_all("h2")]
-    tables = tree.find_all("table")
+    dom = parse(render_html(org_report()))
 
-    # Then an accounts table comes first, then one instance table per account holding only that account's instances
-    assert "Accounts" in headings
-    assert "Instances in account acme-prod (123456789012) (3)" in headings
-    assert f"Instances in account {member} (3)" in headings
-    accounts = {
-        row.find_all("td")[0].text(): [td.text() for td in row.find_all("td")] for row in tables[0].find_all("tr")[1:]
-    }
-    assert accounts[member][1:8] == ["1/2", "3", "0", "0", "1", "1", "0"]
-    assert accounts[member][8] == "eu-west-1: region not enabled"
-    assert accounts["acme-prod (123456789012)"][7] == "1"  # the instance with a warning
-    member_rows = [row.find_all("td")[0].text() for row in tables[2].find_all("tbody")[0].find_all("tr")]
-    assert member_rows == ["i-0a00000000000004", "i-0a00000000000005", "i-0a00000000000006"]
+    # Then the accounts table lists the member account (two errors, a failed region) before the healthier one
+    rows = summary_table(dom, "by-account")
+    assert [row[0] for row in rows] == [member, "acme-prod (123456789012)"]
+    # columns: account, regions ok, instances, compliant, fixed, noncompliant, errors, excluded, warnings, errors
+    assert rows[0][1:] == ["1/2", "3", "0", "0", "1", "1", "1", "0", "eu-west-1: region not enabled"]
+    assert rows[1][8] == "1"  # the instance with a warning
+    # And each account links to the instance table filtered to it
+    links = [a.attrs["href"] for a in dom.find_all("a") if a.attrs["href"].startswith("#account=")]
+    assert links == [f"#account={member}", "#account=123456789012"]
+    # And the regions and checks have their summaries too
+    assert [row[0] for row in summary_table(dom, "by-region")] == [REGION, "eu-west-1"]
+    checks = {row[0]: row[1:] for row in summary_table(dom, "by-check")}
+    assert checks["al2023-ami"][:3] == ["2", "0", "0"]  # fail, would-fix, error
+    assert checks["imds-enabled"][:4] == ["0", "0", "1", "1"]  # ... and fixed
+
+
+def test_an_account_link_shows_only_that_accounts_instances(tmp_path):
+    # Given the organization page, opened at the member account's link
+    member = "210987654321"
+    page = render_html(org_report())
+    html_file = tmp_path / "page.html"
+    html_file.write_text(page, encoding="utf-8")
+
+    # When chromium draws it
+    dumped = _headless(_chromium(), tmp_path / "profile", "--dump-dom", f"{html_file.as_uri()}#account={member}")
+
+    # Then the instance table holds only the member's instances, failures first, and the filter says so
+    assert dumped.returncode == 0, dumped.stderr[-2000:]
+    dom = parse(dumped.stdout)
+    _header, _rows, order = instance_rows(dom)
+    assert order == ["i-0a00000000000005", "i-0a00000000000004", "i-0a00000000000006"]
+    [count] = [n for n in _all_nodes(dom) if n.attrs.get("id") == "count"]
+    assert count.text() == "instances 1\u20133 of 3 (filtered from 6)"
+
+
+def test_an_instance_row_carries_its_connect_path_and_command():
+    # Given a compliant instance on the endpoint path (docs/architecture.md §13) and one without a path
+    from eic_guard.outputs.html import StringTable, instance_row
+
+    command = "aws ec2-instance-connect ssh --instance-id i-0e --region us-east-1 --connection-type eice"
+    entry = InstanceEntry(
+        instance_id="i-0e",
+        account_id="123456789012",
+        region=REGION,
+        vpc_id="vpc-1",
+        verdict="compliant",
+        checks=every_check(),
+        actions=[],
+        connect_path="endpoint",
+        connect_command=command,
+    )
+    strings = StringTable()
+
+    # When both become rows of the page's data island
+    row = instance_row(entry, strings)
+    bare = instance_row(entry.model_copy(update={"connect_path": None, "connect_command": None}), strings)
+
+    # Then the row names the path (by the strings island) and the command; a row without them is as before
+    assert strings.texts()[row[12]] == "endpoint" and row[13] == command
+    assert len(bare) < 13
+    # And the page's script shows both (a path line under the VPC, a connect line with the command)
+    html = render_html(known_report())
+    assert '"path " + r.path' in html and 'el("code", "", r.command)' in html

@@ -11,7 +11,7 @@ own rendered environment. A recorder on every botocore session (`call_recorder.C
 the IAM authorizations AWS would make, and an evaluator (`iam_eval.evaluate`) checks each against the right role:
 a function's calls in the stack's account against that function's role; the calls made in a member account (with
 the credentials AssumeRole returned: moto maps them to the member account) against the member role that
-member/template.yaml renders with the same settings; the state machine's own calls (ItemReader, ResultWriter, and
+member/template.yaml renders with the same settings; the state machine's own calls (the ItemReader, and
 the lambda:InvokeFunction and child-execution states:StartExecution requests Step Functions makes for it) against
 the state machine's role.
 
@@ -49,7 +49,7 @@ import pytest
 import responses
 from eic_guard.outputs.security_hub import FindingScope, LedgerChanges, S3Ledger, asff_time, build_finding
 from eic_guard.ranges.state import DynamoDbStateStore, RangesState
-from eic_guard.settings import IP_RANGES_URL
+from eic_guard.settings import CONNECT_PATH_TAG, ENDPOINT_GROUP_NAME, IP_RANGES_URL
 from eic_guard.simulated import SimulatedAccount
 from moto import mock_aws
 
@@ -106,6 +106,10 @@ EXPECTED_PAIRS = {
     ("ec2", "DisassociateAddress"),
     ("ec2", "ReleaseAddress"),
     ("ec2", "GetManagedPrefixListEntries"),
+    ("ec2", "DescribeInstanceConnectEndpoints"),
+    ("ec2", "AuthorizeSecurityGroupEgress"),
+    ("ec2", "RevokeSecurityGroupEgress"),
+    ("ec2", "CreateInstanceConnectEndpoint"),
     ("dynamodb", "GetItem"),
     ("dynamodb", "PutItem"),
     ("dynamodb", "UpdateItem"),
@@ -127,7 +131,7 @@ ON_CHANGE_SAMPLES = (
     "cloudtrail-modify-network-interface-attribute.json",
     "cloudtrail-revoke-security-group-ingress.json",
 )
-MEMBER_SETS = ("organization", "accounts-report", "refresh-organization")
+MEMBER_SETS = ("organization", "accounts-report", "refresh-organization", "create-endpoints")
 
 
 @dataclass
@@ -271,6 +275,35 @@ def build_scan_fleet(session: boto3.Session, region: str, prefix_lists: bool) ->
     # VPC b: no eic-guard group yet, one instance without SSH from EIC.
     net_b = account.network("10.1.0.0/16", name="b")
     account.launch(image_id=ami, subnet_id=net_b.public_subnet_id, group_ids=[net_b.app_group_id], public_ip=True)
+    # The endpoint path (docs/architecture.md §13). VPC c: the endpoint eic-guard created, whose group lost its TCP 22
+    # egress rule (restored in remediate mode), and a private instance without eic-guard-eice-ssh (attached).
+    net_c = account.network("10.2.0.0/16", name="c")
+    endpoint_group = ec2.create_security_group(
+        GroupName=ENDPOINT_GROUP_NAME,
+        Description="eic-guard: the EC2 Instance Connect Endpoint's group",
+        VpcId=net_c.vpc_id,
+        TagSpecifications=[
+            {"ResourceType": "security-group", "Tags": [MANAGED_BY, {"Key": "Name", "Value": ENDPOINT_GROUP_NAME}]}
+        ],
+    )["GroupId"]
+    ec2.revoke_security_group_egress(
+        GroupId=endpoint_group, IpPermissions=[{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
+    )
+    account.instance_connect_endpoint(net_c.private_subnet_id, [endpoint_group], tags={"ManagedBy": "eic-guard"})
+    account.launch(
+        image_id=ami, subnet_id=net_c.private_subnet_id, group_ids=[net_c.app_group_id], public_ip=False, name="private"
+    )
+    # VPC d: a private instance its owner put on the endpoint path, in a VPC without an endpoint (CreateEndpoints=true
+    # creates one; otherwise it stays non-compliant).
+    net_d = account.network("10.3.0.0/16", name="d")
+    account.launch(
+        image_id=ami,
+        subnet_id=net_d.private_subnet_id,
+        group_ids=[net_d.app_group_id],
+        public_ip=False,
+        name="private-no-endpoint",
+        tags={CONNECT_PATH_TAG: "endpoint"},
+    )
     # An Elastic IP eic-guard allocated, now on an instance that was opted out: to disassociate and release.
     [opted_out] = account.launch(**launch, public_ip=True, opted_in=False, name="opted-out")
     address = ec2.allocate_address(
@@ -501,7 +534,7 @@ class DeployedEngine:
 
 
 class _AsStateMachine:
-    """The S3 client of the Distributed Maps' ItemReader and ResultWriter: calls recorded as the state machine's."""
+    """The S3 client of the Distributed Maps' ItemReader: calls recorded as the state machine's."""
 
     def __init__(self, s3, engine: DeployedEngine):
         self.s3, self.engine = s3, engine
@@ -509,10 +542,6 @@ class _AsStateMachine:
     def get_object(self, **kwargs):
         with self.engine.recording(STATE_MACHINE_ID):
             return self.s3.get_object(**kwargs)
-
-    def put_object(self, **kwargs):
-        with self.engine.recording(STATE_MACHINE_ID):
-            return self.s3.put_object(**kwargs)
 
 
 def stored_reports(bucket: str) -> list[dict]:

@@ -51,7 +51,8 @@ def member_statements(**overrides: str) -> list[dict]:
     return render_member(member_parameter_values(**overrides)).role_statements("MemberRole")
 
 
-MEMBER_OWN = ("ec2:", "iam:ListAccountAliases")  # what a target needs in its account: EC2 and the account's alias
+# What a target needs in its account: EC2, the account's alias, (CreateEndpoints) the endpoints' service-linked role.
+MEMBER_OWN = ("ec2:", "iam:ListAccountAliases", "iam:CreateServiceLinkedRole")
 
 
 def central_ec2_statements(**overrides: str) -> list[dict]:
@@ -159,12 +160,13 @@ def test_the_role_grants_nothing_but_ec2_the_alias_and_security_hub():
     # Given every combination of switches, Security Hub on
     actions = {a for c in COMBINATIONS for a in allowed_actions(member_statements(**c, SecurityHubFindings="enabled"))}
 
-    # Then every action is an EC2 one but the account alias's read and the account's own findings (the run's objects
-    # and the member accounts are the central roles' business)
+    # Then every action is an EC2 one but the account alias's read and the account's own findings and hub (`eic-guard
+    # verify` reads it) (the run's objects and the member accounts are the central roles' business)
     assert {a for a in actions if not a.startswith("ec2:")} == {
         "iam:ListAccountAliases",
         "securityhub:BatchImportFindings",
         "securityhub:BatchUpdateFindings",
+        "securityhub:DescribeHub",
     }
 
 

@@ -73,7 +73,6 @@ def test_every_placeholder_is_a_substitution_and_every_substitution_is_used():
             "PlanFunctionArn",
             "ScanTargetFunctionArn",
             "AggregateFunctionArn",
-            "ReportsBucket",
             "MaxConcurrency",
             "MaxRounds",
         }
@@ -178,7 +177,15 @@ def test_plan_then_apply_map_then_revoke_choice_then_aggregate():
     # Then Plan (its Payload is the output) goes to the apply map, then a choice on $.revoke goes to the revoke map or
     # straight to Aggregate, the revoke map to Aggregate, and Aggregate (given the Plan output) ends the execution
     assert definition()["StartAt"] == "Plan"
-    assert set(states) == {"Plan", "ApplyTargets", "AnythingToRevoke", "RevokeTargets", "Aggregate"}
+    assert set(states) == {
+        "Plan",
+        "ApplyTargets",
+        "AnythingToRevoke",
+        "RevokeTargets",
+        "Aggregate",
+        "ReportRunFailure",
+        "AggregateFailed",
+    }
     for state, function_id in ((plan, "PlanFunction"), (aggregate, "AggregateFunction")):
         assert (state["Type"], state["Resource"]) == ("Task", LAMBDA_INVOKE)
         assert state["Parameters"] == {"FunctionName": function_arn(function_id), "Payload.$": "$"}
@@ -191,6 +198,23 @@ def test_plan_then_apply_map_then_revoke_choice_then_aggregate():
     # a map that fails as a whole skips the revoke phase (no revoke without every addition) but not the report
     for state in (apply, revoke):
         assert state["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": None, "Next": "Aggregate"}]
+    # and a failed Aggregate still reports: the Aggregate function again, given the Plan output and the failure at
+    # $.failure (its fallback path), then the execution fails with Aggregate's error, even if the fallback failed
+    fallback, failed = states["ReportRunFailure"], states["AggregateFailed"]
+    assert aggregate["Catch"] == [
+        {"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure", "Next": "ReportRunFailure"}
+    ]
+    assert (fallback["Type"], fallback["Resource"]) == ("Task", LAMBDA_INVOKE)
+    assert fallback["Parameters"] == {"FunctionName": function_arn("AggregateFunction"), "Payload.$": "$"}
+    assert fallback["ResultPath"] is None and fallback["Next"] == "AggregateFailed"
+    assert fallback["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": None, "Next": "AggregateFailed"}]
+    _retry_covers_lambda_errors(fallback, backoff=True)
+    assert failed == {
+        "Type": "Fail",
+        "Comment": failed["Comment"],
+        "ErrorPath": "$.failure.Error",
+        "CausePath": "$.failure.Cause",
+    }
 
 
 @pytest.mark.parametrize(("map_name", "phase"), [("ApplyTargets", "apply"), ("RevokeTargets", "revoke")])
@@ -200,8 +224,9 @@ def test_each_map_is_distributed_over_the_s3_target_list(map_name, phase, max_co
     state = definition(MaxConcurrency=max_concurrency)["States"][map_name]
 
     # Then it is a Distributed Map of Standard child executions reading Plan's target list from S3, at most
-    # MaxConcurrency at once, tolerating every failure (each target records its own), writing its results under
-    # runs/<run id>/ of the reports bucket, and keeping the Plan output as the state's output
+    # MaxConcurrency at once, tolerating every failure (each target records its own), writing no ResultWriter
+    # object (Aggregate reads the workers' own result objects; a ResultWriter failure would fail the map after
+    # every item ran), and keeping the Plan output as the state's output
     assert state["Type"] == "Map"
     assert state["ItemProcessor"]["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
     assert state["ItemReader"] == {
@@ -219,13 +244,7 @@ def test_each_map_is_distributed_over_the_s3_target_list(map_name, phase, max_co
     }
     assert state["MaxConcurrency"] == int(max_concurrency)
     assert state["ToleratedFailurePercentage"] == 100
-    assert state["ResultWriter"] == {
-        "Resource": "arn:aws:states:::s3:putObject",
-        "Parameters": {
-            "Bucket": physical("ReportsBucket"),
-            "Prefix.$": f"States.Format('runs/{{}}/map/{phase}', $.run_id)",
-        },
-    }
+    assert "ResultWriter" not in state
     assert state["ResultPath"] is None
 
 
@@ -299,7 +318,7 @@ class FakeSteps:
 
 
 class FakeS3:
-    """The ItemReader's and ResultWriter's S3 (the targets object Plan wrote)."""
+    """The ItemReader's S3 (the targets object Plan wrote)."""
 
     def __init__(self, targets: list[dict] | None):
         self.objects = {} if targets is None else {"runs/run-1/targets.json": json.dumps(targets).encode()}
@@ -307,10 +326,6 @@ class FakeS3:
     def get_object(self, Bucket: str, Key: str) -> dict:  # boto3's parameter names
         assert Bucket == BUCKET
         return {"Body": _Body(self.objects[Key])}
-
-    def put_object(self, Bucket: str, Key: str, Body: bytes) -> dict:
-        self.objects[Key] = Body
-        return {}
 
 
 class _Body:
@@ -483,8 +498,8 @@ def test_the_state_machine_role_invokes_the_three_steps_and_touches_only_the_run
         for action in as_list(statement["Action"]):
             granted.setdefault(action, set()).update(as_list(statement["Resource"]))
 
-    # Then it may invoke exactly the three functions; read the target list and write the map results (with the
-    # multipart-upload actions AWS documents for ResultWriter) under runs/ only; start child executions of itself
+    # Then it may invoke exactly the three functions; read the target list under runs/ only (it writes no object:
+    # the maps have no ResultWriter); start child executions of itself
     # and describe/stop them (AWS's documented Distributed Map policy); deliver its ERROR log and write traces (the
     # vended-logs and X-Ray actions, which accept no resource); and nothing else
     functions = {function_arn(f) for f in ("PlanFunction", "ScanTargetFunction", "AggregateFunction")}
@@ -494,9 +509,6 @@ def test_the_state_machine_role_invokes_the_three_steps_and_touches_only_the_run
     assert granted == {
         "lambda:InvokeFunction": functions,
         "s3:GetObject": {runs},
-        "s3:PutObject": {runs},
-        "s3:ListMultipartUploadParts": {runs},
-        "s3:AbortMultipartUpload": {runs},
         "states:StartExecution": {arn},
         "states:DescribeExecution": {f"arn:aws:states:eu-west-3:123456789012:execution:{name}/*"},
         "states:StopExecution": {f"arn:aws:states:eu-west-3:123456789012:execution:{name}/*"},
@@ -537,12 +549,11 @@ def test_the_substitutions_name_this_stacks_functions_bucket_and_numbers():
     # Given the substitutions as rendered for some parameter values
     values = substitutions(render(parameter_values(MaxConcurrency="250", MaxRounds="5")))
 
-    # Then they name this stack's three functions and reports bucket, and the two numbers
+    # Then they name this stack's three functions and the two numbers
     assert values == {
         "PlanFunctionArn": function_arn("PlanFunction"),
         "ScanTargetFunctionArn": function_arn("ScanTargetFunction"),
         "AggregateFunctionArn": function_arn("AggregateFunction"),
-        "ReportsBucket": physical("ReportsBucket"),
         "MaxConcurrency": "250",
         "MaxRounds": "5",
     }

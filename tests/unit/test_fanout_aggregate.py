@@ -445,3 +445,40 @@ def test_refresh_summary_of_a_scan_that_applies_nothing_is_none(ranges_2026, mod
 
     # When / Then
     assert refresh_summary(plan, merge_targets(plan, [document(OWN)])) is None
+
+
+@pytest.mark.parametrize(
+    "revoke_phase",
+    ["missing", "entered-nothing", "refresh-error"],
+    ids=["worker-raised-or-map-never-ran", "account-not-entered", "revoke-refused"],
+)
+def test_a_failed_revoke_phase_makes_the_refresh_incomplete_and_is_alerted(ranges_2026, revoke_phase):
+    # Given a refresh that revokes an expired prefix in the region, a target whose apply phase succeeded, and its
+    # revoke phase: no result at all (the worker raised, timed out, or the revoke map never ran), a result whose
+    # account could not be entered (no refresh part), or a result whose revoke was refused
+    expired = "198.51.100.24/29"
+    plan = scan_plan(ranges_2026)
+    plan.job, plan.apply_ranges, plan.expired = "refresh", True, {REGION: [expired]}
+    applied = {"groups": 1, "added": ["3.103.24.208/29"], "revoked": [], "alerts": [], "error": None}
+    documents = [document(OWN, refresh=applied)]
+    refused = f"UnauthorizedOperation: not allowed to revoke {expired}"
+    unreachable = f"cannot enter account {OWN}: cannot assume the member role"
+    if revoke_phase == "entered-nothing":
+        documents.append(document(OWN, "error", phase="revoke", error=unreachable))
+    elif revoke_phase == "refresh-error":
+        revoked = {"groups": 1, "added": [], "revoked": [], "alerts": [], "error": refused}
+        documents.append(document(OWN, "error", phase="revoke", error=refused, refresh=revoked))
+    expected = {
+        "missing": f"revoke phase: {NO_RESULT}",
+        "entered-nothing": unreachable,
+        "refresh-error": refused,
+    }[revoke_phase]
+
+    # When the run is aggregated
+    report, summary, _ = aggregate_run(plan, documents, Settings.build(regions=(REGION,)), STARTED)
+
+    # Then the job is not "applied": the failed revoke is its error, named once with its target, and alerted
+    assert summary["status"] == "incomplete"
+    assert summary["errors"] == [f"{OWN}/{REGION}: {expected}"]
+    assert summary["alerts"] == summary["errors"]
+    assert [(t.status, t.error) for t in report.targets] == [("error", expected)]

@@ -35,7 +35,7 @@ def test_subcommands_never_import_each_other():
 
     # When / Then none of them imports another (they share the core modules instead)
     assert {name: sorted(graph[name] & names) for name in names} == {name: [] for name in names}
-    assert names == {f"eic_guard.cli.{s}" for s in ("scan", "refresh", "cleanup", "demo")}
+    assert names == {f"eic_guard.cli.{s}" for s in ("scan", "refresh", "cleanup", "demo", "verify")}
 
 
 def test_the_demo_never_imports_the_cli_it_drives():

@@ -162,3 +162,83 @@ def test_dynamodb_store_refuses_a_save_from_a_wrong_previous_token(dynamodb, pre
     with pytest.raises(StateConflict):
         store.save(state_at("1790000000"), previous)
     assert store.load() == state_at("1787411825")
+
+
+# ---- a corrupt item: read as no state, replaced (only it) at the next save -------------------------------------------
+def put_document(dynamodb, document: str | None, sync_token: str = "1780298824") -> None:
+    item = {"id": {"S": STATE_ITEM_ID}, "sync_token": {"S": sync_token}}
+    if document is not None:
+        item["document"] = {"S": document}
+    dynamodb.put_item(TableName=TABLE, Item=item)
+
+
+@pytest.mark.parametrize(
+    ("document", "reason"),
+    [
+        ('{"sync_token": "1780298824", "current": {"us-east-1": ["1.2.3.4/33"]}}', "current: '1.2.3.4/33' is not a"),
+        ('{"sync_token": "1780298824", "current": {"us-east-1": ["10.0.0.1/24"]}}', "current: '10.0.0.1/24' is not a"),
+        ('{"current": {}, "absent_since": {"us-east-1": {"x": "2026-08-22T00:00:00Z"}}}', "absent_since: 'x' is not"),
+        ('{"sync_token": "1780298824x"}', "sync_token: '1780298824x' is not a number"),
+        ('{"sync_token": "178', "Invalid JSON: EOF while parsing a string"),
+        ("[1, 2]", "Input should be an object"),
+        (None, "the item has no document"),
+    ],
+    ids=["cidr-out-of-range", "host-bits-set", "bad-clock-prefix", "bad-token", "truncated", "array", "no-document"],
+)
+def test_dynamodb_store_reads_a_corrupt_item_as_no_state_marked_with_what_is_wrong(dynamodb, document, reason):
+    # Given a state item that is not a valid state
+    put_document(dynamodb, document)
+
+    # When it is loaded
+    state = DynamoDbStateStore(dynamodb, TABLE).load()
+
+    # Then it is an empty state (nothing in it is trusted) that says what was wrong
+    assert state.model_dump() == RangesState().model_dump()
+    assert state.corrupt is not None and state.corrupt.reason.startswith(reason), state.corrupt
+    assert state.corrupt.document == document
+    assert state.as_ip_ranges() is None
+
+
+def test_the_next_save_replaces_the_corrupt_item_and_the_state_is_valid_again(dynamodb):
+    # Given a corrupt item, loaded
+    put_document(dynamodb, '{"sync_token": "1780298824", "current": {"us-east-1": ["1.2.3.4/33"]}}')
+    store = DynamoDbStateStore(dynamodb, TABLE)
+    state = store.load()
+
+    # When the rebuilt state is saved (as a run that read no state would: no previous token)
+    rebuilt = state_at("1787411825")
+    for field in ("sync_token", "create_date", "md5", "current", "last_seen", "updated_at"):
+        setattr(state, field, getattr(rebuilt, field))
+    store.save(state, None)
+
+    # Then the item holds it, no longer corrupt, and the next save follows the ordinary conditions
+    assert state.corrupt is None
+    again = store.load()
+    assert again.corrupt is None and again == rebuilt
+    with pytest.raises(StateConflict):
+        store.save(state_at("1790000000"), "1780298824")
+
+
+def test_a_corrupt_item_repaired_meanwhile_by_another_run_is_not_overwritten(dynamodb):
+    # Given two runs that read the same corrupt item; the first rebuilds it
+    put_document(dynamodb, "not json")
+    store = DynamoDbStateStore(dynamodb, TABLE)
+    first, second = store.load(), store.load()
+    first.sync_token = "1787411825"
+    store.save(first, None)
+
+    # When the second saves its own rebuild, Then it conflicts and the first's state stays
+    second.sync_token = "1780298824"
+    with pytest.raises(StateConflict):
+        store.save(second, None)
+    assert store.load().sync_token == "1787411825"
+
+
+def test_an_empty_state_saved_can_be_followed_by_a_first_file(dynamodb):
+    # Given an item that holds no file yet (a corrupt item reset in report mode)
+    put_document(dynamodb, "{}", sync_token="")
+    store = DynamoDbStateStore(dynamodb, TABLE)
+
+    # When the first file is saved with no previous token, Then it is stored
+    store.save(state_at("1787411825"), None)
+    assert store.load().sync_token == "1787411825"

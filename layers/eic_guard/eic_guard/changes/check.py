@@ -221,12 +221,19 @@ def _stored_ranges(clients: Any, settings: Settings, pending: Pending, batch: Ch
         store = state_store(clients, settings)
         state = store.load() if store is not None else None
     except (ClientError, BotoCoreError, *UNREADABLE_STATE) as exc:
-        for records in pending.values():
-            for message_id, change in records:
-                batch.fail(message_id, f"the ip-ranges state cannot be read: {exc}", change)
-        return None
-    stored = state.as_ip_ranges() if state is not None else None
-    return stored or IpRanges.none_available("no ip-ranges state stored yet (the nightly run or a refresh stores it)")
+        problem = f"the ip-ranges state cannot be read: {exc}"
+    else:
+        if state is None or state.corrupt is None:
+            stored = state.as_ip_ranges() if state is not None else None
+            return stored or IpRanges.none_available(
+                "no ip-ranges state stored yet (the nightly run or a refresh stores it)"
+            )
+        # read only here: the nightly run or the next notification rebuilds it; the records are retried until then
+        problem = f"the ip-ranges state is corrupt ({state.corrupt.reason}): the nightly run or a refresh rebuilds it"
+    for records in pending.values():
+        for message_id, change in records:
+            batch.fail(message_id, problem, change)
+    return None
 
 
 def _check(

@@ -17,13 +17,13 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import EicGuardError
-from . import cleanup, demo, exit_codes, refresh, scan
+from . import cleanup, demo, exit_codes, refresh, scan, verify
 from .arguments import EPILOG
 from .configuration import aws_problems
 from .invocation import Invocation
 from .verbosity import Verbosity, configure_logs
 
-SUBCOMMANDS = (scan, refresh, demo, cleanup)
+SUBCOMMANDS = (scan, refresh, demo, cleanup, verify)
 
 
 def package_version() -> str:

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from ..outputs.report import Report
 
 OK = 0
-FINDINGS = 1  # what --fail-on names was found (scan), an alert was raised (refresh), something failed (cleanup)
+FINDINGS = 1  # what --fail-on names was found (scan), an alert was raised (refresh), something failed (cleanup, verify)
 USAGE = 2
 NOTHING_MATCHED = 3
 OUTPUT_FAILED = 4
@@ -46,6 +46,16 @@ CLEANUP = (
     (OK, "everything was done (or planned, with --dry-run)"),
     (FINDINGS, "something failed or was kept (an interface whose only group is eic-guard-ssh)"),
     (USAGE, "usage or configuration error, or the confirmation was declined (nothing changed)"),
+    (INTERRUPTED, "interrupted (Ctrl-C, SIGTERM)"),
+)
+VERIFY = (
+    (OK, "all good: every item of the checklist passed (skipped items aside)"),
+    (
+        FINDINGS,
+        "something is failing: the stack, a parameter, a subscription, the schedule, a recent run, a dead-letter "
+        "queue, Security Hub, or a permission the verify job found missing (each failing item says what to do)",
+    ),
+    (USAGE, "usage or configuration error: no stack of that name in the region, an unreadable samconfig.toml"),
     (INTERRUPTED, "interrupted (Ctrl-C, SIGTERM)"),
 )
 

@@ -1,5 +1,5 @@
 """The reference tables the README and `--help` show, generated: the settings (from the Settings model: each
-field's variable, Source and description) and the scan's exit codes (cli/exit_codes.py).
+field's variable, Source and description) and the exit codes of scan and verify (cli/exit_codes.py).
 
 `python -m eic_guard.cli.reference README.md` rewrites the generated blocks of the README (`make docs`); with
 `--check` it only says whether they are current (a test does the same).
@@ -84,7 +84,12 @@ def exit_codes_table() -> str:
     return _markdown(("exit code", "eic-guard scan"), [(f"`{code}`", meaning) for code, meaning in exit_codes.SCAN])
 
 
-BLOCKS = {"settings": settings_table, "scan-exit-codes": exit_codes_table}
+def verify_exit_codes_table() -> str:
+    rows = [(f"`{code}`", meaning) for code, meaning in exit_codes.VERIFY]
+    return _markdown(("exit code", "eic-guard verify"), rows)
+
+
+BLOCKS = {"settings": settings_table, "scan-exit-codes": exit_codes_table, "verify-exit-codes": verify_exit_codes_table}
 
 
 def settings_help() -> str:

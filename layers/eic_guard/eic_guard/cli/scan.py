@@ -167,12 +167,28 @@ def run(args: argparse.Namespace, invocation: Invocation) -> int:
 
 def _write(report: Report, args: argparse.Namespace) -> list[str]:
     """The report where it was asked for; one line per file that could not be written (see output.save)."""
-    from ..outputs.html import render_html
-
     problems = [emit(report, args.format, args.output, warnings_fail=args.fail_on == "warning")]
     if args.html:
-        problems.append(save(render_html(report), args.html, fallback_path(report.run_id, ".html")))
+        problems += _write_pages(report, Path(args.html))
     return [problem for problem in problems if problem]
+
+
+def _write_pages(report: Report, path: Path) -> list[str | None]:
+    """The HTML page at `path`; beyond outputs.html.PAGE_INSTANCES instances, each account's page beside it, in
+    `<stem>.accounts/` (the page links them)."""
+    from ..outputs.html import render_pages
+
+    pages = render_pages(report, stem=path.stem)
+    problems = [save(pages.pop(f"{path.stem}.html"), str(path), fallback_path(report.run_id, ".html"))]
+    for name, page in pages.items():
+        target = path.parent / name
+        try:
+            target.parent.mkdir(exist_ok=True)
+        except OSError as exc:
+            problems.append(f"cannot write {target} ({exc.strerror or exc})")
+            continue
+        problems.append(save(page, str(target), fallback_path(f"{report.run_id}-{target.stem}", ".html")))
+    return problems
 
 
 def summary_line(report: Report) -> str:

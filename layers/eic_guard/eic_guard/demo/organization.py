@@ -189,8 +189,11 @@ def organization_state(fleet: OrganizationFleet, eic: EicPrefixes) -> tuple[list
     return lines, problems
 
 
-def organization_act(cli: Cli, endpoint: str, path: Path, eic: EicPrefixes, workdir: str) -> list[str]:
-    """Act 4-6: an Organization of three accounts, scanned, fixed through the member role, scanned again."""
+def organization_act(
+    cli: Cli, endpoint: str, path: Path, eic: EicPrefixes, workdir: str
+) -> tuple[list[str], OrganizationFleet]:
+    """Act 6-8: an Organization of three accounts, scanned, fixed through the member role, scanned again; the
+    unexpected results and the organization (the next act deploys the stack in it)."""
     reset(endpoint)  # a fresh simulated AWS: the organization's accounts start empty
     heading("an AWS Organization on the same simulated AWS (reset): the management account and two member accounts")
     fleet = seed_organization(eic)
@@ -215,4 +218,4 @@ def organization_act(cli: Cli, endpoint: str, path: Path, eic: EicPrefixes, work
         if not problems
         else f"organization FAILED: {len(problems)} unexpected result(s)"
     )
-    return problems
+    return problems, fleet

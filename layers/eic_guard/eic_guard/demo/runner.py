@@ -2,7 +2,8 @@
 
 It seeds an account with every kind of drift eic-guard knows (demo/scenarios.py), runs the real CLI three times
 in-process (report, remediate, report) and then proves from the simulated AWS state that it fixed what it may fix
-and touched nothing else. A last act does the same for an AWS Organization (docs/architecture.md §9).
+and touched nothing else. Then it does the same for an AWS Organization (docs/architecture.md §9), and last deploys
+a simulated stack there and runs `eic-guard verify` on it (docs/architecture.md §16).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..errors import IpRangesError
 from ..ranges import ip_ranges
 from ..settings import MANAGED_GROUP_NAME
 from ..simulated import SimulatedAccount
+from .deployment import verify_act
 from .environment import HTML_ENV, IP_RANGES_ENV, REGION, simulated_aws
 from .organization import organization_act
 from .proof import print_proof, report_problems, state_problems
@@ -174,6 +176,7 @@ def main(cli: Cli) -> int:
         problems += ci_view(cli, fleet, path, workdir)
         problems += next_night(cli, ec2, fleet, path, workdir)
         problems += cleanup_dry_run(cli, ec2, fleet)
-        problems += organization_act(cli, endpoint, path, eic, workdir)
+        found, organization = organization_act(cli, endpoint, path, eic, workdir)
+        problems += found + verify_act(cli, organization)
     print(f"(demo finished in {time.monotonic() - started:.1f}s)")
     return EXIT_UNEXPECTED if problems else EXIT_OK

@@ -2,13 +2,15 @@
 
 A target's rounds are merged so that the report lists every change any round made (a later round re-gathers and
 finds an instance fixed by an earlier one already compliant: it is reported `fixed`, with the earlier actions).
-A target without any result (its worker crashed or was killed) is a target error, never silently skipped.
+A target without any result (its worker crashed or was killed) is a target error, never silently skipped; so is a
+target whose result object cannot be read (fanout.results), and the other targets are reported as usual.
 """
 
 from __future__ import annotations
 
 import copy
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -20,21 +22,29 @@ from ..ranges.refresh import forget
 from ..ranges.state import StateConflict, StateStore
 from ..settings import Settings
 from .plan import RunPlan
+from .results import UnreadableResult
 
 NO_RESULT = "no result from the target worker (it failed, was throttled past its retries, or timed out)"
 
 
-def merge_targets(plan: RunPlan, documents: list[dict]) -> list[dict]:
-    """One document per planned target: its apply rounds merged, its revoke phase's actions and errors added."""
+def merge_targets(plan: RunPlan, documents: list[dict], unreadable: Sequence[UnreadableResult] = ()) -> list[dict]:
+    """One document per planned target: its apply rounds merged, its revoke phase's actions and errors added; a
+    result object that could not be read is its target's error (what the target's other objects say is kept)."""
     phases: dict[tuple[str, str], dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for document in documents:
         phases[(document["account_id"], document["region"])][document["phase"]].append(document)
+    broken: dict[tuple[str, str], list[UnreadableResult]] = defaultdict(list)
+    for problem in sorted(unreadable, key=lambda p: (p.phase, p.round)):
+        broken[(problem.account_id, problem.region)].append(problem)
     merged = []
     for target in plan.targets:
         found = phases.get((target.account_id, target.region), {})
+        lost = broken.get((target.account_id, target.region), [])
         applies = sorted(found.get("apply", []), key=lambda d: d["round"])
         if not applies:
-            merged.append(_missing(target.account_id, target.region))
+            document = _missing(target.account_id, target.region)
+            document["error"] = lost[0].error if lost else NO_RESULT
+            merged.append(document)
             continue
         document = _merge_rounds(applies)
         for revoke in sorted(found.get("revoke", []), key=lambda d: d["round"])[-1:]:
@@ -42,10 +52,22 @@ def merge_targets(plan: RunPlan, documents: list[dict]) -> list[dict]:
             document["revoke"] = revoke["refresh"]
             if revoke["error"]:
                 document["status"], document["error"] = "error", document["error"] or revoke["error"]
+                if document["revoke"] is None:  # the account was not entered: nothing was revoked
+                    document["revoke"] = _failed_revoke(revoke["error"])
+        if lost:
+            document["status"], document["error"] = "error", document["error"] or lost[0].error
         if plan.revoke and "revoke" not in found and target.region in plan.expired:
-            document["status"], document["error"] = "error", document["error"] or f"revoke phase: {NO_RESULT}"
+            failed = next((p.error for p in lost if p.phase == "revoke"), f"revoke phase: {NO_RESULT}")
+            document["status"], document["error"] = "error", document["error"] or failed
+            document["revoke"] = _failed_revoke(failed)
         merged.append(document)
     return merged
+
+
+def _failed_revoke(error: str) -> dict:
+    """The revoke part of a target whose revoke phase failed before revoking anything (its worker raised, timed out
+    or never ran; its account could not be entered): its error is the refresh's, never hidden behind the apply."""
+    return {"revoked": [], "error": error}
 
 
 def _missing(account_id: str, region: str) -> dict:
@@ -134,9 +156,15 @@ def refresh_summary(plan: RunPlan, targets: list[dict]) -> dict[str, Any] | None
     }
 
 
-def aggregate_run(plan: RunPlan, documents: list[dict], settings: Settings, finished: datetime) -> tuple:
+def aggregate_run(
+    plan: RunPlan,
+    documents: list[dict],
+    settings: Settings,
+    finished: datetime,
+    unreadable: Sequence[UnreadableResult] = (),
+) -> tuple:
     """(report, refresh summary, merged target documents) of a run; logs one line per check not passing."""
-    targets = merge_targets(plan, documents)
+    targets = merge_targets(plan, documents, unreadable)
     report: Report = build_report(
         run_id=plan.run_id,
         mode=plan.mode,

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..aws.credentials import AccountClients
@@ -23,8 +24,10 @@ from ..observability import logger, record_refresh, record_scan, record_targets
 from ..outputs.publish import publish_refresh, publish_scan
 from ..ranges.catch_up import state_store
 from ..settings import Settings
+from ..verify.job import plan_verify, summarize, verify_target
 from .aggregate import aggregate_run, finish_state
 from .plan import RunPlan, plan_run
+from .results import UnreadableResult, read_result, result_name, unreadable
 from .targets import Target
 from .worker import run_target
 
@@ -34,7 +37,8 @@ RESULT_READERS = 32
 
 
 class RunRequest(BaseModel):
-    """The execution input: the schedule's {"job": "scan"}, the refresh function's {"job": "refresh"}.
+    """The execution input: the schedule's {"job": "scan"}, the refresh function's {"job": "refresh"}, `eic-guard
+    verify`'s {"job": "verify"} (docs/architecture.md §16: probes only, nothing changed).
 
     `{}` is a scan: what `aws stepfunctions start-execution` without `--input` starts, the obvious test input in the
     console; so is the console's pre-filled `{"Comment": "..."}` (a comment is never an instruction). Any other key
@@ -42,7 +46,7 @@ class RunRequest(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
-    job: Literal["scan", "refresh"] = "scan"
+    job: Literal["scan", "refresh", "verify"] = "scan"
     Comment: str | None = None
 
 
@@ -51,7 +55,7 @@ class PlanOutput(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     run_id: str
-    job: Literal["scan", "refresh"]
+    job: Literal["scan", "refresh", "verify"]
     bucket: str
     manifest_key: str
     targets_key: str
@@ -96,14 +100,39 @@ class RunObjects:
     def get(self, key: str) -> Any:
         return json.loads(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
 
-    def results(self) -> list[dict]:
-        """Every result object of the run, read RESULT_READERS at a time (thousands of targets: one GET each)."""
+    def results(self) -> tuple[list[dict], list[UnreadableResult]]:
+        """Every result object of the run, read RESULT_READERS at a time (thousands of targets: one GET each): the
+        documents, and the objects that could not be read or are not result documents (each its target's error)."""
         pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.key("results/"))
         keys = [item["Key"] for page in pages for item in page.get("Contents", ())]
         if len(keys) <= 1:
-            return [self.get(key) for key in keys]
-        with ThreadPoolExecutor(max_workers=RESULT_READERS, thread_name_prefix="eic-guard-results") as pool:
-            return list(pool.map(self.get, keys))
+            read = [self._result(key) for key in keys]
+        else:
+            with ThreadPoolExecutor(max_workers=RESULT_READERS, thread_name_prefix="eic-guard-results") as pool:
+                read = list(pool.map(self._result, keys))
+        documents = [r for r in read if isinstance(r, dict)]
+        broken = [r for r in read if isinstance(r, UnreadableResult)]
+        for problem in broken:
+            logger.error(
+                "result object unreadable",
+                extra={
+                    "target": f"{problem.account_id}/{problem.region}",
+                    "phase": problem.phase,
+                    "round": problem.round,
+                    "reason": problem.reason,
+                },
+            )
+        return documents, broken
+
+    def _result(self, key: str) -> dict | UnreadableResult | None:
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except (ClientError, BotoCoreError) as exc:
+            return unreadable(key, f"cannot be read: {exc}")
+        read = read_result(key, body)
+        if read is None:
+            logger.warning("object under the run's results that is no result: ignored", extra={"key": key})
+        return read
 
 
 def plan_step(event: Any, settings: Settings, clients: Any, run_id: str, deadline: Deadline | None = None) -> dict:
@@ -111,7 +140,10 @@ def plan_step(event: Any, settings: Settings, clients: Any, run_id: str, deadlin
     request = _parse(RunRequest, event, "a run request ({'job': 'scan'|'refresh'})")
     settings.require("reports_bucket")
     store = state_store(clients, settings)
-    plan = plan_run(request.job, settings, clients, store=store, run_id=run_id, deadline=deadline)
+    if request.job == "verify":  # read-only: the stored prefixes, nothing applied (verify/job.py)
+        plan = plan_verify(settings, clients, store, run_id)
+    else:
+        plan = plan_run(request.job, settings, clients, store=store, run_id=run_id, deadline=deadline)
     objects = RunObjects(clients.client("s3"), settings.reports_bucket, plan.run_id)
     manifest_key = objects.put("manifest.json", plan.to_dict())
     targets_key = objects.put("targets.json", [t.to_dict() for t in plan.targets])
@@ -133,10 +165,13 @@ def worker_step(event: Any, settings: Settings, clients: Any, deadline: Deadline
     plan = RunPlan.from_dict(objects.get(request.manifest_key))
     target = Target.from_dict(request.target)
     accounts = _accounts_of_run(clients, plan.run_id, settings.member_role_name)
-    document = run_target(
-        plan, target, request.phase, accounts.for_account, settings, round_=request.round, deadline=deadline
-    )
-    result_key = objects.put(f"results/{target.key}/{request.phase}-r{request.round}.json", document)
+    if plan.job == "verify":  # probes, nothing changed (verify/job.py)
+        document = verify_target(plan, target, accounts.for_account, settings)
+    else:
+        document = run_target(
+            plan, target, request.phase, accounts.for_account, settings, round_=request.round, deadline=deadline
+        )
+    result_key = objects.put(result_name(target, request.phase, request.round), document)
     return {
         **request.model_dump(),
         "status": document["status"],
@@ -164,9 +199,11 @@ def aggregate_step(event: Any, settings: Settings, clients: Any) -> dict:
     request = _parse(PlanOutput, event, "a plan output")
     objects = RunObjects(clients.client("s3"), request.bucket, request.run_id)
     plan = RunPlan.from_dict(objects.get(request.manifest_key))
-    documents = objects.results()
+    documents, unreadable_results = objects.results()
+    if plan.job == "verify":  # the checklist data: no report, no alert, no state (verify/job.py)
+        return summarize(plan, documents, unreadable_results)
     finished = datetime.now(UTC)
-    report, refresh, targets = aggregate_run(plan, documents, settings, finished)
+    report, refresh, targets = aggregate_run(plan, documents, settings, finished, unreadable_results)
     finish_state(state_store(clients, settings), plan, targets, finished)
     document = report.to_dict()
     record_targets(document)

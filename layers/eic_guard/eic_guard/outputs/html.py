@@ -1,18 +1,43 @@
-"""A self-contained HTML page of one run: summary, failures by check (inline SVG chart), the instance table.
+"""A self-contained HTML page of one run, usable at 100,000 instances (docs/architecture.md §15).
 
-No external script, stylesheet or font: the page opens offline and can be attached to an audit. Its only URLs are
-the guidance's AWS documentation links, which are followed when clicked, never loaded (`rel="noopener noreferrer"`).
-Warnings are amber (`.warn`): a passing check with a warning reads `pass!` on amber, never green, and the warning's
-text is listed under the instance's reasons; a `warnings` card counts the instances with one.
+What a person needs first comes first: the counts, the targets that could not be scanned, then the summaries by
+account (worst first), region, check and connect path, the failures chart, and only then the instances, failures
+before passes, with a filter (text, verdict, account, region, failing check, warnings) and sortable columns.
+
+The instances travel as compact JSON in `<script type="application/json">` data islands, drawn 100 rows at a time by
+one inline script, so a 100,000-instance page stays near 20 MB and opens in a second; a DOM of 100,000 table rows
+would not. The data islands come before the visible content in the file (they are not displayed), so a writer can
+stream the instances while it reads the targets and write the summaries, which need every count, last.
+
+No external script, stylesheet, font or image: the page opens offline and can be attached to an audit. A
+Content-Security-Policy meta tag allows exactly the page's own style and script (by hash) and nothing else, so even
+a tampered report cannot load anything. The script builds every cell with `textContent` (data is never parsed as
+markup); its only links are the guidance's https documentation URLs, opened without opener or referrer.
+Warnings are amber (`.warn`): a passing check with a warning reads `pass!` on amber, never green.
+
+Beyond PAGE_INSTANCES instances, `render_pages` writes the summary page without instances and one page per account,
+linked from the accounts table.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import base64
+import hashlib
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
 from html import escape
 
 from ..checks import CHECK_IDS
-from .report import DOC_URL, SHORT_IDS, STATUS_LABEL, WARNING_CHECKS, Report, split_warning
+from .report import DOC_URL, SHORT_IDS, STATUS_LABEL, WARNING_CHECKS, InstanceEntry, Report, Summary
+
+PAGE_INSTANCES = 100_000  # beyond this, one page per account (a 100,000-instance page is ~20 MB)
+ROWS_PER_SCREEN = 100
+ACCOUNTS_SHOWN = 25  # accounts table rows before "the other N accounts"
+# Verdicts in the order a person should read them: what needs them first.
+VERDICT_ORDER = ("error", "noncompliant", "fixed", "compliant", "excluded")
+STATUS_CODES = {"pass": "p", "fail": "F", "fixed": "x", "would-fix": "w", "error": "E", "not-applicable": "n"}
+NOT_PASSING = ("fail", "would-fix", "error")
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;margin:24px;color:#1b1f24;background:#fff}
@@ -21,7 +46,8 @@ h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px} .meta{col
 .card{border:1px solid #d0d7de;border-radius:8px;padding:10px 16px;min-width:110px}
 .card b{display:block;font-size:26px} .card span{font-size:12px;color:#57606a;text-transform:uppercase}
 table{border-collapse:collapse;width:100%;font-size:13px} th,td{border:1px solid #d0d7de;padding:4px 8px;
-text-align:left;vertical-align:top} th{background:#f6f8fa}
+text-align:left;vertical-align:top} th{background:#f6f8fa} td.n{text-align:right} table.sum{width:auto}
+.summaries{display:flex;gap:24px;flex-wrap:wrap;align-items:flex-start} .summaries>div{max-width:100%;overflow-x:auto}
 .pass{color:#1a7f37}.fail{color:#cf222e;font-weight:600}.fixed{color:#0969da}.would-fix{color:#9a6700}
 .error{color:#8250df;font-weight:600}.not-applicable{color:#8c959f}
 .v-compliant{background:#dafbe1}.v-fixed{background:#ddf4ff}.v-noncompliant{background:#ffebe9}
@@ -30,12 +56,144 @@ td.warn,li.warn,.card.warn{background:#fff8c5;color:#9a6700} td.warn{font-weight
 .card.warn span{color:#9a6700} .guidance{color:#57606a;margin-top:2px} .nowrap{white-space:nowrap}
 .reasons{overflow-wrap:anywhere;min-width:320px} .owner{color:#57606a;font-size:12px}
 .who{overflow-wrap:anywhere;min-width:90px} td.check{text-align:center;white-space:nowrap}
+#filters{display:flex;gap:8px;flex-wrap:wrap;align-items:center;margin:8px 0;font-size:13px}
+#filters input[type=search]{min-width:260px} #pager{margin:8px 0;font-size:13px}
+th[data-sort]{cursor:pointer} th[aria-sort=ascending]::after{content:" \\25b2"}
+th[aria-sort=descending]::after{content:" \\25bc"}
 """
 AMBER_BACKGROUND = "#fff8c5"
 # The chart's colours: still failing or in error red (the page's .fail); would-fix amber (the page's .would-fix).
 CHART_COLOURS = {"fail": "#cf222e", "error": "#8250df", "would-fix": "#bf8700"}
 
+# Draws the instance table from the data islands: filter, sort, 100 rows a screen. Cells are made with textContent.
+_SCRIPT = r"""
+(() => {
+const island = (id) => JSON.parse(document.getElementById(id).textContent);
+const meta = island("eic-meta"), raw = island("eic-rows"), str = island("eic-strings");
+const STATUS = {p: "pass", F: "fail", x: "fixed", w: "would-fix", E: "error", n: "not-applicable", "-": ""};
+const RANK = Object.fromEntries(meta.verdicts.map((v, i) => [v, i]));
+const $ = (id) => document.getElementById(id);
+const el = (tag, cls, text) => { const e = document.createElement(tag);
+  if (cls) e.className = cls; if (text !== undefined) e.textContent = text; return e; };
+const URL_RE = /https:\/\/[^\s<>"')\]]+/g;
+const linked = (parent, text) => { let last = 0;
+  for (const m of text.matchAll(URL_RE)) { const url = m[0].replace(/[.,;:]+$/, "");
+    parent.append(text.slice(last, m.index));
+    const a = el("a", "", url); a.href = url; a.rel = "noopener noreferrer"; parent.append(a);
+    last = m.index + url.length; }
+  parent.append(text.slice(last)); };
+const s = (i) => (i >= 0 ? str[i] : "");
+// A raw row: [account, region, instance, name, [tag], vpc, verdict, statuses, [[check, reason, guidance]], [warning],
+// [[status, action, resource, detail]], excluded, path, connect command]; numbers index the strings island (-1: none).
+const rows = raw.map((r) => ({account: s(r[0]), region: s(r[1]), id: r[2], name: r[3] || "",
+  tags: (r[4] || []).map(s), vpc: s(r[5] ?? -1), verdict: meta.verdicts[r[6]], statuses: r[7],
+  details: (r[8] || []).map(([c, reason, g]) => [c, s(reason), s(g)]), warnings: (r[9] || []).map(s),
+  actions: (r[10] || []).map(([st, action, resource, detail]) => [s(st), s(action), resource, s(detail)]),
+  excluded: s(r[11] ?? -1), path: s(r[12] ?? -1), command: r[13] || ""}));
+const label = (account) => meta.labels[account] || account;
+let haystacks = null;
+const haystack = (r) => [label(r.account), r.region, r.id, r.name, ...r.tags, r.vpc, r.verdict,
+  ...r.details.map((d) => meta.checks[d[0]] + " " + d[1]), ...r.warnings, r.excluded].join(" ").toLowerCase();
+const state = {q: "", verdict: "", account: "", region: "", check: "", warned: false, sort: "", dir: 1, page: 0};
+const SEVERITY = "EFwxpn-";
+const keys = {where: (r) => label(r.account) + " " + r.region + " " + r.vpc, instance: (r) => r.id,
+  name: (r) => r.name, verdict: (r) => RANK[r.verdict]};
+const by = (x, y) => (x < y ? -1 : x > y ? 1 : 0);
+const compare = (a, b) => {
+  if (state.sort) { const key = state.sort.startsWith("check")
+      ? (r) => SEVERITY.indexOf(r.statuses[+state.sort.slice(5)]) : keys[state.sort];
+    const order = by(key(a), key(b)); if (order) return order * state.dir; }
+  return RANK[a.verdict] - RANK[b.verdict] || by(a.account, b.account) || by(a.region, b.region) || by(a.id, b.id); };
+let shown = rows.slice().sort(compare);
+const keep = (r, q) => (!state.verdict || (state.verdict === "attention"
+    ? r.verdict === "noncompliant" || r.verdict === "error" : r.verdict === state.verdict))
+  && (!state.account || r.account === state.account) && (!state.region || r.region === state.region)
+  && (state.check === "" || "FwE".includes(r.statuses[+state.check])) && (!state.warned || r.warnings.length > 0)
+  && (!q || haystacks.get(r).includes(q));
+const apply = () => {
+  const q = state.q.trim().toLowerCase();
+  if (q && !haystacks) haystacks = new Map(rows.map((r) => [r, haystack(r)]));
+  shown = rows.filter((r) => keep(r, q)); shown.sort(compare); state.page = 0; draw(); };
+const drawRow = (r) => {
+  const tr = el("tr", "v-" + r.verdict);
+  const where = el("td", "nowrap"); where.append(label(r.account), el("br"), r.region, el("br"), r.vpc);
+  if (r.path) where.append(el("br"), el("span", "path", "path " + r.path));
+  const who = el("td", "who"); who.append(el("div", "name", r.name));
+  if (r.tags.length) { const owner = el("div", "owner");
+    r.tags.forEach((t, i) => { if (i) owner.append(el("br")); owner.append(t); }); who.append(owner); }
+  const warnedChecks = new Set(r.warnings.map((w) => meta.warning_checks[w.split(": ")[0]] ?? -1));
+  const verdict = el("td", warnedChecks.has(-1) ? "nowrap warn" : "nowrap", r.verdict);
+  tr.append(where, el("td", "nowrap", r.id), who, verdict);
+  const reasonOf = Object.fromEntries(r.details.map(([c, reason]) => [c, reason]));
+  meta.checks.forEach((c, i) => { const status = STATUS[r.statuses[i]], warned = warnedChecks.has(i);
+    if (!status) { tr.append(el("td")); return; }
+    const text = meta.status_labels[status] + (warned ? "!" : "");
+    const cell = el("td", "check " + status + (warned ? " warn" : ""), text);
+    if (reasonOf[i]) cell.title = reasonOf[i];
+    tr.append(cell); });
+  const notes = el("ul");
+  if (r.excluded) notes.append(el("li", "", r.excluded));
+  for (const [c, reason, guidance] of r.details) {
+    const li = el("li"); li.append(el("b", "", meta.checks[c] ?? "?"), ": " + reason);
+    if (guidance) { const div = el("div", "guidance", "what to do: "); linked(div, guidance); li.append(div); }
+    notes.append(li); }
+  for (const w of r.warnings) notes.append(el("li", "warn", "warning: " + w));
+  for (const [status, action, resource, detail] of r.actions)
+    notes.append(el("li", "", status + ": " + action + " " + resource + " \u2014 " + detail));
+  if (r.command) {
+    const li = el("li", "connect", "connect: "); li.append(el("code", "", r.command)); notes.append(li); }
+  const reasons = el("td", "reasons"); reasons.append(notes); tr.append(reasons);
+  return tr; };
+const draw = () => {
+  const body = $("instances").tBodies[0], size = meta.rows_per_screen;
+  const pages = Math.max(1, Math.ceil(shown.length / size));
+  state.page = Math.min(Math.max(state.page, 0), pages - 1);
+  const start = state.page * size, slice = shown.slice(start, start + size);
+  body.replaceChildren(...slice.map(drawRow));
+  $("count").textContent = shown.length ? `instances ${start + 1}\u2013${start + slice.length} of ${shown.length}`
+    + (shown.length < rows.length ? ` (filtered from ${rows.length})` : "") : `no instance matches (of ${rows.length})`;
+  $("prev").disabled = state.page === 0; $("next").disabled = state.page >= pages - 1;
+  for (const th of $("instances").tHead.rows[0].cells) {
+    if (th.dataset.sort && th.dataset.sort === state.sort) {
+      th.setAttribute("aria-sort", state.dir > 0 ? "ascending" : "descending"); }
+    else th.removeAttribute("aria-sort"); } };
+const options = (select, values) => { for (const [value, text] of values) {
+  const o = el("option", "", text); o.value = value; select.append(o); } };
+options($("f-account"), [...new Set(rows.map((r) => r.account))].sort().map((a) => [a, label(a)]));
+options($("f-region"), [...new Set(rows.map((r) => r.region))].sort().map((r) => [r, r]));
+options($("f-check"), meta.checks.map((c, i) => [String(i), c]));
+const bind = (id, key, read = (e) => e.value) => $(id).addEventListener("change", (ev) => {
+  state[key] = read(ev.target); apply(); });
+let timer = 0;
+$("f-text").addEventListener("input", (ev) => { clearTimeout(timer);
+  timer = setTimeout(() => { state.q = ev.target.value; apply(); }, 150); });
+bind("f-verdict", "verdict"); bind("f-account", "account"); bind("f-region", "region"); bind("f-check", "check");
+bind("f-warned", "warned", (e) => e.checked);
+$("prev").addEventListener("click", () => { state.page -= 1; draw(); });
+$("next").addEventListener("click", () => { state.page += 1; draw(); });
+$("instances").tHead.addEventListener("click", (ev) => { const th = ev.target.closest("th[data-sort]");
+  if (!th) return; state.dir = state.sort === th.dataset.sort ? -state.dir : 1; state.sort = th.dataset.sort;
+  shown.sort(compare); state.page = 0; draw(); });
+const fromHash = () => { const m = /^#account=(\d{12})$/.exec(location.hash);
+  if (m) { state.account = m[1]; $("f-account").value = m[1]; apply(); $("instances-heading").scrollIntoView(); } };
+addEventListener("hashchange", fromHash);
+$("filters").hidden = false; $("pager").hidden = false; $("noscript-note").remove();
+draw(); fromHash();
+})();
+"""
 
+
+def _hash(text: str) -> str:
+    return "sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+
+
+CSP = (
+    f"default-src 'none'; style-src '{_hash(_STYLE)}'; script-src '{_hash(_SCRIPT)}'; "
+    "base-uri 'none'; form-action 'none'"
+)
+
+
+# ---- counts ----------------------------------------------------------------------------------------------------
 def failures_by_check(report: Report) -> Counter[str]:
     """How many instances each check still fails (fail, would-fix or error) after this run."""
     return Counter({check_id: sum(counts.values()) for check_id, counts in failures_by_status(report).items()})
@@ -43,14 +201,125 @@ def failures_by_check(report: Report) -> Counter[str]:
 
 def failures_by_status(report: Report) -> dict[str, Counter[str]]:
     """Per check, in check order, how many instances still fail it, by status (fail, would-fix, error)."""
-    counts: dict[str, Counter[str]] = {check_id: Counter() for check_id in CHECK_IDS}
+    tally = PageCounts()
     for entry in report.instances:
+        tally.add(entry)
+    return tally.failures_by_status()
+
+
+class PageCounts:
+    """Every count the summaries show, gathered one instance at a time (no instance is kept)."""
+
+    def __init__(self) -> None:
+        self.by_account: dict[str, Counter[str]] = defaultdict(Counter)
+        self.by_region: dict[str, Counter[str]] = defaultdict(Counter)
+        self.by_path: dict[str, Counter[str]] = defaultdict(Counter)
+        self.by_check: dict[str, Counter[str]] = {check_id: Counter() for check_id in CHECK_IDS}
+        self.instances = 0
+
+    def add(self, entry: InstanceEntry) -> None:
+        self.instances += 1
+        keys = [self.by_account[entry.account_id], self.by_region[entry.region]]
+        path = getattr(entry, "connect_path", None)  # docs/architecture.md §13, where the report carries it
+        if path:
+            keys.append(self.by_path[path])
+        for counts in keys:
+            counts["instances"] += 1
+            counts[entry.verdict] += 1
+            counts["warnings"] += bool(entry.warnings)
         for check_id, check in entry.checks.items():
-            if check.status in CHART_COLOURS and check_id in counts:
-                counts[check_id][check.status] += 1
-    return counts
+            self.by_check.setdefault(check_id, Counter())[check.status] += 1
+
+    def failures_by_status(self) -> dict[str, Counter[str]]:
+        return {
+            check_id: Counter({s: n for s, n in counts.items() if s in CHART_COLOURS})
+            for check_id, counts in self.by_check.items()
+        }
 
 
+# ---- the instance data -----------------------------------------------------------------------------------------
+class StringTable:
+    """Each distinct repeated string once (a row names it by index): accounts, regions, VPCs, owner tags, reasons,
+    guidance and action details repeat across a fleet; instance ids and names do not and stay in the rows."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+
+    def of(self, text: str | None) -> int:
+        if not text:
+            return -1
+        return self.index.setdefault(text, len(self.index))
+
+    def texts(self) -> list[str]:
+        return list(self.index)
+
+
+_VERDICT_INDEX = {verdict: n for n, verdict in enumerate(VERDICT_ORDER)}
+
+
+def instance_row(entry: InstanceEntry, strings: StringTable) -> list:
+    """One instance as the page's script reads it (numbers index `strings`; trailing empty fields dropped)."""
+    of = strings.of
+    statuses = "".join(STATUS_CODES[entry.checks[c].status] if c in entry.checks else "-" for c in CHECK_IDS)
+    details = [
+        [CHECK_IDS.index(cid) if cid in CHECK_IDS else -1, of(check.reason), of(check.guidance)]
+        for cid, check in entry.checks.items()
+        if check.status not in ("pass", "not-applicable")
+    ]
+    row = [
+        of(entry.account_id),
+        of(entry.region),
+        entry.instance_id,
+        entry.name or "",
+        [of(f"{key}={value}") for key, value in entry.tags.items()],
+        of(entry.vpc_id),
+        _VERDICT_INDEX[entry.verdict],
+        statuses,
+        details,
+        [of(w) for w in entry.warnings],
+        [[of(a.status), of(a.action), a.resource, of(a.detail)] for a in entry.actions],
+        of(entry.excluded_reason),
+        of(entry.connect_path),  # docs/architecture.md §13
+        entry.connect_command or "",  # one per instance: not worth the strings island
+    ]
+    while row and row[-1] in (-1, [], ""):
+        row.pop()
+    return row
+
+
+def _json(value: object) -> str:
+    """JSON for a data island: `<`, `>` and `&` escaped so no text can close the element or open a comment."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _island(element_id: str, value: object) -> str:
+    """A JSON data island: never executed, never displayed."""
+    return f'<script type="application/json" id="{element_id}">{_json(value)}</script>\n'
+
+
+def _rows_island(entries: Iterable[InstanceEntry], strings: StringTable) -> Iterator[str]:
+    """The rows island, one instance at a time (what a streaming writer writes as it reads the targets)."""
+    yield '<script type="application/json" id="eic-rows">['
+    separator = ""
+    for entry in entries:
+        yield separator + _json(instance_row(entry, strings))
+        separator = ",\n"
+    yield "]</script>\n"
+
+
+def _meta(report: Report) -> dict:
+    return {
+        "checks": list(CHECK_IDS),
+        "labels": {a: report.account_label(a) for a in report.account_aliases},
+        "verdicts": list(VERDICT_ORDER),
+        "status_labels": STATUS_LABEL,
+        "warning_checks": {code: CHECK_IDS.index(cid) for code, cid in WARNING_CHECKS.items() if cid in CHECK_IDS},
+        "rows_per_screen": ROWS_PER_SCREEN,
+    }
+
+
+# ---- the visible parts -----------------------------------------------------------------------------------------
 def _chart(counts: dict[str, Counter[str]]) -> str:
     """One stacked bar per check: red what fails or errs (a person is needed), amber what would be fixed (report
     mode: remediate mode fixes it), so a report-mode run does not look worse than it is."""
@@ -95,92 +364,114 @@ def linked(text: str) -> str:
     return "".join(parts)
 
 
-def _who(name: str | None, tags: dict[str, str]) -> str:
-    """The name cell: the Name tag, the owner tags under it (one a line)."""
-    owner = "<br>".join(f"{escape(key)}={escape(value)}" for key, value in tags.items())
-    return f'<div class="name">{escape(name or "")}</div>' + (f'<div class="owner">{owner}</div>' if owner else "")
+def _num(value: int, css: str = "n") -> str:
+    return f'<td class="{css}">{value}</td>'
 
 
-def _instance_rows(entries: list) -> str:
+def _verdict_cells(counts: Counter[str]) -> str:
+    warned = counts["warnings"]
+    return (
+        f"{_num(counts['instances'])}{_num(counts['compliant'])}{_num(counts['fixed'])}"
+        f"{_num(counts['noncompliant'])}{_num(counts['error'])}{_num(counts['excluded'])}"
+        f"{_num(warned, 'n warn' if warned else 'n')}"
+    )
+
+
+_VERDICT_HEADS = (
+    "<th>instances</th><th>compliant</th><th>fixed</th><th>noncompliant</th><th>errors</th><th>excluded</th>"
+    "<th>warnings</th>"
+)
+
+
+def _attention(counts: Counter[str]) -> int:
+    return counts["noncompliant"] + counts["error"]
+
+
+def account_href(account: str, pages: dict[str, str] | None) -> str:
+    """Where an account's instances are: this page's filtered table, or its own page when the run was split."""
+    return pages[account] if pages is not None else f"#account={account}"
+
+
+def _accounts_table(report: Report, counts: PageCounts, pages: dict[str, str] | None) -> str:
+    """One row per account, those needing attention first: its targets and its instances' verdicts."""
+    targets_of: dict[str, list] = defaultdict(list)
+    for target in report.targets:
+        targets_of[target.account_id].append(target)
+    order = sorted(
+        report.accounts,
+        key=lambda a: (
+            -(_attention(counts.by_account[a]) + sum(t.status != "ok" for t in targets_of[a])),
+            report.account_label(a),
+        ),
+    )
     rows = []
-    for entry in sorted(entries, key=lambda e: (e.region, e.instance_id)):
-        warned = {WARNING_CHECKS.get(split_warning(w)[0]) for w in entry.warnings}
-        verdict_class = " warn" if None in warned else ""  # a warning about no check column (an unknown code)
-        cells = []
-        for check_id in CHECK_IDS:
-            check = entry.checks.get(check_id)
-            if check is None:
-                cells.append("<td></td>")
-                continue
-            title = escape(check.reason or "", quote=True)
-            label, classes = STATUS_LABEL[check.status], check.status
-            if check_id in warned:
-                label, classes = f"{label}!", f"{classes} warn"
-            cells.append(f'<td class="check {classes}" title="{title}">{label}</td>')
-        notes = [f"<li>{escape(entry.excluded_reason)}</li>"] if entry.excluded_reason else []
-        for cid, c in entry.checks.items():
-            if c.status in ("pass", "not-applicable"):
-                continue
-            guidance = f'<div class="guidance">what to do: {linked(c.guidance)}</div>' if c.guidance else ""
-            notes.append(f"<li><b>{escape(cid)}</b>: {escape(c.reason or '')}{guidance}</li>")
-        notes += [f'<li class="warn">warning: {escape(w)}</li>' for w in entry.warnings]
-        notes += [
-            f"<li>{escape(a.status)}: {escape(a.action)} {escape(a.resource)} — {escape(a.detail)}</li>"
-            for a in entry.actions
-        ]
-        rows.append(
-            f'<tr class="v-{entry.verdict}"><td class="nowrap">{escape(entry.instance_id)}</td>'
-            f'<td class="who">{_who(entry.name, entry.tags)}</td>'
-            f'<td class="nowrap">{escape(entry.region)}<br>{escape(entry.vpc_id or "")}</td>'
-            f'<td class="nowrap{verdict_class}">{entry.verdict}</td>{"".join(cells)}'
-            f'<td class="reasons"><ul>{"".join(notes)}</ul></td></tr>'
-        )
-    return "".join(rows)
-
-
-def _accounts_table(report: Report) -> str:
-    """One row per account: its targets' statuses and its instances' verdicts (organization runs)."""
-    rows = []
-    for account in report.accounts:
-        targets = [t for t in report.targets if t.account_id == account]
-        entries = [e for e in report.instances if e.account_id == account]
-        verdicts = Counter(e.verdict for e in entries)
-        warned = sum(1 for e in entries if e.warnings)
-        warned_class = ' class="warn"' if warned else ""
+    for account in order:
+        targets = targets_of[account]
         problems = "; ".join(f"{t.region}: {t.error}" for t in targets if t.error)
         rows.append(
-            f'<tr><td><a href="#account-{escape(account, quote=True)}">{escape(report.account_label(account))}</a>'
-            f"</td><td>{sum(t.status == 'ok' for t in targets)}/{len(targets)}</td>"
-            f"<td>{len(entries)}</td><td>{verdicts['compliant']}</td><td>{verdicts['fixed']}</td>"
-            f"<td>{verdicts['noncompliant']}</td><td>{verdicts['error']}</td>"
-            f"<td{warned_class}>{warned}</td><td>{escape(problems)}</td></tr>"
+            f'<tr><td><a href="{escape(account_href(account, pages), quote=True)}">'
+            f"{escape(report.account_label(account))}</a></td>"
+            f"<td>{sum(t.status == 'ok' for t in targets)}/{len(targets)}</td>"
+            f"{_verdict_cells(counts.by_account[account])}<td>{escape(problems)}</td></tr>"
+        )
+    head = (
+        '<table class="sum"><thead><tr><th>account</th><th>regions ok</th>'
+        f"{_VERDICT_HEADS}<th>target errors</th></tr></thead><tbody>"
+    )
+    more = ""
+    if len(rows) > ACCOUNTS_SHOWN:  # the worst first; the others one click away, so the page starts with what matters
+        more = (
+            f"<details><summary>the other {len(rows) - ACCOUNTS_SHOWN} accounts</summary>{head}"
+            f"{''.join(rows[ACCOUNTS_SHOWN:])}</tbody></table></details>"
         )
     return (
-        "<h2>Accounts</h2><table><thead><tr><th>account</th><th>regions ok</th><th>instances</th><th>compliant</th>"
-        "<th>fixed</th><th>noncompliant</th><th>errors</th><th>warnings</th><th>target errors</th></tr></thead>"
-        f"<tbody>{''.join(rows)}</tbody></table>"
+        f'<div><h2 id="by-account">By account ({len(rows)})</h2>{head}{"".join(rows[:ACCOUNTS_SHOWN])}</tbody>'
+        f"</table>{more}</div>"
     )
 
 
-def _instance_tables(report: Report) -> str:
-    """The instance table, one per account when the run covered several (grouped by account)."""
-    # Short check ids (the full id is the tooltip): six full ids would push the reasons off a 1280 px screen.
-    headers = "".join(f'<th title="{escape(c)}">{escape(SHORT_IDS.get(c, c))}</th>' for c in CHECK_IDS)
-    head = (
-        "<table><thead><tr><th>instance</th><th>name / owner</th><th>region / vpc</th><th>verdict</th>"
-        f"{headers}<th>reasons, what to do, actions</th></tr></thead><tbody>"
+def _regions_table(report: Report, counts: PageCounts) -> str:
+    targets_of: dict[str, list] = defaultdict(list)
+    for target in report.targets:
+        targets_of[target.region].append(target)
+    regions = sorted(set(targets_of) | set(counts.by_region), key=lambda r: (-_attention(counts.by_region[r]), r))
+    rows = "".join(
+        f"<tr><td>{escape(region)}</td>"
+        f"<td>{sum(t.status == 'ok' for t in targets_of[region])}/{len(targets_of[region])}</td>"
+        f"{_verdict_cells(counts.by_region[region])}</tr>"
+        for region in regions
     )
-    if len(report.accounts) <= 1:
-        return f"<h2>Instances</h2>\n{head}{_instance_rows(report.instances)}</tbody></table>"
-    sections = []
-    for account in report.accounts:
-        entries = [e for e in report.instances if e.account_id == account]
-        sections.append(
-            f'<h2 id="account-{escape(account, quote=True)}">Instances in account '
-            f"{escape(report.account_label(account))} ({len(entries)})</h2>\n"
-            f"{head}{_instance_rows(entries)}</tbody></table>"
-        )
-    return "\n".join(sections)
+    return (
+        '<div><h2 id="by-region">By region</h2><table class="sum"><thead><tr><th>region</th><th>targets ok</th>'
+        f"{_VERDICT_HEADS}</tr></thead><tbody>{rows}</tbody></table></div>"
+    )
+
+
+def _checks_table(counts: PageCounts) -> str:
+    statuses = ("fail", "would-fix", "error", "fixed", "pass", "not-applicable")
+    rows = "".join(
+        f'<tr><td title="{escape(check_id, quote=True)}">{escape(check_id)}</td>'
+        + "".join(_num(by_status[s], f"n {s}" if by_status[s] and s in NOT_PASSING else "n") for s in statuses)
+        + "</tr>"
+        for check_id, by_status in counts.by_check.items()
+    )
+    heads = "".join(f"<th>{escape(STATUS_LABEL[s])}</th>" for s in statuses)
+    return (
+        '<div><h2 id="by-check">By check</h2><table class="sum"><thead><tr><th>check</th>'
+        f"{heads}</tr></thead><tbody>{rows}</tbody></table></div>"
+    )
+
+
+def _paths_table(counts: PageCounts) -> str:
+    if not counts.by_path:
+        return ""
+    rows = "".join(
+        f"<tr><td>{escape(path)}</td>{_verdict_cells(by)}</tr>" for path, by in sorted(counts.by_path.items())
+    )
+    return (
+        '<div><h2 id="by-path">By connect path</h2><table class="sum"><thead><tr><th>path</th>'
+        f"{_VERDICT_HEADS}</tr></thead><tbody>{rows}</tbody></table></div>"
+    )
 
 
 def _notes(report: Report) -> str:
@@ -193,10 +484,9 @@ def _notes(report: Report) -> str:
     return f"<h2>Notes</h2><ul>{items}</ul>" if items else ""
 
 
-def render_html(report: Report) -> str:
-    """The whole page as one string."""
+def _cards(report: Report) -> str:
     s = report.summary
-    cards = "".join(
+    return "".join(
         f'<div class="{css}"><b>{value}</b><span>{label}</span></div>'
         for label, value, css in (
             ("instances", s.instances, "card"),
@@ -208,31 +498,144 @@ def render_html(report: Report) -> str:
             ("warnings", s.warnings, "card warn" if s.warnings else "card"),
         )
     )
+
+
+def _instances_section(heading: str) -> str:
+    verdicts = "".join(f'<option value="{v}">{v}</option>' for v in VERDICT_ORDER)
+    checks = "".join(
+        f'<th data-sort="check{i}" title="{escape(c)}">{escape(SHORT_IDS.get(c, c))}</th>'
+        for i, c in enumerate(CHECK_IDS)
+    )
+    # Short check ids (the full id is the tooltip): six full ids would push the reasons off a 1280 px screen.
+    return f"""<h2 id="instances-heading">{escape(heading)}</h2>
+<p id="noscript-note" class="meta">The instance table needs JavaScript; every instance is in the run's JSON and CSV
+reports.</p>
+<div id="filters" hidden><input id="f-text" type="search" placeholder="filter: instance, name, owner, reason…"
+aria-label="filter text">
+<select id="f-verdict" aria-label="verdict"><option value="">every verdict</option>
+<option value="attention">needs attention (noncompliant, error)</option>{verdicts}</select>
+<select id="f-account" aria-label="account"><option value="">every account</option></select>
+<select id="f-region" aria-label="region"><option value="">every region</option></select>
+<select id="f-check" aria-label="failing check"><option value="">any check</option></select>
+<label><input id="f-warned" type="checkbox"> with a warning</label></div>
+<div id="pager" hidden><button id="prev" type="button">previous</button> <span id="count"></span>
+<button id="next" type="button">next</button></div>
+<table id="instances"><thead><tr><th data-sort="where">account / region / vpc</th><th data-sort="instance">instance</th>
+<th data-sort="name">name / owner</th><th data-sort="verdict">verdict</th>{checks}
+<th>reasons, what to do, actions</th></tr></thead><tbody></tbody></table>
+"""
+
+
+def _page(report: Report, body_data: Iterable[str], visible: str, preface: str = "") -> Iterator[str]:
+    """The page: head, the data islands (not displayed: first in the file, so they can be streamed), the visible
+    content, the script."""
+    if len(report.accounts) > 5:
+        accounts = f"{len(report.accounts)} accounts"
+    elif len(report.accounts) > 1:
+        accounts = "accounts " + ", ".join(report.account_label(a) for a in report.accounts)
+    else:
+        accounts = f"account {report.account_label(report.account_id)}"
+    yield f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{CSP}">
+<title>eic-guard {report.mode}-mode run {escape(report.run_id)}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_STYLE}</style></head>
+<body>
+"""
+    yield from body_data
+    yield preface
+    yield f"""<h1>eic-guard {report.mode}-mode run</h1>
+<div class="meta">run {escape(report.run_id)} · {escape(accounts)} · regions
+{escape(", ".join(report.regions))} · {report.started_at.isoformat()} → {report.finished_at.isoformat()}
+· ip-ranges {escape(report.ip_ranges.sync_token)} ({escape(report.ip_ranges.create_date)})</div>
+"""
+    yield visible
+    yield "</body></html>\n"
+
+
+def _summary(report: Report, counts: PageCounts, pages: dict[str, str] | None) -> str:
     target_errors = "".join(
         f"<li>{escape(report.account_label(e.account_id))} / {escape(e.region)}: {escape(e.error)}</li>"
         for e in report.target_errors
     )
-    accounts = (
-        ("accounts " + ", ".join(report.account_label(a) for a in report.accounts))
-        if len(report.accounts) > 1
-        else f"account {report.account_label(report.account_id)}"
-    )
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>eic-guard {report.mode}-mode run {escape(report.run_id)}</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_STYLE}</style></head>
-<body>
-<h1>eic-guard {report.mode}-mode run</h1>
-<div class="meta">run {escape(report.run_id)} · {escape(accounts)} · regions
-{escape(", ".join(report.regions))} · {report.started_at.isoformat()} → {report.finished_at.isoformat()}
-· ip-ranges {escape(report.ip_ranges.sync_token)} ({escape(report.ip_ranges.create_date)})</div>
-<div class="cards">{cards}</div>
+    accounts = _accounts_table(report, counts, pages) if len(report.accounts) > 1 else ""
+    return f"""<div class="cards">{_cards(report)}</div>
 {f"<h2>Targets that could not be scanned</h2><ul>{target_errors}</ul>" if target_errors else ""}
 {_notes(report)}
-{_accounts_table(report) if len(report.accounts) > 1 else ""}
+<div class="summaries">{_checks_table(counts)}{_regions_table(report, counts)}{_paths_table(counts)}</div>
+{accounts}
 <h2>Failures by check</h2>
 <div class="meta">instances that still fail each check: <span class="fail">fail</span>, <span class="error">error</span>
 (could not be checked), <span class="would-fix">would-fix</span> (remediate mode fixes it)</div>
-{_chart(failures_by_status(report))}
-{_instance_tables(report)}
-</body></html>
+{_chart(counts.failures_by_status())}
 """
+
+
+def html_chunks(report: Report, entries: Iterable[InstanceEntry] | None = None, preface: str = "") -> Iterator[str]:
+    """The page of `report` (or of `entries`, a part of it: one account's page), piece by piece."""
+    entries = report.instances if entries is None else entries
+    counts, strings = PageCounts(), StringTable()
+
+    def counted() -> Iterator[InstanceEntry]:
+        for entry in entries:
+            counts.add(entry)
+            yield entry
+
+    data = [_island("eic-meta", _meta(report)), *_rows_island(counted(), strings)]
+    data.append(_island("eic-strings", strings.texts()))
+    visible = _summary(report, counts, None) + _instances_section("Instances") + f"<script>{_SCRIPT}</script>\n"
+    yield from _page(report, data, visible, preface)
+
+
+def render_html(report: Report) -> str:
+    """The whole page as one string."""
+    return "".join(html_chunks(report))
+
+
+def render_pages(report: Report, page_instances: int | None = None, stem: str = "report") -> dict[str, str]:
+    """{relative name: page}: one page up to `page_instances` (PAGE_INSTANCES) instances; beyond, `<stem>.html` holds
+    the summaries (no instance rows) and links each account to `<stem>.accounts/<account>.html`, which holds its
+    instances."""
+    if len(report.instances) <= (page_instances or PAGE_INSTANCES):
+        return {f"{stem}.html": render_html(report)}
+    pages = {account: f"{stem}.accounts/{account}.html" for account in report.accounts}
+    counts = PageCounts()
+    by_account: dict[str, list[InstanceEntry]] = defaultdict(list)
+    for entry in report.instances:
+        counts.add(entry)
+        by_account[entry.account_id].append(entry)
+    note = (
+        f'<p class="meta">{len(report.instances)} instances: each account\'s instances are on its own page, linked '
+        "from the accounts table.</p>\n"
+    )
+    out = {f"{stem}.html": "".join(_page(report, [], _summary(report, counts, pages) + note))}
+    back = f'<p class="meta"><a href="../{escape(stem, quote=True)}.html">all accounts</a></p>\n'
+    for account in report.accounts:
+        out[pages[account]] = "".join(html_chunks(account_part(report, account, counts), by_account[account], back))
+    return out
+
+
+def account_part(report: Report, account: str, counts: PageCounts) -> Report:
+    """The report narrowed to one account's targets and counts (its instances are given apart)."""
+    mine = counts.by_account[account]
+    errors = [e for e in report.target_errors if e.account_id == account]
+    summary = Summary(
+        instances=mine["instances"],
+        compliant=mine["compliant"],
+        fixed=mine["fixed"],
+        noncompliant=mine["noncompliant"],
+        excluded=mine["excluded"],
+        errors=mine["error"] + len(errors),
+        warnings=mine["warnings"],
+    )
+    return report.model_copy(
+        update={
+            "account_id": account,
+            "accounts": [account],
+            "targets": [t for t in report.targets if t.account_id == account],
+            "target_errors": errors,
+            "target_actions": [a for a in report.target_actions if a.account_id == account],
+            "summary": summary,
+            "instances": [],
+        }
+    )

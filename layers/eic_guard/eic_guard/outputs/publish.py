@@ -32,8 +32,9 @@ def report_key(kind: str, run_id: str, started: datetime) -> str:
 
 
 def store_scan_report(s3: Any, bucket: str, report: Report) -> str:
-    """Put the JSON report and its HTML page; returns the key prefix."""
-    from .html import render_html
+    """Put the JSON report and its HTML page (beyond outputs.html.PAGE_INSTANCES instances, also one page per
+    account, under `<run id>.accounts/`, linked from the page); returns the key prefix."""
+    from .html import render_pages
 
     key = report_key("scan", report.run_id, report.started_at)
     s3.put_object(
@@ -42,9 +43,9 @@ def store_scan_report(s3: Any, bucket: str, report: Report) -> str:
         Body=json.dumps(report.to_dict(), indent=2).encode(),
         ContentType="application/json",
     )
-    s3.put_object(
-        Bucket=bucket, Key=f"{key}.html", Body=render_html(report).encode(), ContentType="text/html; charset=utf-8"
-    )
+    folder = key.rsplit("/", 1)[0]
+    for name, page in render_pages(report, stem=report.run_id).items():
+        s3.put_object(Bucket=bucket, Key=f"{folder}/{name}", Body=page.encode(), ContentType="text/html; charset=utf-8")
     return key
 
 

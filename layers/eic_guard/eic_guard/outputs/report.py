@@ -13,6 +13,7 @@ from .. import __version__
 from ..checks import CHECK_IDS, eic_ssh_ingress, imds_enabled, public_ipv4
 from ..checks.guidance import guidance_for
 from ..models import InstanceOutcome, Verdict
+from .connect import connect_command
 
 if TYPE_CHECKING:
     from ..ranges.ip_ranges import IpRanges
@@ -50,6 +51,8 @@ class InstanceEntry(_Model):
     tags: dict[str, str] = {}  # the configured owner tags (Owner, Team...) the instance carries
     warnings: list[str] = []  # "<code>: <text>", e.g. TCP 22 open to the whole internet on a passing check
     connect_path: Literal["public", "endpoint"] | None = None  # docs/architecture.md §13
+    # What a person runs to connect (outputs/connect.py): compliant and fixed instances only.
+    connect_command: str | None = None
     error: str | None = None  # why the instance could not be checked at all (e.g. a bad eic-guard:connect-path tag)
 
 
@@ -186,12 +189,13 @@ def verdict(outcome: InstanceOutcome) -> Verdict:
 
 
 def instance_entry(outcome: InstanceOutcome) -> dict:
+    status = verdict(outcome)
     return {
         "instance_id": outcome.instance_id,
         "account_id": outcome.account_id,
         "region": outcome.region,
         "vpc_id": outcome.vpc_id,
-        "verdict": verdict(outcome),
+        "verdict": status,
         "checks": {
             cid: {"status": r.status, "reason": r.reason, "guidance": guidance_for(cid, r)}
             for cid, r in outcome.checks.items()
@@ -202,6 +206,7 @@ def instance_entry(outcome: InstanceOutcome) -> dict:
         "tags": dict(outcome.tags),
         "warnings": list(outcome.warnings),
         "connect_path": outcome.connect_path,
+        "connect_command": connect_command(outcome.instance_id, outcome.region, outcome.connect_path, status),
         "error": outcome.error if outcome.error and not outcome.checks else None,
     }
 

@@ -72,6 +72,9 @@ def decide_scan_ranges(
     """The nightly catch-up: the newest verified file (or the stored copy); in remediate mode the state advances."""
     catch_up = CatchUp()
     state = _load_state(store, catch_up)
+    corrupt = state.corrupt if state is not None else None
+    if corrupt is not None and store is not None and not settings.remediate:
+        _reset_corrupt(store, state, catch_up)
     stored = state.as_ip_ranges() if state is not None else None
     try:
         ranges = newer_or_stored(state or RangesState(), settings, deadline=deadline)
@@ -88,6 +91,11 @@ def decide_scan_ranges(
         # nothing to track absences against: the scan uses the fresh file, the refresh keeps the state
         return RangesDecision(ranges, apply=False, catch_up=catch_up)
     decision = _advance(store, state, ranges, settings, now, save=settings.remediate, catch_up=catch_up)
+    if decision is not None and corrupt is not None and settings.remediate:
+        catch_up.alerts.append(
+            f"the stored ip-ranges state was corrupt ({corrupt.reason}): rebuilt from a verified download of "
+            f"ip-ranges.json (synctoken {decision.ranges.sync_token}); absence clocks of vanished prefixes restart"
+        )
     return decision or RangesDecision(ranges, apply=False, catch_up=catch_up)
 
 
@@ -169,13 +177,35 @@ def _advance(
     return None
 
 
+def _reset_corrupt(store: StateStore, state: RangesState, catch_up: CatchUp) -> None:
+    """Report mode applies no file: a corrupt item becomes "no file applied yet" (the refresh function applies and
+    records the next one), so that it is alerted once, not every night."""
+    assert state.corrupt is not None
+    reason = state.corrupt.reason
+    try:
+        store.save(state, None)
+    except (StateConflict, ClientError, BotoCoreError) as exc:
+        logger.warning("corrupt ip-ranges state not reset", extra={"error": str(exc)})
+        return
+    catch_up.alerts.append(
+        f"the stored ip-ranges state was corrupt ({reason}): reset to no file applied; the next AmazonIpSpaceChanged "
+        "notification records the applied file"
+    )
+
+
 def _load_state(store: StateStore | None, catch_up: CatchUp) -> RangesState | None:
+    """The stored state; None when it cannot be read. A corrupt item reads as an empty state marked `corrupt`
+    (the state is a cache of a verified file: the run rebuilds it from a verified download)."""
     if store is None:
         return None
     try:
-        return store.load()
+        state = store.load()
     except UNREADABLE_STATE as exc:
         catch_up.failed("state-unreadable", f"the stored ip-ranges state cannot be read: {exc}")
     except (ClientError, BotoCoreError) as exc:
         catch_up.failed("state-unreadable", f"the ip-ranges state table cannot be read: {exc}")
-    return None
+        return None
+    if state.corrupt is not None:
+        logger.error("the stored ip-ranges state is corrupt: rebuilt", extra={"reason": state.corrupt.reason})
+        record_rejection("state-corrupt")
+    return state

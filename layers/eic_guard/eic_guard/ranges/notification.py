@@ -16,7 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..budget import Deadline, DeadlineExceeded
 from ..events import IpSpaceChange
-from ..observability import logger
+from ..observability import logger, record_rejection
 from ..settings import Settings
 from . import ip_ranges
 from .catch_up import advance_state
@@ -28,8 +28,15 @@ from .state import DynamoDbStateStore, StateConflict, StateStore
 def handle_notification(
     change: IpSpaceChange, clients: Any, settings: Settings, store: StateStore, deadline: Deadline | None = None
 ) -> dict:
-    """The SNS path: skip stale or repeated synctokens, else download the pinned URL, verify and apply."""
+    """The SNS path: skip stale or repeated synctokens, else download the pinned URL, verify and apply.
+
+    A corrupt state item (DynamoDbStateStore.load) reads as no state: this notification's verified file rebuilds it,
+    rather than every notification being rejected to the dead-letter queue until a person edits the table.
+    """
     state = store.load()
+    if state.corrupt is not None:
+        logger.error("the stored ip-ranges state is corrupt: rebuilt", extra={"reason": state.corrupt.reason})
+        record_rejection("state-corrupt")
     if state.sync_token is not None and not state.is_newer(change.synctoken):
         status = "duplicate" if int(change.synctoken) == int(state.sync_token) else "stale"
         if status == "duplicate" and settings.state_machine_arn:
@@ -44,13 +51,21 @@ def handle_notification(
     # the pinned URL only: change.url is never followed
     ranges = ip_ranges.load(None, expected_md5=change.md5, deadline=deadline)
     if settings.state_machine_arn:
-        return advance_and_fan_out(clients, settings, store, ranges)
-    result = apply_ranges(clients, settings, store, ranges, replay_same=False)
-    failed = [f"{r.region}: {r.error}" for r in result.regions if r.error]
-    if failed:
-        # Fail the invocation so SNS retries it; the state was not advanced.
-        raise RefreshIncomplete("apply-failed", "refresh incomplete: " + "; ".join(failed))
-    return result.summary()
+        summary = advance_and_fan_out(clients, settings, store, ranges)
+    else:
+        result = apply_ranges(clients, settings, store, ranges, replay_same=False)
+        failed = [f"{r.region}: {r.error}" for r in result.regions if r.error]
+        if failed:
+            # Fail the invocation so SNS retries it; the state was not advanced.
+            raise RefreshIncomplete("apply-failed", "refresh incomplete: " + "; ".join(failed))
+        summary = result.summary()
+    if state.corrupt is not None:
+        summary["alerts"] = [
+            *summary.get("alerts", []),
+            f"the stored ip-ranges state was corrupt ({state.corrupt.reason}): rebuilt from this notification's "
+            f"verified ip-ranges.json (synctoken {ranges.sync_token}); absence clocks of vanished prefixes restart",
+        ]
+    return summary
 
 
 def process_notification(

@@ -11,12 +11,13 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from ..errors import ConfigurationError
 from ..local_files import replace_file
@@ -48,6 +49,38 @@ class RangesState(BaseModel):
     last_seen: dict[str, dict[str, datetime]] = Field(default_factory=dict)  # region -> prefix -> last seen
     absent_since: dict[str, dict[str, datetime]] = Field(default_factory=dict)  # region -> prefix -> first missed
     updated_at: datetime | None = None
+    # Set by DynamoDbStateStore.load when the stored item was not a valid state: this state is then empty, and its
+    # next save replaces that very item (docs/architecture.md §9, failure paths). Never serialized.
+    _corrupt: CorruptItem | None = PrivateAttr(default=None)
+
+    @field_validator("sync_token")
+    @classmethod
+    def _numeric_sync_token(cls, value: str | None) -> str | None:
+        # is_newer compares synctokens as numbers: refuse at the read rather than fail in the middle of a run
+        if value is not None and not (value.isascii() and value.isdigit()):
+            raise ValueError(f"{value[:40]!r} is not a number")
+        return value
+
+    @field_validator("current")
+    @classmethod
+    def _current_networks(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for prefixes in value.values():
+            for prefix in prefixes:
+                _network(prefix)
+        return value
+
+    @field_validator("last_seen", "absent_since")
+    @classmethod
+    def _clock_networks(cls, value: dict[str, dict[str, datetime]]) -> dict[str, dict[str, datetime]]:
+        for clocks in value.values():
+            for prefix in clocks:
+                _network(prefix)
+        return value
+
+    @property
+    def corrupt(self) -> CorruptItem | None:
+        """What was wrong with the stored item this (empty) state stands for; None for a state read as it was."""
+        return self._corrupt
 
     def is_newer(self, sync_token: str) -> bool:
         """True when `sync_token` is newer than the remembered one (synctokens are epoch seconds)."""
@@ -66,6 +99,22 @@ class RangesState(BaseModel):
                 tuple(sorted(n for n in networks if n.version == 6)),
             )
         return IpRanges(self.sync_token, self.create_date or "", self.md5 or "", eic)
+
+
+def _network(prefix: str) -> None:
+    try:
+        ipaddress.ip_network(prefix)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{prefix!r} is not a CIDR prefix: {exc}") from None
+
+
+@dataclass(frozen=True)
+class CorruptItem:
+    """A state item that is not a valid state (not JSON, the wrong shape, a bad CIDR, no document): the reason, and
+    the document as stored (None when there is none) so that only that item is replaced."""
+
+    reason: str
+    document: str | None
 
 
 class StateStore(Protocol):
@@ -121,14 +170,7 @@ class FileStateStore:
         try:
             state = RangesState.model_validate_json(text)
         except ValidationError as exc:
-            error = exc.errors()[0]
-            where = ".".join(str(part) for part in error["loc"])
-            raise self._problem(
-                f"is not an eic-guard state document: {where + ': ' if where else ''}{error['msg']}"
-            ) from None
-        if state.sync_token is not None and not state.sync_token.isdigit():
-            # is_newer compares synctokens as numbers: refuse here rather than fail in the middle of a refresh.
-            raise self._problem(f"is not an eic-guard state document: sync_token {state.sync_token!r} is not a number")
+            raise self._problem(f"is not an eic-guard state document: {_first_problem(exc)}") from None
         return state
 
     def _check_directory(self) -> None:
@@ -194,16 +236,34 @@ class DynamoDbStateStore:
         self.table_name = table_name
 
     def load(self) -> RangesState:
+        """The stored state. An item that is not a valid state is read as no state, marked `corrupt`: the state is a
+        cache of a verified file, so the run rebuilds it from a verified download and its save replaces the item."""
         item = self.dynamodb.get_item(
             TableName=self.table_name, Key={"id": {"S": STATE_ITEM_ID}}, ConsistentRead=True
         ).get("Item")
         if not item:
             return RangesState()
-        return RangesState.model_validate_json(item["document"]["S"])
+        document = item.get("document", {}).get("S")
+        if document is None:
+            return _corrupt_state("the item has no document", None)
+        try:
+            return RangesState.model_validate_json(document)
+        except ValidationError as exc:
+            return _corrupt_state(_first_problem(exc), document)
 
     def save(self, state: RangesState, previous_token: str | None) -> None:
-        condition, values = "attribute_not_exists(id)", {}
-        if previous_token is not None:
+        # Without a token, the item must be absent or hold no file yet (sync_token "": written for an empty state).
+        condition = "attribute_not_exists(id) OR sync_token = :none"
+        values: dict[str, Any] = {":none": {"S": ""}}
+        if state.corrupt is not None:  # replace the corrupt item read, and only it (not one repaired meanwhile)
+            if state.corrupt.document is None:
+                condition, values = (
+                    "attribute_not_exists(document) OR NOT attribute_type(document, :s)",
+                    {":s": {"S": "S"}},
+                )
+            else:
+                condition, values = "document = :corrupt", {":corrupt": {"S": state.corrupt.document}}
+        elif previous_token is not None:
             condition, values = "sync_token = :previous", {":previous": {"S": previous_token}}
         try:
             self.dynamodb.put_item(
@@ -214,12 +274,26 @@ class DynamoDbStateStore:
                     "document": {"S": state.model_dump_json()},
                 },
                 ConditionExpression=condition,
-                **({"ExpressionAttributeValues": values} if values else {}),
+                ExpressionAttributeValues=values,
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 raise StateConflict("the ip-ranges state was advanced by another run") from None
             raise
+        state._corrupt = None  # the item is valid from now on
+
+
+def _corrupt_state(reason: str, document: str | None) -> RangesState:
+    state = RangesState()
+    state._corrupt = CorruptItem(reason, document)
+    return state
+
+
+def _first_problem(exc: ValidationError) -> str:
+    error = exc.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(part) for part in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
 
 
 def state_summary(state: RangesState) -> dict[str, Any]:

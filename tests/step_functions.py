@@ -1,0 +1,328 @@
+"""The deployed state machine, executed: statemachine/eic_guard.asl.json rendered with template.yaml's
+DefinitionSubstitutions, created in moto's Step Functions engine (a port of LocalStack's ASL interpreter, enabled by
+`mock_aws(config={"stepfunctions": {"execute_state_machine": True}})`), its Lambda tasks routed to the real handlers
+in-process, each with its function's template environment and a Lambda context of its template Timeout.
+
+How it hooks into moto 5.2.5 (moto/stepfunctions/parser/...), each in ONE place below:
+
+- Lambda tasks: the engine calls `lambda_eval_utils._invoke_lambda_function(parameters, region, credentials)` for
+  `arn:aws:states:::lambda:invoke`; `StateMachine._invoke` replaces it. The function ARN names the template function
+  (PlanFunction, ScanTargetFunction, AggregateFunction); its handler (functions/<CodeUri>/app.py) is loaded once per
+  test, as a warm container would be. A handler that raises answers as Lambda does (`FunctionError: Unhandled`,
+  `{"errorType", "errorMessage"}`), which the engine maps to the error name Retry/Catch match; `throttle()` makes the
+  Invoke API itself refuse (TooManyRequestsException -> `Lambda.TooManyRequestsException`).
+  Invocations are serialized (one lock): the engine runs Map items in threads, the handlers share this process's
+  os.environ (each invocation sees exactly its function's variables) and Powertools' globals.
+- Waits: the engine's Retry sleeps `IntervalSeconds` with `time.sleep`; the harness records each interval in
+  `waits` instead of sleeping (the definition has no Wait state).
+- Completion: `StartExecution` runs the execution in a thread (as the service runs it asynchronously); the harness
+  keeps each execution's thread and joins it (`wait`), so a test never polls or sleeps.
+
+Where moto's interpreter departs from the service (the ONLY place the definition is adapted: `_for_moto`):
+
+- An integer `ToleratedFailurePercentage` (ours is 100) is rejected at creation by moto's grammar (it wants a
+  decimal number). The service takes "a number from zero to 100" (Step Functions Developer Guide, "Distributed Map
+  state ... failure threshold",
+  https://docs.aws.amazon.com/step-functions/latest/dg/state-map-distributed.html#maprun-fail-threshold): the
+  harness writes 100 as 100.0.
+- moto never enforces the threshold (a failed item never fails its map run). The service fails the map run only
+  above the threshold, which at 100 % never happens: the harness asserts every Map's value is 100, so that the
+  departure cannot change an outcome unnoticed.
+- (moto also resolves a ResultWriter's paths against the map's results instead of the state input; the definition no
+  longer has a ResultWriter, so nothing to adapt.)
+
+Parsing the definition costs ~0.05 s per CreateStateMachine/StartExecution, so nothing is cached.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto.core.config import default_user_config
+from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
+from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
+
+from tests.conftest import REGION, create_state_table
+from tests.lambda_runtime import FakeLambdaContext, load_handler
+from tests.template import asl, cfn
+
+STATE_MACHINE_ID = asl.STATE_MACHINE_ID
+# The functions the definition invokes, by the substitution that names them.
+TASK_FUNCTIONS = {
+    "PlanFunctionArn": "PlanFunction",
+    "ScanTargetFunctionArn": "ScanTargetFunction",
+    "AggregateFunctionArn": "AggregateFunction",
+}
+# Variables of the test's own process (moto's fake credentials, region, Powertools switches) every invocation keeps.
+RUNTIME_PREFIXES = ("AWS_", "POWERTOOLS_TRACE_DISABLED", "POWERTOOLS_DEV")
+SERVICE_TOLERATED_FAILURE_PERCENTAGE = 100
+EXECUTION_TIMEOUT = 120  # seconds a test waits for an execution's thread before it fails, never silently
+
+
+@dataclass
+class Invocation:
+    """One Lambda invocation the engine (or the test) made: the function's logical id, its event, and what it
+    returned or raised."""
+
+    function: str
+    event: Any
+    output: Any = None
+    error: BaseException | None = None
+
+
+@dataclass
+class Run:
+    """A finished execution as DescribeExecution reports it."""
+
+    arn: str
+    status: str
+    output: Any
+    error: str | None
+    cause: str | None
+
+
+@dataclass
+class StateMachine:
+    """The stack's state machine in moto; `context_for(function, event)` may return the Lambda context of an
+    invocation (None: the template's own, with a fresh request id)."""
+
+    parameters: dict[str, str] = field(default_factory=dict)
+    context_for: Callable[[str, Any], FakeLambdaContext | None] | None = None
+    invocations: list[Invocation] = field(default_factory=list)
+    waits: list[float] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.stack = cfn.render(cfn.parameter_values(**self.parameters), region=REGION)
+        self.arn = self.stack.physical(STATE_MACHINE_ID)
+        substitutions = asl.substitutions(self.stack)
+        self.functions = {substitutions[key]: logical_id for key, logical_id in TASK_FUNCTIONS.items()}
+        self._handlers: dict[str, Callable] = {}
+        self._throttled: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._threads: dict[str, threading.Thread] = {}
+        self._test_settings: dict[str, str] = {}
+
+    # ---- deploy ------------------------------------------------------------------------------------------------
+    def deploy(self) -> StateMachine:
+        """Create the state machine, and the stack's bucket, table and topic the test has not bound itself (a test
+        binds a resource by setting its EIC_GUARD_* variable, as it would pass a parameter)."""
+        self._test_settings = {k: v for k, v in os.environ.items() if k.startswith("EIC_GUARD_")}
+        defaults = {**self.environment("PlanFunction", bound=False), **self.environment("RefreshFunction", bound=False)}
+        if "EIC_GUARD_REPORTS_BUCKET" not in self._test_settings:
+            boto3.client("s3", REGION).create_bucket(Bucket=defaults["EIC_GUARD_REPORTS_BUCKET"])
+        if "EIC_GUARD_STATE_TABLE" not in self._test_settings:
+            create_state_table(defaults["EIC_GUARD_STATE_TABLE"])
+        if "EIC_GUARD_ALERTS_TOPIC_ARN" not in self._test_settings:
+            boto3.client("sns", REGION).create_topic(Name=defaults["EIC_GUARD_ALERTS_TOPIC_ARN"].rsplit(":", 1)[1])
+        self._alerts_queue = _subscribe_queue(self.alerts_topic_arn)
+        boto3.client("stepfunctions", REGION).create_state_machine(
+            name=self.arn.rsplit(":", 1)[1],
+            definition=json.dumps(_for_moto(asl.load_definition(self.stack))),
+            roleArn=self.stack.physical("EicGuardStateMachineRole", "Arn"),
+            type="STANDARD",
+        )
+        return self
+
+    def environment(self, function: str, bound: bool = True) -> dict[str, str]:
+        """The function's template environment; with `bound`, the test's own EIC_GUARD_* values of the variables
+        the template gives that function (a variable the template does not give it, it never sees)."""
+        variables = self.stack.environment(function)
+        if bound:
+            variables = {name: self._test_settings.get(name, value) for name, value in variables.items()}
+        return variables
+
+    @property
+    def reports_bucket(self) -> str:
+        return self.environment("AggregateFunction")["EIC_GUARD_REPORTS_BUCKET"]
+
+    @property
+    def alerts_topic_arn(self) -> str:
+        return self.environment("AggregateFunction")["EIC_GUARD_ALERTS_TOPIC_ARN"]
+
+    @property
+    def state_table(self) -> str:
+        return self.environment("AggregateFunction")["EIC_GUARD_STATE_TABLE"]
+
+    # ---- run ---------------------------------------------------------------------------------------------------
+    def start(self, execution_input: Any = None, name: str | None = None) -> str:
+        """StartExecution (as the schedule does); returns the execution ARN. None starts without input (`{}`)."""
+        kwargs = {"stateMachineArn": self.arn, "name": name or str(uuid.uuid4())}
+        if execution_input is not None:
+            kwargs["input"] = json.dumps(execution_input)
+        return boto3.client("stepfunctions", REGION).start_execution(**kwargs)["executionArn"]
+
+    def wait(self, arn: str) -> Run:
+        thread = self._threads.get(arn)
+        if thread is not None:
+            thread.join(EXECUTION_TIMEOUT)
+            assert not thread.is_alive(), f"execution {arn} still running after {EXECUTION_TIMEOUT} s"
+        described = boto3.client("stepfunctions", REGION).describe_execution(executionArn=arn)
+        return Run(
+            arn=arn,
+            status=described["status"],
+            output=json.loads(described["output"]) if described.get("output") else None,
+            error=described.get("error"),
+            cause=described.get("cause"),
+        )
+
+    def run(self, execution_input: Any = None, name: str | None = None) -> Run:
+        return self.wait(self.start(execution_input, name))
+
+    def executions(self) -> list[str]:
+        """Every execution ARN of the state machine, oldest first."""
+        listed = boto3.client("stepfunctions", REGION).list_executions(stateMachineArn=self.arn)["executions"]
+        return [e["executionArn"] for e in sorted(listed, key=lambda e: e["startDate"])]
+
+    def wait_all(self) -> list[Run]:
+        return [self.wait(arn) for arn in self.executions()]
+
+    def alerts(self) -> list[str]:
+        """The alerts published to the stack's topic since the last call (read through an SQS subscription)."""
+        sqs = boto3.client("sqs", REGION)
+        messages = sqs.receive_message(QueueUrl=self._alerts_queue, MaxNumberOfMessages=10).get("Messages", [])
+        for message in messages:
+            sqs.delete_message(QueueUrl=self._alerts_queue, ReceiptHandle=message["ReceiptHandle"])
+        return [m["Body"] for m in messages]
+
+    def report(self, run: Run) -> dict:
+        """The JSON report a run stored in the reports bucket (the key its summary names)."""
+        key = run.output["report_key"]
+        body = boto3.client("s3", REGION).get_object(Bucket=self.reports_bucket, Key=f"{key}.json")["Body"].read()
+        return json.loads(body)
+
+    def throttle(self, function: str, times: int) -> None:
+        """The next `times` Invoke calls of `function` are refused by Lambda (429 TooManyRequestsException)."""
+        self._throttled[function] = times
+
+    def outputs(self, function: str) -> list[Any]:
+        return [i.output for i in self.invocations if i.function == function and i.error is None]
+
+    def failures(self, function: str) -> list[BaseException]:
+        return [i.error for i in self.invocations if i.function == function and i.error is not None]
+
+    # ---- Lambda ------------------------------------------------------------------------------------------------
+    def invoke(self, function: str, event: Any, context: FakeLambdaContext | None = None) -> Any:
+        """Run a template function's handler as Lambda would (its environment, its context); raises what it raises.
+        The tests call it for functions no state invokes (the refresh function's SNS event)."""
+        with self._lock, self._function_environment(function):
+            handler = self._handlers.get(function)
+            if handler is None:
+                folder = cfn.resources()[function]["Properties"]["CodeUri"].strip("/").split("/")[-1]
+                handler = self._handlers[function] = load_handler(folder, f"eic_guard_{folder}_app_sfn")
+            invocation = Invocation(function, json.loads(json.dumps(event)))
+            self.invocations.append(invocation)
+            try:
+                invocation.output = handler(event, context or self._context(function, event))
+            except BaseException as exc:
+                invocation.error = exc
+                raise
+            return invocation.output
+
+    def _context(self, function: str, event: Any) -> FakeLambdaContext:
+        chosen = self.context_for(function, event) if self.context_for else None
+        if chosen is not None:
+            return chosen
+        properties = self.stack.resources[function]["Properties"]
+        name = self.stack.physical(function)
+        return FakeLambdaContext(
+            function_name=name,
+            memory_limit_in_mb=int(properties["MemorySize"]),
+            invoked_function_arn=self.stack.physical(function, "Arn"),
+            aws_request_id=str(uuid.uuid4()),
+            remaining_ms=int(properties["Timeout"]) * 1000,
+        )
+
+    @contextmanager
+    def _function_environment(self, function: str) -> Iterator[None]:
+        saved = dict(os.environ)
+        runtime = {k: v for k, v in saved.items() if k.startswith(RUNTIME_PREFIXES)}
+        os.environ.clear()
+        os.environ.update({**runtime, **self.environment(function)})
+        try:
+            yield
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    def _invoke(self, parameters: dict, region: str, state_credentials: Any) -> dict:
+        """moto's `_invoke_lambda_function`: the Invoke API's response for the engine."""
+        function = self.functions[parameters["FunctionName"]]
+        if self._throttled.get(function):
+            self._throttled[function] -= 1
+            raise ClientError(
+                {
+                    "Error": {"Code": "TooManyRequestsException", "Message": "Rate Exceeded."},
+                    "ResponseMetadata": {"HTTPStatusCode": 429, "RequestId": str(uuid.uuid4())},
+                },
+                "Invoke",
+            )
+        event = json.loads(parameters.get("Payload") or b"{}")
+        try:
+            output = self.invoke(function, event)
+        except Exception as exc:  # noqa: BLE001 - Lambda reports the handler's exception as the function's error
+            payload = {
+                "errorType": type(exc).__name__,
+                "errorMessage": str(exc),
+                "stackTrace": traceback.format_exception(exc)[-3:],
+            }
+            return {"StatusCode": 200, "FunctionError": "Unhandled", "Payload": payload}
+        return {"StatusCode": 200, "Payload": json.loads(json.dumps(output)), "ExecutedVersion": "$LATEST"}
+
+    # ---- moto hooks --------------------------------------------------------------------------------------------
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(lambda_eval_utils, "_invoke_lambda_function", self._invoke)
+        monkeypatch.setattr(retrier_decl, "time", _RecordedWaits(self.waits))
+        harness = self
+
+        def start(worker: ExecutionWorker) -> None:  # ExecutionWorker.start, keeping the thread to join
+            thread = threading.Thread(target=worker._execution_logic, daemon=True)
+            harness._threads[worker._evaluation_details.execution_details.arn] = thread
+            thread.start()
+
+        monkeypatch.setattr(ExecutionWorker, "start", start)
+        # What mock_aws(config={"stepfunctions": {"execute_state_machine": True}}) patches, inside the test's own
+        # mock (the `aws` fixture), so that the account and fleet fixtures stay as they are.
+        monkeypatch.setitem(default_user_config, "stepfunctions", {"execute_state_machine": True})
+
+
+def _subscribe_queue(topic_arn: str) -> str:
+    sns, sqs = boto3.client("sns", REGION), boto3.client("sqs", REGION)
+    queue_url = sqs.create_queue(QueueName=f"alerts-read-by-the-test-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+    return queue_url
+
+
+class _RecordedWaits:
+    """Stands for the `time` module in moto's retrier: the Retry interval is recorded, not slept."""
+
+    def __init__(self, waits: list[float]):
+        self.waits = waits
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def _for_moto(definition: dict) -> dict:
+    """The documented departures above, and nothing else."""
+    for _, scope in asl.scopes(definition):
+        for name, state in scope["States"].items():
+            if state["Type"] != "Map" or "ToleratedFailurePercentage" not in state:
+                continue
+            assert state["ToleratedFailurePercentage"] == SERVICE_TOLERATED_FAILURE_PERCENTAGE, (
+                f"{name}: moto does not enforce ToleratedFailurePercentage; below 100 these executions would differ"
+            )
+            state["ToleratedFailurePercentage"] = float(state["ToleratedFailurePercentage"])
+    return definition
