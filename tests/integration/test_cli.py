@@ -44,8 +44,8 @@ REPORT_KEYS = {
 REPORT_ADDITIONS = {"tool_version", "accounts", "account_aliases", "targets"}
 REPORT_EXTENSIONS = {"target_actions", "target_errors"}
 INSTANCE_ADDITIONS = {"account_id", "name", "tags", "warnings"}
-INSTANCE_EXTENSIONS = {"excluded_reason"}
-SUMMARY_KEYS = {"instances", "compliant", "fixed", "noncompliant", "excluded", "errors", "warnings"}
+INSTANCE_EXTENSIONS = {"excluded_reason", "connect_path", "connect_command", "error"}  # docs/architecture.md §13
+SUMMARY_KEYS = {"instances", "compliant", "fixed", "noncompliant", "excluded", "errors", "warnings", "connect_paths"}
 INSTANCE_KEYS = {"instance_id", "region", "vpc_id", "verdict", "checks", "actions"}
 VERDICTS = {"compliant", "fixed", "noncompliant", "excluded", "error"}
 CHECK_STATUSES = {"pass", "fail", "fixed", "would-fix", "error", "not-applicable"}
@@ -297,8 +297,8 @@ def test_table_marks_ssh_open_to_the_world_as_a_passing_check_with_a_warning(acc
     # Then the instance is compliant, named, its eic-ssh-ingress reads pass!, and a warning row names the group
     assert code == 0
     [row] = [line for line in out.splitlines() if line.startswith(f"│ {instance} │ web-open-world")]
-    assert [cell.strip() for cell in row.split("│")[3:5]] == ["compliant", "pass"]
-    assert [cell.strip() for cell in row.split("│")][5] == "pass!"
+    assert [cell.strip() for cell in row.split("│")[3:6]] == ["compliant", "public", "pass"]
+    assert [cell.strip() for cell in row.split("│")][6] == "pass!"
     [warning] = [line for line in out.splitlines() if "│ warning " in line]
     assert [cell.strip() for cell in warning.split("│")][1:3] == [instance, "eic-ssh-ingress"]
     assert f"ssh-open-to-internet: {world} allows TCP 22 from 0.0.0.0/0" in warning
