@@ -105,7 +105,8 @@ def test_nightly_execution_scans_fixes_and_returns_the_summary(
     # And a second invocation writes nothing and finds both compliant
     api_calls.clear()
     again = handler(event(event_file), FakeLambdaContext(aws_request_id="second-run"))
-    assert api_calls.writes() == ["PutObject", "PutObject"]  # the report (JSON and HTML), nothing in EC2
+    # the target's Athena rows, the report (JSON and HTML), nothing in EC2
+    assert api_calls.writes() == ["PutObject"] * 3
     assert again["run_id"] == "second-run"
     assert again["summary"] == {
         "instances": 2,
@@ -190,7 +191,8 @@ def test_an_empty_execution_input_runs_the_same_scan_as_the_schedule(
     assert empty["summary"] == scheduled["summary"]
     assert empty["summary"]["instances"] == 2 and empty["summary"]["noncompliant"] == 1
     assert stored_report(runs_bucket, empty["report_key"]) == stored_report(runs_bucket, scheduled["report_key"])
-    assert api_calls.writes() == ["PutObject"] * 4  # report mode: each run's report (JSON, HTML), no EC2 write
+    # report mode: each run's Athena rows and report (JSON, HTML), no EC2 write
+    assert api_calls.writes() == ["PutObject"] * 6
 
 
 @NO_METRICS

@@ -193,6 +193,7 @@ def test_scan_emits_the_summary_counters_in_one_emf_blob(scan_run):
             "ModifyInstanceMetadataOptions",
             "PutObject",  # the report, JSON
             "PutObject",  # and HTML (the run's own objects under runs/ are not counted)
+            "PutObject",  # the target's findings (JSON Lines for Athena)
         ]
     )
     # And the summary is published once, not once per region or per instance

@@ -265,8 +265,8 @@ def test_report_mode_writes_no_tags_but_still_reports_and_alerts(
     result, _ = run_scan(api_calls)
     writes = api_calls.writes()
 
-    # Then nothing was written to EC2 (no tags, no fixes): only the report objects and the alert
-    assert sorted(writes) == ["Publish", "PutObject", "PutObject"]
+    # Then nothing was written to EC2 (no tags, no fixes): only the report objects, the target's findings and the alert
+    assert sorted(writes) == ["Publish", "PutObject", "PutObject", "PutObject"]
     tags = tags_of(ec2, fleet.opted_in)
     assert all(STATUS_TAG not in t and CHECKED_AT_TAG not in t for t in tags.values())
     # And the planned fix is still something a person must know about

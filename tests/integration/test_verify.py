@@ -258,3 +258,58 @@ def test_a_failed_run_a_waiting_dead_letter_and_security_hub_off_are_each_named(
     boto3.client("securityhub", REGION).enable_security_hub()
     _, again = verify(capsys)
     assert ("security-hub", "pass", "every target") in items(again)
+
+
+def test_the_verify_job_runs_through_the_deployed_definition(state_machine, account, monkeypatch):
+    # Given the stack's real state machine (moto's Step Functions engine, the handlers routed to it), an opted-in
+    # instance with its managed group, and the simulator's DryRun accommodation only
+    fleet(account)
+    monkeypatch.setenv("EIC_GUARD_TAG_INSTANCES", "true")  # the stack's default
+    machine = state_machine()
+    before = ec2_state(account.ec2)
+
+    # When `eic-guard verify` starts its job
+    with simulated_stack.Simulation(complete_executions=False).installed():
+        run = machine.run({"job": "verify"})
+
+    # Then Plan, the one target's worker and Aggregate ran as for a scan, every probe was allowed, nothing changed
+    assert run.status == "SUCCEEDED", (run.error, run.cause)
+    worker_actions = {a for a in granted(WORKER, Deployment()) if a.split(":")[0] in ("ec2", "iam", "securityhub")}
+    assert {k: v for k, v in run.output.items() if k != "run_id"} == {
+        "job": "verify",
+        "own_account": "123456789012",
+        "targets": 1,
+        "targets_with_result": 1,
+        "targets_unreachable": 0,
+        "probes": {"allowed": len(worker_actions)},
+        "problems": [],
+    }
+    assert [(i.function, i.event.get("phase")) for i in machine.invocations] == [
+        ("PlanFunction", None),
+        ("ScanTargetFunction", "apply"),
+        ("AggregateFunction", None),
+    ]
+    reports = boto3.client("s3", REGION).list_objects_v2(Bucket=machine.reports_bucket, Prefix="reports/")
+    assert reports.get("KeyCount", 0) == 0 and machine.alerts() == []
+    assert ec2_state(account.ec2) == before
+
+
+def test_verbose_lists_each_call_and_an_interrupt_stops_verify_with_130(deployed, monkeypatch, capsys):
+    # Given a deployed stack
+    # When verify runs with -v (no job)
+    assert main(["verify", "--no-job", "-v"]) == 0
+    calls = capsys.readouterr().err
+
+    # Then each AWS call it made is on stderr
+    for operation in ("DescribeStacks", "ListSubscriptions", "ListSubscriptionsByTopic", "GetSchedule"):
+        assert operation in calls
+
+    # And when Ctrl-C has been pressed, it stops at its next step, exit 130, nothing printed on stdout
+    monkeypatch.setattr("eic_guard.cli.interrupts.Interrupts.requested", property(lambda self: True))
+    assert main(["verify", "--no-job"]) == 130
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "eic-guard: SIGINT: stopped before it finished (verify stopped; a verify job already started runs on, "
+        "changing nothing)\n"
+    )

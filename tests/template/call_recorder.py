@@ -372,7 +372,7 @@ def _existing_resources(call: RecordedCall, account_id: str) -> list[Touched]:
     if call.service == "securityhub" and call.operation == "BatchImportFindings":
         # Authorized on the product each finding names (the default product of the calling account).
         return [Touched(arn) for arn in dict.fromkeys(f["ProductArn"] for f in params.get("Findings", ()))]
-    if call.service == "securityhub" and call.operation == "BatchUpdateFindings":
+    if call.service == "securityhub" and call.operation in ("BatchUpdateFindings", "DescribeHub"):
         return [Touched(f"arn:aws:securityhub:{region}:{account_id}:hub/default")]  # the caller's hub
     return []
 

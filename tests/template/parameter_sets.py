@@ -106,6 +106,20 @@ PARAMETER_SETS = (
             ("SecurityHubFindings", "enabled"),
         ),
     ),
+    # `eic-guard verify`'s job (docs/architecture.md §16) with every switch on, in this account and a listed member:
+    # every probe (DryRun writes on the drifted fleet, reads, Security Hub's DescribeHub) is allowed by the role
+    # that makes it, so verify never reports a permission the deployed roles really have as missing.
+    ParameterSet(
+        "verify",
+        "verify",
+        (
+            ("Accounts", f"{OWN_ACCOUNT},{LISTED_MEMBER}"),
+            ("Mode", "remediate"),
+            ("RemediatePublicIp", "true"),
+            ("TagInstances", "true"),
+            ("SecurityHubFindings", "enabled"),
+        ),
+    ),
     ParameterSet("refresh", "refresh", (("StalePrefixGraceHours", "0"),)),
     ParameterSet("refresh-regions-elsewhere-first", "refresh", (("Regions", f"eu-west-1,{STACK_REGION}"),)),
     # The refresh job in report mode across an organization: every member's managed groups follow, through a member

@@ -2,11 +2,12 @@
 
 moto enforces no IAM, so a handler can be green on moto and refused on AWS. Here each parameter set of
 `parameter_sets.py` (report and remediate modes, Elastic IPs on and off, prefix-list mode, Regions not starting with
-the stack's region, a list of accounts, an organization, the refresh) is rendered with SAM's translator
-(`cfn.render`), and the deployed engine runs on moto against fleets with drift, so that the remediation writes
-really happen: the nightly schedule's input (or, for a refresh set, functions/refresh/app.py on the SNS event, whose
-StartExecution gives the input) starts statemachine/eic_guard.asl.json, run by `asl.Execution` with the real
-handlers (functions/plan, functions/scan_target for every target and phase, functions/aggregate), each with its
+the stack's region, a list of accounts, an organization, the refresh, `eic-guard verify`'s job) is rendered with
+SAM's translator (`cfn.render`), and the deployed engine runs on moto against fleets with drift, so that the
+remediation writes really happen: the nightly schedule's input (or, for a refresh set, functions/refresh/app.py on
+the SNS event, whose StartExecution gives the input; for the verify set, verify's {"job": "verify"}) starts
+statemachine/eic_guard.asl.json, run by `asl.Execution` with the real handlers (functions/plan,
+functions/scan_target for every target and phase, functions/aggregate), each with its
 own rendered environment. A recorder on every botocore session (`call_recorder.CallRecorder`) turns each call into
 the IAM authorizations AWS would make, and an evaluator (`iam_eval.evaluate`) checks each against the right role:
 a function's calls in the stack's account against that function's role; the calls made in a member account (with
@@ -59,7 +60,7 @@ from tests.template.asl import STATE_MACHINE_ID, Execution, load_definition
 from tests.template.call_recorder import CallRecorder, RecordedCall
 from tests.template.cfn import PSEUDO, RenderedStack, as_list, member_values_for, render, render_member
 from tests.template.iam_eval import Request, conditions_match, evaluate
-from tests.template.parameter_sets import OWN_ACCOUNT, PARAMETER_SETS, STACK_REGION, ParameterSet
+from tests.template.parameter_sets import LISTED_MEMBER, OWN_ACCOUNT, PARAMETER_SETS, STACK_REGION, ParameterSet
 
 SNAPSHOT = IP_RANGES / "ip-ranges-2026-08-22.json"
 MANAGED_BY = {"Key": "ManagedBy", "Value": "eic-guard"}
@@ -506,6 +507,8 @@ class DeployedEngine:
         """The execution input: the nightly schedule's, or what the refresh function started the state machine with."""
         if job == "scan":
             return json.loads(self.stack.resources[f"{STATE_MACHINE_ID}Nightly"]["Properties"]["Target"]["Input"])
+        if job == "verify":  # what `eic-guard verify` starts (verify/execution.py)
+            return {"job": "verify"}
         state_machine = self.stack.physical(STATE_MACHINE_ID)
         created = boto3.client("stepfunctions", STACK_REGION).create_state_machine(
             name=self.stack.physical(STATE_MACHINE_ID, "Name"),
@@ -586,7 +589,7 @@ def run(parameter_set: ParameterSet, recorder: CallRecorder) -> Run:
         for account in (OWN_ACCOUNT, *outcome.members):
             session = session_in(account)
             for region in environment["EIC_GUARD_REGIONS"].split(","):
-                if parameter_set.job in ("scan", "on-change"):
+                if parameter_set.job in ("scan", "on-change", "verify"):
                     build_scan_fleet(session, region, environment["EIC_GUARD_INGRESS_SOURCE"] == "prefix-list")
                 else:
                     build_refresh_fleet(session, region)
@@ -858,8 +861,8 @@ def test_imds_changes_keep_http_tokens_and_enable_the_endpoint(runs):
     # Given the remediating runs
     calls = [c for r in runs.values() for c in r.calls if c.operation == "ModifyInstanceMetadataOptions"]
 
-    # When the metadata changes are read
-    sent = [{k: v for k, v in c.params.items() if k != "InstanceId"} for c in calls]
+    # When the metadata changes are read (verify's probes send the same request with DryRun)
+    sent = [{k: v for k, v in c.params.items() if k not in ("InstanceId", "DryRun")} for c in calls]
 
     # Then each enables the endpoint and states HttpTokens (the instance's current value, here "required")
     assert sent
@@ -917,17 +920,32 @@ def test_the_worker_may_not_enter_another_role_nor_touch_another_bucket(runs):
         for c in outcome.calls
         if c.function_id == "ScanTargetFunction"
         for r in c.requests
-        if r.action == "s3:PutObject"
+        if r.action == "s3:PutObject" and "/runs/" in r.resource
     )
+    rows = _recorded_put(runs, "organization", "/tables/findings/")
 
     # When the same requests name another role or a key outside runs/ (the reports are Aggregate's)
     other_role = Request(assume.action, assume.resource.rsplit("/", 1)[0] + "/OrganizationAccountAccessRole")
     report = Request(result.action, result.resource.split("/runs/")[0] + "/reports/x.json", result.context)
 
-    # Then the originals are allowed and those are not
+    # Then the originals (the result object, the Athena rows) are allowed and those are not
     assert evaluate(statements, assume).allowed and evaluate(statements, result).allowed
+    assert evaluate(statements, rows).allowed
     assert not evaluate(statements, other_role).allowed
     assert not evaluate(statements, report).allowed
+    # And the Athena rows' grant reaches no other part of the bucket (the Security Hub ledger under findings/)
+    ledger = Request(rows.action, rows.resource.split("/tables/")[0] + "/findings/123456789012/us-east-1.json")
+    assert not evaluate(statements, Request(ledger.action, ledger.resource, rows.context)).allowed
+
+
+def _recorded_put(runs, name: str, part: str) -> Request:
+    return next(
+        r
+        for c in runs[name].calls
+        if c.function_id == "ScanTargetFunction"
+        for r in c.requests
+        if r.action == "s3:PutObject" and part in r.resource
+    )
 
 
 def test_the_evaluator_applies_resource_tags_request_tags_and_region_denies(runs):
@@ -1048,3 +1066,33 @@ def test_the_member_role_trusts_the_central_roles_only_from_their_organization(r
     # Then the trust admits it from the organization only
     assert outcome.trusted(call, request)
     assert not outside.trusted(call, request)
+
+
+def test_the_verify_job_probes_its_writes_with_dry_run_on_the_drifted_fleet(runs):
+    # Given `eic-guard verify`'s job on the drifted fleets of this account and a listed member, every switch on
+    outcome = runs["verify"]
+
+    # When its EC2 and Security Hub calls are collected per account
+    writes = {
+        (c.account_id, c.operation, c.params.get("DryRun"))
+        for c in outcome.calls
+        if c.service == "ec2" and not c.operation.startswith(("Describe", "Get"))
+    }
+    hubs = {c.account_id for c in outcome.calls if (c.service, c.operation) == ("securityhub", "DescribeHub")}
+
+    # Then each account saw every write the remediation may make there, each as a DryRun (allowed above, as the
+    # role that made it would be), and Security Hub's state read; nothing was written for real
+    expected = {
+        "AuthorizeSecurityGroupIngress",
+        "RevokeSecurityGroupIngress",
+        "CreateSecurityGroup",
+        "CreateTags",
+        "ModifyNetworkInterfaceAttribute",
+        "ModifyInstanceMetadataOptions",
+        "AllocateAddress",
+    }
+    for account in (OWN_ACCOUNT, LISTED_MEMBER):
+        assert {operation for a, operation, _ in writes if a == account} >= expected
+    assert {dry_run for _, _, dry_run in writes} == {True}
+    assert hubs == {OWN_ACCOUNT, LISTED_MEMBER}
+    assert outcome.reports == []  # no report written, so no alert either

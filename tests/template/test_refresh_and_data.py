@@ -135,7 +135,7 @@ REPORTS = physical("ReportsBucket", "Arn") + "/reports/*"
 # What each function may touch in the data plane: this stack's table, bucket (prefix) and topic only.
 DATA_RESOURCES = {
     "PlanFunction": {"dynamodb": [physical("StateTable", "Arn")], "s3": [RUNS]},
-    "ScanTargetFunction": {"s3": [RUNS]},
+    "ScanTargetFunction": {"s3": [RUNS, physical("ReportsBucket", "Arn") + "/tables/findings/*"]},
     "AggregateFunction": {
         "dynamodb": [physical("StateTable", "Arn")],
         "s3": [RUNS, physical("ReportsBucket", "Arn"), REPORTS],
@@ -246,7 +246,12 @@ def test_reports_expire_after_report_retention_days_runs_and_old_versions_after_
     # Then reports/ expires after the ReportRetentionDays parameter (400 by default), the fan-out's working objects
     # (runs/) after 30 days, and old versions after 30 days
     assert all(r["Status"] == "Enabled" for r in rules)
-    assert expiring == {"reports/": {"Ref": "ReportRetentionDays"}, "runs/": 30}
+    # (the Athena table's rows, tables/findings/, as long as the reports they come from)
+    assert expiring == {
+        "reports/": {"Ref": "ReportRetentionDays"},
+        "tables/findings/": {"Ref": "ReportRetentionDays"},
+        "runs/": 30,
+    }
     assert parameter_values()["ReportRetentionDays"] == "400"
     assert [r["NoncurrentVersionExpiration"] for r in noncurrent] == [{"NoncurrentDays": 30}]
 

@@ -179,11 +179,12 @@ def test_an_organization_run_names_each_problems_account():
     # When the alert is composed
     message = alert_message(run, [])
 
-    # Then it counts the accounts and names the account of the instance and of the target error
+    # Then it counts the accounts and names the account of the target error (first: a target that could not be
+    # scanned is the worst) and of the instance
     lines = message.splitlines()
     assert "2 accounts (us-east-1, eu-west-1)" in lines[0]
-    assert lines[1].startswith(f"- i-{1:017x} in {member} us-east-1: al2023-ami fail:")
-    assert lines[2] == f"- {member} eu-west-1 could not be scanned: region not enabled (OptInRequired)"
+    assert lines[1] == f"- {member} eu-west-1 could not be scanned: region not enabled (OptInRequired)"
+    assert lines[2].startswith(f"- i-{1:017x} in {member} us-east-1: al2023-ami fail:")
 
 
 @pytest.mark.parametrize(

@@ -17,8 +17,10 @@ from eic_guard.permissions import IN_ACCOUNT, MEMBER, WORKER, Deployment, grante
 from eic_guard.settings import Settings
 from eic_guard.verify import probes
 from eic_guard.verify.checklist import FAIL, PASS, SKIP, WARN, Checklist, Item, write_table
+from eic_guard.verify.execution import VERIFY_PREFIX, JobOutcome, job_items, run_job
 from eic_guard.verify.job import actions_to_probe, summarize
-from eic_guard.verify.stack import Stack, parameter_items
+from eic_guard.verify.stack import Stack, parameter_items, status_item
+from eic_guard.verify.subscriptions import IP_SPACE_CHANGED, ip_space_item
 
 DEPLOYMENTS = [
     Deployment(mode, public_ip, tags, hub, accounts)
@@ -232,3 +234,129 @@ def test_the_stack_name_comes_from_samconfig(tmp_path):
         '[default.deploy.parameters]\nstack_name = "deployed"\n[default.global.parameters]\nstack_name = "g"\n'
     )
     assert default_stack(config) == "deployed"
+
+
+class FakeStepFunctions:
+    """StartExecution and DescribeExecution answering `statuses` one poll after another."""
+
+    def __init__(self, *described: dict):
+        self.described = list(described)
+        self.started: list[dict] = []
+
+    def start_execution(self, **kwargs):
+        self.started.append(kwargs)
+        return {"executionArn": f"arn:aws:states:us-east-1:123456789012:execution:sm:{kwargs['name']}"}
+
+    def describe_execution(self, executionArn):
+        return self.described.pop(0) if len(self.described) > 1 else self.described[0]
+
+
+def test_the_job_is_started_with_its_input_and_waited_for_until_it_ends():
+    # Given an execution that runs for two polls, then succeeds
+    sfn = FakeStepFunctions({"status": "RUNNING"}, {"status": "RUNNING"}, {"status": "SUCCEEDED", "output": '{"a": 1}'})
+    slept, ticks = [], []
+
+    # When the CLI runs the job
+    outcome = run_job(sfn, "arn:sm", timeout=60, on_tick=ticks.append, sleep=slept.append, clock=lambda: 0.0)
+
+    # Then it started {"job": "verify"} under a verify name, polled every 2 s, and read the output
+    assert sfn.started[0]["input"] == '{"job": "verify"}' and sfn.started[0]["name"].startswith(VERIFY_PREFIX)
+    assert (outcome.status, outcome.output, outcome.error) == ("SUCCEEDED", {"a": 1}, None)
+    assert slept == [2.0, 2.0] and ticks == [0.0, 0.0]
+
+
+def test_a_job_still_running_at_the_timeout_is_left_running_and_failing():
+    # Given an execution that never ends, and a clock at 5 s past the start on its second reading
+    sfn = FakeStepFunctions({"status": "RUNNING"})
+    readings = iter([0.0, 5.0])
+
+    # When the CLI waits at most 5 s
+    outcome = run_job(sfn, "arn:sm", timeout=5, sleep=lambda _: None, clock=lambda: next(readings))
+
+    # Then it stops waiting, and the checklist says so with how to follow it
+    assert outcome.status == "RUNNING"
+    [item] = job_items(outcome, 5, security_hub=False)
+    assert (item.check, item.status, item.detail) == ("verify-job", FAIL, "still running after 5 s (left running)")
+    assert outcome.execution_arn in item.fix
+
+
+def test_a_failed_job_names_its_error():
+    sfn = FakeStepFunctions({"status": "FAILED", "error": "States.TaskFailed", "cause": "boom"})
+    outcome = run_job(sfn, "arn:sm", timeout=5, sleep=lambda _: None, clock=lambda: 0.0)
+    [item] = job_items(outcome, 5, security_hub=True)
+    assert (item.status, item.detail) == (FAIL, "FAILED: States.TaskFailed boom")
+
+
+def test_each_kind_of_problem_is_its_own_item_with_what_to_do():
+    # Given a job's output with a denied member write, an account not entered, a target without a result, an
+    # untested write and Security Hub off in one target
+    def problem(action, outcome, reason, role="member/MemberRole", examples=("111111111111/us-east-1: x",)):
+        return {
+            "action": action,
+            "outcome": outcome,
+            "reason": reason,
+            "role": role,
+            "targets": 1,
+            "examples": list(examples),
+        }
+
+    output = {
+        "targets": 3,
+        "targets_with_result": 2,
+        "probes": {"allowed": 40, "denied": 1},
+        "problems": [
+            problem("ec2:CreateTags", "denied", "UnauthorizedOperation"),
+            problem("sts:AssumeRole", "denied", "cannot enter account AccessDenied"),
+            problem("worker", "missing", "no result from the target worker", role="", examples=("2/us-east-1",)),
+            problem("ec2:ReleaseAddress", "untested", "no eic-guard Elastic IP in this region"),
+            problem("securityhub:DescribeHub", "error", "Security Hub is not enabled here (InvalidAccessException)"),
+        ],
+    }
+    outcome = JobOutcome("arn:aws:states:us-east-1:1:execution:sm:eic-guard-verify-0123456789", "SUCCEEDED", output)
+
+    # When the checklist items are made
+    items = job_items(outcome, 600, security_hub=True)
+
+    # Then one item each, in order, the Security Hub failure replacing its passing line
+    assert [(i.check, i.status, i.subject) for i in items] == [
+        ("verify-job", PASS, "eic-guard-verify-01234567"),
+        ("permission", FAIL, "member role ec2:CreateTags"),
+        ("member-account", FAIL, "member role"),
+        ("verify-job", FAIL, "target worker"),
+        ("permission", SKIP, "member role ec2:ReleaseAddress"),
+        ("security-hub", FAIL, "1 target"),
+    ]
+    assert items[0].detail == "2 of 3 targets answered; probes: 40 allowed, 1 denied"
+    assert all(i.fix and i.url for i in items if i.status == FAIL)
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("UPDATE_COMPLETE", PASS),
+        ("UPDATE_ROLLBACK_FAILED", FAIL),
+        ("CREATE_IN_PROGRESS", FAIL),
+        ("DELETE_COMPLETE", FAIL),
+    ],
+)
+def test_only_a_complete_stack_passes(status, expected):
+    assert status_item(Stack("s", status)).status == expected
+
+
+def test_a_refresh_function_not_subscribed_fails_and_another_subscription_does_not_count():
+    # Given AmazonIpSpaceChanged subscriptions in this account: another function's only
+    sns = boto3.client("sns", "us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    other = {
+        "TopicArn": IP_SPACE_CHANGED,
+        "Endpoint": "arn:aws:lambda:us-east-1:1:function:other",
+        "Protocol": "lambda",
+    }
+    mine = "arn:aws:lambda:us-east-1:1:function:eic-guard-RefreshFunction"
+
+    # When / Then it fails, and passes once the function (an alias of it) is subscribed
+    with Stubber(sns) as stub:
+        stub.add_response("list_subscriptions", {"Subscriptions": [{**other, "SubscriptionArn": "arn:s:1"}]})
+        assert ip_space_item(sns, mine).status == FAIL
+        subscribed = {**other, "Endpoint": f"{mine}:live", "SubscriptionArn": "arn:s:2"}
+        stub.add_response("list_subscriptions", {"Subscriptions": [subscribed]})
+        assert ip_space_item(sns, mine).status == PASS

@@ -293,6 +293,7 @@ _STACK = (
     Call(("dynamodb:GetItem",), (ON_CHANGE,), "changes/check.py: the stored ip-ranges, read only"),
     # The reports bucket.
     Call(("s3:PutObject",), (PLAN, WORKER), "fanout/steps.py: runs/<run id>/ manifest, targets, results"),
+    Call(("s3:PutObject",), (WORKER,), "outputs/athena.py: the target's rows of the Athena table, tables/findings/"),
     Call(("s3:GetObject",), (WORKER, AGGREGATE), "fanout/steps.py: the run's manifest and results"),
     Call(("s3:ListBucket",), (AGGREGATE,), "fanout/aggregate.py: the run's result objects (runs/ only)"),
     Call(("s3:PutObject",), (AGGREGATE, REFRESH, ON_CHANGE), "outputs/publish.py, changes/publish.py: reports/"),

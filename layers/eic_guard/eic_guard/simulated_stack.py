@@ -173,9 +173,11 @@ class Simulation:
     a failing deployment: IAM refusing a call (moto enforces no IAM), a subscription not confirmed yet (moto confirms
     every subscription at once)."""
 
-    def __init__(self) -> None:
+    def __init__(self, complete_executions: bool = True) -> None:
         self.refused: dict[str, set[str]] = {}  # operation -> resource ids IAM refuses it on
         self.pending: set[str] = set()  # subscription endpoints not confirmed
+        # False where the state machine really runs (moto's Step Functions engine with the handlers routed to it)
+        self.complete_executions = complete_executions
 
     def refuse(self, operation: str, resource_id: str) -> None:
         """IAM answers `operation` on `resource_id` with UnauthorizedOperation (a role without that permission)."""
@@ -186,7 +188,8 @@ class Simulation:
         last: a handler registered before it (a test's fault injector refusing the call, say) answers first, as IAM
         is evaluated before DryRun."""
         events.register("before-call", self._before_call)
-        events.register("after-call.sfn.StartExecution", _complete_execution)
+        if self.complete_executions:
+            events.register("after-call.sfn.StartExecution", _complete_execution)
         events.register("after-call.sns.ListSubscriptionsByTopic", self._pending_subscriptions)
 
     @contextmanager

@@ -8,9 +8,11 @@ import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigurationError
 from . import exit_codes
+from .interrupts import Interrupted
 from .invocation import Invocation
 from .verbosity import add_verbosity_arguments
 
@@ -81,10 +83,24 @@ def run(args: argparse.Namespace, invocation: Invocation) -> int:
     aws = session(args.region)
     if not aws.region_name:
         raise ConfigurationError("no region: pass --region or set AWS_REGION (the stack's region)")
-    with _progress(len(STEPS), invocation) as (on_step, on_tick):
+    with _progress(len(STEPS), invocation) as (show_step, show_wait):
+
+        def on_step(name: str) -> None:
+            _stop_if_interrupted(invocation)
+            show_step(name)
+
+        def on_tick(elapsed: float) -> None:
+            _stop_if_interrupted(invocation)
+            show_wait(elapsed)
+
         try:
             checklist = verify_stack(
-                aws, stack_name, timeout=args.timeout, with_job=not args.no_job, on_step=on_step, on_tick=on_tick
+                _Logged(aws, invocation.verbosity.call_log()),
+                stack_name,
+                timeout=args.timeout,
+                with_job=not args.no_job,
+                on_step=on_step,
+                on_tick=on_tick,
             )
         except StackNotFound:
             raise ConfigurationError(
@@ -95,6 +111,26 @@ def run(args: argparse.Namespace, invocation: Invocation) -> int:
     else:
         write_table(checklist, sys.stdout)
     return exit_codes.FINDINGS if checklist.failed else exit_codes.OK
+
+
+def _stop_if_interrupted(invocation: Invocation) -> None:
+    """Ctrl-C or SIGTERM between steps or while waiting: stop there (exit 130); verify has changed nothing."""
+    if invocation.interrupts.requested:
+        raise Interrupted("verify stopped; a verify job already started runs on, changing nothing")
+
+
+class _Logged:
+    """The session, its clients reporting each call with -v (as the other commands' clients do)."""
+
+    def __init__(self, session: Any, call_log: Any):
+        self.session, self.call_log = session, call_log
+        self.region_name = session.region_name
+
+    def client(self, *args: Any, **kwargs: Any) -> Any:
+        client = self.session.client(*args, **kwargs)
+        if self.call_log is not None:
+            self.call_log.attach(client, lambda: None)
+        return client
 
 
 @contextmanager

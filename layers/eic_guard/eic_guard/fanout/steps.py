@@ -21,11 +21,14 @@ from ..aws.credentials import AccountClients
 from ..budget import Deadline
 from ..events import InvalidEvent
 from ..observability import logger, record_refresh, record_scan, record_targets
+from ..outputs.athena import write_findings
 from ..outputs.publish import publish_refresh, publish_scan
 from ..ranges.catch_up import state_store
 from ..settings import Settings
 from ..verify.job import plan_verify, summarize, verify_target
+from .aggregate import _merge_rounds as merge_rounds
 from .aggregate import aggregate_run, finish_state
+from .payloads import sampled
 from .plan import RunPlan, plan_run
 from .results import UnreadableResult, read_result, result_name, unreadable
 from .targets import Target
@@ -171,6 +174,8 @@ def worker_step(event: Any, settings: Settings, clients: Any, deadline: Deadline
         document = run_target(
             plan, target, request.phase, accounts.for_account, settings, round_=request.round, deadline=deadline
         )
+    if plan.job == "scan" and request.phase == "apply":
+        _put_findings(objects, plan, target, request.round, document)
     result_key = objects.put(result_name(target, request.phase, request.round), document)
     return {
         **request.model_dump(),
@@ -178,6 +183,28 @@ def worker_step(event: Any, settings: Settings, clients: Any, deadline: Deadline
         "result_key": result_key,
         "instances": len(document["instances"]),
     }
+
+
+def _put_findings(objects: RunObjects, plan: RunPlan, target: Target, round_: int, document: dict) -> None:
+    """This target's per-instance rows for the Athena table (outputs/athena.py), its rounds so far merged (an earlier
+    round's object that cannot be read is left out); a failure to write is a note of the target (amber in the
+    report), never the loss of its result."""
+    rounds = []
+    for earlier in range(1, round_):
+        key = objects.key(result_name(target, "apply", earlier))
+        try:
+            found = read_result(key, objects.s3.get_object(Bucket=objects.bucket, Key=key)["Body"].read())
+        except (ClientError, BotoCoreError) as exc:
+            found = None
+            logger.warning("an earlier round's result is not in the Athena rows", extra={"key": key, "error": str(exc)})
+        if isinstance(found, dict):
+            rounds.append(found)
+    try:
+        merged = merge_rounds([*rounds, document])
+        write_findings(objects.s3, objects.bucket, merged, plan.run_id, plan.started_at, plan.mode)
+    except (ClientError, BotoCoreError) as exc:
+        logger.error("per-instance results for Athena not written", extra={"target": target.key, "error": str(exc)})
+        document["notes"].append(f"per-instance results for Athena (tables/findings/) not written: {exc}")
 
 
 _RUN_ACCOUNTS: list[AccountClients] = []  # the latest run's, in a warm container
@@ -216,15 +243,16 @@ def aggregate_step(event: Any, settings: Settings, clients: Any) -> dict:
         alerts = (refresh or {}).get("alerts", [])
         published = publish_refresh(clients, settings, plan.run_id, plan.started_at, refresh or {}, alerts)
     logger.info("run finished", extra={"summary": document["summary"], "job": plan.job, **published})
+    # The execution's output: counts, keys and short samples (fanout/payloads.py), whatever the number of targets
+    # and failures; the report and the refresh report hold the whole lists.
     return {
         "run_id": report.run_id,
         "job": plan.job,
         "mode": report.mode,
-        "regions": report.regions,
-        "accounts": report.accounts,
+        **sampled({"regions": report.regions, "accounts": report.accounts}),
         "summary": document["summary"],
         "targets": {s: sum(1 for t in report.targets if t.status == s) for s in ("ok", "error", "incomplete")},
         "ip_ranges": document["ip_ranges"],
-        "refresh": refresh,
+        "refresh": sampled(refresh) if refresh is not None else None,
         "report_key": published["report_key"],
     }

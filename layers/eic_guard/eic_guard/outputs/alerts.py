@@ -33,6 +33,8 @@ from ..settings import partition_of as region_partition
 from .report import Report
 
 ALERT_LINES = 25  # problem lines in one alert; the rest is "… and N more" (the report has them all)
+LINE_LIMIT = 1_000  # characters of one line (an AWS error can carry kilobytes of encoded detail)
+MESSAGE_LIMIT = 256 * 1024 - 1024  # bytes: SNS Publish takes up to 256 KB (262,144 bytes); a margin for the rest
 DIGEST_PERIOD = timedelta(days=7)  # what persists is listed again at most this often
 # A fingerprint is 3 bytes naming its (account, region) target and 5 naming the problem in it: a target that
 # cannot be scanned keeps its earlier problems remembered (they are not "resolved", and not new when it is back).
@@ -227,16 +229,59 @@ def problem_line(report: Report, problem: Problem) -> str:
     return f"{who} in {where}: {what}"
 
 
+def worst_first(problems: Sequence[Problem]) -> list[Problem]:
+    """Worst targets first: those that could not be scanned, then those with the most problems; within a target,
+    its problems in the report's order (an instance's lines stay together)."""
+    count: dict[tuple[str, str], int] = {}
+    unscanned: set[tuple[str, str]] = set()
+    for problem in problems:
+        target = (problem.account_id, problem.region)
+        count[target] = count.get(target, 0) + 1
+        if problem.instance_id is None:
+            unscanned.add(target)
+    order = {target: n for n, target in enumerate(sorted(count, key=lambda t: (t not in unscanned, -count[t], t)))}
+    return sorted(problems, key=lambda p: order[(p.account_id, p.region)])  # stable: the report's order within
+
+
 def problem_lines(report: Report, problems: Sequence[Problem], marked: Iterable[Problem] = ()) -> list[str]:
-    """At most ALERT_LINES lines, then how many more; `marked` problems are flagged [new] (in a digest)."""
+    """At most ALERT_LINES lines, worst first, then how many more; `marked` problems are flagged [new] (in a
+    digest). Each line is at most LINE_LIMIT characters."""
     marked = set(marked)
     lines = [
-        f"- {'[new] ' if problem in marked else ''}{problem_line(report, problem)}"
-        for problem in problems[:ALERT_LINES]
+        clip_line(f"- {'[new] ' if problem in marked else ''}{problem_line(report, problem)}")
+        for problem in worst_first(problems)[:ALERT_LINES]
     ]
     if len(problems) > ALERT_LINES:
         lines.append(f"- … and {len(problems) - ALERT_LINES} more")
     return lines
+
+
+def refresh_lines(refresh_alerts: Sequence[str]) -> list[str]:
+    """The ip-ranges refresh's alerts, at most ALERT_LINES of them, then how many more."""
+    lines = ["ip-ranges refresh:", *(clip_line(f"- {alert}") for alert in refresh_alerts[:ALERT_LINES])]
+    if len(refresh_alerts) > ALERT_LINES:
+        lines.append(f"- … and {len(refresh_alerts) - ALERT_LINES} more")
+    return lines
+
+
+def clip_line(line: str) -> str:
+    return line if len(line) <= LINE_LIMIT else line[: LINE_LIMIT - 1] + "…"
+
+
+def fit_message(lines: list[str], location: str | None) -> str:
+    """The message's lines and its report link within SNS's message size (the link is never cut off)."""
+    tail = [f"Report: {location}"] if location else []
+    text = "\n".join(lines + tail)
+    if len(text.encode("utf-8")) <= MESSAGE_LIMIT:
+        return text
+    kept: list[str] = []
+    budget = MESSAGE_LIMIT - len("\n".join(["- … and the rest in the report", *tail]).encode("utf-8")) - 1
+    for line in lines:
+        budget -= len(line.encode("utf-8")) + 1
+        if budget < 0:
+            break
+        kept.append(line)
+    return "\n".join([*kept, "- … and the rest in the report", *tail])
 
 
 def _plural(count: int, word: str) -> str:
@@ -263,13 +308,10 @@ def quiet_message(
             lines.append(f"{decision.resolved} resolved since the last run.")
         lines += decision.notes
     if refresh_alerts:
-        lines.append("ip-ranges refresh:")
-        lines += [f"- {alert}" for alert in refresh_alerts]
+        lines += refresh_lines(refresh_alerts)
     if not lines:
         return None
-    if location:
-        lines.append(f"Report: {location}")
-    return "\n".join(lines)
+    return fit_message(lines, location)
 
 
 def quiet_subject(report: Report, decision: AlertDecision) -> str:
@@ -311,13 +353,10 @@ def alert_message(report: Report | None, refresh_alerts: list[str], report_locat
         lines.append(headline(report))
         lines += problem_lines(report, problems_of(report))
     if refresh_alerts:
-        lines.append("ip-ranges refresh:")
-        lines.extend(f"- {alert}" for alert in refresh_alerts)
+        lines += refresh_lines(refresh_alerts)
     if not lines:
         return None
-    if report_location:
-        lines.append(f"Report: {report_location}")
-    return "\n".join(lines)
+    return fit_message(lines, report_location)
 
 
 def send_alert(sns: Any, topic_arn: str, subject: str, message: str) -> None:

@@ -63,7 +63,8 @@ def run_job(
 
 def job_items(outcome: JobOutcome, timeout: float, security_hub: bool) -> list[Item]:
     """The job's own line, one line per problem the probes found (grouped across targets), Security Hub's line."""
-    subject = outcome.execution_arn.rsplit(":", 1)[-1]
+    name = outcome.execution_arn.rsplit(":", 1)[-1]
+    subject = name[: len(VERIFY_PREFIX) + 8]  # the run's id starts it; a failing item's fix names the whole ARN
     if outcome.status == "RUNNING":
         return [
             Item(

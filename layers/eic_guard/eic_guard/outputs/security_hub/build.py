@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -33,6 +33,10 @@ PRODUCT_NAME = "eic-guard"
 FINDING_TYPE = "Software and Configuration Checks/AWS Security Best Practices/EC2 Instance Connect"
 PREREQUISITES_URL = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ec2-instance-connect-prerequisites.html"
 BATCH_LIMIT = 100  # BatchImportFindings takes at most 100 findings per request
+# ... up to 240 KB per finding and 6 MB per request (Security Hub's partner guide, "Guidelines for using the
+# BatchImportFindings API"): a margin for the request's own JSON.
+FINDING_BYTES = 240 * 1000
+BATCH_BYTES = 6 * 1000 * 1000 - 64 * 1024
 DESCRIPTION_LIMIT = 1024  # ASFF Description
 RECOMMENDATION_LIMIT = 512  # ASFF Remediation.Recommendation.Text
 # ASFF Resources[].Partition takes these values only
@@ -307,10 +311,26 @@ def fingerprint(finding: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def batches(items: list, size: int = BATCH_LIMIT) -> Iterator[list]:
-    """`items` in order, in lists of at most `size`."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def batches(
+    items: list, size: int = BATCH_LIMIT, weight: Callable[[Any], int] | None = None, limit: int = BATCH_BYTES
+) -> Iterator[list]:
+    """`items` in order, in lists of at most `size` items and, given their `weight` in bytes, at most `limit`."""
+    batch: list = []
+    used = 0
+    for item in items:
+        weighs = weight(item) if weight is not None else 0
+        if batch and (len(batch) == size or used + weighs > limit):
+            yield batch
+            batch, used = [], 0
+        batch.append(item)
+        used += weighs
+    if batch:
+        yield batch
+
+
+def finding_bytes(finding: dict[str, Any]) -> int:
+    """A finding's size in a BatchImportFindings request (its JSON)."""
+    return len(json.dumps(finding, separators=(",", ":")).encode("utf-8"))
 
 
 # ---- an access boundary change: the opt-in tag added (README "Threat model") --------------------------------------

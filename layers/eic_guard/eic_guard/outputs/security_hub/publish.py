@@ -42,6 +42,7 @@ from ...observability import logger, metrics
 from ...settings import Settings
 from ..report import WARNING_CHECKS, split_warning
 from .build import (
+    FINDING_BYTES,
     NOT_PASSING,
     OPEN_STATES,
     WARNING_PREFIX,
@@ -51,6 +52,7 @@ from .build import (
     batches,
     build_finding,
     describe,
+    finding_bytes,
 )
 from .ledger import Ledger, LedgerChanges, LedgerUnavailable, ledger_for
 from .resolve import archived, mark_resolved, resolved_check, resolved_warnings
@@ -235,9 +237,15 @@ def _message(exc: Exception) -> str:
 
 
 def import_findings(securityhub: Any, planned: list[PlannedFinding], outcome: SyncOutcome) -> list[PlannedFinding]:
-    """BatchImportFindings in batches of at most BATCH_LIMIT; returns the findings Security Hub accepted."""
+    """BatchImportFindings in batches within Security Hub's limits (BATCH_LIMIT findings, BATCH_BYTES); a finding
+    over FINDING_BYTES is refused here, named, never sent. Returns the findings Security Hub accepted."""
     accepted: list[PlannedFinding] = []
-    for batch in batches(planned):
+    sizes = {id(p): finding_bytes(p.finding) for p in planned}
+    for oversized in [p for p in planned if sizes[id(p)] > FINDING_BYTES]:
+        outcome.failed += 1
+        outcome.error(f"finding of {sizes[id(oversized)]} bytes is over Security Hub's 240 KB ({oversized.finding_id})")
+    sendable = [p for p in planned if sizes[id(p)] <= FINDING_BYTES]
+    for batch in batches(sendable, weight=lambda p: sizes[id(p)]):
         outcome.calls += 1
         try:
             answer = securityhub.batch_import_findings(Findings=[p.finding for p in batch])
