@@ -108,10 +108,15 @@ TO_APP = egress(rule(group_refs=(APP,)))
         (None, (endpoint(),), "public", False, None, "public"),
         (None, (endpoint(),), "auto", False, "public", "public"),  # the tag overrides
         ("54.1.2.3", (), "public", False, "endpoint", "endpoint"),
+        ("stopped", (), "auto", True, None, "public"),  # no address while stopped: no endpoint created for it
+        ("stopped", (endpoint(),), "auto", False, None, "endpoint"),
     ],
 )
 def test_connect_path(public_ip, endpoints, setting, create, tag, path):
-    inst = instance(public_ip=public_ip, tags={"eic-guard:connect-path": tag} if tag else None)
+    state = "running"
+    if public_ip == "stopped":
+        state, public_ip = "stopped", None
+    inst = instance(state=state, public_ip=public_ip, tags={"eic-guard:connect-path": tag} if tag else None)
     settings = Settings.build(regions=(REGION,), connect_path=setting, create_endpoints=create)
     assert connect_path(inst, ctx_of(inst, endpoints=endpoints, settings=settings)) == path
 
