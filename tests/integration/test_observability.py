@@ -183,6 +183,7 @@ def test_scan_emits_the_summary_counters_in_one_emf_blob(scan_run):
         "excluded": 1,
         "errors": 0,
         "warnings": 0,
+        "connect_paths": {"public": 3},
     }
     assert sorted(scan_run["writes"]) == sorted(
         [

@@ -637,6 +637,7 @@ def test_a_batch_of_ten_events_on_one_region_makes_one_describe_instances(accoun
         "DescribeImages": 1,
         "DescribeRouteTables": 1,
         "DescribeNetworkAcls": 1,
+        "DescribeInstanceConnectEndpoints": 1,  # the endpoint path: one paginated describe per (account, region)
         "DescribeManagedPrefixLists": 1,
         "DescribeNetworkInterfaces": 1,  # the attach re-reads the interfaces' groups just before writing
     }

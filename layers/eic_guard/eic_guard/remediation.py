@@ -138,7 +138,18 @@ class Remediator:
                 f"a group named {name} exists in {vpc_id} without the ManagedBy=eic-guard tag; eic-guard will not use "
                 "or change it"
             )
-        group_id, record = self.gateway.create_group(vpc_id, name, description)
+        try:
+            group_id, record = self.gateway.create_group(vpc_id, name, description)
+        except ClientError as exc:
+            if error_code(exc) != "InvalidGroup.Duplicate":
+                raise
+            # A racing run created it first: use theirs when it is tagged as ours (their run adds its rules too).
+            raced = self.gateway.find_group_named(vpc_id, name)
+            if raced is None or raced.tag(MANAGED_BY_TAG[0]) != MANAGED_BY_TAG[1]:
+                raise RemediationRefused(
+                    f"a group named {name} appeared in {vpc_id} without the ManagedBy=eic-guard tag"
+                ) from None
+            return raced.group_id, False
         actions.append(record)
         return group_id, True
 

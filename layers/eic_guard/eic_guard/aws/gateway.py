@@ -219,7 +219,11 @@ class Ec2Gateway:
 
     def find_group_named_managed(self, vpc_id: str) -> SecurityGroup | None:
         """The VPC's eic-guard-ssh group as it is now, tagged or not (after a racing run created one)."""
-        filters = [{"Name": "vpc-id", "Values": [vpc_id]}, {"Name": "group-name", "Values": [MANAGED_GROUP_NAME]}]
+        return self.find_group_named(vpc_id, MANAGED_GROUP_NAME)
+
+    def find_group_named(self, vpc_id: str, name: str) -> SecurityGroup | None:
+        """The VPC's group of that name as it is now, tagged or not (after a racing run created one)."""
+        filters = [{"Name": "vpc-id", "Values": [vpc_id]}, {"Name": "group-name", "Values": [name]}]
         found = paginate(self.ec2, "describe_security_groups", "SecurityGroups", Filters=filters)
         return next((parse_security_group(raw) for raw in found), None)
 

@@ -10,7 +10,8 @@ The setting `ConnectPath` chooses (`auto` by default) and the instance tag `eic-
 `endpoint`) overrides it; any other tag value is an error for that instance, which is then neither checked nor changed.
 `auto`: an instance with a public IPv4 address takes the public path; one without takes the endpoint path when its VPC
 has an endpoint (one that exists: being created, or created) or `CreateEndpoints` is on, else the public path (so
-today's behaviour and the Elastic IP opt-in stay).
+today's behaviour and the Elastic IP opt-in stay). A stopped instance has no auto-assigned address while stopped: it
+takes the endpoint path only when its VPC has an endpoint, never because of CreateEndpoints.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .base import CheckContext, not_applicable
 
 PUBLIC = "public"
 ENDPOINT = "endpoint"
+STOPPED = ("stopped", "stopping")
 
 
 def tag_error(instance: Instance) -> str | None:
@@ -52,7 +54,11 @@ def _decide(instance: Instance, ctx: CheckContext) -> str:
         return chosen
     if instance.public_ipv4:
         return PUBLIC
-    if ctx.snapshot.endpoint_for(instance.vpc_id) is not None or ctx.settings.create_endpoints:
+    if ctx.snapshot.endpoint_for(instance.vpc_id) is not None:
+        return ENDPOINT
+    if ctx.settings.create_endpoints and instance.state not in STOPPED:
+        # A stopped instance's missing address says nothing (an auto-assigned one exists only while it runs): it
+        # does not make eic-guard create an endpoint.
         return ENDPOINT
     return PUBLIC
 

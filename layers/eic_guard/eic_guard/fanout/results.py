@@ -63,8 +63,7 @@ class InstanceDocument(TypedDict):
     name: NotRequired[str | None]
     tags: NotRequired[dict[str, str]]
     warnings: NotRequired[list[str]]
-    # docs/architecture.md §13: the connect path, the command that connects, why an instance could not be checked
-    connect_path: NotRequired[Literal["public", "endpoint"] | None]
+    connect_path: NotRequired[Literal["public", "endpoint"] | None]  # docs/architecture.md §13
     connect_command: NotRequired[str | None]
     error: NotRequired[str | None]
 

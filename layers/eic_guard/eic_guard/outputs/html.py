@@ -28,7 +28,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from html import escape
 
-from ..checks import CHECK_IDS
+from ..checks import CHECK_IDS, check_ids_for
 from .report import DOC_URL, SHORT_IDS, STATUS_LABEL, WARNING_CHECKS, InstanceEntry, Report, Summary
 
 PAGE_INSTANCES = 100_000  # beyond this, one page per account (a 100,000-instance page is ~20 MB)
@@ -207,6 +207,12 @@ def failures_by_status(report: Report) -> dict[str, Counter[str]]:
     return tally.failures_by_status()
 
 
+def page_checks(report: Report) -> tuple[str, ...]:
+    """The page's check columns: the endpoint path's own only when some instance takes it (docs/architecture.md §13),
+    so a page of public-path instances is what it was."""
+    return CHECK_IDS if report.summary.connect_paths.get("endpoint") else check_ids_for("public")
+
+
 class PageCounts:
     """Every count the summaries show, gathered one instance at a time (no instance is kept)."""
 
@@ -214,7 +220,8 @@ class PageCounts:
         self.by_account: dict[str, Counter[str]] = defaultdict(Counter)
         self.by_region: dict[str, Counter[str]] = defaultdict(Counter)
         self.by_path: dict[str, Counter[str]] = defaultdict(Counter)
-        self.by_check: dict[str, Counter[str]] = {check_id: Counter() for check_id in CHECK_IDS}
+        # The public path's checks always (a chart bar each); the endpoint path's as instances report them.
+        self.by_check: dict[str, Counter[str]] = {check_id: Counter() for check_id in check_ids_for("public")}
         self.instances = 0
 
     def add(self, entry: InstanceEntry) -> None:
@@ -257,12 +264,12 @@ class StringTable:
 _VERDICT_INDEX = {verdict: n for n, verdict in enumerate(VERDICT_ORDER)}
 
 
-def instance_row(entry: InstanceEntry, strings: StringTable) -> list:
+def instance_row(entry: InstanceEntry, strings: StringTable, checks: tuple[str, ...] = CHECK_IDS) -> list:
     """One instance as the page's script reads it (numbers index `strings`; trailing empty fields dropped)."""
     of = strings.of
-    statuses = "".join(STATUS_CODES[entry.checks[c].status] if c in entry.checks else "-" for c in CHECK_IDS)
+    statuses = "".join(STATUS_CODES[entry.checks[c].status] if c in entry.checks else "-" for c in checks)
     details = [
-        [CHECK_IDS.index(cid) if cid in CHECK_IDS else -1, of(check.reason), of(check.guidance)]
+        [checks.index(cid) if cid in checks else -1, of(check.reason), of(check.guidance)]
         for cid, check in entry.checks.items()
         if check.status not in ("pass", "not-applicable")
     ]
@@ -298,23 +305,27 @@ def _island(element_id: str, value: object) -> str:
     return f'<script type="application/json" id="{element_id}">{_json(value)}</script>\n'
 
 
-def _rows_island(entries: Iterable[InstanceEntry], strings: StringTable) -> Iterator[str]:
+def _rows_island(
+    entries: Iterable[InstanceEntry], strings: StringTable, checks: tuple[str, ...] = CHECK_IDS
+) -> Iterator[str]:
     """The rows island, one instance at a time (what a streaming writer writes as it reads the targets)."""
     yield '<script type="application/json" id="eic-rows">['
     separator = ""
     for entry in entries:
-        yield separator + _json(instance_row(entry, strings))
+        yield separator + _json(instance_row(entry, strings, checks))
         separator = ",\n"
     yield "]</script>\n"
 
 
 def _meta(report: Report) -> dict:
     return {
-        "checks": list(CHECK_IDS),
+        "checks": list(page_checks(report)),
         "labels": {a: report.account_label(a) for a in report.account_aliases},
         "verdicts": list(VERDICT_ORDER),
         "status_labels": STATUS_LABEL,
-        "warning_checks": {code: CHECK_IDS.index(cid) for code, cid in WARNING_CHECKS.items() if cid in CHECK_IDS},
+        "warning_checks": {
+            code: page_checks(report).index(cid) for code, cid in WARNING_CHECKS.items() if cid in page_checks(report)
+        },
         "rows_per_screen": ROWS_PER_SCREEN,
     }
 
@@ -500,11 +511,10 @@ def _cards(report: Report) -> str:
     )
 
 
-def _instances_section(heading: str) -> str:
+def _instances_section(heading: str, shown: tuple[str, ...] = CHECK_IDS) -> str:
     verdicts = "".join(f'<option value="{v}">{v}</option>' for v in VERDICT_ORDER)
     checks = "".join(
-        f'<th data-sort="check{i}" title="{escape(c)}">{escape(SHORT_IDS.get(c, c))}</th>'
-        for i, c in enumerate(CHECK_IDS)
+        f'<th data-sort="check{i}" title="{escape(c)}">{escape(SHORT_IDS.get(c, c))}</th>' for i, c in enumerate(shown)
     )
     # Short check ids (the full id is the tooltip): six full ids would push the reasons off a 1280 px screen.
     return f"""<h2 id="instances-heading">{escape(heading)}</h2>
@@ -581,9 +591,10 @@ def html_chunks(report: Report, entries: Iterable[InstanceEntry] | None = None, 
             counts.add(entry)
             yield entry
 
-    data = [_island("eic-meta", _meta(report)), *_rows_island(counted(), strings)]
+    shown = page_checks(report)
+    data = [_island("eic-meta", _meta(report)), *_rows_island(counted(), strings, shown)]
     data.append(_island("eic-strings", strings.texts()))
-    visible = _summary(report, counts, None) + _instances_section("Instances") + f"<script>{_SCRIPT}</script>\n"
+    visible = _summary(report, counts, None) + _instances_section("Instances", shown) + f"<script>{_SCRIPT}</script>\n"
     yield from _page(report, data, visible, preface)
 
 
