@@ -433,11 +433,6 @@ def test_cleanup_dry_run_lists_the_created_endpoint_and_writes_nothing(endpoints
     assert endpoint_states(ec2)[endpoints.own_endpoint] == "create-complete"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the endpoint emulation drops the endpoint's interface at DeleteInstanceConnectEndpoint, where AWS (and "
-    "its docstring) keep it until delete-complete; asked of its owner (18-chat)",
-)
 def test_an_endpoint_still_being_deleted_keeps_its_group_until_the_next_cleanup(endpoints, ec2, monkeypatch, capsys):
     # Given AWS takes longer to delete the endpoint than cleanup waits
     monkeypatch.setattr("eic_guard.cleanup.ENDPOINT_DELETE_WAIT_SECONDS", 0)
