@@ -193,3 +193,22 @@ def state_machine(aws, monkeypatch):
         return machine.deploy()
 
     return deploy
+
+
+@pytest.fixture
+def nightly_execution(state_machine):
+    """The nightly schedule's execution ({"job": "scan"}) of the deployed state machine, deployed at the first call
+    (once the test's settings are set): `nightly_execution(request_id)` runs it with Plan's request id (the run id)
+    and returns Aggregate's summary; `nightly_execution.machine` is the StateMachine."""
+
+    class Nightly:
+        machine = None
+
+        def __call__(self, request_id: str | None = None) -> dict:
+            if self.machine is None:
+                self.machine = state_machine()
+            run = self.machine.run({"job": "scan"}, plan_request_id=request_id)
+            assert run.status == "SUCCEEDED", (run.error, run.cause)
+            return run.output
+
+    return Nightly()

@@ -46,7 +46,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import boto3
+import botocore.session
 import pytest
 from botocore.exceptions import ClientError
 from moto.core.config import default_user_config
@@ -54,7 +54,7 @@ from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
 from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 
-from tests.conftest import REGION, create_state_table
+from tests.conftest import REGION
 from tests.lambda_runtime import FakeLambdaContext, load_handler
 from tests.template import asl, cfn
 
@@ -112,22 +112,36 @@ class StateMachine:
         self._throttled: dict[str, int] = {}
         self._lock = threading.Lock()
         self._threads: dict[str, threading.Thread] = {}
-        self._test_settings: dict[str, str] = {}
+        self._plan_request_id: str | None = None
+        # The harness's own calls (deploy, start, describe, reading alerts and reports) go through a plain botocore
+        # session: boto3's sessions are the handlers', which the suite's api_calls recorder watches.
+        self._botocore = botocore.session.get_session()
+
+    def client(self, service: str, region: str = REGION) -> Any:
+        return self._botocore.create_client(service, region_name=region)
 
     # ---- deploy ------------------------------------------------------------------------------------------------
     def deploy(self) -> StateMachine:
         """Create the state machine, and the stack's bucket, table and topic the test has not bound itself (a test
         binds a resource by setting its EIC_GUARD_* variable, as it would pass a parameter)."""
-        self._test_settings = {k: v for k, v in os.environ.items() if k.startswith("EIC_GUARD_")}
+        bound = {k for k in os.environ if k.startswith("EIC_GUARD_")}
         defaults = {**self.environment("PlanFunction", bound=False), **self.environment("RefreshFunction", bound=False)}
-        if "EIC_GUARD_REPORTS_BUCKET" not in self._test_settings:
-            boto3.client("s3", REGION).create_bucket(Bucket=defaults["EIC_GUARD_REPORTS_BUCKET"])
-        if "EIC_GUARD_STATE_TABLE" not in self._test_settings:
-            create_state_table(defaults["EIC_GUARD_STATE_TABLE"])
-        if "EIC_GUARD_ALERTS_TOPIC_ARN" not in self._test_settings:
-            boto3.client("sns", REGION).create_topic(Name=defaults["EIC_GUARD_ALERTS_TOPIC_ARN"].rsplit(":", 1)[1])
-        self._alerts_queue = _subscribe_queue(self.alerts_topic_arn)
-        boto3.client("stepfunctions", REGION).create_state_machine(
+        if "EIC_GUARD_REPORTS_BUCKET" not in bound:
+            self.client("s3").create_bucket(Bucket=defaults["EIC_GUARD_REPORTS_BUCKET"])
+        if "EIC_GUARD_STATE_TABLE" not in bound:
+            self.client("dynamodb").create_table(
+                TableName=defaults["EIC_GUARD_STATE_TABLE"],
+                KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                BillingMode="PAY_PER_REQUEST",
+            )
+        if "EIC_GUARD_ALERTS_TOPIC_ARN" not in bound:
+            self.client("sns").create_topic(Name=defaults["EIC_GUARD_ALERTS_TOPIC_ARN"].rsplit(":", 1)[1])
+        try:
+            self._alerts_queue = self._subscribe_queue(self.alerts_topic_arn)
+        except self.client("sns").exceptions.NotFoundException:  # a test that removed its topic: no alerts to read
+            self._alerts_queue = None
+        self.client("stepfunctions").create_state_machine(
             name=self.arn.rsplit(":", 1)[1],
             definition=json.dumps(_for_moto(asl.load_definition(self.stack))),
             roleArn=self.stack.physical("EicGuardStateMachineRole", "Arn"),
@@ -136,11 +150,13 @@ class StateMachine:
         return self
 
     def environment(self, function: str, bound: bool = True) -> dict[str, str]:
-        """The function's template environment; with `bound`, the test's own EIC_GUARD_* values of the variables
-        the template gives that function (a variable the template does not give it, it never sees)."""
+        """The function's template environment; with `bound`, the test's own EIC_GUARD_* values (read when the
+        function is invoked) of the variables the template gives that function (a variable the template does not
+        give it, it never sees)."""
         variables = self.stack.environment(function)
         if bound:
-            variables = {name: self._test_settings.get(name, value) for name, value in variables.items()}
+            settings = {k: v for k, v in os.environ.items() if k.startswith("EIC_GUARD_")}
+            variables = {name: settings.get(name, value) for name, value in variables.items()}
         return variables
 
     @property
@@ -161,14 +177,14 @@ class StateMachine:
         kwargs = {"stateMachineArn": self.arn, "name": name or str(uuid.uuid4())}
         if execution_input is not None:
             kwargs["input"] = json.dumps(execution_input)
-        return boto3.client("stepfunctions", REGION).start_execution(**kwargs)["executionArn"]
+        return self.client("stepfunctions").start_execution(**kwargs)["executionArn"]
 
     def wait(self, arn: str) -> Run:
         thread = self._threads.get(arn)
         if thread is not None:
             thread.join(EXECUTION_TIMEOUT)
             assert not thread.is_alive(), f"execution {arn} still running after {EXECUTION_TIMEOUT} s"
-        described = boto3.client("stepfunctions", REGION).describe_execution(executionArn=arn)
+        described = self.client("stepfunctions").describe_execution(executionArn=arn)
         return Run(
             arn=arn,
             status=described["status"],
@@ -177,12 +193,14 @@ class StateMachine:
             cause=described.get("cause"),
         )
 
-    def run(self, execution_input: Any = None, name: str | None = None) -> Run:
+    def run(self, execution_input: Any = None, name: str | None = None, plan_request_id: str | None = None) -> Run:
+        """Start an execution and wait for its end; `plan_request_id`: Plan's request id (the run id)."""
+        self._plan_request_id = plan_request_id
         return self.wait(self.start(execution_input, name))
 
     def executions(self) -> list[str]:
         """Every execution ARN of the state machine, oldest first."""
-        listed = boto3.client("stepfunctions", REGION).list_executions(stateMachineArn=self.arn)["executions"]
+        listed = self.client("stepfunctions").list_executions(stateMachineArn=self.arn)["executions"]
         return [e["executionArn"] for e in sorted(listed, key=lambda e: e["startDate"])]
 
     def wait_all(self) -> list[Run]:
@@ -190,7 +208,8 @@ class StateMachine:
 
     def alerts(self) -> list[str]:
         """The alerts published to the stack's topic since the last call (read through an SQS subscription)."""
-        sqs = boto3.client("sqs", REGION)
+        assert self._alerts_queue, "the alerts topic did not exist when the state machine was deployed"
+        sqs = self.client("sqs", self.alerts_topic_arn.split(":")[3])
         messages = sqs.receive_message(QueueUrl=self._alerts_queue, MaxNumberOfMessages=10).get("Messages", [])
         for message in messages:
             sqs.delete_message(QueueUrl=self._alerts_queue, ReceiptHandle=message["ReceiptHandle"])
@@ -199,7 +218,7 @@ class StateMachine:
     def report(self, run: Run) -> dict:
         """The JSON report a run stored in the reports bucket (the key its summary names)."""
         key = run.output["report_key"]
-        body = boto3.client("s3", REGION).get_object(Bucket=self.reports_bucket, Key=f"{key}.json")["Body"].read()
+        body = self.client("s3").get_object(Bucket=self.reports_bucket, Key=f"{key}.json")["Body"].read()
         return json.loads(body)
 
     def throttle(self, function: str, times: int) -> None:
@@ -235,12 +254,14 @@ class StateMachine:
         if chosen is not None:
             return chosen
         properties = self.stack.resources[function]["Properties"]
-        name = self.stack.physical(function)
+        request_id = str(uuid.uuid4())
+        if function == "PlanFunction" and self._plan_request_id:
+            request_id, self._plan_request_id = self._plan_request_id, None
         return FakeLambdaContext(
-            function_name=name,
+            function_name=self.stack.physical(function),
             memory_limit_in_mb=int(properties["MemorySize"]),
             invoked_function_arn=self.stack.physical(function, "Arn"),
-            aws_request_id=str(uuid.uuid4()),
+            aws_request_id=request_id,
             remaining_ms=int(properties["Timeout"]) * 1000,
         )
 
@@ -248,8 +269,9 @@ class StateMachine:
     def _function_environment(self, function: str) -> Iterator[None]:
         saved = dict(os.environ)
         runtime = {k: v for k, v in saved.items() if k.startswith(RUNTIME_PREFIXES)}
+        variables = self.environment(function)
         os.environ.clear()
-        os.environ.update({**runtime, **self.environment(function)})
+        os.environ.update({**runtime, **variables})
         try:
             yield
         finally:
@@ -280,6 +302,18 @@ class StateMachine:
             return {"StatusCode": 200, "FunctionError": "Unhandled", "Payload": payload}
         return {"StatusCode": 200, "Payload": json.loads(json.dumps(output)), "ExecutedVersion": "$LATEST"}
 
+    def _subscribe_queue(self, topic_arn: str) -> str:
+        sns, sqs = self.client("sns", topic_arn.split(":")[3]), self.client("sqs", topic_arn.split(":")[3])
+        queue_url = sqs.create_queue(QueueName=f"alerts-read-by-the-test-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+        attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]
+        sns.subscribe(
+            TopicArn=topic_arn,
+            Protocol="sqs",
+            Endpoint=attributes["QueueArn"],
+            Attributes={"RawMessageDelivery": "true"},
+        )
+        return queue_url
+
     # ---- moto hooks --------------------------------------------------------------------------------------------
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(lambda_eval_utils, "_invoke_lambda_function", self._invoke)
@@ -295,14 +329,6 @@ class StateMachine:
         # What mock_aws(config={"stepfunctions": {"execute_state_machine": True}}) patches, inside the test's own
         # mock (the `aws` fixture), so that the account and fleet fixtures stay as they are.
         monkeypatch.setitem(default_user_config, "stepfunctions", {"execute_state_machine": True})
-
-
-def _subscribe_queue(topic_arn: str) -> str:
-    sns, sqs = boto3.client("sns", REGION), boto3.client("sqs", REGION)
-    queue_url = sqs.create_queue(QueueName=f"alerts-read-by-the-test-{uuid.uuid4().hex[:8]}")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
-    return queue_url
 
 
 class _RecordedWaits:

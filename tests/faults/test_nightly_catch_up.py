@@ -11,6 +11,7 @@ and cuts no access.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -36,8 +37,7 @@ from tests.faults.conftest import (
     snapshot_bytes,
 )
 from tests.faults.injector import FaultInjector
-from tests.lambda_runtime import FakeLambdaContext, emf_blobs
-from tests.state_machine import run_nightly as run_execution
+from tests.lambda_runtime import emf_blobs
 
 TABLE = "eic-guard-state"
 BUCKET = "eic-guard-reports-123456789012"
@@ -55,6 +55,7 @@ class Nightly:
     queue_url: str
     store: DynamoDbStateStore
     http: responses.RequestsMock
+    nightly: Callable[[str], dict]  # the deployed state machine's nightly execution (conftest's nightly_execution)
 
     def serve(self, body: bytes) -> None:
         self.http.add(responses.GET, IP_RANGES_URL, body=body)
@@ -66,7 +67,7 @@ class Nightly:
 
 
 @pytest.fixture
-def nightly(account, ec2, monkeypatch) -> Nightly:
+def nightly(account, ec2, monkeypatch, nightly_execution) -> Nightly:
     # The state table, the reports bucket and the alerts topic, subscribed to by a queue the test reads
     client = create_state_table(TABLE)
     boto3.client("s3", REGION).create_bucket(Bucket=BUCKET)
@@ -81,6 +82,7 @@ def nightly(account, ec2, monkeypatch) -> Nightly:
         "EIC_GUARD_STATE_TABLE": TABLE,
         "EIC_GUARD_REPORTS_BUCKET": BUCKET,
         "EIC_GUARD_ALERTS_TOPIC_ARN": topic,
+        "EIC_GUARD_TAG_INSTANCES": "false",  # TagInstances off: the EC2 writes counted below are the fixes alone
     }.items():
         monkeypatch.setenv(name, value)
     # A fleet: the VPC's managed group (empty), an instance lacking SSH from EIC and IMDS, a compliant instance
@@ -90,7 +92,8 @@ def nightly(account, ec2, monkeypatch) -> Nightly:
     [fixable] = launch(account, net, imds="disabled")
     [compliant] = launch(account, net, groups=[own_ssh])
     with responses.RequestsMock(assert_all_requests_are_fired=False) as http:
-        yield Nightly(group, fixable, compliant, net.app_group_id, queue_url, DynamoDbStateStore(client, TABLE), http)
+        store = DynamoDbStateStore(client, TABLE)
+        yield Nightly(group, fixable, compliant, net.app_group_id, queue_url, store, http, nightly_execution)
 
 
 def apply_stored(nightly: Nightly, day: str) -> None:
@@ -100,9 +103,10 @@ def apply_stored(nightly: Nightly, day: str) -> None:
     assert ingress_of(nightly.group) == eic_rules(REGION, *US_EAST_1)
 
 
-def run_nightly(request_id: str) -> dict:
-    """The nightly execution (Plan → target workers → Aggregate), each step's context with its whole time ahead."""
-    return run_execution(FakeLambdaContext(aws_request_id=request_id))
+def run_nightly(nightly: Nightly, request_id: str) -> dict:
+    """The nightly execution of the deployed state machine (Plan → target workers → Aggregate), each step's context
+    with its whole time ahead."""
+    return nightly.nightly(request_id)
 
 
 def rejections(stdout: str) -> list[str]:
@@ -126,7 +130,7 @@ def assert_scanned_and_published(nightly: Nightly, result: dict) -> None:
 
 def assert_second_night_changes_nothing(faults: FaultInjector, nightly: Nightly, reason: str) -> None:
     faults.clear()
-    again = run_nightly("second-night")
+    again = run_nightly(nightly, "second-night")
     assert faults.writes(service="ec2") == []
     assert again["summary"]["compliant"] == 2
     assert again["refresh"]["status"] == "failed" and again["refresh"]["reason"] == reason
@@ -159,7 +163,7 @@ def test_unusable_file_is_reported_and_the_scan_runs_with_the_stored_prefixes(
     capsys.readouterr()
 
     # When the nightly scan runs
-    result = run_nightly("night-1")
+    result = run_nightly(nightly, "night-1")
 
     # Then it scanned every instance with the stored prefixes, fixed what it could and stored the report
     assert result["ip_ranges"]["sync_token"] == str(NEWEST_TOKEN)
@@ -221,7 +225,7 @@ def test_corrupt_state_is_rebuilt_from_the_verified_download_alerted_once_and_th
     capsys.readouterr()
 
     # When the nightly scan runs
-    result = run_nightly("night-1")
+    result = run_nightly(nightly, "night-1")
 
     # Then it scanned every instance with the downloaded prefixes and stored the report
     assert result["ip_ranges"]["sync_token"] == str(NEWEST_TOKEN)
@@ -242,7 +246,7 @@ def test_corrupt_state_is_rebuilt_from_the_verified_download_alerted_once_and_th
 
     # And the next night changes nothing, alerts nothing and counts nothing
     faults.clear()
-    again = run_nightly("second-night")
+    again = run_nightly(nightly, "second-night")
     assert faults.writes(service="ec2") == []
     assert again["summary"]["compliant"] == 2
     assert again["refresh"]["status"] == "applied" and again["refresh"]["alerts"] == []
@@ -265,7 +269,7 @@ def test_corrupt_state_in_report_mode_is_reset_alerted_once_and_nothing_is_writt
     faults.clear()
 
     # When the nightly scan runs
-    result = run_nightly("night-1")
+    result = run_nightly(nightly, "night-1")
 
     # Then it wrote nothing to EC2, scanned both instances and planned the fix
     assert faults.writes(service="ec2") == []
@@ -276,7 +280,7 @@ def test_corrupt_state_in_report_mode_is_reset_alerted_once_and_nothing_is_writt
     [alert] = nightly.alerts()
     assert "the stored ip-ranges state was corrupt (current: '1.2.3.4/33' is not a CIDR prefix" in alert
     assert "reset to no file applied" in alert
-    run_nightly("night-2")
+    run_nightly(nightly, "night-2")
     assert faults.writes(service="ec2") == []
     assert not any("corrupt" in a for a in nightly.alerts())
 
@@ -300,7 +304,7 @@ def test_state_conflict_is_retried_once_on_the_new_state_and_succeeds(faults: Fa
     faults.clear()
 
     # When the nightly scan runs
-    result = run_nightly("night-1")
+    result = run_nightly(nightly, "night-1")
 
     # Then its first save met the conflict, and its retry on the new state succeeded
     assert len(race.hits) == 1
@@ -314,7 +318,7 @@ def test_state_conflict_is_retried_once_on_the_new_state_and_succeeds(faults: Fa
 
     # And the next night changes nothing in EC2
     faults.clear()
-    again = run_nightly("night-2")
+    again = run_nightly(nightly, "night-2")
     assert faults.writes(service="ec2") == []
     assert again["summary"]["compliant"] == 2
     assert again["refresh"]["status"] == "applied"
@@ -335,7 +339,7 @@ def test_state_conflict_that_persists_is_reported_and_the_scan_runs(faults: Faul
     capsys.readouterr()
 
     # When the nightly scan runs
-    result = run_nightly("night-1")
+    result = run_nightly(nightly, "night-1")
 
     # Then it tried twice (the first try and one retry) and reported the conflict, alerted and counted it
     assert len(lost.hits) == 2

@@ -21,8 +21,6 @@ from eic_guard.outputs import athena
 from benchmarks import synthetic
 from tests.conftest import REGION, ROOT
 from tests.integration.test_nightly_run import build_fleet, ip_ranges_url, scan_env  # noqa: F401 - fixtures
-from tests.lambda_runtime import FakeLambdaContext, event
-from tests.state_machine import Execution
 from tests.template.cfn import resources
 
 ACCOUNT = "123456789012"
@@ -146,12 +144,12 @@ def test_the_table_reads_exactly_the_columns_the_worker_writes_and_projects_run_
 
 
 @pytest.fixture
-def nightly(account, ec2, ip_ranges_url, scan_env, runs_bucket):  # noqa: F811 - fixtures
-    """Two nights of the fan-out over one fixable and one compliant instance."""
+def nightly(account, ec2, ip_ranges_url, scan_env, runs_bucket, nightly_execution):  # noqa: F811 - fixtures
+    """Two nights of the fan-out (the deployed state machine) over one fixable and one compliant instance."""
     _net, failing, compliant = build_fleet(account)
-    first = Execution().run(event("plan-scan.json"), FakeLambdaContext(aws_request_id="night-1"))
+    first = nightly_execution("night-1")
     after_first = stored_rows(runs_bucket)
-    second = Execution().run(event("plan-scan.json"), FakeLambdaContext(aws_request_id="night-2"))
+    second = nightly_execution("night-2")
     return {
         "failing": failing,
         "compliant": compliant,

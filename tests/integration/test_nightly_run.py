@@ -1,5 +1,6 @@
-"""The nightly run as the state machine makes it (Plan → target workers → Aggregate, tests/state_machine.py), with
-the schedule's execution input, against moto."""
+"""The nightly run as the deployed state machine makes it (Plan → target workers → Aggregate: the real definition
+executed by moto's Step Functions engine, tests/step_functions.py), with the schedule's execution input, against
+moto."""
 
 from __future__ import annotations
 
@@ -16,18 +17,41 @@ from eic_guard.settings import IP_RANGES_URL
 from tests.aws_views import eni_groups, metadata_endpoint
 from tests.conftest import IP_RANGES, REGION
 from tests.lambda_runtime import FakeLambdaContext, event, load_handler
-from tests.state_machine import Execution
+from tests.step_functions import Run
 
 SNAPSHOT = IP_RANGES / "ip-ranges-2026-08-22.json"
 RUN_REQUESTS = ["plan-scan.json"]
+# The writes a run makes outside EC2: its report (S3), the ip-ranges and alert state (DynamoDB), the alert (SNS).
+STACK_WRITES = {"PutObject", "PutItem", "UpdateItem", "Publish"}
 # A rejected invocation publishes no metric; Powertools warns about that on flush.
 NO_METRICS = pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
 
 
+def succeeded(run: Run) -> dict:
+    assert run.status == "SUCCEEDED", (run.error, run.cause)
+    return run.output
+
+
 @pytest.fixture
-def handler():
-    """The nightly execution: the first argument is the execution input (the schedule sends {"job": "scan"})."""
-    return lambda execution_input, context: Execution().run(execution_input, context)
+def nightly(state_machine):
+    """The deployed state machine (deployed at its first execution, once the test's settings are set)."""
+    machines = []
+
+    def machine(**options):
+        if not machines:
+            machines.append(state_machine(**options))
+        return machines[0]
+
+    return machine
+
+
+@pytest.fixture
+def handler(nightly):
+    """A nightly execution: the execution input (the schedule sends {"job": "scan"}) and Plan's context (its
+    request id is the run id); returns Aggregate's summary."""
+    return lambda execution_input, context: succeeded(
+        nightly().run(execution_input, plan_request_id=context.aws_request_id)
+    )
 
 
 @pytest.fixture
@@ -105,8 +129,10 @@ def test_nightly_execution_scans_fixes_and_returns_the_summary(
     # And a second invocation writes nothing and finds both compliant
     api_calls.clear()
     again = handler(event(event_file), FakeLambdaContext(aws_request_id="second-run"))
-    # the target's Athena rows, the report (JSON and HTML), nothing in EC2
-    assert api_calls.writes() == ["PutObject"] * 3
+    # the target's Athena rows, the report (JSON and HTML), the stack's state and alert (table, topic); in EC2 only
+    # the instances' status tags (TagInstances, on by default)
+    assert api_calls.writes().count("PutObject") == 3
+    assert [w for w in api_calls.writes() if w not in STACK_WRITES] == ["CreateTags"]
     assert again["run_id"] == "second-run"
     assert again["summary"] == {
         "instances": 2,
@@ -191,8 +217,9 @@ def test_an_empty_execution_input_runs_the_same_scan_as_the_schedule(
     assert empty["summary"] == scheduled["summary"]
     assert empty["summary"]["instances"] == 2 and empty["summary"]["noncompliant"] == 1
     assert stored_report(runs_bucket, empty["report_key"]) == stored_report(runs_bucket, scheduled["report_key"])
-    # report mode: each run's Athena rows and report (JSON, HTML), no EC2 write
-    assert api_calls.writes() == ["PutObject"] * 6
+    # report mode: each run's Athena rows and report (JSON, HTML), the stack's state and alert, no EC2 write
+    assert api_calls.writes().count("PutObject") == 6
+    assert set(api_calls.writes()) <= STACK_WRITES
 
 
 @NO_METRICS
@@ -206,7 +233,7 @@ def test_an_empty_execution_input_runs_the_same_scan_as_the_schedule(
     ],
 )
 def test_bad_setting_fails_before_any_aws_call(
-    handler, account, ec2, api_calls, ip_ranges_url, scan_env, monkeypatch, variable, value
+    nightly, account, ec2, api_calls, ip_ranges_url, scan_env, monkeypatch, variable, value
 ):
     # Given a fixable instance and one invalid setting
     net, failing, _ = build_fleet(account)
@@ -214,11 +241,11 @@ def test_bad_setting_fails_before_any_aws_call(
     api_calls.clear()
 
     # When the schedule starts the execution
-    with pytest.raises(ConfigurationError) as raised:
-        handler(event("plan-scan.json"), FakeLambdaContext())
+    run = nightly().run(event("plan-scan.json"))
 
-    # Then the error names the setting, and nothing was called, downloaded or changed
-    assert variable in str(raised.value)
+    # Then Plan failed the execution with an error naming the setting, and nothing was called, downloaded or changed
+    assert (run.status, run.error) == ("FAILED", ConfigurationError.__name__)
+    assert variable in run.cause
     assert api_calls.calls == []
     assert len(ip_ranges_url.calls) == 0
     assert eni_groups(ec2, failing) == [net.app_group_id]
@@ -253,7 +280,9 @@ def contexts(monkeypatch):
     monkeypatch.setattr(engine, "gather", gather_then_run_out)
 
     def context_for(out_of_time):
-        def make(request):
+        def make(function, request):
+            if function != "ScanTargetFunction":
+                return None  # the template's own context
             made.append(RunningOutContext(out_of_time(request)))
             return made[-1]
 
@@ -263,18 +292,18 @@ def contexts(monkeypatch):
 
 
 def test_a_worker_out_of_time_returns_incomplete_and_the_next_round_finishes_the_target(
-    account, ec2, api_calls, ip_ranges_url, scan_env, contexts
+    nightly, account, ec2, api_calls, ip_ranges_url, scan_env, contexts
 ):
     # Given two fixable instances, and a first round whose time runs out right after the gather
     net, failing, _ = build_fleet(account)
     second = account.launch_drifted(net)
-    execution = Execution(worker_context=contexts(lambda request: request["round"] == 1))
+    machine = nightly(context_for=contexts(lambda request: request["round"] == 1))
 
     # When the schedule starts the execution
-    result = execution.run(event("plan-scan.json"), FakeLambdaContext())
+    result = succeeded(machine.run(event("plan-scan.json")))
 
-    # Then round 1 said incomplete and round 2 made the fixes; nothing was lost between them
-    assert [(o["round"], o["status"]) for o in execution.worker_outputs] == [(1, "incomplete"), (2, "ok")]
+    # Then round 1 said incomplete, the Choice state ran round 2, which made the fixes; nothing was lost between them
+    assert [(o["round"], o["status"]) for o in machine.outputs("ScanTargetFunction")] == [(1, "incomplete"), (2, "ok")]
     assert result["summary"]["fixed"] == 2 and result["summary"]["noncompliant"] == 0
     assert result["targets"] == {"ok": 1, "error": 0, "incomplete": 0}
     for instance in (failing, second):
@@ -283,18 +312,23 @@ def test_a_worker_out_of_time_returns_incomplete_and_the_next_round_finishes_the
 
 
 def test_a_target_out_of_rounds_is_reported_incomplete_with_the_fixes_held(
-    account, ec2, api_calls, ip_ranges_url, scan_env, contexts
+    nightly, account, ec2, api_calls, ip_ranges_url, scan_env, contexts
 ):
     # Given a fixable instance and workers whose time always runs out right after the gather
     net, failing, _ = build_fleet(account)
-    execution = Execution(max_rounds=2, worker_context=contexts(lambda request: True))
+    machine = nightly(parameters={"MaxRounds": "2"}, context_for=contexts(lambda request: True))
 
     # When the schedule starts the execution
-    result = execution.run(event("plan-scan.json"), FakeLambdaContext())
+    run = machine.run(event("plan-scan.json"))
+    result = succeeded(run)
 
-    # Then both rounds said incomplete, the report marks the target incomplete, and the instance is unchanged and
-    # reported as not fixed for lack of time (nothing silently skipped)
-    assert [o["status"] for o in execution.worker_outputs] == ["incomplete", "incomplete"]
+    # Then both rounds said incomplete and the Choice state let the item end at MaxRounds (2): the run succeeds, the
+    # report marks the target incomplete, and the instance is unchanged and reported as not fixed for lack of time
+    # (nothing silently skipped), which the alert names
+    assert [o["status"] for o in machine.outputs("ScanTargetFunction")] == ["incomplete", "incomplete"]
+    assert [t["status"] for t in machine.report(run)["targets"]] == ["incomplete"]
+    [alert] = machine.alerts()
+    assert failing in alert
     assert result["targets"] == {"ok": 0, "error": 0, "incomplete": 1}
     assert result["summary"]["noncompliant"] == 1
     assert metadata_endpoint(ec2, failing) == "disabled"

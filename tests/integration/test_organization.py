@@ -34,7 +34,6 @@ from tests.integration.org_fixtures import (
     share_botocore_loader,
 )
 from tests.lambda_runtime import FakeLambdaContext
-from tests.state_machine import Execution
 
 FIXABLE = ("eic-ssh-ingress", "imds-enabled")
 AP_SOUTHEAST_6 = "ap-southeast-6"
@@ -294,17 +293,18 @@ def read_json(bucket: str, key: str) -> dict:
 
 
 def test_state_machine_scans_the_listed_members_and_keeps_each_targets_result(
-    org, fleet, monkeypatch, runs_bucket, ip_ranges_url
+    state_machine, org, fleet, monkeypatch, runs_bucket, ip_ranges_url
 ):
     # Given the stack configured with the two member accounts (the management account is not listed)
     first, second = org.members
     monkeypatch.setenv("EIC_GUARD_ACCOUNTS", f"{second},{first}")
     monkeypatch.setenv("EIC_GUARD_REGIONS", REGION)
-    context = FakeLambdaContext(aws_request_id="org-execution-1")
 
-    # When the nightly execution runs (Plan, one worker per target, Aggregate)
-    execution = Execution()
-    summary = execution.run({"job": "scan"}, context)
+    # When the nightly execution of the deployed state machine runs (Plan, one map item per target, Aggregate)
+    machine = state_machine()
+    run = machine.run({"job": "scan"}, plan_request_id="org-execution-1")
+    assert run.status == "SUCCEEDED", (run.error, run.cause)
+    summary = run.output
 
     # Then Aggregate's summary counts both members' instances as fixed, every target ok
     assert summary["run_id"] == "org-execution-1"
@@ -320,12 +320,14 @@ def test_state_machine_scans_the_listed_members_and_keeps_each_targets_result(
         "connect_paths": {"public": 2},
     }
     assert summary["targets"] == {"ok": 2, "error": 0, "incomplete": 0}
-    assert execution.worker_failures == []
-    # And the targets were planned in the listed order, one worker invocation (round 1) each
-    assert [(o["target"]["account_id"], o["round"], o["status"]) for o in execution.worker_outputs] == [
-        (second, 1, "ok"),
-        (first, 1, "ok"),
-    ]
+    assert machine.failures("ScanTargetFunction") == []
+    # And the targets were planned in the listed order, one worker invocation (round 1) each (the map items run
+    # concurrently: their order is not the plan's)
+    planned = read_json(runs_bucket, "runs/org-execution-1/targets.json")
+    assert [t["account_id"] for t in planned] == [second, first]
+    assert sorted(
+        (o["target"]["account_id"], o["round"], o["status"]) for o in machine.outputs("ScanTargetFunction")
+    ) == sorted([(second, 1, "ok"), (first, 1, "ok")])
     # And each target's result object is in S3 where Aggregate read it, naming its account and instance
     assert result_keys(runs_bucket, "org-execution-1") == sorted(
         f"runs/org-execution-1/results/{member}/{REGION}/apply-r1.json" for member in org.members
@@ -342,7 +344,7 @@ def test_state_machine_scans_the_listed_members_and_keeps_each_targets_result(
 
 
 def test_state_machine_worker_out_of_time_keeps_its_result_and_the_next_round_finishes(
-    org, fleet, monkeypatch, runs_bucket, ip_ranges_url
+    state_machine, org, fleet, monkeypatch, runs_bucket, ip_ranges_url
 ):
     # Given one member listed, and its worker's first invocation running into its time reserve right after gathering
     # (each invocation has its own context, starting with the function's whole timeout, as Lambda gives it)
@@ -352,21 +354,25 @@ def test_state_machine_worker_out_of_time_keeps_its_result_and_the_next_round_fi
     monkeypatch.setenv("EIC_GUARD_REGIONS", REGION)
     invocations: list[FakeLambdaContext] = []
 
-    def worker_context(request: dict) -> FakeLambdaContext:
+    def worker_context(function: str, request: dict) -> FakeLambdaContext | None:
+        if function != "ScanTargetFunction":
+            return None  # the template's own context
         invocations.append(FakeLambdaContext(aws_request_id=f"worker-round-{request['round']}"))
         return invocations[-1]
 
-    execution = Execution(worker_context=worker_context)
+    machine = state_machine(context_for=worker_context)
     faults = FaultInjector().install(monkeypatch)
     # 45 s left: inside the worker's 60 s reserve for work, outside the 30 s it keeps for its result
     faults.after_gather(lambda region, snapshot: setattr(invocations[-1], "remaining_ms", 45_000), times=1)
 
     # When the execution runs
-    summary = execution.run({"job": "scan"}, FakeLambdaContext(aws_request_id="org-execution-2"))
+    run = machine.run({"job": "scan"}, plan_request_id="org-execution-2")
+    assert run.status == "SUCCEEDED", (run.error, run.cause)
+    summary = run.output
 
     # Then round 1 returned `incomplete` with its result stored, and the map item's round 2 made the fixes
-    assert execution.worker_failures == []
-    assert [(o["round"], o["status"]) for o in execution.worker_outputs] == [(1, "incomplete"), (2, "ok")]
+    assert machine.failures("ScanTargetFunction") == []
+    assert [(o["round"], o["status"]) for o in machine.outputs("ScanTargetFunction")] == [(1, "incomplete"), (2, "ok")]
     assert result_keys(runs_bucket, "org-execution-2") == [
         f"runs/org-execution-2/results/{member}/{REGION}/apply-r1.json",
         f"runs/org-execution-2/results/{member}/{REGION}/apply-r2.json",
@@ -378,9 +384,11 @@ def test_state_machine_worker_out_of_time_keeps_its_result_and_the_next_round_fi
     assert summary["targets"] == {"ok": 1, "error": 0, "incomplete": 0}
 
 
-def test_a_warm_worker_enters_each_member_account_once_per_run(org, fleet, monkeypatch, runs_bucket, ip_ranges_url):
+def test_a_warm_worker_enters_each_member_account_once_per_run(
+    state_machine, org, fleet, monkeypatch, runs_bucket, ip_ranges_url
+):
     # Given the two members scanned in two regions each: four map items, run one after another by one warm
-    # container (the in-process state machine reuses the handler module, as Lambda does)
+    # container (tests/step_functions.py loads each handler once per test, as a warm Lambda container keeps it)
     first, second = org.members
     monkeypatch.setenv("EIC_GUARD_ACCOUNTS", f"{first},{second}")
     monkeypatch.setenv("EIC_GUARD_REGIONS", f"{REGION},eu-west-1")
@@ -396,7 +404,9 @@ def test_a_warm_worker_enters_each_member_account_once_per_run(org, fleet, monke
     monkeypatch.setattr(boto3.Session, "__init__", record_assume_role)
 
     # When the nightly execution runs
-    summary = Execution().run({"job": "scan"}, FakeLambdaContext(aws_request_id="org-warm-run"))
+    run = state_machine().run({"job": "scan"}, plan_request_id="org-warm-run")
+    assert run.status == "SUCCEEDED", (run.error, run.cause)
+    summary = run.output
 
     # Then every target was scanned, and each member's role was assumed once, not once per target
     assert summary["targets"] == {"ok": 4, "error": 0, "incomplete": 0}

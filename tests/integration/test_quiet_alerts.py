@@ -4,6 +4,7 @@ table; a weekly digest lists what persists; the CLI does the same on stderr with
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -22,8 +23,6 @@ from eic_guard.outputs.alerts import (
 from eic_guard.settings import IP_RANGES_URL
 
 from tests.conftest import EIC_US_EAST_1, IP_RANGES, REGION, create_state_table
-from tests.lambda_runtime import FakeLambdaContext
-from tests.state_machine import run_nightly
 
 ACCOUNT = "123456789012"  # moto's default account
 ALIAS = "prod-web"
@@ -43,6 +42,7 @@ class Deployed:
     sqs: object
     queue_url: str
     topic_arn: str
+    nightly: Callable[[str], dict]  # the nightly execution (conftest's nightly_execution)
 
     def alerts(self) -> list[dict]:
         received = []
@@ -68,7 +68,7 @@ class Deployed:
 
 
 @pytest.fixture
-def deployed(aws, monkeypatch) -> Deployed:
+def deployed(aws, monkeypatch, nightly_execution) -> Deployed:
     dynamodb = create_state_table(TABLE)
     s3 = boto3.client("s3", REGION)
     s3.create_bucket(Bucket=BUCKET)
@@ -88,7 +88,7 @@ def deployed(aws, monkeypatch) -> Deployed:
         monkeypatch.setenv(name, value)
     with responses.RequestsMock(assert_all_requests_are_fired=False) as http:
         http.add(responses.GET, IP_RANGES_URL, body=(IP_RANGES / "ip-ranges-2026-08-22.json").read_bytes())
-        yield Deployed(dynamodb, s3, sqs, queue_url, topic_arn)
+        yield Deployed(dynamodb, s3, sqs, queue_url, topic_arn, nightly_execution)
 
 
 @dataclass
@@ -124,8 +124,9 @@ def fleet(account) -> Fleet:
     return built
 
 
-def night(number: int) -> dict:
-    return run_nightly(FakeLambdaContext(aws_request_id=f"night-{number}"))
+def night(deployed: Deployed, number: int) -> dict:
+    """The nightly execution of the deployed state machine, run id night-<number>."""
+    return deployed.nightly(f"night-{number}")
 
 
 def check_line(report: dict, instance_id: str, check: str, who: str = "web-1, Owner=alice") -> str:
@@ -146,7 +147,7 @@ def headline(report: dict) -> str:
 def test_new_then_same_then_changed_alerts_only_what_is_new(deployed, fleet, ec2):
     # Given an account (alias prod-web) with one healthy instance and one on a non-Amazon AMI (web-1, Owner=alice)
     # When the first nightly run finds it
-    first = night(1)
+    first = night(deployed, 1)
 
     # Then one alert names the account and the count, and lists the problem with the instance's Name and owner
     report = deployed.report(first)
@@ -160,7 +161,7 @@ def test_new_then_same_then_changed_alerts_only_what_is_new(deployed, fleet, ec2
     ]
 
     # When the next night finds the same
-    second = night(2)
+    second = night(deployed, 2)
 
     # Then nothing is sent, and the run is as complete as ever
     assert deployed.alerts() == []
@@ -168,7 +169,7 @@ def test_new_then_same_then_changed_alerts_only_what_is_new(deployed, fleet, ec2
 
     # When web-1 also loses its metadata endpoint (it now fails differently) and the next night runs
     ec2.modify_instance_metadata_options(InstanceId=fleet.broken, HttpEndpoint="disabled")
-    third = night(3)
+    third = night(deployed, 3)
 
     # Then the alert lists only the change and counts what persists
     report = deployed.report(third)
@@ -185,7 +186,7 @@ def test_new_then_same_then_changed_alerts_only_what_is_new(deployed, fleet, ec2
     # When web-1 is gone and another instance breaks
     ec2.terminate_instances(InstanceIds=[fleet.broken])
     other = fleet.launch_broken("web-2")
-    fourth = night(4)
+    fourth = night(deployed, 4)
 
     # Then only the new instance is listed, and the two problems of web-1 are counted as resolved
     report = deployed.report(fourth)
@@ -201,8 +202,8 @@ def test_new_then_same_then_changed_alerts_only_what_is_new(deployed, fleet, ec2
 
 def test_weekly_digest_lists_what_persists_then_goes_quiet_again(deployed, fleet):
     # Given a first night that alerted web-1, and a second that was quiet
-    night(1)
-    night(2)
+    night(deployed, 1)
+    night(deployed, 2)
     assert len(deployed.alerts()) == 1
     # ... and the last digest 8 days ago (the clock of the stored state moved back rather than waiting)
     eight_days_ago = datetime.now(UTC) - timedelta(days=8)
@@ -214,7 +215,7 @@ def test_weekly_digest_lists_what_persists_then_goes_quiet_again(deployed, fleet
     )
 
     # When the next night runs, with nothing new
-    third = night(3)
+    third = night(deployed, 3)
 
     # Then the weekly digest lists what persists, and records when it went out
     report = deployed.report(third)
@@ -230,7 +231,7 @@ def test_weekly_digest_lists_what_persists_then_goes_quiet_again(deployed, fleet
     assert digest_at == datetime.fromisoformat(report["finished_at"])
 
     # And the night after is quiet again
-    night(4)
+    night(deployed, 4)
     assert deployed.alerts() == []
 
 
@@ -246,7 +247,7 @@ def test_a_corrupt_alert_state_alerts_everything_and_the_run_goes_on(deployed, f
     )
 
     # When the nightly run finds web-1
-    first = night(1)
+    first = night(deployed, 1)
 
     # Then the run is complete and its report stored, and the alert lists every problem, saying why
     report = deployed.report(first)
@@ -258,7 +259,7 @@ def test_a_corrupt_alert_state_alerts_everything_and_the_run_goes_on(deployed, f
     assert lines[3].endswith("every problem is listed as new.")
     # And the state is replaced by a good one: the next night is quiet
     assert len(deployed.item()["fingerprints"]["B"]) == 8
-    night(2)
+    night(deployed, 2)
     assert deployed.alerts() == []
 
 
@@ -268,7 +269,7 @@ def test_an_alert_that_could_not_be_sent_is_sent_by_the_next_run(deployed, fleet
     sns.delete_topic(TopicArn=deployed.topic_arn)
 
     # When the nightly run finds web-1
-    first = night(1)
+    first = night(deployed, 1)
 
     # Then the run is complete, nothing was sent, and nothing was remembered as alerted
     assert first["summary"]["noncompliant"] == 1 and first["report_key"]
@@ -279,7 +280,7 @@ def test_an_alert_that_could_not_be_sent_is_sent_by_the_next_run(deployed, fleet
     sns.create_topic(Name="eic-guard-alerts")
     queue_arn = deployed.sqs.get_queue_attributes(QueueUrl=deployed.queue_url, AttributeNames=["QueueArn"])
     sns.subscribe(TopicArn=deployed.topic_arn, Protocol="sqs", Endpoint=queue_arn["Attributes"]["QueueArn"])
-    second = night(2)
+    second = night(deployed, 2)
 
     # Then web-1 is alerted then
     [alert] = deployed.alerts()

@@ -45,7 +45,6 @@ from tests.integration.test_refresh import (  # noqa: F401 - fixtures used by na
     tcp,
 )
 from tests.lambda_runtime import REFRESH_ARN, FakeLambdaContext, emf_blobs, event, with_message
-from tests.state_machine import run_nightly
 
 TABLE = "eic-guard-state"
 # A rejected invocation publishes no application metric besides its RefreshRejected blob; Powertools warns on flush.
@@ -56,7 +55,7 @@ REQUEST_ID = "6bc28136-xmpl-4365-b021-0ce6b2e64ab0"
 
 
 def refresh_context(request_id: str = REQUEST_ID) -> FakeLambdaContext:
-    """The refresh function's context (the nightly scan tests below are handed the same one)."""
+    """The refresh function's context."""
     return FakeLambdaContext(
         function_name="eic-guard-refresh",
         memory_limit_in_mb=256,
@@ -387,13 +386,15 @@ def test_two_concurrent_invocations_of_the_same_event_apply_once(state_2022, tab
 
 
 # ---- nightly catch-up through the scan handler --------------------------------------------------------------------
-def test_nightly_scan_refreshes_first_then_reuses_the_stored_copy_on_304(table, http, api_calls, runs_bucket):
+def test_nightly_scan_refreshes_first_then_reuses_the_stored_copy_on_304(
+    nightly_execution, table, http, api_calls, runs_bucket
+):
     # Given a managed group, no state yet, and AWS serving 2026-08-22
     group = new_group()
     http.add(responses.GET, IP_RANGES_URL, body=snapshot_bytes("2026-08-22"))
 
     # When the nightly scan runs
-    first = run_nightly(refresh_context("night-1"))
+    first = nightly_execution("night-1")
 
     # Then it refreshed the ranges before scanning
     assert first["refresh"]["status"] == "applied" and first["refresh"]["sync_token"] == "1787411825"
@@ -407,7 +408,7 @@ def test_nightly_scan_refreshes_first_then_reuses_the_stored_copy_on_304(table, 
     api_calls.clear()
 
     # When the nightly scan runs again
-    second = run_nightly(refresh_context("night-2"))
+    second = nightly_execution("night-2")
 
     # Then it asked with the stored md5 as ETag, reused the stored prefixes and wrote nothing
     assert http.calls[1].request.headers["If-None-Match"] == f'"{NEWEST_MD5}"'
@@ -417,7 +418,9 @@ def test_nightly_scan_refreshes_first_then_reuses_the_stored_copy_on_304(table, 
     assert table.load().sync_token == "1787411825"
 
 
-def test_nightly_scan_keeps_the_newer_state_when_served_an_older_file(table, http, api_calls, runs_bucket):
+def test_nightly_scan_keeps_the_newer_state_when_served_an_older_file(
+    nightly_execution, table, http, api_calls, runs_bucket
+):
     # Given the state at 2026-08-22 and a cache serving the older 2026-06-01 file
     group = new_group()
     refresh(table, snapshot("2026-08-22"))
@@ -425,7 +428,7 @@ def test_nightly_scan_keeps_the_newer_state_when_served_an_older_file(table, htt
     api_calls.clear()
 
     # When the nightly scan runs
-    result = run_nightly(refresh_context("night"))
+    result = nightly_execution("night")
 
     # Then it used the stored 2026-08-22 prefixes and the state did not go back
     assert result["refresh"]["sync_token"] == "1787411825"
@@ -436,7 +439,7 @@ def test_nightly_scan_keeps_the_newer_state_when_served_an_older_file(table, htt
 
 
 def test_report_mode_catch_up_plans_the_new_prefixes_and_writes_nothing_to_ec2(
-    state_2022, table, http, api_calls, monkeypatch, runs_bucket
+    nightly_execution, state_2022, table, http, api_calls, monkeypatch, runs_bucket
 ):
     # Given a report-mode stack whose state and managed group are at 2022-04-27, a reports bucket, and AWS serving
     # 2026-08-22 (which adds the IPv6 prefix)
@@ -447,7 +450,7 @@ def test_report_mode_catch_up_plans_the_new_prefixes_and_writes_nothing_to_ec2(
     api_calls.clear()
 
     # When the nightly scan runs
-    result = run_nightly(refresh_context("night"))
+    result = nightly_execution("night")
 
     # Then the catch-up planned the new prefix instead of writing it: the role of a report-mode stack has no EC2
     # write, and the state stays at 2022 so that the SNS refresh still applies the file
@@ -466,7 +469,7 @@ def test_report_mode_catch_up_plans_the_new_prefixes_and_writes_nothing_to_ec2(
 
 
 def test_state_table_is_read_in_the_functions_region_whatever_the_first_scanned_region(
-    table, http, api_calls, monkeypatch, runs_bucket
+    nightly_execution, table, http, api_calls, monkeypatch, runs_bucket
 ):
     # Given a stack in us-east-1 (its table there) scanning eu-west-1 first, and a managed group in us-east-1
     monkeypatch.setenv("EIC_GUARD_REGIONS", "eu-west-1,us-east-1")
@@ -474,7 +477,7 @@ def test_state_table_is_read_in_the_functions_region_whatever_the_first_scanned_
     http.add(responses.GET, IP_RANGES_URL, body=snapshot_bytes("2026-08-22"))
 
     # When the nightly scan runs
-    result = run_nightly(refresh_context("night"))
+    result = nightly_execution("night")
 
     # Then the catch-up read and advanced the state in the function's region and refreshed both regions
     assert result["refresh"]["status"] == "applied"

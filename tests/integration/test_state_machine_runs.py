@@ -281,8 +281,9 @@ def test_the_refresh_functions_sns_event_starts_its_own_refresh_job_which_adds_t
     # then (RETIRED expired, grace 0 h) both targets' revoke phase, then Aggregate
     assert run.arn.endswith(f":{started['execution'].rsplit(':', 1)[1]}") and str(NEWEST_TOKEN) in run.arn
     assert run.status == "SUCCEEDED", (run.error, run.cause)
-    phases = sorted((i.event["phase"], i.event["target"]["region"]) for i in machine.invocations if "phase" in i.event)
-    assert phases == [("apply", OTHER_REGION), ("apply", REGION), ("revoke", OTHER_REGION), ("revoke", REGION)]
+    phases = [(i.event["phase"], i.event["target"]["region"]) for i in machine.invocations if "phase" in i.event]
+    assert sorted(phases) == [("apply", OTHER_REGION), ("apply", REGION), ("revoke", OTHER_REGION), ("revoke", REGION)]
+    assert [phase for phase, _ in phases] == ["apply", "apply", "revoke", "revoke"]  # every add before any revoke
     refresh = run.output["refresh"]
     assert (refresh["status"], refresh["errors"], refresh["prefixes_added"], refresh["prefixes_revoked"]) == (
         "applied",
