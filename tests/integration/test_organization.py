@@ -133,6 +133,7 @@ def test_organization_scan_fixes_each_members_instance_in_its_own_account(org, f
         "excluded": 0,
         "errors": 0,
         "warnings": 0,
+        "connect_paths": {"public": 2},
     }
     assert outcome.plan.skipped_accounts == []
 
@@ -316,6 +317,7 @@ def test_state_machine_scans_the_listed_members_and_keeps_each_targets_result(
         "excluded": 0,
         "errors": 0,
         "warnings": 0,
+        "connect_paths": {"public": 2},
     }
     assert summary["targets"] == {"ok": 2, "error": 0, "incomplete": 0}
     assert machine.failures("ScanTargetFunction") == []

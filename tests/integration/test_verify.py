@@ -117,6 +117,7 @@ def test_a_healthy_deployment_passes_and_nothing_changes(deployed, account, inje
     # And every EC2 write the jobs made was a DryRun on the real resources, and the account is as it was
     writes = [c for c in injector.calls if c.service == "ec2" and not c.operation.startswith(("Describe", "Get"))]
     assert {c.operation for c in writes} == {
+        "AuthorizeSecurityGroupEgress",  # docs/architecture.md §13: the endpoint path's egress fix
         "AuthorizeSecurityGroupIngress",
         "RevokeSecurityGroupIngress",
         "CreateSecurityGroup",

@@ -23,9 +23,14 @@ from eic_guard.verify.stack import Stack, parameter_items, status_item
 from eic_guard.verify.subscriptions import IP_SPACE_CHANGED, ip_space_item
 
 DEPLOYMENTS = [
-    Deployment(mode, public_ip, tags, hub, accounts)
-    for mode, public_ip, tags, hub, accounts in itertools.product(
-        ("report", "remediate"), (False, True), (False, True), (False, True), ("", "111111111111", "organization")
+    Deployment(mode, public_ip, tags, hub, accounts, create_endpoints=create)
+    for mode, public_ip, tags, hub, accounts, create in itertools.product(
+        ("report", "remediate"),
+        (False, True),
+        (False, True),
+        (False, True),
+        ("", "111111111111", "organization"),
+        (False, True),  # CreateEndpoints (docs/architecture.md §13)
     )
 ]
 

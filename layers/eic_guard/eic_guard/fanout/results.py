@@ -65,6 +65,9 @@ class InstanceDocument(TypedDict):
     name: NotRequired[str | None]
     tags: NotRequired[dict[str, str]]
     warnings: NotRequired[list[str]]
+    connect_path: NotRequired[Literal["public", "endpoint"] | None]  # docs/architecture.md §13
+    connect_command: NotRequired[str | None]
+    error: NotRequired[str | None]
 
 
 @with_config(ConfigDict(extra="allow"))

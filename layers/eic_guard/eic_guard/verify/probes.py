@@ -294,6 +294,58 @@ def release_address(t: Target) -> str:
     return address["AllocationId"]
 
 
+# ---- the endpoint path (docs/architecture.md §13) -----------------------------------------------------------------
+def authorize_egress(t: Target) -> str:
+    """TCP 22 out of an eic-guard group, to itself by reference (what the endpoint path's egress fix adds to
+    eic-guard-eice): the statement allows egress edits of ManagedBy=eic-guard groups only, whichever group."""
+    group = _group_or_untested(t)
+    rule = [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "UserIdGroupPairs": [{"GroupId": group["GroupId"]}]}]
+    t.ec2.authorize_security_group_egress(GroupId=group["GroupId"], IpPermissions=rule, DryRun=True)
+    return group["GroupId"]
+
+
+def revoke_egress(t: Target) -> str:
+    """The default allow-all egress rule a new eic-guard-eice loses."""
+    group = _group_or_untested(t)
+    rule = [{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
+    t.ec2.revoke_security_group_egress(GroupId=group["GroupId"], IpPermissions=rule, DryRun=True)
+    return group["GroupId"]
+
+
+def create_instance_connect_endpoint(t: Target) -> str:
+    """An endpoint in an opted-in instance's subnet with an eic-guard group, tagged on create (CreateEndpoints)."""
+    instance = _instance_or_untested(t, lambda i: bool(i.get("SubnetId")))
+    group = t.managed_group(instance.get("VpcId"))
+    if group is None:
+        raise Untested(f"no {MANAGED_GROUP_NAME} group in {instance.get('VpcId')} to create the endpoint with")
+    key, value = MANAGED_BY_TAG
+    tags = [{"Key": key, "Value": value}, {"Key": "Name", "Value": "eic-guard-eice"}]
+    t.ec2.create_instance_connect_endpoint(
+        SubnetId=instance["SubnetId"],
+        SecurityGroupIds=[group["GroupId"]],
+        PreserveClientIp=False,
+        TagSpecifications=[{"ResourceType": "instance-connect-endpoint", "Tags": tags}],
+        DryRun=True,
+    )
+    return f"an endpoint in {instance['SubnetId']}, tagged on create"
+
+
+def create_network_interface(t: Target) -> str:
+    """The endpoint's interface, which the EC2 User Guide has the caller of CreateInstanceConnectEndpoint allowed."""
+    instance = _instance_or_untested(t, lambda i: bool(i.get("SubnetId")))
+    group = t.managed_group(instance.get("VpcId"))
+    if group is None:
+        raise Untested(f"no {MANAGED_GROUP_NAME} group in {instance.get('VpcId')} for the interface")
+    t.ec2.create_network_interface(SubnetId=instance["SubnetId"], Groups=[group["GroupId"]], DryRun=True)
+    return f"an interface in {instance['SubnetId']}"
+
+
+def service_linked_role(_: Target) -> str:
+    raise Untested(
+        "IAM has no DryRun; the first endpoint's creation proves it (it exists once the account has had one)"
+    )
+
+
 def no_dry_run(service: str) -> Callable[[Target], str]:
     def probe(_: Target) -> str:
         raise Untested(f"{service} has no DryRun; securityhub:DescribeHub and the next scan's import prove it")
@@ -313,6 +365,9 @@ PROBES: dict[str, Callable[[Target], str]] = {
     "ec2:GetManagedPrefixListEntries": get_managed_prefix_list_entries,
     "ec2:DescribeTags": simple_read("describe_tags", "tags read", MaxResults=5),
     "ec2:DescribeNetworkInterfaces": describe_network_interfaces,
+    "ec2:DescribeInstanceConnectEndpoints": simple_read(
+        "describe_instance_connect_endpoints", "EC2 Instance Connect Endpoints read", MaxResults=5
+    ),
     "iam:ListAccountAliases": simple_read("list_account_aliases", "account alias read"),
     "securityhub:DescribeHub": describe_hub,
     "ec2:AuthorizeSecurityGroupIngress": authorize_ingress,
@@ -325,6 +380,11 @@ PROBES: dict[str, Callable[[Target], str]] = {
     "ec2:AssociateAddress": associate_address,
     "ec2:DisassociateAddress": disassociate_address,
     "ec2:ReleaseAddress": release_address,
+    "ec2:AuthorizeSecurityGroupEgress": authorize_egress,
+    "ec2:RevokeSecurityGroupEgress": revoke_egress,
+    "ec2:CreateInstanceConnectEndpoint": create_instance_connect_endpoint,
+    "ec2:CreateNetworkInterface": create_network_interface,
+    "iam:CreateServiceLinkedRole": service_linked_role,
     "securityhub:BatchImportFindings": no_dry_run("Security Hub"),
     "securityhub:BatchUpdateFindings": no_dry_run("Security Hub"),
 }
