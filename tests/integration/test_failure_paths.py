@@ -11,12 +11,14 @@ from dataclasses import dataclass
 import boto3
 import pytest
 import responses
+from eic_guard.fanout.results import LOST_CHANGES_LISTED, LOST_DETAIL_CHARS, LOST_RECORD_BYTES, LostResult, lost_record
 from eic_guard.outputs.alerts import ALERT_STATE_ITEM_ID
 from eic_guard.ranges.state import STATE_ITEM_ID, DynamoDbStateStore
 from eic_guard.settings import IP_RANGES_URL
 
 from tests.aws_views import metadata_endpoint
 from tests.conftest import EIC_US_EAST_1, EIC_US_EAST_1_V6, IP_RANGES, REGION, create_state_table
+from tests.faults.injector import FaultInjector
 from tests.lambda_runtime import REFRESH_ARN, FakeLambdaContext, emf_blobs, event, load_handler
 
 BUCKET = "eic-guard-reports-123456789012"
@@ -217,3 +219,126 @@ def test_a_corrupt_state_item_is_rebuilt_by_the_next_notification_not_rejected_t
     assert "the stored ip-ranges state was corrupt (" in alert["Message"]
     assert "rebuilt from this notification's verified ip-ranges.json (synctoken 1787411825)" in alert["Message"]
     assert ("'1.2.3.4/33' is not a CIDR prefix" if corruption == "bad-cidr" else "Invalid JSON") in alert["Message"]
+
+
+# ---- 3. a result object that cannot be written after the target's changes were made --------------------------------
+def is_result_put(params: dict) -> bool:
+    return "/results/" in str(params.get("Key", ""))
+
+
+def test_a_result_object_put_that_fails_once_is_retried_and_the_target_reported_as_usual(
+    account, ec2, deployed, monkeypatch
+):
+    # Given S3 answering the first attempt to write each result object with a 500
+    fixable, wrong_ami = fleet(account)
+    faults = FaultInjector().install(monkeypatch)
+    failed = faults.respond("PutObject", "InternalError", service="s3", status=500, when=is_result_put, times=1)
+    steps = Steps()
+
+    # When the run's steps run
+    plan, outputs = steps.plan_and_workers({"job": "scan"})
+    summary = steps.finish(plan)
+
+    # Then botocore's retry wrote the object: nothing was lost, the target is reported from its object
+    assert len(failed.hits) == 1
+    assert all(o["result_key"] and "result_lost" not in o for o in outputs)
+    assert summary["targets"] == {"ok": 2, "error": 0, "incomplete": 0}
+    report = deployed.report(summary["report_key"])
+    assert {e["instance_id"]: e["verdict"] for e in report["instances"]} == {
+        fixable: "fixed",
+        wrong_ami: "noncompliant",
+    }
+
+
+def test_a_result_object_that_cannot_be_written_is_reported_scanned_result_lost_with_its_changes(
+    account, ec2, deployed, monkeypatch
+):
+    # Given S3 refusing every us-east-1 result object (a bucket policy, a KMS key the worker may not use...)
+    fixable, wrong_ami = fleet(account)
+    faults = FaultInjector().install(monkeypatch)
+    refused = faults.error(
+        "PutObject",
+        "AccessDenied",
+        service="s3",
+        status=403,
+        when=lambda params: is_result_put(params) and f"/{REGION}/" in params["Key"],
+    )
+    steps = Steps()
+
+    # When the run's steps run
+    plan, outputs = steps.plan_and_workers({"job": "scan"})
+    summary = steps.finish(plan)
+
+    # Then the us-east-1 worker returned, without raising, a bounded record of what it did
+    assert len(refused.hits) == 1
+    [lost] = [o for o in outputs if o["target"]["region"] == REGION]
+    assert lost["result_key"] is None and lost["status"] == "ok"
+    # And kept the whole record in the state table, where Aggregate found it (the map item's output is not read)
+    key = f"lost#{plan['run_id']}#results/{ACCOUNT}/{REGION}/apply-r1.json"
+    item = deployed.dynamodb.get_item(TableName=TABLE, Key={"id": {"S": key}})["Item"]
+    record = json.loads(item["document"]["S"])
+    assert int(item["expiration"]["N"]) > 0
+    assert (record["instances"], record["status"]) == (2, "ok")
+    assert record["changes"] == len(record["listed"]) == 1
+    assert {(c["action"], c["resource"], c["status"]) for c in record["listed"]} >= {("enable-imds", fixable, "done")}
+    assert "AccessDenied" in record["reason"]
+    # And its output carries the same record, sampled (a bounded Step Functions payload), and where it is kept
+    assert lost["result_lost"]["kept_as"] == key
+    assert (lost["result_lost"]["changes"], lost["result_lost"]["listed_total"]) == (1, 1)
+    assert lost["result_lost"]["listed"] == record["listed"]
+    # And the fixes it made are made
+    assert metadata_endpoint(ec2, fixable) == "enabled"
+    # And the report says the target was scanned, its result lost, and lists the changes made, not "not scanned"
+    assert summary["targets"] == {"ok": 1, "error": 1, "incomplete": 0}
+    report = deployed.report(summary["report_key"])
+    [error] = report["target_errors"]
+    assert error["region"] == REGION
+    assert error["error"].startswith("scanned, result lost, 1 change made, 2 instances checked;")
+    assert "PutObject" in error["error"] and "AccessDenied" in error["error"]
+    changes = [(a["action"], a["resource"], a["status"]) for a in report["target_actions"] if a["region"] == REGION]
+    assert changes == [(c["action"], c["resource"], c["status"]) for c in record["listed"]]
+    # And so does the alert, with the changes
+    [alert] = deployed.alerts()
+    [line] = [line for line in alert["Message"].splitlines() if line.startswith(f"- {ACCOUNT} {REGION} ")]
+    assert line.startswith(f"- {ACCOUNT} {REGION} scanned, result lost, 1 change made, 2 instances checked;")
+    assert f"enable-imds {fixable} (done)" in line
+    assert "could not be scanned" not in line
+
+    # And the next run, with S3 writable again, changes nothing and reports both instances from their objects
+    faults.rules.clear()
+    plan, outputs = steps.plan_and_workers({"job": "scan"})
+    again = steps.finish(plan)
+    assert again["targets"] == {"ok": 2, "error": 0, "incomplete": 0}
+    assert all(not o.get("result_lost") for o in outputs)
+    verdicts = {e["instance_id"]: e["verdict"] for e in deployed.report(again["report_key"])["instances"]}
+    assert verdicts == {fixable: "compliant", wrong_ami: "noncompliant"}
+
+
+def test_a_lost_result_record_is_bounded_in_changes_and_bytes():
+    # Given a target document with 500 changes, each with a long detail
+    actions = [
+        {"action": "enable-imds", "resource": f"i-{n:017x}", "status": "done", "detail": "x" * 5000} for n in range(500)
+    ]
+    document = {
+        "account_id": ACCOUNT,
+        "region": REGION,
+        "phase": "apply",
+        "round": 2,
+        "status": "incomplete",
+        "error": None,
+        "instances": [],
+        "actions": actions,
+    }
+
+    # When its lost record is made
+    record = lost_record(document, "PutObject: " + "AccessDenied " * 200)
+
+    # Then it counts every change, lists the first LOST_CHANGES_LISTED with cut fields, and stays small
+    assert record["changes"] == 500
+    assert [c["resource"] for c in record["listed"]] == [a["resource"] for a in actions[:LOST_CHANGES_LISTED]]
+    assert all(len(c["detail"]) == LOST_DETAIL_CHARS for c in record["listed"])
+    assert len(record["reason"]) <= 500
+    assert len(json.dumps(record)) <= LOST_RECORD_BYTES
+    assert LostResult.from_record(record).error.startswith(
+        f"scanned, result lost, 500 changes made (the first {LOST_CHANGES_LISTED} listed), 0 instances checked;"
+    )

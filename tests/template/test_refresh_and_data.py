@@ -135,7 +135,10 @@ REPORTS = physical("ReportsBucket", "Arn") + "/reports/*"
 # What each function may touch in the data plane: this stack's table, bucket (prefix) and topic only.
 DATA_RESOURCES = {
     "PlanFunction": {"dynamodb": [physical("StateTable", "Arn")], "s3": [RUNS]},
-    "ScanTargetFunction": {"s3": [RUNS, physical("ReportsBucket", "Arn") + "/tables/findings/*"]},
+    "ScanTargetFunction": {
+        "dynamodb": [physical("StateTable", "Arn")],
+        "s3": [RUNS, physical("ReportsBucket", "Arn") + "/tables/findings/*"],
+    },
     "AggregateFunction": {
         "dynamodb": [physical("StateTable", "Arn")],
         "s3": [RUNS, physical("ReportsBucket", "Arn"), REPORTS],
@@ -170,6 +173,16 @@ def test_table_bucket_and_topic_permissions_name_the_specific_resource(function_
     assert {service: sorted(resources_) for service, resources_ in granted.items()} == {
         service: sorted(resources_) for service, resources_ in expected.items()
     }
+
+
+def test_the_worker_may_write_only_lost_result_records_into_the_state_table():
+    # Given the worker role's statements that grant a DynamoDB action
+    statements = role_statements("ScanTargetFunction", parameter_values(**FULL_REMEDIATION))
+    [statement] = [s for s in statements if any(a.startswith("dynamodb:") for a in as_list(s["Action"]))]
+
+    # Then it is PutItem alone, on items whose key begins with lost# (never the ip-ranges or alert state items)
+    assert statement["Effect"] == "Allow" and as_list(statement["Action"]) == ["dynamodb:PutItem"]
+    assert statement["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["lost#*"]}}
 
 
 def test_listing_the_bucket_is_limited_to_the_runs_prefix():

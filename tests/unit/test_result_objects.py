@@ -161,3 +161,42 @@ def _ranges():
     from tests.conftest import IP_RANGES
 
     return load(str(IP_RANGES / "ip-ranges-2026-08-22.json"))
+
+
+def test_aggregate_looks_for_lost_results_only_where_a_result_object_is_missing():
+    # Given a refresh with a revoke phase over three targets: one complete, one without any result object, one whose
+    # last object says incomplete at round 3 and whose revoke result is missing
+    from eic_guard.fanout.steps import MAX_ROUNDS, lost_keys
+
+    c = "333333333333"
+    plan = scan_plan(_ranges(), targets=plan_targets((OWN, MEMBER_A, c), (REGION,)))
+    plan.job, plan.apply_ranges, plan.expired = "refresh", True, {REGION: ["198.51.100.24/29"]}
+    documents = [
+        document(OWN),
+        document(OWN, phase="revoke"),
+        document(c, "incomplete", round_=1),
+        document(c, "incomplete", round_=3),
+    ]
+
+    # When the keys to look up are listed
+    keys = lost_keys(plan, documents, [])
+
+    # Then they are every round of the target without results, the rounds after the incomplete one, and the missing
+    # revoke phase; none for the complete target (a run without a missing object makes no lookup at all)
+    def key(account, phase, round_):
+        return f"lost#run-1#results/{account}/{REGION}/{phase}-r{round_}.json"
+
+    assert keys == (
+        [key(MEMBER_A, "apply", r) for r in range(1, MAX_ROUNDS + 1)]
+        + [key(MEMBER_A, "revoke", r) for r in range(1, MAX_ROUNDS + 1)]
+        + [key(c, "apply", r) for r in range(4, MAX_ROUNDS + 1)]
+        + [key(c, "revoke", r) for r in range(1, MAX_ROUNDS + 1)]
+    )
+    assert (
+        lost_keys(
+            plan,
+            [document(a) for a in (OWN, MEMBER_A, c)] + [document(a, phase="revoke") for a in (OWN, MEMBER_A, c)],
+            [],
+        )
+        == []
+    )

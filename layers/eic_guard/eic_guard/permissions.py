@@ -228,6 +228,8 @@ _STACK = (
     Call(("xray:PutTraceSegments", "xray:PutTelemetryRecords"), FUNCTIONS, "Lambda: active tracing"),
     # The ip-ranges state and the alert state.
     Call(("dynamodb:GetItem", "dynamodb:PutItem"), (PLAN, AGGREGATE), "ranges/state.py, outputs/alerts.py"),
+    Call(("dynamodb:PutItem",), (WORKER,), "fanout/steps.py: a lost result's record (lost# keys only)"),
+    Call(("dynamodb:BatchGetItem",), (AGGREGATE,), "fanout/steps.py: the lost results' records"),
     Call(
         ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"),
         (REFRESH,),

@@ -12,9 +12,11 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from ..budget import Deadline
 from ..errors import ConfigurationError
+from .retries import ThrottleRetries
 
 # One call that hangs costs at most MAX_ATTEMPTS x (CONNECT_TIMEOUT + READ_TIMEOUT) plus backoff (about 2 min),
-# not 8 x 60 s; a Deadline (budget.py) refuses further attempts once the invocation's reserve is reached.
+# not 8 x 60 s; a Deadline (budget.py) refuses further attempts once the invocation's reserve is reached. A throttled
+# call is the exception: with a deadline it is retried while the deadline leaves time (retries.ThrottleRetries).
 # READ_TIMEOUT leaves room for a DescribeInstances page of 1,000 instances.
 # What AWS answers a role that may not make a call (EC2 says UnauthorizedOperation, most services AccessDenied).
 PERMISSION_DENIED = frozenset({"UnauthorizedOperation", "AccessDenied", "AccessDeniedException"})
@@ -58,6 +60,7 @@ class AwsClients:
         self._clients: dict[tuple[str, str | None], Any] = {}
         self._alias: tuple[str | None] | None = None  # (alias,) once asked
         self._alias_lock = threading.Lock()
+        self._throttle_retries = ThrottleRetries(lambda: self.deadline)
 
     def client(self, service: str, region: str | None = None) -> Any:
         key = (service, region)
@@ -66,6 +69,9 @@ class AwsClients:
             # Every attempt of every call checks the deadline in force at that moment (a warm Lambda container
             # reuses these clients across invocations, each with its own deadline).
             client.meta.events.register("before-send", self._check_deadline)
+            # Throttling is retried while the deadline leaves time (retries.py), ahead of the standard mode's handler.
+            service = client.meta.service_model.service_id.hyphenize()
+            client.meta.events.register_first(f"needs-retry.{service}", self._throttle_retries)
             if self.call_log is not None:
                 self.call_log.attach(client, lambda: self._account)
             self._clients[key] = client

@@ -22,18 +22,21 @@ from ..ranges.refresh import forget
 from ..ranges.state import StateConflict, StateStore
 from ..settings import Settings
 from .plan import RunPlan
-from .results import UnreadableResult
+from .results import LostResult, UnreadableResult
 
 NO_RESULT = "no result from the target worker (it failed, was throttled past its retries, or timed out)"
 
 
-def merge_targets(plan: RunPlan, documents: list[dict], unreadable: Sequence[UnreadableResult] = ()) -> list[dict]:
+def merge_targets(
+    plan: RunPlan, documents: list[dict], unreadable: Sequence[UnreadableResult | LostResult] = ()
+) -> list[dict]:
     """One document per planned target: its apply rounds merged, its revoke phase's actions and errors added; a
-    result object that could not be read is its target's error (what the target's other objects say is kept)."""
+    result object that could not be read, or not written (its changes listed), is its target's error (what the
+    target's other objects say is kept)."""
     phases: dict[tuple[str, str], dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for document in documents:
         phases[(document["account_id"], document["region"])][document["phase"]].append(document)
-    broken: dict[tuple[str, str], list[UnreadableResult]] = defaultdict(list)
+    broken: dict[tuple[str, str], list[UnreadableResult | LostResult]] = defaultdict(list)
     for problem in sorted(unreadable, key=lambda p: (p.phase, p.round)):
         broken[(problem.account_id, problem.region)].append(problem)
     merged = []
@@ -44,6 +47,7 @@ def merge_targets(plan: RunPlan, documents: list[dict], unreadable: Sequence[Unr
         if not applies:
             document = _missing(target.account_id, target.region)
             document["error"] = lost[0].error if lost else NO_RESULT
+            document["actions"] = [dict(a) for problem in lost for a in problem.listed]
             merged.append(document)
             continue
         document = _merge_rounds(applies)
@@ -56,6 +60,7 @@ def merge_targets(plan: RunPlan, documents: list[dict], unreadable: Sequence[Unr
                     document["revoke"] = _failed_revoke(revoke["error"])
         if lost:
             document["status"], document["error"] = "error", document["error"] or lost[0].error
+            document["actions"].extend(dict(a) for problem in lost for a in problem.listed)
         if plan.revoke and "revoke" not in found and target.region in plan.expired:
             failed = next((p.error for p in lost if p.phase == "revoke"), f"revoke phase: {NO_RESULT}")
             document["status"], document["error"] = "error", document["error"] or failed
@@ -161,7 +166,7 @@ def aggregate_run(
     documents: list[dict],
     settings: Settings,
     finished: datetime,
-    unreadable: Sequence[UnreadableResult] = (),
+    unreadable: Sequence[UnreadableResult | LostResult] = (),
 ) -> tuple:
     """(report, refresh summary, merged target documents) of a run; logs one line per check not passing."""
     targets = merge_targets(plan, documents, unreadable)

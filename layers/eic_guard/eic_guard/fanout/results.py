@@ -10,6 +10,7 @@ pydantic-core call (no more memory than json.loads: the result is the same plain
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any, Literal, NotRequired
@@ -18,6 +19,7 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
 from typing_extensions import TypedDict  # pydantic needs typing_extensions' TypedDict before Python 3.12
 
 from ..models import CheckStatus, Verdict
+from ..outputs.report import RESULT_LOST
 from .targets import Target
 
 UNREADABLE = "result object unreadable"
@@ -103,6 +105,7 @@ class UnreadableResult:
     phase: str
     round: int
     reason: str
+    listed: tuple[dict[str, str], ...] = ()  # an unreadable object lists no change
 
     @property
     def error(self) -> str:
@@ -149,3 +152,77 @@ def _first_problem(exc: ValidationError, body: bytes) -> str:
     if error["type"].startswith("json_"):
         return f"not JSON ({message.removeprefix('Invalid JSON: ')}, {len(body)} bytes)"
     return f"{where}: {message}" if where else message
+
+
+# ---- a result object that could not be written -------------------------------------------------------------------
+LOST_CHANGES_LISTED = 20  # the changes a lost result lists (the count covers them all)
+LOST_DETAIL_CHARS = 200
+LOST_RECORD_BYTES = 16 * 1024  # far below a Step Functions output (256 KiB) and a DynamoDB item (400 KB)
+LOST_PREFIX = "lost#"  # the state table's items that keep a lost result (the worker's role may write only these)
+LOST_DAYS = 30  # they expire with the run's objects
+
+
+def lost_record(document: dict[str, Any], reason: str) -> dict[str, Any]:
+    """What survives of a target's result when its object cannot be written: its status and error, how many
+    instances it scanned, how many changes it made (done or failed) and the first LOST_CHANGES_LISTED of them, each
+    field cut, the whole under LOST_RECORD_BYTES."""
+    changes = [a for a in document["actions"] if a["status"] != "planned"]
+    changes += [a for e in document["instances"] for a in e["actions"] if a["status"] != "planned"]
+    listed = [{k: str(a[k])[:LOST_DETAIL_CHARS] for k in ("action", "resource", "status", "detail")} for a in changes]
+    record = {
+        "account_id": document["account_id"],
+        "region": document["region"],
+        "phase": document["phase"],
+        "round": document["round"],
+        "reason": reason[:500],
+        "status": document["status"],
+        "error": (document["error"] or "")[:500] or None,
+        "instances": len(document["instances"]),
+        "changes": len(changes),
+        "listed": listed[:LOST_CHANGES_LISTED],
+    }
+    while len(json.dumps(record)) > LOST_RECORD_BYTES and record["listed"]:
+        record["listed"] = record["listed"][: len(record["listed"]) // 2]
+    return record
+
+
+@dataclass(frozen=True)
+class LostResult:
+    """A target's phase whose result object could not be written after its changes were made: the bounded record
+    the worker returned (and kept in the state table), reported as "scanned, result lost, N changes made"."""
+
+    account_id: str
+    region: str
+    phase: str
+    round: int
+    reason: str
+    changes: int
+    instances: int
+    listed: tuple[dict[str, str], ...]
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> LostResult:
+        return cls(
+            str(record["account_id"]),
+            str(record["region"]),
+            str(record["phase"]),
+            int(record["round"]),
+            str(record["reason"]),
+            int(record["changes"]),
+            int(record["instances"]),
+            tuple({k: str(a[k]) for k in ("action", "resource", "status", "detail")} for a in record["listed"]),
+        )
+
+    @property
+    def error(self) -> str:
+        where = "revoke phase: " if self.phase == "revoke" else ""
+        listed = f" (the first {len(self.listed)} listed)" if self.changes > len(self.listed) else ""
+        return (
+            f"{where}{RESULT_LOST}, {self.changes} change{'' if self.changes == 1 else 's'} made{listed}, "
+            f"{self.instances} instance{'' if self.instances == 1 else 's'} checked; the result object could not be "
+            f"written: {self.reason}"
+        )
+
+
+def lost_key(run_id: str, target: Target, phase: str, round_: int) -> str:
+    return f"{LOST_PREFIX}{run_id}#{result_name(target, phase, round_)}"

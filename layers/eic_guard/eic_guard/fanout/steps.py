@@ -5,6 +5,8 @@ reports bucket, so the state machine passes only small references between them:
     runs/<run_id>/manifest.json                               the RunPlan (prefixes, expired, targets)
     runs/<run_id>/targets.json                                the Distributed Map's items
     runs/<run_id>/results/<account>/<region>/<phase>-r<n>.json  each worker's result, written as it ends
+
+and, in the state table, `lost#<run_id>#results/...` for a result object that could not be written (LostResults).
 """
 
 from __future__ import annotations
@@ -30,13 +32,24 @@ from .aggregate import _merge_rounds as merge_rounds
 from .aggregate import aggregate_run, finish_state
 from .payloads import sampled
 from .plan import RunPlan, plan_run
-from .results import UnreadableResult, read_result, result_name, unreadable
+from .results import (
+    LOST_DAYS,
+    LostResult,
+    UnreadableResult,
+    lost_key,
+    lost_record,
+    read_result,
+    result_name,
+    unreadable,
+)
 from .targets import Target
 from .worker import run_target
 
 RUNS_PREFIX = "runs"
 # Aggregate reads the targets' result objects in parallel: 8,500 targets at ~30 ms per GET take 8 s, not 4 min.
 RESULT_READERS = 32
+# The most rounds a phase may have (template.yaml MaxRounds' MaxValue): where Aggregate looks for lost results.
+MAX_ROUNDS = 10
 
 
 class RunRequest(BaseModel):
@@ -176,13 +189,88 @@ def worker_step(event: Any, settings: Settings, clients: Any, deadline: Deadline
         )
     if plan.job == "scan" and request.phase == "apply":
         _put_findings(objects, plan, target, request.round, document)
-    result_key = objects.put(result_name(target, request.phase, request.round), document)
-    return {
-        **request.model_dump(),
-        "status": document["status"],
-        "result_key": result_key,
-        "instances": len(document["instances"]),
-    }
+    output = {**request.model_dump(), "status": document["status"], "instances": len(document["instances"])}
+    try:  # botocore's retries first (the deadline's for throttling: aws/retries.py)
+        output["result_key"] = objects.put(result_name(target, request.phase, request.round), document)
+    except (ClientError, BotoCoreError) as exc:
+        # The changes are made: what they were must not be lost with the object. The bounded record goes into the
+        # map item's output and into the state table, where Aggregate looks for a target without a result.
+        record = lost_record(document, f"PutObject: {exc}")
+        logger.error("result object not written: its record is kept", extra={"lost": record})
+        key = lost_key(request.run_id, target, request.phase, request.round)
+        LostResults(clients, settings).keep(key, record)
+        output |= {"result_key": None, "result_lost": {**sampled(record), "kept_as": key}}  # a bounded payload
+    return output
+
+
+class LostResults:
+    """The bounded records of result objects that could not be written, kept in the state table (a store that does
+    not fail with the bucket) under `lost#<run id>#results/<target>/<phase>-r<n>.json`, expiring with the run."""
+
+    def __init__(self, clients: Any, settings: Settings):
+        self.table = settings.state_table
+        self.dynamodb = clients.client("dynamodb") if self.table else None
+
+    def keep(self, key: str, record: dict) -> None:
+        if self.dynamodb is None:
+            return
+        expires = int(datetime.now(UTC).timestamp()) + LOST_DAYS * 86_400
+        try:
+            self.dynamodb.put_item(
+                TableName=self.table,
+                Item={"id": {"S": key}, "document": {"S": json.dumps(record)}, "expiration": {"N": str(expires)}},
+            )
+        except (ClientError, BotoCoreError) as exc:  # the map item's output still has it
+            logger.error("lost result's record not kept in the state table", extra={"error": str(exc)})
+
+    def find(self, keys: list[str]) -> list[LostResult]:
+        """The records kept under `keys` (BatchGetItem, 100 keys a call); the ones that cannot be read are logged."""
+        if self.dynamodb is None or not keys:
+            return []
+        found: list[LostResult] = []
+        for start in range(0, len(keys), 100):
+            request = {self.table: {"Keys": [{"id": {"S": k}} for k in keys[start : start + 100]]}}
+            for _ in range(5):  # UnprocessedKeys: the rest, again (botocore retries each call itself)
+                try:
+                    answer = self.dynamodb.batch_get_item(RequestItems=request)
+                except (ClientError, BotoCoreError) as exc:
+                    logger.error("lost results not read from the state table", extra={"error": str(exc)})
+                    break
+                for item in answer.get("Responses", {}).get(self.table, []):
+                    try:
+                        found.append(LostResult.from_record(json.loads(item["document"]["S"])))
+                    except (KeyError, TypeError, ValueError) as exc:
+                        logger.error("lost result's record unreadable", extra={"key": item["id"], "error": str(exc)})
+                request = answer.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+        return found
+
+
+def lost_keys(plan: RunPlan, documents: list[dict], unreadable: list[UnreadableResult]) -> list[str]:
+    """The keys a lost result of this run may be kept under: each round of a phase that should have a result object
+    and has none (a target with no apply result, an incomplete last round, a revoke phase without its result)."""
+    have: dict[tuple[str, str, str], int] = {}
+    incomplete: set[tuple[str, str, str]] = set()
+    for d in documents:
+        key = (d["account_id"], d["region"], d["phase"])
+        if d["round"] >= have.get(key, 0):
+            have[key] = d["round"]
+            incomplete.discard(key)
+            if d["status"] == "incomplete":
+                incomplete.add(key)
+    for problem in unreadable:
+        key = (problem.account_id, problem.region, problem.phase)
+        have[key] = max(have.get(key, 0), problem.round)
+    keys = []
+    for target in plan.targets:
+        phases = ["apply"] + (["revoke"] if plan.revoke and target.region in plan.expired else [])
+        for phase in phases:
+            last = have.get((target.account_id, target.region, phase))
+            if last is not None and (target.account_id, target.region, phase) not in incomplete:
+                continue
+            keys += [lost_key(plan.run_id, target, phase, r) for r in range((last or 0) + 1, MAX_ROUNDS + 1)]
+    return keys
 
 
 def _put_findings(objects: RunObjects, plan: RunPlan, target: Target, round_: int, document: dict) -> None:
@@ -229,8 +317,9 @@ def aggregate_step(event: Any, settings: Settings, clients: Any) -> dict:
     documents, unreadable_results = objects.results()
     if plan.job == "verify":  # the checklist data: no report, no alert, no state (verify/job.py)
         return summarize(plan, documents, unreadable_results)
+    lost = LostResults(clients, settings).find(lost_keys(plan, documents, unreadable_results))
     finished = datetime.now(UTC)
-    report, refresh, targets = aggregate_run(plan, documents, settings, finished, unreadable_results)
+    report, refresh, targets = aggregate_run(plan, documents, settings, finished, [*unreadable_results, *lost])
     finish_state(state_store(clients, settings), plan, targets, finished)
     document = report.to_dict()
     record_targets(document)

@@ -30,9 +30,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ..local_files import replace_file
 from ..observability import logger
 from ..settings import partition_of as region_partition
-from .report import Report
+from .report import RESULT_LOST, Report
 
 ALERT_LINES = 25  # problem lines in one alert; the rest is "… and N more" (the report has them all)
+LOST_CHANGES_SHOWN = 5  # the changes of a target whose result was lost, named on its alert line
 LINE_LIMIT = 1_000  # characters of one line (an AWS error can carry kilobytes of encoded detail)
 MESSAGE_LIMIT = 256 * 1024 - 1024  # bytes: SNS Publish takes up to 256 KB (262,144 bytes); a margin for the rest
 DIGEST_PERIOD = timedelta(days=7)  # what persists is listed again at most this often
@@ -213,6 +214,8 @@ def headline(report: Report) -> str:
 def problem_line(report: Report, problem: Problem) -> str:
     """One line: the instance (Name, owner tags), its account and region, the check and why, or the warning."""
     where = f"{report.account_label(problem.account_id)} {problem.region}"
+    if problem.instance_id is None and RESULT_LOST in problem.reason:
+        return f"{where} {problem.reason}{_lost_changes(report, problem)}"
     if problem.instance_id is None:
         return f"{where} could not be scanned: {problem.reason}"
     details = ([problem.name] if problem.name else []) + [f"{key}={value}" for key, value in problem.tags]
@@ -222,6 +225,21 @@ def problem_line(report: Report, problem: Problem) -> str:
     else:
         what = f"{problem.check} {problem.status}: {problem.reason}" if problem.reason else problem.status
     return f"{who} in {where}: {what}"
+
+
+def _lost_changes(report: Report, problem: Problem) -> str:
+    """The changes a target whose result was lost made, as the report lists them (at most LOST_CHANGES_SHOWN)."""
+    changes = [
+        f"{a.action} {a.resource} ({a.status})"
+        for a in report.target_actions
+        if (a.account_id, a.region) == (problem.account_id, problem.region)
+    ]
+    if not changes:
+        return ""
+    more = (
+        f", … and {len(changes) - LOST_CHANGES_SHOWN} more in the report" if len(changes) > LOST_CHANGES_SHOWN else ""
+    )
+    return f". Changes: {', '.join(changes[:LOST_CHANGES_SHOWN])}{more}"
 
 
 def worst_first(problems: Sequence[Problem]) -> list[Problem]:

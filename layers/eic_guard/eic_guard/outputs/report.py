@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from ..ranges.ip_ranges import IpRanges
 
 SCHEMA = "eic-guard/report/v1"
+# How a target error begins when the target was scanned and changed but its result object could not be written
+# (fanout.results.LostResult): the report lists its changes in target_actions, and no output says "not scanned".
+RESULT_LOST = "scanned, result lost"
 
 
 class _Model(BaseModel):
