@@ -437,9 +437,9 @@ def estimate(results: dict, accounts: int = 500, regions: int = 17, concurrency:
     # Step Functions Standard: 1 transition per child execution started, + ApplyWorker, ApplyRoundCheck, ApplyDone.
     transitions = n * 4 + 5  # + the parent's Plan, ApplyTargets, AnythingToRevoke, Aggregate (+ start)
     # S3: Plan PUTs manifest + targets; each worker GETs the manifest and PUTs its result; the map's ItemReader GETs
-    # the targets (the maps have no ResultWriter); Aggregate LISTs and GETs every result and PUTs the report (JSON,
-    # HTML, latest).
-    s3_put = 2 + n + math.ceil(n / 1000) + 3
+    # the targets and its ResultWriter PUTs a manifest and a results file (the child executions' outputs, kept out of
+    # the state's 256 KiB payload); Aggregate LISTs and GETs every result and PUTs the report (JSON, HTML, latest).
+    s3_put = 2 + n + 2 + math.ceil(n / 1000) + 3
     s3_get = n + 1 + n
     manifest_bytes = results["big"]["report"]["manifest_bytes"]
     log_bytes = results["worker"]["steady"]["stdout_bytes"] / max(1, len(steady))

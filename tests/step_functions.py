@@ -18,7 +18,8 @@ How it hooks into moto 5.2.5 (moto/stepfunctions/parser/...), each in ONE place 
 - Completion: `StartExecution` runs the execution in a thread (as the service runs it asynchronously); the harness
   keeps each execution's thread and joins it (`wait`), so a test never polls or sleeps.
 
-Where moto's interpreter departs from the service (the ONLY place the definition is adapted: `_for_moto`):
+Where moto's interpreter departs from the service (the ONLY place the definition and the engine are adapted:
+`_for_moto` and `_for_moto_engine`, next to each other at the end of this file):
 
 - An integer `ToleratedFailurePercentage` (ours is 100) is rejected at creation by moto's grammar (it wants a
   decimal number). The service takes "a number from zero to 100" (Step Functions Developer Guide, "Distributed Map
@@ -28,8 +29,14 @@ Where moto's interpreter departs from the service (the ONLY place the definition
 - moto never enforces the threshold (a failed item never fails its map run). The service fails the map run only
   above the threshold, which at 100 % never happens: the harness asserts every Map's value is 100, so that the
   departure cannot change an outcome unnoticed.
-- (moto also resolves a ResultWriter's paths against the map's results instead of the state input; the definition no
-  longer has a ResultWriter, so nothing to adapt.)
+- moto resolves a ResultWriter's Parameters paths (our `Prefix.$`, from `$.run_id`) against the map's results
+  instead of the state input, and reports a failed write as `States.Runtime`. The service resolves them against the
+  state input, as every other field of the state, and names a failed export `States.ResultWriterFailed` (Step
+  Functions Developer Guide, "ResultWriter (Map)",
+  https://docs.aws.amazon.com/step-functions/latest/dg/input-output-resultwriter.html, and "Distributed Map
+  state", https://docs.aws.amazon.com/step-functions/latest/dg/state-map-distributed.html). `_for_moto_engine`
+  evaluates moto's ResultWriter with the state input on its stack and re-raises a failed write as
+  `States.ResultWriterFailed`; the definition itself is not changed for it, so the real prefix is what is written.
 
 Parsing the definition costs ~0.05 s per CreateStateMachine/StartExecution, so nothing is cached.
 """
@@ -50,8 +57,14 @@ import botocore.session
 import pytest
 from botocore.exceptions import ClientError
 from moto.core.config import default_user_config
+from moto.stepfunctions.parser.api import HistoryEventType, MapRunFailedEventDetails
+from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import FailureEvent, FailureEventException
+from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
+from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import StatesErrorNameType
 from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+from moto.stepfunctions.parser.asl.component.state.exec.state_map.result_writer.result_writer_decl import ResultWriter
 from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
+from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 
 from tests.conftest import REGION
@@ -329,6 +342,7 @@ class StateMachine:
         # What mock_aws(config={"stepfunctions": {"execute_state_machine": True}}) patches, inside the test's own
         # mock (the `aws` fixture), so that the account and fleet fixtures stay as they are.
         monkeypatch.setitem(default_user_config, "stepfunctions", {"execute_state_machine": True})
+        _for_moto_engine(monkeypatch)
 
 
 class _RecordedWaits:
@@ -352,3 +366,28 @@ def _for_moto(definition: dict) -> dict:
             )
             state["ToleratedFailurePercentage"] = float(state["ToleratedFailurePercentage"])
     return definition
+
+
+def _for_moto_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The documented ResultWriter departure above, and nothing else: moto's ResultWriter evaluates its Parameters
+    against the state input (as the service does), and a failed write is `States.ResultWriterFailed`."""
+
+    def evaluate(writer: ResultWriter, env: Any) -> None:
+        results = env.stack.pop()  # moto leaves the map's results on top, where its paths would look
+        env.stack.append(env.states.get_input())
+        writer.parargs.eval(env=env)
+        parameters = env.stack.pop()
+        env.stack.pop()  # the state input
+        env.stack.extend([results, parameters])  # what moto's S3 resource pops: parameters, then the results
+        try:
+            writer.resource_eval.eval_resource(env=env)
+        except FailureEventException:
+            raise
+        except Exception as exc:  # the write itself failed (AccessDenied, say)
+            error = StatesErrorName(typ=StatesErrorNameType.StatesResultWriterFailed)
+            details = EventDetails(
+                mapRunFailedEventDetails=MapRunFailedEventDetails(error=error.error_name, cause=str(exc))
+            )
+            raise FailureEventException(FailureEvent(env, error, HistoryEventType.TaskFailed, details)) from exc
+
+    monkeypatch.setattr(ResultWriter, "_eval_body", evaluate)

@@ -17,6 +17,8 @@ from eic_guard.fanout import steps
 from eic_guard.fanout.aggregate import NO_RESULT
 from eic_guard.ranges.state import DynamoDbStateStore, RangesState
 from eic_guard.settings import IP_RANGES_URL
+from moto.s3.exceptions import S3AccessDeniedError
+from moto.s3.models import S3Backend
 
 from tests.aws_views import eni_groups, ingress_of, metadata_endpoint
 from tests.conftest import EIC_US_EAST_1, EIC_US_EAST_1_V6, IP_RANGES, REGION
@@ -69,6 +71,28 @@ def fail_worker(monkeypatch, phase: str, region: str) -> Callable[[], None]:
     return lambda: monkeypatch.setattr(steps, "run_target", original)
 
 
+def refuse_map_results(monkeypatch) -> list[str]:
+    """S3 refuses every object under runs/<run id>/map/ (AccessDenied, as a bucket policy denying the prefix would):
+    the Distributed Maps' ResultWriter exports fail, every other object is written. Returns the refused keys."""
+    refused: list[str] = []
+    put_object = S3Backend.put_object
+
+    def refusing(self, bucket_name: str, key_name: str, *args, **kwargs):
+        if "/map/" in key_name:
+            refused.append(key_name)
+            raise S3AccessDeniedError()
+        return put_object(self, bucket_name, key_name, *args, **kwargs)
+
+    monkeypatch.setattr(S3Backend, "put_object", refusing)
+    return refused
+
+
+def map_result_keys(machine, run_id: str) -> list[str]:
+    s3 = machine.client("s3")
+    listed = s3.list_objects_v2(Bucket=machine.reports_bucket, Prefix=f"runs/{run_id}/map/")
+    return [o["Key"] for o in listed.get("Contents", [])]
+
+
 def report_targets(report: dict) -> dict[str, tuple[str, str | None]]:
     return {t["region"]: (t["status"], t["error"]) for t in report["targets"]}
 
@@ -106,6 +130,55 @@ def test_the_nightly_execution_scans_fixes_reports_and_a_second_night_changes_no
     assert again.status == "SUCCEEDED"
     assert again.output["summary"]["compliant"] == 2 and again.output["summary"]["fixed"] == 0
     assert [a for i in machine.report(again)["instances"] for a in i["actions"]] == []
+
+
+def test_a_failed_result_export_is_harmless_the_nightly_report_is_whole_and_a_second_night_changes_nothing(
+    state_machine, fleet, ec2, ip_ranges_url, monkeypatch
+):
+    # Given the nightly stack, and S3 refusing the map results under runs/<run id>/map/ (the ResultWriter export)
+    _, fixable, compliant = fleet
+    refused = refuse_map_results(monkeypatch)
+    machine = state_machine()
+
+    # When the nightly execution runs
+    run = machine.run({"job": "scan"})
+
+    # Then the export failed (States.ResultWriterFailed, caught) and the run went on as on success: it succeeded
+    # with the full report (read from the workers' own result objects), the instance fixed, no alert
+    assert run.status == "SUCCEEDED", (run.error, run.cause)
+    run_id = machine.invocations[0].output["run_id"]
+    assert refused and all(k.startswith(f"runs/{run_id}/map/apply/") for k in refused)
+    assert map_result_keys(machine, run_id) == []
+    assert run.output["summary"]["fixed"] == 1 and run.output["summary"]["compliant"] == 1
+    report = machine.report(run)
+    assert {i["instance_id"]: i["verdict"] for i in report["instances"]} == {fixable: "fixed", compliant: "compliant"}
+    assert report_targets(report) == {REGION: ("ok", None)}
+    assert metadata_endpoint(ec2, fixable) == "enabled"
+    assert machine.alerts() == []
+
+    # And a second night (its export refused too) changes nothing
+    again = machine.run({"job": "scan"})
+    assert again.status == "SUCCEEDED", (again.error, again.cause)
+    assert again.output["summary"]["compliant"] == 2 and again.output["summary"]["fixed"] == 0
+    assert [a for i in machine.report(again)["instances"] for a in i["actions"]] == []
+
+
+def test_without_a_refusal_each_map_exports_its_results_under_the_runs_own_map_prefix(
+    state_machine, fleet, ip_ranges_url
+):
+    # Given the nightly stack
+    machine = state_machine()
+
+    # When the nightly execution runs
+    run = machine.run({"job": "scan"})
+
+    # Then the apply map's ResultWriter wrote its manifest under runs/<the run id Plan chose>/map/apply/ (where the
+    # runs/ lifecycle rule expires it), resolved from the state input, not into the state's payload
+    assert run.status == "SUCCEEDED", (run.error, run.cause)
+    run_id = machine.invocations[0].output["run_id"]
+    keys = map_result_keys(machine, run_id)
+    assert keys and all(k.startswith(f"runs/{run_id}/map/apply/") for k in keys)
+    assert any(k.endswith("/manifest.json") for k in keys)
 
 
 def test_a_worker_that_raises_fails_only_its_target_which_the_report_and_the_alert_name(
@@ -333,3 +406,31 @@ def test_a_revoke_phase_that_fails_for_one_target_is_the_jobs_error_in_its_repor
     state = store.load()
     assert RETIRED in state.absent_since.get(OTHER_REGION, {})
     assert RETIRED not in state.absent_since.get(REGION, {})
+
+
+def test_a_failed_result_export_still_lets_the_refresh_job_revoke(state_machine, refresh_world, monkeypatch):
+    # Given the refresh job, and S3 refusing the map results under runs/<run id>/map/ (both maps' exports)
+    machine = state_machine()
+    store = yesterdays_state(machine)
+    refused = refuse_map_results(monkeypatch)
+
+    # When the notification's refresh job runs
+    machine.invoke("RefreshFunction", notification())
+    [run] = machine.wait_all()
+
+    # Then both exports failed and each was caught as harmless: the revoke phase still ran after every apply phase
+    # (before, a failed apply export skipped the revoke), and the job is applied with no error and no alert
+    assert run.status == "SUCCEEDED", (run.error, run.cause)
+    assert {k.split("/")[3] for k in refused} == {"apply", "revoke"}
+    phases = [i.event["phase"] for i in machine.invocations if "phase" in i.event]
+    assert phases == ["apply", "apply", "revoke", "revoke"]
+    refresh = run.output["refresh"]
+    assert (refresh["status"], refresh["errors"], refresh["prefixes_revoked"]) == ("applied", [], 2)
+    assert machine.alerts() == []
+    assert ingress_of(refresh_world[REGION]) == eic_rules(REGION, EIC_US_EAST_1, EIC_US_EAST_1_V6)
+    assert ingress_of(refresh_world[OTHER_REGION], OTHER_REGION) == eic_rules(OTHER_REGION, EIC_EU_WEST_1)
+    assert all(RETIRED not in seen for seen in store.load().last_seen.values())
+
+    # And the same notification again starts nothing and changes nothing
+    machine.invoke("RefreshFunction", notification())
+    assert len(machine.wait_all()) == 1

@@ -9,7 +9,8 @@ a small interpreter of the States Language subset it uses, so that tests can run
   names of at most 80 characters), for the top level and every Map's ItemProcessor.
 - `Execution`: runs a definition: Task (arn:aws:states:::lambda:invoke only; Retry and Catch), Pass, Choice
   (the comparison operators below, And/Or/Not), Succeed, Fail (Error/Cause and their *Path forms), Map with an S3
-  JSON ItemReader, ItemSelector and ToleratedFailurePercentage. InputPath, Parameters,
+  JSON ItemReader, ItemSelector, ToleratedFailurePercentage and an S3 ResultWriter (a failed write is
+  States.ResultWriterFailed). InputPath, Parameters,
   ResultSelector, ResultPath and OutputPath follow the specification for the reference paths the definition uses
   ($, $.a.b, $$.Map.Item.Value), and the intrinsic functions States.MathAdd, States.Format and
   States.StringToJson. Items run one after the other (a Distributed Map runs them concurrently: the tests do not
@@ -22,6 +23,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +35,7 @@ STATE_MACHINE_ID = "EicGuardStateMachine"
 PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
 LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
 S3_GET_OBJECT = "arn:aws:states:::s3:getObject"
+S3_PUT_OBJECT = "arn:aws:states:::s3:putObject"
 STATE_TYPES = {"Task", "Pass", "Choice", "Wait", "Succeed", "Fail", "Parallel", "Map"}
 TERMINAL_TYPES = {"Succeed", "Fail"}
 MAX_STATE_NAME = 80
@@ -234,7 +237,7 @@ def with_result(data: Any, path: str | None, result: Any) -> Any:
 class Execution:
     """One execution of a definition. `invoke(function_arn, payload)` runs a Lambda function (raise to fail it;
     an exception's `error` attribute, else its class name, is the error name Retry and Catch match). `s3` is the
-    client the ItemReader uses (the state machine's role). `events` records what happened."""
+    client the ItemReader and ResultWriter use (the state machine's role). `events` records what happened."""
 
     definition: dict
     invoke: Callable[[str, Any], Any]
@@ -342,9 +345,9 @@ class Execution:
         if items and failures * 100 / len(items) > tolerated:
             raise StateFailed("States.ExceedToleratedFailureThreshold", f"{failures} of {len(items)} items failed")
         self.events.append(("map-done", name, len(items), failures))
-        if "ResultWriter" in state:
-            raise StateFailed("States.Runtime", "a ResultWriter is not modelled (the definition has none)")
-        return [o.get("Output") for o in outputs]
+        if "ResultWriter" not in state:
+            return [o.get("Output") for o in outputs]
+        return self._write_results(name, state["ResultWriter"], data, context, outputs)
 
     def _items(self, state: dict, data: Any, context: dict) -> list:
         reader = state.get("ItemReader")
@@ -361,6 +364,30 @@ class Execution:
         if not isinstance(items, list):
             raise StateFailed("States.ItemReaderFailed", "the JSON item list is not an array")
         return items
+
+    def _write_results(self, name: str, writer: dict, data: Any, context: dict, outputs: list[dict]) -> dict:
+        """The S3 ResultWriter: its Parameters resolved against the state input; a write that fails is the map's
+        `States.ResultWriterFailed` (the error the service names it, which a Catch may match)."""
+        if writer["Resource"] != S3_PUT_OBJECT:
+            raise StateFailed("States.Runtime", "only the S3 ResultWriter is modelled")
+        where = build(writer["Parameters"], data, context)
+        run = str(uuid.uuid4())
+        prefix = f"{where['Prefix'].rstrip('/')}/{run}"
+        succeeded = [o for o in outputs if o["Status"] == "SUCCEEDED"]
+        failed = [o for o in outputs if o["Status"] == "FAILED"]
+        files = {"SUCCEEDED_0.json": succeeded, "FAILED_0.json": failed}
+        manifest = {"DestinationBucket": where["Bucket"], "MapRunArn": f"map-run/{name}/{run}"}
+        try:
+            for file_name, documents in files.items():
+                body = json.dumps(documents).encode()
+                self.s3.put_object(Bucket=where["Bucket"], Key=f"{prefix}/{file_name}", Body=body)
+            body = json.dumps(manifest).encode()
+            self.s3.put_object(Bucket=where["Bucket"], Key=f"{prefix}/manifest.json", Body=body)
+        except Exception as exc:
+            self.events.append(("result-writer-failed", name))
+            raise StateFailed("States.ResultWriterFailed", str(exc)) from exc
+        self.events.append(("results-written", name, prefix))
+        return {"MapRunArn": manifest["MapRunArn"], "ResultWriterDetails": {"Bucket": where["Bucket"], "Key": prefix}}
 
     # ---- Choice ------------------------------------------------------------------------------------------------
     def _choose(self, state: dict, data: Any) -> str:

@@ -12,7 +12,7 @@ own rendered environment. A recorder on every botocore session (`call_recorder.C
 the IAM authorizations AWS would make, and an evaluator (`iam_eval.evaluate`) checks each against the right role:
 a function's calls in the stack's account against that function's role; the calls made in a member account (with
 the credentials AssumeRole returned: moto maps them to the member account) against the member role that
-member/template.yaml renders with the same settings; the state machine's own calls (the ItemReader, and
+member/template.yaml renders with the same settings; the state machine's own calls (ItemReader, ResultWriter, and
 the lambda:InvokeFunction and child-execution states:StartExecution requests Step Functions makes for it) against
 the state machine's role.
 
@@ -537,7 +537,7 @@ class DeployedEngine:
 
 
 class _AsStateMachine:
-    """The S3 client of the Distributed Maps' ItemReader: calls recorded as the state machine's."""
+    """The S3 client of the Distributed Maps' ItemReader and ResultWriter: calls recorded as the state machine's."""
 
     def __init__(self, s3, engine: DeployedEngine):
         self.s3, self.engine = s3, engine
@@ -545,6 +545,10 @@ class _AsStateMachine:
     def get_object(self, **kwargs):
         with self.engine.recording(STATE_MACHINE_ID):
             return self.s3.get_object(**kwargs)
+
+    def put_object(self, **kwargs):
+        with self.engine.recording(STATE_MACHINE_ID):
+            return self.s3.put_object(**kwargs)
 
 
 def stored_reports(bucket: str) -> list[dict]:

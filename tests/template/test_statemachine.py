@@ -73,6 +73,7 @@ def test_every_placeholder_is_a_substitution_and_every_substitution_is_used():
             "PlanFunctionArn",
             "ScanTargetFunctionArn",
             "AggregateFunctionArn",
+            "ReportsBucket",
             "MaxConcurrency",
             "MaxRounds",
         }
@@ -195,9 +196,15 @@ def test_plan_then_apply_map_then_revoke_choice_then_aggregate():
     assert choice["Choices"] == [{"Variable": "$.revoke", "BooleanEquals": True, "Next": "RevokeTargets"}]
     assert choice["Default"] == "Aggregate" and revoke["Next"] == "Aggregate"
     assert aggregate["End"] is True
-    # a map that fails as a whole skips the revoke phase (no revoke without every addition) but not the report
+    # a map that fails as a whole skips the revoke phase (no revoke without every addition) but not the report;
+    # only a failed ResultWriter export (which nothing reads) goes on as success does
     for state in (apply, revoke):
-        assert state["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": None, "Next": "Aggregate"}]
+        assert state["Catch"][-1] == {"ErrorEquals": ["States.ALL"], "ResultPath": None, "Next": "Aggregate"}
+        assert state["Catch"][0] == {
+            "ErrorEquals": ["States.ResultWriterFailed"],
+            "ResultPath": None,
+            "Next": state["Next"],
+        }
     # and a failed Aggregate still reports: the Aggregate function again, given the Plan output and the failure at
     # $.failure (its fallback path), then the execution fails with Aggregate's error, even if the fallback failed
     fallback, failed = states["ReportRunFailure"], states["AggregateFailed"]
@@ -224,9 +231,9 @@ def test_each_map_is_distributed_over_the_s3_target_list(map_name, phase, max_co
     state = definition(MaxConcurrency=max_concurrency)["States"][map_name]
 
     # Then it is a Distributed Map of Standard child executions reading Plan's target list from S3, at most
-    # MaxConcurrency at once, tolerating every failure (each target records its own), writing no ResultWriter
-    # object (Aggregate reads the workers' own result objects; a ResultWriter failure would fail the map after
-    # every item ran), and keeping the Plan output as the state's output
+    # MaxConcurrency at once, tolerating every failure (each target records its own), exporting the child
+    # executions' outputs under runs/<run id>/map/<phase>/ of the reports bucket (so that they never become the
+    # state's result, bounded by the 256 KiB payload quota), and keeping the Plan output as the state's output
     assert state["Type"] == "Map"
     assert state["ItemProcessor"]["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
     assert state["ItemReader"] == {
@@ -244,8 +251,22 @@ def test_each_map_is_distributed_over_the_s3_target_list(map_name, phase, max_co
     }
     assert state["MaxConcurrency"] == int(max_concurrency)
     assert state["ToleratedFailurePercentage"] == 100
-    assert "ResultWriter" not in state
+    assert state["ResultWriter"] == {
+        "Resource": "arn:aws:states:::s3:putObject",
+        "Parameters": {
+            "Bucket": physical("ReportsBucket"),
+            "Prefix.$": f"States.Format('runs/{{}}/map/{phase}', $.run_id)",
+        },
+    }
     assert state["ResultPath"] is None
+    # And a failed export is harmless: nothing reads it (Aggregate reads the workers' own result objects), so
+    # States.ResultWriterFailed, caught before States.ALL, goes on exactly as success does (ResultPath null, the
+    # same Next); any other failure of the map still skips to Aggregate
+    after = state["Next"]
+    assert state["Catch"] == [
+        {"ErrorEquals": ["States.ResultWriterFailed"], "ResultPath": None, "Next": after},
+        {"ErrorEquals": ["States.ALL"], "ResultPath": None, "Next": "Aggregate"},
+    ]
 
 
 @pytest.mark.parametrize("map_name", ["ApplyTargets", "RevokeTargets"])
@@ -318,7 +339,7 @@ class FakeSteps:
 
 
 class FakeS3:
-    """The ItemReader's S3 (the targets object Plan wrote)."""
+    """The ItemReader's and ResultWriter's S3 (the targets object Plan wrote, the map results)."""
 
     def __init__(self, targets: list[dict] | None):
         self.objects = {} if targets is None else {"runs/run-1/targets.json": json.dumps(targets).encode()}
@@ -326,6 +347,11 @@ class FakeS3:
     def get_object(self, Bucket: str, Key: str) -> dict:  # boto3's parameter names
         assert Bucket == BUCKET
         return {"Body": _Body(self.objects[Key])}
+
+    def put_object(self, Bucket: str, Key: str, Body: bytes) -> dict:
+        assert Bucket == BUCKET
+        self.objects[Key] = Body
+        return {}
 
 
 class _Body:
@@ -466,6 +492,50 @@ def test_an_unreadable_target_list_skips_the_revoke_but_still_aggregates():
     assert output["run_id"] == "run-1"
 
 
+class RefusingMapResults(FakeS3):
+    """An S3 that refuses every object under runs/<run id>/map/ (a bucket policy or a throttled prefix, say)."""
+
+    def put_object(self, Bucket: str, Key: str, Body: bytes) -> dict:
+        if "/map/" in Key:
+            raise RuntimeError("AccessDenied: PutObject")
+        return super().put_object(Bucket, Key, Body)
+
+
+def test_each_map_exports_its_results_under_the_runs_own_map_prefix():
+    # Given a plan with expired prefixes to revoke
+    steps, s3 = FakeSteps(TARGETS, revoke=True), FakeS3(TARGETS)
+
+    # When the definition runs
+    execution = Execution(definition(), steps.invoke, s3)
+    execution.run({"job": "scan"})
+
+    # Then each map wrote its children's outputs (3 succeeded each) and a manifest under runs/run-1/map/<phase>/,
+    # resolved from the state input (the run id Plan returned), and not into the state's payload
+    for phase in ("apply", "revoke"):
+        keys = [k for k in s3.objects if k.startswith(f"runs/run-1/map/{phase}/")]
+        assert sorted(k.rsplit("/", 1)[1] for k in keys) == ["FAILED_0.json", "SUCCEEDED_0.json", "manifest.json"]
+        (succeeded,) = [k for k in keys if k.endswith("SUCCEEDED_0.json")]
+        assert len(json.loads(s3.objects[succeeded])) == 3
+    assert steps.calls[-1] == (function_arn("AggregateFunction"), steps.plan_output())
+
+
+def test_a_failed_result_export_is_harmless_the_revoke_and_aggregate_run_as_on_success():
+    # Given a plan with expired prefixes to revoke, and an S3 refusing the map results
+    steps = FakeSteps(TARGETS, revoke=True)
+
+    # When the definition runs
+    execution = Execution(definition(), steps.invoke, RefusingMapResults(TARGETS))
+    output = execution.run({"job": "scan"})
+
+    # Then both maps' exports failed with States.ResultWriterFailed, each was caught and went on as success does:
+    # every target's revoke phase still ran after every apply phase, and Aggregate got the Plan output
+    assert ("caught", "ApplyTargets", "States.ResultWriterFailed") in execution.events
+    assert ("caught", "RevokeTargets", "States.ResultWriterFailed") in execution.events
+    assert [p["phase"] for p in steps.worker_calls()] == ["apply"] * 3 + ["revoke"] * 3
+    assert steps.calls[-1] == (function_arn("AggregateFunction"), steps.plan_output())
+    assert output == {"run_id": "run-1", "summary": {}}
+
+
 def test_a_failed_plan_fails_the_execution():
     # Given a plan step that fails
     def invoke(function: str, payload: dict) -> dict:
@@ -490,6 +560,7 @@ def test_the_state_machine_role_invokes_the_three_steps_and_touches_only_the_run
     name = stack.physical(STATE_MACHINE_ID, "Name")
     arn = stack.physical(STATE_MACHINE_ID)
     runs = f"{physical('ReportsBucket', 'Arn')}/runs/*"
+    map_results = f"{physical('ReportsBucket', 'Arn')}/runs/*/map/*"
 
     # When each action is mapped to the resources it is granted on
     granted: dict[str, set[str]] = {}
@@ -498,8 +569,9 @@ def test_the_state_machine_role_invokes_the_three_steps_and_touches_only_the_run
         for action in as_list(statement["Action"]):
             granted.setdefault(action, set()).update(as_list(statement["Resource"]))
 
-    # Then it may invoke exactly the three functions; read the target list under runs/ only (it writes no object:
-    # the maps have no ResultWriter); start child executions of itself
+    # Then it may invoke exactly the three functions; read the target list under runs/ only; write the map results
+    # (with the multipart-upload actions AWS documents for ResultWriter) under runs/*/map/ only; start child
+    # executions of itself
     # and describe/stop them (AWS's documented Distributed Map policy); deliver its ERROR log and write traces (the
     # vended-logs and X-Ray actions, which accept no resource); and nothing else
     functions = {function_arn(f) for f in ("PlanFunction", "ScanTargetFunction", "AggregateFunction")}
@@ -509,6 +581,9 @@ def test_the_state_machine_role_invokes_the_three_steps_and_touches_only_the_run
     assert granted == {
         "lambda:InvokeFunction": functions,
         "s3:GetObject": {runs},
+        "s3:PutObject": {map_results},
+        "s3:AbortMultipartUpload": {map_results},
+        "s3:ListMultipartUploadParts": {map_results},
         "states:StartExecution": {arn},
         "states:DescribeExecution": {f"arn:aws:states:eu-west-3:123456789012:execution:{name}/*"},
         "states:StopExecution": {f"arn:aws:states:eu-west-3:123456789012:execution:{name}/*"},
@@ -549,11 +624,12 @@ def test_the_substitutions_name_this_stacks_functions_bucket_and_numbers():
     # Given the substitutions as rendered for some parameter values
     values = substitutions(render(parameter_values(MaxConcurrency="250", MaxRounds="5")))
 
-    # Then they name this stack's three functions and the two numbers
+    # Then they name this stack's three functions and reports bucket, and the two numbers
     assert values == {
         "PlanFunctionArn": function_arn("PlanFunction"),
         "ScanTargetFunctionArn": function_arn("ScanTargetFunction"),
         "AggregateFunctionArn": function_arn("AggregateFunction"),
+        "ReportsBucket": physical("ReportsBucket"),
         "MaxConcurrency": "250",
         "MaxRounds": "5",
     }

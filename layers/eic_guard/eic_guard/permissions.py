@@ -326,6 +326,11 @@ _STACK = (
     Call(("lambda:InvokeFunction",), (STATE_MACHINE,), "statemachine/eic_guard.asl.json: Plan, the worker, Aggregate"),
     Call(("s3:GetObject",), (STATE_MACHINE,), "statemachine/eic_guard.asl.json: the Distributed Maps' ItemReader"),
     Call(
+        ("s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"),
+        (STATE_MACHINE,),
+        "statemachine/eic_guard.asl.json: the Distributed Maps' ResultWriter (runs/<run id>/map/)",
+    ),
+    Call(
         ("states:StartExecution", "states:DescribeExecution", "states:StopExecution"),
         (STATE_MACHINE,),
         "Step Functions: the Distributed Maps' child executions",
