@@ -50,7 +50,7 @@ def merge_targets(
             document["actions"] = [dict(a) for problem in lost for a in problem.listed]
             merged.append(document)
             continue
-        document = _merge_rounds(applies)
+        document = merge_rounds(applies)
         for revoke in sorted(found.get("revoke", []), key=lambda d: d["round"])[-1:]:
             document["actions"].extend(revoke["actions"])
             document["revoke"] = revoke["refresh"]
@@ -89,7 +89,7 @@ def _missing(account_id: str, region: str) -> dict:
     }
 
 
-def _merge_rounds(rounds: list[dict]) -> dict:
+def merge_rounds(rounds: list[dict]) -> dict:
     """The last round's view of every instance, plus what earlier rounds did to it (and instances only they saw)."""
     if len(rounds) == 1:  # nearly always: a shallow copy (merge_targets adds the revoke phase's actions)
         return {**rounds[0], "actions": list(rounds[0]["actions"])}

@@ -28,8 +28,7 @@ from ..outputs.publish import publish_refresh, publish_scan
 from ..ranges.catch_up import state_store
 from ..settings import Settings
 from ..verify.job import plan_verify, summarize, verify_target
-from .aggregate import _merge_rounds as merge_rounds
-from .aggregate import aggregate_run, finish_state
+from .aggregate import aggregate_run, finish_state, merge_rounds
 from .payloads import sampled
 from .plan import RunPlan, plan_run
 from .results import (
