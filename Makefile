@@ -66,9 +66,11 @@ build: $(SAM_VENV)/.installed
 bench: $(BIN)/.installed
 	$(BIN)/python -m benchmarks.run
 
-# The organization fan-out (issue 9): targets/s by workers and latency, the deployed worker, the 500 x 17 estimate.
+# The organization fan-out (issue 9): targets/s by workers and latency, the deployed worker, the 500 x 17 estimate;
+# then Aggregate over synthetic results at 10,000 and 100,000 instances (issue 20: benchmarks/org_scale.py).
 bench-org: $(BIN)/.installed
 	$(BIN)/python -m benchmarks.org
+	$(BIN)/python -m benchmarks.org_scale
 
 # The README's generated tables (settings, exit codes): from the settings model and cli/exit_codes.py.
 docs: $(BIN)/.installed

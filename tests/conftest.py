@@ -79,6 +79,14 @@ def aws_environment(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def no_progress_lines_on_a_slow_machine(monkeypatch):
+    """The CLI's periodic progress line on a non-terminal stderr (cli/progress.py) starts once a run has lasted
+    DELAY seconds; on a loaded machine a test's run may last that long, and tests that read stderr exactly would see
+    it. Tests of the progress line set DELAY themselves."""
+    monkeypatch.setattr("eic_guard.cli.progress.DELAY", 3600.0)
+
+
+@pytest.fixture(autouse=True)
 def table_width(monkeypatch):
     """The terminal table takes $COLUMNS as its width (outputs/table.py), and pytest-xdist's workers run with
     COLUMNS=80: without it every test's table is 160 wide, as for any file or pipe."""

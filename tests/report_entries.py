@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from eic_guard.checks import CHECK_IDS
+from eic_guard.checks import check_ids_for
 from eic_guard.outputs.report import CheckEntry, InstanceEntry, Summary, TargetError
 
 PASS = CheckEntry(status="pass", reason=None)
 
 
 def every_check(**overrides: CheckEntry) -> dict[str, CheckEntry]:
-    """Every check id, passing unless given (keyword `imds_enabled` for the check `imds-enabled`)."""
+    """Every check of a public-path instance, passing unless given (keyword `imds_enabled` for `imds-enabled`)."""
     by_id = {k.replace("_", "-"): v for k, v in overrides.items()}
-    return {check_id: by_id.get(check_id, PASS) for check_id in CHECK_IDS}
+    return {check_id: by_id.get(check_id, PASS) for check_id in check_ids_for("public")}
 
 
 def summary_of(instances: Sequence[InstanceEntry], target_errors: Sequence[TargetError] = ()) -> Summary:

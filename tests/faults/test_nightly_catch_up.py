@@ -117,7 +117,7 @@ def rejections(stdout: str) -> list[str]:
 def assert_scanned_and_published(nightly: Nightly, result: dict) -> None:
     """Every opted-in instance was scanned (and the fixable one fixed in AWS), the report stored in the bucket."""
     assert result["summary"] == dict(
-        instances=2, compliant=1, fixed=1, noncompliant=0, excluded=0, errors=0, warnings=0
+        instances=2, compliant=1, fixed=1, noncompliant=0, excluded=0, errors=0, warnings=0, connect_paths={"public": 2}
     )
     assert eni_groups(boto3.client("ec2", REGION), nightly.fixable) == [nightly.app_group, nightly.group]
     assert metadata_endpoint(boto3.client("ec2", REGION), nightly.fixable) == "enabled"

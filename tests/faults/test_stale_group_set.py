@@ -144,7 +144,9 @@ def test_enis_are_reread_in_one_batched_call_not_one_per_instance(faults: FaultI
     assert faults.count("ModifyNetworkInterfaceAttribute") == 5
     for instance in instances:
         assert eni_groups(ec2, instance) == [net.app_group_id, managed]
-    assert summary(report) == dict(instances=5, compliant=0, fixed=5, noncompliant=0, excluded=0, errors=0, warnings=0)
+    assert summary(report) == dict(
+        instances=5, compliant=0, fixed=5, noncompliant=0, excluded=0, errors=0, warnings=0, connect_paths={"public": 5}
+    )
 
     # And a second run writes nothing
     again = remediate_scan(faults, ranges_2026)

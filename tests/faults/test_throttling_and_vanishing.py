@@ -68,12 +68,16 @@ def test_write_throttled_on_every_attempt_is_that_instances_error_only(
     for instance in others:
         assert metadata_options(ec2, instance)["HttpEndpoint"] == "enabled"
         assert entry(report, instance).verdict == "fixed"
-    assert summary(report) == dict(instances=3, compliant=0, fixed=2, noncompliant=0, excluded=0, errors=1, warnings=0)
+    assert summary(report) == dict(
+        instances=3, compliant=0, fixed=2, noncompliant=0, excluded=0, errors=1, warnings=0, connect_paths={"public": 3}
+    )
 
     # And a second run, still throttled, only retries that one write
     again = remediate_scan(faults, ranges_2026)
     assert faults.writes() == ["ModifyInstanceMetadataOptions"]
-    assert summary(again) == dict(instances=3, compliant=2, fixed=0, noncompliant=0, excluded=0, errors=1, warnings=0)
+    assert summary(again) == dict(
+        instances=3, compliant=2, fixed=0, noncompliant=0, excluded=0, errors=1, warnings=0, connect_paths={"public": 3}
+    )
 
 
 def test_instance_terminated_between_gather_and_act_is_an_error_and_the_run_goes_on(
@@ -118,7 +122,9 @@ def test_instance_terminated_between_gather_and_act_is_an_error_and_the_run_goes
         assert entry(report, instance).verdict == "fixed"
         assert eni_groups(ec2, instance) == [net.app_group_id, managed]
         assert metadata_options(ec2, instance)["HttpEndpoint"] == "enabled"
-    assert summary(report) == dict(instances=3, compliant=0, fixed=2, noncompliant=0, excluded=0, errors=1, warnings=0)
+    assert summary(report) == dict(
+        instances=3, compliant=0, fixed=2, noncompliant=0, excluded=0, errors=1, warnings=0, connect_paths={"public": 3}
+    )
     assert report.target_errors == []
 
     # And a second run no longer sees it and writes nothing

@@ -7,10 +7,16 @@ import json
 from dataclasses import dataclass
 
 import pytest
+from eic_guard import simulated_eice
 from eic_guard.aws.clients import AwsClients
 from eic_guard.cli import main
 from eic_guard.fanout.local import run_scan
-from eic_guard.settings import Settings
+from eic_guard.settings import (
+    CONNECT_PATH_TAG,
+    ENDPOINT_GROUP_NAME,
+    ENDPOINT_INSTANCE_GROUP_NAME,
+    Settings,
+)
 
 from tests.aws_views import eni_groups, primary_eni_id
 from tests.conftest import IP_RANGES, REGION
@@ -294,3 +300,160 @@ def test_organization_cleanup_enters_every_account_and_reports_one_it_cannot(aws
     eni = org.ec2(member_a).describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]
     assert [g["GroupId"] for g in eni["NetworkInterfaces"][0]["Groups"]] == [net.app_group_id]
     assert managed["GroupId"] not in group_ids(org.ec2(member_a))
+
+
+# ---- the endpoint path (docs/architecture.md §13) ------------------------------------------------------------------
+@dataclass
+class EndpointFleet:
+    """What a remediate scan with CreateEndpoints=true leaves, and the user's endpoint-path resources beside it."""
+
+    own_endpoint: str  # created by eic-guard in VPC x (tagged ManagedBy=eic-guard, with eic-guard-eice)
+    user_endpoint: str  # the user's, in VPC y, with the user's group
+    user_endpoint_group: str
+    lookalike_group: str  # the user's untagged group named eic-guard-eice
+    owned_groups: set[str]  # eic-guard-eice (x), eic-guard-eice-ssh (x and y)
+    instances: dict[str, str]  # private instance of x and of y -> its primary ENI
+
+
+def endpoint_fleet(account, ec2, ranges) -> EndpointFleet:
+    image = account.al2023_ami()
+    x = account.network("10.4.0.0/16", name="x")
+    y = account.network("10.5.0.0/16", name="y")
+    user_endpoint_group = account.security_group(y, "team-endpoint", [])
+    user_endpoint = account.instance_connect_endpoint(y.private_subnet_id, [user_endpoint_group], tags={"Owner": "net"})
+    lookalike = account.security_group(y, ENDPOINT_GROUP_NAME, [])
+    private = {}
+    for net, path_tag in ((x, {CONNECT_PATH_TAG: "endpoint"}), (y, {})):
+        [instance] = account.launch(
+            image_id=image,
+            subnet_id=net.private_subnet_id,
+            group_ids=[net.app_group_id],
+            public_ip=False,
+            tags=path_tag,
+        )
+        private[instance] = net
+    settings = Settings.build(regions=(REGION,), mode="remediate", create_endpoints=True)
+    report = run_scan(AwsClients(), settings, ranges)
+    assert {e.instance_id: (e.connect_path, e.verdict) for e in report.instances} == dict.fromkeys(
+        private, ("endpoint", "fixed")
+    )
+    owned = ec2.describe_instance_connect_endpoints(Filters=[{"Name": "tag:ManagedBy", "Values": ["eic-guard"]}])
+    [own_endpoint] = owned["InstanceConnectEndpoints"]
+    groups = ec2.describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": [ENDPOINT_GROUP_NAME, ENDPOINT_INSTANCE_GROUP_NAME]}]
+    )["SecurityGroups"]
+    owned_groups = {g["GroupId"] for g in groups if {"Key": "ManagedBy", "Value": "eic-guard"} in g.get("Tags", [])}
+    assert len(owned_groups) == 3
+    return EndpointFleet(
+        own_endpoint=own_endpoint["InstanceConnectEndpointId"],
+        user_endpoint=user_endpoint["InstanceConnectEndpointId"],
+        user_endpoint_group=user_endpoint_group,
+        lookalike_group=lookalike,
+        owned_groups=owned_groups,
+        instances={i: primary_eni_id(ec2, i) for i in private},
+    )
+
+
+def endpoint_states(ec2) -> dict[str, str]:
+    return {
+        e["InstanceConnectEndpointId"]: e["State"]
+        for e in ec2.describe_instance_connect_endpoints()["InstanceConnectEndpoints"]
+    }
+
+
+@pytest.fixture
+def endpoints(account, ec2, ranges_2026, monkeypatch) -> EndpointFleet:
+    monkeypatch.setattr("eic_guard.cleanup.ENDPOINT_POLL_SECONDS", 0)
+    return endpoint_fleet(account, ec2, ranges_2026)
+
+
+def test_cleanup_deletes_only_the_endpoint_and_groups_eic_guard_created(endpoints, ec2, api_calls, capsys):
+    # Given the endpoint eic-guard created (x) and its groups, eic-guard-eice-ssh on the private instances of x and of
+    # y (where the user's own endpoint is), the user's endpoint, its group, and an untagged look-alike eic-guard-eice
+    assert endpoint_states(ec2) == {
+        endpoints.own_endpoint: "create-complete",
+        endpoints.user_endpoint: "create-complete",
+    }
+    api_calls.clear()
+
+    # When cleanup runs
+    code, actions = cleanup(capsys)
+
+    # Then eic-guard's endpoint is deleted first, and its groups are detached and deleted once it is gone
+    assert code == 0, actions
+    assert {a["status"] for a in actions} == {"done"}
+    assert actions[0]["action"] == "delete-endpoint" and actions[0]["resource"] == endpoints.own_endpoint
+    deleted = {a["resource"] for a in actions if a["action"] == "delete-group"}
+    assert deleted == endpoints.owned_groups
+    assert {a["resource"] for a in actions if a["action"] == "detach-group"} == set(endpoints.instances.values())
+    assert endpoint_states(ec2) == {
+        endpoints.own_endpoint: "delete-complete",
+        endpoints.user_endpoint: "create-complete",
+    }
+    # And the user's endpoint keeps its group, the instances keep their own groups, the look-alike survives
+    [user] = ec2.describe_instance_connect_endpoints(InstanceConnectEndpointIds=[endpoints.user_endpoint])[
+        "InstanceConnectEndpoints"
+    ]
+    assert user["SecurityGroupIds"] == [endpoints.user_endpoint_group]
+    remaining = group_ids(ec2)
+    assert endpoints.owned_groups.isdisjoint(remaining)
+    assert {endpoints.user_endpoint_group, endpoints.lookalike_group} <= remaining
+    for eni in endpoints.instances.values():
+        [interface] = ec2.describe_network_interfaces(NetworkInterfaceIds=[eni])["NetworkInterfaces"]
+        assert endpoints.owned_groups.isdisjoint(g["GroupId"] for g in interface["Groups"])
+    assert api_calls.count("DeleteInstanceConnectEndpoint") == 1
+
+    # When cleanup runs a second time
+    api_calls.clear()
+    code, again = cleanup(capsys)
+
+    # Then it finds nothing and writes nothing
+    assert (code, again) == (0, [])
+    assert api_calls.writes() == []
+
+
+def test_cleanup_dry_run_lists_the_created_endpoint_and_writes_nothing(endpoints, ec2, api_calls, capsys):
+    # Given the state a remediate scan with CreateEndpoints=true left
+    api_calls.clear()
+
+    # When cleanup --dry-run prints its table
+    code = main(["cleanup", "--region", REGION, "--dry-run"])
+    out = capsys.readouterr().out
+    print(out)  # shown with -s: the output of `eic-guard cleanup --dry-run` (the closing note's)
+
+    # Then the endpoint eic-guard created is listed to delete, with its group after it; nothing is written
+    assert code == 0
+    assert api_calls.writes() == []
+    rows = [line.split() for line in out.splitlines()[1:-1]]
+    assert [r[3] for r in rows if r[2] == "delete-endpoint"] == [endpoints.own_endpoint]
+    assert {r[3] for r in rows if r[2] == "delete-group"} == endpoints.owned_groups
+    assert endpoints.user_endpoint not in out and endpoints.lookalike_group not in out
+    assert "once its endpoint is deleted" in out
+    assert out.splitlines()[-1].startswith("dry run: nothing changed; ")
+    assert endpoint_states(ec2)[endpoints.own_endpoint] == "create-complete"
+
+
+def test_an_endpoint_still_being_deleted_keeps_its_group_until_the_next_cleanup(endpoints, ec2, monkeypatch, capsys):
+    # Given AWS takes longer to delete the endpoint than cleanup waits
+    monkeypatch.setattr("eic_guard.cleanup.ENDPOINT_DELETE_WAIT_SECONDS", 0)
+    monkeypatch.setattr(simulated_eice, "TRANSITION_SECONDS", 3600.0)
+
+    # When cleanup runs
+    code, actions = cleanup(capsys)
+
+    # Then the endpoint's deletion is under way, its group is kept with the reason, the instances' groups are gone
+    assert code == 1
+    kept = [a for a in actions if a["status"] == "kept"]
+    assert [a["action"] for a in kept] == ["delete-group"]
+    assert kept[0]["detail"].startswith(f"{ENDPOINT_GROUP_NAME} in ")
+    assert "run cleanup again in a few minutes" in kept[0]["detail"]
+    assert endpoint_states(ec2)[endpoints.own_endpoint] == "delete-in-progress"
+
+    # When the deletion completes and cleanup runs again
+    monkeypatch.setattr(simulated_eice, "TRANSITION_SECONDS", 0.0)
+    code, again = cleanup(capsys)
+
+    # Then the group goes too, and nothing is left
+    assert code == 0
+    assert [(a["action"], a["status"]) for a in again] == [("delete-group", "done")]
+    assert endpoints.owned_groups.isdisjoint(group_ids(ec2))

@@ -16,7 +16,7 @@ from pathlib import Path
 import boto3
 import eic_guard
 import pytest
-from eic_guard.checks import CHECK_IDS
+from eic_guard.checks import check_ids_for
 from eic_guard.cli import main
 from eic_guard.outputs.csv_rows import COLUMNS
 from eic_guard.simulated import SimulatedAccount, create_organization, member_session, ssh_from
@@ -44,8 +44,8 @@ REPORT_KEYS = {
 REPORT_ADDITIONS = {"tool_version", "accounts", "account_aliases", "targets"}
 REPORT_EXTENSIONS = {"target_actions", "target_errors"}
 INSTANCE_ADDITIONS = {"account_id", "name", "tags", "warnings"}
-INSTANCE_EXTENSIONS = {"excluded_reason"}
-SUMMARY_KEYS = {"instances", "compliant", "fixed", "noncompliant", "excluded", "errors", "warnings"}
+INSTANCE_EXTENSIONS = {"excluded_reason", "connect_path", "connect_command", "error"}  # docs/architecture.md §13
+SUMMARY_KEYS = {"instances", "compliant", "fixed", "noncompliant", "excluded", "errors", "warnings", "connect_paths"}
 INSTANCE_KEYS = {"instance_id", "region", "vpc_id", "verdict", "checks", "actions"}
 VERDICTS = {"compliant", "fixed", "noncompliant", "excluded", "error"}
 CHECK_STATUSES = {"pass", "fail", "fixed", "would-fix", "error", "not-applicable"}
@@ -124,6 +124,7 @@ def test_json_report_matches_the_contract_and_exits_1_when_noncompliant(account,
         "excluded": 0,
         "errors": 0,
         "warnings": 0,
+        "connect_paths": {"public": 2},
     }
     assert set(report["summary"]) == SUMMARY_KEYS
     # And the docs/architecture.md §5b additions: the tool's version, the accounts and the (account, region) targets
@@ -138,7 +139,7 @@ def test_json_report_matches_the_contract_and_exits_1_when_noncompliant(account,
         assert instance["verdict"] in VERDICTS
         assert instance["region"] == REGION
         assert instance["account_id"] == "123456789012"
-        assert list(instance["checks"]) == list(CHECK_IDS)
+        assert list(instance["checks"]) == list(check_ids_for("public"))
         for check in instance["checks"].values():
             assert set(check) == {"status", "reason", "guidance"}
             assert check["status"] in CHECK_STATUSES
@@ -254,7 +255,7 @@ def test_table_format_shows_instances_and_checks(account, capsys):
     out = capsys.readouterr().out
     assert code == 1
     assert instance in out
-    for check_id in CHECK_IDS:
+    for check_id in check_ids_for("public"):
         assert check_id in out
     assert "would-fix" in out
     with pytest.raises(json.JSONDecodeError):
@@ -296,8 +297,8 @@ def test_table_marks_ssh_open_to_the_world_as_a_passing_check_with_a_warning(acc
     # Then the instance is compliant, named, its eic-ssh-ingress reads pass!, and a warning row names the group
     assert code == 0
     [row] = [line for line in out.splitlines() if line.startswith(f"│ {instance} │ web-open-world")]
-    assert [cell.strip() for cell in row.split("│")[3:5]] == ["compliant", "pass"]
-    assert [cell.strip() for cell in row.split("│")][5] == "pass!"
+    assert [cell.strip() for cell in row.split("│")[3:6]] == ["compliant", "public", "pass"]
+    assert [cell.strip() for cell in row.split("│")][6] == "pass!"
     [warning] = [line for line in out.splitlines() if "│ warning " in line]
     assert [cell.strip() for cell in warning.split("│")][1:3] == [instance, "eic-ssh-ingress"]
     assert f"ssh-open-to-internet: {world} allows TCP 22 from 0.0.0.0/0" in warning
@@ -689,12 +690,12 @@ def test_csv_format_has_one_row_per_instance_and_check(account, api_calls, capsy
     assert code == 1
     assert list(rows[0]) == list(COLUMNS)
     by_instance = {i: [r for r in rows if r["instance_id"] == i] for i in (compliant, fixable)}
-    assert [r["check"] for r in by_instance[compliant]] == list(CHECK_IDS)
+    assert [r["check"] for r in by_instance[compliant]] == list(check_ids_for("public"))
     assert {r["status"] for r in by_instance[compliant]} == {"pass"}
     fixable_statuses = {r["check"]: r["status"] for r in by_instance[fixable]}
     assert fixable_statuses["eic-ssh-ingress"] == "would-fix" and fixable_statuses["imds-enabled"] == "would-fix"
     assert {r["account_id"] for r in rows} == {"123456789012"} and {r["region"] for r in rows} == {REGION}
-    assert len(rows) == 2 * len(CHECK_IDS)
+    assert len(rows) == 2 * len(check_ids_for("public"))
     # And each row says who the instance is (its name and the configured owner tags only) and what to do
     assert {(r["name"], r["tags"]) for r in by_instance[compliant]} == {("web-1", "Owner=alice")}
     assert {r["guidance"] for r in by_instance[compliant]} == {""}

@@ -354,6 +354,9 @@ def test_sarif_is_valid_against_the_oasis_schema_with_a_result_per_failing_check
     assert [rule["id"] for rule in run["tool"]["driver"]["rules"]] == [
         "public-ipv4",
         "eic-ssh-ingress",
+        "endpoint-present",
+        "endpoint-ssh-ingress",
+        "endpoint-ssh-egress",
         "al2023-ami",
         "imds-enabled",
         "internet-route",

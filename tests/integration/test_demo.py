@@ -60,6 +60,8 @@ def demo_run(tmp_path_factory) -> DemoRun:
     return DemoRun(exit_code, out.getvalue(), json.loads(html.with_suffix(".json").read_text(encoding="utf-8")))
 
 
+ENDPOINT_PATH_NA = dict.fromkeys(("public-ipv4", "eic-ssh-ingress", "internet-route"), "not-applicable")
+PRIVATE = {"Owner": "erin@example.com", "Team": "internal-tools"}
 # What each scenario's final report entry must say: verdict, the checks that do not pass, the warnings' codes, the
 # owner tags; and, for each failing check, a sentence its guidance must contain.
 SCENARIOS = {
@@ -85,6 +87,11 @@ SCENARIOS = {
     "vendor-excluded": ("excluded", {}, [], OPS),
     "web-ok": ("compliant", {}, [], STOREFRONT),
     "web-open-world": ("compliant", {}, ["ssh-open-to-internet"], STOREFRONT),
+    # docs/architecture.md §13: the endpoint path (its public checks are not applicable; its own pass or are fixed)
+    "priv-eice-ok": ("compliant", ENDPOINT_PATH_NA, [], PRIVATE),
+    "priv-no-eice-rule": ("compliant", ENDPOINT_PATH_NA, [], PRIVATE),
+    "priv-nacl-blocked": ("noncompliant", {**ENDPOINT_PATH_NA, "network-acl": "fail"}, [], PRIVATE),
+    "priv-no-endpoint": ("compliant", ENDPOINT_PATH_NA, [], PRIVATE),
 }
 AL2_GUIDANCE = (
     "does not ship EC2 Instance Connect (Amazon Linux 2 2.0.20180810 predates 2.0.20190618): relaunch from AL2023 or "
@@ -108,6 +115,9 @@ GUIDANCE = {
     ("legacy-al2", "al2023-ami"): re.escape(AL2_GUIDANCE),
     ("legacy-al2-no-ssh", "al2023-ami"): re.escape(AL2_GUIDANCE),
     ("ml-ubuntu", "al2023-ami"): re.escape(UBUNTU_COPY_GUIDANCE),
+    # the endpoint path's NACL is evaluated from the endpoint's address (in dev's public subnet)
+    ("priv-nacl-blocked", "network-acl"): r"add inbound rule 49 allowing TCP 22 from 10\.2\.1\.\d+/32 \(before deny "
+    r"rule 50\)\. See https://docs\.aws\.amazon\.com/vpc/latest/userguide/nacl-rules\.html$",
     ("slim-minimal", "al2023-ami"): re.escape(
         "install the ec2-instance-connect package or relaunch from standard AL2023"
     ),
@@ -148,13 +158,14 @@ def test_each_demo_scenario_is_named_owned_guided_and_warned_exactly(demo_run):
     )
     assert report["account_aliases"] == {MANAGEMENT: scenarios.ACCOUNT_ALIAS}
     assert report["summary"] == {
-        "instances": 22,
-        "compliant": 13,
+        "instances": 26,
+        "compliant": 16,
         "fixed": 0,
-        "noncompliant": 8,
+        "noncompliant": 9,
         "excluded": 1,
         "errors": 0,
         "warnings": 1,
+        "connect_paths": {"public": 22, "endpoint": 4},
     }
 
 
@@ -166,7 +177,7 @@ def test_demo_alerts_only_what_is_new(demo_run):
     night, cleanup = out.index(runner.NEXT_NIGHT_HEADING), out.index(runner.CLEANUP_HEADING)
 
     # Then the first scan alerts every problem, named by the account's alias
-    assert f"  | eic-guard: 22 new problems in {scenarios.ACCOUNT_ALIAS} ({MANAGEMENT})" in out[first:fixing]
+    assert f"  | eic-guard: 27 new problems in {scenarios.ACCOUNT_ALIAS} ({MANAGEMENT})" in out[first:fixing]
     assert re.search(
         r"  \| - i-\w+ \(web-open-world, Owner=alice@example\.com, Team=storefront\) in "
         r"demo-shop \(123456789012\) us-east-1: warning: ssh-open-to-internet: ",
@@ -184,7 +195,7 @@ def test_demo_alerts_only_what_is_new(demo_run):
         "stg-ok",
         "stg-ssh-2222",
     ]
-    assert "  | And 10 persisting problems, listed in the weekly digest and the report." in next_night
+    assert "  | And 11 persisting problems, listed in the weekly digest and the report." in next_night
     again = next_night[next_night.index("the same night again:") :]
     assert "  alert: none (nothing new or changed since the previous scan)" in again
 
@@ -198,7 +209,7 @@ def test_demo_runs_the_final_scan_as_ci_and_fails_it_on_ssh_open_to_the_internet
     # Then the CI scan wrote SARIF and --fail-on warning failed it on web-open-world alone
     assert "eic-guard scan --region us-east-1 --ip-ranges ip-ranges-2026-08-22.json --fail-on warning" in section
     assert re.search(
-        r"exit code 1; SARIF 2\.1\.0: 6 rules, \d+ failing \(instance, check\) results, 1 warning: "
+        r"exit code 1; SARIF 2\.1\.0: 9 rules, \d+ failing \(instance, check\) results, 1 warning: "
         r"web-open-world \(eic-ssh-ingress\)",
         section,
     )
@@ -210,10 +221,18 @@ def test_demo_cleanup_dry_run_plans_the_uninstall_and_changes_nothing(demo_run):
     out = demo_run.out
     section = out[out.index(runner.CLEANUP_HEADING) : out.index(organization.ORGANIZATION_HEADINGS[0])]
 
-    # Then it plans detaching eic-guard-ssh from the 10 interfaces it was attached to and deleting the two groups
-    assert len(re.findall(r"detach-group\s+eni-\w+\s+planned\s+remove sg-\w+, keep sg-", section)) == 10
+    # Then it plans detaching eic-guard-ssh from the 10 interfaces it was attached to and deleting the two groups, and
+    # on the endpoint path (docs/architecture.md §13) deleting the endpoint eic-guard created in lab (not the network
+    # team's in dev), unlinking and deleting eic-guard-eice-ssh (dev, lab) and eic-guard-eice (lab)
+    assert len(re.findall(r"detach-group\s+eni-\w+\s+planned\s+remove sg-\w+, keep sg-", section)) == 12
     assert len(re.findall(r"delete-group\s+sg-\w+\s+planned\s+delete eic-guard-ssh in vpc-", section)) == 2
-    assert "dry run: nothing changed; 12 actions: 12 planned" in section
+    assert (
+        len(re.findall(r"delete-endpoint\s+eice-\w+\s+planned\s+delete the EC2 Instance Connect Endpoint", section))
+        == 1
+    )
+    assert len(re.findall(r"delete-group\s+sg-\w+\s+planned\s+delete eic-guard-eice-ssh in vpc-", section)) == 2
+    assert re.search(r"delete-group\s+sg-\w+\s+planned\s+delete eic-guard-eice in vpc-\w+ once its endpoint", section)
+    assert "dry run: nothing changed; 21 actions: 21 planned" in section
     assert "(eic-guard cleanup exit code 0)" in section
 
 
@@ -228,7 +247,8 @@ def test_demo_fixes_what_it_can_and_reports_the_rest(demo_run):
     assert positions == sorted(positions)
     final = out[positions[2] : out.index("proof from the simulated AWS state")]
     # ... the final scan left nothing fixable, only what cannot be fixed automatically
-    assert re.search(r"instances 22: 13 compliant, 0 fixed, 8 noncompliant, 1 excluded, 0 errors", final)
+    assert re.search(r"instances 26: 16 compliant, 0 fixed, 9 noncompliant, 1 excluded, 0 errors", final)
+    assert "connect paths: 22 public, 4 endpoint" in final
     assert "would-fix" not in final
     assert "0 would-fix left" in out
     assert re.search(r"network-acl\s+│ FAIL\s+│ acl-\w+ inbound: rule 50 denies 18\.206\.107\.24/29 port 22", final)
@@ -242,7 +262,14 @@ def test_demo_fixes_what_it_can_and_reports_the_rest(demo_run):
     )
     # ... the remediate scan fixed both kinds of fixable drift
     remediate = out[positions[1] : positions[2]]
-    assert "instances 22: 3 compliant, 10 fixed, 8 noncompliant, 1 excluded, 0 errors" in remediate
+    assert "instances 26: 4 compliant, 12 fixed, 9 noncompliant, 1 excluded, 0 errors" in remediate
+    # ... one private instance went from would-fix to fixed to pass, and the command that connects to it is printed
+    assert re.search(
+        r"private path: i-\w+ \(priv-no-eice-rule\) endpoint-ssh-ingress would-fix \(noncompliant\) -> fixed "
+        r"\(fixed\) -> pass \(compliant\)\n  connect: aws ec2-instance-connect ssh --instance-id i-\w+ --region "
+        r"us-east-1 --connection-type eice\n",
+        out,
+    )
     assert re.search(r"imds-enabled\s+│ fixed", remediate)
     # ... then the organization act: report (exit 1), remediate through the member role (exit 0), final (exit 0)
     acts = [out.index(heading) for heading in organization.ORGANIZATION_HEADINGS]
@@ -291,8 +318,10 @@ def test_demo_verifies_a_simulated_deployment_healthy_then_broken(demo_run):
     # Then the healthy deployment is all good: every call of the three targets allowed but the two writes that need
     # a managed group the management account does not have
     assert "(eic-guard verify exit code 0)" in healthy
-    assert " ".join(healthy.split()).count("3 of 3 targets answered; probes: 46 allowed, 2 untested") == 1
-    assert "all good: 9 ok, 0 failing, 1 warnings, 3 skipped" in healthy
+    assert " ".join(healthy.split()).count("3 of 3 targets answered; probes: 51 allowed, 3 untested") == 1
+    # (one more skip than before the endpoint path: ec2:AuthorizeSecurityGroupEgress, untested where the management
+    # account has no eic-guard group yet, like the ingress edits)
+    assert "all good: 9 ok, 0 failing, 1 warnings, 4 skipped" in healthy
     # And the broken one fails on exactly the two things broken, each named with what to do
     assert "(eic-guard verify exit code 1)" in broken
     failing = re.findall(r"^FAIL  (\S+)\s+(\S+(?: \S+)*)\s{2,}", broken, re.MULTILINE)

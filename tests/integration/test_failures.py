@@ -141,14 +141,18 @@ def test_eni_at_its_security_group_quota_fails_that_instance_only(account, ec2, 
     for instance in others:
         assert entry(report, instance).verdict == "fixed"
         assert len(eni_groups(ec2, instance)) == 2
-    assert summary(report) == dict(instances=3, compliant=0, fixed=2, noncompliant=1, excluded=0, errors=0, warnings=0)
+    assert summary(report) == dict(
+        instances=3, compliant=0, fixed=2, noncompliant=1, excluded=0, errors=0, warnings=0, connect_paths={"public": 3}
+    )
     assert report.has_noncompliant
 
     # And a second run only retries the attach that failed, and says the same
     again = remediate_scan(clients, api_calls, ranges_2026)
     assert api_calls.writes() == ["ModifyNetworkInterfaceAttribute"]
     assert len(quota.hits) == 2
-    assert summary(again) == dict(instances=3, compliant=2, fixed=0, noncompliant=1, excluded=0, errors=0, warnings=0)
+    assert summary(again) == dict(
+        instances=3, compliant=2, fixed=0, noncompliant=1, excluded=0, errors=0, warnings=0, connect_paths={"public": 3}
+    )
 
 
 def test_unauthorized_imds_change_is_an_error_for_that_instance_only(account, ec2, api_calls, ranges_2026):
@@ -179,7 +183,9 @@ def test_unauthorized_imds_change_is_an_error_for_that_instance_only(account, ec
     for instance in others:
         assert entry(report, instance).verdict == "fixed"
         assert metadata_endpoint(ec2, instance) == "enabled"
-    assert summary(report) == dict(instances=3, compliant=0, fixed=2, noncompliant=0, excluded=0, errors=1, warnings=0)
+    assert summary(report) == dict(
+        instances=3, compliant=0, fixed=2, noncompliant=0, excluded=0, errors=1, warnings=0, connect_paths={"public": 3}
+    )
     assert report.has_noncompliant
 
     # And a second run only retries the denied call
@@ -216,7 +222,9 @@ def test_instance_vanishing_mid_run_is_an_error_and_the_run_goes_on(
     # And the others are fixed, and the counts add up
     for instance in others:
         assert entry(report, instance).verdict == "fixed"
-    assert summary(report) == dict(instances=3, compliant=0, fixed=2, noncompliant=0, excluded=0, errors=1, warnings=0)
+    assert summary(report) == dict(
+        instances=3, compliant=0, fixed=2, noncompliant=0, excluded=0, errors=1, warnings=0, connect_paths={"public": 3}
+    )
 
     # And once it is really gone, the next run neither reports it nor writes anything
     ec2.terminate_instances(InstanceIds=[gone])
@@ -322,7 +330,9 @@ def test_region_without_describe_permission_is_reported_and_the_other_region_sca
     # And the other region's instance was scanned and fixed
     assert [(e.instance_id, e.region, e.verdict) for e in report.instances] == [(west, OTHER_REGION, "fixed")]
     assert metadata_endpoint(west_ec2, west) == "enabled"
-    assert summary(report) == dict(instances=1, compliant=0, fixed=1, noncompliant=0, excluded=0, errors=1, warnings=0)
+    assert summary(report) == dict(
+        instances=1, compliant=0, fixed=1, noncompliant=0, excluded=0, errors=1, warnings=0, connect_paths={"public": 1}
+    )
     assert report.has_noncompliant
     west_writes = {name for name, params in api_calls.calls if name in api_calls.writes()}
     assert west_writes == {

@@ -192,3 +192,18 @@ def test_the_stored_report_of_a_split_run_puts_each_account_page_beside_the_summ
     page = s3.get_object(Bucket="reports", Key=f"{key}.html")["Body"].read().decode()
     for account in report.accounts:
         assert f'href="{report.run_id}.accounts/{account}.html"' in page
+
+
+def test_the_stored_json_report_is_the_same_document_encoded_from_the_model(big_report):
+    # Given the 100,000-instance report, a small one, and an interrupted one
+    small = synthetic_report(40, 2)
+    interrupted = small.model_copy(update={"interrupted": True})
+
+    # When each is encoded as Aggregate stores it (from the model, no dict) and as the report's document
+    # Then the two are the same document (the interrupted flag only when true), indented
+    for report in (big_report, small, interrupted):
+        encoded = report.to_json_bytes()
+        assert json.loads(encoded) == report.to_dict()
+        assert encoded.startswith(b'{\n  "schema": "eic-guard/report/v1"')
+    assert "interrupted" not in json.loads(small.to_json_bytes())
+    assert json.loads(interrupted.to_json_bytes())["interrupted"] is True

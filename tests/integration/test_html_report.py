@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from eic_guard import cli
-from eic_guard.checks import CHECK_IDS
+from eic_guard.checks import check_ids_for
 from eic_guard.observability import logger
 from eic_guard.outputs.html import failures_by_check, render_html
 from eic_guard.outputs.report import (
@@ -32,6 +32,8 @@ from eic_guard.outputs.report import (
 
 from tests.conftest import EIC_US_EAST_1, IP_RANGES, REGION, ROOT
 from tests.report_entries import every_check
+
+PUBLIC_CHECKS = check_ids_for("public")  # a page of public-path instances shows these columns (outputs/html.py)
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 BROWSER_TIMEOUT = 60
@@ -346,7 +348,7 @@ def test_failures_by_check_counts_what_still_fails_after_the_run():
     counts = failures_by_check(report)
 
     # Then every check id is present, in check order, with its count
-    assert list(counts) == list(CHECK_IDS)
+    assert list(counts) == list(PUBLIC_CHECKS)
     assert dict(counts) == EXPECTED_FAILURES
 
 
@@ -365,7 +367,7 @@ def test_chart_has_one_bar_per_check_labelled_with_its_count(page):
 
     # Then there is one row per check id, in check order, labelled with the check and its count
     assert [(check, count) for check, (_bars, count) in rows.items()] == [
-        (check_id, str(EXPECTED_FAILURES[check_id])) for check_id in CHECK_IDS
+        (check_id, str(EXPECTED_FAILURES[check_id])) for check_id in PUBLIC_CHECKS
     ]
     # And bar lengths follow the counts: the largest count has the longest bar, a zero count a sliver
     widths = {check: sum(int(bar.attrs["width"]) for bar in bars) for check, (bars, _count) in rows.items()}
@@ -417,7 +419,7 @@ def test_instance_table_shows_verdicts_check_statuses_reasons_and_actions(render
         "instance",
         "name / owner",
         "verdict",
-        *CHECK_IDS,
+        *PUBLIC_CHECKS,
         "reasons, what to do, actions",
     ]
     assert [th.text() for th in rendered.find_all("th") if th.attrs.get("data-sort", "").startswith("check")] == [
@@ -616,7 +618,7 @@ def test_page_renders_in_a_real_headless_browser_with_the_warning_in_amber(page,
     text = dom.text()
     assert "Failures by check" in text
     assert all(f"i-0a0000000000000{n}" in text for n in range(1, 7))
-    assert len(dom.find_all("rect")) == len(CHECK_IDS)
+    assert len(dom.find_all("rect")) == len(PUBLIC_CHECKS)
     assert "golden" not in [b.text() for b in dom.find_all("b")]
     assert EVIL_REASON in text
     # And the names, the guidance, the world-open warning and the target note are on the page as text
@@ -729,7 +731,7 @@ def test_a_passing_check_with_a_warning_is_amber_and_its_warning_is_written_out(
 
     # Then its eic-ssh-ingress cell says pass! in the amber class, the other checks plain pass
     assert (cells["eic-ssh-ingress"].text(), cells["eic-ssh-ingress"].attrs["class"]) == ("pass!", "check pass warn")
-    assert {cells[c].attrs["class"] for c in CHECK_IDS if c != "eic-ssh-ingress"} == {"check pass"}
+    assert {cells[c].attrs["class"] for c in PUBLIC_CHECKS if c != "eic-ssh-ingress"} == {"check pass"}
     # And the warning's text is in the row, amber, not only in a tooltip
     [warning] = [li for li in rows["i-0a00000000000001"].find_all("li") if li.attrs.get("class") == "warn"]
     assert warning.text() == f"warning: {WORLD_OPEN}"
@@ -898,3 +900,33 @@ def test_an_account_link_shows_only_that_accounts_instances(tmp_path):
     assert order == ["i-0a00000000000005", "i-0a00000000000004", "i-0a00000000000006"]
     [count] = [n for n in _all_nodes(dom) if n.attrs.get("id") == "count"]
     assert count.text() == "instances 1\u20133 of 3 (filtered from 6)"
+
+
+def test_an_instance_row_carries_its_connect_path_and_command():
+    # Given a compliant instance on the endpoint path (docs/architecture.md §13) and one without a path
+    from eic_guard.outputs.html import StringTable, instance_row
+
+    command = "aws ec2-instance-connect ssh --instance-id i-0e --region us-east-1 --connection-type eice"
+    entry = InstanceEntry(
+        instance_id="i-0e",
+        account_id="123456789012",
+        region=REGION,
+        vpc_id="vpc-1",
+        verdict="compliant",
+        checks=every_check(),
+        actions=[],
+        connect_path="endpoint",
+        connect_command=command,
+    )
+    strings = StringTable()
+
+    # When both become rows of the page's data island
+    row = instance_row(entry, strings)
+    bare = instance_row(entry.model_copy(update={"connect_path": None, "connect_command": None}), strings)
+
+    # Then the row names the path (by the strings island) and the command; a row without them is as before
+    assert strings.texts()[row[12]] == "endpoint" and row[13] == command
+    assert len(bare) < 13
+    # And the page's script shows both (a path line under the VPC, a connect line with the command)
+    html = render_html(known_report())
+    assert '"path " + r.path' in html and 'el("code", "", r.command)' in html

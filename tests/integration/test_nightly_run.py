@@ -113,6 +113,7 @@ def test_nightly_execution_scans_fixes_and_returns_the_summary(
         "excluded": 0,
         "errors": 0,
         "warnings": 0,
+        "connect_paths": {"public": 2},
     }
     assert result["ip_ranges"] == {"sync_token": "1787411825", "create_date": "2026-08-22-15-17-05"}
     # And it read the ranges from the pinned AWS URL
@@ -141,6 +142,7 @@ def test_nightly_execution_scans_fixes_and_returns_the_summary(
         "excluded": 0,
         "errors": 0,
         "warnings": 0,
+        "connect_paths": {"public": 2},
     }
 
 

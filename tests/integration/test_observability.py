@@ -187,6 +187,7 @@ def test_scan_emits_the_summary_counters_in_one_emf_blob(scan_run):
         "excluded": 1,
         "errors": 0,
         "warnings": 0,
+        "connect_paths": {"public": 3},
     }
     # (the deployed stack also tags the instances' status, keeps its state and alert state, and publishes the alert)
     stack_bookkeeping = ("CreateTags", "PutItem", "Publish")

@@ -24,6 +24,7 @@ from eic_guard.aws import clients as aws_clients
 from eic_guard.aws.clients import AwsClients
 from eic_guard.observability import logger as powertools_logger
 from eic_guard.ranges.state import STATE_ITEM_ID, DynamoDbStateStore, RangesState
+from eic_guard.settings import ENDPOINT_INSTANCE_GROUP_NAME
 from eic_guard.simulated import Network, SimulatedAccount, member_session
 
 from tests.aws_views import eni_groups, metadata_endpoint, primary_eni_id
@@ -369,6 +370,15 @@ def _private_subnet_moved_to_acl(fleet: Fleet, ec2) -> dict:
     return acl_association_event(fleet.acl, old, new)
 
 
+def endpoint_event(name: str, vpc_id: str) -> dict:
+    """CreateInstanceConnectEndpoint / DeleteInstanceConnectEndpoint as events/ has them, in `vpc_id`."""
+    operation = "".join(part.title() for part in name.split("-"))
+    body = sample(f"cloudtrail-{name}.json")
+    answer = body["detail"]["responseElements"][f"{operation}Response"]["instanceConnectEndpoint"]
+    answer["vpcId"] = vpc_id
+    return body
+
+
 CASES = [
     Case("state-change-pending", lambda f, _: state_change(f.a, "pending"), lambda f: {f.a}),
     Case("state-change-running", lambda f, _: state_change(f.b, "running"), lambda f: {f.b}),
@@ -437,6 +447,17 @@ CASES = [
     # an association that no longer exists names nothing to follow: every opted-in instance of the region
     Case("disassociate-address", lambda f, _: api_call("disassociate-address"), lambda f: {f.a, f.b}),
     Case("disassociate-route-table", lambda f, _: api_call("disassociate-route-table"), lambda f: {f.a, f.b}),
+    # docs/architecture.md §13: an endpoint appeared in or went from the VPC - its every opted-in instance
+    Case(
+        "create-instance-connect-endpoint",
+        lambda f, _: endpoint_event("create-instance-connect-endpoint", f.net.vpc_id),
+        lambda f: {f.a, f.b},
+    ),
+    Case(
+        "delete-instance-connect-endpoint",
+        lambda f, _: endpoint_event("delete-instance-connect-endpoint", f.net.vpc_id),
+        lambda f: {f.a, f.b},
+    ),
 ]
 
 
@@ -459,6 +480,40 @@ def test_each_event_type_rechecks_exactly_the_instances_it_can_affect(case, flee
     assert fleet.untouched(ec2, fleet.b)
     if not case.expected(fleet):
         assert api_calls.writes() == [] and api_calls.count("DescribeInstances") == 0
+
+
+def test_a_new_endpoint_puts_the_vpcs_private_instance_on_its_path_and_fixes_it(fleet, ec2, invoke, logs, deployed):
+    # Given a private opted-in instance (no public IPv4, metadata endpoint off) in the VPC's private subnet, and an
+    # EC2 Instance Connect Endpoint someone just created there with a group of their own
+    [private] = fleet.account.launch(
+        image_id=AL2023_IMAGE,
+        subnet_id=fleet.net.private_subnet_id,
+        group_ids=[fleet.b_group],
+        public_ip=False,
+        imds="disabled",
+    )
+    endpoint_group = fleet.account.security_group(fleet.net, "their-endpoint", [])
+    fleet.account.instance_connect_endpoint(fleet.net.private_subnet_id, [endpoint_group], tags={"Owner": "net-team"})
+
+    # When the endpoint's CreateInstanceConnectEndpoint event reaches the function (remediate mode)
+    response = invoke(endpoint_event("create-instance-connect-endpoint", fleet.net.vpc_id))
+
+    # Then the VPC's opted-in instances were checked, and the private one now takes the endpoint path: the
+    # endpoint's group may reach it on TCP 22 through eic-guard-eice-ssh, and its metadata endpoint is on
+    assert response == failures()
+    assert logs.batch_done()["checked"] == {message_id(1): sorted({fleet.a, fleet.b, private})}
+    assert ENDPOINT_INSTANCE_GROUP_NAME in group_names(ec2, private)
+    assert metadata_endpoint(ec2, private) == "enabled"
+    (report,) = [
+        json.loads(boto3.client("s3", REGION).get_object(Bucket=deployed["bucket"], Key=k)["Body"].read())
+        for k in reports(deployed["bucket"])
+    ]
+    (entry,) = [e for e in report["instances"] if e["instance_id"] == private]
+    assert (entry["connect_path"], entry["verdict"]) == ("endpoint", "fixed")
+    assert entry["checks"]["endpoint-ssh-ingress"]["status"] == "fixed"
+    # And the endpoint eic-guard does not own is left as it is: no group of eic-guard on it
+    (endpoint,) = ec2.describe_instance_connect_endpoints()["InstanceConnectEndpoints"]
+    assert endpoint["SecurityGroupIds"] == [endpoint_group]
 
 
 def test_an_untagged_instance_named_by_events_is_never_touched(fleet, ec2, invoke, api_calls, logs, deployed):
@@ -582,6 +637,7 @@ def test_a_batch_of_ten_events_on_one_region_makes_one_describe_instances(accoun
         "DescribeImages": 1,
         "DescribeRouteTables": 1,
         "DescribeNetworkAcls": 1,
+        "DescribeInstanceConnectEndpoints": 1,  # the endpoint path: one paginated describe per (account, region)
         "DescribeManagedPrefixLists": 1,
         "DescribeNetworkInterfaces": 1,  # the attach re-reads the interfaces' groups just before writing
     }

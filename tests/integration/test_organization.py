@@ -133,6 +133,7 @@ def test_organization_scan_fixes_each_members_instance_in_its_own_account(org, f
         "excluded": 0,
         "errors": 0,
         "warnings": 0,
+        "connect_paths": {"public": 2},
     }
     assert outcome.plan.skipped_accounts == []
 
@@ -316,6 +317,7 @@ def test_state_machine_scans_the_listed_members_and_keeps_each_targets_result(
         "excluded": 0,
         "errors": 0,
         "warnings": 0,
+        "connect_paths": {"public": 2},
     }
     assert summary["targets"] == {"ok": 2, "error": 0, "incomplete": 0}
     assert machine.failures("ScanTargetFunction") == []
@@ -429,3 +431,40 @@ def test_report_names_each_account_by_its_alias_where_it_has_one(org, fleet, api
     assert report.account_label(unnamed) == unnamed
     # And each scanned account's alias was asked once in the run, whatever its number of regions
     assert [name for name, _ in api_calls.calls].count("ListAccountAliases") == len(org.accounts)
+
+
+def test_a_local_run_releases_each_accounts_clients_once_its_targets_are_done(org, fleet, monkeypatch, ranges_2026):
+    # Given the organization over two regions (each member has two targets), and a record of each target's end and
+    # each account's release
+    from eic_guard.aws import credentials
+    from eic_guard.fanout.local import RunWatch
+
+    events: list[tuple[str, str]] = []
+    made: list[credentials.AccountClients] = []
+    real_init, real_release = credentials.AccountClients.__init__, credentials.AccountClients.release
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        made.append(self)
+
+    def release(self, account_id):
+        events.append(("released", account_id))
+        real_release(self, account_id)
+
+    monkeypatch.setattr(credentials.AccountClients, "__init__", init)
+    monkeypatch.setattr(credentials.AccountClients, "release", release)
+    settings = Settings.build(regions=(REGION, "us-west-2"), accounts="organization", mode="report")
+    watch = RunWatch(on_target=lambda target: events.append(("done", target.account_id)))
+
+    # When the run is made by the local fan-out (what `eic-guard scan --organization` runs)
+    outcome = run_job("scan", settings, AwsClients(), ranges=ranges_2026, watch=watch, max_workers=4)
+
+    # Then each member account was released once, after the end of its last target (its clients no longer held)
+    assert {t.status for t in outcome.report.targets} == {"ok"}
+    for member in org.members:
+        assert [e for e in events if e == ("released", member)] == [("released", member)]
+        released = events.index(("released", member))
+        assert [e for e in events[released:] if e == ("done", member)] in ([], [("done", member)])
+        assert sum(1 for e in events[:released] if e == ("done", member)) >= 1
+    [accounts] = made
+    assert not {m for m in org.members if m in accounts._accounts}

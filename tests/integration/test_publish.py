@@ -150,7 +150,16 @@ def test_scan_stores_the_json_report_and_its_html_page_under_a_dated_key(
     assert (
         document["summary"]
         == result["summary"]
-        == {"instances": 3, "compliant": 1, "fixed": 1, "noncompliant": 1, "excluded": 0, "errors": 0, "warnings": 0}
+        == {
+            "instances": 3,
+            "compliant": 1,
+            "fixed": 1,
+            "noncompliant": 1,
+            "excluded": 0,
+            "errors": 0,
+            "warnings": 0,
+            "connect_paths": {"public": 3},
+        }
     )
     assert sorted(i["instance_id"] for i in document["instances"]) == sorted(fleet.opted_in)
     # And the HTML page is served as HTML and shows this run and its instances
@@ -211,6 +220,7 @@ def test_no_alert_when_every_instance_ends_compliant(nightly_execution, account,
         "excluded": 1,
         "errors": 0,
         "warnings": 0,
+        "connect_paths": {"public": 4},
     }
     assert len(destinations.keys("reports/scan/")) == 2
     assert destinations.alerts() == []

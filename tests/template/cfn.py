@@ -443,6 +443,7 @@ SHARED_WITH_MEMBER = (
     "RemediatePublicIp",
     "TagInstances",
     "SecurityHubFindings",
+    "CreateEndpoints",
 )
 
 

@@ -41,6 +41,13 @@ PARAMETER_SETS = (
     ),
     ParameterSet("remediate-elastic-ip", "scan", (("Mode", "remediate"), ("RemediatePublicIp", "true"))),
     ParameterSet("prefix-list", "scan", (("Mode", "remediate"), ("IngressSource", "prefix-list"))),
+    # The endpoint path (docs/architecture.md §13): an endpoint created where a VPC's private instance needs one, and
+    # in a member account through the member role.
+    ParameterSet(
+        "create-endpoints",
+        "scan",
+        (("Accounts", f"{OWN_ACCOUNT},{LISTED_MEMBER}"), ("Mode", "remediate"), ("CreateEndpoints", "true")),
+    ),
     # Regions not starting with the stack's region: the state table and the bucket still live in the stack's region.
     ParameterSet(
         "regions-elsewhere-first",

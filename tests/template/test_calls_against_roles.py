@@ -50,7 +50,7 @@ import pytest
 import responses
 from eic_guard.outputs.security_hub import FindingScope, LedgerChanges, S3Ledger, asff_time, build_finding
 from eic_guard.ranges.state import DynamoDbStateStore, RangesState
-from eic_guard.settings import IP_RANGES_URL
+from eic_guard.settings import CONNECT_PATH_TAG, ENDPOINT_GROUP_NAME, IP_RANGES_URL
 from eic_guard.simulated import SimulatedAccount
 from moto import mock_aws
 
@@ -107,6 +107,10 @@ EXPECTED_PAIRS = {
     ("ec2", "DisassociateAddress"),
     ("ec2", "ReleaseAddress"),
     ("ec2", "GetManagedPrefixListEntries"),
+    ("ec2", "DescribeInstanceConnectEndpoints"),
+    ("ec2", "AuthorizeSecurityGroupEgress"),
+    ("ec2", "RevokeSecurityGroupEgress"),
+    ("ec2", "CreateInstanceConnectEndpoint"),
     ("dynamodb", "GetItem"),
     ("dynamodb", "PutItem"),
     ("dynamodb", "UpdateItem"),
@@ -128,7 +132,7 @@ ON_CHANGE_SAMPLES = (
     "cloudtrail-modify-network-interface-attribute.json",
     "cloudtrail-revoke-security-group-ingress.json",
 )
-MEMBER_SETS = ("organization", "accounts-report", "refresh-organization")
+MEMBER_SETS = ("organization", "accounts-report", "refresh-organization", "create-endpoints")
 
 
 @dataclass
@@ -272,6 +276,35 @@ def build_scan_fleet(session: boto3.Session, region: str, prefix_lists: bool) ->
     # VPC b: no eic-guard group yet, one instance without SSH from EIC.
     net_b = account.network("10.1.0.0/16", name="b")
     account.launch(image_id=ami, subnet_id=net_b.public_subnet_id, group_ids=[net_b.app_group_id], public_ip=True)
+    # The endpoint path (docs/architecture.md §13). VPC c: the endpoint eic-guard created, whose group lost its TCP 22
+    # egress rule (restored in remediate mode), and a private instance without eic-guard-eice-ssh (attached).
+    net_c = account.network("10.2.0.0/16", name="c")
+    endpoint_group = ec2.create_security_group(
+        GroupName=ENDPOINT_GROUP_NAME,
+        Description="eic-guard: the EC2 Instance Connect Endpoint's group",
+        VpcId=net_c.vpc_id,
+        TagSpecifications=[
+            {"ResourceType": "security-group", "Tags": [MANAGED_BY, {"Key": "Name", "Value": ENDPOINT_GROUP_NAME}]}
+        ],
+    )["GroupId"]
+    ec2.revoke_security_group_egress(
+        GroupId=endpoint_group, IpPermissions=[{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
+    )
+    account.instance_connect_endpoint(net_c.private_subnet_id, [endpoint_group], tags={"ManagedBy": "eic-guard"})
+    account.launch(
+        image_id=ami, subnet_id=net_c.private_subnet_id, group_ids=[net_c.app_group_id], public_ip=False, name="private"
+    )
+    # VPC d: a private instance its owner put on the endpoint path, in a VPC without an endpoint (CreateEndpoints=true
+    # creates one; otherwise it stays non-compliant).
+    net_d = account.network("10.3.0.0/16", name="d")
+    account.launch(
+        image_id=ami,
+        subnet_id=net_d.private_subnet_id,
+        group_ids=[net_d.app_group_id],
+        public_ip=False,
+        name="private-no-endpoint",
+        tags={CONNECT_PATH_TAG: "endpoint"},
+    )
     # An Elastic IP eic-guard allocated, now on an instance that was opted out: to disassociate and release.
     [opted_out] = account.launch(**launch, public_ip=True, opted_in=False, name="opted-out")
     address = ec2.allocate_address(

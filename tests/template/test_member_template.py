@@ -51,7 +51,8 @@ def member_statements(**overrides: str) -> list[dict]:
     return render_member(member_parameter_values(**overrides)).role_statements("MemberRole")
 
 
-MEMBER_OWN = ("ec2:", "iam:ListAccountAliases")  # what a target needs in its account: EC2 and the account's alias
+# What a target needs in its account: EC2, the account's alias, (CreateEndpoints) the endpoints' service-linked role.
+MEMBER_OWN = ("ec2:", "iam:ListAccountAliases", "iam:CreateServiceLinkedRole")
 
 
 def central_ec2_statements(**overrides: str) -> list[dict]:

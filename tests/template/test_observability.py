@@ -33,7 +33,18 @@ SCAN_METRICS = (*SCAN_SUMMARY_METRICS, "CheckFailures")
 REFRESH_METRICS = ("RefreshApplied", "PrefixesAdded", "PrefixesRemoved", "RefreshAlerts", "RefreshRejected")
 TARGET_METRICS = ("TargetInstancesNoncompliant", "TargetErrors")  # per account: dimension AccountId
 FUNCTIONS = ("PlanFunction", "ScanTargetFunction", "AggregateFunction", "RefreshFunction", "OnChangeFunction")
-BRIEFED_CHECK_IDS = {"public-ipv4", "eic-ssh-ingress", "al2023-ami", "imds-enabled", "internet-route", "network-acl"}
+BRIEFED_CHECK_IDS = {
+    "public-ipv4",
+    "eic-ssh-ingress",
+    "al2023-ami",
+    "imds-enabled",
+    "internet-route",
+    "network-acl",
+} | {
+    "endpoint-present",
+    "endpoint-ssh-ingress",
+    "endpoint-ssh-egress",
+}
 STACK = PSEUDO["AWS::StackName"]
 # What every EicGuard metric of a deployed stack carries (template.yaml passes EIC_GUARD_STACK_NAME to every function).
 STACK_DIMENSIONS = [{"Name": "service", "Value": "eic-guard"}, {"Name": "Stack", "Value": STACK}]

@@ -52,12 +52,28 @@ COMBINATIONS = [
         ("report", "remediate"), ("true", "false"), ("true", "false"), ("enabled", "disabled"), ACCOUNTS
     )
 ]
+# CreateEndpoints (docs/architecture.md §13), against the mode and the accounts it interacts with. ConnectPath changes
+# no role: an instance's eic-guard:connect-path tag may choose the endpoint path whatever it says.
+COMBINATIONS += [
+    {
+        "Mode": mode,
+        "RemediatePublicIp": "false",
+        "TagInstances": "true",
+        "SecurityHubFindings": "disabled",
+        "Accounts": ACCOUNTS[accounts],
+        "OrganizationId": ORGANIZATION_ID if accounts == "organization" else "",
+        "ConnectPath": path,
+        "CreateEndpoints": "true",
+    }
+    for mode, path, accounts in itertools.product(("report", "remediate"), ("auto", "public"), ACCOUNTS)
+]
 
 
 def combination_id(params: dict[str, str]) -> str:
     accounts = next(name for name, value in ACCOUNTS.items() if value == params["Accounts"])
     switches = "-".join(f"{k[0]}{params[k][0]}" for k in ("Mode", "RemediatePublicIp", "TagInstances"))
-    return f"{switches}-hub{params['SecurityHubFindings'][0]}-{accounts}"
+    path = f"-{params['ConnectPath']}-create{params['CreateEndpoints'][0]}" if "ConnectPath" in params else ""
+    return f"{switches}-hub{params['SecurityHubFindings'][0]}-{accounts}{path}"
 
 
 def grant_problems(stack: RenderedStack, deployment: Deployment, roles: tuple[str, ...], prefix: str = "") -> list[str]:

@@ -29,8 +29,8 @@ from tests.template.cfn import (
     names_resource_type,
     parameter_values,
     physical,
-    policy_document,
     referenced_names,
+    render,
     resolve,
     resources,
     role_statements,
@@ -442,15 +442,20 @@ def test_only_the_worker_touches_ec2(function_id):
 # ---------------------------------------------------------------- 5. ConnectPolicy
 
 
-def test_connect_policy_pushes_keys_only_as_ec2_user_to_opted_in_instances():
-    # Given the ConnectPolicy resolved with the default opt-in tag
-    params = parameter_values()
-    connect = template()["Resources"]["ConnectPolicy"]
-    document = policy_document(connect["Properties"]["PolicyDocument"], params)
+def connect_policy(**overrides: str) -> dict:
+    return render(parameter_values(**overrides)).managed_policy_document("ConnectPolicy")
 
-    # When its statements are split into the key push and the rest
+
+@pytest.mark.parametrize("path", ["public", "auto", "endpoint"])
+def test_connect_policy_pushes_keys_only_as_ec2_user_to_opted_in_instances(path):
+    # Given the ConnectPolicy resolved with the default opt-in tag, for each connect path
+    connect = template()["Resources"]["ConnectPolicy"]
+    document = connect_policy(ConnectPath=path)
+
+    # When its statements are split into the key push, the tunnel (docs/architecture.md §13) and the rest
     push = [s for s in document["Statement"] if "ec2-instance-connect:SendSSHPublicKey" in as_list(s["Action"])]
-    others = [a for s in document["Statement"] if s not in push for a in as_list(s["Action"])]
+    tunnel = [s for s in document["Statement"] if "ec2-instance-connect:OpenTunnel" in as_list(s["Action"])]
+    others = [a for s in document["Statement"] if s not in push + tunnel for a in as_list(s["Action"])]
 
     # Then the key push is limited to instances with the opt-in tag and to ec2-user, the rest only reads,
     # and the policy's ARN is a stack output
@@ -461,10 +466,30 @@ def test_connect_policy_pushes_keys_only_as_ec2_user_to_opted_in_instances():
     assert [arn_resource_type(r) for r in as_list(push[0]["Resource"])] == ["instance"]
     assert string_equals(push[0]) == {"aws:ResourceTag/eic-guard:managed": "true", "ec2:osuser": "ec2-user"}
     assert set(push[0]["Condition"]) == {"StringEquals"}
-    # (ec2:DescribeVpcs: EC2 Instance Connect needs it to connect to an instance's IPv6 address)
-    assert sorted(others) == ["ec2:DescribeInstances", "ec2:DescribeVpcs"]
-    assert all(s["Resource"] == "*" for s in document["Statement"] if s not in push)
+    # (ec2:DescribeVpcs: EC2 Instance Connect needs it to connect to an instance's IPv6 address; the endpoint path
+    # finds the endpoint of the instance's VPC - whatever ConnectPath says, an instance's tag may choose that path)
+    assert sorted(others) == ["ec2:DescribeInstanceConnectEndpoints", "ec2:DescribeInstances", "ec2:DescribeVpcs"]
+    assert all(s["Resource"] == "*" for s in document["Statement"] if s not in push + tunnel)
     assert template()["Outputs"]["ConnectPolicyArn"]["Value"] == {"Ref": "ConnectPolicy"}
+    assert len(tunnel) == 1
+
+
+@pytest.mark.parametrize("path", ["public", "auto", "endpoint"])
+def test_connect_policy_opens_tunnels_to_ssh_only_for_an_hour_at_most(path):
+    # Given the ConnectPolicy of a stack (with ConnectPath=public too, a tagged instance may take the endpoint path)
+    document = connect_policy(ConnectPath=path)
+
+    # When its tunnel statement is read
+    (tunnel,) = [s for s in document["Statement"] if "ec2-instance-connect:OpenTunnel" in as_list(s["Action"])]
+
+    # Then it opens tunnels through this account's endpoints only, to TCP 22 only, for 3600 s at most
+    assert tunnel["Effect"] == "Allow"
+    assert as_list(tunnel["Action"]) == ["ec2-instance-connect:OpenTunnel"]
+    assert tunnel["Resource"] == "arn:aws:ec2:*:123456789012:instance-connect-endpoint/*"
+    assert tunnel["Condition"] == {
+        "NumericEquals": {"ec2-instance-connect:remotePort": "22"},
+        "NumericLessThanEquals": {"ec2-instance-connect:maxTunnelDuration": "3600"},
+    }
 
 
 # ---------------------------------------------------------------- 6. parameters and environment
@@ -513,6 +538,8 @@ CHECK_ENVIRONMENT = FAN_OUT_ENVIRONMENT | {
     "EIC_GUARD_SECURITY_HUB_FINDINGS": {"SecurityHubFindings"},
     "EIC_GUARD_ALLOWED_IMAGES": {"AllowedImages"},
     "EIC_GUARD_OWNER_TAGS": {"OwnerTags"},
+    "EIC_GUARD_CONNECT_PATH": {"ConnectPath"},
+    "EIC_GUARD_CREATE_ENDPOINTS": {"CreateEndpoints"},
 }
 OWN_ROLE_ARNS = {
     f"{f}Role.Arn"

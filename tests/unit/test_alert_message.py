@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from eic_guard.outputs.alerts import ALERT_LINES, alert_message
 from eic_guard.outputs.report import CheckEntry, InstanceEntry, IpRangesEntry, Report, TargetError
 
@@ -184,3 +185,21 @@ def test_an_organization_run_names_each_problems_account():
     assert "2 accounts (us-east-1, eu-west-1)" in lines[0]
     assert lines[1] == f"- {member} eu-west-1 could not be scanned: region not enabled (OptInRequired)"
     assert lines[2].startswith(f"- i-{1:017x} in {member} us-east-1: al2023-ami fail:")
+
+
+@pytest.mark.parametrize(
+    ("paths", "counted"),
+    [({"public": 2, "endpoint": 1}, " (2 public, 1 endpoint)"), ({"public": 3}, ""), ({}, "")],
+    ids=["both-paths", "public-only", "no-paths"],
+)
+def test_the_headline_counts_instances_per_path_once_the_endpoint_path_is_in_use(paths, counted):
+    # Given a run with one non-compliant instance, its summary counting instances per connect path
+    run = report([instance(1, "noncompliant", al2023_ami=AMI_FAIL), instance(2, "compliant"), instance(3, "compliant")])
+    run = run.model_copy(update={"summary": run.summary.model_copy(update={"connect_paths": paths})})
+
+    # When the alert is composed
+    headline = alert_message(run, []).splitlines()[0]
+
+    # Then the counts per path follow the instance count when some instance takes the endpoint path
+    # (docs/architecture.md §13); a public-only fleet's headline is as it always was
+    assert headline.endswith(f"compliant of 3{counted}.")

@@ -72,6 +72,17 @@ SAMPLES = {
         "CreateTags",
         {"instance_ids": (INSTANCE,), "opted_in": (INSTANCE,), "opt_in_tag": ("EIC-Guard:Managed", "true")},
     ),
+    # docs/architecture.md §13: an endpoint appeared in or went from a VPC - every opted-in instance of it
+    "cloudtrail-create-instance-connect-endpoint.json": (
+        "CreateInstanceConnectEndpoint",
+        {"vpc_ids": ("vpc-0a1b2c3d4e5f67890",)},
+    ),
+    "cloudtrail-delete-instance-connect-endpoint.json": (
+        "DeleteInstanceConnectEndpoint",
+        {"vpc_ids": ("vpc-0a1b2c3d4e5f67890",)},
+    ),
+    # its answer is only `true`: the region's opted-in instances
+    "cloudtrail-modify-instance-connect-endpoint.json": ("ModifyInstanceConnectEndpoint", {"whole_region": True}),
 }
 SAMPLES["cloudtrail-run-instances.json"][1].update(opted_in=(INSTANCE,), opt_in_tag=(TAG_KEY, "true"))
 SAMPLES["cloudtrail-create-tags.json"][1].update(opted_in=(INSTANCE,), opt_in_tag=(TAG_KEY, "true"))
@@ -297,3 +308,48 @@ def test_a_bad_record_is_refused_with_a_clear_reason(body, message):
 
     # Then it is refused, saying what is wrong
     assert message in str(refused.value)
+
+
+def test_an_endpoint_answer_without_its_vpc_checks_the_region():
+    # Given a DeleteInstanceConnectEndpoint whose answer CloudTrail logged without the endpoint (a trimmed record)
+    body = copy.deepcopy(event("cloudtrail-delete-instance-connect-endpoint.json"))
+    body["detail"]["responseElements"] = {"DeleteInstanceConnectEndpointResponse": {"requestId": "r-1"}}
+
+    # When it is read
+    change = parse(body)
+
+    # Then nothing can be followed to a VPC, so every opted-in instance of the region is checked
+    assert (change.vpc_ids, change.whole_region, change.skip) == ((), True, None)
+
+
+def test_a_flat_endpoint_record_in_either_letter_case_is_read():
+    # Given the creation's answer flat (not wrapped in its response shape) with the API's PascalCase names
+    body = copy.deepcopy(event("cloudtrail-create-instance-connect-endpoint.json"))
+    body["detail"]["responseElements"] = {"InstanceConnectEndpoint": {"VpcId": "vpc-0123456789abcdef0"}}
+
+    # When it is read
+    change = parse(body)
+
+    # Then its VPC is still the one checked
+    assert change.vpc_ids == ("vpc-0123456789abcdef0",)
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "message"),
+    [
+        ("request", "sg-0a1b2c3d4e5f67890", "is not a valid instance connect endpoint id"),
+        ("vpc", "subnet-0f1e2d3c4b5a69788", "is not a valid VPC id"),
+    ],
+)
+def test_a_malformed_endpoint_record_is_a_bad_record(where, value, message):
+    # Given a DeleteInstanceConnectEndpoint naming something else as its endpoint, or as the endpoint's VPC
+    body = copy.deepcopy(event("cloudtrail-delete-instance-connect-endpoint.json"))
+    detail = body["detail"]
+    if where == "request":
+        detail["requestParameters"]["DeleteInstanceConnectEndpointRequest"]["InstanceConnectEndpointId"] = value
+    else:
+        detail["responseElements"]["DeleteInstanceConnectEndpointResponse"]["instanceConnectEndpoint"]["vpcId"] = value
+
+    # When it is read / Then it is refused as a bad record, naming the field
+    with pytest.raises(InvalidEvent, match=message):
+        parse(body)

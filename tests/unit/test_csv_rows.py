@@ -7,7 +7,7 @@ import io
 from datetime import UTC, datetime
 
 import pytest
-from eic_guard.checks import CHECK_IDS
+from eic_guard.checks import check_ids_for
 from eic_guard.outputs.csv_rows import COLUMNS, write_csv
 from eic_guard.outputs.report import (
     ActionEntry,
@@ -92,7 +92,7 @@ def test_each_row_names_the_instance_its_owners_what_to_do_and_its_warnings():
     # Then the header is the documented one, and each of the instance's rows says who it is
     assert list(rows[0]) == list(COLUMNS)
     first = [r for r in rows if r["instance_id"] == "i-01"]
-    assert [r["check"] for r in first] == list(CHECK_IDS)
+    assert [r["check"] for r in first] == list(check_ids_for("public"))
     assert {(r["account_alias"], r["name"], r["tags"]) for r in first} == {
         ("acme-prod", 'web, "open" world', "Owner=alice;Team=payments")
     }
@@ -133,6 +133,8 @@ def test_an_excluded_instance_without_alias_or_name_is_one_row_with_empty_cells(
         "guidance": "",
         "warnings": "",
         "actions": "",
+        "connect_path": "",
+        "connect_command": "",
     }
 
 
@@ -150,3 +152,23 @@ def test_a_tag_a_spreadsheet_would_evaluate_is_written_as_text(name):
     assert {row["name"] for row in rows} == {f"'{name}"}
     # And a plain value is written as it is
     assert {row["tags"] for row in rows} == {"Owner=alice;Team=payments"}
+
+
+def test_each_row_carries_the_instances_connect_path_and_command():
+    # Given a compliant instance on the endpoint path and a noncompliant one on the public path
+    base = report()
+    command = "aws ec2-instance-connect ssh --instance-id i-01 --region us-east-1 --connection-type eice"
+    compliant = base.instances[0].model_copy(
+        update={"verdict": "compliant", "connect_path": "endpoint", "connect_command": command}
+    )
+    failing = base.instances[0].model_copy(update={"instance_id": "i-03", "connect_path": "public"})
+    changed = base.model_copy(update={"instances": [compliant, failing]})
+
+    # When the report is written as CSV
+    rows = rows_of(changed)
+
+    # Then every row of an instance names its path, and only the compliant one has a command
+    assert {(r["instance_id"], r["connect_path"], r["connect_command"]) for r in rows} == {
+        (compliant.instance_id, "endpoint", command),
+        ("i-03", "public", ""),
+    }

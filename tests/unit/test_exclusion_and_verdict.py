@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-from eic_guard.checks import CHECK_IDS
+from eic_guard.checks import CHECK_IDS, check_ids_for
 from eic_guard.engine import evaluate_instance, exclusion
 from eic_guard.models import CheckResult, InstanceOutcome
 from eic_guard.outputs.report import verdict
@@ -40,7 +40,7 @@ def test_compliant_defaults_pass_every_check():
     outcome = evaluate_instance(inst, context(snapshot(inst)), TODAY)
 
     # Then
-    assert {cid: r.status for cid, r in outcome.checks.items()} == dict.fromkeys(CHECK_IDS, "pass")
+    assert {cid: r.status for cid, r in outcome.checks.items()} == dict.fromkeys(check_ids_for("public"), "pass")
     assert (outcome.instance_id, outcome.region, outcome.vpc_id) == (INSTANCE_ID, REGION, VPC)
     assert verdict(outcome) == "compliant"
 

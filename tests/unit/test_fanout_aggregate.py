@@ -365,6 +365,7 @@ def test_ok_error_incomplete_and_missing_targets_all_appear_in_the_one_report(ra
         "excluded": 0,
         "errors": 2,
         "warnings": 0,
+        "connect_paths": {},
     }
     assert [(e.account_id, e.error) for e in report.target_errors] == [(MEMBER_A, unreachable), (MEMBER_C, NO_RESULT)]
     assert {e.instance_id: e.account_id for e in report.instances} == {

@@ -481,3 +481,76 @@ def test_a_quota_refusal_says_which_quota_was_reached(code, what):
     # Then the reason names the quota that was reached, not the other one
     assert (after.status, after.kind) == ("fail", "sg-quota")
     assert after.reason == f"TCP 22 not allowed from 18.206.107.24/29; cannot fix: {what} ({code})"
+
+
+# ---- the endpoint path (docs/architecture.md §13) ------------------------------------------------------------------
+EICE_SG = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/eice-security-groups.html"
+EICE_CREATE = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/create-ec2-instance-connect-endpoints.html"
+EICE_ABOUT = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/connect-with-ec2-instance-connect-endpoint.html"
+EICE_QUOTAS = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/eice-quotas.html"
+
+
+@pytest.mark.parametrize(
+    ("check_id", "kind", "facts", "says", "url"),
+    [
+        (
+            "endpoint-present",
+            "no-endpoint",
+            {"vpc_id": "vpc-0a", "subnet_id": "subnet-0b", "create_endpoints": "false"},
+            "Create one EC2 Instance Connect Endpoint in vpc-0a, for example in subnet-0b",
+            EICE_CREATE,
+        ),
+        (
+            "endpoint-present",
+            "endpoint-creating",
+            {"vpc_id": "vpc-0a", "endpoint_id": "eice-0c"},
+            "being created",
+            EICE_CREATE,
+        ),
+        ("endpoint-present", "endpoint-ipv6-only", {"endpoint_id": "eice-0c"}, "dualstack", EICE_CREATE),
+        ("endpoint-present", "endpoints-unreadable", {}, "ec2:DescribeInstanceConnectEndpoints", EICE_ABOUT),
+        ("endpoint-present", "endpoint-quota", {}, "quota is reached", EICE_QUOTAS),
+        (
+            "endpoint-ssh-ingress",
+            "ssh-not-allowed-from-endpoint",
+            {"endpoint_groups": "sg-0e", "eni_id": "eni-0i"},
+            "Add an inbound rule TCP 22 from sg-0e (by reference) to a group of eni-0i",
+            EICE_SG,
+        ),
+        (
+            "endpoint-ssh-ingress",
+            "no-endpoint",
+            {"vpc_id": "vpc-0a"},
+            "vpc-0a has no EC2 Instance Connect Endpoint",
+            EICE_SG,
+        ),
+        (
+            "endpoint-ssh-egress",
+            "ssh-egress-not-allowed",
+            {"endpoint_groups": "sg-0e", "group_ids": "sg-0app,sg-0x", "private_ip": "10.0.2.7", "owned": "false"},
+            "Add to sg-0e an outbound rule allowing TCP 22 to the instance's group sg-0app (by reference) or its "
+            "address 10.0.2.7/32 (eic-guard changes only the group of an endpoint it created)",
+            EICE_SG,
+        ),
+        ("network-acl", "nacl-endpoint-unknown", {"vpc_id": "vpc-0a"}, "once the VPC's endpoint exists", EICE_ABOUT),
+    ],
+)
+def test_each_endpoint_path_failure_says_what_to_do_with_its_page(check_id, kind, facts, says, url):
+    # Given a failure of the endpoint path as its check reports it
+    result = CheckResult("fail", "why", kind=kind, facts=tuple(facts.items()))
+
+    # When its guidance is written
+    text = guidance_for(check_id, result)
+
+    # Then it says what to do, exactly, and links the EC2 User Guide page about it
+    assert says in text and url in text
+
+
+def test_a_planned_endpoint_says_what_eic_guard_will_create():
+    # Given report mode with CreateEndpoints on: endpoint-present would create the VPC's endpoint
+    facts = (("vpc_id", "vpc-0a"), ("subnet_id", "subnet-0b"), ("create_endpoints", "true"))
+    result = CheckResult("would-fix", "no endpoint", kind="no-endpoint", facts=facts)
+
+    # When its guidance is written / Then it names what remediate mode creates, and where
+    text = guidance_for("endpoint-present", result)
+    assert "an EC2 Instance Connect Endpoint in subnet-0b of vpc-0a" in text and EICE_CREATE in text

@@ -88,6 +88,10 @@ def test_a_result_document_is_read_as_the_dicts_the_worker_wrote_unknown_instanc
 def test_every_field_of_a_report_instance_entry_is_read_from_a_result_object():
     # Given an instance entry with every field the report knows
     entry = {**instance("i-a1", MEMBER_A, "fixed"), "name": "web", "tags": {"Owner": "ops"}, "warnings": ["w: x"]}
+    entry |= {"connect_path": "endpoint", "error": None}
+    entry["connect_command"] = (
+        "aws ec2-instance-connect ssh --instance-id i-a1 --region us-east-1 --connection-type eice"
+    )
     entry["checks"]["imds-enabled"]["guidance"] = "Enable it."
     assert set(entry) == set(InstanceEntry.model_fields)
 

@@ -875,3 +875,20 @@ def test_timestamps_are_utc_iso_8601_with_z():
     # Then it is UTC, millisecond precision, suffixed Z
     assert written == "2026-08-23T04:00:00.123Z"
     assert datetime.strptime(written, ISO_Z).replace(tzinfo=UTC) == moment.replace(microsecond=123000)
+
+
+def test_a_finding_names_the_instances_connect_path():
+    # Given an endpoint-path instance (docs/architecture.md §13) failing a check and carrying a warning, and an
+    # instance of a report without paths
+    on_path = {**entry("i-0e", endpoint_ssh_ingress=("fail", "no rule from sg-0eice")), "connect_path": "endpoint"}
+    on_path["warnings"] = ["ssh-open-to-internet: sg-0open allows TCP 22 from 0.0.0.0/0"]
+    older = entry("i-0a", imds_enabled=("fail", "metadata endpoint is disabled"))
+
+    # When their findings are planned
+    findings = by_id(plan([on_path, older]))
+
+    # Then the endpoint instance's findings say its path in ProductFields; the other's have no such field
+    ours = [f for i, f in findings.items() if "/i-0e/" in i]
+    assert len(ours) == 2
+    assert {f["ProductFields"]["eic-guard/ConnectPath"] for f in ours} == {"endpoint"}
+    assert "eic-guard/ConnectPath" not in findings[SCOPE.finding_id("i-0a", "imds-enabled")]["ProductFields"]

@@ -8,7 +8,7 @@ import re
 from datetime import UTC, datetime
 
 import pytest
-from eic_guard.checks import CHECK_IDS
+from eic_guard.checks import check_ids_for
 from eic_guard.outputs import table
 from eic_guard.outputs.report import (
     ActionEntry,
@@ -163,7 +163,12 @@ def test_the_widest_layout_that_fits_is_taken():
 
     # Then 160 names the checks in full, with a column for the name over the owner tags; 120 shortens the check
     # ids; 80 stacks who the instance is (id, verdict, name, owner tags) in one cell
-    assert [c.strip() for c in headers[160].split("┃")[1:-1]] == ["instance", "name / owner", "verdict", *CHECK_IDS]
+    assert [c.strip() for c in headers[160].split("┃")[1:-1]] == [
+        "instance",
+        "name / owner",
+        "verdict",
+        *check_ids_for("public"),
+    ]
     assert [c.strip() for c in headers[120].split("┃")[1:-1]] == [
         "instance",
         "name / owner",
@@ -326,3 +331,68 @@ def test_render_without_a_width_fits_columns(monkeypatch):
 
     # Then no line is longer than 90 columns
     assert max(len(line) for line in stream.getvalue().splitlines()) <= 90
+
+
+# ---- the connect path (docs/architecture.md §13) -------------------------------------------------------------------
+PUBLIC_COMMAND = (
+    "aws ec2-instance-connect ssh --instance-id i-0a00000000000001 --region us-east-1 --connection-type direct"
+)
+ENDPOINT_COMMAND = (
+    "aws ec2-instance-connect ssh --instance-id i-0a00000000000003 --region us-east-1 --connection-type eice"
+)
+
+
+def pathed_report() -> Report:
+    return fleet_report(
+        instance(1, connect_path="public", connect_command=PUBLIC_COMMAND),
+        instance(2, "noncompliant", connect_path="endpoint"),
+        instance(3, "fixed", connect_path="endpoint", connect_command=ENDPOINT_COMMAND),
+        summary=Summary(
+            instances=3,
+            compliant=1,
+            fixed=1,
+            noncompliant=1,
+            excluded=0,
+            errors=0,
+            connect_paths={"public": 1, "endpoint": 2},
+        ),
+    )
+
+
+def test_the_path_of_each_instance_its_connect_command_and_the_count_per_path_are_shown():
+    # Given instances on both paths, two of them compliant or fixed
+    # When the table is rendered wide
+    output = rendered(pathed_report(), 160)
+
+    # Then each instance row names its path, each connectable instance has its whole command in the details table,
+    # and the summary counts the paths
+    paths = {
+        line.split("│")[1].strip(): line.split("│")[3].strip()
+        for line in instance_table(output).splitlines()
+        if "i-0a0" in line
+    }
+    assert paths == {"i-0a00000000000001": "public", "i-0a00000000000002": "endpoint", "i-0a00000000000003": "endpoint"}
+    assert [line.split("│")[4].strip() for line in output.splitlines() if "│ connect │" in line] == [
+        PUBLIC_COMMAND,
+        ENDPOINT_COMMAND,
+    ]
+    assert "connect paths: 1 public, 2 endpoint" in output.splitlines()
+
+
+def test_the_stacked_layout_names_the_path_in_the_instance_cell():
+    # Given the same report at 80 columns (the stacked layout)
+    output = rendered(pathed_report(), 80)
+
+    # Then the path is a line of each instance's cell, and every line fits
+    assert instance_table(output).count("path endpoint") == 2 and instance_table(output).count("path public") == 1
+    assert output.count("│ connect │") == 2
+    assert all(len(line) <= 80 for line in output.splitlines())
+
+
+def test_a_report_without_paths_has_no_path_column():
+    # Given a report written before the endpoint path (no connect_path anywhere)
+    # When it is rendered
+    output = rendered(fleet_report(), 160)
+
+    # Then nothing about paths is shown
+    assert " path " not in instance_table(output) and "connect paths" not in output

@@ -18,14 +18,19 @@ from eic_guard.settings import Settings
 from eic_guard.verify import probes
 from eic_guard.verify.checklist import FAIL, PASS, SKIP, WARN, Checklist, Item, write_table
 from eic_guard.verify.execution import VERIFY_PREFIX, JobOutcome, job_items, run_job
-from eic_guard.verify.job import actions_to_probe, summarize
+from eic_guard.verify.job import actions_to_probe, plan_verify, summarize
 from eic_guard.verify.stack import Stack, parameter_items, status_item
 from eic_guard.verify.subscriptions import IP_SPACE_CHANGED, ip_space_item
 
 DEPLOYMENTS = [
-    Deployment(mode, public_ip, tags, hub, accounts)
-    for mode, public_ip, tags, hub, accounts in itertools.product(
-        ("report", "remediate"), (False, True), (False, True), (False, True), ("", "111111111111", "organization")
+    Deployment(mode, public_ip, tags, hub, accounts, create_endpoints=create)
+    for mode, public_ip, tags, hub, accounts, create in itertools.product(
+        ("report", "remediate"),
+        (False, True),
+        (False, True),
+        (False, True),
+        ("", "111111111111", "organization"),
+        (False, True),  # CreateEndpoints (docs/architecture.md §13)
     )
 ]
 
@@ -360,3 +365,63 @@ def test_a_refresh_function_not_subscribed_fails_and_another_subscription_does_n
         subscribed = {**other, "Endpoint": f"{mine}:live", "SubscriptionArn": "arn:s:2"}
         stub.add_response("list_subscriptions", {"Subscriptions": [subscribed]})
         assert ip_space_item(sns, mine).status == PASS
+
+
+def test_the_rule_probes_restate_a_rule_the_group_has_and_revoke_one_it_does_not():
+    # Given the managed group allowing the EIC prefix
+    group = {
+        "GroupId": "sg-m",
+        "IpPermissions": [
+            {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "18.206.107.24/29"}]}
+        ],
+    }
+    target, stub = stubbed_target(managed_groups=[group], eic_prefix=None)
+    rule = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22}
+    stub.add_client_error(
+        "authorize_security_group_ingress",
+        "DryRunOperation",
+        expected_params={
+            "GroupId": "sg-m",
+            "IpPermissions": [{**rule, "IpRanges": [{"CidrIp": "18.206.107.24/29"}]}],
+            "DryRun": True,
+        },
+    )
+    stub.add_client_error(
+        "revoke_security_group_ingress",
+        "DryRunOperation",
+        expected_params={
+            "GroupId": "sg-m",
+            "IpPermissions": [{**rule, "IpRanges": [{"CidrIp": "192.0.2.0/29"}]}],
+            "DryRun": True,
+        },
+    )
+
+    # When both are probed
+    with stub:
+        outcomes = [
+            probes.run_probe(a, target).outcome
+            for a in ("ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress")
+        ]
+
+    # Then both requests would change nothing if made: the group's own rule again, a rule it does not have
+    assert outcomes == [probes.ALLOWED, probes.ALLOWED]
+    stub.assert_no_pending_responses()
+
+
+class BrokenStore:
+    def load(self):
+        raise ValueError("'999.0.0.0/8' does not appear to be an IPv4 or IPv6 network")
+
+
+def test_the_verify_plan_reads_the_stored_prefixes_and_survives_a_broken_state():
+    # Given a caller in account 1 scanning two regions
+    clients = SimpleNamespace(account_id=lambda: "000000000001")
+    settings = Settings(regions=("us-east-1", "eu-west-1"))
+
+    # When the verify job is planned over a state item that cannot be read
+    plan = plan_verify(settings, clients, BrokenStore(), run_id="r")
+
+    # Then the targets are the scan's, nothing is applied, and the probes go on without prefixes
+    assert [t.key for t in plan.targets] == ["000000000001/us-east-1", "000000000001/eu-west-1"]
+    assert (plan.job, plan.apply_ranges, plan.revoke, plan.writes_ranges) == ("verify", False, False, False)
+    assert plan.ranges.unavailable.startswith("stored state unreadable: '999.0.0.0/8'")

@@ -13,7 +13,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .aws.gateway import QUOTA_CODES, VANISHED_CODES, Ec2Gateway, error_code
 from .aws.inventory import gather
 from .budget import Deadline, DeadlineExceeded
-from .checks import ALL_CHECKS, CheckContext, eic_ssh_ingress
+from .checks import ALL_CHECKS, CheckContext, eic_ssh_ingress, endpoint_ssh_egress, endpoint_ssh_ingress
+from .checks.connect_path import ENDPOINT, PUBLIC, connect_path, tag_error
 from .checks.public_ipv4 import public_ip_allowed
 from .models import ActionRecord, CheckResult, Instance, InstanceOutcome
 from .observability import logger
@@ -22,15 +23,20 @@ from .remediation import RemediationRefused, Remediator
 from .settings import EXCLUDE_TAG, EXCLUDE_UNTIL_TAG, Settings
 
 CHECKS_BY_ID = {check.ID: check for check in ALL_CHECKS}
-ATTACH_CHECK = eic_ssh_ingress.ID
+ATTACH_CHECKS = (eic_ssh_ingress.ID, endpoint_ssh_ingress.ID, endpoint_ssh_egress.ID)  # fixes that attach a group
 # Network prerequisites eic-guard cannot fix (public-ipv4 only without the Elastic IP opt-in, i.e. without a fix).
 # While one fails, no other fix can make EIC work, so none is made (docs/architecture.md §4: it changes only what makes
 # EIC work).
-BLOCKING_CHECKS = ("internet-route", "network-acl", "public-ipv4")
+# On the endpoint path: no endpoint (without CreateEndpoints), an endpoint group eic-guard does not own that lets no
+# TCP 22 out, or a NACL between the endpoint and the instance (docs/architecture.md §13).
+BLOCKING_CHECKS = ("internet-route", "network-acl", "public-ipv4", "endpoint-present", "endpoint-ssh-egress")
 QUOTA_REASONS = {
     "SecurityGroupsPerInterfaceLimitExceeded": "the network interface is at its security-group quota",
     "RulesPerSecurityGroupLimitExceeded": "the eic-guard-ssh group is at its rules quota",
+    "ResourceLimitExceeded": "the EC2 Instance Connect Endpoint quota is reached (one per VPC; 5 per account and "
+    "Region by default, see Service Quotas)",
 }
+QUOTA_KINDS = {"ResourceLimitExceeded": "endpoint-quota"}
 # Why fixes were held, by the `held` of the Deadline (or DeadlineExceeded) that stopped them.
 HELD = {"out-of-time": "out of time in this round", "interrupted": "the run was interrupted"}
 # Only the documented form: date.fromisoformat also takes 20260101 or 2026-W01-1, which must keep the exclusion.
@@ -96,10 +102,16 @@ def evaluate_instance(instance: Instance, ctx: CheckContext, today: date) -> Ins
         name=instance.tag("Name"),
         tags={key: value for key in ctx.settings.owner_tags if (value := instance.tag(key)) is not None},
     )
+    outcome.connect_path = connect_path(instance, ctx)
     outcome.excluded_reason = exclusion(instance, today)
     if outcome.excluded_reason:
         return outcome
+    outcome.error = tag_error(instance)
+    if outcome.error:  # a connect-path tag eic-guard cannot read: nothing is checked, nothing changed
+        return outcome
     for check in ALL_CHECKS:
+        if outcome.connect_path not in getattr(check, "PATHS", (PUBLIC, ENDPOINT)):
+            continue
         try:
             result = outcome.checks[check.ID] = check.evaluate(instance, ctx)
         except Exception as exc:  # noqa: BLE001 - a check bug must not hide the other checks
@@ -179,7 +191,7 @@ def _after_failed_fix(result: CheckResult, exc: Exception, code: str) -> CheckRe
             result,
             reason=f"{result.reason}; cannot fix: {QUOTA_REASONS.get(code, 'an EC2 quota is reached')} ({code})",
             fix=None,
-            kind="sg-quota",
+            kind=QUOTA_KINDS.get(code, "sg-quota"),
             facts=result.with_facts(error_code=code),
         )
     return replace(
@@ -228,9 +240,8 @@ def scan_target(
         [
             check.fix.resource
             for outcome in result.outcomes
-            if (check := outcome.checks.get(ATTACH_CHECK)) is not None
-            and check.status == "fail"
-            and check.fix is not None
+            for check_id in ATTACH_CHECKS
+            if (check := outcome.checks.get(check_id)) is not None and check.status == "fail" and check.fix is not None
         ]
     )
     for instance, outcome in zip(snapshot.instances, result.outcomes, strict=True):

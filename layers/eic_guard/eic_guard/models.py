@@ -60,6 +60,7 @@ class SecurityGroup:
     vpc_id: str | None
     tags: tuple[tuple[str, str], ...]
     ingress: tuple[IngressPermission, ...]
+    egress: tuple[IngressPermission, ...] = ()  # the same shape: IpPermissionsEgress (ranges are destinations)
 
     def tag(self, key: str) -> str | None:
         return dict(self.tags).get(key)
@@ -88,6 +89,7 @@ class Instance:
     network_interfaces: tuple[NetworkInterface, ...]
     http_endpoint: str | None
     http_tokens: str | None
+    private_ip: str | None = None  # the primary private IPv4 address
 
     def tag(self, key: str) -> str | None:
         return dict(self.tags).get(key)
@@ -179,6 +181,46 @@ class ManagedAddress:
     network_interface_id: str | None
 
 
+# Endpoint states in which an endpoint still exists in its VPC (docs/architecture.md §13); the others are gone or
+# going: a VPC whose only endpoint is in one of them has no endpoint.
+LIVE_ENDPOINT_STATES = frozenset(
+    {"create-in-progress", "create-complete", "update-in-progress", "update-complete", "update-failed"}
+)
+USABLE_ENDPOINT_STATES = frozenset({"create-complete", "update-in-progress", "update-complete", "update-failed"})
+
+
+@dataclass(frozen=True)
+class InstanceConnectEndpoint:
+    """An EC2 Instance Connect Endpoint (DescribeInstanceConnectEndpoints) and its network interface's address."""
+
+    endpoint_id: str
+    vpc_id: str
+    subnet_id: str
+    state: str
+    state_message: str | None
+    group_ids: tuple[str, ...]
+    preserve_client_ip: bool
+    ip_address_type: str
+    network_interface_ids: tuple[str, ...]
+    tags: tuple[tuple[str, str], ...]
+    address: str | None = None  # the private IPv4 of its network interface (None until it has one)
+
+    def tag(self, key: str) -> str | None:
+        return dict(self.tags).get(key)
+
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE_ENDPOINT_STATES
+
+    @property
+    def usable(self) -> bool:
+        return self.state in USABLE_ENDPOINT_STATES
+
+    @property
+    def serves_ipv4(self) -> bool:
+        return self.ip_address_type in ("ipv4", "dualstack")
+
+
 @dataclass(frozen=True)
 class TargetSnapshot:
     """Everything one (account, region) scan needs, read with a constant number of batched calls."""
@@ -197,6 +239,14 @@ class TargetSnapshot:
     eic_ipv6_prefix_list_id: str | None = None  # com.amazonaws.<region>.ipv6.ec2-instance-connect
     managed_addresses: tuple[ManagedAddress, ...] = ()
     notes: tuple[str, ...] = ()  # what a person should know about the target, e.g. near-miss opt-in tags
+    # The endpoint path (docs/architecture.md §13): the instances' VPCs' endpoints, eic-guard's groups of that path by
+    # VPC, the (vpc, name) pairs whose group of an eic-guard name is someone else's, and why endpoints could not be
+    # read (None: they were).
+    endpoints: tuple[InstanceConnectEndpoint, ...] = ()
+    endpoint_instance_groups: dict[str, SecurityGroup] = field(default_factory=dict)  # vpc_id -> eic-guard-eice-ssh
+    endpoint_groups: dict[str, SecurityGroup] = field(default_factory=dict)  # vpc_id -> eic-guard-eice
+    unowned_group_names: frozenset[tuple[str, str]] = frozenset()
+    endpoints_unreadable: str | None = None
 
     @cached_property
     def _route_table_index(self) -> dict[str, RouteTable]:
@@ -215,6 +265,23 @@ class TargetSnapshot:
 
     def network_acl_for(self, subnet_id: str | None) -> NetworkAcl | None:
         return self._network_acl_index.get(subnet_id or "")
+
+    @cached_property
+    def _endpoints_by_vpc(self) -> dict[str, tuple[InstanceConnectEndpoint, ...]]:
+        index: dict[str, list[InstanceConnectEndpoint]] = {}
+        for endpoint in self.endpoints:
+            index.setdefault(endpoint.vpc_id, []).append(endpoint)
+        return {vpc: tuple(found) for vpc, found in index.items()}
+
+    def endpoints_in(self, vpc_id: str | None) -> tuple[InstanceConnectEndpoint, ...]:
+        """The VPC's endpoints, whatever their state, in the order EC2 listed them."""
+        return self._endpoints_by_vpc.get(vpc_id or "", ())
+
+    def endpoint_for(self, vpc_id: str | None) -> InstanceConnectEndpoint | None:
+        """The VPC's endpoint that serves it: a usable one, else one being created, else None (AWS allows one per
+        VPC; should there be more, the usable one wins)."""
+        found = self.endpoints_in(vpc_id)
+        return next((e for e in found if e.usable), None) or next((e for e in found if e.live), None)
 
 
 @dataclass(frozen=True)
@@ -277,3 +344,4 @@ class InstanceOutcome:
     name: str | None = None  # the Name tag
     tags: dict[str, str] = field(default_factory=dict)  # the configured owner tags the instance carries
     warnings: list[str] = field(default_factory=list)  # every check's warnings, in check order
+    connect_path: str | None = None  # "public" | "endpoint" (docs/architecture.md §13)

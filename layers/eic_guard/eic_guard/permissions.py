@@ -49,6 +49,7 @@ class Deployment:
     security_hub: bool = False
     accounts: str = ""  # "" (this account only), "organization", or a comma list of account ids
     forward_events: bool = True  # member/template.yaml: CentralEventBusArn given (the member accounts' events)
+    create_endpoints: bool = False
 
     @property
     def remediate(self) -> bool:
@@ -61,6 +62,11 @@ class Deployment:
     @property
     def status_tags(self) -> bool:
         return self.remediate and self.tag_instances
+
+    @property
+    def endpoint_creation(self) -> bool:
+        """Remediate mode may create an EC2 Instance Connect Endpoint (and its group) in a VPC that lacks one."""
+        return self.remediate and self.create_endpoints
 
     @property
     def members(self) -> bool:
@@ -81,6 +87,7 @@ class Deployment:
             security_hub=params.get("SecurityHubFindings", "disabled") == "enabled",
             accounts=params.get("Accounts", ""),
             forward_events=bool(params.get("CentralEventBusArn", "x")),
+            create_endpoints=params.get("CreateEndpoints", "false") == "true",
         )
 
 
@@ -124,6 +131,55 @@ def _remediate(d: Deployment) -> bool:
 
 def _check_reads(check) -> tuple[str, ...]:
     return tuple(a for a in check.PERMISSIONS if a not in INVENTORY_PERMISSIONS and a != "ec2:DescribeAddresses")
+
+
+# The EC2 Instance Connect Endpoint path (docs/architecture.md §13), whatever ConnectPath says (an instance's
+# eic-guard:connect-path tag may choose it): the endpoints are read once per target with a paginator, and their
+# network interfaces' addresses with the interface describe. eic-guard-eice-ssh, the group attached to an instance on
+# that path, is created, filled and attached with the same calls (and statements) as eic-guard-ssh; the TCP 22 egress
+# rule of eic-guard-eice (the group of an endpoint eic-guard created) is restored in remediate mode. Only with
+# CreateEndpoints=true in remediate mode: the endpoint eic-guard creates in a VPC that has none, its group
+# eic-guard-eice (created tagged, its default allow-all egress rule revoked), and the service-linked role EC2 creates
+# with the first endpoint of an account (the EC2 User Guide's "Grant permissions to use EC2 Instance Connect Endpoint",
+# https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/permissions-for-ec2-instance-connect-endpoint.html, lists
+# ec2:CreateNetworkInterface and iam:CreateServiceLinkedRole among the caller's permissions). Nothing in a role
+# deletes an endpoint: no code path of the functions does (a failed one is reported); `eic-guard cleanup` runs with
+# the person's own credentials.
+ENDPOINT_READS = ("ec2:DescribeInstanceConnectEndpoints", "ec2:DescribeNetworkInterfaces")
+ENDPOINT_CREATION = (
+    "ec2:CreateInstanceConnectEndpoint",
+    "ec2:CreateNetworkInterface",
+    "ec2:CreateSecurityGroup",
+    "ec2:CreateTags",
+    "ec2:RevokeSecurityGroupEgress",
+    "iam:CreateServiceLinkedRole",
+)
+ENDPOINT_SERVICE = "ec2-instance-connect.amazonaws.com"  # the service-linked role AWSServiceRoleForEC2InstanceConnect
+
+
+def _endpoint_creation(d: Deployment) -> bool:
+    return d.endpoint_creation
+
+
+_ENDPOINTS = (
+    Call(
+        ENDPOINT_READS,
+        IN_ACCOUNT,
+        "aws/inventory.py: the target's endpoints (one paginated describe) and their interfaces' addresses",
+    ),
+    Call(
+        ("ec2:AuthorizeSecurityGroupEgress",),
+        IN_ACCOUNT,
+        "checks/endpoint_ssh_egress.py, endpoint_present.py: TCP 22 out of eic-guard-eice to eic-guard-eice-ssh",
+        lambda d: d.remediate,
+    ),
+    Call(
+        ENDPOINT_CREATION,
+        IN_ACCOUNT,
+        "checks/endpoint_present.py (aws/gateway.py): eic-guard-eice and the endpoint, tagged on create",
+        _endpoint_creation,
+    ),
+)
 
 
 # What a scan and a fix call in the account they cover (checks/*.py declare their own, used here).
@@ -199,6 +255,7 @@ _EC2 = (
         lambda d: d.status_tags,
     ),
     Call(("iam:ListAccountAliases",), (WORKER, MEMBER), "aws/clients.py: the account's alias in the report"),
+    *_ENDPOINTS,
 )
 
 _SECURITY_HUB = (
@@ -296,6 +353,11 @@ MEMBER_WRITE_PROFILE = (
     "ReleaseAddress",
     "BatchImportFindings",
     "BatchUpdateFindings",
+    # CreateEndpoints=true (docs/architecture.md §13): the endpoint, its group's egress, the service-linked role.
+    "CreateInstanceConnectEndpoint",
+    "AuthorizeSecurityGroupEgress",
+    "RevokeSecurityGroupEgress",
+    "CreateServiceLinkedRole",
 )
 
 

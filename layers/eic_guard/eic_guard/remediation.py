@@ -9,7 +9,7 @@ from .aws.inventory import FILTER_VALUES_PER_CALL
 from .checks.base import CheckContext
 from .models import ActionRecord, SecurityGroup
 from .ranges.managed_group import current_rules, desired_rules
-from .settings import MANAGED_BY_TAG, MANAGED_GROUP_NAME
+from .settings import ENDPOINT_GROUP_NAME, ENDPOINT_INSTANCE_GROUP_NAME, MANAGED_BY_TAG, MANAGED_GROUP_NAME
 
 __all__ = ["RemediationRefused", "Remediator"]
 
@@ -23,6 +23,8 @@ class Remediator:
         self._groups: dict[str, str | Exception] = {}
         self._pending_enis: list[str] = []  # ENIs the plan attaches the managed group to, in write order
         self._current_groups: dict[str, tuple[str, ...] | None] = {}  # re-read just before their writes
+        self._endpoint_path: dict[tuple[str, str], str | Exception] = {}  # what the endpoint path made, per VPC
+        self._attached: dict[str, tuple[str, ...]] = {}  # ENI -> its groups after an attach of this run
 
     @property
     def dry_run(self) -> bool:
@@ -108,6 +110,132 @@ class Remediator:
             f"a group named {MANAGED_GROUP_NAME} exists in {vpc_id} without the ManagedBy=eic-guard tag; "
             "eic-guard will not use or change it"
         )
+
+    # ---- the endpoint path (docs/architecture.md §13) -------------------------------------------------------------
+    def _once(self, key: tuple[str, str], make) -> str:
+        """`make()` once per key in this run; its failure is remembered and raised again for every later instance."""
+        known = self._endpoint_path.get(key)
+        if isinstance(known, Exception):
+            raise known
+        if known is not None:
+            return known
+        try:
+            self._endpoint_path[key] = made = make()
+        except Exception as exc:
+            self._endpoint_path[key] = exc
+            raise
+        return made
+
+    def _owned_or_new(
+        self, vpc_id: str, name: str, found: SecurityGroup | None, description: str, actions: list[ActionRecord]
+    ) -> tuple[str, bool]:
+        """An eic-guard group of the endpoint path: the one there (tagged ours), else a new one; never someone
+        else's group of that name."""
+        if found is not None:
+            return found.group_id, False
+        if (vpc_id, name) in self.ctx.snapshot.unowned_group_names:
+            raise RemediationRefused(
+                f"a group named {name} exists in {vpc_id} without the ManagedBy=eic-guard tag; eic-guard will not use "
+                "or change it"
+            )
+        try:
+            group_id, record = self.gateway.create_group(vpc_id, name, description)
+        except ClientError as exc:
+            if error_code(exc) != "InvalidGroup.Duplicate":
+                raise
+            # A racing run created it first: use theirs when it is tagged as ours (their run adds its rules too).
+            raced = self.gateway.find_group_named(vpc_id, name)
+            if raced is None or raced.tag(MANAGED_BY_TAG[0]) != MANAGED_BY_TAG[1]:
+                raise RemediationRefused(
+                    f"a group named {name} appeared in {vpc_id} without the ManagedBy=eic-guard tag"
+                ) from None
+            return raced.group_id, False
+        actions.append(record)
+        return group_id, True
+
+    def endpoint_group(self, vpc_id: str, actions: list[ActionRecord]) -> str:
+        """eic-guard-eice, the group of the endpoints eic-guard creates: no ingress, egress TCP 22 to
+        eic-guard-eice-ssh only (its default allow-all egress removed)."""
+
+        def make() -> str:
+            found = self.ctx.snapshot.endpoint_groups.get(vpc_id)
+            group_id, new = self._owned_or_new(
+                vpc_id, ENDPOINT_GROUP_NAME, found, "eic-guard: EC2 Instance Connect Endpoint, TCP 22 out only", actions
+            )
+            if new:
+                actions.append(self.gateway.revoke_default_egress(group_id))
+            return group_id
+
+        return self._once(("endpoint-group", vpc_id), make)
+
+    def endpoint_instance_group(self, vpc_id: str, actions: list[ActionRecord]) -> str:
+        """eic-guard-eice-ssh, attached to instances: TCP 22 in from the VPC's endpoint's group by reference (the
+        group of the endpoint eic-guard creates when there is none yet), nothing else."""
+
+        def make() -> str:
+            snapshot = self.ctx.snapshot
+            found = snapshot.endpoint_instance_groups.get(vpc_id)
+            group_id, _ = self._owned_or_new(
+                vpc_id,
+                ENDPOINT_INSTANCE_GROUP_NAME,
+                found,
+                "eic-guard: SSH from the VPC's EC2 Instance Connect Endpoint only",
+                actions,
+            )
+            endpoint = snapshot.endpoint_for(vpc_id)
+            sources = endpoint.group_ids if endpoint is not None else ()
+            referenced = {
+                ref for p in (found.ingress if found else ()) if p.allows_tcp_port(22) for ref in p.group_refs
+            }
+            if sources and referenced & set(sources):
+                return group_id
+            own = snapshot.endpoint_groups.get(vpc_id)
+            if endpoint is None:
+                source = self.endpoint_group(vpc_id, actions)
+            elif own is not None and own.group_id in sources:
+                source = own.group_id
+            else:
+                source = sorted(sources)[0] if sources else self.endpoint_group(vpc_id, actions)
+            actions.append(self.gateway.authorize_ssh_from_group(group_id, source))
+            return group_id
+
+        return self._once(("endpoint-instance-group", vpc_id), make)
+
+    def endpoint_egress(self, vpc_id: str, actions: list[ActionRecord]) -> str:
+        """eic-guard-eice allows TCP 22 out to eic-guard-eice-ssh (added once; an existing rule is left as it is)."""
+
+        def make() -> str:
+            group_id = self.endpoint_group(vpc_id, actions)
+            target = self.endpoint_instance_group(vpc_id, actions)
+            found = self.ctx.snapshot.endpoint_groups.get(vpc_id)
+            if found is not None and any(p.allows_tcp_port(22) and target in p.group_refs for p in found.egress):
+                return group_id
+            actions.append(self.gateway.authorize_ssh_egress_to_group(group_id, target))
+            return group_id
+
+        return self._once(("endpoint-egress", vpc_id), make)
+
+    def created_endpoint(self, vpc_id: str, subnet_id: str, client_token: str, actions: list[ActionRecord]) -> str:
+        """The VPC's new endpoint (CreateEndpoints=true), with its groups and their rules made first."""
+
+        def make() -> str:
+            group_id = self.endpoint_group(vpc_id, actions)
+            self.endpoint_instance_group(vpc_id, actions)
+            self.endpoint_egress(vpc_id, actions)
+            endpoint_id, record = self.gateway.create_instance_connect_endpoint(subnet_id, group_id, client_token)
+            actions.append(record)
+            return endpoint_id
+
+        return self._once(("endpoint", vpc_id), make)
+
+    def attach(self, eni_id: str, gathered: tuple[str, ...], group_id: str, actions: list[ActionRecord]) -> None:
+        """Add `group_id` to the ENI, keeping the groups it has now (a no-op record when it is there)."""
+        groups = self._attached.get(eni_id) or self.current_groups(eni_id, gathered)
+        if group_id in groups:
+            actions.append(self.note("attach-security-group", eni_id, f"{group_id} already attached"))
+            return
+        actions.append(self.gateway.set_interface_groups(eni_id, groups, group_id))
+        self._attached[eni_id] = (*groups, group_id)  # what the ENI carries now (or will, in report mode)
 
     def note(self, action: str, resource: str, detail: str) -> ActionRecord:
         """A record for a fix that needed no write (already in the goal state)."""

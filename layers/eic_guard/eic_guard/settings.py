@@ -21,6 +21,13 @@ IP_RANGES_URL = "https://ip-ranges.amazonaws.com/ip-ranges.json"
 AWS_IP_SPACE_TOPIC = "arn:aws:sns:us-east-1:806199016981:AmazonIpSpaceChanged"
 MANAGED_BY_TAG = ("ManagedBy", "eic-guard")
 MANAGED_GROUP_NAME = "eic-guard-ssh"
+# The endpoint path (docs/architecture.md §13): the per-VPC group attached to instances' ENIs (TCP 22 from the
+# endpoint's group by reference), and the group of the endpoints eic-guard creates (egress TCP 22 to the former only).
+ENDPOINT_INSTANCE_GROUP_NAME = "eic-guard-eice-ssh"
+ENDPOINT_GROUP_NAME = "eic-guard-eice"
+# The per-instance override of ConnectPath: `public` or `endpoint`; any other value is that instance's error.
+CONNECT_PATH_TAG = "eic-guard:connect-path"
+CONNECT_PATHS = ("public", "endpoint")
 EXCLUDE_TAG = "eic-guard:exclude"
 EXCLUDE_UNTIL_TAG = "eic-guard:exclude-until"
 # The second, admin-only tag an instance needs before RemediatePublicIp gives it an Elastic IP (README "Threat model";
@@ -158,6 +165,20 @@ class Settings(BaseModel):
     ] = Field(
         default="al2023",
         description="Images al2023-ami accepts: AL2023 only, or every image AWS ships EC2 Instance Connect in.",
+    )
+    connect_path: Annotated[
+        Literal["auto", "public", "endpoint"], Source(parameter="ConnectPath", flag="--connect-path")
+    ] = Field(
+        default="auto",
+        description="How EC2 Instance Connect reaches instances: `public` (public IPv4, the EIC ranges, an internet "
+        "route), `endpoint` (an EC2 Instance Connect Endpoint in the VPC), or `auto`: public with a public IPv4, else "
+        "the endpoint path when the VPC has an endpoint or CreateEndpoints is on. The tag eic-guard:connect-path "
+        "(`public` or `endpoint`) overrides it per instance (docs/architecture.md §13).",
+    )
+    create_endpoints: Annotated[bool, Source(parameter="CreateEndpoints", flag="--create-endpoints")] = Field(
+        default=False,
+        description="`true`: remediate mode creates one EC2 Instance Connect Endpoint (tagged ManagedBy=eic-guard, "
+        "its own group eic-guard-eice) in each VPC whose endpoint-path instances have none.",
     )
     stack_name: Annotated[str | None, Source(stack="AWS::StackName")] = Field(
         default=None,

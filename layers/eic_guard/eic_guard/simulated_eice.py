@@ -21,7 +21,8 @@ What it emulates, and where AWS says so:
   `InvalidParameterValue`), `MaxResults` 1-50 with `NextToken`, `DryRun`.
 - DeleteInstanceConnectEndpoint
   (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DeleteInstanceConnectEndpoint.html): answers
-  `delete-in-progress`; the endpoint then shows `delete-complete` (its network interface gone) and stays listed.
+  `delete-in-progress` (its network interface, with the endpoint's groups, still there); the endpoint then shows
+  `delete-complete`, its interface gone, and stays listed.
 - ModifyInstanceConnectEndpoint
   (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_ModifyInstanceConnectEndpoint.html): groups, IP
   address type, PreserveClientIp, only on a `create-complete` endpoint; `update-in-progress`, then `update-complete`.
@@ -100,12 +101,20 @@ class Endpoint:
     state_message: str | None = None
     changed_at: float = field(default_factory=time.monotonic)
     pinned: bool = False  # set_state: stays in its state
+    backend: Any = field(default=None, repr=False, compare=False)  # moto's EC2 backend holding its interface
 
     def advance(self) -> None:
         """Move on to the next state once the transition time has passed (unless pinned)."""
         following = NEXT_STATE.get(self.state)
         if following and not self.pinned and time.monotonic() - self.changed_at >= TRANSITION_SECONDS:
-            self.state, self.changed_at = following, time.monotonic()
+            self.enter(following)
+
+    def enter(self, state: str) -> None:
+        """Take `state`; at delete-complete the network interface is gone (it lives until then, holding its groups)."""
+        self.state, self.changed_at = state, time.monotonic()
+        if state == "delete-complete" and self.network_interface_id and self.backend is not None:
+            self.backend.enis.pop(self.network_interface_id, None)
+            self.network_interface_id = None
 
     def shape(self) -> dict[str, Any]:
         """The Ec2InstanceConnectEndpoint structure of the API reference."""
@@ -177,8 +186,8 @@ def set_state(account_id: str, region: str, endpoint_id: str, state: str, messag
     store = _store(_backend(account_id, region))
     with store.lock:
         endpoint = store.endpoints[endpoint_id]
-        endpoint.state, endpoint.state_message, endpoint.pinned = state, message, True
-        endpoint.changed_at = time.monotonic()
+        endpoint.enter(state)
+        endpoint.state_message, endpoint.pinned = message, True
 
 
 def release(account_id: str, region: str, endpoint_id: str) -> None:
@@ -336,6 +345,7 @@ def create_instance_connect_endpoint(self: Any) -> Any:
             network_interface_id=eni.id,
             tags=tags,
             created_at=datetime.now(UTC),
+            backend=backend,
         )
         store.endpoints[endpoint_id] = endpoint
         if token:
@@ -448,11 +458,8 @@ def delete_instance_connect_endpoint(self: Any) -> Any:
         _dry_run(self)
         if endpoint.state in ("delete-in-progress", "delete-complete"):
             return ActionResult({"InstanceConnectEndpoint": endpoint.shape()})
-        if endpoint.network_interface_id:
-            self.ec2_backend.enis.pop(endpoint.network_interface_id, None)
-            endpoint.network_interface_id = None
-        endpoint.state, endpoint.state_message, endpoint.pinned = "delete-in-progress", None, False
-        endpoint.changed_at = time.monotonic()
+        endpoint.state_message, endpoint.pinned = None, False
+        endpoint.enter("delete-in-progress")  # the interface goes at delete-complete
         return ActionResult({"InstanceConnectEndpoint": endpoint.shape()})
 
 

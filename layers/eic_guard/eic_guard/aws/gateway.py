@@ -9,7 +9,7 @@ from botocore.exceptions import ClientError
 from ..models import ActionRecord, ManagedAddress, SecurityGroup
 from ..observability import logger
 from ..ranges.managed_group import RuleSet, current_rules
-from ..settings import MANAGED_BY_TAG, MANAGED_GROUP_NAME
+from ..settings import ENDPOINT_GROUP_NAME, MANAGED_BY_TAG, MANAGED_GROUP_NAME
 from .inventory import FILTER_VALUES_PER_CALL, paginate, parse_security_group
 
 VANISHED_CODES = frozenset(
@@ -19,7 +19,11 @@ VANISHED_CODES = frozenset(
         "InvalidInstanceID.Malformed",
     }
 )
-QUOTA_CODES = frozenset({"SecurityGroupsPerInterfaceLimitExceeded", "RulesPerSecurityGroupLimitExceeded"})
+# ResourceLimitExceeded: what CreateInstanceConnectEndpoint answers at the one-per-VPC rule or the account's quota.
+QUOTA_CODES = frozenset(
+    {"SecurityGroupsPerInterfaceLimitExceeded", "RulesPerSecurityGroupLimitExceeded", "ResourceLimitExceeded"}
+)
+CREATE_ENDPOINT_ACTION = "create-instance-connect-endpoint"
 # Metadata token settings eic-guard can restate; anything else (a value a newer API adds) is left untouched.
 KNOWN_HTTP_TOKENS = ("required", "optional")
 # AuthorizeSecurityGroupIngress fails whole on one duplicate: re-read and retry with what is missing, bounded.
@@ -75,6 +79,105 @@ class Ec2Gateway:
         )
         return response["GroupId"], self._record("create-security-group", response["GroupId"], detail)
 
+    def create_group(self, vpc_id: str, name: str, description: str) -> tuple[str, ActionRecord]:
+        """Create one of eic-guard's groups of the endpoint path in `vpc_id`, tagged ManagedBy=eic-guard at creation."""
+        detail = f"create {name} in {vpc_id} tagged {'='.join(MANAGED_BY_TAG)}"
+        if self.dry_run:
+            return f"(new {name} in {vpc_id})", self._record("create-security-group", vpc_id, detail)
+        key, value = MANAGED_BY_TAG
+        response = self.ec2.create_security_group(
+            GroupName=name,
+            Description=description,
+            VpcId=vpc_id,
+            TagSpecifications=[
+                {
+                    "ResourceType": "security-group",
+                    "Tags": [{"Key": key, "Value": value}, {"Key": "Name", "Value": name}],
+                }
+            ],
+        )
+        return response["GroupId"], self._record("create-security-group", response["GroupId"], detail)
+
+    def authorize_ssh_from_group(self, group_id: str, source_group_id: str) -> ActionRecord:
+        """Allow TCP 22 in from `source_group_id` by reference (a rule that exists already counts as added)."""
+        detail = f"allow TCP 22 from {source_group_id} (by reference)"
+        if not self.dry_run:
+            permission = {
+                "IpProtocol": "tcp",
+                "FromPort": 22,
+                "ToPort": 22,
+                "UserIdGroupPairs": [{"GroupId": source_group_id}],
+            }
+            self._tolerating_duplicate(self.ec2.authorize_security_group_ingress, group_id, permission)
+        return self._record("authorize-ingress", group_id, detail)
+
+    def authorize_ssh_egress_to_group(self, group_id: str, target_group_id: str) -> ActionRecord:
+        """Allow TCP 22 out to `target_group_id` by reference (a rule that exists already counts as added)."""
+        detail = f"allow TCP 22 out to {target_group_id} (by reference)"
+        if not self.dry_run:
+            permission = {
+                "IpProtocol": "tcp",
+                "FromPort": 22,
+                "ToPort": 22,
+                "UserIdGroupPairs": [{"GroupId": target_group_id}],
+            }
+            self._tolerating_duplicate(self.ec2.authorize_security_group_egress, group_id, permission)
+        return self._record("authorize-egress", group_id, detail)
+
+    def revoke_default_egress(self, group_id: str) -> ActionRecord:
+        """Remove the allow-all IPv4 egress rule EC2 gives every new group (eic-guard-eice allows TCP 22 out only)."""
+        detail = "revoke the default egress rule (all traffic to 0.0.0.0/0)"
+        if not self.dry_run:
+            try:
+                self.ec2.revoke_security_group_egress(
+                    GroupId=group_id, IpPermissions=[{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
+                )
+            except ClientError as exc:
+                if error_code(exc) != "InvalidPermission.NotFound":
+                    raise
+        return self._record("revoke-egress", group_id, detail)
+
+    def _tolerating_duplicate(self, call, group_id: str, permission: dict) -> None:
+        try:
+            call(GroupId=group_id, IpPermissions=[permission])
+        except ClientError as exc:
+            if error_code(exc) != "InvalidPermission.Duplicate":
+                raise
+
+    def create_instance_connect_endpoint(
+        self, subnet_id: str, group_id: str, client_token: str
+    ) -> tuple[str, ActionRecord]:
+        """Create an EC2 Instance Connect Endpoint: states every field it means (PreserveClientIp=false, ipv4), with
+        the ClientToken that makes a retried or racing request return the same endpoint."""
+        detail = (
+            f"create an EC2 Instance Connect Endpoint in {subnet_id} with {group_id}, PreserveClientIp=false, "
+            f"tagged {'='.join(MANAGED_BY_TAG)}"
+        )
+        if self.dry_run:
+            return f"(new endpoint in {subnet_id})", self._record(CREATE_ENDPOINT_ACTION, subnet_id, detail)
+        key, value = MANAGED_BY_TAG
+        response = self.ec2.create_instance_connect_endpoint(
+            SubnetId=subnet_id,
+            SecurityGroupIds=[group_id],
+            PreserveClientIp=False,
+            IpAddressType="ipv4",
+            ClientToken=client_token,
+            TagSpecifications=[
+                {
+                    "ResourceType": "instance-connect-endpoint",
+                    "Tags": [{"Key": key, "Value": value}, {"Key": "Name", "Value": ENDPOINT_GROUP_NAME}],
+                }
+            ],
+        )
+        endpoint = response["InstanceConnectEndpoint"]
+        endpoint_id, state = endpoint["InstanceConnectEndpointId"], endpoint.get("State", "unknown")
+        if state not in ("create-in-progress", "create-complete", "update-in-progress", "update-complete"):
+            raise RemediationRefused(
+                f"the ClientToken {client_token} returned {endpoint_id}, which is {state}: AWS keeps a token for a "
+                "while, a later run creates a new endpoint"
+            )
+        return endpoint_id, self._record(CREATE_ENDPOINT_ACTION, endpoint_id, f"{detail} ({state}, ready in minutes)")
+
     def authorize(self, group_id: str, rules: RuleSet) -> tuple[ActionRecord, RuleSet]:
         """Allow TCP 22 from `rules`; returns the record and the rules this call really added.
 
@@ -116,7 +219,11 @@ class Ec2Gateway:
 
     def find_group_named_managed(self, vpc_id: str) -> SecurityGroup | None:
         """The VPC's eic-guard-ssh group as it is now, tagged or not (after a racing run created one)."""
-        filters = [{"Name": "vpc-id", "Values": [vpc_id]}, {"Name": "group-name", "Values": [MANAGED_GROUP_NAME]}]
+        return self.find_group_named(vpc_id, MANAGED_GROUP_NAME)
+
+    def find_group_named(self, vpc_id: str, name: str) -> SecurityGroup | None:
+        """The VPC's group of that name as it is now, tagged or not (after a racing run created one)."""
+        filters = [{"Name": "vpc-id", "Values": [vpc_id]}, {"Name": "group-name", "Values": [name]}]
         found = paginate(self.ec2, "describe_security_groups", "SecurityGroups", Filters=filters)
         return next((parse_security_group(raw) for raw in found), None)
 

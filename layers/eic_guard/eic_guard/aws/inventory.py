@@ -9,6 +9,7 @@ when it finds one, one DescribeInstances for at most 200 ids).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -17,6 +18,7 @@ from ..models import (
     Image,
     IngressPermission,
     Instance,
+    InstanceConnectEndpoint,
     ManagedAddress,
     NaclEntry,
     NetworkAcl,
@@ -28,7 +30,13 @@ from ..models import (
 )
 from ..observability import logger
 from ..ranges.managed_group import EIC_IPV6_PREFIX_LIST, EIC_PREFIX_LIST, prefix_list_fallback_note
-from ..settings import MANAGED_BY_TAG, MANAGED_GROUP_NAME, Settings
+from ..settings import (
+    ENDPOINT_GROUP_NAME,
+    ENDPOINT_INSTANCE_GROUP_NAME,
+    MANAGED_BY_TAG,
+    MANAGED_GROUP_NAME,
+    Settings,
+)
 from .clients import PERMISSION_DENIED
 
 SCANNED_STATES = ("pending", "running", "stopping", "stopped")
@@ -41,6 +49,7 @@ NEAR_MISS_INSTANCES_NAMED = 5
 TRUE_SPELLINGS = frozenset({"true", "yes", "1", "on"})
 # EC2 filter values are case-sensitive; `?` matches exactly one character and `\` escapes `*`, `?` and itself.
 FILTER_WILDCARDS = frozenset("*?\\")
+EIC_GUARD_GROUP_NAMES = (MANAGED_GROUP_NAME, ENDPOINT_INSTANCE_GROUP_NAME, ENDPOINT_GROUP_NAME)
 
 
 def gather(
@@ -53,10 +62,14 @@ def gather(
     if instance_ids is None:  # an event-driven check of given instances has nothing to say about the others
         notes.extend(_opt_in_near_misses_if_allowed(ec2, account_id, region, settings, len(instances)))
     vpc_ids = sorted({i.vpc_id for i in instances if i.vpc_id})
-    group_ids = sorted({g for i in instances for g in _all_group_ids(i)})
+    endpoints, endpoints_unreadable = _endpoints_if_allowed(ec2, account_id, region, vpc_ids)
+    group_ids = sorted({g for i in instances for g in _all_group_ids(i)} | {g for e in endpoints for g in e.group_ids})
     security_groups = {g.group_id: g for g in _security_groups(ec2, group_ids)} if group_ids else {}
-    managed_groups, foreign_vpcs = _groups_named_managed(ec2, vpc_ids) if vpc_ids else ({}, frozenset())
-    security_groups.update({g.group_id: g for g in managed_groups.values()})
+    named = _groups_named_eic_guard(ec2, vpc_ids) if vpc_ids else NamedGroups()
+    managed_groups = named.owned.get(MANAGED_GROUP_NAME, {})
+    foreign_vpcs = frozenset(vpc for vpc, name in named.unowned if name == MANAGED_GROUP_NAME)
+    for by_vpc in named.owned.values():
+        security_groups.update({g.group_id: g for g in by_vpc.values()})
     eic_lists = _eic_prefix_list_ids(ec2, region)
     list_ids = {pl for g in security_groups.values() for p in g.ingress for pl in p.prefix_list_ids}
     list_ids.update(pl for pl in eic_lists if pl)
@@ -78,7 +91,82 @@ def gather(
         eic_prefix_list_id=eic_lists[0],
         eic_ipv6_prefix_list_id=eic_lists[1],
         managed_addresses=tuple(_managed_addresses(ec2)) if settings.remediate_public_ip else (),
-        notes=tuple(notes),
+        notes=tuple(notes) + ((endpoints_unreadable,) if endpoints_unreadable else ()),
+        endpoints=endpoints,
+        endpoint_instance_groups=named.owned.get(ENDPOINT_INSTANCE_GROUP_NAME, {}),
+        endpoint_groups=named.owned.get(ENDPOINT_GROUP_NAME, {}),
+        unowned_group_names=named.unowned,
+        endpoints_unreadable=endpoints_unreadable,
+    )
+
+
+@dataclass(frozen=True)
+class NamedGroups:
+    """The VPCs' groups named as eic-guard names its own: those tagged ManagedBy=eic-guard by name and VPC, and the
+    (vpc, name) pairs whose group of that name is someone else's (eic-guard neither uses nor changes it)."""
+
+    owned: dict[str, dict[str, SecurityGroup]] = field(default_factory=dict)  # name -> vpc_id -> group
+    unowned: frozenset[tuple[str, str]] = frozenset()
+
+
+def _endpoints_if_allowed(
+    ec2: Any, account_id: str, region: str, vpc_ids: list[str]
+) -> tuple[tuple[InstanceConnectEndpoint, ...], str | None]:
+    """The EC2 Instance Connect Endpoints of the instances' VPCs (docs/architecture.md §13), and why they could not
+    be read: a role that predates the endpoint path (a member stack not updated) may not grant the describe; the
+    region is still scanned, its endpoint-path instances get an error naming it."""
+    if not vpc_ids:
+        return (), None
+    try:
+        return instance_connect_endpoints(ec2, set(vpc_ids)), None
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in PERMISSION_DENIED:
+            raise
+        logger.warning(
+            "EC2 Instance Connect Endpoints not described: ec2:DescribeInstanceConnectEndpoints denied",
+            extra={"account": account_id, "region": region, "error": str(exc)},
+        )
+        return (
+            (),
+            "EC2 Instance Connect Endpoints not read: ec2:DescribeInstanceConnectEndpoints denied "
+            "(update the member stack)",
+        )
+
+
+def instance_connect_endpoints(ec2: Any, vpc_ids: set[str] | None = None) -> tuple[InstanceConnectEndpoint, ...]:
+    """The region's endpoints (of `vpc_ids` only, when given): one paginated describe (AWS allows 5 per Region and
+    one per VPC by default, so one page of 50), then their network interfaces' addresses, one call per 200."""
+    raw = [
+        e
+        for e in paginate(ec2, "describe_instance_connect_endpoints", "InstanceConnectEndpoints", MaxResults=50)
+        if vpc_ids is None or e.get("VpcId") in vpc_ids
+    ]
+    eni_ids = sorted({n for e in raw for n in e.get("NetworkInterfaceIds", ())})
+    addresses = (
+        {
+            n["NetworkInterfaceId"]: n.get("PrivateIpAddress")
+            for n in _by_filter(
+                ec2, "describe_network_interfaces", "NetworkInterfaces", "network-interface-id", eni_ids
+            )
+        }
+        if eni_ids
+        else {}
+    )
+    return tuple(
+        InstanceConnectEndpoint(
+            endpoint_id=e["InstanceConnectEndpointId"],
+            vpc_id=e.get("VpcId", ""),
+            subnet_id=e.get("SubnetId", ""),
+            state=e.get("State", "unknown"),
+            state_message=e.get("StateMessage"),
+            group_ids=tuple(e.get("SecurityGroupIds", ())),
+            preserve_client_ip=bool(e.get("PreserveClientIp", False)),
+            ip_address_type=e.get("IpAddressType", "ipv4"),
+            network_interface_ids=tuple(e.get("NetworkInterfaceIds", ())),
+            tags=_tags(e.get("Tags")),
+            address=next((addresses[n] for n in e.get("NetworkInterfaceIds", ()) if addresses.get(n)), None),
+        )
+        for e in raw
     )
 
 
@@ -227,6 +315,7 @@ def _instance(raw: dict) -> Instance:
         network_interfaces=enis,
         http_endpoint=metadata.get("HttpEndpoint"),
         http_tokens=metadata.get("HttpTokens"),
+        private_ip=raw.get("PrivateIpAddress"),
     )
 
 
@@ -241,6 +330,7 @@ def parse_security_group(raw: dict) -> SecurityGroup:
         vpc_id=raw.get("VpcId"),
         tags=_tags(raw.get("Tags")),
         ingress=tuple(_permission(p) for p in raw.get("IpPermissions", ())),
+        egress=tuple(_permission(p) for p in raw.get("IpPermissionsEgress", ())),
     )
 
 
@@ -265,24 +355,24 @@ def _security_groups(ec2: Any, group_ids: list[str]) -> Iterator[SecurityGroup]:
         yield parse_security_group(raw)
 
 
-def _groups_named_managed(ec2: Any, vpc_ids: list[str]) -> tuple[dict[str, SecurityGroup], frozenset[str]]:
-    """The VPCs' eic-guard-ssh groups: those tagged ManagedBy=eic-guard by VPC, and the VPCs whose group of that
-    name is someone else's (read here, so that report mode and remediate mode both refuse before any write)."""
+def _groups_named_eic_guard(ec2: Any, vpc_ids: list[str]) -> NamedGroups:
+    """The VPCs' groups named eic-guard-ssh, eic-guard-eice-ssh or eic-guard-eice, one call per 200 VPCs (read here,
+    so that report mode and remediate mode both refuse before any write to a group someone else named so)."""
     key, value = MANAGED_BY_TAG
-    found: dict[str, SecurityGroup] = {}
-    unowned: set[str] = set()
+    owned: dict[str, dict[str, SecurityGroup]] = {}
+    unowned: set[tuple[str, str]] = set()
     for chunk in _chunks(vpc_ids):
         filters = [
             {"Name": "vpc-id", "Values": chunk},
-            {"Name": "group-name", "Values": [MANAGED_GROUP_NAME]},
+            {"Name": "group-name", "Values": list(EIC_GUARD_GROUP_NAMES)},
         ]
         for raw in paginate(ec2, "describe_security_groups", "SecurityGroups", Filters=filters):
             group = parse_security_group(raw)
             if group.tag(key) == value:
-                found[group.vpc_id or ""] = group
+                owned.setdefault(group.group_name, {})[group.vpc_id or ""] = group
             else:
-                unowned.add(group.vpc_id or "")
-    return found, frozenset(unowned)
+                unowned.add((group.vpc_id or "", group.group_name))
+    return NamedGroups(owned, frozenset(unowned))
 
 
 def _images(ec2: Any, image_ids: list[str]) -> dict[str, Image]:

@@ -34,6 +34,7 @@ _ID = {
     "network ACL": "acl",
     "network ACL association": "aclassoc",
     "VPC": "vpc",
+    "instance connect endpoint": "eice",
 }
 
 
@@ -288,6 +289,41 @@ def _detach_gateway(request: dict, response: dict, opt_in: tuple[str, str]) -> d
     return {"vpc_ids": (_id(request.get("vpcId"), "VPC", "requestParameters.vpcId"),)}
 
 
+def _endpoint_vpc(response: dict, wrapper: str) -> dict:
+    """The VPC of the endpoint a Create/DeleteInstanceConnectEndpoint answer describes: EC2 logs these newer calls
+    wrapped in their response shape (`CreateInstanceConnectEndpointResponse.instanceConnectEndpoint.vpcId`); read flat
+    and in either letter case too. Every opted-in instance of that VPC is checked: its endpoint path just appeared or
+    went (docs/architecture.md §13). An answer without one (e.g. a record CloudTrail trimmed) checks the region."""
+    inner = _wrapped(response, wrapper)
+    endpoint = inner.get("instanceConnectEndpoint", inner.get("InstanceConnectEndpoint"))
+    vpc = endpoint.get("vpcId", endpoint.get("VpcId")) if isinstance(endpoint, dict) else None
+    if vpc is None:
+        return {"whole_region": True}
+    return {"vpc_ids": (_id(vpc, "VPC", f"{wrapper}.instanceConnectEndpoint.vpcId"),)}
+
+
+def _endpoint_id(request: dict, wrapper: str) -> str:
+    inner = _wrapped(request, wrapper)
+    value = inner.get("InstanceConnectEndpointId", inner.get("instanceConnectEndpointId"))
+    return _id(value, "instance connect endpoint", f"{wrapper}.InstanceConnectEndpointId")
+
+
+def _create_endpoint(request: dict, response: dict, opt_in: tuple[str, str]) -> dict:
+    return _endpoint_vpc(response, "CreateInstanceConnectEndpointResponse")
+
+
+def _delete_endpoint(request: dict, response: dict, opt_in: tuple[str, str]) -> dict:
+    _endpoint_id(request, "DeleteInstanceConnectEndpointRequest")
+    return _endpoint_vpc(response, "DeleteInstanceConnectEndpointResponse")
+
+
+def _modify_endpoint(request: dict, response: dict, opt_in: tuple[str, str]) -> dict:
+    """ModifyInstanceConnectEndpoint (its groups, PreserveClientIp, IP address type) answers only `true`: the VPC is
+    not in the record, so the region's opted-in instances are checked (the call is rare)."""
+    _endpoint_id(request, "ModifyInstanceConnectEndpointRequest")
+    return {"whole_region": True}
+
+
 API_CALLS: dict[str, Callable[[dict, dict, tuple[str, str]], dict]] = {
     "RunInstances": _run_instances,
     "CreateTags": _create_tags,
@@ -308,6 +344,9 @@ API_CALLS: dict[str, Callable[[dict, dict, tuple[str, str]], dict]] = {
     "ReplaceRouteTableAssociation": _route_table_association,
     "DisassociateRouteTable": _whole_region,
     "DetachInternetGateway": _detach_gateway,
+    "CreateInstanceConnectEndpoint": _create_endpoint,
+    "DeleteInstanceConnectEndpoint": _delete_endpoint,
+    "ModifyInstanceConnectEndpoint": _modify_endpoint,
 }
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from ..models import CheckResult, Fix, IngressPermission, Instance, IPNetwork
 from .base import CheckContext, ranges_unavailable
+from .connect_path import PUBLIC, connect_path, elsewhere
 
 ID = "eic-ssh-ingress"
 TITLE = "The instance's security groups allow TCP 22 from every EC2 Instance Connect prefix of its region"
@@ -104,6 +105,8 @@ def uncovered(required: tuple[IPNetwork, ...], sources: list[IPNetwork]) -> list
 
 
 def evaluate(instance: Instance, ctx: CheckContext) -> CheckResult:
+    if (path := connect_path(instance, ctx)) != PUBLIC:
+        return elsewhere(path)
     eni = instance.connect_eni()
     group_ids = eni.group_ids if eni else instance.instance_group_ids
     warnings = _warnings(group_ids, ctx)

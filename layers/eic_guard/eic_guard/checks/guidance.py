@@ -21,6 +21,9 @@ SILENT = ("pass", "not-applicable")
 EIC_PREREQUISITES = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ec2-instance-connect-prerequisites.html"
 EIC_INSTALL = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ec2-instance-connect-set-up.html"
 EIC_ENDPOINT = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/connect-with-ec2-instance-connect-endpoint.html"
+EICE_SECURITY_GROUPS = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/eice-security-groups.html"
+EICE_CREATE = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/create-ec2-instance-connect-endpoints.html"
+EICE_QUOTAS = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/eice-quotas.html"
 ELASTIC_IP = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/elastic-ip-addresses-eip.html"
 IMDS_OPTIONS = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/configuring-IMDS-existing-instances.html"
 INTERNET_GATEWAY = "https://docs.aws.amazon.com/vpc/latest/userguide/VPC_Internet_Gateway.html"
@@ -37,6 +40,9 @@ DOCS = {
     "imds-enabled": IMDS_OPTIONS,
     "internet-route": INTERNET_GATEWAY,
     "network-acl": NACL_RULES,
+    "endpoint-present": EIC_ENDPOINT,
+    "endpoint-ssh-ingress": EICE_SECURITY_GROUPS,
+    "endpoint-ssh-egress": EICE_SECURITY_GROUPS,
 }
 
 
@@ -121,7 +127,56 @@ _FIXES = {
         "ec2:AssociateAddress",
         ELASTIC_IP,
     ),
+    # docs/architecture.md §13: the endpoint path's fixes
+    "endpoint-ssh-ingress": FixWords(
+        "attach",
+        "attaches",
+        "attached",
+        lambda r: f"its eic-guard-eice-ssh group (TCP 22 from {_endpoint_groups(r)} by reference) to {_eni(r)}",
+        lambda r: f"add an inbound rule TCP 22 from {_endpoint_groups(r)} (by reference) to a group of {_eni(r)}",
+        "ec2:ModifyNetworkInterfaceAttribute",
+        EICE_SECURITY_GROUPS,
+    ),
+    "endpoint-ssh-egress": FixWords(
+        "allow",
+        "allows",
+        "allowed",
+        lambda r: f"TCP 22 out of eic-guard-eice to eic-guard-eice-ssh (on {_eni(r)})",
+        lambda r: _egress_rule(r),
+        "ec2:AuthorizeSecurityGroupEgress",
+        EICE_SECURITY_GROUPS,
+    ),
+    "endpoint-present": FixWords(
+        "create",
+        "creates",
+        "created",
+        lambda r: (
+            f"an EC2 Instance Connect Endpoint in {r.fact('subnet_id') or 'the subnet'} of "
+            f"{r.fact('vpc_id') or 'the VPC'} (with eic-guard-eice, PreserveClientIp=false, tagged ManagedBy=eic-guard)"
+        ),
+        lambda r: (
+            f"create one EC2 Instance Connect Endpoint in {r.fact('vpc_id') or 'the VPC'} with a security group "
+            "that allows TCP 22 out to the instance"
+        ),
+        "ec2:CreateInstanceConnectEndpoint",
+        EICE_CREATE,
+    ),
 }
+
+
+def _endpoint_groups(result: CheckResult) -> str:
+    groups = [g for g in (result.fact("endpoint_groups") or "").split(",") if g]
+    return " or ".join(groups) or "the endpoint's security group"
+
+
+def _egress_rule(result: CheckResult) -> str:
+    """The exact outbound rule the endpoint's group needs (an endpoint eic-guard did not create is never edited)."""
+    groups = [g for g in (result.fact("group_ids") or "").split(",") if g]
+    target = f"the instance's group {groups[0]} (by reference)" if groups else "the instance's group"
+    address = result.fact("private_ip")
+    if address:
+        target += f" or its address {address}/32"
+    return f"add to {_endpoint_groups(result)} an outbound rule allowing TCP 22 to {target}"
 
 
 # ---- the engine's rewrites (any check) -----------------------------------------------------------------------------
@@ -137,6 +192,13 @@ def _rewritten(check_id: str, result: CheckResult, fix: FixWords | None) -> str 
         )
     if result.kind == "sg-quota":
         return _quota(result)
+    if result.kind == "endpoint-quota":
+        return _see(
+            "The account's EC2 Instance Connect Endpoint quota is reached (one per VPC, 5 per account and Region, "
+            "endpoints being deleted included): delete an endpoint nobody uses, or ask for a higher quota; the run "
+            "went on without this one.",
+            EICE_QUOTAS,
+        )
     if fix is None:
         return None
     if code := result.fact("fix_failed"):
@@ -341,6 +403,13 @@ def _network_acl(result: CheckResult) -> str:
         return _ranges_unavailable(result)
     if result.kind == "no-eic-prefix":
         return _no_prefix(result)
+    if result.kind == "nacl-endpoint-unknown":
+        return _see(
+            "The network ACLs between the EC2 Instance Connect Endpoint and the instance are checked once the VPC's "
+            "endpoint exists and has its address (endpoint-present); nothing to do here until then.",
+            EIC_ENDPOINT,
+            NACL_RULES,
+        )
     nacl, prefix = result.fact("nacl_id"), result.fact("prefix")
     steps = [_nacl_step(result, key, direction, traffic, prefix) for key, direction, traffic in _NACL_DIRECTIONS]
     steps = [step for step in steps if step]
@@ -365,6 +434,68 @@ def _nacl_step(result: CheckResult, key: str, direction: str, traffic: str, pref
     return f"add {direction} rule {free} allowing {traffic} {prefix}{before}"
 
 
+# ---- the endpoint path's failures (docs/architecture.md §13) -------------------------------------------------------
+def _no_endpoint_yet(result: CheckResult, then: str) -> str:
+    return _see(
+        f"{result.fact('vpc_id') or 'The VPC'} has no EC2 Instance Connect Endpoint yet (endpoint-present says what "
+        f"to do); once it has one, {then}.",
+        EIC_ENDPOINT,
+        EICE_SECURITY_GROUPS,
+    )
+
+
+def _endpoint_present(result: CheckResult) -> str:
+    vpc, endpoint = result.fact("vpc_id") or "the VPC", result.fact("endpoint_id") or "The endpoint"
+    if result.kind == "endpoints-unreadable":
+        return _see(
+            "eic-guard could not read the EC2 Instance Connect Endpoints: check that its role allows "
+            "ec2:DescribeInstanceConnectEndpoints; the next run checks again.",
+            EIC_ENDPOINT,
+        )
+    if result.kind == "no-vpc":
+        return _see("An instance outside any VPC cannot use an EC2 Instance Connect Endpoint.", EIC_ENDPOINT)
+    if result.kind == "endpoint-creating":
+        return _see(
+            f"{endpoint} in {vpc} is being created and is usually ready within minutes: nothing to do, eic-guard "
+            "checks again on its CreateInstanceConnectEndpoint event and on the next run.",
+            EICE_CREATE,
+        )
+    if result.kind == "endpoint-ipv6-only":
+        return _see(
+            f"{endpoint} in {vpc} serves only IPv6 and the instance is reached on its private IPv4 address: change "
+            "the endpoint's IP address type to dualstack (or ipv4).",
+            EICE_CREATE,
+        )
+    create = "" if result.fact("create_endpoints") == "true" else " (or set CreateEndpoints=true and eic-guard does it)"
+    subnet = result.fact("subnet_id") or "the instance's subnet"
+    return _see(
+        f"Create one EC2 Instance Connect Endpoint in {vpc}, for example in {subnet}, with a security group that "
+        f"allows TCP 22 out to the instance{create}; endpoints are free, one per VPC.",
+        EICE_CREATE,
+    )
+
+
+def _endpoint_ssh_ingress(result: CheckResult) -> str:
+    if result.kind == "no-endpoint":
+        return _no_endpoint_yet(result, "allow TCP 22 in from its security group")
+    if result.kind == "no-interface":
+        return _see(
+            "The instance has no network interface to allow TCP 22 on: check it again once it has.", EIC_ENDPOINT
+        )
+    return _see(
+        f"Add an inbound rule TCP 22 from {_endpoint_groups(result)} (by reference) to a group of {_eni(result)}; an "
+        "address range counts only when the endpoint has PreserveClientIp=false.",
+        EICE_SECURITY_GROUPS,
+    )
+
+
+def _endpoint_ssh_egress(result: CheckResult) -> str:
+    if result.kind == "no-endpoint":
+        return _no_endpoint_yet(result, "its group needs TCP 22 out to the instance")
+    owned = "" if result.fact("owned") == "true" else " (eic-guard changes only the group of an endpoint it created)"
+    return _see(f"{_capital(_egress_rule(result))}{owned}.", EICE_SECURITY_GROUPS)
+
+
 def _unknown_check(result: CheckResult) -> str:
     return _see("EC2 Instance Connect needs every prerequisite eic-guard checks.", EIC_PREREQUISITES)
 
@@ -376,4 +507,7 @@ _CHECKS: dict[str, Callable[[CheckResult], str]] = {
     "imds-enabled": _imds_enabled,
     "internet-route": _internet_route,
     "network-acl": _network_acl,
+    "endpoint-present": _endpoint_present,
+    "endpoint-ssh-ingress": _endpoint_ssh_ingress,
+    "endpoint-ssh-egress": _endpoint_ssh_egress,
 }

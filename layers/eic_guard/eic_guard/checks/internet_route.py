@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..models import CheckResult, Instance, RouteTable
 from .base import CheckContext, passed
+from .connect_path import PUBLIC, connect_path, elsewhere
 
 ID = "internet-route"
 TITLE = "The subnet routes 0.0.0.0/0 to an internet gateway"
@@ -23,6 +24,8 @@ ROUTE_NOT_ACTIVE = "route-not-active"
 
 
 def evaluate(instance: Instance, ctx: CheckContext) -> CheckResult:
+    if (path := connect_path(instance, ctx)) != PUBLIC:
+        return elsewhere(path)
     subnet_id = instance.connect_subnet_id
     table = ctx.snapshot.route_table_for(instance.vpc_id, subnet_id)
     if table is None:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from ..models import CheckResult, Instance, IPNetwork, NaclEntry, NetworkAcl
 from .base import CheckContext, passed, ranges_unavailable
+from .connect_path import ENDPOINT, connect_path
+from .endpoint_present import planned_subnet
 
 ID = "network-acl"
 TITLE = "The subnet's network ACL allows TCP 22 in from the EC2 Instance Connect prefixes and the replies out"
@@ -22,6 +24,7 @@ LAST_RULE = 32766  # the highest number a person can give a rule
 # Failure kinds (CheckResult.kind).
 NO_NACL = "no-nacl"
 NO_EIC_PREFIX = "no-eic-prefix"
+ENDPOINT_UNKNOWN = "nacl-endpoint-unknown"  # the endpoint path, before the endpoint (or its address) exists
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,8 @@ def _describe(net: IPNetwork, lo: int, hi: int) -> str:
 
 
 def evaluate(instance: Instance, ctx: CheckContext) -> CheckResult:
+    if connect_path(instance, ctx) == ENDPOINT:
+        return _evaluate_endpoint_path(instance, ctx)
     subnet_id, has_ipv6 = instance.connect_subnet_id, instance.connect_has_ipv6
     key = (ID, subnet_id, has_ipv6)  # the result depends on nothing else: instances of a subnet share it
     result = ctx.memo.get(key)
@@ -150,6 +155,59 @@ def _denied(nacl: NetworkAcl, prefix: IPNetwork, inbound: Denial | None, outboun
     first, direction = (inbound, "inbound") if inbound else (outbound, "outbound")
     kind = f"nacl-{direction}-{'default-deny' if first.default else 'deny'}"
     return CheckResult("fail", f"{nacl.nacl_id} {direction}: {first}", kind=kind, facts=tuple(facts))
+
+
+def _evaluate_endpoint_path(instance: Instance, ctx: CheckContext) -> CheckResult:
+    """Between the VPC's endpoint and the instance: the instance subnet's NACL lets TCP 22 in from the endpoint's
+    address and 1024-65535 out to it; when the endpoint sits in another subnet, that subnet's NACL lets TCP 22 out
+    to the instance and the replies in. Traffic within one subnet crosses no network ACL."""
+    subnet_id = instance.connect_subnet_id
+    endpoint = ctx.snapshot.endpoint_for(instance.vpc_id)
+    if endpoint is None:
+        if ctx.settings.create_endpoints and subnet_id and subnet_id == planned_subnet(instance.vpc_id or "", ctx):
+            return passed(f"the endpoint eic-guard creates will be in {subnet_id}: no network ACL between them")
+        reason = f"no EC2 Instance Connect Endpoint in {instance.vpc_id}: the network ACLs are checked once it exists"
+        return CheckResult("fail", reason, kind=ENDPOINT_UNKNOWN, facts=(("vpc_id", instance.vpc_id or ""),))
+    if endpoint.subnet_id == subnet_id:
+        return passed(f"{endpoint.endpoint_id} is in the instance's subnet {subnet_id}: no network ACL between them")
+    if not endpoint.address or not instance.private_ip:
+        missing = (
+            f"{endpoint.endpoint_id} has no address yet" if not endpoint.address else "the instance has no address"
+        )
+        return CheckResult("fail", missing, kind=ENDPOINT_UNKNOWN, facts=(("endpoint_id", endpoint.endpoint_id),))
+    endpoint_net = ipaddress.ip_network(f"{endpoint.address}/32")
+    instance_net = ipaddress.ip_network(f"{instance.private_ip}/32")
+    legs = (
+        (subnet_id, False, endpoint_net, SSH, "inbound", "instance"),
+        (subnet_id, True, endpoint_net, EPHEMERAL, "outbound", "instance"),
+        (endpoint.subnet_id, True, instance_net, SSH, "outbound", "endpoint"),
+        (endpoint.subnet_id, False, instance_net, EPHEMERAL, "inbound", "endpoint"),
+    )
+    for leg_subnet, egress, peer, ports, direction, side in legs:
+        nacl = ctx.snapshot.network_acl_for(leg_subnet)
+        if nacl is None:
+            reason = f"no network ACL found for subnet {leg_subnet}"
+            return CheckResult("fail", reason, kind=NO_NACL, facts=(("subnet_id", leg_subnet or "unknown"),))
+        denial = first_denial(nacl.entries, egress, peer, ports)
+        if denial is None:
+            continue
+        facts = [
+            ("nacl_id", nacl.nacl_id),
+            ("subnet_id", leg_subnet or ""),
+            ("prefix", str(peer)),
+            ("side", side),
+            (f"{'out' if egress else 'in'}_rule", "*" if denial.default else str(denial.rule_number)),
+        ]
+        free = free_rule_before(nacl.entries, egress, denial)
+        if free is not None:
+            facts.append((f"{'out' if egress else 'in'}_free", str(free)))
+        kind = f"nacl-endpoint-{direction}-{'default-deny' if denial.default else 'deny'}"
+        where = "the instance's subnet" if side == "instance" else f"the endpoint {endpoint.endpoint_id}'s subnet"
+        return CheckResult("fail", f"{nacl.nacl_id} ({where}) {direction}: {denial}", kind=kind, facts=tuple(facts))
+    return passed(
+        f"the network ACLs of {subnet_id} and {endpoint.subnet_id} allow TCP 22 from {endpoint.address} to "
+        f"{instance.private_ip} and the replies"
+    )
 
 
 def remediate(fix, instance, remediator, actions) -> None:  # pragma: no cover - never asked: no Fix is returned

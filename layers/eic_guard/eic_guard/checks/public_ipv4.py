@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..models import CheckResult, Fix, Instance
 from ..settings import PUBLIC_IP_TAG
 from .base import CheckContext, not_applicable, passed
+from .connect_path import PUBLIC, connect_path, elsewhere
 
 ID = "public-ipv4"
 TITLE = "The instance has a public IPv4 address (EC2 Instance Connect's browser terminal connects to it)"
@@ -36,6 +37,8 @@ def _given_by_eic_guard(instance: Instance, ctx: CheckContext) -> bool:
 
 
 def evaluate(instance: Instance, ctx: CheckContext) -> CheckResult:
+    if (path := connect_path(instance, ctx)) != PUBLIC:
+        return elsewhere(path)
     if instance.state in ("stopped", "stopping"):
         return not_applicable("instance is stopped: an auto-assigned public address exists only while it runs")
     address = instance.public_ipv4

@@ -18,15 +18,20 @@ NAME = "cleanup"
 def add_parser(commands: argparse._SubParsersAction) -> None:
     cleanup = commands.add_parser(
         NAME,
-        help="uninstall: detach and delete eic-guard's groups, release its Elastic IPs (run before sam delete)",
-        description="Detach the eic-guard-ssh groups tagged ManagedBy=eic-guard from every network interface "
-        "(keeping its other groups), delete them, and release the Elastic IPs tagged ManagedBy=eic-guard. Nothing "
-        "without that tag is touched. On a terminal it shows the plan and asks before changing anything.",
+        help="uninstall: delete eic-guard's endpoints and groups, release its Elastic IPs (run before sam delete)",
+        description="Delete the EC2 Instance Connect Endpoints tagged ManagedBy=eic-guard (and wait, boundedly, for "
+        "their deletion), detach the eic-guard-ssh, eic-guard-eice-ssh and eic-guard-eice groups tagged "
+        "ManagedBy=eic-guard from every instance's network interface (keeping its other groups), delete them, and "
+        "release the Elastic IPs tagged ManagedBy=eic-guard. Nothing without that tag is touched. On a terminal it "
+        "shows the plan and asks before changing anything.",
         epilog=EPILOG + exit_codes.help_text(exit_codes.CLEANUP),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_target_arguments(
-        cleanup, "clean up", role_note="; it needs ec2:DeleteSecurityGroup, which the member role does not grant"
+        cleanup,
+        "clean up",
+        role_note="; it needs ec2:DeleteSecurityGroup and ec2:DeleteInstanceConnectEndpoint, which the member role "
+        "does not grant",
     )
     cleanup.add_argument("--dry-run", action="store_true", help="list what would be done, change nothing")
     cleanup.add_argument(

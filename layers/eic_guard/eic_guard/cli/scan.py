@@ -100,6 +100,19 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "EC2 Instance Connect in: AL2023, Amazon Linux 2 2.0.20190618+, Ubuntu 20.04+ from Canonical); "
         "default: $EIC_GUARD_ALLOWED_IMAGES, else al2023",
     )
+    scan.add_argument(
+        "--connect-path",
+        choices=("auto", "public", "endpoint"),
+        help="how EC2 Instance Connect reaches instances: public (public IPv4), endpoint (an EC2 Instance Connect "
+        "Endpoint in the VPC) or auto (public with a public IPv4, else the endpoint path when the VPC has an endpoint "
+        "or --create-endpoints); default: $EIC_GUARD_CONNECT_PATH, else auto",
+    )
+    scan.add_argument(
+        "--create-endpoints",
+        action="store_true",
+        help="with --remediate: create one EC2 Instance Connect Endpoint (tagged ManagedBy=eic-guard) in each VPC "
+        "whose endpoint-path instances have none",
+    )
     add_verbosity_arguments(scan)
 
 
@@ -112,6 +125,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         overrides["security_hub_findings"] = "enabled"
     if args.allowed_images:
         overrides["allowed_images"] = args.allowed_images
+    if args.connect_path:
+        overrides["connect_path"] = args.connect_path
+    if args.create_endpoints:
+        overrides["create_endpoints"] = True
     return overrides
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..models import EicPrefixes
 from ..outputs.report import Report
 from ..ranges.managed_group import rule_description
-from ..settings import MANAGED_BY_TAG, MANAGED_GROUP_NAME
+from ..settings import ENDPOINT_GROUP_NAME, ENDPOINT_INSTANCE_GROUP_NAME, MANAGED_BY_TAG, MANAGED_GROUP_NAME
 from .environment import REGION
 from .scenarios import ACCOUNT_ALIAS, WORLD_OPEN
 from .seeding import DemoFleet, interface_groups
@@ -121,6 +121,54 @@ def state_problems(ec2, fleet: DemoFleet, eic: EicPrefixes) -> list[str]:
             if instance["MetadataOptions"].get("HttpEndpoint") != "enabled":
                 problems.append(f"{instance['InstanceId']} metadata endpoint is still disabled")
     return problems
+
+
+def endpoint_problems(ec2, fleet: DemoFleet) -> list[str]:
+    """The endpoint path (docs/architecture.md §13): the network team's endpoint keeps its own group, lab got one
+    endpoint tagged ManagedBy=eic-guard with eic-guard-eice, and the instance without a rule from dev's endpoint got
+    eic-guard-eice-ssh."""
+    problems = []
+    endpoints = ec2.describe_instance_connect_endpoints()["InstanceConnectEndpoints"]
+    by_vpc: dict[str, list[dict]] = {}
+    for endpoint in endpoints:
+        by_vpc.setdefault(endpoint["VpcId"], []).append(endpoint)
+    [seeded] = [e for e in endpoints if e["InstanceConnectEndpointId"] == fleet.endpoints["dev"]] or [None]
+    if seeded is None or _managed(seeded.get("Tags")):
+        problems.append("the network team's endpoint in dev is gone or was tagged as eic-guard's")
+    created = by_vpc.get(fleet.private_vpcs["lab"], [])
+    if len(created) != 1 or not _managed(created[0].get("Tags")) or created[0]["State"] != "create-complete":
+        problems.append(f"lab has {len(created)} endpoint(s), expected one ManagedBy=eic-guard, create-complete")
+    else:
+        [group] = ec2.describe_security_groups(GroupIds=created[0]["SecurityGroupIds"])["SecurityGroups"]
+        if group["GroupName"] != ENDPOINT_GROUP_NAME:
+            problems.append(f"lab's endpoint carries {group['GroupName']}, expected {ENDPOINT_GROUP_NAME}")
+    [fixed] = [i for i, s in fleet.instances.items() if s.name == "priv-no-eice-rule"]
+    names = {
+        g["GroupName"]
+        for g in ec2.describe_security_groups(GroupIds=list(interface_groups(ec2, [fixed])[fixed]))["SecurityGroups"]
+    }
+    if ENDPOINT_INSTANCE_GROUP_NAME not in names:
+        problems.append(f"priv-no-eice-rule lacks {ENDPOINT_INSTANCE_GROUP_NAME}: {sorted(names)}")
+    return problems
+
+
+def _managed(tags) -> bool:
+    return {"Key": MANAGED_BY_TAG[0], "Value": MANAGED_BY_TAG[1]} in (tags or [])
+
+
+def print_private_path(fleet: DemoFleet, reports: list[tuple[int, Report]]) -> None:
+    """One private instance through the three scans, and the command that now connects to it."""
+    [instance_id] = [i for i, s in fleet.instances.items() if s.name == "priv-no-eice-rule"]
+    entries = [next(e for e in report.instances if e.instance_id == instance_id) for _, report in reports]
+    steps = " -> ".join(
+        f"{entry.checks['endpoint-ssh-ingress'].status} ({entry.verdict})"
+        for entry in entries
+        if "endpoint-ssh-ingress" in entry.checks
+    )
+    print(f"  private path: {instance_id} (priv-no-eice-rule) endpoint-ssh-ingress {steps}")
+    print(f"  connect: {entries[-1].connect_command}")
+    paths = reports[-1][1].summary.connect_paths
+    print(f"  connect paths of the final scan: {', '.join(f'{n} {p}' for p, n in paths.items())}")
 
 
 def print_proof(fleet: DemoFleet, last: Report, problems: list[str]) -> None:

@@ -26,7 +26,7 @@ from ..simulated import SimulatedAccount
 from .deployment import verify_act
 from .environment import HTML_ENV, IP_RANGES_ENV, REGION, simulated_aws
 from .organization import organization_act
-from .proof import print_proof, report_problems, state_problems
+from .proof import endpoint_problems, print_private_path, print_proof, report_problems, state_problems
 from .scenarios import ACCOUNT_ALIAS, STAGING_NEW
 from .seeding import DemoFleet, interface_groups, seed
 from .transcript import Cli, heading, print_legend, redirect_stdout_and_capture, run_cli_scan
@@ -42,6 +42,9 @@ HEADINGS = (
 CI_HEADING = "3b. the final scan as a CI job runs it: --fail-on warning --format sarif (SSH open to the internet fails)"
 NEXT_NIGHT_HEADING = "4. the next night: a route is deleted in staging; the alert names only what is new"
 CLEANUP_HEADING = "5. eic-guard cleanup --dry-run: what uninstalling would remove (nothing is changed)"
+# The demo's stack has CreateEndpoints=true: a VPC whose private instance takes the endpoint path gets an EC2 Instance
+# Connect Endpoint (docs/architecture.md §13; priv-no-endpoint).
+SCAN_FLAGS = ("--create-endpoints",)
 
 
 def next_night(cli: Cli, ec2, fleet: DemoFleet, ranges_path: Path, workdir: str) -> list[str]:
@@ -167,10 +170,12 @@ def main(cli: Cli) -> int:
                     Path(workdir, f"scan-{number + 1}.json"),
                     remediate=number == 1,
                     html=html if last else None,
+                    extra=SCAN_FLAGS,
                 )
             )
-        problems = report_problems(fleet, reports) + state_problems(ec2, fleet, eic)
+        problems = report_problems(fleet, reports) + state_problems(ec2, fleet, eic) + endpoint_problems(ec2, fleet)
         print_proof(fleet, reports[-1][1], problems)
+        print_private_path(fleet, reports)
         html.with_suffix(".json").write_text(Path(workdir, f"scan-{len(HEADINGS)}.json").read_text(encoding="utf-8"))
         print(f"HTML report of the final scan (opens offline): {html.resolve()} (JSON beside it)")
         problems += ci_view(cli, fleet, path, workdir)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..settings import EXCLUDE_TAG, EXCLUDE_UNTIL_TAG
+from ..settings import CONNECT_PATH_TAG, EXCLUDE_TAG, EXCLUDE_UNTIL_TAG
 
 REGION = "us-east-1"
 
@@ -20,6 +20,7 @@ OWNERS = {
     "ops": {"Owner": "ops@example.com"},
     "vendor": {"Owner": "ops@example.com"},
     "legacy": {"Team": "platform"},
+    "priv": {"Owner": "erin@example.com", "Team": "internal-tools"},
 }
 WORLD_OPEN = "ssh-open-to-internet"  # the warning code of TCP 22 open to the whole internet
 MEMBER_ROLE = "eic-guard-member"  # the role the member StackSet (member/template.yaml) deploys in every account
@@ -71,11 +72,13 @@ SCENARIOS = (
     Scenario("batch-two-drifts", "no SSH rule and IMDS disabled", "compliant", groups=("app", "web"), imds="disabled"),
     Scenario(
         "batch-stopped",
-        "stopped, no SSH rule: fixed before it starts",
+        "stopped, no SSH rule: fixed before it starts (tagged onto the public path)",
         "compliant",
         groups=("app",),
         public_ip=True,
         stopped=True,
+        # a stopped instance has no public address: with CreateEndpoints on, auto would take the endpoint path
+        tags=((CONNECT_PATH_TAG, "public"),),
     ),
     Scenario(
         "ops-expired-exclusion",
@@ -91,8 +94,22 @@ SCENARIOS = (
         groups=("app",),
         tags=((EXCLUDE_TAG, "vendor appliance, SSH managed by the vendor"),),
     ),
-    Scenario("db-no-public-ip", "launched without a public IPv4 address", "noncompliant", public_ip=False),
-    Scenario("db-private-subnet", "private subnet: no route to the internet gateway", "noncompliant", subnet="private"),
+    # Pinned to the public path by their tag: with CreateEndpoints on, the default (auto) would give their VPC an
+    # endpoint and make them private-path instances, which the priv-* scenarios show.
+    Scenario(
+        "db-no-public-ip",
+        "launched without a public IPv4 address (tagged onto the public path)",
+        "noncompliant",
+        public_ip=False,
+        tags=((CONNECT_PATH_TAG, "public"),),
+    ),
+    Scenario(
+        "db-private-subnet",
+        "private subnet: no route to the internet gateway (tagged onto the public path)",
+        "noncompliant",
+        subnet="private",
+        tags=((CONNECT_PATH_TAG, "public"),),
+    ),
     Scenario("db-nacl-blocked", "subnet NACL denies TCP 22 (rule 50)", "noncompliant", subnet="locked"),
     Scenario("legacy-al2", "Amazon Linux 2 AMI", "noncompliant", image="al2"),
     Scenario(
@@ -114,6 +131,42 @@ SCENARIOS = (
         groups=("app",),
     ),
     Scenario("stg-ssh-2222", "staging VPC: SSH only on port 2222", "compliant", vpc="staging", groups=("ssh-2222",)),
+    # docs/architecture.md §13: private instances reached through an EC2 Instance Connect Endpoint. VPC dev has the
+    # network team's endpoint (its own group, in the public subnet); VPC lab has none, and CreateEndpoints is on.
+    Scenario(
+        "priv-eice-ok",
+        "private, TCP 22 from the endpoint's group: compliant through the endpoint",
+        "compliant",
+        vpc="dev",
+        subnet="private",
+        groups=("eice-ssh",),
+    ),
+    Scenario(
+        "priv-no-eice-rule",
+        "private, no rule from the endpoint's group: eic-guard-eice-ssh gets attached",
+        "compliant",
+        vpc="dev",
+        subnet="private",
+        groups=("app",),
+    ),
+    Scenario(
+        "priv-nacl-blocked",
+        "private, subnet NACL denies TCP 22 from the endpoint (rule 50)",
+        "noncompliant",
+        vpc="dev",
+        subnet="locked",
+        groups=("eice-ssh",),
+        public_ip=False,
+    ),
+    Scenario(
+        "priv-no-endpoint",
+        "private, VPC without an endpoint: eic-guard creates one (CreateEndpoints)",
+        "compliant",
+        vpc="lab",
+        subnet="private",
+        groups=("app",),
+        tags=((CONNECT_PATH_TAG, "endpoint"),),
+    ),
     Scenario("untagged-bastion", "not opted in: ignored and untouched", "", groups=("app",)),
     Scenario(
         "untagged-legacy", "not opted in: ignored and untouched", "", image="al2", groups=("udp-22",), imds="disabled"

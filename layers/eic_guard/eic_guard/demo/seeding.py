@@ -14,7 +14,9 @@ class DemoFleet:
     """What the seeding created: instance ids by scenario, VPCs, and ENI groups that must never change."""
 
     instances: dict[str, Scenario] = field(default_factory=dict)
-    vpcs: dict[str, str] = field(default_factory=dict)
+    vpcs: dict[str, str] = field(default_factory=dict)  # the public path's VPCs (each gets eic-guard-ssh)
+    private_vpcs: dict[str, str] = field(default_factory=dict)  # the endpoint path's (docs/architecture.md §13)
+    endpoints: dict[str, str] = field(default_factory=dict)  # VPC label -> the endpoint seeded there (not eic-guard's)
     route_tables: dict[str, str] = field(default_factory=dict)  # each VPC's public route table
     untouched_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
     imds_fixed: list[str] = field(default_factory=list)
@@ -85,14 +87,49 @@ def demo_networks(account: SimulatedAccount, eic: EicPrefixes) -> dict[str, Demo
     return result
 
 
+def private_networks(account: SimulatedAccount) -> tuple[dict[str, DemoNetwork], dict[str, str]]:
+    """The endpoint path's VPCs (docs/architecture.md §13): "dev" with the network team's EC2 Instance Connect
+    Endpoint (its own group, in the public subnet; not eic-guard's), a group allowing TCP 22 from that group, and a
+    subnet whose NACL denies TCP 22; "lab" without an endpoint. Returns the networks and the endpoint ids."""
+    dev, lab = account.network("10.2.0.0/16", "dev"), account.network("10.3.0.0/16", "lab")
+    endpoint_group = account.security_group(dev, "dev-endpoint", [])
+    endpoint = account.instance_connect_endpoint(dev.public_subnet_id, [endpoint_group], tags={"Team": "network"})
+    from_endpoint = {
+        "IpProtocol": "tcp",
+        "FromPort": 22,
+        "ToPort": 22,
+        "UserIdGroupPairs": [{"GroupId": endpoint_group}],
+    }
+    groups = {
+        "app": dev.app_group_id,
+        "eice-ssh": account.security_group(dev, "dev-ssh-from-endpoint", [from_endpoint]),
+    }
+    subnets = {"public": dev.public_subnet_id, "private": dev.private_subnet_id}
+    subnets["locked"] = locked_subnet(account, dev, "10.2.3.0/24")
+    networks = {
+        "dev": DemoNetwork(dev.vpc_id, subnets, groups, dev.public_route_table_id),
+        "lab": DemoNetwork(
+            lab.vpc_id,
+            {"public": lab.public_subnet_id, "private": lab.private_subnet_id},
+            {"app": lab.app_group_id},
+            lab.public_route_table_id,
+        ),
+    }
+    return networks, {"dev": endpoint["InstanceConnectEndpointId"]}
+
+
 def seed(account: SimulatedAccount, eic: EicPrefixes) -> DemoFleet:
     """Create the demo account: images, networks, every scenario's instance; then stop and deregister."""
     images = demo_images(account)
     networks = demo_networks(account, eic)
+    private, endpoints = private_networks(account)
     fleet = DemoFleet(
         vpcs={label: network.vpc_id for label, network in networks.items()},
         route_tables={label: network.public_route_table_id for label, network in networks.items()},
+        private_vpcs={label: network.vpc_id for label, network in private.items()},
+        endpoints=endpoints,
     )
+    networks = {**networks, **private}
     for scenario in SCENARIOS:
         fleet.instances[launch(account, scenario, networks[scenario.vpc], images)] = scenario
     stopped = [i for i, s in fleet.instances.items() if s.stopped]

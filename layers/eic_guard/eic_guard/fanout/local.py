@@ -4,6 +4,8 @@ stack without a state machine). The deployed path runs the same three steps on S
 from __future__ import annotations
 
 import gc
+import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -102,9 +104,22 @@ def _phase(
     watch: RunWatch,
     keep: Callable[[], None],
 ) -> list[dict]:
+    # Each account's clients are released once its last target of the run's last phase is done (item 6 of issue 20:
+    # memory bounded by the accounts in progress, not by the organization).
+    last_phase = phase == "revoke" or not plan.revoke
+    remaining = Counter(t.account_id for t in plan.targets)
+    lock = threading.Lock()
+
     def one(target: Target) -> dict:
         options = {"deadline": watch.deadline, "progress": watch.progress}
-        document = run_target(plan, target, phase, accounts.for_account, settings, **options)
+        try:
+            document = run_target(plan, target, phase, accounts.for_account, settings, **options)
+        finally:
+            with lock:
+                remaining[target.account_id] -= 1
+                finished = remaining[target.account_id] == 0
+            if finished and last_phase:
+                accounts.release(target.account_id)
         if watch.on_target:
             watch.on_target(target)
         return document

@@ -65,6 +65,9 @@ class InstanceDocument(TypedDict):
     name: NotRequired[str | None]
     tags: NotRequired[dict[str, str]]
     warnings: NotRequired[list[str]]
+    connect_path: NotRequired[Literal["public", "endpoint"] | None]  # docs/architecture.md §13
+    connect_command: NotRequired[str | None]
+    error: NotRequired[str | None]
 
 
 @with_config(ConfigDict(extra="allow"))
@@ -168,7 +171,10 @@ def lost_record(document: dict[str, Any], reason: str) -> dict[str, Any]:
     field cut, the whole under LOST_RECORD_BYTES."""
     changes = [a for a in document["actions"] if a["status"] != "planned"]
     changes += [a for e in document["instances"] for a in e["actions"] if a["status"] != "planned"]
-    listed = [{k: str(a[k])[:LOST_DETAIL_CHARS] for k in ("action", "resource", "status", "detail")} for a in changes]
+    listed = [
+        {k: str(a[k])[:LOST_DETAIL_CHARS] for k in ("action", "resource", "status", "detail")}
+        for a in changes[:LOST_CHANGES_LISTED]
+    ]
     record = {
         "account_id": document["account_id"],
         "region": document["region"],
@@ -179,7 +185,7 @@ def lost_record(document: dict[str, Any], reason: str) -> dict[str, Any]:
         "error": (document["error"] or "")[:500] or None,
         "instances": len(document["instances"]),
         "changes": len(changes),
-        "listed": listed[:LOST_CHANGES_LISTED],
+        "listed": listed,
     }
     while len(json.dumps(record)) > LOST_RECORD_BYTES and record["listed"]:
         record["listed"] = record["listed"][: len(record["listed"]) // 2]

@@ -204,10 +204,15 @@ def headline(report: Report) -> str:
     several = len(report.accounts) > 1
     scope = f"{len(report.accounts)} accounts" if several else f"account {report.account_label(report.account_id)}"
     warnings = f", {s.warnings} with warnings" if s.warnings else ""
+    # Per connect path (docs/architecture.md §13) once some instance takes the endpoint path: a public-only fleet's
+    # alert reads as it always did.
+    paths = ""
+    if s.connect_paths.get("endpoint"):
+        paths = f" ({', '.join(f'{n} {path}' for path, n in s.connect_paths.items())})"
     return (
         f"eic-guard {report.mode} run {report.run_id}, {scope} ({', '.join(report.regions)}): "
         f"{s.noncompliant} non-compliant, {s.errors} errors, {s.fixed} fixed, {s.compliant} compliant of "
-        f"{s.instances}{warnings}."
+        f"{s.instances}{paths}{warnings}."
     )
 
 

@@ -5,7 +5,8 @@ so any one row stands alone. `guidance` is what to do about that check; `warning
 that check (by their code: `pass` with `ssh-open-to-internet...` on eic-ssh-ingress), and those about no check in
 particular on every row; `actions` are the writes made (or planned) for that check, once (ACTION_CHECKS; one about
 no check in particular is on the instance's first row), so a spreadsheet's count of actions is the run's. Several
-are joined by "; ".
+are joined by "; ". `connect_path` (public or endpoint, docs/architecture.md §13) and `connect_command` (the command a
+person runs to connect, compliant and fixed instances only) are the instance's, on each of its rows.
 
 Instance tags are written by whoever can tag an instance: a cell that a spreadsheet would read as a formula
 (`=HYPERLINK(...)` as a Name) is prefixed with a quote, as OWASP's CSV injection guidance recommends.
@@ -35,6 +36,8 @@ COLUMNS = (
     "guidance",
     "warnings",
     "actions",
+    "connect_path",
+    "connect_command",
 )
 
 
@@ -84,9 +87,11 @@ def write_csv(report: Report, stream: TextIO) -> None:
             entry.vpc_id or "",
             entry.verdict,
         )
+        connect = (entry.connect_path or "", entry.connect_command or "")
         if not entry.checks:
             actions = _actions_for(entry, None, first_row=True)
-            writer.writerow((*who, "", "", entry.excluded_reason or "", "", _warnings_about(entry, None), actions))
+            reason = entry.excluded_reason or entry.error or ""
+            writer.writerow((*who, "", "", reason, "", _warnings_about(entry, None), actions, *connect))
             continue
         for row, (check_id, check) in enumerate(entry.checks.items()):
             writer.writerow(
@@ -98,5 +103,6 @@ def write_csv(report: Report, stream: TextIO) -> None:
                     check.guidance or "",
                     _warnings_about(entry, check_id),
                     _actions_for(entry, check_id, first_row=row == 0),
+                    *connect,
                 )
             )

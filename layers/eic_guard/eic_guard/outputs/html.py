@@ -28,7 +28,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from html import escape
 
-from ..checks import CHECK_IDS
+from ..checks import CHECK_IDS, check_ids_for
 from .report import DOC_URL, SHORT_IDS, STATUS_LABEL, WARNING_CHECKS, InstanceEntry, Report, Summary
 
 PAGE_INSTANCES = 100_000  # beyond this, one page per account (a 100,000-instance page is ~20 MB)
@@ -84,12 +84,12 @@ const linked = (parent, text) => { let last = 0;
   parent.append(text.slice(last)); };
 const s = (i) => (i >= 0 ? str[i] : "");
 // A raw row: [account, region, instance, name, [tag], vpc, verdict, statuses, [[check, reason, guidance]], [warning],
-// [[status, action, resource, detail]], excluded]; numbers index the strings island (-1: none).
+// [[status, action, resource, detail]], excluded, path, connect command]; numbers index the strings island (-1: none).
 const rows = raw.map((r) => ({account: s(r[0]), region: s(r[1]), id: r[2], name: r[3] || "",
   tags: (r[4] || []).map(s), vpc: s(r[5] ?? -1), verdict: meta.verdicts[r[6]], statuses: r[7],
   details: (r[8] || []).map(([c, reason, g]) => [c, s(reason), s(g)]), warnings: (r[9] || []).map(s),
   actions: (r[10] || []).map(([st, action, resource, detail]) => [s(st), s(action), resource, s(detail)]),
-  excluded: s(r[11] ?? -1)}));
+  excluded: s(r[11] ?? -1), path: s(r[12] ?? -1), command: r[13] || ""}));
 const label = (account) => meta.labels[account] || account;
 let haystacks = null;
 const haystack = (r) => [label(r.account), r.region, r.id, r.name, ...r.tags, r.vpc, r.verdict,
@@ -117,6 +117,7 @@ const apply = () => {
 const drawRow = (r) => {
   const tr = el("tr", "v-" + r.verdict);
   const where = el("td", "nowrap"); where.append(label(r.account), el("br"), r.region, el("br"), r.vpc);
+  if (r.path) where.append(el("br"), el("span", "path", "path " + r.path));
   const who = el("td", "who"); who.append(el("div", "name", r.name));
   if (r.tags.length) { const owner = el("div", "owner");
     r.tags.forEach((t, i) => { if (i) owner.append(el("br")); owner.append(t); }); who.append(owner); }
@@ -139,6 +140,8 @@ const drawRow = (r) => {
   for (const w of r.warnings) notes.append(el("li", "warn", "warning: " + w));
   for (const [status, action, resource, detail] of r.actions)
     notes.append(el("li", "", status + ": " + action + " " + resource + " \u2014 " + detail));
+  if (r.command) {
+    const li = el("li", "connect", "connect: "); li.append(el("code", "", r.command)); notes.append(li); }
   const reasons = el("td", "reasons"); reasons.append(notes); tr.append(reasons);
   return tr; };
 const draw = () => {
@@ -204,6 +207,12 @@ def failures_by_status(report: Report) -> dict[str, Counter[str]]:
     return tally.failures_by_status()
 
 
+def page_checks(report: Report) -> tuple[str, ...]:
+    """The page's check columns: the endpoint path's own only when some instance takes it (docs/architecture.md §13),
+    so a page of public-path instances is what it was."""
+    return CHECK_IDS if report.summary.connect_paths.get("endpoint") else check_ids_for("public")
+
+
 class PageCounts:
     """Every count the summaries show, gathered one instance at a time (no instance is kept)."""
 
@@ -211,7 +220,8 @@ class PageCounts:
         self.by_account: dict[str, Counter[str]] = defaultdict(Counter)
         self.by_region: dict[str, Counter[str]] = defaultdict(Counter)
         self.by_path: dict[str, Counter[str]] = defaultdict(Counter)
-        self.by_check: dict[str, Counter[str]] = {check_id: Counter() for check_id in CHECK_IDS}
+        # The public path's checks always (a chart bar each); the endpoint path's as instances report them.
+        self.by_check: dict[str, Counter[str]] = {check_id: Counter() for check_id in check_ids_for("public")}
         self.instances = 0
 
     def add(self, entry: InstanceEntry) -> None:
@@ -254,12 +264,12 @@ class StringTable:
 _VERDICT_INDEX = {verdict: n for n, verdict in enumerate(VERDICT_ORDER)}
 
 
-def instance_row(entry: InstanceEntry, strings: StringTable) -> list:
+def instance_row(entry: InstanceEntry, strings: StringTable, checks: tuple[str, ...] = CHECK_IDS) -> list:
     """One instance as the page's script reads it (numbers index `strings`; trailing empty fields dropped)."""
     of = strings.of
-    statuses = "".join(STATUS_CODES[entry.checks[c].status] if c in entry.checks else "-" for c in CHECK_IDS)
+    statuses = "".join(STATUS_CODES[entry.checks[c].status] if c in entry.checks else "-" for c in checks)
     details = [
-        [CHECK_IDS.index(cid) if cid in CHECK_IDS else -1, of(check.reason), of(check.guidance)]
+        [checks.index(cid) if cid in checks else -1, of(check.reason), of(check.guidance)]
         for cid, check in entry.checks.items()
         if check.status not in ("pass", "not-applicable")
     ]
@@ -276,6 +286,8 @@ def instance_row(entry: InstanceEntry, strings: StringTable) -> list:
         [of(w) for w in entry.warnings],
         [[of(a.status), of(a.action), a.resource, of(a.detail)] for a in entry.actions],
         of(entry.excluded_reason),
+        of(entry.connect_path),  # docs/architecture.md §13
+        entry.connect_command or "",  # one per instance: not worth the strings island
     ]
     while row and row[-1] in (-1, [], ""):
         row.pop()
@@ -293,23 +305,27 @@ def _island(element_id: str, value: object) -> str:
     return f'<script type="application/json" id="{element_id}">{_json(value)}</script>\n'
 
 
-def _rows_island(entries: Iterable[InstanceEntry], strings: StringTable) -> Iterator[str]:
+def _rows_island(
+    entries: Iterable[InstanceEntry], strings: StringTable, checks: tuple[str, ...] = CHECK_IDS
+) -> Iterator[str]:
     """The rows island, one instance at a time (what a streaming writer writes as it reads the targets)."""
     yield '<script type="application/json" id="eic-rows">['
     separator = ""
     for entry in entries:
-        yield separator + _json(instance_row(entry, strings))
+        yield separator + _json(instance_row(entry, strings, checks))
         separator = ",\n"
     yield "]</script>\n"
 
 
 def _meta(report: Report) -> dict:
     return {
-        "checks": list(CHECK_IDS),
+        "checks": list(page_checks(report)),
         "labels": {a: report.account_label(a) for a in report.account_aliases},
         "verdicts": list(VERDICT_ORDER),
         "status_labels": STATUS_LABEL,
-        "warning_checks": {code: CHECK_IDS.index(cid) for code, cid in WARNING_CHECKS.items() if cid in CHECK_IDS},
+        "warning_checks": {
+            code: page_checks(report).index(cid) for code, cid in WARNING_CHECKS.items() if cid in page_checks(report)
+        },
         "rows_per_screen": ROWS_PER_SCREEN,
     }
 
@@ -495,11 +511,10 @@ def _cards(report: Report) -> str:
     )
 
 
-def _instances_section(heading: str) -> str:
+def _instances_section(heading: str, shown: tuple[str, ...] = CHECK_IDS) -> str:
     verdicts = "".join(f'<option value="{v}">{v}</option>' for v in VERDICT_ORDER)
     checks = "".join(
-        f'<th data-sort="check{i}" title="{escape(c)}">{escape(SHORT_IDS.get(c, c))}</th>'
-        for i, c in enumerate(CHECK_IDS)
+        f'<th data-sort="check{i}" title="{escape(c)}">{escape(SHORT_IDS.get(c, c))}</th>' for i, c in enumerate(shown)
     )
     # Short check ids (the full id is the tooltip): six full ids would push the reasons off a 1280 px screen.
     return f"""<h2 id="instances-heading">{escape(heading)}</h2>
@@ -576,9 +591,10 @@ def html_chunks(report: Report, entries: Iterable[InstanceEntry] | None = None, 
             counts.add(entry)
             yield entry
 
-    data = [_island("eic-meta", _meta(report)), *_rows_island(counted(), strings)]
+    shown = page_checks(report)
+    data = [_island("eic-meta", _meta(report)), *_rows_island(counted(), strings, shown)]
     data.append(_island("eic-strings", strings.texts()))
-    visible = _summary(report, counts, None) + _instances_section("Instances") + f"<script>{_SCRIPT}</script>\n"
+    visible = _summary(report, counts, None) + _instances_section("Instances", shown) + f"<script>{_SCRIPT}</script>\n"
     yield from _page(report, data, visible, preface)
 
 

@@ -33,16 +33,12 @@ def report_key(kind: str, run_id: str, started: datetime) -> str:
 
 def store_scan_report(s3: Any, bucket: str, report: Report) -> str:
     """Put the JSON report and its HTML page (beyond outputs.html.PAGE_INSTANCES instances, also one page per
-    account, under `<run id>.accounts/`, linked from the page); returns the key prefix."""
+    account, under `<run id>.accounts/`, linked from the page); returns the key prefix. The JSON is encoded from the
+    model straight into bytes (Report.to_json_bytes): no dict or str copy of the report."""
     from .html import render_pages
 
     key = report_key("scan", report.run_id, report.started_at)
-    s3.put_object(
-        Bucket=bucket,
-        Key=f"{key}.json",
-        Body=json.dumps(report.to_dict(), indent=2).encode(),
-        ContentType="application/json",
-    )
+    s3.put_object(Bucket=bucket, Key=f"{key}.json", Body=report.to_json_bytes(), ContentType="application/json")
     folder = key.rsplit("/", 1)[0]
     for name, page in render_pages(report, stem=report.run_id).items():
         s3.put_object(Bucket=bucket, Key=f"{folder}/{name}", Body=page.encode(), ContentType="text/html; charset=utf-8")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
@@ -12,6 +13,7 @@ from .. import __version__
 from ..checks import CHECK_IDS, eic_ssh_ingress, imds_enabled, public_ipv4
 from ..checks.guidance import guidance_for
 from ..models import InstanceOutcome, Verdict
+from .connect import connect_command
 
 if TYPE_CHECKING:
     from ..ranges.ip_ranges import IpRanges
@@ -51,6 +53,10 @@ class InstanceEntry(_Model):
     name: str | None = None  # the Name tag
     tags: dict[str, str] = {}  # the configured owner tags (Owner, Team...) the instance carries
     warnings: list[str] = []  # "<code>: <text>", e.g. TCP 22 open to the whole internet on a passing check
+    connect_path: Literal["public", "endpoint"] | None = None  # docs/architecture.md §13
+    # What a person runs to connect (outputs/connect.py): compliant and fixed instances only.
+    connect_command: str | None = None
+    error: str | None = None  # why the instance could not be checked at all (e.g. a bad eic-guard:connect-path tag)
 
 
 class TargetActionEntry(ActionEntry):
@@ -89,6 +95,7 @@ class Summary(_Model):
     excluded: int
     errors: int
     warnings: int = 0  # instances with at least one warning
+    connect_paths: dict[str, int] = {}  # instances per connect path present: {"public": n, "endpoint": m}
 
 
 class Report(_Model):
@@ -115,6 +122,12 @@ class Report(_Model):
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json", by_alias=True, exclude=None if self.interrupted else {"interrupted"})
+
+    def to_json_bytes(self) -> bytes:
+        """The document to_dict() gives, as indented JSON in UTF-8, encoded by pydantic-core straight from the model
+        (no dict, no str: at 100,000 instances each would be another copy of the report)."""
+        exclude = None if self.interrupted else {"interrupted"}
+        return type(self).__pydantic_serializer__.to_json(self, indent=2, by_alias=True, exclude=exclude)
 
     def account_label(self, account_id: str) -> str:
         """`alias (id)` when the account has an alias, else the id."""
@@ -143,6 +156,9 @@ SHORT_IDS = {
     "imds-enabled": "imds",
     "internet-route": "route",
     "network-acl": "nacl",
+    "endpoint-present": "eice",
+    "endpoint-ssh-ingress": "eice-in",
+    "endpoint-ssh-egress": "eice-out",
 }
 DOC_URL = re.compile(r"https://[^\s<>\"')\]]+")  # a documentation link inside a guidance text
 # The check each warning code is about (outputs place a warning beside its check; an unknown code stands alone).
@@ -182,12 +198,13 @@ def verdict(outcome: InstanceOutcome) -> Verdict:
 
 
 def instance_entry(outcome: InstanceOutcome) -> dict:
+    status = verdict(outcome)
     return {
         "instance_id": outcome.instance_id,
         "account_id": outcome.account_id,
         "region": outcome.region,
         "vpc_id": outcome.vpc_id,
-        "verdict": verdict(outcome),
+        "verdict": status,
         "checks": {
             cid: {"status": r.status, "reason": r.reason, "guidance": guidance_for(cid, r)}
             for cid, r in outcome.checks.items()
@@ -197,6 +214,9 @@ def instance_entry(outcome: InstanceOutcome) -> dict:
         "name": outcome.name,
         "tags": dict(outcome.tags),
         "warnings": list(outcome.warnings),
+        "connect_path": outcome.connect_path,
+        "connect_command": connect_command(outcome.instance_id, outcome.region, outcome.connect_path, status),
+        "error": outcome.error if outcome.error and not outcome.checks else None,
     }
 
 
@@ -234,6 +254,12 @@ def build_report(
                 "instances": len(entries),
                 "errors": sum(1 for e in entries if e["verdict"] == "error") + len(errors),
                 "warnings": sum(1 for e in entries if e.get("warnings")),
+                "connect_paths": dict(
+                    sorted(
+                        Counter(e["connect_path"] for e in entries if e.get("connect_path")).items(),
+                        key=lambda item: ("public", "endpoint").index(item[0]),
+                    )
+                ),
                 **counts,
             },
             "accounts": sorted({t["account_id"] for t in targets}),

@@ -11,6 +11,10 @@ two-line statuses (`would` / `fix`); then one stacked instance cell (id, verdict
 71 columns with the six checks, so 80 fits. The details table names the checks in full from FULL_IDS_FROM columns
 and wraps its reason column.
 
+The connect path (docs/architecture.md §13) is a `path` column (a line of the stacked cell), the summary counts
+instances per path, and every compliant or fixed instance has a `connect` row in the details table with the exact
+command a person runs (outputs/connect.py).
+
 Warnings are amber (AMBER) everywhere: a passing check with a warning reads `pass!`, the details table has a
 `warning` row with its text, the summary line counts the instances with warnings, and target notes are `note:` lines.
 Text from AWS (names, tags, reasons) is never read as rich markup.
@@ -31,7 +35,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from ..checks import CHECK_IDS
+from ..checks import CHECK_IDS, check_ids_for
 from .report import SHORT_IDS, STATUS_LABEL, WARNING_CHECKS, InstanceEntry, Report, split_warning
 
 AMBER = "orange1"  # xterm 214 (#ffaf00), the 256-colour closest to amber; 16-colour terminals get yellow
@@ -131,6 +135,8 @@ def _instance_table(report: Report, entries: list[InstanceEntry], layout: Layout
     several_accounts = len(report.accounts) > 1
     several_regions = len({e.region for e in entries}) > 1
     named, owned = any(e.name for e in entries), any(e.tags for e in entries)
+    # docs/architecture.md §13: the connect path of each instance, once a report carries it
+    pathed = any(e.connect_path for e in entries)
     table = Table(title=f"eic-guard {report.mode}: {report.summary.instances} opted-in instances")
     if layout.stacked:
         table.add_column("instance", overflow="fold")
@@ -143,17 +149,22 @@ def _instance_table(report: Report, entries: list[InstanceEntry], layout: Layout
         if several_regions:
             table.add_column("region", no_wrap=True)
         table.add_column("verdict", no_wrap=True)
-    for check_id in CHECK_IDS:
+        if pathed:
+            table.add_column("path", no_wrap=True)
+    # The checks some instance is reported with: the endpoint path's columns only when an instance takes it.
+    shown = [c for c in CHECK_IDS if any(c in e.checks for e in entries)] or list(check_ids_for("public"))
+    for check_id in shown:
         table.add_column(SHORT_IDS.get(check_id, check_id) if layout.short_ids else check_id, no_wrap=True)
     for entry in entries:
         warned = warned_checks(entry)
         checks = [
             _status(entry.checks[c].status, c in warned, layout.two_line_status) if c in entry.checks else Text("")
-            for c in CHECK_IDS
+            for c in shown
         ]
         account = report.account_label(entry.account_id)
         if layout.stacked:
             lines = [Text(entry.instance_id), _verdict(entry)]
+            lines += [Text(f"path {entry.connect_path}", style="dim")] if entry.connect_path else []
             lines += [Text(entry.name)] if entry.name else []
             lines += [Text(owner_text(entry.tags), style="dim")] if entry.tags else []
             lines += [Text(entry.region, style="dim")] if several_regions else []
@@ -168,7 +179,8 @@ def _instance_table(report: Report, entries: list[InstanceEntry], layout: Layout
             identity.append(who)
         identity += [Text(account)] if several_accounts else []
         identity += [Text(entry.region)] if several_regions else []
-        table.add_row(*identity, _verdict(entry), *checks)
+        path = [Text(entry.connect_path or "", style="dim")] if pathed else []
+        table.add_row(*identity, _verdict(entry), *path, *checks)
     return table
 
 
@@ -215,6 +227,8 @@ def _details(entries: list[InstanceEntry], *, short_ids: bool) -> Table:
                 Text(action.status, style="dim"),
                 Text(f"{action.action} {action.resource}: {action.detail}"),
             )
+        if entry.connect_command:
+            table.add_row(who, "-", Text("connect", style="green"), Text(entry.connect_command))
     return table
 
 
@@ -240,6 +254,8 @@ def _footer(report: Report) -> Iterator[Text]:
         ", ",
         (f"{s.warnings} with warnings", AMBER if s.warnings else "dim"),
     )
+    if s.connect_paths:
+        yield Text("connect paths: " + ", ".join(f"{n} {path}" for path, n in s.connect_paths.items()))
     several_accounts = len(report.accounts) > 1
     for target in report.targets:
         for note in target.notes:

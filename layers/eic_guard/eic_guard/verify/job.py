@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..aws.credentials import AccountUnreachable
+from ..fanout.plan import RunPlan
 from ..fanout.targets import ORGANIZATION, Target, plan_accounts, plan_targets
 from ..permissions import MEMBER, WORKER, Deployment, granted
 from ..ranges.ip_ranges import IpRanges
@@ -39,31 +40,36 @@ def deployment_of(settings: Settings) -> Deployment:
 
 
 def actions_to_probe(role: str, deployment: Deployment) -> set[str]:
-    """What `role` calls inside a scanned account with these parameters (permissions.CALLS), and the hub's read."""
-    actions = {a for a in granted(role, deployment) if a.split(":")[0] in probes.IN_ACCOUNT_SERVICES}
-    return actions
+    """What `role` calls inside a scanned account with these parameters (permissions.CALLS)."""
+    return {a for a in granted(role, deployment) if a.split(":")[0] in probes.IN_ACCOUNT_SERVICES}
 
 
-def plan_verify(settings: Settings, clients: Any, store: StateStore | None, run_id: str | None = None):
+def plan_verify(settings: Settings, clients: Any, store: StateStore | None, run_id: str | None = None) -> RunPlan:
     """The verify run's plan: the nightly run's targets, the stored prefixes (read only), nothing to apply."""
-    from ..fanout.plan import RunPlan  # the plan module imports the catch-up: only when a verify job is planned
-
     own = clients.account_id()
     organizations = clients.client("organizations", settings.regions[0]) if settings.accounts == ORGANIZATION else None
     accounts = plan_accounts(settings.accounts, own, organizations)
-    state = store.load() if store is not None else None
-    ranges = (state.as_ip_ranges() if state is not None else None) or IpRanges.none_available("no stored state")
     return RunPlan(
         run_id=run_id or str(uuid.uuid4()),
         job=JOB,  # type: ignore[arg-type] - RunPlan.job names the jobs that write; verify reuses its shape
         mode=settings.mode,
         started_at=datetime.now(UTC),
         own_account=own,
-        ranges=ranges,
+        ranges=_stored_ranges(store),
         apply_ranges=False,
         targets=plan_targets(accounts.accounts, settings.regions),
         skipped_accounts=list(accounts.skipped),
     )
+
+
+def _stored_ranges(store: StateStore | None) -> IpRanges:
+    """The prefixes the last run stored (read only); none when there are none or they cannot be read: the probes
+    then use a documentation range, and the state is the nightly run's to repair, not verify's."""
+    try:
+        state = store.load() if store is not None else None
+    except Exception as exc:  # noqa: BLE001 - verify never fails on the state, and never writes it
+        return IpRanges.none_available(f"stored state unreadable: {exc}")
+    return (state.as_ip_ranges() if state is not None else None) or IpRanges.none_available("no stored state")
 
 
 def verify_target(plan: Any, target: Target, clients_for: Any, settings: Settings) -> dict[str, Any]:

@@ -14,6 +14,7 @@ SCHEDULER_DOCS = "https://docs.aws.amazon.com/scheduler/latest/UserGuide/managin
 EXECUTION_DOCS = "https://docs.aws.amazon.com/step-functions/latest/apireference/API_DescribeExecution.html"
 REDRIVE_DOCS = "https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-configure-dead-letter-queue-redrive.html"
 RECENT = 5  # executions listed
+REDEPLOY = "deploy the current template (sam build && sam deploy): its outputs name what verify reads"
 # The stack's dead-letter queues (template.yaml outputs) and what waiting in each means.
 DEAD_LETTER_QUEUES = (
     (
@@ -28,7 +29,7 @@ DEAD_LETTER_QUEUES = (
 def schedule_item(scheduler: Any, stack: Stack) -> Item:
     name = stack.output("NightlyScheduleName")
     if not name:
-        return Item("schedule", FAIL, "nightly schedule", "the stack has no NightlyScheduleName output")
+        return Item("schedule", FAIL, "nightly schedule", "the stack has no NightlyScheduleName output", fix=REDEPLOY)
     try:
         schedule = scheduler.get_schedule(Name=name)
     except ClientError as exc:
@@ -49,7 +50,7 @@ def schedule_item(scheduler: Any, stack: Stack) -> Item:
 def executions_item(sfn: Any, state_machine_arn: str | None) -> Item:
     """The last runs of the fan-out (verify's own executions left out): the latest finished one must have succeeded."""
     if not state_machine_arn:
-        return Item("executions", FAIL, "state machine", "the stack has no StateMachineArn output")
+        return Item("executions", FAIL, "state machine", "the stack has no StateMachineArn output", fix=REDEPLOY)
     listed = sfn.list_executions(stateMachineArn=state_machine_arn, maxResults=RECENT * 2)["executions"]
     runs = [e for e in listed if not e["name"].startswith(VERIFY_PREFIX)][:RECENT]
     name = state_machine_arn.rsplit(":", 1)[-1]

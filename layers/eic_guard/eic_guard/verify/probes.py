@@ -7,7 +7,8 @@ comes from eic_guard.permissions.CALLS (`granted`), so verify probes exactly wha
 a probe here is reported `untested` (and tests/unit/test_verify_probes.py fails on it).
 
 Each write probe restates what the resource already has where it can (the interface's current groups, the
-instance's current metadata tokens), so that even an endpoint that ignored DryRun would change nothing.
+instance's current metadata tokens, a rule the managed group already allows; the revoke names a rule it does not
+have), so that even an endpoint that ignored DryRun would change nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ DENIED_CODES = frozenset({"UnauthorizedOperation", "AccessDenied", "AccessDenied
 # The services whose calls the worker (or the member role) makes inside a scanned account: what the job probes.
 IN_ACCOUNT_SERVICES = ("ec2", "iam", "securityhub")
 SAMPLE = 5  # resources read per kind: a probe needs one, a few let it prefer the one a write would not change
-# A documentation range (RFC 5737) for the rule probes when the run has no EIC prefix for the region: DryRun only.
+# A documentation range (RFC 5737), in no security group: the revoke probe's rule (and the authorize probe's when the
+# run has no EIC prefix for the region). DryRun only.
 PLACEHOLDER_CIDR = "192.0.2.0/29"
 
 
@@ -159,10 +161,20 @@ def describe_hub(t: Target) -> str:
 
 
 # ---- writes, DryRun ----------------------------------------------------------------------------------------------
-def _rule(t: Target) -> list[dict]:
-    return [
-        {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": t.eic_prefix or PLACEHOLDER_CIDR}]}
-    ]
+def _source_rule(source: dict, key: str) -> list[dict]:
+    return [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, key: [source]}]
+
+
+def _rule_the_group_has(t: Target, group: dict) -> list[dict]:
+    """One TCP 22 source the group already allows (authorizing it again would change nothing), else the region's EIC
+    prefix (what the refresh adds anyway)."""
+    for permission in group.get("IpPermissions", ()):
+        if permission.get("IpProtocol") != "tcp" or permission.get("FromPort") != 22 or permission.get("ToPort") != 22:
+            continue
+        for key, field_ in (("IpRanges", "CidrIp"), ("Ipv6Ranges", "CidrIpv6"), ("PrefixListIds", "PrefixListId")):
+            for source in permission.get(key, ()):
+                return _source_rule({field_: source[field_]}, key)
+    return _source_rule({"CidrIp": t.eic_prefix or PLACEHOLDER_CIDR}, "IpRanges")
 
 
 def _group_or_untested(t: Target) -> dict:
@@ -174,13 +186,16 @@ def _group_or_untested(t: Target) -> dict:
 
 def authorize_ingress(t: Target) -> str:
     group = _group_or_untested(t)
-    t.ec2.authorize_security_group_ingress(GroupId=group["GroupId"], IpPermissions=_rule(t), DryRun=True)
+    rule = _rule_the_group_has(t, group)
+    t.ec2.authorize_security_group_ingress(GroupId=group["GroupId"], IpPermissions=rule, DryRun=True)
     return group["GroupId"]
 
 
 def revoke_ingress(t: Target) -> str:
+    """A rule the group does not have (a documentation range): revoking it would change nothing."""
     group = _group_or_untested(t)
-    t.ec2.revoke_security_group_ingress(GroupId=group["GroupId"], IpPermissions=_rule(t), DryRun=True)
+    rule = _source_rule({"CidrIp": PLACEHOLDER_CIDR}, "IpRanges")
+    t.ec2.revoke_security_group_ingress(GroupId=group["GroupId"], IpPermissions=rule, DryRun=True)
     return group["GroupId"]
 
 
@@ -279,6 +294,58 @@ def release_address(t: Target) -> str:
     return address["AllocationId"]
 
 
+# ---- the endpoint path (docs/architecture.md §13) -----------------------------------------------------------------
+def authorize_egress(t: Target) -> str:
+    """TCP 22 out of an eic-guard group, to itself by reference (what the endpoint path's egress fix adds to
+    eic-guard-eice): the statement allows egress edits of ManagedBy=eic-guard groups only, whichever group."""
+    group = _group_or_untested(t)
+    rule = [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "UserIdGroupPairs": [{"GroupId": group["GroupId"]}]}]
+    t.ec2.authorize_security_group_egress(GroupId=group["GroupId"], IpPermissions=rule, DryRun=True)
+    return group["GroupId"]
+
+
+def revoke_egress(t: Target) -> str:
+    """The default allow-all egress rule a new eic-guard-eice loses."""
+    group = _group_or_untested(t)
+    rule = [{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
+    t.ec2.revoke_security_group_egress(GroupId=group["GroupId"], IpPermissions=rule, DryRun=True)
+    return group["GroupId"]
+
+
+def create_instance_connect_endpoint(t: Target) -> str:
+    """An endpoint in an opted-in instance's subnet with an eic-guard group, tagged on create (CreateEndpoints)."""
+    instance = _instance_or_untested(t, lambda i: bool(i.get("SubnetId")))
+    group = t.managed_group(instance.get("VpcId"))
+    if group is None:
+        raise Untested(f"no {MANAGED_GROUP_NAME} group in {instance.get('VpcId')} to create the endpoint with")
+    key, value = MANAGED_BY_TAG
+    tags = [{"Key": key, "Value": value}, {"Key": "Name", "Value": "eic-guard-eice"}]
+    t.ec2.create_instance_connect_endpoint(
+        SubnetId=instance["SubnetId"],
+        SecurityGroupIds=[group["GroupId"]],
+        PreserveClientIp=False,
+        TagSpecifications=[{"ResourceType": "instance-connect-endpoint", "Tags": tags}],
+        DryRun=True,
+    )
+    return f"an endpoint in {instance['SubnetId']}, tagged on create"
+
+
+def create_network_interface(t: Target) -> str:
+    """The endpoint's interface, which the EC2 User Guide has the caller of CreateInstanceConnectEndpoint allowed."""
+    instance = _instance_or_untested(t, lambda i: bool(i.get("SubnetId")))
+    group = t.managed_group(instance.get("VpcId"))
+    if group is None:
+        raise Untested(f"no {MANAGED_GROUP_NAME} group in {instance.get('VpcId')} for the interface")
+    t.ec2.create_network_interface(SubnetId=instance["SubnetId"], Groups=[group["GroupId"]], DryRun=True)
+    return f"an interface in {instance['SubnetId']}"
+
+
+def service_linked_role(_: Target) -> str:
+    raise Untested(
+        "IAM has no DryRun; the first endpoint's creation proves it (it exists once the account has had one)"
+    )
+
+
 def no_dry_run(service: str) -> Callable[[Target], str]:
     def probe(_: Target) -> str:
         raise Untested(f"{service} has no DryRun; securityhub:DescribeHub and the next scan's import prove it")
@@ -298,6 +365,9 @@ PROBES: dict[str, Callable[[Target], str]] = {
     "ec2:GetManagedPrefixListEntries": get_managed_prefix_list_entries,
     "ec2:DescribeTags": simple_read("describe_tags", "tags read", MaxResults=5),
     "ec2:DescribeNetworkInterfaces": describe_network_interfaces,
+    "ec2:DescribeInstanceConnectEndpoints": simple_read(
+        "describe_instance_connect_endpoints", "EC2 Instance Connect Endpoints read", MaxResults=5
+    ),
     "iam:ListAccountAliases": simple_read("list_account_aliases", "account alias read"),
     "securityhub:DescribeHub": describe_hub,
     "ec2:AuthorizeSecurityGroupIngress": authorize_ingress,
@@ -310,6 +380,11 @@ PROBES: dict[str, Callable[[Target], str]] = {
     "ec2:AssociateAddress": associate_address,
     "ec2:DisassociateAddress": disassociate_address,
     "ec2:ReleaseAddress": release_address,
+    "ec2:AuthorizeSecurityGroupEgress": authorize_egress,
+    "ec2:RevokeSecurityGroupEgress": revoke_egress,
+    "ec2:CreateInstanceConnectEndpoint": create_instance_connect_endpoint,
+    "ec2:CreateNetworkInterface": create_network_interface,
+    "iam:CreateServiceLinkedRole": service_linked_role,
     "securityhub:BatchImportFindings": no_dry_run("Security Hub"),
     "securityhub:BatchUpdateFindings": no_dry_run("Security Hub"),
 }

@@ -248,16 +248,20 @@ def build_finding(
     guidance: str | None = None,
     name: str | None = None,
     tags: dict[str, str] | None = None,
+    connect_path: str | None = None,
 ) -> PlannedFinding:
     """One ASFF finding (https://docs.aws.amazon.com/securityhub/latest/userguide/securityhub-findings-format.html);
     `check_id` a check's id or `warning:<code>`; `guidance`: the check's own (docs/architecture.md §5b) when the report
-    carries one, else the table's text; `name`, `tags`: the instance's Name and owner tags."""
+    carries one, else the table's text; `name`, `tags`: the instance's Name and owner tags; `connect_path`: public or
+    endpoint (docs/architecture.md §13), ProductFields `eic-guard/ConnectPath`, so findings filter by path."""
     text = check_text(check_id)
     severity = text.severity if state in OPEN_STATES else "INFORMATIONAL"
     compliance = {"FAILED": "FAILED", "WARNING": "WARNING", "PASSED": "PASSED", "ARCHIVED": "NOT_AVAILABLE"}[state]
     finding_id = scope.finding_id(instance_id, check_id)
     resource = _instance_resource(scope, instance_id, name, tags)
     product_fields = {"eic-guard/CheckId": check_id, "eic-guard/Status": status, "eic-guard/RunId": run_id}
+    if connect_path:
+        product_fields["eic-guard/ConnectPath"] = connect_path
     if check_id.startswith(WARNING_PREFIX):
         code = check_id.removeprefix(WARNING_PREFIX)
         product_fields.update({"eic-guard/CheckId": WARNING_CHECKS.get(code, ""), "eic-guard/Warning": code})

@@ -139,6 +139,7 @@ def _plan_check(
         guidance=check.get("guidance"),
         name=entry.get("name"),
         tags=entry.get("tags"),
+        connect_path=entry.get("connect_path"),
     )
     _add_unless_unchanged(plan, planned, known, now)
 
@@ -173,7 +174,7 @@ def _plan_warnings(
     """One WARNING finding per warning code of the instance (two groups open to the world are one finding naming
     both), and PASSED for each code it had an open finding for and no longer has, unless one of its checks erred."""
     instance_id = entry["instance_id"]
-    who = {"name": entry.get("name"), "tags": entry.get("tags")}
+    who = {"name": entry.get("name"), "tags": entry.get("tags"), "connect_path": entry.get("connect_path")}
     by_code: dict[str, list[str]] = {}
     for warning in entry.get("warnings") or ():
         code, text = split_warning(warning)

@@ -1,0 +1,375 @@
+"""The endpoint connect path (docs/architecture.md §13): the path each instance takes, and the pass/fail table of
+endpoint-present, endpoint-ssh-ingress, endpoint-ssh-egress and network-acl on the API's shapes (endpoint in another
+subnet, dualstack, PreserveClientIp on and off, group reference vs CIDR, protocol -1)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date
+
+import pytest
+from eic_guard.checks import CheckContext, check_ids_for, endpoint_present, endpoint_ssh_egress, endpoint_ssh_ingress
+from eic_guard.checks import network_acl as network_acl_check
+from eic_guard.checks.connect_path import connect_path
+from eic_guard.engine import evaluate_instance, hold_blocked_fixes
+from eic_guard.models import IngressPermission, InstanceConnectEndpoint, SecurityGroup
+from eic_guard.settings import Settings
+
+from tests.unit.snapshots import (
+    ACCOUNT,
+    INSTANCE_ID,
+    PRIMARY_ENI,
+    REGION,
+    SUBNET,
+    VPC,
+    default_nacl_entries,
+    eic_prefixes,
+    eni,
+    group,
+    instance,
+    nacl_entry,
+    network_acl,
+    rule,
+    snapshot,
+)
+
+TODAY = date(2026, 12, 7)
+APP = "sg-0app"
+EICE_GROUP = "sg-0eice"
+ENDPOINT_ID = "eice-0123456789abcdef0"
+ENDPOINT_ADDRESS = "10.0.2.10"
+INSTANCE_IP = "10.0.1.20"
+OTHER_SUBNET = "subnet-0bbb"
+OWNED = (("ManagedBy", "eic-guard"),)
+
+
+def endpoint(
+    *,
+    state: str = "create-complete",
+    subnet_id: str = OTHER_SUBNET,
+    groups: tuple[str, ...] = (EICE_GROUP,),
+    preserve_client_ip: bool = False,
+    ip_address_type: str = "ipv4",
+    tags: tuple[tuple[str, str], ...] = (),
+    address: str | None = ENDPOINT_ADDRESS,
+    endpoint_id: str = ENDPOINT_ID,
+    message: str | None = None,
+) -> InstanceConnectEndpoint:
+    return InstanceConnectEndpoint(
+        endpoint_id,
+        VPC,
+        subnet_id,
+        state,
+        message,
+        groups,
+        preserve_client_ip,
+        ip_address_type,
+        ("eni-0eice",),
+        tags,
+        address,
+    )
+
+
+def egress(*permissions: IngressPermission, group_id: str = EICE_GROUP, tags=()) -> SecurityGroup:
+    return SecurityGroup(group_id, group_id, VPC, tags, (), tuple(permissions))
+
+
+def private(**kwargs):
+    """An opted-in instance without a public address, its primary ENI in SUBNET with the app group only."""
+    kwargs.setdefault("groups", (APP,))
+    return replace(instance(public_ip=None, **kwargs), private_ip=INSTANCE_IP)
+
+
+def ctx_of(inst, *, endpoints=(), groups=(), nacls=None, settings=None, **fields) -> CheckContext:
+    snap = snapshot(
+        inst,
+        groups=(group(APP), *groups),
+        network_acls=nacls or (network_acl(*default_nacl_entries(), subnets=(SUBNET, OTHER_SUBNET)),),
+    )
+    snap = replace(snap, endpoints=tuple(endpoints), **fields)
+    return CheckContext(snap, eic_prefixes(), settings or Settings.build(regions=(REGION,)))
+
+
+FROM_ENDPOINT = group(APP, rule(group_refs=(EICE_GROUP,)))
+TO_APP = egress(rule(group_refs=(APP,)))
+
+
+# ---- the connect path -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("public_ip", "endpoints", "setting", "create", "tag", "path"),
+    [
+        ("54.1.2.3", (endpoint(),), "auto", False, None, "public"),  # a public address: the tutorial's path
+        (None, (endpoint(),), "auto", False, None, "endpoint"),
+        (None, (), "auto", False, None, "public"),  # no endpoint, none to be created: today's behaviour
+        (None, (), "auto", True, None, "endpoint"),  # CreateEndpoints will make one
+        (None, (endpoint(state="delete-complete"),), "auto", False, None, "public"),  # a deleted one is none
+        (None, (endpoint(state="create-in-progress"),), "auto", False, None, "endpoint"),
+        ("54.1.2.3", (), "endpoint", False, None, "endpoint"),  # the setting decides
+        (None, (endpoint(),), "public", False, None, "public"),
+        (None, (endpoint(),), "auto", False, "public", "public"),  # the tag overrides
+        ("54.1.2.3", (), "public", False, "endpoint", "endpoint"),
+        ("stopped", (), "auto", True, None, "public"),  # no address while stopped: no endpoint created for it
+        ("stopped", (endpoint(),), "auto", False, None, "endpoint"),
+    ],
+)
+def test_connect_path(public_ip, endpoints, setting, create, tag, path):
+    state = "running"
+    if public_ip == "stopped":
+        state, public_ip = "stopped", None
+    inst = instance(state=state, public_ip=public_ip, tags={"eic-guard:connect-path": tag} if tag else None)
+    settings = Settings.build(regions=(REGION,), connect_path=setting, create_endpoints=create)
+    assert connect_path(inst, ctx_of(inst, endpoints=endpoints, settings=settings)) == path
+
+
+def test_a_bad_connect_path_tag_is_the_instances_error_and_nothing_is_checked():
+    inst = private(tags={"eic-guard:connect-path": "bastion"})
+    outcome = evaluate_instance(inst, ctx_of(inst, endpoints=(endpoint(),)), TODAY)
+    assert outcome.checks == {}
+    assert outcome.error == (
+        "eic-guard:connect-path='bastion' is not a connect path (use public or endpoint): the instance is neither "
+        "checked nor changed"
+    )
+
+
+def test_each_path_reports_its_checks_and_the_public_ones_are_not_applicable_on_the_endpoint_path():
+    inst = private()
+    ctx = ctx_of(inst, endpoints=(endpoint(),), groups=(TO_APP,))
+    ctx.snapshot.security_groups[APP] = FROM_ENDPOINT
+    outcome = evaluate_instance(inst, ctx, TODAY)
+    assert outcome.connect_path == "endpoint"
+    assert list(outcome.checks) == list(check_ids_for("endpoint"))
+    assert {c: r.status for c, r in outcome.checks.items()} == {
+        "public-ipv4": "not-applicable",
+        "eic-ssh-ingress": "not-applicable",
+        "endpoint-present": "pass",
+        "endpoint-ssh-ingress": "pass",
+        "endpoint-ssh-egress": "pass",
+        "al2023-ami": "pass",
+        "imds-enabled": "pass",
+        "internet-route": "not-applicable",
+        "network-acl": "pass",
+    }
+    assert outcome.checks["internet-route"].reason == "the instance takes the endpoint connect path"
+    public = instance()
+    assert list(evaluate_instance(public, ctx_of(public), TODAY).checks) == list(check_ids_for("public"))
+
+
+# ---- endpoint-present ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("found", "status", "kind", "reason"),
+    [
+        (endpoint(), "pass", None, f"{ENDPOINT_ID} (create-complete, ipv4) in {OTHER_SUBNET}"),
+        (endpoint(ip_address_type="dualstack"), "pass", None, f"{ENDPOINT_ID} (create-complete, dualstack) in "),
+        (endpoint(state="update-complete"), "pass", None, f"{ENDPOINT_ID} (update-complete, ipv4)"),
+        (endpoint(ip_address_type="ipv6"), "fail", "endpoint-ipv6-only", "serves only IPv6"),
+        (endpoint(state="create-in-progress"), "fail", "endpoint-creating", "is being created (create-in-progress)"),
+        (
+            endpoint(state="create-failed", message="Subnet has no free address"),
+            "fail",
+            "no-endpoint",
+            f"no EC2 Instance Connect Endpoint in {VPC} ({ENDPOINT_ID} is create-failed: Subnet has no free address)",
+        ),
+        (endpoint(state="delete-in-progress"), "fail", "no-endpoint", f"({ENDPOINT_ID} is delete-in-progress)"),
+        (None, "fail", "no-endpoint", f"no EC2 Instance Connect Endpoint in {VPC}"),
+    ],
+)
+def test_endpoint_present(found, status, kind, reason):
+    inst = private(tags={"eic-guard:connect-path": "endpoint"})
+    result = endpoint_present.evaluate(inst, ctx_of(inst, endpoints=(found,) if found else ()))
+    assert (result.status, result.kind, result.fix) == (status, kind, None)
+    assert reason in result.reason
+
+
+def test_endpoint_present_plans_one_endpoint_per_vpc_in_the_first_instances_subnet_with_a_stable_token():
+    # Given two endpoint-path instances of one VPC, the lower id in another subnet
+    second = private(instance_id="i-0b")
+    first = replace(private(instance_id="i-0a", enis=(eni(groups=(APP,), subnet_id=OTHER_SUBNET),)), subnet_id=None)
+    settings = Settings.build(regions=(REGION,), create_endpoints=True)
+    ctx = ctx_of(second, settings=settings)
+    ctx = replace(ctx, snapshot=replace(ctx.snapshot, instances=(second, first)), memo={})
+    # When
+    fixes = [endpoint_present.evaluate(i, ctx).fix for i in (second, first)]
+    # Then both ask for the same endpoint, in the first instance's subnet
+    assert fixes[0] == fixes[1]
+    assert dict(fixes[0].params) == {"vpc_id": VPC, "subnet_id": OTHER_SUBNET, "client_token": f"eic-guard-{VPC}"}
+    # And an endpoint eic-guard created before (deleted since) changes the token: a new one, not the deleted one
+    deleted = endpoint(state="delete-complete", tags=OWNED)
+    ctx = replace(ctx, snapshot=replace(ctx.snapshot, endpoints=(deleted,)), memo={})
+    token = dict(endpoint_present.evaluate(first, ctx).fix.params)["client_token"]
+    assert token.startswith(f"eic-guard-{VPC}-") and len(token) <= 64
+
+
+def test_endpoints_that_cannot_be_read_are_an_error_of_the_endpoint_path_instances():
+    inst = private(tags={"eic-guard:connect-path": "endpoint"})
+    why = "EC2 Instance Connect Endpoints not read: ec2:DescribeInstanceConnectEndpoints denied"
+    result = endpoint_present.evaluate(inst, ctx_of(inst, endpoints_unreadable=why))
+    assert (result.status, result.reason, result.kind) == ("error", why, "endpoints-unreadable")
+
+
+# ---- endpoint-ssh-ingress -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("permission", "preserve", "status", "allowed"),
+    [
+        (rule(group_refs=(EICE_GROUP,)), False, "pass", f"{EICE_GROUP} (the endpoint's group) in {APP}"),
+        (rule(group_refs=(EICE_GROUP,)), True, "pass", f"{EICE_GROUP} (the endpoint's group)"),  # either way
+        (rule("10.0.2.0/24"), False, "pass", f"10.0.2.0/24 (covers the endpoint's address {ENDPOINT_ADDRESS})"),
+        (rule("10.0.2.0/24"), True, "fail", None),  # the source is the client's address
+        (rule("10.0.3.0/24"), False, "fail", None),
+        (rule(group_refs=(EICE_GROUP,), protocol="-1", ports=None), False, "pass", f"{EICE_GROUP}"),
+        (rule(group_refs=(EICE_GROUP,), ports=(0, 65535)), False, "pass", f"{EICE_GROUP}"),
+        (rule(group_refs=(EICE_GROUP,), protocol="udp"), False, "fail", None),
+        (rule(group_refs=(EICE_GROUP,), ports=(2222, 2222)), False, "fail", None),
+        (rule(group_refs=("sg-0other",)), False, "fail", None),
+    ],
+)
+def test_endpoint_ssh_ingress(permission, preserve, status, allowed):
+    inst = private()
+    ctx = ctx_of(inst, endpoints=(endpoint(preserve_client_ip=preserve),))
+    ctx.snapshot.security_groups[APP] = group(APP, permission)
+    result = endpoint_ssh_ingress.evaluate(inst, ctx)
+    assert result.status == status
+    if allowed:
+        assert allowed in result.reason
+    else:
+        assert result.reason.startswith(f"TCP 22 not allowed from the endpoint {ENDPOINT_ID} (groups {EICE_GROUP}")
+        assert dict(result.fix.params) == {"eni_id": PRIMARY_ENI, "vpc_id": VPC, "group_ids": APP}
+
+
+def test_a_range_that_would_count_without_preserve_client_ip_is_named():
+    inst = private()
+    ctx = ctx_of(inst, endpoints=(endpoint(preserve_client_ip=True),))
+    ctx.snapshot.security_groups[APP] = group(APP, rule("10.0.0.0/16"))
+    result = endpoint_ssh_ingress.evaluate(inst, ctx)
+    assert "found: TCP 22 from 10.0.0.0/16 in sg-0app, which does not count: the endpoint preserves" in result.reason
+
+
+def test_ssh_from_the_whole_internet_passes_with_a_warning():
+    inst = private()
+    ctx = ctx_of(inst, endpoints=(endpoint(),))
+    ctx.snapshot.security_groups[APP] = group(APP, rule("0.0.0.0/0"))
+    result = endpoint_ssh_ingress.evaluate(inst, ctx)
+    assert result.status == "pass"
+    assert result.warnings == (
+        "ssh-open-to-internet: sg-0app allows TCP 22 from 0.0.0.0/0 (the whole internet); the endpoint path needs "
+        "only the endpoint's group",
+    )
+
+
+# ---- endpoint-ssh-egress ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("permission", "status"),
+    [
+        (rule(group_refs=(APP,)), "pass"),
+        (rule("10.0.1.0/24"), "pass"),  # covers the instance's private address
+        (rule("0.0.0.0/0", protocol="-1", ports=None), "pass"),  # a new group's default egress
+        (rule("10.0.3.0/24"), "fail"),
+        (rule(group_refs=(APP,), protocol="udp"), "fail"),
+        (rule(group_refs=(APP,), ports=(443, 443)), "fail"),
+        (None, "fail"),
+    ],
+)
+def test_endpoint_ssh_egress(permission, status):
+    inst = private()
+    endpoint_group = egress(*((permission,) if permission else ()))
+    result = endpoint_ssh_egress.evaluate(inst, ctx_of(inst, endpoints=(endpoint(),), groups=(endpoint_group,)))
+    assert result.status == status
+    if status == "fail":
+        assert result.fix is None  # not eic-guard's endpoint: guidance only
+        assert result.reason.endswith("eic-guard changes only the group of an endpoint it created")
+
+
+def test_endpoint_ssh_egress_is_fixed_only_on_eic_guards_own_endpoint():
+    inst = private()
+    own_group = egress(group_id=EICE_GROUP, tags=OWNED)
+    ctx = ctx_of(inst, endpoints=(endpoint(tags=OWNED),), groups=(own_group,), endpoint_groups={VPC: own_group})
+    result = endpoint_ssh_egress.evaluate(inst, ctx)
+    assert (result.status, result.kind) == ("fail", "ssh-egress-not-allowed")
+    assert dict(result.fix.params) == {"eni_id": PRIMARY_ENI, "vpc_id": VPC, "group_ids": APP}
+
+
+# ---- network-acl between the endpoint and the instance ------------------------------------------------------------
+def _nacls(instance_side=(), endpoint_side=()):
+    return (
+        network_acl(*instance_side, *default_nacl_entries(), nacl_id="acl-0inst", subnets=(SUBNET,)),
+        network_acl(*endpoint_side, *default_nacl_entries(), nacl_id="acl-0eice", subnets=(OTHER_SUBNET,)),
+    )
+
+
+@pytest.mark.parametrize(
+    ("found", "nacls", "status", "kind", "text"),
+    [
+        (endpoint(subnet_id=SUBNET), _nacls((nacl_entry(1, allow=False),)), "pass", None, "no network ACL between"),
+        (endpoint(), _nacls(), "pass", None, f"allow TCP 22 from {ENDPOINT_ADDRESS} to {INSTANCE_IP}"),
+        (
+            endpoint(),
+            _nacls((nacl_entry(50, allow=False, cidr="10.0.2.0/24", protocol="6", ports=(22, 22)),)),
+            "fail",
+            "nacl-endpoint-inbound-deny",
+            f"acl-0inst (the instance's subnet) inbound: rule 50 denies {ENDPOINT_ADDRESS}/32 port 22",
+        ),
+        (
+            endpoint(),
+            _nacls((nacl_entry(50, egress=True, allow=False, cidr="10.0.2.0/24"),)),
+            "fail",
+            "nacl-endpoint-outbound-deny",
+            "acl-0inst (the instance's subnet) outbound: rule 50 denies",
+        ),
+        (
+            endpoint(),
+            _nacls(endpoint_side=(nacl_entry(50, egress=True, allow=False, cidr="10.0.1.0/24"),)),
+            "fail",
+            "nacl-endpoint-outbound-deny",
+            f"acl-0eice (the endpoint {ENDPOINT_ID}'s subnet) outbound: rule 50 denies {INSTANCE_IP}/32 port 22",
+        ),
+        (
+            endpoint(),
+            _nacls(endpoint_side=(nacl_entry(50, allow=False, cidr="10.0.1.0/24", protocol="6", ports=(1024, 65535)),)),
+            "fail",
+            "nacl-endpoint-inbound-deny",
+            "acl-0eice (the endpoint",
+        ),
+        (None, _nacls(), "fail", "nacl-endpoint-unknown", "checked once it exists"),
+    ],
+)
+def test_network_acl_on_the_endpoint_path(found, nacls, status, kind, text):
+    inst = private(tags={"eic-guard:connect-path": "endpoint"})
+    result = network_acl_check.evaluate(inst, ctx_of(inst, endpoints=(found,) if found else (), nacls=nacls))
+    assert (result.status, result.kind) == (status, kind)
+    assert text in result.reason
+
+
+def test_network_acl_passes_for_the_subnet_eic_guard_will_create_the_endpoint_in():
+    inst = private()
+    settings = Settings.build(regions=(REGION,), create_endpoints=True)
+    result = network_acl_check.evaluate(inst, ctx_of(inst, settings=settings))
+    assert (result.status, result.reason) == (
+        "pass",
+        f"the endpoint eic-guard creates will be in {SUBNET}: no network ACL between them",
+    )
+
+
+# ---- what blocks the fixes ----------------------------------------------------------------------------------------
+def test_no_endpoint_without_create_endpoints_blocks_every_fix():
+    inst = private(http_endpoint="disabled", tags={"eic-guard:connect-path": "endpoint"})
+    outcome = evaluate_instance(inst, ctx_of(inst), TODAY)
+    hold_blocked_fixes(outcome)
+    assert outcome.checks["imds-enabled"].fix is None
+    assert outcome.checks["imds-enabled"].reason.endswith(
+        "not fixed: blocked by network-acl, endpoint-present, endpoint-ssh-egress"
+    )
+
+
+def test_a_nacl_between_endpoint_and_instance_blocks_the_ingress_fix():
+    inst = private()
+    nacls = _nacls((nacl_entry(50, allow=False, cidr="10.0.2.0/24", protocol="6", ports=(22, 22)),))
+    outcome = evaluate_instance(inst, ctx_of(inst, endpoints=(endpoint(),), groups=(TO_APP,), nacls=nacls), TODAY)
+    hold_blocked_fixes(outcome)
+    ingress = outcome.checks["endpoint-ssh-ingress"]
+    assert (ingress.status, ingress.fix) == ("fail", None)
+    assert ingress.reason.endswith("not fixed: blocked by network-acl")
+
+
+def test_instance_id_and_account_are_kept():
+    inst = private()
+    outcome = evaluate_instance(inst, ctx_of(inst, endpoints=(endpoint(),)), TODAY)
+    assert (outcome.instance_id, outcome.account_id, outcome.region) == (INSTANCE_ID, ACCOUNT, REGION)
