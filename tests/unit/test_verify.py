@@ -425,3 +425,35 @@ def test_the_verify_plan_reads_the_stored_prefixes_and_survives_a_broken_state()
     assert [t.key for t in plan.targets] == ["000000000001/us-east-1", "000000000001/eu-west-1"]
     assert (plan.job, plan.apply_ranges, plan.revoke, plan.writes_ranges) == ("verify", False, False, False)
     assert plan.ranges.unavailable.startswith("stored state unreadable: '999.0.0.0/8'")
+
+
+def test_the_egress_probes_restate_the_groups_own_rule_and_revoke_one_it_does_not_have():
+    # Given an eic-guard group with its default allow-all egress
+    group = {"GroupId": "sg-m", "IpPermissionsEgress": [{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]}
+    target, stub = stubbed_target(managed_groups=[group])
+    stub.add_client_error(
+        "authorize_security_group_egress",
+        "DryRunOperation",
+        expected_params={
+            "GroupId": "sg-m",
+            "IpPermissions": [{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}],
+            "DryRun": True,
+        },
+    )
+    stub.add_client_error(
+        "revoke_security_group_egress",
+        "DryRunOperation",
+        expected_params={
+            "GroupId": "sg-m",
+            "IpPermissions": [
+                {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "192.0.2.0/29"}]}
+            ],
+            "DryRun": True,
+        },
+    )
+
+    # When both are probed / Then both are allowed, with requests that would change nothing if made
+    with stub:
+        actions = ("ec2:AuthorizeSecurityGroupEgress", "ec2:RevokeSecurityGroupEgress")
+        assert [probes.run_probe(a, target).outcome for a in actions] == [probes.ALLOWED, probes.ALLOWED]
+    stub.assert_no_pending_responses()

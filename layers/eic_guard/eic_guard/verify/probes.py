@@ -296,20 +296,43 @@ def release_address(t: Target) -> str:
 
 # ---- the endpoint path (docs/architecture.md §13) -----------------------------------------------------------------
 def authorize_egress(t: Target) -> str:
-    """TCP 22 out of an eic-guard group, to itself by reference (what the endpoint path's egress fix adds to
-    eic-guard-eice): the statement allows egress edits of ManagedBy=eic-guard groups only, whichever group."""
+    """An egress rule of an eic-guard group (what the endpoint path's egress fix adds to eic-guard-eice): the statement
+    allows egress edits of ManagedBy=eic-guard groups only, whichever rule. The probe restates one the group already
+    has (its default allow-all, say), else TCP 22 to itself by reference, so that it would change nothing if made."""
     group = _group_or_untested(t)
-    rule = [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "UserIdGroupPairs": [{"GroupId": group["GroupId"]}]}]
+    existing = next(iter(group.get("IpPermissionsEgress", ())), None)
+    rule = [_restated(existing)] if existing else [_self_reference(group["GroupId"])]
     t.ec2.authorize_security_group_egress(GroupId=group["GroupId"], IpPermissions=rule, DryRun=True)
     return group["GroupId"]
 
 
 def revoke_egress(t: Target) -> str:
-    """The default allow-all egress rule a new eic-guard-eice loses."""
+    """What a new eic-guard-eice loses (its default allow-all egress), probed with a rule no group has (TCP 22 to a
+    documentation range): revoking it would change nothing."""
     group = _group_or_untested(t)
-    rule = [{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
+    rule = [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": PLACEHOLDER_CIDR}]}]
     t.ec2.revoke_security_group_egress(GroupId=group["GroupId"], IpPermissions=rule, DryRun=True)
     return group["GroupId"]
+
+
+def _self_reference(group_id: str) -> dict:
+    return {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "UserIdGroupPairs": [{"GroupId": group_id}]}
+
+
+def _restated(permission: dict) -> dict:
+    """An IpPermissions entry as DescribeSecurityGroups gives it, reduced to what a request takes."""
+    rule = {k: permission[k] for k in ("IpProtocol", "FromPort", "ToPort") if k in permission}
+    for key, fields in (
+        ("IpRanges", ("CidrIp",)),
+        ("Ipv6Ranges", ("CidrIpv6",)),
+        ("PrefixListIds", ("PrefixListId",)),
+        ("UserIdGroupPairs", ("GroupId",)),
+    ):
+        sources = [{f: source[f] for f in fields if f in source} for source in permission.get(key, ())]
+        if sources:
+            rule[key] = sources[:1]
+            return rule
+    return rule
 
 
 def create_instance_connect_endpoint(t: Target) -> str:
