@@ -102,12 +102,7 @@ class Ec2Gateway:
         """Allow TCP 22 in from `source_group_id` by reference (a rule that exists already counts as added)."""
         detail = f"allow TCP 22 from {source_group_id} (by reference)"
         if not self.dry_run:
-            permission = {
-                "IpProtocol": "tcp",
-                "FromPort": 22,
-                "ToPort": 22,
-                "UserIdGroupPairs": [{"GroupId": source_group_id}],
-            }
+            permission = ssh_by_reference(source_group_id)
             self._tolerating_duplicate(self.ec2.authorize_security_group_ingress, group_id, permission)
         return self._record("authorize-ingress", group_id, detail)
 
@@ -115,12 +110,7 @@ class Ec2Gateway:
         """Allow TCP 22 out to `target_group_id` by reference (a rule that exists already counts as added)."""
         detail = f"allow TCP 22 out to {target_group_id} (by reference)"
         if not self.dry_run:
-            permission = {
-                "IpProtocol": "tcp",
-                "FromPort": 22,
-                "ToPort": 22,
-                "UserIdGroupPairs": [{"GroupId": target_group_id}],
-            }
+            permission = ssh_by_reference(target_group_id)
             self._tolerating_duplicate(self.ec2.authorize_security_group_egress, group_id, permission)
         return self._record("authorize-egress", group_id, detail)
 
@@ -300,3 +290,8 @@ class Ec2Gateway:
             address.allocation_id,
             f"release {address.public_ip}: its instance is gone, no longer opted in or no longer allowed a public IP",
         )
+
+
+def ssh_by_reference(group_id: str) -> dict:
+    """One IpPermissions entry: TCP 22 to or from `group_id` by reference (the endpoint path's rules)."""
+    return {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "UserIdGroupPairs": [{"GroupId": group_id}]}

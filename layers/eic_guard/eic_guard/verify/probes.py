@@ -19,7 +19,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..aws.gateway import error_code
+from ..aws.gateway import error_code, ssh_by_reference
 from ..outputs.publish import CHECKED_AT_TAG, STATUS_TAG
 from ..ranges.managed_group import EIC_PREFIX_LIST
 from ..settings import MANAGED_BY_TAG, MANAGED_GROUP_NAME, PUBLIC_IP_TAG, Settings
@@ -301,7 +301,7 @@ def authorize_egress(t: Target) -> str:
     has (its default allow-all, say), else TCP 22 to itself by reference, so that it would change nothing if made."""
     group = _group_or_untested(t)
     existing = next(iter(group.get("IpPermissionsEgress", ())), None)
-    rule = [_restated(existing)] if existing else [_self_reference(group["GroupId"])]
+    rule = [_restated(existing)] if existing else [ssh_by_reference(group["GroupId"])]
     t.ec2.authorize_security_group_egress(GroupId=group["GroupId"], IpPermissions=rule, DryRun=True)
     return group["GroupId"]
 
@@ -313,10 +313,6 @@ def revoke_egress(t: Target) -> str:
     rule = [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": PLACEHOLDER_CIDR}]}]
     t.ec2.revoke_security_group_egress(GroupId=group["GroupId"], IpPermissions=rule, DryRun=True)
     return group["GroupId"]
-
-
-def _self_reference(group_id: str) -> dict:
-    return {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "UserIdGroupPairs": [{"GroupId": group_id}]}
 
 
 def _restated(permission: dict) -> dict:
