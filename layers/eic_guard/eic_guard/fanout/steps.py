@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..aws.credentials import AccountClients
 from ..budget import Deadline
-from ..events import InvalidEvent
+from ..errors import InvalidEvent
 from ..observability import logger, record_refresh, record_scan, record_targets
 from ..outputs.athena import write_findings
 from ..outputs.publish import publish_refresh, publish_scan
