@@ -46,11 +46,14 @@ _PROBE = """
 import json, sys
 import app
 from aws_xray_sdk.core import patcher
+from eic_guard.fanout.steps import PlanOutput, RunRequest
 from eic_guard.outputs.report import Report
+from eic_guard.ranges.state import RangesState
 print(json.dumps({
     "modules": sorted(sys.modules),
     "patched": sorted(patcher._PATCHED_MODULES),
-    "report_validator": type(Report.__pydantic_validator__).__name__,
+    "built": [m.__name__ for m in (Report, RangesState, PlanOutput, RunRequest)
+              if type(m.__pydantic_validator__).__name__ != "MockValSer"],
 }))
 """
 
@@ -78,11 +81,11 @@ def test_the_target_worker_imports_nothing_only_other_paths_need():
     seen = _fresh_interpreter(_PROBE, function, {**LAMBDA_ENV, "LAMBDA_TASK_ROOT": str(function)})
 
     # Then none of what only the other paths need is loaded, X-Ray patches botocore alone (every AWS call traced),
-    # and the report's validators, which the aggregate builds, are not built yet
+    # and the validators only Plan and Aggregate use (the report, the ranges state, their events) are not built yet
     loaded = set(seen["modules"])
     assert [m for m in NOT_ON_THE_WORKER_PATH if m in loaded] == []
     assert seen["patched"] == ["botocore"]
-    assert seen["report_validator"] == "MockValSer"
+    assert seen["built"] == []
 
 
 def test_the_engine_and_the_cli_never_import_the_xray_sdk():
