@@ -537,7 +537,7 @@ aria-label="filter text">
 
 
 def _page(
-    report: Report, body_data: Iterable[str | bytes], visible: Iterable[str], preface: str = ""
+    report: Report, body_data: Iterable[str | bytes], visible: Iterable[str | bytes], preface: str = ""
 ) -> Iterator[str | bytes]:
     """The page: head, the data islands (not displayed: first in the file, so they can be streamed), the visible
     content, the script."""
@@ -611,17 +611,40 @@ def page_chunks(
     """A page whose instance rows come as `rows_island` (a generator filling `counts` and `strings` as it goes, or
     rows already encoded: fanout's streamed report spools them), its summaries and script after them."""
 
+    def strings_island() -> Iterator[str]:
+        yield _island("eic-strings", strings.texts())  # every string the rows named, once they are all out
+
+    def visible() -> Iterator[str]:
+        yield visible_part(report, counts)
+
+    yield from assembled_page(report, rows_island, strings_island(), visible(), preface)
+
+
+def strings_island(strings: StringTable) -> str:
+    return _island("eic-strings", strings.texts())
+
+
+def visible_part(report: Report, counts: PageCounts) -> str:
+    """What a page shows (its summaries, the instance table's frame, the script), from its counts."""
+    shown = page_checks(report)
+    return _summary(report, counts, None) + _instances_section("Instances", shown) + f"<script>{_SCRIPT}</script>\n"
+
+
+def assembled_page(
+    report: Report,
+    rows_island: Iterable[str | bytes],
+    strings: Iterable[str | bytes],
+    visible: Iterable[str | bytes],
+    preface: str = "",
+) -> Iterator[str | bytes]:
+    """A page from its parts, in the file's order: head, the data islands (meta, rows, strings), the visible part."""
+
     def islands() -> Iterator[str | bytes]:
         yield _island("eic-meta", _meta(report))
         yield from rows_island
-        yield _island("eic-strings", strings.texts())  # every string the rows named, once they are all out
+        yield from strings
 
-    shown = page_checks(report)
-
-    def visible() -> Iterator[str]:
-        yield _summary(report, counts, None) + _instances_section("Instances", shown) + f"<script>{_SCRIPT}</script>\n"
-
-    yield from _page(report, islands(), visible(), preface)
+    yield from _page(report, islands(), visible, preface)
 
 
 def render_html(report: Report) -> str:

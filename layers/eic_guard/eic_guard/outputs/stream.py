@@ -38,10 +38,13 @@ from .html import (
     _json,
     account_pages,
     account_part,
+    assembled_page,
     back_link,
     instance_row,
     page_chunks,
+    strings_island,
     summary_page,
+    visible_part,
 )
 from .report import InstanceEntry, Report
 
@@ -141,13 +144,23 @@ class Spool:
 
 
 class _Rows:
-    """One page's rows as they are encoded: its string table, its counts, its stretches of the spool."""
+    """One page's rows as they are encoded: its string table, its counts, its stretches of the spool; once its
+    account is done (`close`), its strings island and visible part are spooled too and the table and counts let go."""
 
     def __init__(self) -> None:
         self.strings = StringTable()
         self.counts = PageCounts()
         self.segments: list[tuple[int, int]] = []
         self.rows = 0
+        self.closed: tuple[tuple[int, int], tuple[int, int]] | None = None  # (strings island, visible part)
+
+    def close(self, spool: Spool, visible: str) -> None:
+        start = spool.size
+        spool.write(strings_island(self.strings).encode())
+        middle = spool.size
+        spool.write(visible.encode())
+        self.closed = ((start, middle), (middle, spool.size))
+        self.strings, self.counts = StringTable(), PageCounts()
 
     def add(self, spool: Spool, entry: InstanceEntry, checks: tuple[str, ...]) -> None:
         start = spool.size
@@ -165,6 +178,10 @@ class _Rows:
         for start, end in self.segments:
             yield from spool.chunks(start, end)
         yield ROWS_CLOSE
+
+    def spooled(self, spool: Spool, which: int) -> Iterator[bytes]:
+        assert self.closed is not None
+        yield from spool.chunks(*self.closed[which])
 
 
 class ReportStream:
@@ -216,12 +233,38 @@ class ReportStream:
         self.failures: dict[str, int] = dict.fromkeys(CHECK_IDS, 0)
         self.noncompliant_by_account: Counter[str] = Counter()
         self.report: Report | None = None
+        self.open_account: str | None = None
+        self.opened = (0, 0, 0)  # where the open account's targets, actions and errors begin
+
+    def _close_account(self) -> None:
+        """The open account's page, but its head and meta island (which name every account's alias): spooled."""
+        account = self.open_account
+        page = self.by_account.get(account) if account else None
+        if account is None or page is None:
+            return
+        mine = {
+            **self.header,
+            "summary": {"instances": 0, "compliant": 0, "fixed": 0, "noncompliant": 0, "excluded": 0, "errors": 0},
+            "accounts": [account],
+            "account_aliases": dict(self.aliases),
+            "targets": self.targets[self.opened[0] :],
+            "instances": [],
+            "target_actions": self.target_actions[self.opened[1] :],
+            "target_errors": self.target_errors[self.opened[2] :],
+        }
+        part = account_part(Report.model_validate(mine), account, self.counts)
+        page.close(self.pages, visible_part(part, page.counts))
 
     # ---- reading ----------------------------------------------------------------------------------------------
     def add_target(self, target: dict) -> None:
         """One target's merged document (fanout.aggregate.merge_target): its instances are encoded and counted,
         its short entry kept."""
         account, region = target["account_id"], target["region"]
+        if account != self.open_account:
+            self._close_account()
+            assert account not in self.by_account, "a run's targets come account by account (fanout.targets)"
+            self.open_account = account
+            self.opened = (len(self.targets), len(self.target_actions), len(self.target_errors))
         if target.get("account_alias"):
             self.aliases[account] = target["account_alias"]
         problems: dict[bytes, Problem] = {}
@@ -273,6 +316,7 @@ class ReportStream:
         page = self.by_account.get(entry.account_id)
         if page is None:
             page = self.by_account[entry.account_id] = _Rows()
+        assert page.closed is None, "a run's targets come account by account (fanout.targets)"
         page.counts.add(entry)
         page.add(self.pages, entry, _PUBLIC_CHECKS)  # an account page's columns: outputs.html.account_part
         for action in entry.actions:
@@ -287,6 +331,8 @@ class ReportStream:
     # ---- the report -------------------------------------------------------------------------------------------
     def finish(self) -> Report:
         """The report without its instances (what build_report gives, `instances` empty)."""
+        self._close_account()
+        self.open_account = None
         paths = sorted(self.paths.items(), key=lambda item: ("public", "endpoint").index(item[0]))
         self.report = Report.model_validate(
             {
@@ -330,12 +376,16 @@ class ReportStream:
             yield f"{stem}.html", page_chunks(report, self.counts, rows.island(self.main_spools[which]), rows.strings)
             return
         pages = account_pages(report, stem)
+        back = back_link(stem)
         yield f"{stem}.html", [summary_page(report, self.counts, pages)]
         for account in report.accounts:
             part = account_part(report, account, self.counts)
-            rows = self.by_account.get(account) or _Rows()
-            chunks = page_chunks(part, rows.counts, rows.island(self.pages), rows.strings, back_link(stem))
-            yield pages[account], chunks
+            rows = self.by_account.get(account)
+            if rows is None:  # no instance: nothing spooled
+                yield pages[account], page_chunks(part, PageCounts(), _Rows().island(self.pages), StringTable(), back)
+                continue
+            island, strings, visible = rows.island(self.pages), rows.spooled(self.pages, 0), rows.spooled(self.pages, 1)
+            yield pages[account], assembled_page(part, island, strings, visible, back)
 
     def store(self, s3: Any, bucket: str, key: str) -> None:
         """The JSON report at `<key>.json` and its page(s) beside it (outputs.publish.store_scan_report)."""
