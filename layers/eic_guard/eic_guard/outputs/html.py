@@ -234,8 +234,12 @@ class PageCounts:
             counts["instances"] += 1
             counts[entry.verdict] += 1
             counts["warnings"] += bool(entry.warnings)
+        by_check = self.by_check
         for check_id, check in entry.checks.items():
-            self.by_check.setdefault(check_id, Counter())[check.status] += 1
+            counts = by_check.get(check_id)
+            if counts is None:
+                counts = by_check[check_id] = Counter()
+            counts[check.status] += 1
 
     def failures_by_status(self) -> dict[str, Counter[str]]:
         return {

@@ -49,9 +49,11 @@ from .html import (
 from .report import InstanceEntry, Report
 
 PART_BYTES = 8 * 1024 * 1024  # S3 multipart: every part but the last at least 5 MiB
+BUFFER_BYTES = 1024 * 1024  # a spool's writes are gathered into this much before they reach the file
 _INSTANCES = b'\n  "instances": [],\n'  # where the instance entries go in the report's indented JSON
 _ENTRY_SERIALIZER = InstanceEntry.__pydantic_serializer__
 _PUBLIC_CHECKS = check_ids_for("public")
+_SEPARATOR = ROW_SEPARATOR.encode()
 
 
 class S3Upload:
@@ -117,18 +119,29 @@ class S3Upload:
 
 
 class Spool:
-    """An append-only temporary file (ephemeral storage: /tmp in Lambda), read back in PART_BYTES chunks."""
+    """An append-only temporary file (ephemeral storage: /tmp in Lambda), written through a buffer of BUFFER_BYTES
+    and read back in PART_BYTES chunks."""
 
     def __init__(self, directory: str | None = None):
         self.file = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 (closed by close())
+        self.buffer = bytearray()
         self.size = 0
 
     def write(self, data: bytes) -> None:
-        self.file.write(data)
+        self.buffer += data
         self.size += len(data)
+        if len(self.buffer) >= BUFFER_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        self.file.seek(0, 2)  # at the end, whatever was read back meanwhile
+        self.file.write(self.buffer)
+        self.buffer = bytearray()
 
     def chunks(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         end = self.size if end is None else end
+        if self.buffer:
+            self._flush()
         self.file.flush()
         self.file.seek(start)
         while start < end:
@@ -137,7 +150,6 @@ class Spool:
                 return
             start += len(chunk)
             yield chunk
-        self.file.seek(0, 2)
 
     def close(self) -> None:
         self.file.close()
@@ -164,9 +176,8 @@ class _Rows:
 
     def add(self, spool: Spool, entry: InstanceEntry, checks: tuple[str, ...]) -> None:
         start = spool.size
-        if self.rows:
-            spool.write(ROW_SEPARATOR.encode())
-        spool.write(_json(instance_row(entry, self.strings, checks)).encode())
+        row = _json(instance_row(entry, self.strings, checks)).encode()
+        spool.write(_SEPARATOR + row if self.rows else row)
         if self.segments and self.segments[-1][1] == start:
             self.segments[-1] = (self.segments[-1][0], spool.size)
         else:
