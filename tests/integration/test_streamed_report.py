@@ -203,3 +203,41 @@ def test_a_small_report_is_one_put_and_a_large_one_a_multipart_upload_of_whole_p
         assert large["Body"].read() == b"".join(bytes([48 + n]) * (1024 * 1024) for n in range(12))
         assert large["ContentType"] == "application/json"
         assert large["ETag"].endswith('-3"')  # three parts: 5, 5 and 2 MiB
+
+
+@pytest.mark.parametrize("mode", ["report", "remediate"])
+def test_the_demo_fleets_streamed_report_is_its_in_memory_report(mode, account, ranges_2026, monkeypatch):
+    # Given the demo's account (every scenario of `eic-guard demo`: both connect paths, every check failing somewhere,
+    # excluded, stopped and retired-image instances, owner tags, warnings, an IAM alias), scanned by the real worker
+    from eic_guard.aws.clients import AwsClients
+    from eic_guard.aws.credentials import AccountClients
+    from eic_guard.demo import scenarios, seeding
+    from eic_guard.fanout.plan import plan_run
+    from eic_guard.fanout.worker import run_target
+
+    seeding.seed(account, ranges_2026.for_region(REGION))
+    boto3.client("iam", REGION).create_account_alias(AccountAlias=scenarios.ACCOUNT_ALIAS)
+    settings = Settings.build(regions=(REGION,), mode=mode, create_endpoints=True)
+    clients = AwsClients()
+    plan = plan_run("scan", settings, clients, ranges=ranges_2026)
+    accounts = AccountClients(clients, plan.run_id, settings.member_role_name)
+    documents = [run_target(plan, t, "apply", accounts.for_account, settings) for t in plan.targets]
+    monkeypatch.setattr(streaming, "PART_BYTES", 5 * 1024 * 1024)
+
+    # When it is aggregated in memory and streamed
+    report, _, _ = aggregate_run(plan, documents, settings, FINISHED)
+    s3 = boto3.client("s3", REGION)
+    s3.create_bucket(Bucket=BUCKET)
+    stream, skeleton, _, _ = stream_run(plan, iter(merge_targets(plan, documents)), settings, FINISHED)
+    key = store_scan_report(s3, BUCKET, skeleton, stream)
+    stream.close()
+
+    # Then the stored report and page are the in-memory ones, byte for byte
+    stored = _stored(s3, key.rsplit("/", 1)[0] + "/")
+    assert stored.pop(f"{plan.run_id}.json") == report.to_json_bytes()
+    assert {name: body.decode() for name, body in stored.items()} == render_pages(report, stem=plan.run_id)
+    assert report.account_aliases == {report.account_id: scenarios.ACCOUNT_ALIAS}
+    assert {e.verdict for e in report.instances} >= {"compliant", "noncompliant", "excluded"} | (
+        {"fixed"} if mode == "remediate" else set()
+    )
+    assert {e.connect_path for e in report.instances} >= {"public", "endpoint"}
