@@ -39,7 +39,6 @@ NOT_ON_THE_WORKER_PATH = (
     "eic_guard.events",
     "eic_guard.cli",
     "eic_guard.outputs.html",
-    "eic_guard.outputs.alerts",
 )
 
 _PROBE = """
