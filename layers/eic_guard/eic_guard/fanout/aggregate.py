@@ -12,20 +12,22 @@ import copy
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..observability import logger
 from ..outputs.alerts import ProblemTally
 from ..outputs.report import Report, build_report
-from ..outputs.stream import ReportStream
 from ..ranges.refresh import forget
 from ..ranges.state import StateConflict, StateStore
 from ..settings import Settings
 from .plan import RunPlan
 from .results import LostResult, UnreadableResult
 from .targets import Target
+
+if TYPE_CHECKING:  # imported by stream_run: the target worker, which imports merge_rounds, never streams a report
+    from ..outputs.stream import ReportStream
 
 NO_RESULT = "no result from the target worker (it failed, was throttled past its retries, or timed out)"
 
@@ -200,6 +202,8 @@ def stream_run(
     """A run's report streamed (outputs.stream): `targets` are the merged target documents, one at a time, in the
     plan's order; each one's instances are encoded and dropped. Returns the stream (to store the report), the
     report without its instances, the refresh summary, and the targets' documents without their instances."""
+    from ..outputs.stream import ReportStream
+
     stream = ReportStream(
         run_id=plan.run_id,
         mode=plan.mode,
