@@ -6,8 +6,8 @@ account and A-1 members created with Organizations CreateAccount), each populate
 assumed-role credentials (moto maps them to the role's account) with a few instances in each of R regions. Then,
 each in a fresh client process (`benchmarks/org_client.py`):
 
-0. the command itself, `eic-guard scan --organization --max-workers 8` at 0 ms, over a tenth of the accounts
-   (the organization is grown to them first), then over all of them: its peak RSS (`--cli-rss`: only this);
+0. the command itself, `eic-guard scan --organization` at 0 ms, over a tenth of the accounts (the organization is
+   grown to them first) with 1 and 8 workers, then over all of them with 8: its peak RSS (`--cli-rss`: only this);
 1. the local fan-out (`run_job`, as `eic-guard scan --organization --max-workers N`) over the A x R targets at
    max_workers 1, 8, 32 and a latency of 0 and 100 ms: wall time, targets/s, API calls per target;
 2. the deployed target worker (`functions/scan_target/app.py`'s handler) invoked target after target in one
@@ -239,16 +239,16 @@ def _seed_target(ec2: Any, image_id: str, eic_cidrs: list[str], per_target: int)
 CLI_WORKERS = 8
 
 
-def run_cli(server: LatencyServer, org: dict, workdir: Path) -> dict:
-    """`eic-guard scan --organization --max-workers 8` over the whole organization as seeded so far, at 0 ms: the
-    command's peak RSS (issue 20 item 6: ≤ 300 MiB at 1,000 targets) and RSS as the targets are done."""
+def run_cli(server: LatencyServer, org: dict, workdir: Path, workers: int = CLI_WORKERS) -> dict:
+    """`eic-guard scan --organization --max-workers N` over the whole organization as seeded so far, at 0 ms: the
+    command's peak RSS (issue 20 item 6: ≤ 300 MiB at 1,000 targets with 8) and RSS as the targets are done."""
     targets = len(org["accounts"]) * len(org["regions"])
-    label = f"cli-{targets}"
+    label = f"cli-{targets}-w{workers}"
     spec = {
         "kind": "cli",
         "mode": "report",
         "regions": org["regions"],
-        "workers": CLI_WORKERS,
+        "workers": workers,
         "report_path": str(workdir / f"{label}.report.json"),
     }
     log(f"{label}: eic-guard scan --organization over {len(org['accounts'])} accounts x {len(org['regions'])} regions")
@@ -633,37 +633,50 @@ def render(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _shown(argv: list[str]) -> list[str]:
+    """The command as the report shows it: paths in the repository relative, the temporary report file named so."""
+    shown = []
+    for arg in argv:
+        if arg.endswith(".report.json"):
+            arg = "REPORT.json"
+        elif arg.startswith(str(ROOT)):
+            arg = os.path.relpath(arg, ROOT)
+        shown.append(arg)
+    return ["N" if before == "--max-workers" else arg for before, arg in zip(["", *shown], shown, strict=False)]
+
+
 def _cli_section(results: dict) -> list[str]:
     """The command's own memory (`--cli-rss`), when measured."""
     rows = results.get("cli")
     if not rows:
         return []
-    small, full = rows[0], rows[-1]
+    eight = [row for row in rows if row["workers"] == CLI_WORKERS]
+    small, full = eight[0], eight[-1]
     per_target = (full["maxrss_kb"] - small["maxrss_kb"]) / max(1, full["targets"] - small["targets"])
     lines = [
         "## The command line's memory: `eic-guard scan --organization`",
         "",
-        f"`{' '.join(['eic-guard', *full['argv']])}` in a fresh process (`benchmarks/org_client.py` kind `cli`, "
-        "`python -m benchmarks.org --cli-rss` alone takes a few minutes) over the organization seeded to "
+        f"`{' '.join(['eic-guard', *_shown(full['argv'])])}` in a fresh process (`benchmarks/org_client.py` kind "
+        "`cli`; `python -m benchmarks.org --cli-rss` alone takes a few minutes) over the organization seeded to "
         f"{small['accounts']}, then {full['accounts']} accounts x 5 regions, at 0 ms"
         f"{' on ' + results['cli_date'] if results.get('cli_date') else ''}. RSS is sampled every 0.2 s.",
         "",
-        "| targets | accounts | exit | statuses | wall s | CPU s | RSS before the command MiB | RSS at 25/50/75 % of "
-        "the run MiB | peak RSS MiB |",
-        "|---:|---:|---:|---|---:|---:|---:|---|---:|",
+        "| targets | accounts | --max-workers | exit | statuses | wall s | CPU s | RSS before the command MiB | RSS at "
+        "25/50/75 % of the run MiB | peak RSS MiB |",
+        "|---:|---:|---:|---:|---|---:|---:|---:|---|---:|",
     ]
     for row in rows:
         samples = [kb for _, kb in row["rss_samples"]] or [row["maxrss_kb"]]
         quarters = "/".join(f"{samples[len(samples) * q // 4] / 1024:.0f}" for q in (1, 2, 3))
         lines.append(
-            f"| {row['targets']:,} | {row['accounts']} | {row['exit_code']} | "
+            f"| {row['targets']:,} | {row['accounts']} | {row['workers']} | {row['exit_code']} | "
             f"{', '.join(f'{k} {v}' for k, v in sorted(row['statuses'].items()))} | {row['wall_s']:.1f} | "
             f"{row['cpu_s']:.1f} | {row['rss_before_kb'] / 1024:.0f} | {quarters} | {row['maxrss_kb'] / 1024:.0f} |"
         )
     lines += [
         "",
-        f"Peak RSS grows {per_target:,.0f} KiB per target between the {small['targets']:,}- and the "
-        f"{full['targets']:,}-target runs (target: ≤ 300 MiB at 1,000 targets).",
+        f"With {CLI_WORKERS} workers, peak RSS grows {per_target:,.0f} KiB per target between the "
+        f"{small['targets']:,}- and the {full['targets']:,}-target runs (target: ≤ 300 MiB at 1,000 targets).",
         "",
     ]
     return lines
@@ -830,13 +843,16 @@ def _estimate_section(est: dict) -> list[str]:
 
 # ---- main ---------------------------------------------------------------------------------------------------------
 def cli_rows(server: LatencyServer, workdir: Path, sizes: tuple[int, ...]) -> tuple[dict, list[dict]]:
-    """The organization grown to each size in turn (accounts), the command run over all of it at each."""
+    """The organization grown to each size in turn (accounts), the command run over all of it at each with 8
+    workers, and at the first size with 1 too (one target after the other: the other way the run keeps memory)."""
     org: dict | None = None
     rows = []
     for n_accounts in sizes:
         log(f"moto at {server.endpoint}; seeding up to {n_accounts} accounts x {len(REGIONS)} regions")
         org = seed_organization(server.endpoint, n_accounts, REGIONS, per_target=3, grow=org)
         log(f"seeded {org['instances']} instances in {org['seconds']:.0f}s; server RSS {server.rss_mib():.0f} MiB")
+        if not rows:
+            rows.append(run_cli(server, org, workdir, workers=1))
         rows.append(run_cli(server, org, workdir))
     return org, rows
 
@@ -865,9 +881,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cli-rss",
         action="store_true",
-        help="only the command's peak RSS: `eic-guard scan --organization --max-workers 8` at 0 ms over a tenth of "
-        "the accounts, then all of them (100 and 1,000 targets by default; a few minutes); writes its rows into "
-        "org_results.json (then --render)",
+        help="only the command's peak RSS: `eic-guard scan --organization` at 0 ms over a tenth of the accounts "
+        "(1 and 8 workers), then all of them (8 workers): 100 and 1,000 targets by default, a few minutes; writes its "
+        "rows into org_results.json (then --render)",
     )
     args = parser.parse_args(argv)
     if args.render:
