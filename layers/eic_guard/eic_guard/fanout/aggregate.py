@@ -10,29 +10,35 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..observability import logger
+from ..outputs.alerts import ProblemTally
 from ..outputs.report import Report, build_report
+from ..outputs.stream import ReportStream, log_entry
 from ..ranges.refresh import forget
 from ..ranges.state import StateConflict, StateStore
 from ..settings import Settings
 from .plan import RunPlan
 from .results import LostResult, UnreadableResult
+from .targets import Target
 
 NO_RESULT = "no result from the target worker (it failed, was throttled past its retries, or timed out)"
 
 
 def merge_targets(
-    plan: RunPlan, documents: list[dict], unreadable: Sequence[UnreadableResult | LostResult] = ()
+    plan: RunPlan,
+    documents: list[dict],
+    unreadable: Sequence[UnreadableResult | LostResult] = (),
+    targets: Sequence[Target] | None = None,
 ) -> list[dict]:
-    """One document per planned target: its apply rounds merged, its revoke phase's actions and errors added; a
-    result object that could not be read, or not written (its changes listed), is its target's error (what the
-    target's other objects say is kept)."""
+    """One document per planned target (or per one of `targets`, a part of the plan's): its apply rounds merged,
+    its revoke phase's actions and errors added; a result object that could not be read, or not written (its
+    changes listed), is its target's error (what the target's other objects say is kept)."""
     phases: dict[tuple[str, str], dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for document in documents:
         phases[(document["account_id"], document["region"])][document["phase"]].append(document)
@@ -40,7 +46,7 @@ def merge_targets(
     for problem in sorted(unreadable, key=lambda p: (p.phase, p.round)):
         broken[(problem.account_id, problem.region)].append(problem)
     merged = []
-    for target in plan.targets:
+    for target in plan.targets if targets is None else targets:
         found = phases.get((target.account_id, target.region), {})
         lost = broken.get((target.account_id, target.region), [])
         applies = sorted(found.get("apply", []), key=lambda d: d["round"])
@@ -170,18 +176,46 @@ def aggregate_run(
 ) -> tuple:
     """(report, refresh summary, merged target documents) of a run; logs one line per check not passing."""
     targets = merge_targets(plan, documents, unreadable)
-    report: Report = build_report(
-        run_id=plan.run_id,
-        mode=plan.mode,
-        account_id=plan.own_account,
-        regions=list(settings.regions),
-        started=plan.started_at,
-        finished=finished,
-        ip_ranges=plan.ranges,
-        targets=targets,
-    )
-    _log_problems(report)
+    report: Report = build_report(**_run_header(plan, settings, finished), targets=targets)
+    for entry in report.instances:
+        log_entry(entry, report.account_label(entry.account_id))
     return report, refresh_summary(plan, targets), targets
+
+
+def _run_header(plan: RunPlan, settings: Settings, finished: datetime) -> dict[str, Any]:
+    """What a run's report says of the run itself (outputs.report.build_report's and ReportStream's arguments)."""
+    return {
+        "run_id": plan.run_id,
+        "mode": plan.mode,
+        "account_id": plan.own_account,
+        "regions": list(settings.regions),
+        "started": plan.started_at,
+        "finished": finished,
+        "ip_ranges": plan.ranges,
+    }
+
+
+def stream_run(
+    plan: RunPlan,
+    targets: Iterable[dict],
+    settings: Settings,
+    finished: datetime,
+    tally: ProblemTally | None = None,
+) -> tuple[ReportStream, Report, dict[str, Any] | None, list[dict]]:
+    """A run's report streamed (outputs.stream): `targets` are the merged target documents, one at a time, in the
+    plan's order; each one's instances are encoded and dropped. Returns the stream (to store the report), the
+    report without its instances, the refresh summary, and the targets' documents without their instances."""
+    stream = ReportStream(**_run_header(plan, settings, finished), tally=tally)
+    light = []
+    try:
+        for target in targets:
+            stream.add_target(target)
+            light.append({**target, "instances": []})
+        report = stream.finish()
+    except BaseException:
+        stream.close()
+        raise
+    return stream, report, refresh_summary(plan, light), light
 
 
 def finish_state(store: StateStore | None, plan: RunPlan, targets: list[dict], now: datetime) -> None:
@@ -219,24 +253,3 @@ def finish_state(store: StateStore | None, plan: RunPlan, targets: list[dict], n
         except (ClientError, BotoCoreError) as exc:
             logger.error("ip-ranges state not updated after the run", extra={"error": str(exc)})
             return
-
-
-def _log_problems(report: Report) -> None:
-    """One structured line per check an instance still fails and per warning, so logs can be searched by instance,
-    name, owner, account and check."""
-    for entry in report.instances:
-        about = {
-            "instance_id": entry.instance_id,
-            "instance_name": entry.name,
-            "owner_tags": entry.tags,
-            "account": report.account_label(entry.account_id),
-            "region": entry.region,
-        }
-        for check_id, check in entry.checks.items():
-            if check.status in ("fail", "would-fix", "error"):
-                logger.info(
-                    "check not passing",
-                    extra={**about, "check": check_id, "status": check.status, "reason": check.reason},
-                )
-        for warning in entry.warnings:
-            logger.info("warning", extra={**about, "warning": warning})
