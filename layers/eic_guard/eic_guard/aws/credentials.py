@@ -44,9 +44,9 @@ class AccountClients:
     """`AwsClients` per account for one run; the first use of an account assumes its role.
 
     An account's credentials (assumed once per run, refreshed by botocore) and its clients are kept apart: `release`
-    drops the clients (a session and a client per region, ~0.3-2.6 MiB each) once the account's targets are done,
-    so the run holds the clients of the accounts being worked on, not of the organization; the credentials go with
-    them unless the run comes back to the account (its revoke phase), which then needs no second AssumeRole.
+    drops the clients (a botocore session and a client per region) once the account's targets are done, so the run
+    holds the clients of the accounts being worked on, not of the organization; the credentials go with them unless
+    the run comes back to the account (its revoke phase), which then needs no second AssumeRole.
     """
 
     def __init__(self, own: AwsClients, run_id: str, role_name: str = DEFAULT_MEMBER_ROLE):
