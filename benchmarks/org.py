@@ -50,7 +50,7 @@ import botocore.session  # noqa: E402
 from eic_guard.ranges import ip_ranges  # noqa: E402
 from eic_guard.simulated import SimulatedAccount, ssh_from  # noqa: E402
 
-from benchmarks import coldstart, fleet  # noqa: E402
+from benchmarks import coldstart, fleet, org_scale  # noqa: E402
 from benchmarks.org_client import Control  # noqa: E402
 from benchmarks.run import IP_RANGES, ServerProcess, child_env, log  # noqa: E402
 
@@ -613,6 +613,7 @@ def render(results: dict) -> str:
     lines += _worker_section(results)
     lines += _big_section(results)
     lines += _estimate_section(est)
+    lines += [*org_scale.section().splitlines(), ""]  # the streamed Aggregate at 10,000 to 1,000,000 instances
     lines += [
         "## How measured",
         "",
