@@ -120,6 +120,9 @@ def main() -> int:
     from benchmarks.moto_launcher import patch_moto
 
     patch_moto()
+    from eic_guard import simulated_eice
+
+    simulated_eice.install()  # the EC2 Instance Connect Endpoint API moto lacks: the scan describes endpoints
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 
     app = LatencyCounter(DomainDispatcherApplication(create_backend_app), latency_ms / 1000)

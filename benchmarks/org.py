@@ -1,4 +1,4 @@
-"""`make bench-org` / `python -m benchmarks.org [--quick]`: the organization fan-out, measured (issue 9).
+"""`make bench-org` / `python -m benchmarks.org [--quick] [--cli-rss]`: the organization fan-out, measured (issue 9).
 
 On a moto server in its own process (127.0.0.1 only) that answers every request after an injected delay
 (`benchmarks/latency.py`, modelling AWS round trips), it seeds an AWS Organization of A accounts (the management
@@ -6,6 +6,8 @@ account and A-1 members created with Organizations CreateAccount), each populate
 assumed-role credentials (moto maps them to the role's account) with a few instances in each of R regions. Then,
 each in a fresh client process (`benchmarks/org_client.py`):
 
+0. the command itself, `eic-guard scan --organization` at 0 ms, over a tenth of the accounts (the organization is
+   grown to them first) with 1 and 8 workers, then over all of them with 8: its peak RSS (`--cli-rss`: only this);
 1. the local fan-out (`run_job`, as `eic-guard scan --organization --max-workers N`) over the A x R targets at
    max_workers 1, 8, 32 and a latency of 0 and 100 ms: wall time, targets/s, API calls per target;
 2. the deployed target worker (`functions/scan_target/app.py`'s handler) invoked target after target in one
@@ -48,7 +50,7 @@ import botocore.session  # noqa: E402
 from eic_guard.ranges import ip_ranges  # noqa: E402
 from eic_guard.simulated import SimulatedAccount, ssh_from  # noqa: E402
 
-from benchmarks import coldstart, fleet  # noqa: E402
+from benchmarks import coldstart, fleet, org_scale  # noqa: E402
 from benchmarks.org_client import Control  # noqa: E402
 from benchmarks.run import IP_RANGES, ServerProcess, child_env, log  # noqa: E402
 
@@ -121,6 +123,8 @@ def measure(server: LatencyServer, spec: dict, workdir: Path, label: str, latenc
     env = child_env(server.endpoint)
     if spec["kind"] in ("worker", "aggregate"):
         env.update(lambda_env("scan_target" if spec["kind"] == "worker" else "aggregate", spec))
+    if spec["kind"] == "cli":
+        env.pop("LAMBDA_TASK_ROOT", None)  # a person's shell, not Lambda
     server_before, started, load_before = server.cpu_seconds(), time.perf_counter(), os.getloadavg()[0]
     with open(log_path, "wb") as stdout:
         done = subprocess.run(
@@ -162,20 +166,25 @@ def _session(endpoint: str, loader: Any, region: str, credentials: dict | None =
     )
 
 
-def seed_organization(endpoint: str, n_accounts: int, regions: tuple[str, ...], per_target: int) -> dict:
-    """The organization, and `per_target` opted-in instances (one of them drifted) in every (account, region)."""
+def seed_organization(
+    endpoint: str, n_accounts: int, regions: tuple[str, ...], per_target: int, grow: dict | None = None
+) -> dict:
+    """The organization, and `per_target` opted-in instances (one of them drifted) in every (account, region).
+    With `grow` (what an earlier call returned), the accounts it lacks are added to that organization and seeded."""
     started = time.perf_counter()
     loader = botocore.session.Session().get_component("data_loader")
     management = _session(endpoint, loader, "us-east-1")
     organizations = management.client("organizations", endpoint_url=endpoint)
-    organizations.create_organization(FeatureSet="ALL")
-    accounts = [MANAGEMENT]
-    for k in range(n_accounts - 1):
+    if grow is None:
+        organizations.create_organization(FeatureSet="ALL")
+    accounts = list(grow["accounts"]) if grow else [MANAGEMENT]
+    seeded = len(accounts) if grow else 0
+    for k in range(len(accounts) - 1, n_accounts - 1):
         status = organizations.create_account(AccountName=f"bench-{k:03d}", Email=f"bench-{k:03d}@example.com")
         accounts.append(status["CreateAccountStatus"]["AccountId"])
     sts = management.client("sts", endpoint_url=endpoint)
     credentials: dict[str, dict | None] = {MANAGEMENT: None}
-    for account in accounts[1:]:  # what the member role gives: moto maps these keys to `account`
+    for account in accounts[max(1, seeded) :]:  # what the member role gives: moto maps these keys to `account`
         arn = f"arn:aws:iam::{account}:role/{ROLE}"
         credentials[account] = sts.assume_role(RoleArn=arn, RoleSessionName="bench-seed")["Credentials"]
     images = {}
@@ -194,13 +203,13 @@ def seed_organization(endpoint: str, n_accounts: int, regions: tuple[str, ...], 
         return launched
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        instances = sum(pool.map(seed_account, accounts))
+        instances = sum(pool.map(seed_account, accounts[seeded:]))
     return {
         "accounts": accounts,
         "regions": list(regions),
-        "instances": instances,
+        "instances": instances + (grow["instances"] if grow else 0),
         "per_target": per_target,
-        "seconds": time.perf_counter() - started,
+        "seconds": time.perf_counter() - started + (grow["seconds"] if grow else 0),
     }
 
 
@@ -227,6 +236,30 @@ def _seed_target(ec2: Any, image_id: str, eic_cidrs: list[str], per_target: int)
 
 
 # ---- the runs -----------------------------------------------------------------------------------------------------
+CLI_WORKERS = 8
+
+
+def run_cli(server: LatencyServer, org: dict, workdir: Path, workers: int = CLI_WORKERS) -> dict:
+    """`eic-guard scan --organization --max-workers N` over the whole organization as seeded so far, at 0 ms: the
+    command's peak RSS (issue 20 item 6: ≤ 300 MiB at 1,000 targets with 8) and RSS as the targets are done."""
+    targets = len(org["accounts"]) * len(org["regions"])
+    label = f"cli-{targets}-w{workers}"
+    spec = {
+        "kind": "cli",
+        "mode": "report",
+        "regions": org["regions"],
+        "workers": workers,
+        "report_path": str(workdir / f"{label}.report.json"),
+    }
+    log(f"{label}: eic-guard scan --organization over {len(org['accounts'])} accounts x {len(org['regions'])} regions")
+    result = measure(server, spec, workdir, label, latency_ms=0)
+    log(
+        f"  exit {result['exit_code']}, {result['targets']} targets {result['statuses']} in {result['wall_s']:.1f}s, "
+        f"peak RSS {result['maxrss_kb'] / 1024:.0f} MiB (before the command {result['rss_before_kb'] / 1024:.0f} MiB)"
+    )
+    return result
+
+
 def run_matrix(server: LatencyServer, org: dict, workdir: Path, subset_accounts: int) -> list:
     """Every (latency, workers); one worker covers a tenth of the accounts (1,000 targets x 1 worker x 100 ms
     alone would take about 15 minutes)."""
@@ -571,14 +604,16 @@ def render(results: dict) -> str:
         + " for the targets each run covered; the rest is client and server CPU on this 2-core machine (the moto "
         "server and the client share it, and other work ran meanwhile: see the load average).",
         "",
-        f"The CLI's memory grows with the targets: peak RSS {full['maxrss_kb'] / 1024:,.0f} MiB for "
-        f"{full['targets']:,} targets (~{per_target_mib:.1f} MiB per target between the {small['targets']}- and the "
-        f"{full['targets']:,}-target runs): every (account, region)'s EC2 client stays alive until the run ends.",
+        f"The fan-out's peak RSS: {full['maxrss_kb'] / 1024:,.0f} MiB for {full['targets']:,} targets "
+        f"({per_target_mib:.2f} MiB per target between the {small['targets']}- and the {full['targets']:,}-target "
+        "runs).",
         "",
     ]
+    lines += _cli_section(results)
     lines += _worker_section(results)
     lines += _big_section(results)
     lines += _estimate_section(est)
+    lines += [*org_scale.section().splitlines(), ""]  # the streamed Aggregate at 10,000 to 1,000,000 instances
     lines += [
         "## How measured",
         "",
@@ -597,6 +632,55 @@ def render(results: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _shown(argv: list[str]) -> list[str]:
+    """The command as the report shows it: paths in the repository relative, the temporary report file named so."""
+    shown = []
+    for arg in argv:
+        if arg.endswith(".report.json"):
+            arg = "REPORT.json"
+        elif arg.startswith(str(ROOT)):
+            arg = os.path.relpath(arg, ROOT)
+        shown.append(arg)
+    return ["N" if before == "--max-workers" else arg for before, arg in zip(["", *shown], shown, strict=False)]
+
+
+def _cli_section(results: dict) -> list[str]:
+    """The command's own memory (`--cli-rss`), when measured."""
+    rows = results.get("cli")
+    if not rows:
+        return []
+    eight = [row for row in rows if row["workers"] == CLI_WORKERS]
+    small, full = eight[0], eight[-1]
+    per_target = (full["maxrss_kb"] - small["maxrss_kb"]) / max(1, full["targets"] - small["targets"])
+    lines = [
+        "## The command line's memory: `eic-guard scan --organization`",
+        "",
+        f"`{' '.join(['eic-guard', *_shown(full['argv'])])}` in a fresh process (`benchmarks/org_client.py` kind "
+        "`cli`; `python -m benchmarks.org --cli-rss` alone takes a few minutes) over the organization seeded to "
+        f"{small['accounts']}, then {full['accounts']} accounts x 5 regions, at 0 ms"
+        f"{' on ' + results['cli_date'] if results.get('cli_date') else ''}. RSS is sampled every 0.2 s.",
+        "",
+        "| targets | accounts | --max-workers | exit | statuses | wall s | CPU s | RSS before the command MiB | RSS at "
+        "25/50/75 % of the run MiB | peak RSS MiB |",
+        "|---:|---:|---:|---:|---|---:|---:|---:|---|---:|",
+    ]
+    for row in rows:
+        samples = [kb for _, kb in row["rss_samples"]] or [row["maxrss_kb"]]
+        quarters = "/".join(f"{samples[len(samples) * q // 4] / 1024:.0f}" for q in (1, 2, 3))
+        lines.append(
+            f"| {row['targets']:,} | {row['accounts']} | {row['workers']} | {row['exit_code']} | "
+            f"{', '.join(f'{k} {v}' for k, v in sorted(row['statuses'].items()))} | {row['wall_s']:.1f} | "
+            f"{row['cpu_s']:.1f} | {row['rss_before_kb'] / 1024:.0f} | {quarters} | {row['maxrss_kb'] / 1024:.0f} |"
+        )
+    lines += [
+        "",
+        f"With {CLI_WORKERS} workers, peak RSS grows {per_target:,.0f} KiB per target between the "
+        f"{small['targets']:,}- and the {full['targets']:,}-target runs (target: ≤ 300 MiB at 1,000 targets).",
+        "",
+    ]
+    return lines
 
 
 def _worker_section(results: dict) -> list[str]:
@@ -759,6 +843,34 @@ def _estimate_section(est: dict) -> list[str]:
 
 
 # ---- main ---------------------------------------------------------------------------------------------------------
+def cli_rows(server: LatencyServer, workdir: Path, sizes: tuple[int, ...]) -> tuple[dict, list[dict]]:
+    """The organization grown to each size in turn (accounts), the command run over all of it at each with 8
+    workers, and at the first size with 1 too (one target after the other: the other way the run keeps memory)."""
+    org: dict | None = None
+    rows = []
+    for n_accounts in sizes:
+        log(f"moto at {server.endpoint}; seeding up to {n_accounts} accounts x {len(REGIONS)} regions")
+        org = seed_organization(server.endpoint, n_accounts, REGIONS, per_target=3, grow=org)
+        log(f"seeded {org['instances']} instances in {org['seconds']:.0f}s; server RSS {server.rss_mib():.0f} MiB")
+        if not rows:
+            rows.append(run_cli(server, org, workdir, workers=1))
+        rows.append(run_cli(server, org, workdir))
+    return org, rows
+
+
+def _save_cli_rows(results: dict, started: float) -> int:
+    """--cli-rss: its rows into org_results.json, the other figures kept (`--render` then puts them in
+    ORG_RESULTS.md)."""
+    saved = json.loads(RAW.read_text(encoding="utf-8")) if RAW.exists() else {}
+    saved["cli"] = results["cli"]
+    saved["cli_date"] = results["date"]
+    RAW.write_text(json.dumps(saved, indent=1, default=str), encoding="utf-8")
+    log(f"CLI rows written to {RAW.relative_to(ROOT)} in {(time.perf_counter() - started) / 60:.1f} min")
+    for row in results["cli"]:
+        log(f"  {row['targets']} targets: peak RSS {row['maxrss_kb'] / 1024:.0f} MiB, wall {row['wall_s']:.1f}s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="20 accounts, small runs (a smoke test)")
@@ -766,6 +878,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big", type=int, default=None, help="instances in the one big target (default 5000)")
     parser.add_argument(
         "--render", action="store_true", help="only redo the estimate and ORG_RESULTS.md from org_results.json"
+    )
+    parser.add_argument(
+        "--cli-rss",
+        action="store_true",
+        help="only the command's peak RSS: `eic-guard scan --organization` at 0 ms over a tenth of the accounts "
+        "(1 and 8 workers), then all of them (8 workers): 100 and 1,000 targets by default, a few minutes; writes its "
+        "rows into org_results.json (then --render)",
     )
     args = parser.parse_args(argv)
     if args.render:
@@ -786,13 +905,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="eic-bench-org-") as tmp:
         workdir = Path(tmp)
         with LatencyServer() as server:
-            log(f"moto at {server.endpoint}; seeding {n_accounts} accounts x {len(REGIONS)} regions")
-            results["org"] = seed_organization(server.endpoint, n_accounts, REGIONS, per_target=3)
-            log(
-                f"seeded {results['org']['instances']} instances in {results['org']['seconds']:.0f}s; "
-                f"server RSS {server.rss_mib():.0f} MiB"
-            )
             subset = max(1, n_accounts // 10)
+            results["org"], results["cli"] = cli_rows(server, workdir, (subset, n_accounts))
+            if args.cli_rss:
+                return _save_cli_rows(results, started)
             results["matrix"] = run_matrix(server, results["org"], workdir, subset)
             results["worker"] = run_worker_nights(server, results["org"], workdir, accounts=2, pad_to=8500)
             results["warm"] = run_warm_container(server, results["org"], workdir, accounts=min(8, n_accounts - 4))

@@ -1,6 +1,9 @@
 """One measured client process of the organization benchmark: `python -m benchmarks.org_client SPEC.json OUT.json`.
 
-Three kinds, each in a fresh process (so peak RSS and the handler's first import are this run's own):
+Four kinds, each in a fresh process (so peak RSS and the handler's first import are this run's own):
+
+- `cli`: the command itself, `eic_guard.cli.main(["scan", "--organization", ...])`, its JSON report written to a
+  file: wall, CPU, peak RSS, and RSS sampled every 0.2 s (does memory grow with the targets done?).
 
 - `fanout`: `eic_guard.fanout.local.run_job("scan", ...)` — plan → target workers in the bounded thread pool →
   aggregate, as `eic-guard scan --organization --max-workers N` runs it — timed as a whole, the report document
@@ -175,6 +178,67 @@ def fanout(spec: dict, calls: ApiCalls, control: Control) -> dict:
     }
 
 
+# ---- the command line ---------------------------------------------------------------------------------------------
+class RssSampler:
+    """RSS every `interval` seconds in a daemon thread, from start to stop: (seconds since start, KiB)."""
+
+    def __init__(self, interval: float = 0.2):
+        self.interval = interval
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def _run(self) -> None:
+        started = time.perf_counter()
+        while not self._stop.wait(self.interval):
+            self.samples.append((time.perf_counter() - started, rss_kb()))
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def cli(spec: dict, calls: ApiCalls, control: Control) -> dict:
+    """`eic-guard scan --organization --max-workers N` as a person runs it, the JSON report to a file."""
+    from eic_guard.cli import main as eic_guard
+
+    calls.install()
+    report_path = spec["report_path"]
+    argv = ["scan", "--organization", "--role-name", spec["role_name"], "--region", ",".join(spec["regions"])]
+    argv += ["--ip-ranges", spec["ip_ranges"], "--max-workers", str(spec["workers"]), "--quiet"]
+    argv += ["--format", "json", "--output", report_path, "--allow-empty", "--fail-on", "none"]
+    control.counts(reset=True)
+    rss_before = rss_kb()
+    cpu_before, started = cpu_seconds(), time.perf_counter()
+    with RssSampler() as sampler:
+        code = eic_guard(argv)
+    wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu_before
+    with open(report_path, encoding="utf-8") as stream:
+        document = json.load(stream)
+    return {
+        "kind": "cli",
+        "argv": argv,
+        "exit_code": code,
+        "workers": spec["workers"],
+        "targets": len(document["targets"]),
+        "accounts": len(document["accounts"]),
+        "statuses": dict(Counter(t["status"] for t in document["targets"])),
+        "instances": document["summary"]["instances"],
+        "report_bytes": os.path.getsize(report_path),
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "rss_before_kb": rss_before,
+        "rss_samples": sampler.samples,
+        "maxrss_kb": peak_rss_kb(),
+        "calls": dict(calls.snapshot()),
+        "http_requests": control.counts(),
+    }
+
+
 # ---- the deployed worker ------------------------------------------------------------------------------------------
 def _write_manifest(spec: dict, pad_to: int = 0) -> tuple[dict, list[dict]]:
     """The run's manifest in S3 as Plan writes it (untimed, before the invocations); returns (event base, targets)."""
@@ -296,7 +360,7 @@ def aggregate(spec: dict, calls: ApiCalls, control: Control) -> dict:
     }
 
 
-KINDS = {"fanout": fanout, "worker": worker, "aggregate": aggregate}
+KINDS = {"cli": cli, "fanout": fanout, "worker": worker, "aggregate": aggregate}
 
 
 def main(argv: list[str]) -> int:

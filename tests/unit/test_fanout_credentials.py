@@ -5,8 +5,11 @@ STS (assumed-role credentials act in the role's account); the fault injector ref
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import traceback
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
@@ -131,6 +134,80 @@ def test_each_run_enters_again_under_its_own_session_name_and_role_name(aws, fau
         (role_arn(MEMBER), "eic-guard-run-1"),
         (role_arn(MEMBER, "org-eic-guard"), "eic-guard-arn-aws-states-us-east-1-1-execution-eic-guard-2026"),
     ]
+
+
+# ---- releasing: memory for the accounts in progress, not the organization -------------------------------------
+def test_a_released_account_lets_go_of_its_clients_and_session_and_a_later_use_enters_it_again(accounts, faults):
+    # Given the member account entered, its EC2 client built (followed weakly)
+    clients = accounts.for_account(MEMBER)
+    refs = [weakref.ref(clients), weakref.ref(clients.session._session), weakref.ref(clients.ec2(REGION))]
+    assert accounts.entered == {MEMBER}
+
+    # When its targets are done and the run releases it
+    del clients
+    accounts.release(MEMBER)
+    gc.collect()
+
+    # Then the run holds nothing of it: clients, botocore session and EC2 client are gone
+    assert accounts.entered == frozenset()
+    assert [ref() for ref in refs] == [None, None, None]
+    # And a later use enters it again (its credentials were forgotten too)
+    assert accounts.for_account(MEMBER).account_id() == MEMBER
+    assert [c["RoleArn"] for c in assume_role_calls(faults)] == [role_arn(MEMBER), role_arn(MEMBER)]
+
+
+def test_an_account_released_until_a_later_phase_keeps_its_credentials_not_its_clients(accounts, faults):
+    # Given the member account entered in the apply phase
+    first = accounts.for_account(MEMBER)
+    gone = weakref.ref(first.ec2(REGION))
+
+    # When its apply targets are done and the run will come back to it (the revoke phase)
+    accounts.release(MEMBER, again=True)
+    del first
+    gc.collect()
+
+    # Then its clients are gone, and the revoke phase's clients act in the account under the same assumed role
+    assert gone() is None
+    assert accounts.entered == frozenset()
+    again = accounts.for_account(MEMBER)
+    assert again.client("sts", REGION).get_caller_identity()["Account"] == MEMBER
+    # And the role was assumed once in the run
+    assert len(assume_role_calls(faults)) == 1
+
+
+def test_entering_accounts_leaves_the_shared_model_loader_as_it_was(accounts):
+    # Given the run's own session and the loader of botocore's models every account shares
+    loader = accounts.own.session._session.get_component("data_loader")
+    search_paths = list(loader.search_paths)
+
+    # When the run enters two member accounts and builds their EC2 clients
+    members = [accounts.for_account(MEMBER), accounts.for_account(OTHER)]
+    for clients in members:
+        clients.ec2(REGION)
+
+    # Then they share the loader, and its search paths did not grow by one per account (boto3.Session appends its
+    # own data path to the loader it finds)
+    assert all(clients.session._session.get_component("data_loader") is loader for clients in members)
+    assert loader.search_paths == search_paths
+
+
+def test_each_target_of_a_refused_account_gets_its_own_error(accounts, faults):
+    # Given STS refusing the member role
+    faults.error("AssumeRole", "AccessDenied", service="sts", when=lambda p: p["RoleArn"] == role_arn(MEMBER))
+
+    # When three targets of the account ask for its clients
+    raised = []
+    for _ in range(3):
+        with pytest.raises(AccountUnreachable) as refused:
+            accounts.for_account(MEMBER)
+        raised.append(refused.value)
+
+    # Then each gets the same refusal, as an error of its own: one error raised again would carry the frames of every
+    # target before it (and what they held) in its traceback
+    assert len({id(error) for error in raised}) == 3
+    assert {(e.account_id, e.reason, str(e)) for e in raised} == {(MEMBER, "access-denied", str(raised[0]))}
+    assert len({len(traceback.extract_tb(e.__traceback__)) for e in raised}) == 1
+    assert len(assume_role_calls(faults)) == 1
 
 
 def test_session_name_is_cut_to_what_sts_accepts():

@@ -321,6 +321,8 @@ def run_cleanup(
         organizations = clients.client("organizations", settings.regions[0])
     plan = plan_accounts(settings.accounts, own, organizations)
     accounts = AccountClients(clients, f"cleanup-{uuid.uuid4()}", settings.member_role_name)
+    targets = plan_targets(plan.accounts, tuple(settings.regions))
+    done = accounts.countdown(t.account_id for t in targets)  # an organization's clients: those in progress only
 
     def one(target: Target) -> list[CleanupAction]:
         try:
@@ -332,11 +334,12 @@ def run_cleanup(
             ]
         except (ClientError, BotoCoreError) as exc:
             actions = [CleanupAction(target.account_id, target.region, "clean", target.key, FAILED, _error(exc))]
+        finally:
+            done(target.account_id)
         if on_target is not None:
             on_target(target)
         return actions
 
-    targets = plan_targets(plan.accounts, tuple(settings.regions))
     with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(targets)))) as pool:
         return [action for actions in pool.map(one, targets) for action in actions]
 

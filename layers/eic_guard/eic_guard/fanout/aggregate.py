@@ -26,7 +26,7 @@ from .plan import RunPlan
 from .results import LostResult, UnreadableResult
 from .targets import Target
 
-if TYPE_CHECKING:  # imported by stream_run: the target worker, which imports merge_rounds, never streams a report
+if TYPE_CHECKING:  # imported where used: the target worker, which imports merge_rounds, never builds a report
     from ..outputs.stream import ReportStream
 
 NO_RESULT = "no result from the target worker (it failed, was throttled past its retries, or timed out)"
@@ -177,19 +177,26 @@ def aggregate_run(
     unreadable: Sequence[UnreadableResult | LostResult] = (),
 ) -> tuple:
     """(report, refresh summary, merged target documents) of a run; logs one line per check not passing."""
+    from ..outputs.stream import log_entry  # here: the target worker imports this module and never reports
+
     targets = merge_targets(plan, documents, unreadable)
-    report: Report = build_report(
-        run_id=plan.run_id,
-        mode=plan.mode,
-        account_id=plan.own_account,
-        regions=list(settings.regions),
-        started=plan.started_at,
-        finished=finished,
-        ip_ranges=plan.ranges,
-        targets=targets,
-    )
-    _log_problems(report)
+    report: Report = build_report(**_run_header(plan, settings, finished), targets=targets)
+    for entry in report.instances:
+        log_entry(entry, report.account_label(entry.account_id))
     return report, refresh_summary(plan, targets), targets
+
+
+def _run_header(plan: RunPlan, settings: Settings, finished: datetime) -> dict[str, Any]:
+    """What a run's report says of the run itself (outputs.report.build_report's and ReportStream's arguments)."""
+    return {
+        "run_id": plan.run_id,
+        "mode": plan.mode,
+        "account_id": plan.own_account,
+        "regions": list(settings.regions),
+        "started": plan.started_at,
+        "finished": finished,
+        "ip_ranges": plan.ranges,
+    }
 
 
 def stream_run(
@@ -204,16 +211,7 @@ def stream_run(
     report without its instances, the refresh summary, and the targets' documents without their instances."""
     from ..outputs.stream import ReportStream
 
-    stream = ReportStream(
-        run_id=plan.run_id,
-        mode=plan.mode,
-        account_id=plan.own_account,
-        regions=list(settings.regions),
-        started=plan.started_at,
-        finished=finished,
-        ip_ranges=plan.ranges,
-        tally=tally,
-    )
+    stream = ReportStream(**_run_header(plan, settings, finished), tally=tally)
     light = []
     try:
         for target in targets:
@@ -261,24 +259,3 @@ def finish_state(store: StateStore | None, plan: RunPlan, targets: list[dict], n
         except (ClientError, BotoCoreError) as exc:
             logger.error("ip-ranges state not updated after the run", extra={"error": str(exc)})
             return
-
-
-def _log_problems(report: Report) -> None:
-    """One structured line per check an instance still fails and per warning, so logs can be searched by instance,
-    name, owner, account and check."""
-    for entry in report.instances:
-        about = {
-            "instance_id": entry.instance_id,
-            "instance_name": entry.name,
-            "owner_tags": entry.tags,
-            "account": report.account_label(entry.account_id),
-            "region": entry.region,
-        }
-        for check_id, check in entry.checks.items():
-            if check.status in ("fail", "would-fix", "error"):
-                logger.info(
-                    "check not passing",
-                    extra={**about, "check": check_id, "status": check.status, "reason": check.reason},
-                )
-        for warning in entry.warnings:
-            logger.info("warning", extra={**about, "warning": warning})
