@@ -183,15 +183,20 @@ def runtime_sdk(python: str, log: Callable[[str], None]) -> tuple[Path, list[str
 _IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)$")
 
 
-def import_times(python: str, cwd: Path, path: list[Path], module: str = "app") -> dict:
-    """Median over IMPORT_RUNS fresh processes of `import <module>` (cumulative, from -X importtime), in ms."""
+def import_times(python: str, cwd: Path, path: list[Path], module: str = "app", runs: int = IMPORT_RUNS) -> dict:
+    """Median over `runs` fresh processes of `import <module>` (cumulative, from -X importtime), in ms, and of
+    the CPU time it took (process_time around the import: steadier than the wall time on a shared machine).
+
+    `-S`: the host interpreter's site-packages stay out, with any `.pth` hook there (this machine's imports certifi,
+    and with it importlib.resources, pathlib, tempfile and inspect, which the handler would then find loaded)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("AWS_", "POWERTOOLS_", "EIC_GUARD_", "PYTHON", "LAMBDA_", "_X_AMZN"))}  # fmt: skip
     env.update(LAMBDA_ENV, LAMBDA_TASK_ROOT=str(cwd), PYTHONPATH=os.pathsep.join(str(p) for p in path),
                PYTHONDONTWRITEBYTECODE="1")  # fmt: skip
-    totals, packages = [], []
-    for _ in range(IMPORT_RUNS):
-        done = subprocess.run([python, "-X", "importtime", "-c", f"import {module}"], cwd=cwd, env=env,
+    totals, packages, cpu = [], [], []
+    code = f"import time; _cpu = time.process_time(); import {module}; print((time.process_time() - _cpu) * 1000)"
+    for _ in range(runs):
+        done = subprocess.run([python, "-S", "-X", "importtime", "-c", code], cwd=cwd, env=env,
                               capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["?"])[-1]
@@ -208,10 +213,12 @@ def import_times(python: str, cwd: Path, path: list[Path], module: str = "app") 
             by_package[root] = by_package.get(root, 0) + int(match.group(1)) / 1000
         totals.append(total)
         packages.append(by_package)
+        cpu.append(float(done.stdout.split()[-1]))
     median_run = packages[totals.index(statistics.median_low(totals))]
     ignore = {"site", "encodings", "_frozen_importlib_external", "zipimport", "io", module}
     heaviest = sorted(((k, v) for k, v in median_run.items() if k not in ignore), key=lambda kv: -kv[1])[:6]
-    return {"median_ms": statistics.median(totals), "runs_ms": totals, "heaviest": heaviest}
+    return {"median_ms": statistics.median(totals), "runs_ms": totals, "cpu_ms": statistics.median(cpu),
+            "heaviest": heaviest}  # fmt: skip
 
 
 def _as_deployed(source: Path, target: Path) -> None:
@@ -291,7 +298,50 @@ def measure(log: Callable[[str], None]) -> dict:
     return result
 
 
+def _deployed_tree(
+    python: str, build: Path, function: str, sdk: Path, target: Path, log: Callable[[str], None]
+) -> list:
+    """`function` and the layer of `build` through the zip round trip into `target`: the Lambda sys.path over it."""
+    for name in (LAYER, function):
+        _as_deployed(build / name, target / name)
+    overlay, _ = native_overlay(python, build / LAYER / "python", log)
+    if overlay is not None:
+        shutil.copytree(overlay, target / "overlay")
+        run = [python, "-c", _SHIP_LIKE_LAYER, str(target / "overlay"), str(target / LAYER / "python")]
+        subprocess.run(run, capture_output=True, timeout=600, check=True)
+    return [target / function, *([target / "overlay"] if overlay else []), target / LAYER / "python", sdk]
+
+
+def compare(builds: list[Path], function: str, runs: int, log: Callable[[str], None]) -> dict:
+    """CPU of `import app` as deployed for each of several existing `sam build` outputs (no build here), and of
+    `import boto3` alone, the runs interleaved so that the machine's load hits all alike: min and median of `runs`
+    fresh processes each. For before/after figures on a shared machine, where wall times move with the load."""
+    python = python313()
+    if python is None:
+        raise SystemExit("python3.13 not found")
+    sdk, _ = runtime_sdk(python, log)
+    cpu: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="eic-bench-compare-") as tmp:
+        paths = {str(b): _deployed_tree(python, b, function, sdk, Path(tmp, str(i)), log) for i, b in enumerate(builds)}
+        paths["import boto3 alone"] = [sdk]
+        for _ in range(runs):
+            for label, path in paths.items():
+                module = "boto3" if label == "import boto3 alone" else "app"
+                cpu.setdefault(label, []).append(import_times(python, path[0], path, module=module, runs=1)["cpu_ms"])
+    return {label: {"min_ms": min(v), "median_ms": statistics.median(v), "runs": len(v)} for label, v in cpu.items()}
+
+
 if __name__ == "__main__":
+    import argparse
     import json
 
-    print(json.dumps(measure(lambda m: print(m, file=sys.stderr)), indent=1))
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.coldstart", description=__doc__.splitlines()[0])
+    parser.add_argument("--compare", nargs="+", type=Path, metavar="BUILD_DIR", help="CPU of import app per build")
+    parser.add_argument("--function", default="ScanTargetFunction", help="with --compare (default the worker)")
+    parser.add_argument("--runs", type=int, default=15, help="with --compare: processes per build (default 15)")
+    args = parser.parse_args()
+    quiet = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    if args.compare:
+        print(json.dumps(compare(args.compare, args.function, args.runs, quiet), indent=1))
+    else:
+        print(json.dumps(measure(quiet), indent=1))

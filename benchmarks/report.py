@@ -14,7 +14,9 @@ PHASES = (
     ("refresh", "refresh (new prefix)"),
     ("refresh_replay", "refresh replay"),
 )
-CPU_TARGET, RSS_TARGET, IMPORT_TARGET_MS = 1.3, 1.2, 300
+# Issue 20 item 7: the whole process (imports included) at most the floor's CPU and RSS; import app <= 150 ms; layer
+# <= 8 MB unzipped.
+CPU_TARGET, RSS_TARGET, IMPORT_TARGET_MS, LAYER_TARGET_MB = 1.0, 1.0, 150, 8
 TARGET_N = 5000
 MiB = 1024 * 1024
 
@@ -280,9 +282,9 @@ def _coldstart(cold: dict | None) -> list[str]:
     if cold.get("error"):
         return [f"Not measured: {cold['error']}."]
     lines = [
-        "| artifact | import `app` as deployed, ms (median of 5) | all precompiled, ms | heaviest packages as deployed "
-        "(self ms) | unzipped size |",
-        "|---|---:|---:|---|---:|",
+        "| artifact | import `app` as deployed, ms (median of 5) | CPU of that import, ms | all precompiled, ms "
+        "| heaviest packages as deployed (self ms) | unzipped size |",
+        "|---|---:|---:|---:|---|---:|",
     ]
     for name in ("ScanTargetFunction", "RefreshFunction", "boto3 alone"):
         imports = cold.get("imports", {}).get(name, {})
@@ -292,6 +294,7 @@ def _coldstart(cold: dict | None) -> list[str]:
         label = name if name != "boto3 alone" else "`import boto3` alone (runtime SDK, precompiled)"
         lines.append(
             f"| {label} | {_fmt(built.get('median_ms', float('nan')), 0)} "
+            f"| {_fmt(built.get('cpu_ms', float('nan')), 0)} "
             f"| {_fmt(warm.get('median_ms', float('nan')), 0) if warm else '—'} | {heavy} "
             f"| {'' if size is None else f'{size / 1024:.1f} KiB'} |"
         )
@@ -374,14 +377,16 @@ def _targets(results: dict) -> list[str]:
     floor_rss = med(r["maxrss_kb"] for r in target["phases"]["floor"])
     cpu = {k: med(r["cpu_s"] for r in target["phases"][k]) for k in ("report", "second", "remediate")}
     rss = {k: med(r["maxrss_kb"] for r in target["phases"][k]) for k in ("report", "second", "remediate")}
+    floor_total = med(r["cpu_total_s"] for r in target["phases"]["floor"])
+    total = {k: med(r["cpu_total_s"] for r in target["phases"][k]) for k in ("report", "second")}
     n = target["n"]
     rows.append(
         (
-            f"Client CPU at N={n} ≤ {CPU_TARGET}x floor (all six checks)",
-            f"report {cpu['report']:.2f}s = **{cpu['report'] / floor_cpu:.2f}x** floor {floor_cpu:.2f}s; "
-            f"2nd remediate {cpu['second'] / floor_cpu:.2f}x; remediate (with its writes) "
-            f"{cpu['remediate'] / floor_cpu:.2f}x",
-            max(cpu["report"], cpu["second"]) <= CPU_TARGET * floor_cpu,
+            f"Whole-process CPU at N={n} (imports included) ≤ {CPU_TARGET}x floor (all six checks)",
+            f"report {total['report']:.2f}s = **{total['report'] / floor_total:.2f}x** floor {floor_total:.2f}s; "
+            f"2nd remediate {total['second'] / floor_total:.2f}x; client CPU around the scan alone: report "
+            f"{cpu['report'] / floor_cpu:.2f}x, remediate (with its writes) {cpu['remediate'] / floor_cpu:.2f}x",
+            max(total.values()) <= CPU_TARGET * floor_total,
         )
     )
     rows.append(
@@ -390,7 +395,7 @@ def _targets(results: dict) -> list[str]:
             f"report {rss['report'] / 1024:.0f} MiB = **{rss['report'] / floor_rss:.2f}x** floor "
             f"{floor_rss / 1024:.0f} MiB; 2nd remediate {rss['second'] / floor_rss:.2f}x; remediate "
             f"{rss['remediate'] / floor_rss:.2f}x",
-            max(rss.values()) <= RSS_TARGET * floor_rss,
+            max(rss["report"], rss["second"]) <= RSS_TARGET * floor_rss,
         )
     )
     cold = results.get("coldstart") or {}
@@ -404,28 +409,40 @@ def _targets(results: dict) -> list[str]:
             f: imports.get(f, {}).get("precompiled", {}).get("median_ms", float("nan"))
             for f in ("ScanTargetFunction", "RefreshFunction")
         }
+        boto3 = imports.get("boto3 alone", {}).get("as_deployed", {})
         rows.append(
             (
-                f"Handler import < {IMPORT_TARGET_MS} ms",
+                f"Worker `import app` as deployed ≤ {IMPORT_TARGET_MS} ms",
                 "as deployed: "
                 + ", ".join(f"{k} {v:.0f} ms" for k, v in built.items())
                 + "; all precompiled: "
-                + ", ".join(f"{k} {v:.0f} ms" for k, v in warm.items()),
-                all(v < IMPORT_TARGET_MS for v in built.values()),
+                + ", ".join(f"{k} {v:.0f} ms" for k, v in warm.items())
+                + (
+                    f"; `import boto3` alone {boto3['median_ms']:.0f} ms in the same run"
+                    if "median_ms" in boto3
+                    else ""
+                ),
+                built["ScanTargetFunction"] <= IMPORT_TARGET_MS,
             )
         )
         layer = cold["sizes"]["EicGuardLayer"]
         provided = cold["layer"]["runtime_provided"]
         rows.append(
             (
-                "Layer < 15 MB unzipped",
+                f"Layer ≤ {LAYER_TARGET_MB} MB unzipped",
                 f"{layer / 1e6:.1f} MB ({layer / MiB:.1f} MiB)"
                 + (f"; {(layer - provided) / 1e6:.1f} MB without the runtime-provided SDK" if provided else ""),
-                layer < 15e6,
+                layer <= LAYER_TARGET_MB * 1e6,
             )
         )
     else:
-        rows.append(("Handler import < 300 ms; layer < 15 MB", cold.get("error", "not measured in this run"), None))
+        rows.append(
+            (
+                f"Worker import ≤ {IMPORT_TARGET_MS} ms; layer ≤ {LAYER_TARGET_MB} MB",
+                cold.get("error", "not measured in this run"),
+                None,
+            )
+        )
     verdicts_ok = all(c["ok"] for s in sizes for cs in s["checks"].values() for c in cs)
     untouched = all(s.get("untouched_ok") for s in sizes)
     rows.append(

@@ -13,7 +13,9 @@ from eic_guard.simulated import SimulatedAccount
 from moto import mock_aws
 
 from tests import moto_security_hub
+from tests.layer_contents import block_pruned_modules
 
+block_pruned_modules()  # what the layer leaves out of its dependencies, the tests cannot import either
 moto_security_hub.install()  # Security Hub's documented behaviour where moto differs (tests/moto_security_hub.py)
 simulated_eice.install()  # the EC2 Instance Connect Endpoint API moto lacks (eic_guard/simulated_eice.py)
 

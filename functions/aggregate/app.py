@@ -7,8 +7,9 @@ from eic_guard.aws.clients import lambda_clients
 from eic_guard.budget import FINISH_RESERVE, Deadline
 from eic_guard.fanout.run_failed import run_failed_step
 from eic_guard.fanout.steps import aggregate_step
-from eic_guard.observability import logger, metrics, tracer
+from eic_guard.observability import logger, metrics
 from eic_guard.settings import Settings
+from eic_guard.tracing import tracer
 
 
 @logger.inject_lambda_context(clear_state=True)

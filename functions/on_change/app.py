@@ -10,8 +10,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from eic_guard.aws.clients import lambda_clients
 from eic_guard.budget import Deadline
 from eic_guard.changes import ON_CHANGE_RESERVE, check_changes
-from eic_guard.observability import logger, metrics, tracer
+from eic_guard.observability import logger, metrics
 from eic_guard.settings import Settings
+from eic_guard.tracing import tracer
 
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 

@@ -5,8 +5,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from eic_guard.aws.clients import lambda_clients
 from eic_guard.budget import PLAN_RESERVE, Deadline
 from eic_guard.fanout.steps import plan_step
-from eic_guard.observability import logger, metrics, tracer
+from eic_guard.observability import logger, metrics
 from eic_guard.settings import Settings
+from eic_guard.tracing import tracer
 
 
 @logger.inject_lambda_context(clear_state=True)

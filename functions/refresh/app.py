@@ -9,10 +9,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from eic_guard.aws.clients import lambda_clients
 from eic_guard.budget import FINISH_RESERVE, REFRESH_RESERVE, Deadline
 from eic_guard.events import parse_ip_space_notification
-from eic_guard.observability import logger, metrics, record_refresh, record_rejection, tracer
+from eic_guard.observability import logger, metrics, record_refresh, record_rejection
 from eic_guard.outputs.publish import publish_refresh
 from eic_guard.ranges.notification import process_notification, rejection_reason
 from eic_guard.settings import Settings
+from eic_guard.tracing import tracer
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -18,3 +18,11 @@ class IpRangesError(EicGuardError):
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason = reason
+
+
+class InvalidEvent(EicGuardError):
+    """The invocation event is not what the handler accepts; `reason` is a short token for metrics."""
+
+    def __init__(self, message: str, reason: str = "malformed-event"):
+        super().__init__(message)
+        self.reason = reason

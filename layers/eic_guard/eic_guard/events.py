@@ -11,15 +11,8 @@ from aws_lambda_powertools.utilities.parser import ValidationError, parse
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel, SnsModel
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .errors import EicGuardError
-
-
-class InvalidEvent(EicGuardError):
-    """The invocation event is not what the handler accepts; `reason` is a short token for metrics."""
-
-    def __init__(self, message: str, reason: str = "malformed-event"):
-        super().__init__(message)
-        self.reason = reason
+# InvalidEvent lives in errors.py: a handler that parses no event (the target worker) skips Powertools' parser models.
+from .errors import InvalidEvent
 
 
 class ScheduledEvent(EventBridgeModel):

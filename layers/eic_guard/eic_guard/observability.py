@@ -1,4 +1,5 @@
-"""Powertools Logger, Tracer and Metrics shared by the handlers and the engine, and eic-guard's metric vocabulary.
+"""Powertools Logger and Metrics shared by the handlers and the engine, and eic-guard's metric vocabulary (the
+handlers' Tracer is tracing.py's).
 
 Namespace EicGuard, dimensions service=eic-guard and Stack=<stack name> on every metric (Stack only where the stack
 name is set: the deployed functions; the CLI publishes no metrics); CheckFailures adds CheckId, RefreshRejected
@@ -11,7 +12,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.metrics.functions import resolve_cold_start_function_name
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
@@ -63,7 +64,6 @@ class _StackEmfProvider(AmazonCloudWatchEMFProvider):
 
 
 logger = Logger(service=SERVICE)
-tracer = Tracer(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 # The same shared metric, dimension and metadata sets Powertools keeps for every Metrics instance, serialized by the
 # provider above (tests and other modules read metrics.metric_set, flush and clear as usual).

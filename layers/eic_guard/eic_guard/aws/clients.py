@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Protocol
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.parsers import DEFAULT_TIMESTAMP_PARSER
 
 from ..budget import Deadline
 from ..errors import ConfigurationError
@@ -53,6 +55,10 @@ class AwsClients:
         call_log: CallLog | None = None,
     ):
         self.session = session or boto3.Session()
+        # Every response's timestamps parsed by the standard library, not dateutil (botocore's default): a fifth of a
+        # 5,000-instance scan's CPU went into parsing LaunchTime and AttachTime, which nothing reads. Same values.
+        parsers = self.session._session.get_component("response_parser_factory")
+        parsers.set_parser_defaults(timestamp_parser=parse_timestamp)
         self.config = config
         self.deadline = deadline
         self.call_log = call_log
@@ -115,6 +121,19 @@ class AwsClients:
             raise ConfigurationError("no AWS credentials found (set AWS_PROFILE or the AWS_* variables)") from None
         except (ClientError, BotoCoreError) as exc:
             raise ConfigurationError(f"cannot identify the AWS account: {exc}") from None
+
+
+def parse_timestamp(value: Any) -> Any:
+    """A response timestamp as botocore's default parser returns it (an aware datetime): ISO 8601 with a zone, which
+    every EC2 and STS answer uses, by `datetime.fromisoformat`; anything else (epoch seconds...) by botocore's."""
+    if isinstance(value, str) and value[4:5] == "-":
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.tzinfo is not None:
+            return parsed
+    return DEFAULT_TIMESTAMP_PARSER(value)
 
 
 def _refused(exc: Exception) -> bool:

@@ -5,7 +5,7 @@ module and a line in SUBCOMMANDS. The modules use the core (arguments, configura
 and the engine, never each other.
 
 Importing this package, `--help` and `--version` build no boto3 session and touch no AWS configuration: the runtime
-modules (their tracer reads the AWS profile when imported) are imported only once a command runs, inside the guard
+modules (boto3 reads the AWS profile when a session is built) are imported only once a command runs, inside the guard
 that turns every AWS configuration problem into one line on stderr and exit 2.
 """
 

@@ -64,7 +64,7 @@ def configure(
 
 def connect(aws_session: boto3.Session, settings: Settings, invocation: Invocation) -> AwsClients:
     """The clients of the run, built now, and the caller's account asked for: configuration that botocore only
-    reads when a client is built (AWS_ENDPOINT_URL=foo, AWS_MAX_ATTEMPTS=abc raise ValueError) and missing
+    reads when a client is built (AWS_ENDPOINT_URL=foo raises ValueError, AWS_DEFAULTS_MODE=foo an error) and missing
     credentials or an unreachable endpoint are found before anything is read or changed. They send no call once
     the run is interrupted, and report each call with -v."""
     from ..aws.clients import AwsClients

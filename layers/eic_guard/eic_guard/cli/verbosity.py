@@ -63,9 +63,9 @@ class _CurrentStderr:
 def configure_logs(verbosity: Verbosity) -> None:
     """Structured logs on stderr: warnings and up unless asked ($POWERTOOLS_LOG_LEVEL, -q, -v, --debug).
 
-    The first import of eic-guard's runtime happens here. Its tracer builds an X-Ray client when imported, so a
-    bad AWS setting can fail this import: botocore's errors are handled by configuration.aws_problems, its
-    ValueErrors here.
+    The first import of eic-guard's runtime happens here. It builds no AWS client (the X-Ray SDK, which would, is
+    imported by the Lambda handlers only: tracing.py); a ValueError from a bad AWS setting is still turned into a
+    configuration error, as configuration.aws_problems does for botocore's.
     """
     try:
         from ..observability import logger

@@ -12,20 +12,22 @@ import copy
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..observability import logger
 from ..outputs.alerts import ProblemTally
 from ..outputs.report import Report, build_report
-from ..outputs.stream import ReportStream, log_entry
 from ..ranges.refresh import forget
 from ..ranges.state import StateConflict, StateStore
 from ..settings import Settings
 from .plan import RunPlan
 from .results import LostResult, UnreadableResult
 from .targets import Target
+
+if TYPE_CHECKING:  # imported where used: the target worker, which imports merge_rounds, never builds a report
+    from ..outputs.stream import ReportStream
 
 NO_RESULT = "no result from the target worker (it failed, was throttled past its retries, or timed out)"
 
@@ -175,6 +177,8 @@ def aggregate_run(
     unreadable: Sequence[UnreadableResult | LostResult] = (),
 ) -> tuple:
     """(report, refresh summary, merged target documents) of a run; logs one line per check not passing."""
+    from ..outputs.stream import log_entry  # here: the target worker imports this module and never reports
+
     targets = merge_targets(plan, documents, unreadable)
     report: Report = build_report(**_run_header(plan, settings, finished), targets=targets)
     for entry in report.instances:
@@ -205,6 +209,8 @@ def stream_run(
     """A run's report streamed (outputs.stream): `targets` are the merged target documents, one at a time, in the
     plan's order; each one's instances are encoded and dropped. Returns the stream (to store the report), the
     report without its instances, the refresh summary, and the targets' documents without their instances."""
+    from ..outputs.stream import ReportStream
+
     stream = ReportStream(**_run_header(plan, settings, finished), tally=tally)
     light = []
     try:

@@ -81,7 +81,7 @@ class RefreshDocument(TypedDict):
     unknown_owned: NotRequired[list[str]]
 
 
-@with_config(ConfigDict(extra="allow"))
+@with_config(ConfigDict(extra="allow", defer_build=True))  # the validator is built by the first read, not at import
 class ResultDocument(TypedDict):
     account_id: str
     region: str

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ..events import InvalidEvent
+from ..errors import InvalidEvent
 from ..observability import logger
 from ..outputs.publish import publish_refresh, report_key, store_scan_report
 from ..outputs.report import build_report

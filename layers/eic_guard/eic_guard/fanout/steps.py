@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..aws.credentials import AccountClients
 from ..budget import Deadline
-from ..events import InvalidEvent
+from ..errors import InvalidEvent
 from ..observability import logger, record_account_counts, record_refresh, record_scan_counts
 from ..outputs.alerts import ProblemTally, read_previous
 from ..outputs.athena import write_findings
@@ -65,7 +65,7 @@ class RunRequest(BaseModel):
     is refused, so that an event meant for another function (an SNS delivery, say) never starts a scan.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)  # Plan's only: built on first use, not by the worker
     job: Literal["scan", "refresh", "verify"] = "scan"
     Comment: str | None = None
 
@@ -73,7 +73,7 @@ class RunRequest(BaseModel):
 class PlanOutput(BaseModel):
     """What Plan returns and Aggregate receives (small: the objects hold the rest)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)  # Plan's and Aggregate's only (see RunRequest)
     run_id: str
     job: Literal["scan", "refresh", "verify"]
     bucket: str

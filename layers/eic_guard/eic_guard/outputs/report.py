@@ -25,7 +25,8 @@ RESULT_LOST = "scanned, result lost"
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    # defer_build: the validators are built by the first report, not at import (the target worker builds none).
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, defer_build=True)
 
 
 class CheckEntry(_Model):

@@ -7,15 +7,16 @@ import ipaddress
 import json
 from dataclasses import dataclass
 from pathlib import Path
-
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
+from typing import TYPE_CHECKING
 
 from ..budget import Deadline
 from ..errors import IpRangesError
 from ..models import EicPrefixes
 from ..settings import IP_RANGES_URL
+
+# requests is imported by a download only: the target worker never downloads (the run's manifest has the ranges).
+if TYPE_CHECKING:
+    import requests
 
 EIC_SERVICE = "EC2_INSTANCE_CONNECT"
 REQUIRED_KEYS = ("syncToken", "createDate", "prefixes", "ipv6_prefixes")
@@ -66,6 +67,10 @@ class IpRanges:
 
 
 def _http_session(attempts: int) -> requests.Session:
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
     retry = Retry(
         total=attempts - 1, backoff_factor=0.5, status_forcelist=(500, 502, 503, 504), allowed_methods=("GET",)
     )
@@ -97,6 +102,8 @@ def fetch_bytes(
         if share <= 0:
             raise IpRangesError("download-failed", f"cannot download {source}: no time left in the invocation")
         connect, read = deadline.timeout(min(connect, share)), deadline.timeout(min(read, share))
+    import requests
+
     try:
         headers = {"If-None-Match": f'"{if_none_match}"'} if if_none_match else {}
         with _http_session(FETCH_ATTEMPTS).get(

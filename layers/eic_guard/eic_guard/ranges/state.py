@@ -40,7 +40,7 @@ class RangesState(BaseModel):
     """The remembered ip-ranges: identity, current EIC prefixes per region, when each prefix was last seen and
     since when a prefix that disappeared has been absent (its grace period runs from then)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)  # validators built on first use: the worker uses none
 
     sync_token: str | None = None
     create_date: str | None = None
