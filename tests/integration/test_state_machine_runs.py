@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -24,6 +25,7 @@ from moto.s3.models import S3Backend
 from tests.aws_views import eni_groups, ingress_of, metadata_endpoint
 from tests.conftest import EIC_US_EAST_1, EIC_US_EAST_1_V6, IP_RANGES, REGION
 from tests.faults.conftest import NEWEST_TOKEN, eic_rules, ip_ranges_file, managed_group
+from tests.faults.injector import FaultInjector
 from tests.lambda_runtime import event, with_message
 from tests.step_functions import shared
 
@@ -260,6 +262,54 @@ def test_a_batch_invocation_that_is_killed_runs_each_target_alone_so_each_gets_i
     assert metadata_endpoint(ec2, fixable) == "enabled"
     [alert] = machine.alerts()
     assert OTHER_REGION in alert and NO_RESULT in alert
+
+
+def test_a_target_that_runs_out_of_its_share_continues_in_the_batchs_next_round_alone_and_the_other_is_done(
+    state_machine, fleet, ec2, ip_ranges_url, monkeypatch
+):
+    # Given a stack scanning two regions (one batch), and the first region's target using up its share of the
+    # invocation's time right after its gather (a slow target: its fixes are held for the next round)
+    monkeypatch.setenv("EIC_GUARD_REGIONS", f"{REGION},{OTHER_REGION}")
+    _, fixable, compliant = fleet
+    shares: list[batch.TargetShare] = []
+    real_share = batch.TargetShare
+
+    def share(*args):
+        shares.append(real_share(*args))
+        return shares[-1]
+
+    monkeypatch.setattr(batch, "TargetShare", share)
+    faults = FaultInjector().install(monkeypatch)
+    faults.after_gather(lambda region, snapshot: setattr(shares[-1], "_end", time.monotonic() - 1), times=1)
+    machine = state_machine()
+
+    # When the nightly execution runs
+    run = machine.run({"job": "scan"})
+
+    # Then round 1 of the batch left that target incomplete (its fix held) and finished the other one; the batch's
+    # round 2 carried only the incomplete target, which made the fix; the report has both targets ok
+    assert run.status == "SUCCEEDED", (run.error, run.cause)
+    workers = [i.event for i in machine.invocations if i.function == "ScanTargetFunction"]
+    target = {"account_id": "123456789012", "region": REGION}
+    assert [(w["BatchInput"]["round"], w["Items"]) for w in workers] == [
+        (1, [target, {"account_id": "123456789012", "region": OTHER_REGION}]),
+        (2, [target]),
+    ]
+    assert machine.worker_rounds() == [(1, "incomplete"), (2, "ok")]
+    results = sorted(k.split("/results/")[1] for k in result_keys(machine, run.output["run_id"]))
+    assert results == [
+        f"123456789012/{OTHER_REGION}/apply-r1.json",
+        *(f"123456789012/{REGION}/apply-r{n}.json" for n in (1, 2)),
+    ]
+    assert run.output["targets"] == {"ok": 2, "error": 0, "incomplete": 0}
+    report = machine.report(run)
+    assert {i["instance_id"]: i["verdict"] for i in report["instances"]} == {fixable: "fixed", compliant: "compliant"}
+    assert metadata_endpoint(ec2, fixable) == "enabled"
+
+
+def result_keys(machine, run_id: str) -> list[str]:
+    listed = machine.client("s3").list_objects_v2(Bucket=machine.reports_bucket, Prefix=f"runs/{run_id}/results/")
+    return [o["Key"] for o in listed.get("Contents", [])]
 
 
 def test_a_throttled_invoke_is_retried_by_the_state_machine_and_the_run_completes(
