@@ -14,6 +14,7 @@ import pytest
 from cfnlint import api as cfnlint_api
 from eic_guard.permissions import STATE_MACHINE_LOG_DELIVERY, STATE_MACHINE_TRACES
 
+from benchmarks import sfn_cost
 from tests.template.asl import (
     ASL_PATH,
     LAMBDA_INVOKE,
@@ -540,6 +541,12 @@ def test_state_transitions_per_batch_are_four_and_three_per_extra_round():
     assert entered.count("ApplyNextRound") == 1 and entered.count("ApplyDone") == 2
     children = [e for e in execution.events if e[0] == "child"]
     assert len(children) == 2
+    # And the cost benchmark's walk of the definition counts exactly these entries (+1 per child execution's start)
+    counted = sfn_cost.count_map("ApplyTargets", definition(MaxItemsPerBatch="3")["States"]["ApplyTargets"])
+    batch_states = {"ApplyBatch", "ApplyRoundCheck", "ApplyNextRound", "ApplyDone"}
+    in_children = sum(1 for e in execution.events if e[0] == "enter" and e[1] in batch_states)
+    assert len(children) * counted.per_child_one_round + counted.per_extra_round == len(children) + in_children
+    assert (counted.items_per_child, counted.per_child_one_round, counted.per_extra_round) == (3, 4, 3)
 
 
 def test_every_addition_happens_before_any_revoke_and_only_when_plan_says_so():
