@@ -184,7 +184,7 @@ class Settings(BaseModel):
         default=False,
         description="`true`: each run's metrics add TargetInstancesNoncompliant and TargetErrors per account "
         "(dimension AccountId; 2 custom metrics per account with a finding). Off by default: the reports and alerts "
-        "name every account, and an organization's metric bill stays flat (README \"Scale and cost\").",
+        "name every account, and an organization's metric bill stays flat (README: Scale and cost).",
     )
     stack_name: Annotated[str | None, Source(stack="AWS::StackName")] = Field(
         default=None,
