@@ -1,6 +1,6 @@
 """The fan-out's three Lambda steps on Step Functions (statemachine/eic_guard.asl.json): Plan, the target worker
-(per target, phase and round; a batch of targets: fanout/batch.py), Aggregate. Each step reads and writes the run's objects in the
-reports bucket, so the state machine passes only small references between them:
+(per target, phase and round; a batch of targets: fanout/batch.py), Aggregate. Each step reads and writes the run's
+objects in the reports bucket, so the state machine passes only small references between them:
 
     runs/<run_id>/manifest.json                               the RunPlan (prefixes, expired, targets)
     runs/<run_id>/targets.json                                the Distributed Map's items
