@@ -12,6 +12,8 @@ from eic_guard.fanout import batch
 from eic_guard.fanout.batch import START_AT_LEAST, WORKER_FAILED, TargetShare, batch_step, is_batch
 from eic_guard.fanout.payloads import PAYLOAD_LIMIT, size_of
 
+from tests.lambda_runtime import event
+
 RESERVE = 60.0
 SHARED = {
     "run_id": "run-1",
@@ -254,3 +256,14 @@ def test_a_batch_is_told_from_a_single_target_input(event, expected):
 def test_a_batch_without_items_is_refused_clearly(world):
     with pytest.raises(Exception, match="not a batch of target worker requests: Items"):
         world([], 900, lambda target, share, clock: "ok")
+
+
+def test_the_sample_events_are_a_batch_and_one_targets_input():
+    # Given events/ (what `sam local invoke -e` and the docs show)
+    batch_event, single_event = event("scan-target-batch.json"), event("scan-target.json")
+
+    # Then the ItemBatcher's shape is a batch the worker parses, the one-by-one fallback's input is not a batch
+    assert is_batch(batch_event) and not is_batch(single_event)
+    request = batch.BatchRequest.model_validate(batch_event)
+    assert [t["region"] for t in request.Items] == ["us-east-1", "eu-west-1"]
+    assert request.BatchInput.model_dump() == {k: single_event[k] for k in request.BatchInput.model_dump()}
