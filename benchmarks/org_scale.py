@@ -1,9 +1,16 @@
 """Organization scale without a simulator's fleet (issue 20): the deployed Aggregate handler over synthetic worker
-results (benchmarks/synthetic.py: real report entries, real guidance) at 10,000 and 100,000 instances, and the HTML
-page at 100,000. Each size runs in a fresh process; peak RSS is that process's VmHWM, reset just before the
-invocation (the result objects sit in moto's in-process S3 meanwhile: the baseline column).
+results (benchmarks/synthetic.py: real report entries, real guidance) at 10,000 to 1,000,000 instances (100 per
+target). Each size runs in a fresh process; peak RSS is that process's VmHWM, reset just before the invocation.
 
-    .venv/bin/python -m benchmarks.org_scale [--instances 10000,100000] [--per-target 100]
+The result objects are files seeded once under /tmp/eic-guard-bench-scale/ and served by benchmarks/file_s3.py, which
+stands in for S3 (GETs read a file, the report's uploads write files): the measured process holds only what the
+Aggregate holds (an in-process moto would hold the whole fleet's results and report in the memory being measured).
+The handler logs at INFO, as deployed (the template's LogLevel default), to a file. With `--compare` (sizes up to
+100,000), the in-memory aggregation (fanout.aggregate.aggregate_run, Report.to_json_bytes, render_pages) runs on
+the same results in another fresh process and the digests of its JSON report and pages are compared with what the
+streamed handler wrote.
+
+    .venv/bin/python -m benchmarks.org_scale [--instances 10000,100000,1000000] [--per-target 100] [--compare]
 
 Results: printed as a Markdown table and written to benchmarks/org_scale_results.json.
 """
@@ -11,6 +18,7 @@ Results: printed as a Markdown table and written to benchmarks/org_scale_results
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
@@ -22,8 +30,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW = Path(__file__).resolve().parent / "org_scale_results.json"
+CACHE = Path("/tmp/eic-guard-bench-scale")
 BUCKET = "eic-guard-bench-scale"
 REGION = "us-east-1"
+STARTED = datetime(2026, 12, 7, 3, 0, tzinfo=UTC)
+FINISHED = datetime(2026, 12, 7, 3, 9, tzinfo=UTC)  # the report's finished_at in both paths, so they can be compared
 
 
 def _status(field: str) -> int:
@@ -34,8 +45,7 @@ def _status(field: str) -> int:
     return 0
 
 
-def child(instances: int, per_target: int) -> dict:
-    """Seed the result objects, then invoke the real Aggregate handler once; its figures."""
+def _environment() -> None:
     os.environ.update(
         {
             "AWS_DEFAULT_REGION": REGION,
@@ -44,57 +54,96 @@ def child(instances: int, per_target: int) -> dict:
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_NAMESPACE": "EicGuard",
             "POWERTOOLS_SERVICE_NAME": "eic-guard",
-            "POWERTOOLS_LOG_LEVEL": "WARNING",
+            "POWERTOOLS_LOG_LEVEL": "INFO",
             "EIC_GUARD_REPORTS_BUCKET": BUCKET,
             "EIC_GUARD_MODE": "remediate",
         }
     )
-    import boto3
+
+
+def _fleet(instances: int, per_target: int):
+    """(accounts, results directory, plan) of a size, its result files seeded once."""
     from eic_guard.fanout.plan import RunPlan
-    from eic_guard.fanout.steps import RunObjects
     from eic_guard.fanout.targets import Target
     from eic_guard.ranges import ip_ranges
-    from moto import mock_aws
 
-    from benchmarks import synthetic
-    from benchmarks.org_client import LambdaContext, import_handler, reset_peak_rss
+    from benchmarks import file_s3, synthetic
 
     accounts = max(1, instances // (per_target * len(synthetic.REGIONS)))
     os.environ["EIC_GUARD_REGIONS"] = ",".join(synthetic.REGIONS)
-    with mock_aws():
-        s3 = boto3.client("s3", REGION)
-        s3.create_bucket(Bucket=BUCKET)
-        targets = [Target(a, r) for a, r, _ in synthetic.organization(instances, accounts)]
-        plan = RunPlan(
-            run_id=f"scale-{instances}",
-            job="scan",
-            mode="remediate",
-            started_at=datetime(2026, 12, 7, 3, 0, tzinfo=UTC),
-            own_account=synthetic.account_ids(1)[0],
-            ranges=ip_ranges.load(str(ROOT / "tests" / "fixtures" / "ip-ranges" / "ip-ranges-2026-08-22.json")),
-            apply_ranges=False,
-            targets=targets,
-        )
-        objects = RunObjects(s3, BUCKET, plan.run_id)
-        manifest_key = objects.put("manifest.json", plan.to_dict())
-        seeded = time.perf_counter()
-        result_bytes = 0
-        for document in synthetic.documents(instances, accounts):
-            body = json.dumps(document).encode()
-            result_bytes += len(body)
-            key = objects.key(f"results/{document['account_id']}/{document['region']}/apply-r1.json")
-            s3.put_object(Bucket=BUCKET, Key=key, Body=body)
-        seed_s = time.perf_counter() - seeded
-        handler = import_handler("aggregate", "eic_guard_aggregate_app_scale").lambda_handler
-        event = {
-            "run_id": plan.run_id,
-            "job": "scan",
-            "bucket": BUCKET,
-            "manifest_key": manifest_key,
-            "targets_key": objects.key("targets.json"),
-            "targets": len(targets),
-            "revoke": False,
-        }
+    directory = CACHE / f"{instances}-{per_target}"
+    marker = directory / "seeded.json"
+    if not marker.exists():
+        started = time.perf_counter()
+        size = file_s3.seed(directory / "results", synthetic.documents(instances, accounts))
+        marker.write_text(json.dumps({"bytes": size, "seed_s": time.perf_counter() - started}))
+    plan = RunPlan(
+        run_id=f"scale-{instances}",
+        job="scan",
+        mode="remediate",
+        started_at=STARTED,
+        own_account=synthetic.account_ids(1)[0],
+        ranges=ip_ranges.load(str(ROOT / "tests" / "fixtures" / "ip-ranges" / "ip-ranges-2026-08-22.json")),
+        apply_ranges=False,
+        targets=[Target(a, r) for a, r, _ in synthetic.organization(instances, accounts)],
+    )
+    return accounts, directory, plan, json.loads(marker.read_text())
+
+
+def _digests(written: Path) -> dict[str, str]:
+    """sha256 of every report object written, by name under its folder."""
+    found = {}
+    for path in sorted(written.rglob("*")):
+        if path.is_file():
+            digest = hashlib.sha256()
+            with path.open("rb") as stream:
+                while chunk := stream.read(8 * 1024 * 1024):
+                    digest.update(chunk)
+            found[str(path.relative_to(written)).split("/", 5)[-1]] = digest.hexdigest()
+    return found
+
+
+def child(instances: int, per_target: int) -> dict:
+    """Seed the result files (once), then invoke the real Aggregate handler once; its figures."""
+    _environment()
+    from eic_guard.aws.clients import AwsClients
+    from eic_guard.fanout import steps
+    from eic_guard.fanout.steps import RunObjects
+
+    from benchmarks.file_s3 import FileS3
+    from benchmarks.org_client import LambdaContext, import_handler, reset_peak_rss
+
+    accounts, directory, plan, seeded = _fleet(instances, per_target)
+    written = directory / "written"
+    if written.exists():
+        subprocess.run(["rm", "-rf", str(written)], check=True)
+    s3 = FileS3(f"runs/{plan.run_id}/", directory / "results", written, REGION)
+
+    class _Clock(datetime):
+        @classmethod
+        def now(cls, tz=None):  # the run's end, fixed
+            return FINISHED
+
+    steps.datetime = _Clock
+    real_client = AwsClients.client
+    AwsClients.client = lambda self, service, region=None: s3 if service == "s3" else real_client(self, service, region)
+    objects = RunObjects(s3, BUCKET, plan.run_id)
+    manifest_key = objects.put("manifest.json", plan.to_dict())
+    handler = import_handler("aggregate", "eic_guard_aggregate_app_scale").lambda_handler
+    event = {
+        "run_id": plan.run_id,
+        "job": "scan",
+        "bucket": BUCKET,
+        "manifest_key": manifest_key,
+        "targets_key": objects.key("targets.json"),
+        "targets": len(plan.targets),
+        "revoke": False,
+    }
+    log = directory / "handler.log"
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with log.open("wb") as out:
+        os.dup2(out.fileno(), 1)  # the handler's log lines and metrics, as Lambda would send them to CloudWatch
         reset_peak_rss()
         baseline = _status("VmRSS")
         cpu, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
@@ -102,44 +151,79 @@ def child(instances: int, per_target: int) -> dict:
         wall = time.perf_counter() - wall
         after = resource.getrusage(resource.RUSAGE_SELF)
         peak = _status("VmHWM")
-        stored = {
-            o["Key"]: o["Size"]
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="reports/")
-            for o in page.get("Contents", ())
-        }
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+    sizes = {str(p.relative_to(written)): p.stat().st_size for p in written.rglob("*") if p.is_file()}
     return {
         "instances": instances,
-        "targets": len(targets),
+        "targets": len(plan.targets),
         "accounts": accounts,
-        "result_objects_bytes": result_bytes,
-        "seed_s": seed_s,
+        "result_objects_bytes": seeded["bytes"],
+        "seed_s": seeded["seed_s"],
         "wall_s": wall,
         "cpu_s": (after.ru_utime + after.ru_stime) - (cpu.ru_utime + cpu.ru_stime),
         "baseline_rss_mib": baseline / 1024,
         "peak_rss_mib": peak / 1024,
         "output_bytes": len(json.dumps(output, separators=(",", ":")).encode()),
-        "report_json_bytes": sum(size for key, size in stored.items() if key.endswith(".json")),
-        "report_html_bytes": sum(size for key, size in stored.items() if key.endswith(".html")),
+        "report_json_bytes": sum(size for key, size in sizes.items() if key.endswith(".json")),
+        "report_html_bytes": sum(size for key, size in sizes.items() if key.endswith(".html")),
+        "report_pages": sum(1 for key in sizes if key.endswith(".html")),
+        "log_bytes": log.stat().st_size,
+        "digests": _digests(written),
         "summary": output["summary"],
     }
 
 
-def run(sizes: list[int], per_target: int) -> list[dict]:
+def in_memory(instances: int, per_target: int) -> dict:
+    """The in-memory aggregation of the same results (what Aggregate did before streaming): its objects' digests."""
+    _environment()
+    import logging
+
+    from eic_guard.fanout.aggregate import aggregate_run, merge_targets
+    from eic_guard.fanout.steps import RunObjects
+    from eic_guard.outputs.html import render_pages
+    from eic_guard.settings import Settings
+
+    from benchmarks.file_s3 import FileS3
+
+    logging.disable(logging.INFO)
+    _, directory, plan, _ = _fleet(instances, per_target)
+    s3 = FileS3(f"runs/{plan.run_id}/", directory / "results", directory / "unused", REGION)
+    documents, broken = RunObjects(s3, BUCKET, plan.run_id).results()
+    settings = Settings.from_env()
+    report, _, _ = aggregate_run(plan, documents, settings, FINISHED, broken)
+    del documents, broken, merge_targets
+    found = {f"{plan.run_id}.json": hashlib.sha256(report.to_json_bytes()).hexdigest()}
+    for name, page in render_pages(report, stem=plan.run_id).items():
+        found[name] = hashlib.sha256(page.encode()).hexdigest()
+    return found
+
+
+def _fresh(flag: str, size: int, per_target: int) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.org_scale", flag, str(size), "--per-target", str(per_target)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{size} instances ({flag}) failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run(sizes: list[int], per_target: int, compare: bool = False) -> list[dict]:
     rows = []
     for size in sizes:
         started = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, "-m", "benchmarks.org_scale", "--child", str(size), "--per-target", str(per_target)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=3600,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"{size} instances failed:\n{done.stderr[-4000:]}")
-        row = json.loads(done.stdout.strip().splitlines()[-1])
+        row = _fresh("--child", size, per_target)
         row["process_s"] = time.perf_counter() - started
+        if compare and size <= 100_000:
+            expected = _fresh("--in-memory", size, per_target)
+            row["equal_to_in_memory"] = {
+                name: row["digests"].get(name) == digest for name, digest in sorted(expected.items())
+            }
         rows.append(row)
         print(f"{size} instances: {json.dumps(row)}", file=sys.stderr)
     return rows
@@ -147,29 +231,37 @@ def run(sizes: list[int], per_target: int) -> list[dict]:
 
 def render(rows: list[dict]) -> str:
     lines = [
-        "| instances | targets | wall s | CPU s | peak RSS MiB | of which before the call (moto's S3) | output bytes | "
-        "report JSON MB | report HTML MB |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| instances | targets | wall s | CPU s | peak RSS MiB | RSS before the call MiB | output bytes | "
+        "report JSON MB | report HTML MB (pages) | INFO log MB | equal to the in-memory report |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
+        equal = r.get("equal_to_in_memory")
+        same = "not compared" if equal is None else ("yes, every object" if all(equal.values()) else f"NO: {equal}")
         lines.append(
             f"| {r['instances']:,} | {r['targets']:,} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
             f"{r['peak_rss_mib']:.0f} | {r['baseline_rss_mib']:.0f} | {r['output_bytes']:,} | "
-            f"{r['report_json_bytes'] / 1e6:.1f} | {r['report_html_bytes'] / 1e6:.1f} |"
+            f"{r['report_json_bytes'] / 1e6:.1f} | {r['report_html_bytes'] / 1e6:.1f} ({r['report_pages']}) | "
+            f"{r['log_bytes'] / 1e6:.0f} | {same} |"
         )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--instances", default="10000,100000")
+    parser.add_argument("--instances", default="10000,100000,1000000")
     parser.add_argument("--per-target", type=int, default=100)
+    parser.add_argument("--compare", action="store_true", help="check the reports against the in-memory path")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--in-memory", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(args.child, args.per_target)))
         return 0
-    rows = run([int(n) for n in args.instances.split(",")], args.per_target)
+    if args.in_memory:
+        print(json.dumps(in_memory(args.in_memory, args.per_target)))
+        return 0
+    rows = run([int(n) for n in args.instances.split(",")], args.per_target, args.compare)
     RAW.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     print(render(rows))
     return 0

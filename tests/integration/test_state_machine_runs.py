@@ -371,7 +371,7 @@ def test_a_failed_aggregate_still_stores_a_minimal_report_and_alerts_the_failure
     def broken(*args, **kwargs):
         raise KeyError("account_id")
 
-    monkeypatch.setattr(steps, "aggregate_run", broken)
+    monkeypatch.setattr(steps, "stream_run", broken)
     machine = state_machine()
 
     # When the nightly execution runs

@@ -685,7 +685,7 @@ def test_patterns_keep_regions_parseable_and_policy_json_intact(parameter, good,
     [
         ("PlanFunction", "functions/plan/", 300, 512),
         ("ScanTargetFunction", "functions/scan_target/", 900, 512),
-        ("AggregateFunction", "functions/aggregate/", 300, 1024),
+        ("AggregateFunction", "functions/aggregate/", 900, 1769),
     ],
 )
 def test_each_fan_out_function_is_its_handler_with_the_layer_and_its_own_log_group(function_id, code, timeout, memory):

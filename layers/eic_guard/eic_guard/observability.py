@@ -8,6 +8,7 @@ Reason, the per-account counts AccountId.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -99,18 +100,24 @@ def _dimensioned(name: str, value: float, dimension: str, dimension_value: str) 
 
 
 def record_scan(document: dict) -> None:
-    """Summary counters, ScanCompleted, remediations applied/failed, and failures by check id."""
-    for key, name in SUMMARY_METRICS.items():
-        _count(name, document["summary"].get(key, 0))
-    _count("ScanCompleted", 1)
+    """Summary counters, ScanCompleted, remediations applied/failed, and failures by check id, of a report's dict."""
     actions = [a for instance in document["instances"] for a in instance["actions"]]
-    _count("RemediationsApplied", sum(1 for a in actions if a["status"] == "done"))
-    _count("RemediationsFailed", sum(1 for a in actions if a["status"] == "failed"))
     failures = dict.fromkeys(CHECK_IDS, 0)
     for instance in document["instances"]:
         for check_id, check in instance["checks"].items():
             if check["status"] in ("fail", "would-fix", "error"):
                 failures[check_id] += 1
+    applied = sum(1 for a in actions if a["status"] == "done")
+    record_scan_counts(document["summary"], applied, sum(1 for a in actions if a["status"] == "failed"), failures)
+
+
+def record_scan_counts(summary: dict, applied: int, failed: int, failures: dict[str, int]) -> None:
+    """The same from counts (a streamed report's: outputs.stream.ReportStream)."""
+    for key, name in SUMMARY_METRICS.items():
+        _count(name, summary.get(key, 0))
+    _count("ScanCompleted", 1)
+    _count("RemediationsApplied", applied)
+    _count("RemediationsFailed", failed)
     for check_id, count in failures.items():
         _dimensioned("CheckFailures", count, "CheckId", check_id)
 
@@ -131,26 +138,32 @@ def record_rejection(reason: str) -> None:
 
 
 def record_targets(document: dict, per_account: bool | None = None) -> None:
+    """Per-account counts of a report's dict (record_account_counts)."""
+    noncompliant: dict[str, int] = {}
+    for entry in document.get("instances", ()):
+        if entry["verdict"] in ("noncompliant", "error"):
+            noncompliant[entry["account_id"]] = noncompliant.get(entry["account_id"], 0) + 1
+    record_account_counts(document.get("targets", ()), noncompliant, per_account)
+
+
+def record_account_counts(
+    targets: Iterable[dict], noncompliant: Mapping[str, int], per_account: bool | None = None
+) -> None:
     """Per-account counts (dimension AccountId, never per instance): TargetInstancesNoncompliant and TargetErrors,
     summed over the account's regions, for the accounts that have something to count (a custom metric is billed for
-    the hours it receives data, so 500 healthy accounts cost nothing here) - only with the PerAccountMetrics setting
-    (`per_account`; None: EIC_GUARD_PER_ACCOUNT_METRICS, default off): 2 metrics per account of an organization
-    would cost more than the rest of eic-guard (README "Scale and cost")."""
+    the hours it receives data, so 500 healthy accounts cost nothing here). `noncompliant`: the account's
+    non-compliant and errored instances. Only with the PerAccountMetrics setting (`per_account`; None:
+    EIC_GUARD_PER_ACCOUNT_METRICS, default off): 2 metrics per account of an organization would cost more than the
+    rest of eic-guard (README "Scale and cost")."""
     if per_account is None:
         per_account = bool(Settings.one_from_env("per_account_metrics"))
     if not per_account:
         return
-    noncompliant: dict[str, int] = {}
     errors: dict[str, int] = {}
-    for target in document.get("targets", ()):
-        account = target["account_id"]
-        noncompliant.setdefault(account, 0)
-        errors[account] = errors.get(account, 0) + (target["status"] == "error")
-    for entry in document.get("instances", ()):
-        if entry["verdict"] in ("noncompliant", "error"):
-            noncompliant[entry["account_id"]] = noncompliant.get(entry["account_id"], 0) + 1
-    for account in sorted(noncompliant):
-        if not (noncompliant[account] or errors.get(account)):
+    for target in targets:
+        errors[target["account_id"]] = errors.get(target["account_id"], 0) + (target["status"] == "error")
+    for account in sorted(set(errors) | set(noncompliant)):
+        if not (noncompliant.get(account) or errors.get(account)):
             continue
-        _dimensioned("TargetInstancesNoncompliant", noncompliant[account], "AccountId", account)
+        _dimensioned("TargetInstancesNoncompliant", noncompliant.get(account, 0), "AccountId", account)
         _dimensioned("TargetErrors", errors.get(account, 0), "AccountId", account)

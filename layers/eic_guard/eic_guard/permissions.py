@@ -299,6 +299,7 @@ _STACK = (
     Call(("s3:GetObject",), (WORKER, AGGREGATE), "fanout/steps.py: the run's manifest and results"),
     Call(("s3:ListBucket",), (AGGREGATE,), "fanout/aggregate.py: the run's result objects (runs/ only)"),
     Call(("s3:PutObject",), (AGGREGATE, REFRESH, ON_CHANGE), "outputs/publish.py, changes/publish.py: reports/"),
+    Call(("s3:AbortMultipartUpload",), (AGGREGATE,), "outputs/stream.py: a report upload in parts that failed"),
     Call(("sns:Publish",), (AGGREGATE, REFRESH, ON_CHANGE), "outputs/alerts.py, changes/opt_in.py: the alerts topic"),
     # Entering other accounts, and knowing them.
     Call(

@@ -10,29 +10,35 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..observability import logger
+from ..outputs.alerts import ProblemTally
 from ..outputs.report import Report, build_report
+from ..outputs.stream import ReportStream
 from ..ranges.refresh import forget
 from ..ranges.state import StateConflict, StateStore
 from ..settings import Settings
 from .plan import RunPlan
 from .results import LostResult, UnreadableResult
+from .targets import Target
 
 NO_RESULT = "no result from the target worker (it failed, was throttled past its retries, or timed out)"
 
 
 def merge_targets(
-    plan: RunPlan, documents: list[dict], unreadable: Sequence[UnreadableResult | LostResult] = ()
+    plan: RunPlan,
+    documents: list[dict],
+    unreadable: Sequence[UnreadableResult | LostResult] = (),
+    targets: Sequence[Target] | None = None,
 ) -> list[dict]:
-    """One document per planned target: its apply rounds merged, its revoke phase's actions and errors added; a
-    result object that could not be read, or not written (its changes listed), is its target's error (what the
-    target's other objects say is kept)."""
+    """One document per planned target (or per one of `targets`, a part of the plan's): its apply rounds merged,
+    its revoke phase's actions and errors added; a result object that could not be read, or not written (its
+    changes listed), is its target's error (what the target's other objects say is kept)."""
     phases: dict[tuple[str, str], dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for document in documents:
         phases[(document["account_id"], document["region"])][document["phase"]].append(document)
@@ -40,7 +46,7 @@ def merge_targets(
     for problem in sorted(unreadable, key=lambda p: (p.phase, p.round)):
         broken[(problem.account_id, problem.region)].append(problem)
     merged = []
-    for target in plan.targets:
+    for target in plan.targets if targets is None else targets:
         found = phases.get((target.account_id, target.region), {})
         lost = broken.get((target.account_id, target.region), [])
         applies = sorted(found.get("apply", []), key=lambda d: d["round"])
@@ -182,6 +188,38 @@ def aggregate_run(
     )
     _log_problems(report)
     return report, refresh_summary(plan, targets), targets
+
+
+def stream_run(
+    plan: RunPlan,
+    targets: Iterable[dict],
+    settings: Settings,
+    finished: datetime,
+    tally: ProblemTally | None = None,
+) -> tuple[ReportStream, Report, dict[str, Any] | None, list[dict]]:
+    """A run's report streamed (outputs.stream): `targets` are the merged target documents, one at a time, in the
+    plan's order; each one's instances are encoded and dropped. Returns the stream (to store the report), the
+    report without its instances, the refresh summary, and the targets' documents without their instances."""
+    stream = ReportStream(
+        run_id=plan.run_id,
+        mode=plan.mode,
+        account_id=plan.own_account,
+        regions=list(settings.regions),
+        started=plan.started_at,
+        finished=finished,
+        ip_ranges=plan.ranges,
+        tally=tally,
+    )
+    light = []
+    try:
+        for target in targets:
+            stream.add_target(target)
+            light.append({**target, "instances": []})
+        report = stream.finish()
+    except BaseException:
+        stream.close()
+        raise
+    return stream, report, refresh_summary(plan, light), light
 
 
 def finish_state(store: StateStore | None, plan: RunPlan, targets: list[dict], now: datetime) -> None:

@@ -12,7 +12,9 @@ and, in the state table, `lost#<run_id>#results/...` for a result object that co
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
+from collections import defaultdict
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -22,19 +24,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..aws.credentials import AccountClients
 from ..budget import Deadline
 from ..events import InvalidEvent
-from ..observability import logger, record_refresh, record_scan, record_targets
+from ..observability import logger, record_account_counts, record_refresh, record_scan_counts
+from ..outputs.alerts import ProblemTally, read_previous
 from ..outputs.athena import write_findings
-from ..outputs.publish import publish_refresh, publish_scan
+from ..outputs.publish import alert_state_store, publish_refresh, publish_scan
 from ..ranges.catch_up import state_store
 from ..settings import Settings
 from ..verify.job import plan_verify, summarize, verify_target
-from .aggregate import aggregate_run, finish_state, merge_rounds
+from .aggregate import finish_state, merge_rounds, merge_targets, stream_run
 from .payloads import sampled
 from .plan import RunPlan, plan_run
 from .results import (
     LOST_DAYS,
     LostResult,
     UnreadableResult,
+    identity,
     lost_key,
     lost_record,
     read_result,
@@ -47,6 +51,7 @@ from .worker import run_target
 RUNS_PREFIX = "runs"
 # Aggregate reads the targets' result objects in parallel: 8,500 targets at ~30 ms per GET take 8 s, not 4 min.
 RESULT_READERS = 32
+TARGETS_READ = 32  # targets whose results are read (and held) at once by the streamed Aggregate
 # The most rounds a phase may have (template.yaml MaxRounds' MaxValue): where Aggregate looks for lost results.
 MAX_ROUNDS = 10
 
@@ -130,17 +135,40 @@ class RunObjects:
                 read = list(pool.map(self._result, keys))
         documents = [r for r in read if isinstance(r, dict)]
         broken = [r for r in read if isinstance(r, UnreadableResult)]
-        for problem in broken:
-            logger.error(
-                "result object unreadable",
-                extra={
-                    "target": f"{problem.account_id}/{problem.region}",
-                    "phase": problem.phase,
-                    "round": problem.round,
-                    "reason": problem.reason,
-                },
-            )
+        _log_unreadable(broken)
         return documents, broken
+
+    def target_results(self, plan: RunPlan, lost: LostResults) -> Iterator[dict]:
+        """Every planned target's merged document (fanout.aggregate.merge_targets), in the plan's order, its result
+        objects read TARGETS_READ targets at a time (RESULT_READERS GETs in parallel, the next targets' read while
+        these are merged): memory holds a few dozen targets' results, whatever the fleet (docs/architecture.md §15).
+        An unreadable object is its target's error; a missing one is looked up among the lost results."""
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.key("results/"))
+        keys: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for page in pages:
+            for item in page.get("Contents", ()):
+                named = identity(item["Key"])
+                if named is None:
+                    logger.warning(
+                        "object under the run's results that is no result: ignored", extra={"key": item["Key"]}
+                    )
+                else:
+                    keys[named[:2]].append(item["Key"])
+        chunks = [plan.targets[i : i + TARGETS_READ] for i in range(0, len(plan.targets), TARGETS_READ)]
+        with ThreadPoolExecutor(max_workers=RESULT_READERS, thread_name_prefix="eic-guard-results") as pool:
+
+            def submit(chunk: list[Target]) -> list[Future]:
+                return [pool.submit(self._result, key) for t in chunk for key in keys.get((t.account_id, t.region), ())]
+
+            ahead = submit(chunks[0]) if chunks else []
+            for number, chunk in enumerate(chunks):
+                reading, ahead = ahead, submit(chunks[number + 1]) if number + 1 < len(chunks) else []
+                read = [future.result() for future in reading]
+                documents = [r for r in read if isinstance(r, dict)]
+                broken = [r for r in read if isinstance(r, UnreadableResult)]
+                _log_unreadable(broken)
+                found = lost.find(lost_keys(plan, documents, broken, chunk))
+                yield from merge_targets(plan, documents, [*broken, *found], chunk)
 
     def _result(self, key: str) -> dict | UnreadableResult | None:
         try:
@@ -151,6 +179,19 @@ class RunObjects:
         if read is None:
             logger.warning("object under the run's results that is no result: ignored", extra={"key": key})
         return read
+
+
+def _log_unreadable(broken: list[UnreadableResult]) -> None:
+    for problem in broken:
+        logger.error(
+            "result object unreadable",
+            extra={
+                "target": f"{problem.account_id}/{problem.region}",
+                "phase": problem.phase,
+                "round": problem.round,
+                "reason": problem.reason,
+            },
+        )
 
 
 def plan_step(event: Any, settings: Settings, clients: Any, run_id: str, deadline: Deadline | None = None) -> dict:
@@ -279,9 +320,12 @@ class LostResults:
         return found
 
 
-def lost_keys(plan: RunPlan, documents: list[dict], unreadable: list[UnreadableResult]) -> list[str]:
+def lost_keys(
+    plan: RunPlan, documents: list[dict], unreadable: list[UnreadableResult], targets: list[Target] | None = None
+) -> list[str]:
     """The keys a lost result of this run may be kept under: each round of a phase that should have a result object
-    and has none (a target with no apply result, an incomplete last round, a revoke phase without its result)."""
+    and has none (a target with no apply result, an incomplete last round, a revoke phase without its result), for
+    every planned target or for `targets`."""
     have: dict[tuple[str, str, str], int] = {}
     incomplete: set[tuple[str, str, str]] = set()
     for d in documents:
@@ -295,7 +339,7 @@ def lost_keys(plan: RunPlan, documents: list[dict], unreadable: list[UnreadableR
         key = (problem.account_id, problem.region, problem.phase)
         have[key] = max(have.get(key, 0), problem.round)
     keys = []
-    for target in plan.targets:
+    for target in plan.targets if targets is None else targets:
         phases = ["apply"] + (["revoke"] if plan.revoke and target.region in plan.expired else [])
         for phase in phases:
             last = have.get((target.account_id, target.region, phase))
@@ -342,35 +386,38 @@ def _accounts_of_run(clients: Any, run_id: str, role_name: str) -> AccountClient
 
 
 def aggregate_step(event: Any, settings: Settings, clients: Any) -> dict:
-    """Aggregate: one report, one alert, the metrics, the state's last touches; returns the run's summary."""
+    """Aggregate: one report, one alert, the metrics, the state's last touches; returns the run's summary. The
+    targets' results are read and the report written as a stream (outputs.stream): memory and the returned payload
+    do not grow with the fleet (docs/architecture.md §15)."""
     request = _parse(PlanOutput, event, "a plan output")
     objects = RunObjects(clients.client("s3"), request.bucket, request.run_id)
     plan = RunPlan.from_dict(objects.get(request.manifest_key))
-    documents, unreadable_results = objects.results()
     if plan.job == "verify":  # the checklist data: no report, no alert, no state (verify/job.py)
+        documents, unreadable_results = objects.results()
         return summarize(plan, documents, unreadable_results)
-    lost = LostResults(clients, settings).find(lost_keys(plan, documents, unreadable_results))
     finished = datetime.now(UTC)
-    report, refresh, targets = aggregate_run(plan, documents, settings, finished, [*unreadable_results, *lost])
-    # The report holds its own copy of every instance: the result objects' dicts can go (a third of the peak).
-    del documents
-    for target in targets:
-        target["instances"] = []
-    finish_state(state_store(clients, settings), plan, targets, finished)
-    document = report.to_dict()
-    record_targets(document)
-    if refresh is not None:
-        record_refresh(refresh)
-    if plan.job == "scan":
-        record_scan(document)
-    # The metrics were the document's last reader: the report's JSON is encoded from the model, not from it.
-    document = {"summary": document["summary"], "ip_ranges": document["ip_ranges"]}
-    if plan.job == "scan":
-        published = publish_scan(clients, settings, report, refresh["alerts"] if refresh else [])
-    else:
-        alerts = (refresh or {}).get("alerts", [])
-        published = publish_refresh(clients, settings, plan.run_id, plan.started_at, refresh or {}, alerts)
-    logger.info("run finished", extra={"summary": document["summary"], "job": plan.job, **published})
+    previous = tally = None
+    if plan.job == "scan" and settings.alerts_topic_arn:  # the alert is decided as the targets are read
+        previous = read_previous(alert_state_store(clients, settings))
+        tally = ProblemTally(previous.state, previous.notes)
+    targets = objects.target_results(plan, LostResults(clients, settings))
+    stream, report, refresh, merged = stream_run(plan, targets, settings, finished, tally)
+    try:
+        finish_state(state_store(clients, settings), plan, merged, finished)
+        record_account_counts([t.model_dump() for t in report.targets], stream.noncompliant_by_account)
+        if refresh is not None:
+            record_refresh(refresh)
+        summary = report.summary.model_dump()
+        if plan.job == "scan":
+            record_scan_counts(summary, stream.applied, stream.failed, stream.failures)
+            alerts = refresh["alerts"] if refresh else []
+            published = publish_scan(clients, settings, report, alerts, stream=stream, tally=tally, previous=previous)
+        else:
+            alerts = (refresh or {}).get("alerts", [])
+            published = publish_refresh(clients, settings, plan.run_id, plan.started_at, refresh or {}, alerts)
+    finally:
+        stream.close()
+    logger.info("run finished", extra={"summary": summary, "job": plan.job, **published})
     # The execution's output: counts, keys and short samples (fanout/payloads.py), whatever the number of targets
     # and failures; the report and the refresh report hold the whole lists.
     return {
@@ -378,9 +425,9 @@ def aggregate_step(event: Any, settings: Settings, clients: Any) -> dict:
         "job": plan.job,
         "mode": report.mode,
         **sampled({"regions": report.regions, "accounts": report.accounts}),
-        "summary": document["summary"],
+        "summary": summary,
         "targets": {s: sum(1 for t in report.targets if t.status == s) for s in ("ok", "error", "incomplete")},
-        "ip_ranges": document["ip_ranges"],
+        "ip_ranges": report.ip_ranges.model_dump(),
         "refresh": sampled(refresh) if refresh is not None else None,
         "report_key": published["report_key"],
     }

@@ -99,31 +99,42 @@ def target_prefix(account_id: str, region: str) -> bytes:
     return blake2b(f"{account_id}/{region}".encode(), digest_size=TARGET_BYTES).digest()
 
 
+def entry_problems(entry: Any) -> list[Problem]:
+    """An instance entry's problems (InstanceEntry): its non-passing checks (or its verdict when none names the
+    problem) and its warnings; none for an excluded instance."""
+    if entry.verdict == "excluded":
+        return []
+    who: dict[str, Any] = {
+        "account_id": entry.account_id,
+        "region": entry.region,
+        "instance_id": entry.instance_id,
+        "name": entry.name,
+        "tags": tuple(entry.tags.items()),
+    }
+    listed: list[Problem] = []
+    if entry.verdict in ("noncompliant", "error"):
+        listed = [
+            Problem(**who, check=cid, status=c.status, reason=c.reason or "")
+            for cid, c in entry.checks.items()
+            if c.status in FAILING
+        ] or [Problem(**who, check="instance", status=entry.verdict, reason="")]
+    listed += [Problem(**who, check="warning", status="warning", reason=text) for text in entry.warnings]
+    return listed
+
+
+def target_problem(account_id: str, region: str, error: str) -> Problem:
+    """The problem of a target that could not be scanned (or whose result was lost)."""
+    return Problem(account_id, region, None, "target", "error", error)
+
+
 def problems_of(report: Report) -> list[Problem]:
     """Every problem of a report, in the report's order, each once."""
     found: dict[bytes, Problem] = {}
     for entry in report.instances:
-        if entry.verdict == "excluded":
-            continue
-        who: dict[str, Any] = {
-            "account_id": entry.account_id,
-            "region": entry.region,
-            "instance_id": entry.instance_id,
-            "name": entry.name,
-            "tags": tuple(entry.tags.items()),
-        }
-        listed: list[Problem] = []
-        if entry.verdict in ("noncompliant", "error"):
-            listed = [
-                Problem(**who, check=cid, status=c.status, reason=c.reason or "")
-                for cid, c in entry.checks.items()
-                if c.status in FAILING
-            ] or [Problem(**who, check="instance", status=entry.verdict, reason="")]
-        listed += [Problem(**who, check="warning", status="warning", reason=text) for text in entry.warnings]
-        for problem in listed:
+        for problem in entry_problems(entry):
             found.setdefault(problem.fingerprint, problem)
     for error in report.target_errors:
-        problem = Problem(error.account_id, error.region, None, "target", "error", error.error)
+        problem = target_problem(error.account_id, error.region, error.error)
         found.setdefault(problem.fingerprint, problem)
     return list(found.values())
 
@@ -139,22 +150,137 @@ class AlertState:
 
 
 @dataclass(frozen=True)
+class Listing:
+    """What an alert lists of a kind of problems (the new ones, or every one in a digest), in bounded memory: how
+    many there are, the first ALERT_LINES of them worst first (fanout at any size: docs/architecture.md §15), and
+    the accounts, instances and targets they are about (the subject's words)."""
+
+    count: int = 0
+    first: tuple[Problem, ...] = ()
+    accounts: frozenset[str] = frozenset()
+    instances: int = 0
+    targets: int = 0
+
+
+@dataclass(frozen=True)
 class AlertDecision:
-    problems: tuple[Problem, ...]  # every problem of this run
-    new: tuple[Problem, ...]  # not in the last run: new, or an instance failing differently
+    total: int  # every problem of this run
+    new: tuple[Problem, ...]  # not in the last run (new, or an instance failing differently): the first, worst first
+    new_count: int
     persisting: int
     resolved: int  # problems of the last run that are gone (fixed, changed, or no longer checked)
     digest: bool  # this alert lists what persists too
     state: AlertState  # what to remember once the alert is out
     notes: tuple[str, ...] = ()
+    listing: Listing = Listing()  # what the alert lists: the new problems, or every problem in a digest
+    marked: tuple[Problem, ...] = ()  # the listed problems that are new (flagged [new] in a digest)
 
     @property
     def listed(self) -> tuple[Problem, ...]:
-        """What the alert lists: the new problems, or in a digest every problem, the new ones first."""
-        if not self.digest:
-            return self.new
-        new = set(self.new)
-        return self.new + tuple(p for p in self.problems if p not in new)
+        """What the alert lists, worst first, at most ALERT_LINES: the new problems, or in a digest every problem
+        (within a target, the new ones first)."""
+        return self.listing.first
+
+
+class _Worst:
+    """The ALERT_LINES worst targets' first ALERT_LINES problems of one kind (worst first: the targets that could
+    not be scanned, then those with the most problems; within a target, its problems in order), kept as the
+    targets come (a target's problems are all known once it is added), and the kind's counts."""
+
+    def __init__(self) -> None:
+        self.count = self.instances = self.targets = 0
+        self.accounts: set[str] = set()
+        self.kept: list[tuple[tuple, tuple[Problem, ...]]] = []
+
+    def add(self, target: tuple[str, str], problems: list[Problem]) -> None:
+        if not problems:
+            return
+        self.count += len(problems)
+        self.accounts.add(target[0])
+        self.instances += len({p.instance_id for p in problems if p.instance_id})
+        unscanned = any(p.instance_id is None for p in problems)
+        self.targets += sum(1 for p in problems if p.instance_id is None)
+        self.kept.append(((not unscanned, -len(problems), target), tuple(problems[:ALERT_LINES])))
+        if len(self.kept) > 2 * ALERT_LINES:
+            self.kept = sorted(self.kept, key=lambda k: k[0])[:ALERT_LINES]
+
+    def listing(self) -> Listing:
+        first = [p for _, problems in sorted(self.kept, key=lambda k: k[0]) for p in problems][:ALERT_LINES]
+        return Listing(self.count, tuple(first), frozenset(self.accounts), self.instances, self.targets)
+
+
+class ProblemTally:
+    """A run's problems against the last run's state, one target at a time, in memory bounded by the state's
+    fingerprints (MAX_FINGERPRINTS) and ALERT_LINES, never by the fleet: what the Aggregate feeds as it streams
+    the targets' results (docs/architecture.md §15), and what `decide` feeds from a report."""
+
+    def __init__(self, previous: AlertState | None, notes: Sequence[str] = ()):
+        self.previous = previous or AlertState()
+        self.notes = list(notes)
+        if self.previous.fingerprints is None:
+            self.notes.append("the last run had more problems than eic-guard remembers: every problem is listed as new")
+        self.known = self.previous.fingerprints or frozenset()
+        self.current: set[bytes] | None = set()  # None once more than MAX_FINGERPRINTS: not remembered then
+        self.matched: set[bytes] = set()  # the known fingerprints seen again
+        self.total = 0
+        self.new, self.every = _Worst(), _Worst()
+
+    def add(self, problems: Iterable[Problem]) -> None:
+        """Problems of targets (each target's problems together, in the report's order); duplicates ignored."""
+        by_target: dict[tuple[str, str], dict[bytes, Problem]] = {}
+        for problem in problems:
+            by_target.setdefault((problem.account_id, problem.region), {}).setdefault(problem.fingerprint, problem)
+        for target, found in by_target.items():
+            self.add_target(target, found)
+
+    def add_target(self, target: tuple[str, str], found: dict[bytes, Problem]) -> None:
+        """One target's problems by fingerprint (all of them: a target is added once)."""
+        new = [p for f, p in found.items() if f not in self.known]
+        self.matched.update(f for f in found if f in self.known)
+        self.total += len(found)
+        if self.current is not None:
+            self.current.update(found)
+            if len(self.current) > MAX_FINGERPRINTS:
+                self.current = None
+        seen = {id(p) for p in new}
+        self.new.add(target, new)
+        self.every.add(target, new + [p for p in found.values() if id(p) not in seen])
+
+    def decide(self, now: datetime, unscanned: Iterable[tuple[str, str]] = ()) -> AlertDecision:
+        """New and persisting problems; `unscanned`: the (account, region) targets this run could not scan (or
+        finish), whose remembered problems are kept as they were."""
+        notes = list(self.notes)
+        prefixes = {target_prefix(account, region) for account, region in unscanned}
+        carried = {f for f in self.known if f not in self.matched and f[:TARGET_BYTES] in prefixes}
+        resolved = len(self.known) - len(self.matched) - len(carried)
+        previous = self.previous
+        due = previous.last_digest_at is None or now - previous.last_digest_at >= DIGEST_PERIOD
+        new_count = self.new.count
+        remembered: frozenset[bytes] | None = None
+        if self.current is not None and len(self.current | carried) <= MAX_FINGERPRINTS:
+            remembered = frozenset(self.current | carried)
+        else:
+            kept = self.total + len(carried)
+            notes.append(
+                f"{kept} problems are more than the alert state keeps ({MAX_FINGERPRINTS}): "
+                "every problem is listed as new at every run"
+            )
+        digest = due and self.total > new_count
+        new = self.new.listing()
+        listing = self.every.listing() if digest else new
+        return AlertDecision(
+            total=self.total,
+            new=new.first,
+            new_count=new_count,
+            persisting=self.total - new_count,
+            resolved=resolved,
+            digest=digest,
+            # Every problem is listed when a digest is due (or all are new): that alert is the digest.
+            state=AlertState(remembered, now if due and self.total else previous.last_digest_at),
+            notes=tuple(notes),
+            listing=listing,
+            marked=tuple(p for p in listing.first if p.fingerprint not in self.known),
+        )
 
 
 def decide(
@@ -165,37 +291,10 @@ def decide(
     unscanned: Iterable[tuple[str, str]] = (),
     notes: Sequence[str] = (),
 ) -> AlertDecision:
-    """New and persisting problems against the last run's state; `unscanned`: the (account, region) targets this run
-    could not scan (or finish), whose remembered problems are kept as they were."""
-    previous = previous or AlertState()
-    notes = list(notes)
-    current = {p.fingerprint: p for p in problems}
-    known = previous.fingerprints
-    if known is None:
-        notes.append("the last run had more problems than eic-guard remembers: every problem is listed as new")
-        known = frozenset()
-    new = tuple(p for p in current.values() if p.fingerprint not in known)
-    prefixes = {target_prefix(account, region) for account, region in unscanned}
-    carried = {f for f in known if f not in current and f[:TARGET_BYTES] in prefixes}
-    resolved = len(known - current.keys() - carried)
-    due = previous.last_digest_at is None or now - previous.last_digest_at >= DIGEST_PERIOD
-    remembered: frozenset[bytes] | None = frozenset(current) | carried
-    if len(remembered) > MAX_FINGERPRINTS:
-        notes.append(
-            f"{len(remembered)} problems are more than the alert state keeps ({MAX_FINGERPRINTS}): "
-            "every problem is listed as new at every run"
-        )
-        remembered = None
-    return AlertDecision(
-        problems=tuple(current.values()),
-        new=new,
-        persisting=len(current) - len(new),
-        resolved=resolved,
-        digest=due and len(current) > len(new),
-        # Every problem is listed when a digest is due (or all are new): that alert is the digest.
-        state=AlertState(remembered, now if due and current else previous.last_digest_at),
-        notes=tuple(notes),
-    )
+    """New and persisting problems against the last run's state (a ProblemTally fed at once)."""
+    tally = ProblemTally(previous, notes)
+    tally.add(problems)
+    return tally.decide(now, unscanned)
 
 
 # ---- what it says: subject and message -----------------------------------------------------------------------------
@@ -247,30 +346,16 @@ def _lost_changes(report: Report, problem: Problem) -> str:
     return f". Changes: {', '.join(changes[:LOST_CHANGES_SHOWN])}{more}"
 
 
-def worst_first(problems: Sequence[Problem]) -> list[Problem]:
-    """Worst targets first: those that could not be scanned, then those with the most problems; within a target,
-    its problems in the report's order (an instance's lines stay together)."""
-    count: dict[tuple[str, str], int] = {}
-    unscanned: set[tuple[str, str]] = set()
-    for problem in problems:
-        target = (problem.account_id, problem.region)
-        count[target] = count.get(target, 0) + 1
-        if problem.instance_id is None:
-            unscanned.add(target)
-    order = {target: n for n, target in enumerate(sorted(count, key=lambda t: (t not in unscanned, -count[t], t)))}
-    return sorted(problems, key=lambda p: order[(p.account_id, p.region)])  # stable: the report's order within
-
-
-def problem_lines(report: Report, problems: Sequence[Problem], marked: Iterable[Problem] = ()) -> list[str]:
-    """At most ALERT_LINES lines, worst first, then how many more; `marked` problems are flagged [new] (in a
-    digest). Each line is at most LINE_LIMIT characters."""
+def problem_lines(report: Report, listing: Listing, marked: Iterable[Problem] = ()) -> list[str]:
+    """The listing's lines (at most ALERT_LINES, worst first), then how many more; `marked` problems are flagged
+    [new] (in a digest). Each line is at most LINE_LIMIT characters."""
     marked = set(marked)
     lines = [
         clip_line(f"- {'[new] ' if problem in marked else ''}{problem_line(report, problem)}")
-        for problem in worst_first(problems)[:ALERT_LINES]
+        for problem in listing.first[:ALERT_LINES]
     ]
-    if len(problems) > ALERT_LINES:
-        lines.append(f"- … and {len(problems) - ALERT_LINES} more")
+    if listing.count > ALERT_LINES:
+        lines.append(f"- … and {listing.count - ALERT_LINES} more")
     return lines
 
 
@@ -314,10 +399,10 @@ def quiet_message(
     if decision.listed:
         lines.append(headline(report))
         if decision.digest:
-            lines.append(f"Weekly digest: every open problem ({len(decision.problems)}), new or changed ones [new]:")
+            lines.append(f"Weekly digest: every open problem ({decision.total}), new or changed ones [new]:")
         else:
-            lines.append(f"New or changed since the last run ({len(decision.new)}):")
-        lines += problem_lines(report, decision.listed, decision.new if decision.digest else ())
+            lines.append(f"New or changed since the last run ({decision.new_count}):")
+        lines += problem_lines(report, decision.listing, decision.marked if decision.digest else ())
         if not decision.digest and decision.persisting:
             lines.append(
                 f"And {_plural(decision.persisting, 'persisting problem')}, listed in the weekly digest and the report."
@@ -337,17 +422,17 @@ def quiet_subject(report: Report, decision: AlertDecision) -> str:
     in 3 accounts`; the ip-ranges refresh's subject when only the refresh has something to say."""
     if not decision.listed:
         return REFRESH_SUBJECT
-    problems = decision.problems if decision.digest else decision.new
-    accounts = sorted({p.account_id for p in problems})
+    listing = decision.listing
+    accounts = sorted(listing.accounts)
     if decision.digest:
-        instances = len({(p.account_id, p.region, p.instance_id) for p in problems if p.instance_id})
-        targets = sum(1 for p in problems if p.instance_id is None)
+        instances, targets = listing.instances, listing.targets
         parts = [_plural(count, word) for count, word in ((instances, "instance"), (targets, "target")) if count]
         who, verb = " and ".join(parts), "needs" if instances + targets == 1 else "need"
-        new = f", {len(decision.new)} new" if decision.new else ""
+        new = f", {decision.new_count} new" if decision.new_count else ""
         template = f"eic-guard weekly digest: {who} {verb} attention in {{where}}{new}"
     else:
-        template = f"eic-guard: {len(decision.new)} new problem{'' if len(decision.new) == 1 else 's'} in {{where}}"
+        count = decision.new_count
+        template = f"eic-guard: {count} new problem{'' if count == 1 else 's'} in {{where}}"
     if len(accounts) != 1:
         return sns_subject(template.format(where=f"{len(accounts)} accounts"))
     for where in (report.account_label(accounts[0]), accounts[0]):  # the id alone when the alias makes it too long
@@ -369,7 +454,9 @@ def alert_message(report: Report | None, refresh_alerts: list[str], report_locat
     lines: list[str] = []
     if report is not None and (report.summary.noncompliant or report.summary.errors):
         lines.append(headline(report))
-        lines += problem_lines(report, problems_of(report))
+        tally = ProblemTally(None)
+        tally.add(problems_of(report))
+        lines += problem_lines(report, tally.new.listing())
     if refresh_alerts:
         lines += refresh_lines(refresh_alerts)
     if not lines:
@@ -571,7 +658,28 @@ class QuietAlert:
 
     def summary(self) -> dict[str, Any]:
         d = self.decision
-        return {"new": len(d.new), "persisting": d.persisting, "resolved": d.resolved, "digest": d.digest}
+        return {"new": d.new_count, "persisting": d.persisting, "resolved": d.resolved, "digest": d.digest}
+
+
+@dataclass(frozen=True)
+class PreviousAlert:
+    """The last run's alert state as read (None: nothing remembered), and what a person should know about it."""
+
+    state: AlertState | None
+    notes: tuple[str, ...] = ()
+    unreadable: bool = False
+
+
+def read_previous(store: AlertStateStore | None) -> PreviousAlert:
+    """The last run's state; never raises (a state that cannot be read is a run with nothing remembered)."""
+    if store is None:
+        return PreviousAlert(None, ("No alert state is kept here (no state table): every run lists every problem.",))
+    try:
+        return PreviousAlert(store.load())
+    except AlertStateUnavailable as exc:
+        logger.error("alert state not read: every problem is alerted", extra={"error": str(exc)})
+        note = f"The alert state could not be read ({exc}): every problem is listed as new."
+        return PreviousAlert(None, (note,), unreadable=True)
 
 
 def quiet_alert(
@@ -581,23 +689,22 @@ def quiet_alert(
     now: datetime,
     location: str | None = None,
     refresh_alerts: Sequence[str] = (),
+    tally: ProblemTally | None = None,
+    previous: PreviousAlert | None = None,
 ) -> QuietAlert:
-    """Load the last run's state, decide what is new, compose the alert. Never raises for the state."""
-    previous, notes, unreadable = None, [], False
-    if store is None:
-        notes.append("No alert state is kept here (no state table): every run lists every problem.")
-    else:
-        try:
-            previous = store.load()
-        except AlertStateUnavailable as exc:
-            logger.error("alert state not read: every problem is alerted", extra={"error": str(exc)})
-            notes.append(f"The alert state could not be read ({exc}): every problem is listed as new.")
-            unreadable = True
+    """Load the last run's state, decide what is new, compose the alert. Never raises for the state. A streamed
+    run (fanout.stream) gives the `tally` it fed and the `previous` state it fed it against, and a `report` whose
+    instances are not held (its summary, targets and target actions are)."""
+    if tally is None:
+        previous = read_previous(store)
+        tally = ProblemTally(previous.state, previous.notes)
+        tally.add(problems_of(report))
+    assert previous is not None, "a tally is given with the state it was fed against"
     unscanned = [(t.account_id, t.region) for t in report.targets if t.status != "ok"]
-    decision = decide(problems_of(report), previous, now, unscanned=unscanned, notes=notes)
+    decision = tally.decide(now, unscanned)
     message = quiet_message(report, decision, location, refresh_alerts)
     subject = quiet_subject(report, decision) if message else None
-    changed = unreadable or decision.state != (previous or AlertState())
+    changed = previous.unreadable or decision.state != (previous.state or AlertState())
     return QuietAlert(decision, subject, message, store, changed)
 
 
@@ -609,12 +716,15 @@ __all__ = [
     "AlertState",
     "DynamoDbAlertState",
     "FileAlertState",
+    "PreviousAlert",
     "Problem",
+    "ProblemTally",
     "QuietAlert",
     "alert_message",
     "decide",
     "problems_of",
     "quiet_alert",
+    "read_previous",
     "report_link",
     "scan_scope",
     "send_alert",

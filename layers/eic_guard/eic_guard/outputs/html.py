@@ -234,8 +234,12 @@ class PageCounts:
             counts["instances"] += 1
             counts[entry.verdict] += 1
             counts["warnings"] += bool(entry.warnings)
+        by_check = self.by_check
         for check_id, check in entry.checks.items():
-            self.by_check.setdefault(check_id, Counter())[check.status] += 1
+            counts = by_check.get(check_id)
+            if counts is None:
+                counts = by_check[check_id] = Counter()
+            counts[check.status] += 1
 
     def failures_by_status(self) -> dict[str, Counter[str]]:
         return {
@@ -309,12 +313,12 @@ def _rows_island(
     entries: Iterable[InstanceEntry], strings: StringTable, checks: tuple[str, ...] = CHECK_IDS
 ) -> Iterator[str]:
     """The rows island, one instance at a time (what a streaming writer writes as it reads the targets)."""
-    yield '<script type="application/json" id="eic-rows">['
+    yield ROWS_OPEN
     separator = ""
     for entry in entries:
         yield separator + _json(instance_row(entry, strings, checks))
-        separator = ",\n"
-    yield "]</script>\n"
+        separator = ROW_SEPARATOR
+    yield ROWS_CLOSE
 
 
 def _meta(report: Report) -> dict:
@@ -536,7 +540,9 @@ aria-label="filter text">
 """
 
 
-def _page(report: Report, body_data: Iterable[str], visible: str, preface: str = "") -> Iterator[str]:
+def _page(
+    report: Report, body_data: Iterable[str | bytes], visible: Iterable[str | bytes], preface: str = ""
+) -> Iterator[str | bytes]:
     """The page: head, the data islands (not displayed: first in the file, so they can be streamed), the visible
     content, the script."""
     if len(report.accounts) > 5:
@@ -559,7 +565,7 @@ def _page(report: Report, body_data: Iterable[str], visible: str, preface: str =
 {escape(", ".join(report.regions))} · {report.started_at.isoformat()} → {report.finished_at.isoformat()}
 · ip-ranges {escape(report.ip_ranges.sync_token)} ({escape(report.ip_ranges.create_date)})</div>
 """
-    yield visible
+    yield from visible
     yield "</body></html>\n"
 
 
@@ -581,6 +587,11 @@ def _summary(report: Report, counts: PageCounts, pages: dict[str, str] | None) -
 """
 
 
+ROWS_OPEN = '<script type="application/json" id="eic-rows">['
+ROWS_CLOSE = "]</script>\n"
+ROW_SEPARATOR = ",\n"
+
+
 def html_chunks(report: Report, entries: Iterable[InstanceEntry] | None = None, preface: str = "") -> Iterator[str]:
     """The page of `report` (or of `entries`, a part of it: one account's page), piece by piece."""
     entries = report.instances if entries is None else entries
@@ -591,16 +602,77 @@ def html_chunks(report: Report, entries: Iterable[InstanceEntry] | None = None, 
             counts.add(entry)
             yield entry
 
+    yield from page_chunks(report, counts, _rows_island(counted(), strings, page_checks(report)), strings, preface)
+
+
+def page_chunks(
+    report: Report,
+    counts: PageCounts,
+    rows_island: Iterable[str | bytes],
+    strings: StringTable,
+    preface: str = "",
+) -> Iterator[str | bytes]:
+    """A page whose instance rows come as `rows_island` (a generator filling `counts` and `strings` as it goes, or
+    rows already encoded: fanout's streamed report spools them), its summaries and script after them."""
+
+    def strings_island() -> Iterator[str]:
+        yield _island("eic-strings", strings.texts())  # every string the rows named, once they are all out
+
+    def visible() -> Iterator[str]:
+        yield visible_part(report, counts)
+
+    yield from assembled_page(report, rows_island, strings_island(), visible(), preface)
+
+
+def strings_island(strings: StringTable) -> str:
+    return _island("eic-strings", strings.texts())
+
+
+def visible_part(report: Report, counts: PageCounts) -> str:
+    """What a page shows (its summaries, the instance table's frame, the script), from its counts."""
     shown = page_checks(report)
-    data = [_island("eic-meta", _meta(report)), *_rows_island(counted(), strings, shown)]
-    data.append(_island("eic-strings", strings.texts()))
-    visible = _summary(report, counts, None) + _instances_section("Instances", shown) + f"<script>{_SCRIPT}</script>\n"
-    yield from _page(report, data, visible, preface)
+    return _summary(report, counts, None) + _instances_section("Instances", shown) + f"<script>{_SCRIPT}</script>\n"
+
+
+def assembled_page(
+    report: Report,
+    rows_island: Iterable[str | bytes],
+    strings: Iterable[str | bytes],
+    visible: Iterable[str | bytes],
+    preface: str = "",
+) -> Iterator[str | bytes]:
+    """A page from its parts, in the file's order: head, the data islands (meta, rows, strings), the visible part."""
+
+    def islands() -> Iterator[str | bytes]:
+        yield _island("eic-meta", _meta(report))
+        yield from rows_island
+        yield from strings
+
+    yield from _page(report, islands(), visible, preface)
 
 
 def render_html(report: Report) -> str:
     """The whole page as one string."""
     return "".join(html_chunks(report))
+
+
+def summary_page(report: Report, counts: PageCounts, pages: dict[str, str]) -> str:
+    """The page of a run split by account: the summaries, each account linked to its own page, no instance rows."""
+    note = (
+        f'<p class="meta">{counts.instances} instances: each account\'s instances are on its own page, linked '
+        "from the accounts table.</p>\n"
+    )
+    return "".join(_page(report, [], [_summary(report, counts, pages) + note]))
+
+
+def account_pages(report: Report, stem: str) -> dict[str, str]:
+    """{account: its page's name} of a run split by account."""
+    return {account: f"{stem}.accounts/{account}.html" for account in report.accounts}
+
+
+def back_link(stem: str) -> str:
+    """An account page's link back to the summary page."""
+    return f'<p class="meta"><a href="../{escape(stem, quote=True)}.html">all accounts</a></p>\n'
 
 
 def render_pages(report: Report, page_instances: int | None = None, stem: str = "report") -> dict[str, str]:
@@ -609,20 +681,16 @@ def render_pages(report: Report, page_instances: int | None = None, stem: str = 
     instances."""
     if len(report.instances) <= (page_instances or PAGE_INSTANCES):
         return {f"{stem}.html": render_html(report)}
-    pages = {account: f"{stem}.accounts/{account}.html" for account in report.accounts}
+    pages = account_pages(report, stem)
     counts = PageCounts()
     by_account: dict[str, list[InstanceEntry]] = defaultdict(list)
     for entry in report.instances:
         counts.add(entry)
         by_account[entry.account_id].append(entry)
-    note = (
-        f'<p class="meta">{len(report.instances)} instances: each account\'s instances are on its own page, linked '
-        "from the accounts table.</p>\n"
-    )
-    out = {f"{stem}.html": "".join(_page(report, [], _summary(report, counts, pages) + note))}
-    back = f'<p class="meta"><a href="../{escape(stem, quote=True)}.html">all accounts</a></p>\n'
+    out = {f"{stem}.html": summary_page(report, counts, pages)}
     for account in report.accounts:
-        out[pages[account]] = "".join(html_chunks(account_part(report, account, counts), by_account[account], back))
+        part = account_part(report, account, counts)
+        out[pages[account]] = "".join(html_chunks(part, by_account[account], back_link(stem)))
     return out
 
 

@@ -7,7 +7,7 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -15,6 +15,10 @@ from ..aws.gateway import error_code
 from ..observability import logger
 from ..settings import Settings
 from .report import Report
+
+if TYPE_CHECKING:
+    from .alerts import PreviousAlert, ProblemTally
+    from .stream import ReportStream
 
 # outputs.alerts and outputs.html are imported where they are used: the target worker imports this module for its
 # status tags only, and its cold start should not pay for the alert and HTML code it never runs.
@@ -31,13 +35,17 @@ def report_key(kind: str, run_id: str, started: datetime) -> str:
     return f"reports/{kind}/{started:%Y/%m/%d}/{run_id}"
 
 
-def store_scan_report(s3: Any, bucket: str, report: Report) -> str:
+def store_scan_report(s3: Any, bucket: str, report: Report, stream: ReportStream | None = None) -> str:
     """Put the JSON report and its HTML page (beyond outputs.html.PAGE_INSTANCES instances, also one page per
     account, under `<run id>.accounts/`, linked from the page); returns the key prefix. The JSON is encoded from the
-    model straight into bytes (Report.to_json_bytes): no dict or str copy of the report."""
+    model straight into bytes (Report.to_json_bytes): no dict or str copy of the report. A streamed report (the
+    Aggregate's: `report` without its instances) is written from its `stream`, in parts (outputs.stream)."""
     from .html import render_pages
 
     key = report_key("scan", report.run_id, report.started_at)
+    if stream is not None:
+        stream.store(s3, bucket, key)
+        return key
     s3.put_object(Bucket=bucket, Key=f"{key}.json", Body=report.to_json_bytes(), ContentType="application/json")
     folder = key.rsplit("/", 1)[0]
     for name, page in render_pages(report, stem=report.run_id).items():
@@ -105,21 +113,38 @@ def _tag_batch(ec2: Any, instance_ids: list[str], tags: list[dict], region: str)
     return calls
 
 
-def publish_scan(clients: Any, settings: Settings, report: Report, refresh_alerts: list[str]) -> dict:
+def alert_state_store(clients: Any, settings: Settings) -> Any:
+    """Where the deployed scan's alert state is kept: an item of the state table (None without one)."""
+    from .alerts import DynamoDbAlertState
+
+    return DynamoDbAlertState(clients.client("dynamodb"), settings.state_table) if settings.state_table else None
+
+
+def publish_scan(
+    clients: Any,
+    settings: Settings,
+    report: Report,
+    refresh_alerts: list[str],
+    *,
+    stream: ReportStream | None = None,
+    tally: ProblemTally | None = None,
+    previous: PreviousAlert | None = None,
+) -> dict:
     """S3 report and alert for a finished scan; a publishing failure is logged, never loses the run.
 
     The alert says only what is new since the last run (and once a week what persists), remembered in the state
     table; the state is written once the alert is out. (Status tags are written by each target's worker, which
-    holds that account's credentials.)
+    holds that account's credentials.) A streamed run gives its `stream` (the report to write) and the alert
+    `tally` it fed against the `previous` state (outputs.alerts.quiet_alert).
     """
-    from .alerts import DynamoDbAlertState, partition_of, quiet_alert, report_link, send_alert
+    from .alerts import partition_of, quiet_alert, report_link, send_alert
 
     outcome: dict[str, Any] = {"report_key": None, "alerted": False}
     location = None
     if settings.reports_bucket:
         try:
             s3 = clients.client("s3")
-            outcome["report_key"] = store_scan_report(s3, settings.reports_bucket, report)
+            outcome["report_key"] = store_scan_report(s3, settings.reports_bucket, report, stream)
             location = report_link(
                 settings.reports_bucket,
                 f"{outcome['report_key']}.html",
@@ -130,8 +155,16 @@ def publish_scan(clients: Any, settings: Settings, report: Report, refresh_alert
             logger.error("report not stored", extra={"error": str(exc)})
     if not settings.alerts_topic_arn:
         return outcome
-    store = DynamoDbAlertState(clients.client("dynamodb"), settings.state_table) if settings.state_table else None
-    alert = quiet_alert(report, store, now=report.finished_at, location=location, refresh_alerts=refresh_alerts)
+    store = alert_state_store(clients, settings)
+    alert = quiet_alert(
+        report,
+        store,
+        now=report.finished_at,
+        location=location,
+        refresh_alerts=refresh_alerts,
+        tally=tally,
+        previous=previous,
+    )
     outcome["alert"] = alert.summary()
     if alert.subject and alert.message:
         try:
