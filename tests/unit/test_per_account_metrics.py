@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from eic_guard.errors import ConfigurationError
-from eic_guard.observability import STACK_NAME_ENV, record_targets
+from eic_guard.observability import STACK_NAME_ENV, record_account_counts, record_targets
 
 from tests.lambda_runtime import emf_blobs
 
@@ -75,3 +75,18 @@ def test_a_value_that_is_not_a_boolean_is_a_configuration_error(monkeypatch):
     monkeypatch.setenv(VARIABLE, "per-account")
     with pytest.raises(ConfigurationError, match="EIC_GUARD_PER_ACCOUNT_METRICS"):
         record_targets(DOCUMENT)
+
+
+def test_the_streamed_aggregates_counts_follow_the_same_setting(capsys, monkeypatch):
+    # Given the counts the streamed Aggregate hands over (fanout/steps.py: record_account_counts)
+    targets, noncompliant = DOCUMENT["targets"], {"222222222222": 1}
+    monkeypatch.delenv(VARIABLE, raising=False)
+
+    # When they are recorded by default, Then nothing with an AccountId is emitted
+    record_account_counts(targets, noncompliant)
+    assert account_metrics(capsys.readouterr().out) == set()
+
+    # And with PerAccountMetrics=true both accounts get both counts
+    monkeypatch.setenv(VARIABLE, "true")
+    record_account_counts(targets, noncompliant)
+    assert len(account_metrics(capsys.readouterr().out)) == 4
