@@ -262,7 +262,11 @@ def run_worker(
         )
     if plan.job == "scan" and request.phase == "apply":
         _put_findings(objects, plan, target, request.round, document)
-    output = {**request.model_dump(), "status": document["status"], "instances": len(document["instances"])}
+    output = {
+        **request.model_dump(exclude={"skip_if_done"}),
+        "status": document["status"],
+        "instances": len(document["instances"]),
+    }
     try:  # botocore's retries first (the deadline's for throttling: aws/retries.py)
         output["result_key"] = objects.put(result_name(target, request.phase, request.round), document)
     except (ClientError, BotoCoreError) as exc:
