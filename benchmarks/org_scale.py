@@ -247,6 +247,29 @@ def render(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def section(rows: list[dict] | None = None) -> str:
+    """The Aggregate-at-scale section of benchmarks/ORG_RESULTS.md (benchmarks/org.py includes it), from `rows` or
+    benchmarks/org_scale_results.json."""
+    if rows is None:
+        if not RAW.exists():
+            return ""
+        rows = json.loads(RAW.read_text(encoding="utf-8"))
+    return f"""## Aggregate at organization scale (streamed)
+
+`python -m benchmarks.org_scale --compare` (what `make bench-org` runs after `benchmarks.org`): the deployed Aggregate
+handler (`functions/aggregate/app.py`) over synthetic worker results, 100 instances per target, 5 regions
+(`benchmarks/synthetic.py`: real report entries and guidance; 55% compliant, 5% world-open warning, 14% missing SSH
+rule, 9% IMDS disabled, 6% foreign AMI, 4% NACL blocks, 2% no public IPv4, 3% excluded, 2% error). Each size in a
+fresh process; S3 is `benchmarks/file_s3.py` (result objects read from files, the report's uploads written to files:
+nothing of the fleet sits in the measured process); the handler logs at INFO as deployed. Peak RSS is the process's
+VmHWM reset just before the invocation; "RSS before the call" is the imported process. "Equal" compares the
+SHA-256 of every object written with the in-memory path's (`aggregate_run`, `Report.to_json_bytes`, `render_pages`)
+on the same results, in another process.
+
+{render(rows)}
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", default="10000,100000,1000000")

@@ -380,3 +380,42 @@ def test_the_report_link_is_the_s3_console_of_the_buckets_partition(region, arn,
     # When the link to a report object is made for a bucket in `region`
     # Then it is that partition's S3 console page of the object (no console host known: the s3:// location)
     assert report_link("reports", "reports/scan/r 1.html", region, alerts.partition_of(region, arn)) == link
+
+
+def test_a_tally_of_a_large_run_keeps_the_worst_targets_lines_and_counts_the_rest():
+    # Given 2,000 targets of problems fed one target at a time (what the streamed Aggregate does): target k has
+    # 1 + k % 7 problems, every tenth target's first problem remembered from the last run (a week ago: digest due),
+    # and one target that could not be scanned
+    known = set()
+    targets = [(f"{100000000000 + n:012d}", "us-east-1") for n in range(2_000)]
+    every, by_target = [], {}
+    for n, (account, region) in enumerate(targets):
+        found = {}
+        for k in range(1 + n % 7):
+            problem = Problem(account, region, f"i-{n:08x}{k:09x}", "imds-enabled", "fail", f"reason {k}")
+            found[problem.fingerprint] = problem
+            if n % 10 == 0 and k == 0:
+                known.add(problem.fingerprint)
+        every += found.values()
+        by_target[(account, region)] = list(found.values())
+    unscanned = Problem(*targets[-1], None, "target", "error", "AssumeRole: AccessDenied")
+    previous = AlertState(frozenset(known), NOW - timedelta(days=8))
+    tally = alerts.ProblemTally(previous)
+    by_target[targets[-1]].append(unscanned)  # the target that could not be scanned: its error after its instances
+    for target in targets:
+        tally.add(by_target[target])
+
+    decision = tally.decide(NOW)
+
+    # Then it counts every problem, remembers them all, and holds the lines of a few targets only (each target added
+    # once, all its problems together)
+    assert (decision.total, decision.new_count) == (len(every) + 1, len(every) + 1 - len(known))
+    assert decision.digest and decision.state.fingerprints == frozenset(p.fingerprint for p in [*every, unscanned])
+    assert len(tally.every.kept) <= 2 * ALERT_LINES and len(tally.new.kept) <= 2 * ALERT_LINES
+    # and lists the target that could not be scanned first, then the targets with the most problems (7), each
+    # target's new problems before the persisting one, the persisting ones unmarked
+    assert [p.account_id for p in decision.listed[:6]] == [targets[-1][0]] * 6 and decision.listed[5] == unscanned
+    assert [p.account_id for p in decision.listed[6:13]] == [targets[6][0]] * 7
+    assert len(decision.listed) == ALERT_LINES
+    assert set(decision.marked) == {p for p in decision.listed if p.fingerprint not in known}
+    assert decision == decide([*every, unscanned], previous, NOW)

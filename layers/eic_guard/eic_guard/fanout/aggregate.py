@@ -19,7 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ..observability import logger
 from ..outputs.alerts import ProblemTally
 from ..outputs.report import Report, build_report
-from ..outputs.stream import ReportStream
+from ..outputs.stream import ReportStream, log_entry
 from ..ranges.refresh import forget
 from ..ranges.state import StateConflict, StateStore
 from ..settings import Settings
@@ -176,18 +176,23 @@ def aggregate_run(
 ) -> tuple:
     """(report, refresh summary, merged target documents) of a run; logs one line per check not passing."""
     targets = merge_targets(plan, documents, unreadable)
-    report: Report = build_report(
-        run_id=plan.run_id,
-        mode=plan.mode,
-        account_id=plan.own_account,
-        regions=list(settings.regions),
-        started=plan.started_at,
-        finished=finished,
-        ip_ranges=plan.ranges,
-        targets=targets,
-    )
-    _log_problems(report)
+    report: Report = build_report(**_run_header(plan, settings, finished), targets=targets)
+    for entry in report.instances:
+        log_entry(entry, report.account_label(entry.account_id))
     return report, refresh_summary(plan, targets), targets
+
+
+def _run_header(plan: RunPlan, settings: Settings, finished: datetime) -> dict[str, Any]:
+    """What a run's report says of the run itself (outputs.report.build_report's and ReportStream's arguments)."""
+    return {
+        "run_id": plan.run_id,
+        "mode": plan.mode,
+        "account_id": plan.own_account,
+        "regions": list(settings.regions),
+        "started": plan.started_at,
+        "finished": finished,
+        "ip_ranges": plan.ranges,
+    }
 
 
 def stream_run(
@@ -200,16 +205,7 @@ def stream_run(
     """A run's report streamed (outputs.stream): `targets` are the merged target documents, one at a time, in the
     plan's order; each one's instances are encoded and dropped. Returns the stream (to store the report), the
     report without its instances, the refresh summary, and the targets' documents without their instances."""
-    stream = ReportStream(
-        run_id=plan.run_id,
-        mode=plan.mode,
-        account_id=plan.own_account,
-        regions=list(settings.regions),
-        started=plan.started_at,
-        finished=finished,
-        ip_ranges=plan.ranges,
-        tally=tally,
-    )
+    stream = ReportStream(**_run_header(plan, settings, finished), tally=tally)
     light = []
     try:
         for target in targets:
@@ -257,24 +253,3 @@ def finish_state(store: StateStore | None, plan: RunPlan, targets: list[dict], n
         except (ClientError, BotoCoreError) as exc:
             logger.error("ip-ranges state not updated after the run", extra={"error": str(exc)})
             return
-
-
-def _log_problems(report: Report) -> None:
-    """One structured line per check an instance still fails and per warning, so logs can be searched by instance,
-    name, owner, account and check."""
-    for entry in report.instances:
-        about = {
-            "instance_id": entry.instance_id,
-            "instance_name": entry.name,
-            "owner_tags": entry.tags,
-            "account": report.account_label(entry.account_id),
-            "region": entry.region,
-        }
-        for check_id, check in entry.checks.items():
-            if check.status in ("fail", "would-fix", "error"):
-                logger.info(
-                    "check not passing",
-                    extra={**about, "check": check_id, "status": check.status, "reason": check.reason},
-                )
-        for warning in entry.warnings:
-            logger.info("warning", extra={**about, "warning": warning})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -243,13 +243,7 @@ def build_report(
     ]
     return Report.model_validate(
         {
-            "run_id": run_id,
-            "mode": mode,
-            "account_id": account_id,
-            "regions": regions,
-            "started_at": started,
-            "finished_at": finished,
-            "ip_ranges": {"sync_token": ip_ranges.sync_token, "create_date": ip_ranges.create_date},
+            **report_header(run_id, mode, account_id, regions, started, finished, ip_ranges),
             "summary": {
                 "instances": len(entries),
                 "errors": sum(1 for e in entries if e["verdict"] == "error") + len(errors),
@@ -264,17 +258,7 @@ def build_report(
             },
             "accounts": sorted({t["account_id"] for t in targets}),
             "account_aliases": {t["account_id"]: t["account_alias"] for t in targets if t.get("account_alias")},
-            "targets": [
-                {
-                    "account_id": t["account_id"],
-                    "region": t["region"],
-                    "status": t["status"],
-                    "error": t["error"],
-                    "instances": len(t["instances"]),
-                    "notes": t.get("notes", []),
-                }
-                for t in targets
-            ],
+            "targets": [target_entry(t) for t in targets],
             "instances": entries,
             "target_actions": [
                 {"region": t["region"], "account_id": t["account_id"], **a} for t in targets for a in t["actions"]
@@ -284,4 +268,31 @@ def build_report(
     )
 
 
-__all__ = ["CHECK_IDS", "Report", "build_report", "verdict"]
+def report_header(
+    run_id: str, mode: str, account_id: str, regions: list[str], started: datetime, finished: datetime, ip_ranges: Any
+) -> dict:
+    """The report's fields about the run itself, before its summary."""
+    return {
+        "run_id": run_id,
+        "mode": mode,
+        "account_id": account_id,
+        "regions": regions,
+        "started_at": started,
+        "finished_at": finished,
+        "ip_ranges": {"sync_token": ip_ranges.sync_token, "create_date": ip_ranges.create_date},
+    }
+
+
+def target_entry(target: dict) -> dict:
+    """A target's entry in the report, from its merged document (fanout.aggregate.merge_targets)."""
+    return {
+        "account_id": target["account_id"],
+        "region": target["region"],
+        "status": target["status"],
+        "error": target["error"],
+        "instances": len(target["instances"]),
+        "notes": target.get("notes", []),
+    }
+
+
+__all__ = ["CHECK_IDS", "Report", "build_report", "report_header", "target_entry", "verdict"]

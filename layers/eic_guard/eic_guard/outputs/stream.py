@@ -46,7 +46,7 @@ from .html import (
     summary_page,
     visible_part,
 )
-from .report import InstanceEntry, Report
+from .report import InstanceEntry, Report, report_header, target_entry
 
 PART_BYTES = 8 * 1024 * 1024  # S3 multipart: every part but the last at least 5 MiB
 BUFFER_BYTES = 1024 * 1024  # a spool's writes are gathered into this much before they reach the file
@@ -213,15 +213,7 @@ class ReportStream:
         directory: str | None = None,
         page_instances: int | None = None,
     ):
-        self.header = {
-            "run_id": run_id,
-            "mode": mode,
-            "account_id": account_id,
-            "regions": regions,
-            "started_at": started,
-            "finished_at": finished,
-            "ip_ranges": {"sync_token": ip_ranges.sync_token, "create_date": ip_ranges.create_date},
-        }
+        self.header = report_header(run_id, mode, account_id, regions, started, finished, ip_ranges)
         self.tally = tally
         self.page_instances = page_instances or PAGE_INSTANCES
         self.entries = Spool(directory)  # the JSON report's instance entries, indented as in the report
@@ -285,23 +277,14 @@ class ReportStream:
             if self.tally is not None:
                 for problem in entry_problems(entry):
                     problems.setdefault(problem.fingerprint, problem)
-            _log_entry(entry, self._label(entry.account_id))
+            log_entry(entry, self._label(entry.account_id))
         if target["error"]:
             self.target_errors.append({"region": region, "account_id": account, "error": target["error"]})
             problem = target_problem(account, region, target["error"])
             problems.setdefault(problem.fingerprint, problem)
         if self.tally is not None and problems:
             self.tally.add_target((account, region), problems)
-        self.targets.append(
-            {
-                "account_id": account,
-                "region": region,
-                "status": target["status"],
-                "error": target["error"],
-                "instances": len(target["instances"]),
-                "notes": target.get("notes", []),
-            }
-        )
+        self.targets.append(target_entry(target))
         self.target_actions += [{"region": region, "account_id": account, **a} for a in target["actions"]]
 
     def _label(self, account: str) -> str:
@@ -414,7 +397,7 @@ class ReportStream:
             spool.close()
 
 
-def _log_entry(entry: InstanceEntry, account: str) -> None:
+def log_entry(entry: InstanceEntry, account: str) -> None:
     """One structured line per check an instance still fails and per warning, so logs can be searched by instance,
     name, owner, account and check."""
     failing = [(cid, c) for cid, c in entry.checks.items() if c.status in ("fail", "would-fix", "error")]
@@ -435,4 +418,4 @@ def _log_entry(entry: InstanceEntry, account: str) -> None:
         logger.info("warning", extra={**about, "warning": warning})
 
 
-__all__ = ["PART_BYTES", "ReportStream", "S3Upload", "Spool"]
+__all__ = ["PART_BYTES", "ReportStream", "S3Upload", "Spool", "log_entry"]
