@@ -72,6 +72,7 @@ bench: $(BIN)/.installed
 bench-org: $(BIN)/.installed
 	$(BIN)/python -m benchmarks.org
 	$(BIN)/python -m benchmarks.org_scale --compare
+	$(BIN)/python -m benchmarks.sfn_cost --before 03ffa87  # issue 20's base: one child execution per target
 
 # The README's generated tables (settings, exit codes): from the settings model and cli/exit_codes.py.
 docs: $(BIN)/.installed

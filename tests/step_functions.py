@@ -38,6 +38,15 @@ Where moto's interpreter departs from the service (the ONLY place the definition
   evaluates moto's ResultWriter with the state input on its stack and re-raises a failed write as
   `States.ResultWriterFailed`; the definition itself is not changed for it, so the real prefix is what is written.
 
+- moto 5.2.5's States Language grammar has no `ItemBatcher` (it rejects the definition at creation). The service
+  groups a Distributed Map's items into batches of at most `MaxItemsPerBatch` and starts one child execution per
+  batch with the input `{"BatchInput": <BatchInput, its paths resolved against the state input>, "Items": [...]}`
+  (Step Functions Developer Guide, "ItemBatcher (Map)",
+  https://docs.aws.amazon.com/step-functions/latest/dg/input-output-itembatcher.html). `_for_moto` takes each
+  Map's ItemBatcher out of the definition it creates in moto (keeping it by state name), and `_for_moto_engine`
+  groups the items the map's ItemReader read into exactly those batch inputs before moto starts the child
+  executions; the definition's own ItemBatcher is what is applied.
+
 Parsing the definition costs ~0.05 s per CreateStateMachine/StartExecution, so nothing is cached.
 """
 
@@ -62,6 +71,9 @@ from moto.stepfunctions.parser.asl.component.common.error_name.failure_event imp
 from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
 from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import StatesErrorNameType
 from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.distributed_iteration_component import (
+    DistributedIterationComponent,
+)
 from moto.stepfunctions.parser.asl.component.state.exec.state_map.result_writer.result_writer_decl import ResultWriter
 from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
 from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
@@ -126,6 +138,7 @@ class StateMachine:
         self._lock = threading.Lock()
         self._threads: dict[str, threading.Thread] = {}
         self._plan_request_id: str | None = None
+        self.batchers: dict[str, dict] = {}  # the definition's ItemBatcher of each Distributed Map (_for_moto)
         # The harness's own calls (deploy, start, describe, reading alerts and reports) go through a plain botocore
         # session: boto3's sessions are the handlers', which the suite's api_calls recorder watches.
         self._botocore = botocore.session.get_session()
@@ -156,7 +169,7 @@ class StateMachine:
             self._alerts_queue = None
         self.client("stepfunctions").create_state_machine(
             name=self.arn.rsplit(":", 1)[1],
-            definition=json.dumps(_for_moto(asl.load_definition(self.stack))),
+            definition=json.dumps(_for_moto(asl.load_definition(self.stack), self.batchers)),
             roleArn=self.stack.physical("EicGuardStateMachineRole", "Arn"),
             type="STANDARD",
         )
@@ -240,6 +253,11 @@ class StateMachine:
 
     def outputs(self, function: str) -> list[Any]:
         return [i.output for i in self.invocations if i.function == function and i.error is None]
+
+    def worker_rounds(self) -> list[tuple[int, str]]:
+        """(round, status) of each target worker invocation that returned: a batch's (its BatchInput's round, the
+        batch's status: `incomplete` while one of its targets is) or one target's."""
+        return [(shared(o)["round"], o["status"]) for o in self.outputs("ScanTargetFunction")]
 
     def failures(self, function: str) -> list[BaseException]:
         return [i.error for i in self.invocations if i.function == function and i.error is not None]
@@ -342,7 +360,13 @@ class StateMachine:
         # What mock_aws(config={"stepfunctions": {"execute_state_machine": True}}) patches, inside the test's own
         # mock (the `aws` fixture), so that the account and fleet fixtures stay as they are.
         monkeypatch.setitem(default_user_config, "stepfunctions", {"execute_state_machine": True})
-        _for_moto_engine(monkeypatch)
+        _for_moto_engine(monkeypatch, self.batchers)
+
+
+def shared(event: Any) -> dict:
+    """What a target worker event (or output) names for all its targets: a batch's BatchInput, or the single target's
+    input itself (run_id, phase, round...)."""
+    return event["BatchInput"] if isinstance(event, dict) and "BatchInput" in event else event
 
 
 class _RecordedWaits:
@@ -355,10 +379,12 @@ class _RecordedWaits:
         self.waits.append(seconds)
 
 
-def _for_moto(definition: dict) -> dict:
-    """The documented departures above, and nothing else."""
+def _for_moto(definition: dict, batchers: dict[str, dict]) -> dict:
+    """The documented departures above, and nothing else (`batchers` gets each Map's ItemBatcher by state name)."""
     for _, scope in asl.scopes(definition):
         for name, state in scope["States"].items():
+            if state["Type"] == "Map" and "ItemBatcher" in state:
+                batchers[name] = state.pop("ItemBatcher")
             if state["Type"] != "Map" or "ToleratedFailurePercentage" not in state:
                 continue
             assert state["ToleratedFailurePercentage"] == SERVICE_TOLERATED_FAILURE_PERCENTAGE, (
@@ -368,9 +394,27 @@ def _for_moto(definition: dict) -> dict:
     return definition
 
 
-def _for_moto_engine(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The documented ResultWriter departure above, and nothing else: moto's ResultWriter evaluates its Parameters
-    against the state input (as the service does), and a failed write is `States.ResultWriterFailed`."""
+def _for_moto_engine(monkeypatch: pytest.MonkeyPatch, batchers: dict[str, dict]) -> None:
+    """The documented ResultWriter and ItemBatcher departures above, and nothing else: moto's ResultWriter evaluates
+    its Parameters against the state input (as the service does), and a failed write is `States.ResultWriterFailed`;
+    a Map with an ItemBatcher (in `batchers`) runs one child execution per batch of the items its reader read."""
+    map_run = DistributedIterationComponent._map_run
+
+    def batched_map_run(component: DistributedIterationComponent, env: Any, eval_input: Any) -> None:
+        batcher = batchers.get(eval_input.state_name)
+        if batcher is not None:
+            items = env.stack.pop()
+            shared = asl.build(batcher.get("BatchInput", {}), env.states.get_input(), None)
+            size = batcher["MaxItemsPerBatch"]
+            env.stack.append(
+                [
+                    {"BatchInput": dict(shared), "Items": items[start : start + size]}
+                    for start in range(0, len(items), size)
+                ]
+            )
+        map_run(component, env=env, eval_input=eval_input)
+
+    monkeypatch.setattr(DistributedIterationComponent, "_map_run", batched_map_run)
 
     def evaluate(writer: ResultWriter, env: Any) -> None:
         results = env.stack.pop()  # moto leaves the map's results on top, where its paths would look

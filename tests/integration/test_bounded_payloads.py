@@ -23,6 +23,7 @@ from eic_guard.settings import IP_RANGES_URL
 
 from tests.conftest import IP_RANGES, REGION, create_state_table
 from tests.lambda_runtime import FakeLambdaContext, load_handler
+from tests.template import cfn
 
 ACCOUNTS = [f"{200000000000 + n:012d}" for n in range(1000)]
 REGIONS = (
@@ -41,6 +42,7 @@ SNS_LIMIT = 256 * 1024
 # What STS says when a member role is missing, with AWS's encoded detail (kilobytes) - the worst error text.
 REFUSED = "AccessDenied: not authorized to perform sts:AssumeRole. Encoded authorization failure message: " + "x" * 3000
 TABLE = "eic-guard-state"
+BATCH_MAX = int(cfn.template()["Parameters"]["MaxItemsPerBatch"]["MaxValue"])  # targets in a worker's largest batch
 
 
 @pytest.fixture
@@ -74,23 +76,32 @@ def test_every_handler_output_and_the_alert_stay_bounded_when_10000_targets_fail
     worker = load_handler("scan_target", "eic_guard_scan_target_app_bounds")
     aggregate = load_handler("aggregate", "eic_guard_aggregate_app_bounds")
 
-    # When Plan runs, the worker runs for the first 200 targets (the other 9,800 leave no result: killed, throttled),
-    # and Aggregate reads them all
+    # When Plan runs, the worker runs for the first 300 targets: 100 alone (the fallback's single input), 200 in two
+    # batches of MaxItemsPerBatch's largest size (the other 9,700 leave no result: killed, throttled), and Aggregate
+    # reads them all
     planned = plan({"job": "scan"}, context)
     items = json.loads(
         boto3.client("s3", REGION).get_object(Bucket=planned["bucket"], Key=planned["targets_key"])["Body"].read()
     )
     request = {"run_id": planned["run_id"], "bucket": planned["bucket"], "manifest_key": planned["manifest_key"]}
-    outputs = [worker({**request, "target": item, "phase": "apply", "round": 1}, context) for item in items[:200]]
+    outputs = [worker({**request, "target": item, "phase": "apply", "round": 1}, context) for item in items[:100]]
+    shared = {**request, "phase": "apply", "round": 1}
+    batches = [worker({"Items": items[n : n + BATCH_MAX], "BatchInput": shared}, context) for n in (100, 200)]
     api_calls.clear()
     summary = aggregate(planned, context)
 
     # Then there were 10,000 targets, every one failed
     assert planned["targets"] == len(items) == 10_000
-    assert {o["status"] for o in outputs} == {"error"}
+    assert {o["status"] for o in outputs + batches} == {"error"}
+    assert [(b["targets"], b["error"], b["incomplete_targets"]) for b in batches] == [(BATCH_MAX, BATCH_MAX, [])] * 2
     assert summary["targets"] == {"ok": 0, "error": 10_000, "incomplete": 0}
-    # And every handler's output is under 16 KiB: Plan's, each worker's, Aggregate's
-    sizes = {"plan": size_of(planned), "worker": max(map(size_of, outputs)), "aggregate": size_of(summary)}
+    # And every handler's output is under 16 KiB: Plan's, each worker's (one target or a batch), Aggregate's
+    sizes = {
+        "plan": size_of(planned),
+        "worker": max(map(size_of, outputs)),
+        "batch": max(map(size_of, batches)),
+        "aggregate": size_of(summary),
+    }
     assert max(sizes.values()) <= PAYLOAD_LIMIT, sizes
     # And Aggregate's lists are samples with their totals (the report holds them all)
     assert summary["accounts_total"] == 1000 and len(summary["accounts"]) <= 5
@@ -111,6 +122,32 @@ def test_every_handler_output_and_the_alert_stay_bounded_when_10000_targets_fail
     assert lines[-1].startswith("Report: ") and summary["report_key"] in lines[-1]
     assert all(len(line) <= alerts.LINE_LIMIT for line in lines)
     print(f"10,000 failing targets: {sizes}, alert {len(message.encode())} bytes")
+
+
+def test_a_batch_of_the_largest_size_whose_targets_are_all_left_incomplete_returns_them_within_the_bound(
+    org_deployment, monkeypatch
+):
+    # Given a run's largest batch (MaxItemsPerBatch's maximum) of the longest region names, and an invocation whose
+    # time is already inside the reserve: no target can start, every one is the next round's
+    context = FakeLambdaContext(aws_request_id="run-incomplete")
+    plan = load_handler("plan", "eic_guard_plan_app_bounds_incomplete")
+    worker = load_handler("scan_target", "eic_guard_scan_target_app_bounds_incomplete")
+    planned = plan({"job": "scan"}, context)
+    longest = [{"account_id": account, "region": "ap-southeast-2"} for account in ACCOUNTS[:BATCH_MAX]]
+    shared = {k: planned[k] for k in ("run_id", "bucket", "manifest_key")} | {"phase": "apply", "round": 1}
+
+    # When the worker gets the batch with 70 s left (10 s of work time after its 60 s reserve)
+    output = worker({"Items": longest, "BatchInput": shared}, FakeLambdaContext(remaining_ms=70_000))
+
+    # Then every target is incomplete with its result object saying so, the output lists them all for the next
+    # round, and it stays under 16 KiB
+    assert (output["status"], output["incomplete"], output["incomplete_targets"]) == ("incomplete", BATCH_MAX, longest)
+    s3 = boto3.client("s3", REGION)
+    key = f"runs/{planned['run_id']}/results/{ACCOUNTS[0]}/ap-southeast-2/apply-r1.json"
+    document = json.loads(s3.get_object(Bucket=planned["bucket"], Key=key)["Body"].read())
+    assert document["status"] == "incomplete" and "not started in round 1" in document["notes"][0]
+    assert size_of(output) <= PAYLOAD_LIMIT, size_of(output)
+    print(f"a batch of {BATCH_MAX} incomplete targets: {size_of(output)} bytes")
 
 
 def test_a_refresh_job_whose_10000_targets_fail_returns_a_bounded_summary_and_alert(

@@ -162,9 +162,10 @@ def test_one_unreadable_result_object_is_its_targets_error_and_the_rest_is_repor
     [alert] = deployed.alerts()
     assert f"{OTHER_REGION} could not be scanned: result object unreadable: {reason}" in alert["Message"]
     assert f"{wrong_ami}" in alert["Message"] and "al2023-ami fail" in alert["Message"]
-    # And the metrics count the run and the target error
+    # And the metrics count the run and its errors (per account only with PerAccountMetrics=true: off by default)
     metrics = {name for blob in emf_blobs(capsys.readouterr().out) for name in blob if not name.startswith("_")}
-    assert {"InstancesNoncompliant", "TargetErrors"} <= metrics, metrics
+    assert {"InstancesNoncompliant", "Errors"} <= metrics, metrics
+    assert "TargetErrors" not in metrics and "AccountId" not in metrics
     # And the alert state advanced (the next run alerts only what is new)
     item = deployed.dynamodb.get_item(TableName=TABLE, Key={"id": {"S": ALERT_STATE_ITEM_ID}})
     assert "Item" in item

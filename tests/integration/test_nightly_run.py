@@ -17,7 +17,7 @@ from eic_guard.settings import IP_RANGES_URL
 from tests.aws_views import eni_groups, metadata_endpoint
 from tests.conftest import IP_RANGES, REGION
 from tests.lambda_runtime import FakeLambdaContext, event, load_handler
-from tests.step_functions import Run
+from tests.step_functions import Run, shared
 
 SNAPSHOT = IP_RANGES / "ip-ranges-2026-08-22.json"
 RUN_REQUESTS = ["plan-scan.json"]
@@ -297,13 +297,13 @@ def test_a_worker_out_of_time_returns_incomplete_and_the_next_round_finishes_the
     # Given two fixable instances, and a first round whose time runs out right after the gather
     net, failing, _ = build_fleet(account)
     second = account.launch_drifted(net)
-    machine = nightly(context_for=contexts(lambda request: request["round"] == 1))
+    machine = nightly(context_for=contexts(lambda request: shared(request)["round"] == 1))
 
     # When the schedule starts the execution
     result = succeeded(machine.run(event("plan-scan.json")))
 
     # Then round 1 said incomplete, the Choice state ran round 2, which made the fixes; nothing was lost between them
-    assert [(o["round"], o["status"]) for o in machine.outputs("ScanTargetFunction")] == [(1, "incomplete"), (2, "ok")]
+    assert machine.worker_rounds() == [(1, "incomplete"), (2, "ok")]
     assert result["summary"]["fixed"] == 2 and result["summary"]["noncompliant"] == 0
     assert result["targets"] == {"ok": 1, "error": 0, "incomplete": 0}
     for instance in (failing, second):
@@ -325,7 +325,7 @@ def test_a_target_out_of_rounds_is_reported_incomplete_with_the_fixes_held(
     # Then both rounds said incomplete and the Choice state let the item end at MaxRounds (2): the run succeeds, the
     # report marks the target incomplete, and the instance is unchanged and reported as not fixed for lack of time
     # (nothing silently skipped), which the alert names
-    assert [o["status"] for o in machine.outputs("ScanTargetFunction")] == ["incomplete", "incomplete"]
+    assert machine.worker_rounds() == [(1, "incomplete"), (2, "incomplete")]
     assert [t["status"] for t in machine.report(run)["targets"]] == ["incomplete"]
     [alert] = machine.alerts()
     assert failing in alert

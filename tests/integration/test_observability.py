@@ -394,12 +394,12 @@ def test_record_targets_counts_per_account_only_where_there_is_something_to_coun
         ],
     }
 
-    # When the per-account metrics are recorded
-    record_targets(document)
+    # When the per-account metrics are recorded (PerAccountMetrics=true)
+    record_targets(document, per_account=True)
     blobs = emf_blobs(capsys.readouterr().out)
 
     # Then each account with a problem gets both counts under its AccountId, and the healthy one nothing (a custom
-    # metric is billed for every month it receives data)
+    # metric is billed for the hours it receives data)
     counts = {(b["AccountId"], name): value(b, name) for b in blobs for name in metric_names(b)}
     assert counts == {
         (noncompliant, "TargetInstancesNoncompliant"): 1,

@@ -34,6 +34,7 @@ from tests.integration.org_fixtures import (
     share_botocore_loader,
 )
 from tests.lambda_runtime import FakeLambdaContext
+from tests.step_functions import shared
 
 FIXABLE = ("eic-ssh-ingress", "imds-enabled")
 AP_SOUTHEAST_6 = "ap-southeast-6"
@@ -321,13 +322,12 @@ def test_state_machine_scans_the_listed_members_and_keeps_each_targets_result(
     }
     assert summary["targets"] == {"ok": 2, "error": 0, "incomplete": 0}
     assert machine.failures("ScanTargetFunction") == []
-    # And the targets were planned in the listed order, one worker invocation (round 1) each (the map items run
-    # concurrently: their order is not the plan's)
+    # And the targets were planned in the listed order, and both ran in one batch (one worker invocation, round 1)
     planned = read_json(runs_bucket, "runs/org-execution-1/targets.json")
     assert [t["account_id"] for t in planned] == [second, first]
-    assert sorted(
-        (o["target"]["account_id"], o["round"], o["status"]) for o in machine.outputs("ScanTargetFunction")
-    ) == sorted([(second, 1, "ok"), (first, 1, "ok")])
+    [batch] = [i.event for i in machine.invocations if i.function == "ScanTargetFunction"]
+    assert batch["Items"] == planned and batch["BatchInput"]["round"] == 1
+    assert machine.worker_rounds() == [(1, "ok")]
     # And each target's result object is in S3 where Aggregate read it, naming its account and instance
     assert result_keys(runs_bucket, "org-execution-1") == sorted(
         f"runs/org-execution-1/results/{member}/{REGION}/apply-r1.json" for member in org.members
@@ -357,7 +357,7 @@ def test_state_machine_worker_out_of_time_keeps_its_result_and_the_next_round_fi
     def worker_context(function: str, request: dict) -> FakeLambdaContext | None:
         if function != "ScanTargetFunction":
             return None  # the template's own context
-        invocations.append(FakeLambdaContext(aws_request_id=f"worker-round-{request['round']}"))
+        invocations.append(FakeLambdaContext(aws_request_id=f"worker-round-{shared(request)['round']}"))
         return invocations[-1]
 
     machine = state_machine(context_for=worker_context)
@@ -372,7 +372,7 @@ def test_state_machine_worker_out_of_time_keeps_its_result_and_the_next_round_fi
 
     # Then round 1 returned `incomplete` with its result stored, and the map item's round 2 made the fixes
     assert machine.failures("ScanTargetFunction") == []
-    assert [(o["round"], o["status"]) for o in machine.outputs("ScanTargetFunction")] == [(1, "incomplete"), (2, "ok")]
+    assert machine.worker_rounds() == [(1, "incomplete"), (2, "ok")]
     assert result_keys(runs_bucket, "org-execution-2") == [
         f"runs/org-execution-2/results/{member}/{REGION}/apply-r1.json",
         f"runs/org-execution-2/results/{member}/{REGION}/apply-r2.json",

@@ -109,14 +109,18 @@ def test_a_result_object_that_cannot_be_written_is_reported_scanned_result_lost_
     # Then it succeeds, the map item did not fail, and the fixes are made in EC2
     assert run.status == "SUCCEEDED", (run.error, run.cause)
     assert machine.failures("ScanTargetFunction") == []
-    [worker] = machine.outputs("ScanTargetFunction")
-    assert worker["result_key"] is None and worker["result_lost"]["changes"] >= 2
+    [worker] = machine.outputs("ScanTargetFunction")  # the batch's output names where the record is kept
+    [kept_as] = worker["results_lost"]
+    assert worker["results_lost_total"] == 1 and kept_as.startswith("lost#")
+    item = machine.client("dynamodb").get_item(TableName=machine.state_table, Key={"id": {"S": kept_as}})["Item"]
+    record = json.loads(item["document"]["S"])
+    assert record["changes"] >= 2
     assert metadata_endpoint(ec2, fixable) == "enabled"
     # And the report says the target was scanned and its result lost, with the changes made (not "not scanned")
     report = machine.report(run)
     [(status, error)] = report_targets(report).values()
     assert status == "error"
-    changes = worker["result_lost"]["changes"]
+    changes = record["changes"]
     assert error.startswith(f"scanned, result lost, {changes} changes made, 2 instances checked;"), error
     assert "AccessDenied" in error
     made = {(a["action"], a["resource"], a["status"]) for a in report["target_actions"]}

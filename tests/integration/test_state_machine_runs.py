@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
 import responses
-from eic_guard.fanout import steps
+from eic_guard.fanout import batch, steps
 from eic_guard.fanout.aggregate import NO_RESULT
+from eic_guard.fanout.batch import WORKER_FAILED
 from eic_guard.ranges.state import DynamoDbStateStore, RangesState
 from eic_guard.settings import IP_RANGES_URL
 from moto.s3.exceptions import S3AccessDeniedError
@@ -23,7 +25,9 @@ from moto.s3.models import S3Backend
 from tests.aws_views import eni_groups, ingress_of, metadata_endpoint
 from tests.conftest import EIC_US_EAST_1, EIC_US_EAST_1_V6, IP_RANGES, REGION
 from tests.faults.conftest import NEWEST_TOKEN, eic_rules, ip_ranges_file, managed_group
+from tests.faults.injector import FaultInjector
 from tests.lambda_runtime import event, with_message
+from tests.step_functions import shared
 
 SNAPSHOT = IP_RANGES / "ip-ranges-2026-08-22.json"
 OTHER_REGION = "eu-west-1"
@@ -119,7 +123,7 @@ def test_the_nightly_execution_scans_fixes_reports_and_a_second_night_changes_no
     assert metadata_endpoint(ec2, fixable) == "enabled"
     assert len(eni_groups(ec2, fixable)) == 2
     assert machine.alerts() == []  # everything fixed: nothing for a person to do (quiet alerts)
-    assert [(i.function, i.event.get("phase")) for i in machine.invocations] == [
+    assert [(i.function, shared(i.event).get("phase")) for i in machine.invocations] == [
         ("PlanFunction", None),
         ("ScanTargetFunction", "apply"),
         ("AggregateFunction", None),
@@ -181,10 +185,23 @@ def test_without_a_refusal_each_map_exports_its_results_under_the_runs_own_map_p
     assert any(k.endswith("/manifest.json") for k in keys)
 
 
-def test_a_worker_that_raises_fails_only_its_target_which_the_report_and_the_alert_name(
+def kill_batch(monkeypatch, region: str) -> None:
+    """The batched worker invocation is killed (out of memory, say: nothing the batch can catch) when it reaches the
+    region's target; one-target invocations run as deployed."""
+    original = batch._one
+
+    def one(request, item, *args, **kwargs):
+        if item["region"] == region:
+            raise MemoryError(f"batch invocation killed at {item['account_id']}/{region}")
+        return original(request, item, *args, **kwargs)
+
+    monkeypatch.setattr(batch, "_one", one)
+
+
+def test_a_target_whose_worker_raises_is_its_own_error_and_the_batchs_other_target_is_fixed(
     state_machine, fleet, ec2, ip_ranges_url, monkeypatch
 ):
-    # Given a stack scanning two regions, and the worker of the second one killed
+    # Given a stack scanning two regions (one batch), and the worker raising for the second one
     monkeypatch.setenv("EIC_GUARD_REGIONS", f"{REGION},{OTHER_REGION}")
     _, fixable, _ = fleet
     heal = fail_worker(monkeypatch, "apply", OTHER_REGION)
@@ -193,21 +210,106 @@ def test_a_worker_that_raises_fails_only_its_target_which_the_report_and_the_ale
     # When the nightly execution runs
     run = machine.run({"job": "scan"})
 
-    # Then the map item failed (the Catch and Fail state) without failing the run: the first region is fixed, the
-    # second is a target error in the report and in the alert
+    # Then the batch's invocation caught it: the first region is fixed, the second is a target error naming the
+    # failure (its own result object) in the report and in the alert; no invocation failed
     assert run.status == "SUCCEEDED", (run.error, run.cause)
-    assert [type(e).__name__ for e in machine.failures("ScanTargetFunction")] == ["MemoryError"]
+    assert machine.failures("ScanTargetFunction") == []
     assert run.output["targets"] == {"ok": 1, "error": 1, "incomplete": 0}
-    assert report_targets(machine.report(run)) == {REGION: ("ok", None), OTHER_REGION: ("error", NO_RESULT)}
+    killed = f"{WORKER_FAILED}: MemoryError: worker killed in the apply phase of 123456789012/{OTHER_REGION}"
+    assert report_targets(machine.report(run)) == {REGION: ("ok", None), OTHER_REGION: ("error", killed)}
     assert metadata_endpoint(ec2, fixable) == "enabled"
     [alert] = machine.alerts()
-    assert OTHER_REGION in alert and NO_RESULT in alert
+    assert OTHER_REGION in alert and killed in alert
 
     # And the next night, the worker healthy again, both targets are ok and nothing more is changed in the first
     heal()
     again = machine.run({"job": "scan"})
     assert again.status == "SUCCEEDED" and again.output["targets"] == {"ok": 2, "error": 0, "incomplete": 0}
     assert again.output["summary"]["fixed"] == 0
+
+
+def test_a_batch_invocation_that_is_killed_runs_each_target_alone_so_each_gets_its_result_or_its_error(
+    state_machine, fleet, ec2, ip_ranges_url, monkeypatch
+):
+    # Given a stack scanning two regions (one batch), the batched invocation killed at the second region's target,
+    # and that target's worker killed on its own too
+    monkeypatch.setenv("EIC_GUARD_REGIONS", f"{REGION},{OTHER_REGION}")
+    _, fixable, _ = fleet
+    kill_batch(monkeypatch, OTHER_REGION)
+    fail_worker(monkeypatch, "apply", OTHER_REGION)
+    machine = state_machine()
+
+    # When the nightly execution runs
+    run = machine.run({"job": "scan"})
+
+    # Then the batch's failure was caught and each target ran in its own invocation (single input, round 1): the
+    # first region is fixed with its own result, the second's failure is its own error (no result); the run succeeds
+    assert run.status == "SUCCEEDED", (run.error, run.cause)
+    workers = [i for i in machine.invocations if i.function == "ScanTargetFunction"]
+    assert [("Items" in i.event, i.event.get("target", {}).get("region")) for i in workers] == [
+        (True, None),
+        (False, REGION),
+        (False, OTHER_REGION),
+    ]
+    assert [type(e).__name__ for e in machine.failures("ScanTargetFunction")] == ["MemoryError", "MemoryError"]
+    # (the first region's target had finished in the batch: its single invocation found its result and did not run
+    # again, so the fix the batch made stays in the report)
+    assert workers[1].output["status"] == "ok" and workers[1].output["result_key"]
+    report = machine.report(run)
+    assert {i["instance_id"]: i["verdict"] for i in report["instances"]}[fixable] == "fixed"
+    assert run.output["targets"] == {"ok": 1, "error": 1, "incomplete": 0}
+    assert report_targets(report) == {REGION: ("ok", None), OTHER_REGION: ("error", NO_RESULT)}
+    assert metadata_endpoint(ec2, fixable) == "enabled"
+    [alert] = machine.alerts()
+    assert OTHER_REGION in alert and NO_RESULT in alert
+
+
+def test_a_target_that_runs_out_of_its_share_continues_in_the_batchs_next_round_alone_and_the_other_is_done(
+    state_machine, fleet, ec2, ip_ranges_url, monkeypatch
+):
+    # Given a stack scanning two regions (one batch), and the first region's target using up its share of the
+    # invocation's time right after its gather (a slow target: its fixes are held for the next round)
+    monkeypatch.setenv("EIC_GUARD_REGIONS", f"{REGION},{OTHER_REGION}")
+    _, fixable, compliant = fleet
+    shares: list[batch.TargetShare] = []
+    real_share = batch.TargetShare
+
+    def share(*args):
+        shares.append(real_share(*args))
+        return shares[-1]
+
+    monkeypatch.setattr(batch, "TargetShare", share)
+    faults = FaultInjector().install(monkeypatch)
+    faults.after_gather(lambda region, snapshot: setattr(shares[-1], "_end", time.monotonic() - 1), times=1)
+    machine = state_machine()
+
+    # When the nightly execution runs
+    run = machine.run({"job": "scan"})
+
+    # Then round 1 of the batch left that target incomplete (its fix held) and finished the other one; the batch's
+    # round 2 carried only the incomplete target, which made the fix; the report has both targets ok
+    assert run.status == "SUCCEEDED", (run.error, run.cause)
+    workers = [i.event for i in machine.invocations if i.function == "ScanTargetFunction"]
+    target = {"account_id": "123456789012", "region": REGION}
+    assert [(w["BatchInput"]["round"], w["Items"]) for w in workers] == [
+        (1, [target, {"account_id": "123456789012", "region": OTHER_REGION}]),
+        (2, [target]),
+    ]
+    assert machine.worker_rounds() == [(1, "incomplete"), (2, "ok")]
+    results = sorted(k.split("/results/")[1] for k in result_keys(machine, run.output["run_id"]))
+    assert results == [
+        f"123456789012/{OTHER_REGION}/apply-r1.json",
+        *(f"123456789012/{REGION}/apply-r{n}.json" for n in (1, 2)),
+    ]
+    assert run.output["targets"] == {"ok": 2, "error": 0, "incomplete": 0}
+    report = machine.report(run)
+    assert {i["instance_id"]: i["verdict"] for i in report["instances"]} == {fixable: "fixed", compliant: "compliant"}
+    assert metadata_endpoint(ec2, fixable) == "enabled"
+
+
+def result_keys(machine, run_id: str) -> list[str]:
+    listed = machine.client("s3").list_objects_v2(Bucket=machine.reports_bucket, Prefix=f"runs/{run_id}/results/")
+    return [o["Key"] for o in listed.get("Contents", [])]
 
 
 def test_a_throttled_invoke_is_retried_by_the_state_machine_and_the_run_completes(
@@ -354,7 +456,11 @@ def test_the_refresh_functions_sns_event_starts_its_own_refresh_job_which_adds_t
     # then (RETIRED expired, grace 0 h) both targets' revoke phase, then Aggregate
     assert run.arn.endswith(f":{started['execution'].rsplit(':', 1)[1]}") and str(NEWEST_TOKEN) in run.arn
     assert run.status == "SUCCEEDED", (run.error, run.cause)
-    phases = [(i.event["phase"], i.event["target"]["region"]) for i in machine.invocations if "phase" in i.event]
+    phases = [
+        (batch["BatchInput"]["phase"], target["region"])
+        for batch in (i.event for i in machine.invocations if i.function == "ScanTargetFunction")
+        for target in batch["Items"]
+    ]
     assert sorted(phases) == [("apply", OTHER_REGION), ("apply", REGION), ("revoke", OTHER_REGION), ("revoke", REGION)]
     assert [phase for phase, _ in phases] == ["apply", "apply", "revoke", "revoke"]  # every add before any revoke
     refresh = run.output["refresh"]
@@ -392,7 +498,8 @@ def test_a_revoke_phase_that_fails_for_one_target_is_the_jobs_error_in_its_repor
     # Then the run succeeds but the job is incomplete, not applied: the target whose revoke failed is its error,
     # in the stored refresh report and in the alert (before: "applied", errors [], no alert)
     assert run.status == "SUCCEEDED", (run.error, run.cause)
-    expected = f"123456789012/{OTHER_REGION}: revoke phase: {NO_RESULT}"
+    killed = f"MemoryError: worker killed in the revoke phase of 123456789012/{OTHER_REGION}"
+    expected = f"123456789012/{OTHER_REGION}: revoke phase: {WORKER_FAILED}: {killed}"
     refresh = run.output["refresh"]
     assert (refresh["status"], refresh["errors"]) == ("incomplete", [expected])
     stored = refresh_report(machine, run)
@@ -422,8 +529,8 @@ def test_a_failed_result_export_still_lets_the_refresh_job_revoke(state_machine,
     # (before, a failed apply export skipped the revoke), and the job is applied with no error and no alert
     assert run.status == "SUCCEEDED", (run.error, run.cause)
     assert {k.split("/")[3] for k in refused} == {"apply", "revoke"}
-    phases = [i.event["phase"] for i in machine.invocations if "phase" in i.event]
-    assert phases == ["apply", "apply", "revoke", "revoke"]
+    phases = [shared(i.event)["phase"] for i in machine.invocations if i.function == "ScanTargetFunction"]
+    assert phases == ["apply", "revoke"]  # both targets in one batch each
     refresh = run.output["refresh"]
     assert (refresh["status"], refresh["errors"], refresh["prefixes_revoked"]) == ("applied", [], 2)
     assert machine.alerts() == []

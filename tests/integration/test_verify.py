@@ -18,6 +18,7 @@ from tests.conftest import REGION
 from tests.faults.injector import FaultInjector
 from tests.integration.org_fixtures import create_organization, drifted_instance, share_botocore_loader
 from tests.lambda_runtime import event
+from tests.step_functions import shared
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
 ALERTS = "security@example.com"
@@ -286,7 +287,7 @@ def test_the_verify_job_runs_through_the_deployed_definition(state_machine, acco
         "probes": {"allowed": len(worker_actions)},
         "problems": [],
     }
-    assert [(i.function, i.event.get("phase")) for i in machine.invocations] == [
+    assert [(i.function, shared(i.event).get("phase")) for i in machine.invocations] == [
         ("PlanFunction", None),
         ("ScanTargetFunction", "apply"),
         ("AggregateFunction", None),

@@ -9,8 +9,9 @@ a small interpreter of the States Language subset it uses, so that tests can run
   names of at most 80 characters), for the top level and every Map's ItemProcessor.
 - `Execution`: runs a definition: Task (arn:aws:states:::lambda:invoke only; Retry and Catch), Pass, Choice
   (the comparison operators below, And/Or/Not), Succeed, Fail (Error/Cause and their *Path forms), Map with an S3
-  JSON ItemReader, ItemSelector, ToleratedFailurePercentage and an S3 ResultWriter (a failed write is
-  States.ResultWriterFailed). InputPath, Parameters,
+  JSON ItemReader or ItemsPath, ItemSelector, ItemBatcher (MaxItemsPerBatch and BatchInput: one child per batch,
+  input {"BatchInput", "Items"}), ToleratedFailurePercentage (an inline Map tolerates none) and an S3 ResultWriter
+  (a failed write is States.ResultWriterFailed). InputPath, Parameters,
   ResultSelector, ResultPath and OutputPath follow the specification for the reference paths the definition uses
   ($, $.a.b, $$.Map.Item.Value), and the intrinsic functions States.MathAdd, States.Format and
   States.StringToJson. Items run one after the other (a Distributed Map runs them concurrently: the tests do not
@@ -331,9 +332,20 @@ class Execution:
         items = self._items(state, data, context)
         processor = state["ItemProcessor"]
         outputs, failures = [], 0
+        if "ItemSelector" in state:
+            items = [
+                build(state["ItemSelector"], data, {**context, "Map": {"Item": {"Index": i, "Value": item}}})
+                for i, item in enumerate(items)
+            ]
+        if "ItemBatcher" in state:
+            batcher = state["ItemBatcher"]
+            shared = build(batcher.get("BatchInput", {}), data, context)
+            size = batcher["MaxItemsPerBatch"]
+            items = [
+                {"BatchInput": copy.deepcopy(shared), "Items": items[i : i + size]} for i in range(0, len(items), size)
+            ]
         for index, item in enumerate(items):
-            item_context = {**context, "Map": {"Item": {"Index": index, "Value": copy.deepcopy(item)}}}
-            child_input = build(state["ItemSelector"], data, item_context) if "ItemSelector" in state else item
+            child_input = copy.deepcopy(item)
             self.events.append(("child", name, index, copy.deepcopy(child_input)))
             try:
                 outputs.append({"Status": "SUCCEEDED", "Output": self._run_scope(processor, child_input, context)})

@@ -670,9 +670,10 @@ def test_every_target_ran_and_the_report_names_every_account(runs, parameter_set
 
     # When the workers' inputs are collected
     worked = {
-        (e[3]["target"]["account_id"], e[3]["target"]["region"], e[3]["phase"])
+        (target["account_id"], target["region"], e[3]["BatchInput"]["phase"])
         for e in outcome.events
         if e[0] == "child"
+        for target in e[3]["Items"]
     }
 
     # Then every (account, region) had its apply phase, and the stored report of a scan lists every target as ok

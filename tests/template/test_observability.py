@@ -27,7 +27,16 @@ from eic_guard.outputs.report import build_report
 
 from tests.conftest import SCAN_SUMMARY_METRICS
 from tests.lambda_runtime import emf_blobs
-from tests.template.cfn import PSEUDO, environment, parameter_values, physical, resolve, resource_exists, resources
+from tests.template.cfn import (
+    PSEUDO,
+    environment,
+    parameter_values,
+    physical,
+    render,
+    resolve,
+    resource_exists,
+    resources,
+)
 
 SCAN_METRICS = (*SCAN_SUMMARY_METRICS, "CheckFailures")
 REFRESH_METRICS = ("RefreshApplied", "PrefixesAdded", "PrefixesRemoved", "RefreshAlerts", "RefreshRejected")
@@ -175,19 +184,19 @@ def test_dead_letter_alarm_fires_when_a_notification_waits_in_the_queue():
 # ---------------------------------------------------------------- dashboard
 
 
-def dashboard_widgets() -> list[dict]:
+def dashboard_widgets(**overrides: str) -> list[dict]:
     dashboard = resources()["EicGuardDashboard"]
     assert dashboard["Type"] == "AWS::CloudWatch::Dashboard"
-    body = resolve(dashboard["Properties"]["DashboardBody"], parameter_values())
+    body = resolve(dashboard["Properties"]["DashboardBody"], parameter_values(**overrides))
     assert isinstance(body, str) and "${" not in body, "every ${...} in the body must be substituted"
     return json.loads(body)["widgets"]
 
 
-def dashboard_metrics() -> list[tuple[str, str, dict[str, str]]]:
+def dashboard_metrics(**overrides: str) -> list[tuple[str, str, dict[str, str]]]:
     """(namespace, metric name, dimensions) of every metric line of the dashboard (SEARCH: its schema's dimension
     names, "*" for a value it searches over, the value of a dimension it filters on)."""
     found = []
-    for widget in dashboard_widgets():
+    for widget in dashboard_widgets(**overrides):
         for line in widget.get("properties", {}).get("metrics", []):
             if isinstance(line[0], dict) and "expression" in line[0]:
                 match = SEARCH.search(line[0]["expression"])
@@ -202,9 +211,10 @@ def dashboard_metrics() -> list[tuple[str, str, dict[str, str]]]:
     return found
 
 
-def test_dashboard_body_is_json_and_every_widget_is_in_the_stack_region():
-    # Given the dashboard body with every ${...} substituted
-    widgets = dashboard_widgets()
+@pytest.mark.parametrize("per_account", ["false", "true"])
+def test_dashboard_body_is_json_and_every_widget_is_in_the_stack_region(per_account):
+    # Given the dashboard body with every ${...} substituted, per-account metrics off (the default) or on
+    widgets = dashboard_widgets(PerAccountMetrics=per_account)
 
     # When the metric widgets are picked out
     metric_widgets = [w for w in widgets if w["type"] == "metric"]
@@ -218,8 +228,8 @@ def test_dashboard_body_is_json_and_every_widget_is_in_the_stack_region():
 
 
 def test_dashboard_shows_every_metric_eic_guard_emits_with_the_service_and_stack_dimensions():
-    # Given every metric line of the dashboard
-    metrics = dashboard_metrics()
+    # Given every metric line of the dashboard of a stack with per-account metrics on
+    metrics = dashboard_metrics(PerAccountMetrics="true")
 
     # When the EicGuard ones are collected by name
     names = {name for namespace, name, _ in metrics if namespace == NAMESPACE}
@@ -248,15 +258,40 @@ def test_dashboard_shows_failures_for_every_check_and_rejections_by_reason():
     assert rejected and all(set(d) == {"service", "Stack", "Reason"} for d in rejected)
 
 
-def test_dashboard_shows_per_account_counts_with_a_search_over_account_ids():
-    # Given every metric line of the dashboard
-    metrics = dashboard_metrics()
+def test_dashboard_shows_per_account_counts_with_a_search_over_account_ids_when_they_are_on():
+    # Given every metric line of the dashboard of a stack with PerAccountMetrics=true
+    metrics = dashboard_metrics(PerAccountMetrics="true")
 
     # When the per-target metrics are read
     per_account = {name: d for ns, name, d in metrics if ns == NAMESPACE and name in TARGET_METRICS}
 
     # Then each is a SEARCH over the AccountId dimension (an account added later shows up without a template change)
     assert per_account == {name: {"AccountId": "*", "service": "*", "Stack": STACK} for name in TARGET_METRICS}
+
+
+def test_by_default_the_dashboard_searches_no_per_account_metric_and_says_where_the_accounts_are():
+    # Given the dashboard of a stack deployed with its defaults (PerAccountMetrics=false)
+    assert parameter_values()["PerAccountMetrics"] == "false"
+    widgets = dashboard_widgets()
+
+    # When its metric lines and texts are read
+    names = {name for namespace, name, _ in dashboard_metrics() if namespace == NAMESPACE}
+    texts = [w["properties"]["markdown"] for w in widgets if w["type"] == "text"]
+
+    # Then no line reads a per-account metric (nothing emits one), and a text says they are off and how to turn
+    # them on, and where every account's figures are meanwhile
+    assert names.isdisjoint(TARGET_METRICS) and not any("AccountId" in str(w) for w in widgets if w["type"] == "metric")
+    [per_account] = [text for text in texts if "PerAccountMetrics" in text]
+    assert "PerAccountMetrics=false" in per_account and "PerAccountMetrics=true" in per_account
+    assert "report" in per_account and "findings" in per_account
+
+
+def test_the_aggregate_function_gets_the_per_account_metrics_setting_from_its_parameter():
+    # Given the stack rendered with each value
+    for value in ("false", "true"):
+        # Then the Aggregate function (the only one recording per-account counts) is given it
+        stack = render(parameter_values(PerAccountMetrics=value))
+        assert stack.environment("AggregateFunction")["EIC_GUARD_PER_ACCOUNT_METRICS"] == value
 
 
 def test_dashboard_shows_lambda_errors_of_every_function_the_fan_out_and_the_dead_letter_queue():
@@ -282,11 +317,12 @@ def test_dashboard_shows_lambda_errors_of_every_function_the_fan_out_and_the_dea
     ) in aws
 
 
-def test_dashboard_widgets_do_not_overlap():
+@pytest.mark.parametrize("per_account", ["false", "true"])
+def test_dashboard_widgets_do_not_overlap(per_account):
     # Given the widgets' positions on the 24-column grid
     cells = [
         (x, y)
-        for w in dashboard_widgets()
+        for w in dashboard_widgets(PerAccountMetrics=per_account)
         for x in range(w["x"], w["x"] + w["width"])
         for y in range(w["y"], w["y"] + w["height"])
     ]
@@ -305,8 +341,10 @@ def test_the_per_account_metrics_the_dashboard_searches_are_the_ones_aggregate_e
         "instances": [{"account_id": "222222222222", "verdict": "noncompliant"}],
     }
 
-    # When the engine records the per-target metrics (what AggregateFunction emits, with its stack name)
+    # When the engine records the per-target metrics (what AggregateFunction emits, with its stack name, in a stack
+    # deployed with PerAccountMetrics=true)
     monkeypatch.setenv(STACK_NAME_ENV, STACK)
+    monkeypatch.setenv("EIC_GUARD_PER_ACCOUNT_METRICS", "true")
     record_targets(document)
     blobs = emf_blobs(capsys.readouterr().out)
 
@@ -325,10 +363,12 @@ def test_the_per_account_metrics_the_dashboard_searches_are_the_ones_aggregate_e
 # ---------------------------------------------------------------- what the code emits
 
 
-def emitted_by_a_deployed_stack(capsys, monkeypatch) -> list[tuple[str, str, dict[str, str]]]:
+def emitted_by_a_deployed_stack(capsys, monkeypatch, per_account: str) -> list[tuple[str, str, dict[str, str]]]:
     """(namespace, metric name, dimensions) of every EMF metric the engine's recorders write, with the stack name the
-    template gives every function: a scan, a refresh, a rejection, per-account counts and an event-driven check."""
+    template gives every function: a scan, a refresh, a rejection, per-account counts (PerAccountMetrics) and an
+    event-driven check."""
     monkeypatch.setenv(STACK_NAME_ENV, STACK)
+    monkeypatch.setenv("EIC_GUARD_PER_ACCOUNT_METRICS", per_account)
     summary = dict.fromkeys(SUMMARY_METRICS, 1)
     record_scan({"summary": summary, "instances": [{"actions": [{"status": "done"}], "checks": {}}]})
     record_refresh({"status": "applied", "prefixes_added": 1, "prefixes_revoked": 1, "alerts": ["an alert"]})
@@ -373,14 +413,16 @@ def reads(shown: dict[str, str], emitted: dict[str, str]) -> bool:
 
 
 @pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
-def test_every_alarm_and_dashboard_metric_of_eic_guard_is_a_series_the_code_emits(capsys, monkeypatch):
-    # Given every series the engine emits when deployed, and every EicGuard metric the alarms and the dashboard read
+@pytest.mark.parametrize("per_account", ["false", "true"])
+def test_every_alarm_and_dashboard_metric_of_eic_guard_is_a_series_the_code_emits(capsys, monkeypatch, per_account):
+    # Given every series the engine emits when deployed, and every EicGuard metric the alarms and the dashboard read,
+    # with per-account metrics off (the default) or on
     metrics.clear_metrics()
     try:
-        emitted = emitted_by_a_deployed_stack(capsys, monkeypatch)
+        emitted = emitted_by_a_deployed_stack(capsys, monkeypatch, per_account)
     finally:
         metrics.clear_metrics()
-    shown = [m for m in alarm_metrics() + dashboard_metrics() if m[0] == NAMESPACE]
+    shown = [m for m in alarm_metrics() + dashboard_metrics(PerAccountMetrics=per_account) if m[0] == NAMESPACE]
 
     # When each one is matched to the emitted series of its name
     unread = [
@@ -394,6 +436,8 @@ def test_every_alarm_and_dashboard_metric_of_eic_guard_is_a_series_the_code_emit
     assert {n for _, n, _ in shown} >= {"Errors", "ScanCompleted", "InstancesWithWarnings", "CheckFailures"}
     assert unread == []
     assert all(e.get("Stack") == STACK and e.get("service") == SERVICE for _, _, e in emitted)
+    # And the AccountId series exist only when the stack asks for them
+    assert any("AccountId" in e for _, _, e in emitted) == (per_account == "true")
 
 
 def test_every_function_gives_the_metrics_its_stack_name():

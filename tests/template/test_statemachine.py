@@ -14,6 +14,7 @@ import pytest
 from cfnlint import api as cfnlint_api
 from eic_guard.permissions import STATE_MACHINE_LOG_DELIVERY, STATE_MACHINE_TRACES
 
+from benchmarks import sfn_cost
 from tests.template.asl import (
     ASL_PATH,
     LAMBDA_INVOKE,
@@ -76,6 +77,7 @@ def test_every_placeholder_is_a_substitution_and_every_substitution_is_used():
             "ReportsBucket",
             "MaxConcurrency",
             "MaxRounds",
+            "MaxItemsPerBatch",
         }
     )
     assert "${" not in json.dumps(definition())
@@ -225,13 +227,14 @@ def test_plan_then_apply_map_then_revoke_choice_then_aggregate():
 
 
 @pytest.mark.parametrize(("map_name", "phase"), [("ApplyTargets", "apply"), ("RevokeTargets", "revoke")])
-@pytest.mark.parametrize("max_concurrency", ["40", "7"])
-def test_each_map_is_distributed_over_the_s3_target_list(map_name, phase, max_concurrency):
-    # Given a map of the definition deployed with a MaxConcurrency
-    state = definition(MaxConcurrency=max_concurrency)["States"][map_name]
+@pytest.mark.parametrize(("max_concurrency", "batch"), [("40", "25"), ("7", "1")])
+def test_each_map_is_distributed_over_the_s3_target_list_in_batches(map_name, phase, max_concurrency, batch):
+    # Given a map of the definition deployed with a MaxConcurrency and a MaxItemsPerBatch
+    state = definition(MaxConcurrency=max_concurrency, MaxItemsPerBatch=batch)["States"][map_name]
 
-    # Then it is a Distributed Map of Standard child executions reading Plan's target list from S3, at most
-    # MaxConcurrency at once, tolerating every failure (each target records its own), exporting the child
+    # Then it is a Distributed Map of Standard child executions reading Plan's target list from S3, each child
+    # execution taking up to MaxItemsPerBatch targets with what they share (the run's objects, the phase, round 1),
+    # at most MaxConcurrency at once, tolerating every failure (each target records its own), exporting the child
     # executions' outputs under runs/<run id>/map/<phase>/ of the reports bucket (so that they never become the
     # state's result, bounded by the 256 KiB payload quota), and keeping the Plan output as the state's output
     assert state["Type"] == "Map"
@@ -241,13 +244,16 @@ def test_each_map_is_distributed_over_the_s3_target_list(map_name, phase, max_co
         "ReaderConfig": {"InputType": "JSON"},
         "Parameters": {"Bucket.$": "$.bucket", "Key.$": "$.targets_key"},
     }
-    assert state["ItemSelector"] == {
-        "run_id.$": "$.run_id",
-        "bucket.$": "$.bucket",
-        "manifest_key.$": "$.manifest_key",
-        "target.$": "$$.Map.Item.Value",
-        "phase": phase,
-        "round": 1,
+    assert "ItemSelector" not in state  # the items are Plan's targets as they are
+    assert state["ItemBatcher"] == {
+        "MaxItemsPerBatch": int(batch),
+        "BatchInput": {
+            "run_id.$": "$.run_id",
+            "bucket.$": "$.bucket",
+            "manifest_key.$": "$.manifest_key",
+            "phase": phase,
+            "round": 1,
+        },
     }
     assert state["MaxConcurrency"] == int(max_concurrency)
     assert state["ToleratedFailurePercentage"] == 100
@@ -269,47 +275,92 @@ def test_each_map_is_distributed_over_the_s3_target_list(map_name, phase, max_co
     ]
 
 
-@pytest.mark.parametrize("map_name", ["ApplyTargets", "RevokeTargets"])
+BATCH_INPUT_KEYS = {"run_id", "bucket", "manifest_key", "phase", "round"}
+
+
+@pytest.mark.parametrize(("map_name", "prefix"), [("ApplyTargets", "Apply"), ("RevokeTargets", "Revoke")])
 @pytest.mark.parametrize("max_rounds", ["1", "3", "10"])
-def test_the_worker_loops_while_incomplete_at_most_max_rounds_and_a_failure_ends_only_its_item(map_name, max_rounds):
+def test_a_batch_loops_for_its_incomplete_targets_at_most_max_rounds_and_falls_back_to_one_invocation_each(
+    map_name, prefix, max_rounds
+):
     # Given the item processor of a map, deployed with a MaxRounds
     processor = definition(MaxRounds=max_rounds)["States"][map_name]["ItemProcessor"]
     states = processor["States"]
     worker = states[processor["StartAt"]]
-    (choice_name,) = [n for n, s in states.items() if s["Type"] == "Choice"]
-    choice = states[choice_name]
+    choice = states[worker["Next"]]
 
-    # Then the worker is the target worker function, retried on Lambda's errors with backoff and jitter, its failure
-    # caught into a terminal Fail state of the item; it goes to a choice that loops back through a Pass adding 1 to
-    # round only while status is incomplete and round < MaxRounds, and otherwise succeeds
+    # Then the batch's worker is the target worker function given the batch, retried on Lambda's errors with backoff
+    # and jitter; a choice runs it again for the batch's incomplete targets (Items = incomplete_targets, round + 1)
+    # only while some target is incomplete and round < MaxRounds, and otherwise the batch succeeds
+    assert processor["StartAt"] == f"{prefix}Batch"
     assert worker["Resource"] == LAMBDA_INVOKE
     assert worker["Parameters"] == {"FunctionName": function_arn("ScanTargetFunction"), "Payload.$": "$"}
-    assert worker["OutputPath"] == "$.Payload" and worker["Next"] == choice_name
+    assert worker["OutputPath"] == "$.Payload"
     _retry_covers_lambda_errors(worker, backoff=True)
-    (catcher,) = worker["Catch"]
-    assert catcher["ErrorEquals"] == ["States.ALL"] and states[catcher["Next"]]["Type"] == "Fail"
     (rule,) = choice["Choices"]
     assert rule["And"] == [
         {"Variable": "$.status", "StringEquals": "incomplete"},
-        {"Variable": "$.round", "NumericLessThan": int(max_rounds)},
+        {"Variable": "$.BatchInput.round", "NumericLessThan": int(max_rounds)},
     ]
     again = states[rule["Next"]]
     assert again["Type"] == "Pass" and again["Next"] == processor["StartAt"]
-    assert again["Parameters"]["round.$"] == "States.MathAdd($.round, 1)"
-    assert {k.removesuffix(".$") for k in again["Parameters"]} == WORKER_INPUT_KEYS
+    assert again["Parameters"]["Items.$"] == "$.incomplete_targets"
+    assert again["Parameters"]["BatchInput"]["round.$"] == "States.MathAdd($.BatchInput.round, 1)"
+    assert {k.removesuffix(".$") for k in again["Parameters"]["BatchInput"]} == BATCH_INPUT_KEYS
     assert states[choice["Default"]]["Type"] == "Succeed"
+
+    # And a batched invocation that fails (after its retries) is caught into an inline Map over the batch's Items,
+    # one invocation at a time with each target's single input at the batch's round, each target looping on its
+    # own rounds; a target's failure ends its iteration in a Pass (an inline Map would fail whole), and the batch's
+    # child execution then fails with the batched invocation's error
+    (catcher,) = worker["Catch"]
+    assert catcher == {"ErrorEquals": ["States.ALL"], "ResultPath": "$.batch_error", "Next": f"{prefix}EachTarget"}
+    each = states[f"{prefix}EachTarget"]
+    assert each["Type"] == "Map" and each["ItemProcessor"]["ProcessorConfig"] == {"Mode": "INLINE"}
+    assert each["ItemsPath"] == "$.Items" and each["MaxConcurrency"] == 1 and each["ResultPath"] is None
+    assert {k.removesuffix(".$") for k in each["ItemSelector"]} == WORKER_INPUT_KEYS | {"skip_if_done"}
+    assert each["ItemSelector"]["skip_if_done"] is True  # what the batch already wrote is not run again
+    assert each["ItemSelector"]["target.$"] == "$$.Map.Item.Value"
+    assert each["ItemSelector"]["round.$"] == "$.BatchInput.round"
+    failed = states[each["Next"]]
+    assert failed == {
+        "Type": "Fail",
+        "Comment": failed["Comment"],
+        "ErrorPath": "$.batch_error.Error",
+        "CausePath": "$.batch_error.Cause",
+    }
+    inner = each["ItemProcessor"]["States"]
+    single = inner[each["ItemProcessor"]["StartAt"]]
+    assert single["Parameters"] == {"FunctionName": function_arn("ScanTargetFunction"), "Payload.$": "$"}
+    _retry_covers_lambda_errors(single, backoff=True)
+    (caught,) = single["Catch"]
+    assert caught["ErrorEquals"] == ["States.ALL"]
+    assert inner[caught["Next"]]["Type"] == "Pass" and inner[caught["Next"]]["End"] is True
+    (single_rule,) = inner[single["Next"]]["Choices"]
+    assert single_rule["And"] == [
+        {"Variable": "$.status", "StringEquals": "incomplete"},
+        {"Variable": "$.round", "NumericLessThan": int(max_rounds)},
+    ]
+    single_again = inner[single_rule["Next"]]
+    assert single_again["Parameters"]["round.$"] == "States.MathAdd($.round, 1)"
+    assert {k.removesuffix(".$") for k in single_again["Parameters"]} == WORKER_INPUT_KEYS
 
 
 # ---------------------------------------------------------------- behaviour (the definition run with fake steps)
 
 
 class FakeSteps:
-    """The three functions as fakes following the contract of functions/plan, scan_target and aggregate."""
+    """The three functions as fakes following the contract of functions/plan, scan_target and aggregate. The worker
+    takes a batch as fanout/batch.py does (each target in turn; a target's exception is its own error, a Lambda error
+    such as throttling fails the invocation) or one target's input; `worker(single input)` says each target's status,
+    `batch_fails(batch)` makes a batched invocation fail as a whole (killed, out of memory)."""
 
-    def __init__(self, targets: list[dict], revoke: bool = False, worker=None):
+    def __init__(self, targets: list[dict], revoke: bool = False, worker=None, batch_fails=None):
         self.targets, self.revoke = targets, revoke
         self.worker = worker or (lambda payload: "ok")
+        self.batch_fails = batch_fails or (lambda batch: False)
         self.calls: list[tuple[str, dict]] = []
+        self.results: list[tuple[str, str, int, str]] = []  # (account/region, phase, round, status) written
 
     def plan_output(self) -> dict:
         return {
@@ -329,12 +380,53 @@ class FakeSteps:
         if function == function_arn("AggregateFunction"):
             return {"run_id": payload["run_id"], "summary": {}}
         assert function == function_arn("ScanTargetFunction"), function
-        assert set(payload) == WORKER_INPUT_KEYS, payload
-        status = self.worker(payload)
-        key = f"runs/run-1/results/{payload['target']['account_id']}/{payload['target']['region']}/x.json"
-        return {**payload, "status": status, "result_key": key, "instances": 1}
+        if "Items" in payload:
+            return self._batch(payload)
+        assert set(payload) - {"skip_if_done"} == WORKER_INPUT_KEYS, payload
+        status = self._target(payload)
+        return {**payload, "status": status, "instances": 1}
+
+    def _target(self, single: dict) -> str:
+        status = self.worker(single)
+        target = f"{single['target']['account_id']}/{single['target']['region']}"
+        self.results.append((target, single["phase"], single["round"], status))
+        return status
+
+    def _batch(self, batch: dict) -> dict:
+        assert set(batch) == {"Items", "BatchInput"} and set(batch["BatchInput"]) == BATCH_INPUT_KEYS, batch
+        if self.batch_fails(batch):
+            raise MemoryError("batch invocation killed")
+        statuses, incomplete = [], []
+        for item in batch["Items"]:
+            single = {**batch["BatchInput"], "target": item}
+            try:
+                status = self._target(single)
+            except Throttled:
+                raise
+            except Exception:  # noqa: BLE001 - fanout/batch.py: the target's error, written as its result
+                status = "error"
+                self.results.append(
+                    (f"{item['account_id']}/{item['region']}", single["phase"], single["round"], status)
+                )
+            statuses.append(status)
+            if status == "incomplete":
+                incomplete.append(item)
+        overall = "incomplete" if incomplete else "error" if "error" in statuses else "ok"
+        return {"BatchInput": batch["BatchInput"], "status": overall, "incomplete_targets": incomplete}
 
     def worker_calls(self) -> list[dict]:
+        """Every target's worker run, as its single input (a batch's targets one by one)."""
+        singles = []
+        for function, payload in self.calls:
+            if function != function_arn("ScanTargetFunction"):
+                continue
+            if "Items" in payload:
+                singles += [{**payload["BatchInput"], "target": item} for item in payload["Items"]]
+            else:
+                singles.append(payload)
+        return singles
+
+    def invocations(self) -> list[dict]:
         return [p for f, p in self.calls if f == function_arn("ScanTargetFunction")]
 
 
@@ -374,17 +466,22 @@ def execute(steps: FakeSteps, targets: list[dict] | None = TARGETS, **overrides:
     return execution, execution.run({"job": "scan"})
 
 
-def test_each_target_gets_one_worker_with_the_contract_input_and_aggregate_gets_the_plan_output():
+@pytest.mark.parametrize(("batch", "sizes"), [("25", [3]), ("2", [2, 1]), ("1", [1, 1, 1])])
+def test_each_batch_of_targets_gets_one_worker_with_the_contract_input_and_aggregate_gets_the_plan_output(batch, sizes):
     # Given three targets, all finishing in one round, nothing to revoke
     steps = FakeSteps(TARGETS)
 
-    # When the definition runs
-    _, output = execute(steps)
+    # When the definition runs with a MaxItemsPerBatch
+    _, output = execute(steps, MaxItemsPerBatch=batch)
 
-    # Then Plan got the execution input, each target one apply worker with the contract's input, Aggregate the Plan
-    # output (the maps' results do not replace it), and the execution's output is Aggregate's
+    # Then Plan got the execution input, each batch of at most MaxItemsPerBatch targets one apply worker invocation
+    # (Items and the BatchInput they share), Aggregate the Plan output (the maps' results do not replace it), and the
+    # execution's output is Aggregate's
     functions = [f for f, _ in steps.calls]
     assert steps.calls[0] == (function_arn("PlanFunction"), {"job": "scan"})
+    assert [len(b["Items"]) for b in steps.invocations()] == sizes
+    shared = {"run_id": "run-1", "bucket": BUCKET, "manifest_key": "runs/run-1/manifest.json"}
+    assert all(b["BatchInput"] == {**shared, "phase": "apply", "round": 1} for b in steps.invocations())
     assert steps.worker_calls() == [
         {
             "run_id": "run-1",
@@ -406,14 +503,16 @@ def test_an_incomplete_target_runs_again_with_the_next_round_until_max_rounds(ma
     # Given a worker that always runs out of time for the first target, and finishes the others at once
     steps = FakeSteps(TARGETS, worker=lambda p: "incomplete" if p["target"] == TARGETS[0] else "ok")
 
-    # When the definition runs with MaxRounds
+    # When the definition runs with MaxRounds (the three targets in one batch)
     execute(steps, MaxRounds=str(max_rounds))
 
-    # Then the first target was run in rounds 1..MaxRounds (then left incomplete, as its result says), the others once
+    # Then the first target was run in rounds 1..MaxRounds (then left incomplete, as its result says), the others
+    # once: the batch's next rounds carry only its incomplete target
     rounds = [(tuple(p["target"].values()), p["round"]) for p in steps.worker_calls()]
     first = tuple(TARGETS[0].values())
     assert [r for t, r in rounds if t == first] == list(range(1, max_rounds + 1))
     assert [r for t, r in rounds if t != first] == [1, 1]
+    assert [b["Items"] for b in steps.invocations()] == [TARGETS] + [[TARGETS[0]]] * (max_rounds - 1)
 
 
 def test_a_target_finishing_in_round_two_stops_there():
@@ -425,6 +524,29 @@ def test_a_target_finishing_in_round_two_stops_there():
 
     # Then every target ran exactly rounds 1 and 2
     assert sorted(p["round"] for p in steps.worker_calls()) == [1, 1, 1, 2, 2, 2]
+
+
+def test_state_transitions_per_batch_are_four_and_three_per_extra_round():
+    # Given six targets in batches of three, the first batch needing a second round for one target
+    targets = TARGETS + [{"account_id": "333333333333", "region": r} for r in ("us-east-1", "eu-west-1", "sa-east-1")]
+    steps = FakeSteps(targets, worker=lambda p: "incomplete" if p["target"] == TARGETS[0] and p["round"] == 1 else "ok")
+
+    # When the definition runs
+    execution, _ = execute(steps, targets=targets, MaxItemsPerBatch="3")
+
+    # Then each child execution entered its batch worker, the round choice and the success (3 states), the first one
+    # 3 more for its second round (Pass, worker, choice): what benchmarks/sfn_cost.py counts from the definition
+    entered = [e[1] for e in execution.events if e[0] == "enter"]
+    assert entered.count("ApplyBatch") == 3 and entered.count("ApplyRoundCheck") == 3
+    assert entered.count("ApplyNextRound") == 1 and entered.count("ApplyDone") == 2
+    children = [e for e in execution.events if e[0] == "child"]
+    assert len(children) == 2
+    # And the cost benchmark's walk of the definition counts exactly these entries (+1 per child execution's start)
+    counted = sfn_cost.count_map("ApplyTargets", definition(MaxItemsPerBatch="3")["States"]["ApplyTargets"])
+    batch_states = {"ApplyBatch", "ApplyRoundCheck", "ApplyNextRound", "ApplyDone"}
+    in_children = sum(1 for e in execution.events if e[0] == "enter" and e[1] in batch_states)
+    assert len(children) * counted.per_child_one_round + counted.per_extra_round == len(children) + in_children
+    assert (counted.items_per_child, counted.per_child_one_round, counted.per_extra_round) == (3, 4, 3)
 
 
 def test_every_addition_happens_before_any_revoke_and_only_when_plan_says_so():
@@ -450,8 +572,8 @@ class Throttled(Exception):
     error = "Lambda.TooManyRequestsException"
 
 
-def test_a_throttled_worker_is_retried_and_a_crashed_one_fails_only_its_target():
-    # Given a worker throttled once for the second target and crashing for the third
+def test_a_throttled_batch_is_retried_and_a_target_that_raises_is_only_its_own_error():
+    # Given a worker throttled once for the batch and raising for the third target
     seen: dict[str, int] = {}
 
     def worker(payload: dict) -> str:
@@ -460,7 +582,7 @@ def test_a_throttled_worker_is_retried_and_a_crashed_one_fails_only_its_target()
         if payload["target"] == TARGETS[1] and seen[key] == 1:
             raise Throttled("Rate exceeded")
         if payload["target"] == TARGETS[2]:
-            raise RuntimeError("killed")
+            raise RuntimeError("bad item")
         return "ok"
 
     steps = FakeSteps(TARGETS, revoke=True, worker=worker)
@@ -468,12 +590,48 @@ def test_a_throttled_worker_is_retried_and_a_crashed_one_fails_only_its_target()
     # When the definition runs
     execution, output = execute(steps)
 
-    # Then the throttled call was retried, the crash failed its map item only (tolerated), the revoke phase and
-    # Aggregate still ran, and the execution succeeded
-    assert ("retry", "ApplyWorker", "Lambda.TooManyRequestsException") in execution.events
-    assert ("child-failed", "ApplyTargets", 2, "RuntimeError") in execution.events
-    assert ("map-done", "ApplyTargets", 3, 1) in execution.events
+    # Then the throttled invocation was retried, the raising target is its own error (its result written), the
+    # others ok, the batch succeeded without the fallback, the revoke phase and Aggregate still ran
+    assert ("retry", "ApplyBatch", "Lambda.TooManyRequestsException") in execution.events
+    last = {target: status for target, phase, _, status in steps.results if phase == "apply"}
+    assert last == {"111111111111/us-east-1": "ok", "111111111111/eu-west-1": "ok", "222222222222/us-east-1": "error"}
+    assert ("enter", "ApplyEachTarget") not in execution.events
+    assert ("map-done", "ApplyTargets", 1, 0) in execution.events
     assert [p["phase"] for p in steps.worker_calls()].count("revoke") == 3
+    assert output == {"run_id": "run-1", "summary": {}}
+
+
+def test_a_batch_invocation_that_fails_runs_its_targets_one_by_one_each_with_its_own_result_or_error():
+    # Given a batched invocation killed as a whole, and a worker that crashes for the third target on its own too
+    def worker(payload: dict) -> str:
+        if payload["target"] == TARGETS[2]:
+            raise RuntimeError("killed")
+        return "incomplete" if payload["target"] == TARGETS[0] and payload["round"] == 1 else "ok"
+
+    steps = FakeSteps(
+        TARGETS, revoke=True, worker=worker, batch_fails=lambda batch: batch["BatchInput"]["phase"] == "apply"
+    )
+
+    # When the definition runs
+    execution, output = execute(steps)
+
+    # Then each target of the failed batch ran in its own invocation (the single input, the batch's round), one
+    # after the other: the first continued into its round 2, the second finished, the third's failure ended only
+    # its iteration; the batch's child execution failed (tolerated) with the batch's error, the revoke phase and
+    # Aggregate still ran
+    singles = [p for p in steps.invocations() if "Items" not in p and p["phase"] == "apply"]
+    assert [(p["target"], p["round"]) for p in singles] == [
+        (TARGETS[0], 1),
+        (TARGETS[0], 2),
+        (TARGETS[1], 1),
+        (TARGETS[2], 1),
+    ]
+    assert ("caught", "ApplyBatch", "MemoryError") in execution.events
+    assert ("caught", "ApplyTarget", "RuntimeError") in execution.events
+    assert ("child-failed", "ApplyTargets", 0, "MemoryError") in execution.events
+    assert ("map-done", "ApplyTargets", 1, 1) in execution.events
+    revoked = [p["target"] for p in steps.worker_calls() if p["phase"] == "revoke" and p["round"] == 1]
+    assert revoked == TARGETS
     assert output == {"run_id": "run-1", "summary": {}}
 
 
@@ -509,13 +667,13 @@ def test_each_map_exports_its_results_under_the_runs_own_map_prefix():
     execution = Execution(definition(), steps.invoke, s3)
     execution.run({"job": "scan"})
 
-    # Then each map wrote its children's outputs (3 succeeded each) and a manifest under runs/run-1/map/<phase>/,
+    # Then each map wrote its children's outputs (one batch of 3 each) and a manifest under runs/run-1/map/<phase>/,
     # resolved from the state input (the run id Plan returned), and not into the state's payload
     for phase in ("apply", "revoke"):
         keys = [k for k in s3.objects if k.startswith(f"runs/run-1/map/{phase}/")]
         assert sorted(k.rsplit("/", 1)[1] for k in keys) == ["FAILED_0.json", "SUCCEEDED_0.json", "manifest.json"]
         (succeeded,) = [k for k in keys if k.endswith("SUCCEEDED_0.json")]
-        assert len(json.loads(s3.objects[succeeded])) == 3
+        assert len(json.loads(s3.objects[succeeded])) == 1
     assert steps.calls[-1] == (function_arn("AggregateFunction"), steps.plan_output())
 
 
@@ -622,9 +780,9 @@ def test_the_worker_reserves_exactly_the_maps_concurrency(concurrency):
 
 def test_the_substitutions_name_this_stacks_functions_bucket_and_numbers():
     # Given the substitutions as rendered for some parameter values
-    values = substitutions(render(parameter_values(MaxConcurrency="250", MaxRounds="5")))
+    values = substitutions(render(parameter_values(MaxConcurrency="250", MaxRounds="5", MaxItemsPerBatch="10")))
 
-    # Then they name this stack's three functions and reports bucket, and the two numbers
+    # Then they name this stack's three functions and reports bucket, and the three numbers
     assert values == {
         "PlanFunctionArn": function_arn("PlanFunction"),
         "ScanTargetFunctionArn": function_arn("ScanTargetFunction"),
@@ -632,12 +790,13 @@ def test_the_substitutions_name_this_stacks_functions_bucket_and_numbers():
         "ReportsBucket": physical("ReportsBucket"),
         "MaxConcurrency": "250",
         "MaxRounds": "5",
+        "MaxItemsPerBatch": "10",
     }
 
 
 @pytest.mark.parametrize(
     ("parameter", "minimum", "maximum", "default"),
-    [("MaxConcurrency", 1, 10000, 40), ("MaxRounds", 1, 10, 3)],
+    [("MaxConcurrency", 1, 10000, 40), ("MaxRounds", 1, 10, 3), ("MaxItemsPerBatch", 1, 100, 25)],
 )
 def test_fan_out_parameters_are_bounded_numbers(parameter, minimum, maximum, default):
     # Given the parameter

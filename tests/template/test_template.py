@@ -551,6 +551,8 @@ EXPECTED_ENVIRONMENT = {
     "ScanTargetFunction": CHECK_ENVIRONMENT,
     "OnChangeFunction": CHECK_ENVIRONMENT | {"EIC_GUARD_OWN_ROLE_ARNS": OWN_ROLE_ARNS},
     "RefreshFunction": SHARED_ENVIRONMENT | {"EIC_GUARD_STATE_MACHINE_ARN": {"EicGuardStateMachine"}},
+    # the run's metrics: per-account counts only when asked for (observability.record_targets)
+    "AggregateFunction": FAN_OUT_ENVIRONMENT | {"EIC_GUARD_PER_ACCOUNT_METRICS": {"PerAccountMetrics"}},
 }
 RESOURCE_KINDS = {
     "EicGuardStateMachine": "AWS::Serverless::StateMachine",

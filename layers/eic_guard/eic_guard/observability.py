@@ -18,7 +18,7 @@ from aws_lambda_powertools.metrics.functions import resolve_cold_start_function_
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
 from .checks import CHECK_IDS
-from .settings import ENV_PREFIX
+from .settings import ENV_PREFIX, Settings
 
 SERVICE = "eic-guard"
 NAMESPACE = "EicGuard"
@@ -137,20 +137,28 @@ def record_rejection(reason: str) -> None:
     _dimensioned("RefreshRejected", 1, "Reason", reason)
 
 
-def record_targets(document: dict) -> None:
+def record_targets(document: dict, per_account: bool | None = None) -> None:
     """Per-account counts of a report's dict (record_account_counts)."""
     noncompliant: dict[str, int] = {}
     for entry in document.get("instances", ()):
         if entry["verdict"] in ("noncompliant", "error"):
             noncompliant[entry["account_id"]] = noncompliant.get(entry["account_id"], 0) + 1
-    record_account_counts(document.get("targets", ()), noncompliant)
+    record_account_counts(document.get("targets", ()), noncompliant, per_account)
 
 
-def record_account_counts(targets: Iterable[dict], noncompliant: Mapping[str, int]) -> None:
+def record_account_counts(
+    targets: Iterable[dict], noncompliant: Mapping[str, int], per_account: bool | None = None
+) -> None:
     """Per-account counts (dimension AccountId, never per instance): TargetInstancesNoncompliant and TargetErrors,
-    summed over the account's regions, for the accounts that have something to count: a custom metric is billed
-    for each month it receives data, so 500 healthy accounts cost nothing here. `noncompliant`: the account's
-    non-compliant and errored instances."""
+    summed over the account's regions, for the accounts that have something to count (a custom metric is billed for
+    the hours it receives data, so 500 healthy accounts cost nothing here). `noncompliant`: the account's
+    non-compliant and errored instances. Only with the PerAccountMetrics setting (`per_account`; None:
+    EIC_GUARD_PER_ACCOUNT_METRICS, default off): 2 metrics per account of an organization would cost more than the
+    rest of eic-guard (README "Scale and cost")."""
+    if per_account is None:
+        per_account = bool(Settings.one_from_env("per_account_metrics"))
+    if not per_account:
+        return
     errors: dict[str, int] = {}
     for target in targets:
         errors[target["account_id"]] = errors.get(target["account_id"], 0) + (target["status"] == "error")

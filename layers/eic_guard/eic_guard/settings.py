@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import botocore
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from .errors import ConfigurationError
 from .fanout.targets import parse_accounts
@@ -180,6 +180,12 @@ class Settings(BaseModel):
         description="`true`: remediate mode creates one EC2 Instance Connect Endpoint (tagged ManagedBy=eic-guard, "
         "its own group eic-guard-eice) in each VPC whose endpoint-path instances have none.",
     )
+    per_account_metrics: Annotated[bool, Source(parameter="PerAccountMetrics")] = Field(
+        default=False,
+        description="`true`: each run's metrics add TargetInstancesNoncompliant and TargetErrors per account "
+        "(dimension AccountId; 2 custom metrics per account with a finding). Off by default: the reports and alerts "
+        "name every account, and an organization's metric bill stays flat (README: Scale and cost).",
+    )
     stack_name: Annotated[str | None, Source(stack="AWS::StackName")] = Field(
         default=None,
         max_length=128,
@@ -243,6 +249,20 @@ class Settings(BaseModel):
             raw["regions"] = (default_region,) if default_region else ()
         raw.update({k: v for k, v in overrides.items() if v is not None})
         return cls.build(**raw)
+
+    @classmethod
+    def one_from_env(cls, name: str, env: Mapping[str, str] | None = None) -> object:
+        """One setting from its EIC_GUARD_* variable, validated as `from_env` validates it (its default when unset):
+        for code that runs after the handler validated the whole settings and needs just this one."""
+        field = cls.model_fields[name]
+        raw = (os.environ if env is None else env).get(ENV_PREFIX + name.upper())
+        if raw is None or raw == "":
+            return field.default
+        try:
+            return TypeAdapter(field.annotation).validate_python(raw)
+        except ValidationError as exc:
+            problem = exc.errors()[0]["msg"]
+            raise ConfigurationError(f"invalid settings: {ENV_PREFIX}{name.upper()}: {problem}") from None
 
     @classmethod
     def build(cls, **values) -> Settings:

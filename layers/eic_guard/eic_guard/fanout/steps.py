@@ -1,6 +1,6 @@
 """The fan-out's three Lambda steps on Step Functions (statemachine/eic_guard.asl.json): Plan, the target worker
-(one invocation per target, phase and round), Aggregate. Each step reads and writes the run's objects in the
-reports bucket, so the state machine passes only small references between them:
+(per target, phase and round; a batch of targets: fanout/batch.py), Aggregate. Each step reads and writes the run's
+objects in the reports bucket, so the state machine passes only small references between them:
 
     runs/<run_id>/manifest.json                               the RunPlan (prefixes, expired, targets)
     runs/<run_id>/targets.json                                the Distributed Map's items
@@ -91,6 +91,9 @@ class WorkerInput(BaseModel):
     target: dict[str, str]
     phase: Literal["apply", "revoke"] = "apply"
     round: int = Field(default=1, ge=1)
+    # Set by the state machine's one-by-one fallback after a failed batch (fanout/batch.py): a target whose result
+    # object for this phase and round the batch already wrote is not run again (its fixes are in that object).
+    skip_if_done: bool = False
 
 
 def _parse(model: type[BaseModel], event: Any, what: str) -> Any:
@@ -215,10 +218,40 @@ def plan_step(event: Any, settings: Settings, clients: Any, run_id: str, deadlin
 
 
 def worker_step(event: Any, settings: Settings, clients: Any, deadline: Deadline | None = None) -> dict:
-    """One target, one phase, one round; the result object is written before returning."""
+    """One target, one phase, one round; the result object is written before returning. (A batch of targets:
+    fanout/batch.py, which runs `run_worker` for each.)"""
     request = _parse(WorkerInput, event, "a target worker request")
     objects = RunObjects(clients.client("s3"), request.bucket, request.run_id)
+    if request.skip_if_done and (done := _done_by_batch(request, objects)) is not None:
+        return done
     plan = RunPlan.from_dict(objects.get(request.manifest_key))
+    return run_worker(request, plan, objects, settings, clients, deadline)
+
+
+def _done_by_batch(request: WorkerInput, objects: RunObjects) -> dict | None:
+    """The output of a target whose batch wrote its result for this phase and round before failing; None when it
+    has none (or none that reads as one): the target runs."""
+    key = objects.key(result_name(Target.from_dict(request.target), request.phase, request.round))
+    try:
+        found = read_result(key, objects.s3.get_object(Bucket=objects.bucket, Key=key)["Body"].read())
+    except (ClientError, BotoCoreError):
+        return None
+    if not isinstance(found, dict):
+        return None
+    logger.info("target already done by its batch", extra={"key": key})
+    output = request.model_dump(exclude={"skip_if_done"})
+    return {**output, "status": found["status"], "instances": len(found["instances"]), "result_key": key}
+
+
+def run_worker(
+    request: WorkerInput,
+    plan: RunPlan,
+    objects: RunObjects,
+    settings: Settings,
+    clients: Any,
+    deadline: Deadline | None,
+) -> dict:
+    """`worker_step` once the run's manifest is read: the target's phase, its result object, the step's output."""
     target = Target.from_dict(request.target)
     accounts = _accounts_of_run(clients, plan.run_id, settings.member_role_name)
     if plan.job == "verify":  # probes, nothing changed (verify/job.py)
@@ -229,7 +262,11 @@ def worker_step(event: Any, settings: Settings, clients: Any, deadline: Deadline
         )
     if plan.job == "scan" and request.phase == "apply":
         _put_findings(objects, plan, target, request.round, document)
-    output = {**request.model_dump(), "status": document["status"], "instances": len(document["instances"])}
+    output = {
+        **request.model_dump(exclude={"skip_if_done"}),
+        "status": document["status"],
+        "instances": len(document["instances"]),
+    }
     try:  # botocore's retries first (the deadline's for throttling: aws/retries.py)
         output["result_key"] = objects.put(result_name(target, request.phase, request.round), document)
     except (ClientError, BotoCoreError) as exc:

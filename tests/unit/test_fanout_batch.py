@@ -1,0 +1,269 @@
+"""fanout/batch.py: the target worker over an ItemBatcher batch. Each target in turn within a fair share of the
+invocation's time, each writing its own result object; a target's exception is its own error; a target the
+invocation has no time left for is the next round's; the output is counts and the incomplete targets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from eic_guard.budget import Deadline, DeadlineExceeded
+from eic_guard.fanout import batch
+from eic_guard.fanout.batch import START_AT_LEAST, WORKER_FAILED, TargetShare, batch_step, is_batch
+from eic_guard.fanout.payloads import PAYLOAD_LIMIT, size_of
+
+from tests.lambda_runtime import event
+
+RESERVE = 60.0
+SHARED = {
+    "run_id": "run-1",
+    "bucket": "reports",
+    "manifest_key": "runs/run-1/manifest.json",
+    "phase": "apply",
+    "round": 1,
+}
+TARGETS = [{"account_id": f"11111111111{n}", "region": "eu-west-3"} for n in range(3)]
+
+
+class Clock:
+    """time.monotonic for batch.py and the invocation's remaining time, moved by the fake targets."""
+
+    def __init__(self, invocation_seconds: float):
+        self.now = 0.0
+        self.end = invocation_seconds
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def remaining(self) -> float:
+        return self.end - self.now
+
+
+class FakeObjects:
+    """The run's objects: the manifest read once, the result objects the batch writes itself."""
+
+    def __init__(self, s3, bucket, run_id):
+        self.bucket, self.run_id = bucket, run_id
+        self.reads: list[str] = []
+        self.written: dict[str, dict] = {}
+        FakeObjects.last = self
+
+    def get(self, key):
+        self.reads.append(key)
+        return {"manifest": True}
+
+    def put(self, name, document):
+        self.written[name] = json.loads(json.dumps(document))
+        return f"runs/{self.run_id}/{name}"
+
+
+class Clients:
+    def __init__(self, deadline):
+        self.deadline = deadline
+
+    def client(self, service):
+        return object()
+
+
+@pytest.fixture
+def world(monkeypatch):
+    """A fake clock and objects; `run(targets, seconds, work)` runs batch_step with `work(target, share)` as each
+    target's worker (it moves the clock and returns the target's status) and returns (output, shares seen)."""
+    monkeypatch.setattr(batch, "RunObjects", FakeObjects)
+    monkeypatch.setattr(batch.RunPlan, "from_dict", classmethod(lambda cls, raw: "plan"))
+
+    def run(targets, seconds, work):
+        clock = Clock(seconds)
+        monkeypatch.setattr(batch.time, "monotonic", clock.monotonic)
+        deadline = Deadline(clock.remaining, RESERVE)
+        clients = Clients(deadline)
+        seen: list[tuple[str, float, bool]] = []
+
+        def run_worker(request, plan, objects, settings, clients_, share):
+            assert plan == "plan" and clients_ is clients and clients.deadline is share
+            seen.append((request.target["account_id"], share.remaining(), request.round))
+            status = work(request.target, share, clock)
+            return {**request.model_dump(), "status": status, "instances": 2}
+
+        monkeypatch.setattr(batch, "run_worker", run_worker)
+        output = batch_step({"Items": targets, "BatchInput": SHARED}, None, clients, deadline)
+        assert clients.deadline is deadline  # the invocation's own deadline again once the batch is done
+        return output, seen
+
+    return run
+
+
+def test_each_target_gets_an_equal_share_of_what_is_left_and_what_one_leaves_goes_to_the_next(world):
+    # Given three targets and 900 s (840 s of work after the 60 s reserve); the first takes 100 s, the others 10 s
+    def work(target, share, clock):
+        clock.now += 100 if target == TARGETS[0] else 10
+        return "ok"
+
+    # When the batch runs
+    output, seen = world(TARGETS, 900, work)
+
+    # Then the first had a third of 840 s, the second half of the 740 s left, the third all of the 730 s left; each
+    # wrote its own result (the fake worker), the manifest was read once, every target is ok
+    assert [(a, round(s)) for a, s, _ in seen] == [
+        (TARGETS[0]["account_id"], 280),
+        (TARGETS[1]["account_id"], 370),
+        (TARGETS[2]["account_id"], 730),
+    ]
+    assert FakeObjects.last.reads == [SHARED["manifest_key"]]
+    assert output | {"BatchInput": None} == {
+        "BatchInput": None,
+        "status": "ok",
+        "targets": 3,
+        "ok": 3,
+        "error": 0,
+        "incomplete": 0,
+        "instances": 6,
+        "incomplete_targets": [],
+        "results_lost": [],
+        "results_lost_total": 0,
+        "items_unreadable": [],
+        "items_unreadable_total": 0,
+    }
+    assert output["BatchInput"] == SHARED
+
+
+def test_a_slow_target_is_cut_at_its_share_and_cannot_starve_the_ones_after_it(world):
+    # Given a first target that would take the whole invocation: it stops starting fixes once its share is gone
+    # (the engine's check: share.remaining() <= 0) and says incomplete
+    def work(target, share, clock):
+        if target == TARGETS[0]:
+            while share.remaining() > 0:
+                clock.now += 7  # one instance's fixes at a time
+            return "incomplete"
+        clock.now += 30
+        return "ok"
+
+    # When the batch runs
+    output, seen = world(TARGETS, 900, work)
+
+    # Then it stopped after its 280 s (no fix started past it), and the others still had half and all of the rest
+    assert [round(s) for _, s, _ in seen] == [280, 280, 530]
+    assert (output["status"], output["ok"], output["incomplete"]) == ("incomplete", 2, 1)
+    assert output["incomplete_targets"] == [TARGETS[0]]  # the next round's Items
+
+
+def test_a_share_refuses_no_call_before_the_invocations_reserve_and_its_finishing_keeps_the_last_reserve():
+    # Given a batch deadline of 900 s (60 s reserve) and a target's share of 100 s
+    clock = Clock(900)
+    batch_deadline = Deadline(clock.remaining, RESERVE)
+    real = batch.time.monotonic
+    batch.time.monotonic = clock.monotonic
+    try:
+        share = TargetShare(batch_deadline, 100)
+
+        # When the share is used up
+        clock.now = 150
+
+        # Then no new fix starts (remaining <= 0), but a call is still sent (a gather that started finishes)
+        assert share.remaining() < 0
+        share.check("DescribeInstances")
+        # And once finishing (status tags, the result object), the invocation's time is what counts, down to the
+        # finishing reserve, as for a single target
+        share.finishing(30)
+        assert share.remaining() == pytest.approx(900 - 150 - 30)
+        clock.now = 875
+        with pytest.raises(DeadlineExceeded):
+            share.check("PutObject")
+        # And the batch's own deadline keeps its reserve for the next target
+        assert batch_deadline.reserve == RESERVE
+    finally:
+        batch.time.monotonic = real
+
+
+def test_a_target_left_less_than_the_minimum_is_not_started_but_written_incomplete_for_the_next_round(world):
+    # Given a first target that ends inside the last START_AT_LEAST seconds of the invocation's work time
+    def work(target, share, clock):
+        clock.now = 840 - START_AT_LEAST / 2
+        return "ok"
+
+    # When the batch runs
+    output, seen = world(TARGETS, 900, work)
+
+    # Then only the first ran; the other two have an incomplete result object naming why, and are the next round's
+    assert len(seen) == 1
+    assert output["incomplete_targets"] == TARGETS[1:] and output["status"] == "incomplete"
+    written = FakeObjects.last.written
+    for target in TARGETS[1:]:
+        document = written[f"results/{target['account_id']}/eu-west-3/apply-r1.json"]
+        assert (document["status"], document["error"], document["instances"]) == ("incomplete", None, [])
+        assert document["notes"][0].startswith("not started in round 1: 10 s of the batch invocation's time")
+
+
+def test_a_target_whose_worker_raises_is_its_own_error_written_as_its_result_and_the_others_go_on(world):
+    # Given a worker that raises for the second target (a bug, a bad answer)
+    def work(target, share, clock):
+        if target == TARGETS[1]:
+            raise KeyError("Reservations")
+        return "ok"
+
+    # When the batch runs
+    output, seen = world(TARGETS, 900, work)
+
+    # Then the other two ran, the second's result object says its error, the batch says error, nothing incomplete
+    assert [a for a, _, _ in seen] == [t["account_id"] for t in TARGETS]
+    document = FakeObjects.last.written[f"results/{TARGETS[1]['account_id']}/eu-west-3/apply-r1.json"]
+    assert (document["status"], document["error"]) == ("error", f"{WORKER_FAILED}: KeyError: 'Reservations'")
+    assert (output["status"], output["ok"], output["error"], output["incomplete_targets"]) == ("error", 2, 1, [])
+
+
+def test_an_item_that_is_no_target_is_counted_and_sampled_and_the_others_run(world):
+    # Given a batch with an item that is not a target
+    items = [TARGETS[0], {"account": "x"}, TARGETS[2]]
+
+    # When the batch runs
+    output, seen = world(items, 900, lambda target, share, clock: "ok")
+
+    # Then the two targets ran, the item is an error named in the (bounded) output
+    assert [a for a, _, _ in seen] == [TARGETS[0]["account_id"], TARGETS[2]["account_id"]]
+    assert (output["ok"], output["error"], output["items_unreadable_total"]) == (2, 1, 1)
+    assert output["items_unreadable"] == ["{'account': 'x'}"]
+
+
+def test_the_output_of_a_batch_of_100_incomplete_targets_is_bounded(world):
+    # Given 100 targets (MaxItemsPerBatch's maximum) of the longest region name, each running out of its share
+    targets = [{"account_id": f"{200000000000 + n}", "region": "ap-southeast-2"} for n in range(100)]
+
+    def work(target, share, clock):
+        clock.now += 5
+        return "incomplete"
+
+    # When the batch runs
+    output, _ = world(targets, 900, work)
+
+    # Then they are all in the output for the next round, under 16 KiB
+    assert output["incomplete_targets"] == targets
+    assert size_of(output) <= PAYLOAD_LIMIT
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        ({"Items": [], "BatchInput": {}}, True),
+        ({"run_id": "r", "target": TARGETS[0]}, False),
+        ([1, 2], False),
+        (None, False),
+    ],
+)
+def test_a_batch_is_told_from_a_single_target_input(event, expected):
+    assert is_batch(event) is expected
+
+
+def test_a_batch_without_items_is_refused_clearly(world):
+    with pytest.raises(Exception, match="not a batch of target worker requests: Items"):
+        world([], 900, lambda target, share, clock: "ok")
+
+
+def test_the_sample_events_are_a_batch_and_one_targets_input():
+    # Given events/ (what `sam local invoke -e` and the docs show)
+    batch_event, single_event = event("scan-target-batch.json"), event("scan-target.json")
+
+    # Then the ItemBatcher's shape is a batch the worker parses, the one-by-one fallback's input is not a batch
+    assert is_batch(batch_event) and not is_batch(single_event)
+    request = batch.BatchRequest.model_validate(batch_event)
+    assert [t["region"] for t in request.Items] == ["us-east-1", "eu-west-1"]
+    assert request.BatchInput.model_dump() == {k: single_event[k] for k in request.BatchInput.model_dump()}
