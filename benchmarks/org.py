@@ -50,7 +50,7 @@ import botocore.session  # noqa: E402
 from eic_guard.ranges import ip_ranges  # noqa: E402
 from eic_guard.simulated import SimulatedAccount, ssh_from  # noqa: E402
 
-from benchmarks import coldstart, fleet, org_scale  # noqa: E402
+from benchmarks import coldstart, fleet, org_scale, sfn_cost  # noqa: E402
 from benchmarks.org_client import Control  # noqa: E402
 from benchmarks.run import IP_RANGES, ServerProcess, child_env, log  # noqa: E402
 
@@ -443,19 +443,30 @@ def estimate(results: dict, accounts: int = 500, regions: int = 17, concurrency:
     import_s = results["big"]["report"]["import_s"]
     cold_init = import_s / worker_vcpu
     item_overhead = 0.15  # Distributed Map child start + Lambda invoke + the Choice/Succeed states, per item
-    waves = math.ceil(n / concurrency)
-    map_wall = waves * (duration + item_overhead) + cold_init
+    # Step Functions Standard: counted from the definition as deployed (benchmarks.sfn_cost: the ItemBatcher's batches,
+    # each child execution's start and states per round). A child execution runs its batch's targets one after the
+    # other in one invocation: MaxConcurrency batches at a time.
+    sfn = sfn_cost.estimate(sfn_cost.load(sfn_cost.definition_at(None)), "now", n)
+    children, batch = sfn.child_executions, sfn.items_per_child
+    waves = math.ceil(children / concurrency)
+    map_wall = waves * (batch * duration + item_overhead) + cold_init
     map_wall_by_latency = {
-        ms: waves * (duration + calls * (ms / 1000 - per_call) + item_overhead) + cold_init for ms in (50, 200)
+        ms: waves * (batch * (duration + calls * (ms / 1000 - per_call)) + item_overhead) + cold_init
+        for ms in (50, 200)
     }
     # Aggregate: one LIST per 1,000 keys, then one GET per result object, `readers` at a time (fanout/steps.py),
-    # then the report: CPU and memory in proportion to the instances (its two runs: 1,000 x 3 and 5 x 5,000).
+    # streaming the report (outputs/stream.py): CPU in proportion to the instances, memory flat (benchmarks.org_scale
+    # measured both at 10,000 to 1,000,000 instances; the older in-process runs below only if it has not run).
     from eic_guard.fanout import steps
 
     readers = getattr(steps, "RESULT_READERS", 1)
-    agg, big_agg = results["aggregate"]["at_0ms"], results["big"]["aggregate"]
     instances = n * results["org"]["per_target"]
-    agg_cpu_per_instance = big_agg["cpu_s"] / big_agg["instances"]
+    scale = org_scale.rows()
+    largest = max(scale, key=lambda r: r["instances"]) if scale else None
+    if largest:
+        agg_cpu_per_instance = largest["cpu_s"] / largest["instances"]
+    else:
+        agg_cpu_per_instance = results["big"]["aggregate"]["cpu_s"] / results["big"]["aggregate"]["instances"]
     aggregate_wall = {
         ms: (math.ceil(n / 1000) + math.ceil(n / readers) + 4) * ms / 1000
         + instances * agg_cpu_per_instance / aggregate_vcpu
@@ -466,14 +477,13 @@ def estimate(results: dict, accounts: int = 500, regions: int = 17, concurrency:
     # Lambda
     worker_gb_s = (n * duration + concurrency * cold_init) * worker_mb / 1024
     other_gb_s = plan_wall * template_memory("PlanFunction") / 1024 + aggregate_wall[30] * aggregate_mb / 1024
-    requests = n + 2
-    # Step Functions Standard: 1 transition per child execution started, + ApplyWorker, ApplyRoundCheck, ApplyDone.
-    transitions = n * 4 + 5  # + the parent's Plan, ApplyTargets, AnythingToRevoke, Aggregate (+ start)
-    # S3: Plan PUTs manifest + targets; each worker GETs the manifest and PUTs its result; the map's ItemReader GETs
-    # the targets and its ResultWriter PUTs a manifest and a results file (the child executions' outputs, kept out of
-    # the state's 256 KiB payload); Aggregate LISTs and GETs every result and PUTs the report (JSON, HTML, latest).
+    requests = children + 2
+    transitions = sfn.one_round
+    # S3: Plan PUTs manifest + targets; each batch GETs the manifest, each target PUTs its result; the map's
+    # ItemReader GETs the targets and its ResultWriter PUTs a manifest and a results file (the child executions'
+    # outputs, kept out of the state's 256 KiB payload); Aggregate LISTs and GETs every result and PUTs the report.
     s3_put = 2 + n + 2 + math.ceil(n / 1000) + 3
-    s3_get = n + 1 + n
+    s3_get = children + 1 + n
     manifest_bytes = results["big"]["report"]["manifest_bytes"]
     log_bytes = results["worker"]["steady"]["stdout_bytes"] / max(1, len(steady))
     cost = {
@@ -484,11 +494,9 @@ def estimate(results: dict, accounts: int = 500, regions: int = 17, concurrency:
         "logs": n * (log_bytes + 400) / 1e9 * PRICE_LOG_GB,  # + the runtime's START/END/REPORT lines
     }
     cost["total"] = sum(cost.values())
-    metrics_month = 2 * accounts * PRICE_METRIC_MONTH  # TargetInstancesNoncompliant + TargetErrors per AccountId
-    # Aggregate's memory: linear in the instances, from its two runs.
-    slope = (big_agg["maxrss_kb"] - agg["maxrss_kb"]) / 1024 / max(1, big_agg["instances"] - agg["instances"])
-    aggregate_rss = agg["maxrss_kb"] / 1024 + slope * (instances - agg["instances"])
-    instances_at_limit = agg["instances"] + (aggregate_mb - agg["maxrss_kb"] / 1024) / slope if slope > 0 else None
+    # TargetInstancesNoncompliant + TargetErrors per AccountId: only with PerAccountMetrics=true (default false)
+    metrics_month = 2 * accounts * PRICE_METRIC_MONTH
+    aggregate_rss = largest["peak_rss_mib"] if largest else None
     # A warm worker container's growth per invocation (the warm run at 0 ms): invocations before 512 MB.
     warm = [i["rss_after_kb"] / 1024 for i in results["warm"]["invocations"]]
     growth = (warm[-1] - warm[0]) / max(1, len(warm) - 1)
@@ -525,14 +533,15 @@ def estimate(results: dict, accounts: int = 500, regions: int = 17, concurrency:
         "log_bytes_per_invocation": log_bytes,
         "cost": cost,
         "metrics_month": metrics_month,
-        "aggregate_rss_kib_per_instance": slope * 1024,
         "aggregate_rss_mib": aggregate_rss,
-        "aggregate_measured": (agg["instances"], big_agg["instances"]),
-        "aggregate_instances_at_limit": instances_at_limit,
+        "aggregate_measured": largest["instances"] if largest else None,
+        "batches": children,
+        "items_per_child": sfn.items_per_child,
+        "transitions_second_round": sfn.with_second_round,
         "worker_mb": worker_mb,
         "aggregate_mb": aggregate_mb,
         "warm_growth_mib": growth,
-        "invocations_per_container": n / concurrency,
+        "invocations_per_container": children / concurrency,
         "invocations_to_512": invocations_to_512,
     }
 
@@ -799,8 +808,9 @@ def _estimate_section(est: dict) -> list[str]:
         f"(~{est['worker_mb'] / FULL_VCPU_MB:.2f} vCPU) the CPU part "
         f"stretches: **{est['worker_duration_s']:.2f}s** per invocation ({est['worker_first_night_s']:.2f}s with "
         "fixes). Assumes AWS answers each call in 100 ms on average, as the benchmark models.",
-        f"- Map: {est['targets']:,} / {est['concurrency']} = {est['waves']} waves x ({est['worker_duration_s']:.2f}s"
-        f" + {est['item_overhead_s']:.2f}s child start, invoke and states per item) + one cold start "
+        f"- Map: {est['batches']:,} batches of {est['items_per_child']} / {est['concurrency']} = {est['waves']} "
+        f"waves x ({est['items_per_child']} x {est['worker_duration_s']:.2f}s"
+        f" + {est['item_overhead_s']:.2f}s child start, invoke and states per batch) + one cold start "
         f"({est['cold_init_s']:.1f}s) = **{est['map_wall_s'] / 60:.1f} min**; "
         + ", ".join(f"{est['map_wall_by_latency'][ms] / 60:.1f} min if AWS answers in {ms} ms" for ms in (50, 200))
         + ".",
@@ -808,13 +818,14 @@ def _estimate_section(est: dict) -> list[str]:
         f"time, then the report over {est['instances']:,} instances "
         f"({est['aggregate_cpu_per_instance_s'] * 1000:.2f} ms CPU each here, stretched to its "
         f"{est['aggregate_mb']} MB): "
-        f"{agg[20]:.0f}s at 20 ms per GET, {agg[30]:.0f}s at 30 ms, {agg[100]:.0f}s at 100 ms (its Timeout is 300 s).",
-        f"- Aggregate's memory grows {est['aggregate_rss_kib_per_instance']:.1f} KiB per instance (measured between "
-        f"{est['aggregate_measured'][0]:,} and {est['aggregate_measured'][1]:,} instances): "
-        f"~{est['aggregate_rss_mib']:.0f} MiB for {est['instances']:,} instances; its "
-        f"{est['aggregate_mb']} MB are reached near {est['aggregate_instances_at_limit'] or float('nan'):,.0f} "
-        f"instances in one run ({(est['aggregate_instances_at_limit'] or 0) / est['targets']:.1f} per target at "
-        "500 x 17).",
+        f"{agg[20]:.0f}s at 20 ms per GET, {agg[30]:.0f}s at 30 ms, {agg[100]:.0f}s at 100 ms (its Timeout is 900 s).",
+        (
+            f"- Aggregate streams the report (docs/architecture.md §15): peak RSS {est['aggregate_rss_mib']:.0f} MiB "
+            f"at {est['aggregate_measured']:,} instances (benchmarks.org_scale, below), whatever the fleet; its "
+            f"{est['aggregate_mb']} MB leave room to spare."
+            if est["aggregate_rss_mib"]
+            else "- Aggregate streams the report: run `python -m benchmarks.org_scale` for its memory."
+        ),
         f"- **Wall time per nightly run: ~{est['total_wall_s'] / 60:.1f} min** (30 ms S3 GETs).",
         (
             f"- Warm worker containers: each runs ~{est['invocations_per_container']:.0f} map items in turn; memory "
@@ -827,17 +838,19 @@ def _estimate_section(est: dict) -> list[str]:
         ),
         f"- Lambda: {est['worker_gb_s']:,.0f} GB-s for the workers + {est['other_gb_s']:,.0f} GB-s Plan and "
         f"Aggregate = ${cost['lambda_compute']:.3f}; {est['requests']:,} requests = ${cost['lambda_requests']:.4f}.",
-        f"- Step Functions Standard: {est['transitions']:,} transitions (per map item: 1 for the child execution "
-        f"+ ApplyWorker, ApplyRoundCheck, ApplyDone; + 3 per extra round or retry) = ${cost['step_functions']:.3f}.",
-        f"- S3: {est['s3_put']:,} PUT/LIST + {est['s3_get']:,} GET = ${cost['s3_requests']:.3f} (each worker GETs "
-        f"the whole {est['manifest_bytes'] / 1024:.0f} KiB manifest).",
+        f"- Step Functions Standard: {est['transitions']:,} transitions ({est['batches']:,} child executions of "
+        f"{est['items_per_child']} targets (ItemBatcher), each its start + ApplyBatch, ApplyRoundCheck, ApplyDone; "
+        f"counted from the definition by benchmarks.sfn_cost; {est['transitions_second_round']:,} when 10% of the "
+        f"targets need a second round) = ${cost['step_functions']:.3f}.",
+        f"- S3: {est['s3_put']:,} PUT/LIST + {est['s3_get']:,} GET = ${cost['s3_requests']:.3f} (each batch GETs "
+        f"the whole {est['manifest_bytes'] / 1024:.0f} KiB manifest once).",
         f"- CloudWatch Logs: ~{est['log_bytes_per_invocation'] / 1024:.1f} KiB per invocation = ${cost['logs']:.3f}.",
         f"- **Per nightly run: ${cost['total']:.2f}; per month (30 runs): ${cost['total'] * 30:.2f}**, of which "
         f"Step Functions ${cost['step_functions'] * 30:.2f}.",
-        "- Not per run but per month: the per-account metrics (TargetInstancesNoncompliant, TargetErrors with "
-        f"dimension AccountId) are 2 custom metrics = ${2 * PRICE_METRIC_MONTH:.2f}/month for each account that had "
-        "a non-compliant instance or a target error that month (healthy accounts publish none): up to "
-        f"**${est['metrics_month']:.0f}/month** if all 500 do, more than everything above.",
+        "- Not per run but per month: the custom metrics do not grow with the organization by default; with "
+        "PerAccountMetrics=true, TargetInstancesNoncompliant and TargetErrors per AccountId are 2 custom metrics = "
+        f"${2 * PRICE_METRIC_MONTH:.2f}/month for each account that had a non-compliant instance or a target error "
+        f"that month: up to ${est['metrics_month']:.0f}/month if all 500 do.",
         "",
     ]
 

@@ -247,6 +247,11 @@ def render(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def rows() -> list[dict]:
+    """The last run's rows (benchmarks/org_scale_results.json), none if it has not run."""
+    return json.loads(RAW.read_text(encoding="utf-8")) if RAW.exists() else []
+
+
 def section(rows: list[dict] | None = None) -> str:
     """The Aggregate-at-scale section of benchmarks/ORG_RESULTS.md (benchmarks/org.py includes it), from `rows` or
     benchmarks/org_scale_results.json."""
