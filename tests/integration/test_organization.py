@@ -12,6 +12,7 @@ import boto3
 import pytest
 import responses
 from eic_guard.aws.clients import AwsClients
+from eic_guard.fanout import steps
 from eic_guard.fanout.local import run_job
 from eic_guard.ranges import ip_ranges
 from eic_guard.ranges.catch_up import advance_state
@@ -411,6 +412,9 @@ def test_a_warm_worker_enters_each_member_account_once_per_run(
     # Then every target was scanned, and each member's role was assumed once, not once per target
     assert summary["targets"] == {"ok": 4, "error": 0, "incomplete": 0}
     assert sorted(assume_role_calls) == sorted(f"arn:aws:iam::{m}:role/eic-guard-member" for m in org.members)
+    # and the warm container holds no member's clients once its targets are done (only their credentials)
+    [kept] = steps._RUN_ACCOUNTS
+    assert kept.entered == frozenset()
 
 
 # ---- account aliases (docs/architecture.md §5b: every output names the account)

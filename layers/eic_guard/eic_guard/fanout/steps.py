@@ -254,12 +254,18 @@ def run_worker(
     """`worker_step` once the run's manifest is read: the target's phase, its result object, the step's output."""
     target = Target.from_dict(request.target)
     accounts = _accounts_of_run(clients, plan.run_id, settings.member_role_name)
-    if plan.job == "verify":  # probes, nothing changed (verify/job.py)
-        document = verify_target(plan, target, accounts.for_account, settings)
-    else:
-        document = run_target(
-            plan, target, request.phase, accounts.for_account, settings, round_=request.round, deadline=deadline
-        )
+    try:
+        if plan.job == "verify":  # probes, nothing changed (verify/job.py)
+            document = verify_target(plan, target, accounts.for_account, settings)
+        else:
+            document = run_target(
+                plan, target, request.phase, accounts.for_account, settings, round_=request.round, deadline=deadline
+            )
+    finally:
+        # A warm container runs hundreds of a run's targets (batches, one after the other): the account's clients
+        # (a botocore session and a client per region, ~2.6 MiB) go after each target, its credentials stay (one
+        # AssumeRole per account per container and run).
+        accounts.release(target.account_id, again=True)
     if plan.job == "scan" and request.phase == "apply":
         _put_findings(objects, plan, target, request.round, document)
     output = {
@@ -380,8 +386,8 @@ _RUN_ACCOUNTS: list[AccountClients] = []  # the latest run's, in a warm containe
 
 def _accounts_of_run(clients: Any, run_id: str, role_name: str) -> AccountClients:
     """A warm container's map items of one run share their member credentials: one AssumeRole per account per
-    container and run, not one per target (credentials refresh themselves before they expire). Only the latest
-    run is kept."""
+    container and run, not one per target (credentials refresh themselves before they expire; the clients are let go
+    after each target: run_worker). Only the latest run is kept."""
     for known in _RUN_ACCOUNTS:
         if known.own is clients and known.run_id == run_id and known.role_name == role_name:
             return known
