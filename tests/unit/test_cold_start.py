@@ -39,6 +39,11 @@ NOT_ON_THE_WORKER_PATH = (
     "eic_guard.events",
     "eic_guard.cli",
     "eic_guard.outputs.html",
+    # Plan's and Aggregate's: the alert tally, the ip-ranges catch-up, the verify job (fanout/steps.py, plan.py)
+    "eic_guard.outputs.alerts",
+    "eic_guard.outputs.stream",
+    "eic_guard.ranges.catch_up",
+    "eic_guard.verify.job",
 )
 
 _PROBE = """

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..observability import logger
-from ..outputs.alerts import ProblemTally
 from ..outputs.report import Report, build_report
 from ..ranges.refresh import forget
 from ..ranges.state import StateConflict, StateStore
@@ -27,6 +26,7 @@ from .results import LostResult, UnreadableResult
 from .targets import Target
 
 if TYPE_CHECKING:  # imported where used: the target worker, which imports merge_rounds, never builds a report
+    from ..outputs.alerts import ProblemTally
     from ..outputs.stream import ReportStream
 
 NO_RESULT = "no result from the target worker (it failed, was throttled past its retries, or timed out)"

@@ -13,7 +13,6 @@ from typing import Any, Literal
 
 from ..budget import Deadline
 from ..observability import logger
-from ..ranges.catch_up import RangesDecision, decide_refresh_ranges, decide_scan_ranges
 from ..ranges.ip_ranges import IpRanges
 from ..ranges.state import StateStore
 from ..settings import Settings
@@ -99,6 +98,9 @@ def plan_run(
     deadline: Deadline | None = None,
 ) -> RunPlan:
     """Decide one run. `ranges` given (the CLI's --ip-ranges) means: scan with them, no state, no refresh."""
+    # The catch-up decides the prefixes: Plan's only (the target worker imports this module for RunPlan).
+    from ..ranges.catch_up import RangesDecision, decide_refresh_ranges, decide_scan_ranges
+
     started = now or datetime.now(UTC)
     own = clients.account_id()
     # any region of the caller's partition: botocore resolves Organizations' one endpoint of that partition

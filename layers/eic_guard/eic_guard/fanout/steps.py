@@ -25,12 +25,9 @@ from ..aws.credentials import AccountClients
 from ..budget import Deadline
 from ..errors import InvalidEvent
 from ..observability import logger, record_account_counts, record_refresh, record_scan_counts
-from ..outputs.alerts import ProblemTally, read_previous
 from ..outputs.athena import write_findings
 from ..outputs.publish import alert_state_store, publish_refresh, publish_scan
-from ..ranges.catch_up import state_store
 from ..settings import Settings
-from ..verify.job import plan_verify, summarize, verify_target
 from .aggregate import finish_state, merge_rounds, merge_targets, stream_run
 from .payloads import sampled
 from .plan import RunPlan, plan_run
@@ -47,6 +44,9 @@ from .results import (
 )
 from .targets import Target
 from .worker import run_target
+
+# Plan's and Aggregate's own modules (the alert tally, the ip-ranges catch-up, the verify job) are imported where
+# those steps use them: the target worker imports this module, and its cold start should not pay for them.
 
 RUNS_PREFIX = "runs"
 # Aggregate reads the targets' result objects in parallel: 8,500 targets at ~30 ms per GET take 8 s, not 4 min.
@@ -196,6 +196,9 @@ def _log_unreadable(broken: list[UnreadableResult]) -> None:
 
 def plan_step(event: Any, settings: Settings, clients: Any, run_id: str, deadline: Deadline | None = None) -> dict:
     """Plan: decide the run and write its manifest and target list."""
+    from ..ranges.catch_up import state_store
+    from ..verify.job import plan_verify
+
     request = _parse(RunRequest, event, "a run request ({'job': 'scan'|'refresh'})")
     settings.require("reports_bucket")
     store = state_store(clients, settings)
@@ -256,6 +259,8 @@ def run_worker(
     accounts = _accounts_of_run(clients, plan.run_id, settings.member_role_name)
     try:
         if plan.job == "verify":  # probes, nothing changed (verify/job.py)
+            from ..verify.job import verify_target
+
             document = verify_target(plan, target, accounts.for_account, settings)
         else:
             document = run_target(
@@ -399,6 +404,10 @@ def aggregate_step(event: Any, settings: Settings, clients: Any) -> dict:
     """Aggregate: one report, one alert, the metrics, the state's last touches; returns the run's summary. The
     targets' results are read and the report written as a stream (outputs.stream): memory and the returned payload
     do not grow with the fleet (docs/architecture.md §15)."""
+    from ..outputs.alerts import ProblemTally, read_previous
+    from ..ranges.catch_up import state_store
+    from ..verify.job import summarize
+
     request = _parse(PlanOutput, event, "a plan output")
     objects = RunObjects(clients.client("s3"), request.bucket, request.run_id)
     plan = RunPlan.from_dict(objects.get(request.manifest_key))
