@@ -73,6 +73,7 @@ bench-org: $(BIN)/.installed
 	$(BIN)/python -m benchmarks.org
 	$(BIN)/python -m benchmarks.org_scale --compare
 	$(BIN)/python -m benchmarks.sfn_cost --before 03ffa87  # issue 20's base: one child execution per target
+	$(BIN)/python -m benchmarks.org --render  # ORG_RESULTS.md again, with the two runs above
 
 # The README's generated tables (settings, exit codes): from the settings model and cli/exit_codes.py.
 docs: $(BIN)/.installed
