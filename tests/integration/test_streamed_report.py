@@ -241,3 +241,36 @@ def test_the_demo_fleets_streamed_report_is_its_in_memory_report(mode, account, 
         {"fixed"} if mode == "remediate" else set()
     )
     assert {e.connect_path for e in report.instances} >= {"public", "endpoint"}
+
+
+@pytest.mark.parametrize("planned", [0, 1], ids=["no target", "one target without a result"])
+def test_a_run_without_instances_streams_the_in_memory_report(planned, ranges_2026):
+    # Given a run with no target (an organization whose accounts are all skipped) or one whose only target left no
+    # result
+    targets = [Target(synthetic.account_ids(1)[0], REGION)][:planned]
+    plan = RunPlan(
+        run_id="empty-run",
+        job="scan",
+        mode="report",
+        started_at=STARTED,
+        own_account=synthetic.account_ids(1)[0],
+        ranges=ranges_2026,
+        apply_ranges=False,
+        targets=targets,
+    )
+    settings = Settings.build(regions=(REGION,))
+    report, _, _ = aggregate_run(plan, [], settings, FINISHED)
+
+    # When it is streamed and stored
+    with mock_aws():
+        s3 = boto3.client("s3", REGION)
+        s3.create_bucket(Bucket=BUCKET)
+        stream, skeleton, _, _ = stream_run(plan, iter(merge_targets(plan, [])), settings, FINISHED)
+        key = store_scan_report(s3, BUCKET, skeleton, stream)
+        stream.close()
+        stored = _stored(s3, key.rsplit("/", 1)[0] + "/")
+
+    # Then its report and page are the in-memory ones (the target without a result is a target error)
+    assert stored.pop("empty-run.json") == report.to_json_bytes()
+    assert {name: body.decode() for name, body in stored.items()} == render_pages(report, stem="empty-run")
+    assert len(skeleton.target_errors) == planned
