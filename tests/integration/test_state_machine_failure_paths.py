@@ -6,40 +6,21 @@ from __future__ import annotations
 
 import json
 
-import pytest
-import responses
 from botocore.exceptions import ClientError
 from eic_guard.fanout import steps
-from eic_guard.settings import IP_RANGES_URL
 
 from tests.aws_views import metadata_endpoint
-from tests.conftest import EIC_US_EAST_1, REGION
-from tests.integration.test_state_machine_runs import NO_METRICS, OTHER_REGION, SNAPSHOT, report_targets
+from tests.conftest import REGION
+from tests.integration import test_state_machine_runs as runs
+from tests.integration.test_state_machine_runs import NO_METRICS, OTHER_REGION, report_targets
 
 pytestmark = NO_METRICS
 ORIGINAL_PUT = steps.RunObjects.put
 
 
-@pytest.fixture
-def ip_ranges_url():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as http:
-        http.add(responses.GET, IP_RANGES_URL, body=SNAPSHOT.read_bytes(), content_type="application/json")
-        yield http
-
-
-@pytest.fixture
-def fleet(account):
-    """One instance lacking SSH from EIC and IMDS, one compliant (its own group allows the EIC prefix)."""
-    net = account.network()
-    eic_ssh = account.security_group(
-        net, "eic-ssh", [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": EIC_US_EAST_1}]}]
-    )
-    ami = account.al2023_ami()
-    [fixable] = account.launch(
-        image_id=ami, subnet_id=net.public_subnet_id, group_ids=[net.app_group_id], public_ip=True, imds="disabled"
-    )
-    [compliant] = account.launch(image_id=ami, subnet_id=net.public_subnet_id, group_ids=[eic_ssh], public_ip=True)
-    return net, fixable, compliant
+# The runs' own fixtures: one fleet (a fixable and a compliant instance), one ip-ranges snapshot served.
+fleet = runs.fleet
+ip_ranges_url = runs.ip_ranges_url
 
 
 def result_objects(monkeypatch, region: str, what) -> None:
