@@ -132,8 +132,7 @@ class Report(_Model):
 
     def account_label(self, account_id: str) -> str:
         """`alias (id)` when the account has an alias, else the id."""
-        alias = self.account_aliases.get(account_id)
-        return f"{alias} ({account_id})" if alias else account_id
+        return account_label(self.account_aliases, account_id)
 
     @property
     def has_noncompliant(self) -> bool:
@@ -267,6 +266,12 @@ def build_report(
             "target_errors": errors,
         }
     )
+
+
+def account_label(aliases: dict[str, str], account_id: str) -> str:
+    """`alias (id)` when the account has an alias in `aliases`, else the id."""
+    alias = aliases.get(account_id)
+    return f"{alias} ({account_id})" if alias else account_id
 
 
 def report_header(

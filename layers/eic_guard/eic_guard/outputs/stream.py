@@ -27,7 +27,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..checks import CHECK_IDS, check_ids_for
 from ..observability import logger
-from .alerts import Problem, ProblemTally, entry_problems, target_problem
+from .alerts import FAILING, Problem, ProblemTally, entry_problems, target_problem
 from .html import (
     PAGE_INSTANCES,
     ROW_SEPARATOR,
@@ -46,7 +46,7 @@ from .html import (
     summary_page,
     visible_part,
 )
-from .report import InstanceEntry, Report, report_header, target_entry
+from .report import InstanceEntry, Report, account_label, report_header, target_entry
 
 PART_BYTES = 8 * 1024 * 1024  # S3 multipart: every part but the last at least 5 MiB
 BUFFER_BYTES = 1024 * 1024  # a spool's writes are gathered into this much before they reach the file
@@ -221,20 +221,14 @@ class ReportStream:
         self.main_spools = (Spool(directory), Spool(directory))  # the one page's rows: public checks; every check
         self.main = (_Rows(), _Rows())
         self.main[1].strings = self.main[0].strings  # one string table: the two encodings differ in checks only
-        self.counts = PageCounts()  # the whole run's
+        self.counts = PageCounts()  # the whole run's: the summary, the pages' summaries and the metrics count on it
         self.by_account: dict[str, _Rows] = {}
         self.instances = 0
-        self.verdicts: Counter[str] = Counter()
-        self.warnings = 0
-        self.paths: Counter[str] = Counter()
         self.targets: list[dict] = []
         self.target_actions: list[dict] = []
         self.target_errors: list[dict] = []
         self.aliases: dict[str, str] = {}
-        # What the metrics count (observability.record_scan, record_targets).
-        self.applied = self.failed = 0
-        self.failures: dict[str, int] = dict.fromkeys(CHECK_IDS, 0)
-        self.noncompliant_by_account: Counter[str] = Counter()
+        self.applied = self.failed = 0  # remediations, for the metrics (observability.record_scan_counts)
         self.report: Report | None = None
         self.open_account: str | None = None
         self.opened = (0, 0, 0)  # where the open account's targets, actions and errors begin
@@ -288,17 +282,12 @@ class ReportStream:
         self.target_actions += [{"region": region, "account_id": account, **a} for a in target["actions"]]
 
     def _label(self, account: str) -> str:
-        alias = self.aliases.get(account)
-        return f"{alias} ({account})" if alias else account
+        return account_label(self.aliases, account)
 
     def _entry(self, entry: InstanceEntry) -> None:
         self.instances += 1
         body = _ENTRY_SERIALIZER.to_json(entry, indent=2, by_alias=True).replace(b"\n", b"\n    ")
         self.entries.write((b"    " if self.instances == 1 else b",\n    ") + body)
-        self.verdicts[entry.verdict] += 1
-        self.warnings += bool(entry.warnings)
-        if entry.connect_path:
-            self.paths[entry.connect_path] += 1
         self.counts.add(entry)
         if self.instances <= self.page_instances:  # the one page, while the run fits it
             for spool, rows, checks in zip(self.main_spools, self.main, (_PUBLIC_CHECKS, CHECK_IDS), strict=True):
@@ -316,27 +305,34 @@ class ReportStream:
         for action in entry.actions:
             self.applied += action.status == "done"
             self.failed += action.status == "failed"
-        for check_id, check in entry.checks.items():
-            if check.status in ("fail", "would-fix", "error"):
-                self.failures[check_id] = self.failures.get(check_id, 0) + 1
-        if entry.verdict in ("noncompliant", "error"):
-            self.noncompliant_by_account[entry.account_id] += 1
+
+    @property
+    def failures(self) -> dict[str, int]:
+        """Instances still failing each check (fail, would-fix, error), every check named (CheckFailures)."""
+        failing = {c: sum(n for s, n in by.items() if s in FAILING) for c, by in self.counts.by_check.items()}
+        return {**dict.fromkeys(CHECK_IDS, 0), **failing}
+
+    @property
+    def noncompliant_by_account(self) -> dict[str, int]:
+        """Non-compliant and errored instances per account (TargetInstancesNoncompliant)."""
+        return {a: by["noncompliant"] + by["error"] for a, by in self.counts.by_account.items()}
 
     # ---- the report -------------------------------------------------------------------------------------------
     def finish(self) -> Report:
         """The report without its instances (what build_report gives, `instances` empty)."""
         self._close_account()
         self.open_account = None
-        paths = sorted(self.paths.items(), key=lambda item: ("public", "endpoint").index(item[0]))
+        totals = sum(self.counts.by_account.values(), Counter())  # every instance is counted under its account
+        paths = sorted(self.counts.by_path.items(), key=lambda item: ("public", "endpoint").index(item[0]))
         self.report = Report.model_validate(
             {
                 **self.header,
                 "summary": {
                     "instances": self.instances,
-                    "errors": self.verdicts["error"] + len(self.target_errors),
-                    "warnings": self.warnings,
-                    "connect_paths": dict(paths),
-                    **{v: self.verdicts[v] for v in ("compliant", "fixed", "noncompliant", "excluded")},
+                    "errors": totals["error"] + len(self.target_errors),
+                    "warnings": totals["warnings"],
+                    "connect_paths": {path: by["instances"] for path, by in paths},
+                    **{v: totals[v] for v in ("compliant", "fixed", "noncompliant", "excluded")},
                 },
                 "accounts": sorted({t["account_id"] for t in self.targets}),
                 "account_aliases": self.aliases,
