@@ -3,6 +3,8 @@ the ingress rules of a security group."""
 
 from __future__ import annotations
 
+import json
+
 import boto3
 
 from tests.conftest import REGION
@@ -55,3 +57,13 @@ def ingress_of(group_id: str, region: str = REGION) -> set[tuple]:
     """`ingress_rules` of the group `group_id`, described in `region`."""
     group = boto3.client("ec2", region).describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0]
     return ingress_rules(group)
+
+
+def sns_deliveries(sqs, queue_url: str) -> list[dict]:
+    """Every SNS delivery a queue subscribed to a topic has received since the last call (each deleted once read)."""
+    received = []
+    while batch := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages"):
+        for message in batch:
+            received.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    return received

@@ -16,7 +16,7 @@ from eic_guard.outputs.alerts import ALERT_STATE_ITEM_ID
 from eic_guard.ranges.state import STATE_ITEM_ID, DynamoDbStateStore
 from eic_guard.settings import IP_RANGES_URL
 
-from tests.aws_views import metadata_endpoint
+from tests.aws_views import metadata_endpoint, sns_deliveries
 from tests.conftest import EIC_US_EAST_1, EIC_US_EAST_1_V6, IP_RANGES, REGION, create_state_table
 from tests.faults.injector import FaultInjector
 from tests.lambda_runtime import REFRESH_ARN, FakeLambdaContext, emf_blobs, event, load_handler
@@ -41,12 +41,7 @@ class Deployed:
     queue_url: str
 
     def alerts(self) -> list[dict]:
-        received = []
-        while batch := self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages"):
-            for message in batch:
-                received.append(json.loads(message["Body"]))
-                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
-        return received
+        return sns_deliveries(self.sqs, self.queue_url)
 
     def report(self, key: str) -> dict:
         return json.loads(self.s3.get_object(Bucket=BUCKET, Key=f"{key}.json")["Body"].read())

@@ -22,6 +22,7 @@ from eic_guard.outputs.alerts import (
 )
 from eic_guard.settings import IP_RANGES_URL
 
+from tests.aws_views import sns_deliveries
 from tests.conftest import EIC_US_EAST_1, IP_RANGES, REGION, create_state_table
 
 ACCOUNT = "123456789012"  # moto's default account
@@ -45,12 +46,7 @@ class Deployed:
     nightly: Callable[[str], dict]  # the nightly execution (conftest's nightly_execution)
 
     def alerts(self) -> list[dict]:
-        received = []
-        while batch := self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages"):
-            for message in batch:
-                received.append(json.loads(message["Body"]))
-                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
-        return received
+        return sns_deliveries(self.sqs, self.queue_url)
 
     def item(self) -> dict | None:
         key = {"id": {"S": ALERT_STATE_ITEM_ID}}
