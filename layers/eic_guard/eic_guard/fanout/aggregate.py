@@ -53,8 +53,7 @@ def merge_targets(
         lost = broken.get((target.account_id, target.region), [])
         applies = sorted(found.get("apply", []), key=lambda d: d["round"])
         if not applies:
-            document = _missing(target.account_id, target.region)
-            document["error"] = lost[0].error if lost else NO_RESULT
+            document = unscanned_target(target.account_id, target.region, lost[0].error if lost else NO_RESULT)
             document["actions"] = [dict(a) for problem in lost for a in problem.listed]
             merged.append(document)
             continue
@@ -83,14 +82,15 @@ def _failed_revoke(error: str) -> dict:
     return {"revoked": [], "error": error}
 
 
-def _missing(account_id: str, region: str) -> dict:
+def unscanned_target(account_id: str, region: str, error: str = NO_RESULT) -> dict:
+    """The document of a target that has no result to merge: its error, no instance, no action."""
     return {
         "account_id": account_id,
         "region": region,
         "phase": "apply",
         "round": 0,
         "status": "error",
-        "error": NO_RESULT,
+        "error": error,
         "instances": [],
         "actions": [],
         "refresh": None,

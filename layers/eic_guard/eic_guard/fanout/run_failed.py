@@ -22,6 +22,7 @@ from ..observability import logger
 from ..outputs.publish import publish_refresh, report_key, store_scan_report
 from ..outputs.report import build_report
 from ..settings import Settings
+from .aggregate import unscanned_target
 from .plan import RunPlan
 from .steps import RunObjects
 
@@ -101,7 +102,7 @@ def run_failed_step(event: Any, settings: Settings, clients: Any) -> dict:
         started=plan.started_at,
         finished=now,
         ip_ranges=plan.ranges,
-        targets=[_unreported(t.account_id, t.region, problem) for t in plan.targets],
+        targets=[unscanned_target(t.account_id, t.region, problem) for t in plan.targets],
     )
     return {
         "run_id": request.run_id,
@@ -109,20 +110,6 @@ def run_failed_step(event: Any, settings: Settings, clients: Any) -> dict:
         "status": "failed",
         "error": problem,
         **_publish(clients, settings, problem, lambda s3: store_scan_report(s3, settings.reports_bucket, report)),
-    }
-
-
-def _unreported(account_id: str, region: str, problem: str) -> dict:
-    return {
-        "account_id": account_id,
-        "region": region,
-        "phase": "apply",
-        "round": 0,
-        "status": "error",
-        "error": problem,
-        "instances": [],
-        "actions": [],
-        "refresh": None,
     }
 
 
