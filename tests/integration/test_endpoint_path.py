@@ -5,15 +5,17 @@ for racing runs, the endpoint quota as a per-instance error (docs/architecture.m
 from __future__ import annotations
 
 import pytest
-from eic_guard import engine
+from eic_guard import engine, simulated_eice
 from eic_guard.aws import inventory
 from eic_guard.aws.clients import AwsClients
 from eic_guard.fanout.local import run_scan
 from eic_guard.settings import Settings
 from eic_guard.simulated import Network, SimulatedAccount, ssh_from
 
-from tests.aws_views import eni_groups
+from tests.aws_views import eni_groups, primary_eni_id
 from tests.conftest import REGION
+
+ACCOUNT = "123456789012"
 
 EICE_SSH, EICE = "eic-guard-eice-ssh", "eic-guard-eice"
 ENDPOINT_WRITES = {"CreateInstanceConnectEndpoint", "CreateSecurityGroup", "AuthorizeSecurityGroupEgress"}
@@ -55,7 +57,17 @@ def their_endpoint(account: SimulatedAccount, network: Network, **kwargs) -> dic
     return account.instance_connect_endpoint(network.public_subnet_id, [group], **kwargs)
 
 
-def assert_second_run_changes_nothing(ranges, api_calls, instance_ids, **settings):
+def aws_state(ec2) -> tuple[list[dict], list[dict]]:
+    """What a run may change on this path: every security group (rules, tags) and every endpoint."""
+    return ec2.describe_security_groups()["SecurityGroups"], endpoints(ec2)
+
+
+def actions(found) -> list[tuple[str, str, str, str]]:
+    return [(a.action, a.resource, a.status, a.detail) for a in found.actions]
+
+
+def assert_second_run_changes_nothing(ec2, ranges, api_calls, instance_ids, **settings):
+    before = aws_state(ec2)
     api_calls.clear()
     report = scan(ranges, **settings)
     assert api_calls.writes() == []
@@ -63,6 +75,7 @@ def assert_second_run_changes_nothing(ranges, api_calls, instance_ids, **setting
         found = entry(report, instance_id)
         assert found.verdict == "compliant", found.checks
         assert found.actions == []
+    assert aws_state(ec2) == before
     return report
 
 
@@ -102,7 +115,7 @@ def test_a_private_instance_behind_their_endpoint_gets_eic_guard_eice_ssh_and_no
     [theirs] = endpoints(ec2)
     assert (theirs["SecurityGroupIds"], theirs.get("Tags", [])) == (endpoint["SecurityGroupIds"], [])
     assert "CreateInstanceConnectEndpoint" not in api_calls.names()
-    assert_second_run_changes_nothing(ranges_2026, api_calls, [instance_id])
+    assert_second_run_changes_nothing(ec2, ranges_2026, api_calls, [instance_id])
 
 
 def test_create_endpoints_makes_one_endpoint_per_vpc_with_its_own_group(account, ec2, api_calls, ranges_2026):
@@ -129,7 +142,77 @@ def test_create_endpoints_makes_one_endpoint_per_vpc_with_its_own_group(account,
     assert [p["GroupId"] for p in into["UserIdGroupPairs"]] == [eice["GroupId"]]
     for instance_id in instances:
         assert eni_groups(ec2, instance_id) == [network.app_group_id, eice_ssh["GroupId"]]
-    assert_second_run_changes_nothing(ranges_2026, api_calls, instances, create_endpoints=True)
+    # And the report says each change once: the VPC's on its first instance, each ENI's attach once (both
+    # endpoint-ssh-ingress and endpoint-ssh-egress attach eic-guard-eice-ssh, the second has nothing to add)
+    eice_id, eice_ssh_id, endpoint_id = eice["GroupId"], eice_ssh["GroupId"], endpoint["InstanceConnectEndpointId"]
+    first, second = (entry(report, i) for i in instances)
+    assert actions(first) == [
+        ("create-security-group", eice_id, "done", f"create {EICE} in {network.vpc_id} tagged ManagedBy=eic-guard"),
+        ("revoke-egress", eice_id, "done", "revoke the default egress rule (all traffic to 0.0.0.0/0)"),
+        (
+            "create-security-group",
+            eice_ssh_id,
+            "done",
+            f"create {EICE_SSH} in {network.vpc_id} tagged ManagedBy=eic-guard",
+        ),
+        ("authorize-ingress", eice_ssh_id, "done", f"allow TCP 22 from {eice_id} (by reference)"),
+        ("authorize-egress", eice_id, "done", f"allow TCP 22 out to {eice_ssh_id} (by reference)"),
+        (
+            "create-instance-connect-endpoint",
+            endpoint_id,
+            "done",
+            f"create an EC2 Instance Connect Endpoint in {network.private_subnet_id} with {eice_id}, "
+            "PreserveClientIp=false, tagged ManagedBy=eic-guard (create-in-progress, ready in minutes)",
+        ),
+        attached(ec2, instances[0], eice_ssh_id, network.app_group_id),
+    ]
+    assert actions(second) == [attached(ec2, instances[1], eice_ssh_id, network.app_group_id)]
+    assert_second_run_changes_nothing(ec2, ranges_2026, api_calls, instances, create_endpoints=True)
+
+
+def attached(ec2, instance_id: str, group_id: str, kept: str) -> tuple[str, str, str, str]:
+    eni = primary_eni_id(ec2, instance_id)
+    return ("attach-security-group", eni, "done", f"attach {group_id} to {eni}, keeping {kept}")
+
+
+def test_an_endpoint_eic_guard_made_that_failed_is_replaced_without_re_authorizing_the_rules_that_are_there(
+    account, ec2, api_calls, ranges_2026
+):
+    # Given a VPC set up by an earlier run (eic-guard-eice, eic-guard-eice-ssh and their rules, the group attached),
+    # whose endpoint then failed: no endpoint is live, but every rule eic-guard writes is there
+    network = account.network()
+    instance_id = private_instance(account, network)
+    scan(ranges_2026, create_endpoints=True)
+    [failed] = endpoints(ec2)
+    simulated_eice.set_state(ACCOUNT, REGION, failed["InstanceConnectEndpointId"], "create-failed")
+    groups_before = ec2.describe_security_groups()["SecurityGroups"]
+    [eice], [eice_ssh] = named(ec2, network.vpc_id, EICE), named(ec2, network.vpc_id, EICE_SSH)
+    # When a remediate scan runs
+    api_calls.clear()
+    report = scan(ranges_2026, create_endpoints=True)
+    # Then it creates the new endpoint and nothing else: the rule TCP 22 from eic-guard-eice (a reference,
+    # UserIdGroupPairs) is read back as the rule it writes, not authorized again
+    assert api_calls.writes() == ["CreateInstanceConnectEndpoint"]
+    assert ec2.describe_security_groups()["SecurityGroups"] == groups_before
+    [new] = [e for e in endpoints(ec2) if e["InstanceConnectEndpointId"] != failed["InstanceConnectEndpointId"]]
+    assert (new["State"], new["SecurityGroupIds"]) == ("create-complete", [eice["GroupId"]])
+    [into] = eice_ssh["IpPermissions"]
+    assert [p["GroupId"] for p in into["UserIdGroupPairs"]] == [eice["GroupId"]]
+    found = entry(report, instance_id)
+    assert found.verdict == "fixed"
+    eni = primary_eni_id(ec2, instance_id)
+    assert actions(found) == [
+        (
+            "create-instance-connect-endpoint",
+            new["InstanceConnectEndpointId"],
+            "done",
+            f"create an EC2 Instance Connect Endpoint in {network.private_subnet_id} with {eice['GroupId']}, "
+            "PreserveClientIp=false, tagged ManagedBy=eic-guard (create-in-progress, ready in minutes)",
+        ),
+        ("attach-security-group", eni, "done", f"{eice_ssh['GroupId']} already attached"),
+    ]
+    # And the next run writes nothing
+    assert_second_run_changes_nothing(ec2, ranges_2026, api_calls, [instance_id], create_endpoints=True)
 
 
 def test_report_mode_writes_nothing_and_plans_the_endpoint(account, ec2, api_calls, ranges_2026):
@@ -185,6 +268,23 @@ def test_racing_runs_create_one_endpoint(account, ec2, api_calls, ranges_2026, m
     assert len(endpoints(ec2)) == 1
     assert len(named(ec2, network.vpc_id, EICE)) == len(named(ec2, network.vpc_id, EICE_SSH)) == 1
     assert entry(first, instance_id).verdict == entry(second, instance_id).verdict == "fixed"
+    # ... and its records say that the rules it asked for were there already, not that it added them
+    [eice], [eice_ssh] = named(ec2, network.vpc_id, EICE), named(ec2, network.vpc_id, EICE_SSH)
+    rules = [a for a in actions(entry(second, instance_id)) if a[0] in ("authorize-ingress", "authorize-egress")]
+    assert rules == [
+        (
+            "authorize-ingress",
+            eice_ssh["GroupId"],
+            "done",
+            f"TCP 22 from {eice['GroupId']} (by reference) already allowed (added meanwhile)",
+        ),
+        (
+            "authorize-egress",
+            eice["GroupId"],
+            "done",
+            f"TCP 22 out to {eice_ssh['GroupId']} (by reference) already allowed (added meanwhile)",
+        ),
+    ]
 
 
 def test_the_endpoint_quota_is_an_error_of_that_vpcs_instances_and_the_run_goes_on(

@@ -25,6 +25,7 @@ class Remediator:
         self._current_groups: dict[str, tuple[str, ...] | None] = {}  # re-read just before their writes
         self._endpoint_path: dict[tuple[str, str], str | Exception] = {}  # what the endpoint path made, per VPC
         self._attached: dict[str, tuple[str, ...]] = {}  # ENI -> its groups after an attach of this run
+        self._recorded: set[tuple[str, str]] = set()  # (ENI, group) whose attach (or no-op) this run recorded
 
     @property
     def dry_run(self) -> bool:
@@ -183,19 +184,18 @@ class Remediator:
                 actions,
             )
             endpoint = snapshot.endpoint_for(vpc_id)
-            sources = endpoint.group_ids if endpoint is not None else ()
+            if endpoint is not None and endpoint.group_ids:
+                sources = endpoint.group_ids
+            else:  # no endpoint yet (or its creation failed before): the one eic-guard creates carries eic-guard-eice
+                sources = (self.endpoint_group(vpc_id, actions),)
+            # The rule as authorize_ssh_from_group writes it (TCP 22, UserIdGroupPairs GroupId=<source>), read back.
             referenced = {
                 ref for p in (found.ingress if found else ()) if p.allows_tcp_port(22) for ref in p.group_refs
             }
-            if sources and referenced & set(sources):
+            if referenced & set(sources):
                 return group_id
             own = snapshot.endpoint_groups.get(vpc_id)
-            if endpoint is None:
-                source = self.endpoint_group(vpc_id, actions)
-            elif own is not None and own.group_id in sources:
-                source = own.group_id
-            else:
-                source = sorted(sources)[0] if sources else self.endpoint_group(vpc_id, actions)
+            source = own.group_id if own is not None and own.group_id in sources else sorted(sources)[0]
             actions.append(self.gateway.authorize_ssh_from_group(group_id, source))
             return group_id
 
@@ -229,13 +229,18 @@ class Remediator:
         return self._once(("endpoint", vpc_id), make)
 
     def attach(self, eni_id: str, gathered: tuple[str, ...], group_id: str, actions: list[ActionRecord]) -> None:
-        """Add `group_id` to the ENI, keeping the groups it has now (a no-op record when it is there)."""
+        """Add `group_id` to the ENI, keeping the groups it has now (a no-op record when it is there). Recorded once
+        per (ENI, group) in a run: endpoint-ssh-ingress and endpoint-ssh-egress both attach eic-guard-eice-ssh to the
+        same ENI, and the second has nothing to add to the first's record."""
+        if (eni_id, group_id) in self._recorded:
+            return
         groups = self._attached.get(eni_id) or self.current_groups(eni_id, gathered)
         if group_id in groups:
             actions.append(self.note("attach-security-group", eni_id, f"{group_id} already attached"))
-            return
-        actions.append(self.gateway.set_interface_groups(eni_id, groups, group_id))
-        self._attached[eni_id] = (*groups, group_id)  # what the ENI carries now (or will, in report mode)
+        else:
+            actions.append(self.gateway.set_interface_groups(eni_id, groups, group_id))
+            self._attached[eni_id] = (*groups, group_id)  # what the ENI carries now (or will, in report mode)
+        self._recorded.add((eni_id, group_id))
 
     def note(self, action: str, resource: str, detail: str) -> ActionRecord:
         """A record for a fix that needed no write (already in the goal state)."""

@@ -103,7 +103,8 @@ class Ec2Gateway:
         detail = f"allow TCP 22 from {source_group_id} (by reference)"
         if not self.dry_run:
             permission = ssh_by_reference(source_group_id)
-            self._tolerating_duplicate(self.ec2.authorize_security_group_ingress, group_id, permission)
+            if not self._tolerating_duplicate(self.ec2.authorize_security_group_ingress, group_id, permission):
+                detail = f"TCP 22 from {source_group_id} (by reference) already allowed (added meanwhile)"
         return self._record("authorize-ingress", group_id, detail)
 
     def authorize_ssh_egress_to_group(self, group_id: str, target_group_id: str) -> ActionRecord:
@@ -111,7 +112,8 @@ class Ec2Gateway:
         detail = f"allow TCP 22 out to {target_group_id} (by reference)"
         if not self.dry_run:
             permission = ssh_by_reference(target_group_id)
-            self._tolerating_duplicate(self.ec2.authorize_security_group_egress, group_id, permission)
+            if not self._tolerating_duplicate(self.ec2.authorize_security_group_egress, group_id, permission):
+                detail = f"TCP 22 out to {target_group_id} (by reference) already allowed (added meanwhile)"
         return self._record("authorize-egress", group_id, detail)
 
     def revoke_default_egress(self, group_id: str) -> ActionRecord:
@@ -127,12 +129,15 @@ class Ec2Gateway:
                     raise
         return self._record("revoke-egress", group_id, detail)
 
-    def _tolerating_duplicate(self, call, group_id: str, permission: dict) -> None:
+    def _tolerating_duplicate(self, call, group_id: str, permission: dict) -> bool:
+        """Whether the rule was added (False: it was there already, e.g. a racing run added it first)."""
         try:
             call(GroupId=group_id, IpPermissions=[permission])
         except ClientError as exc:
             if error_code(exc) != "InvalidPermission.Duplicate":
                 raise
+            return False
+        return True
 
     def create_instance_connect_endpoint(
         self, subnet_id: str, group_id: str, client_token: str
