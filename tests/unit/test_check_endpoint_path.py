@@ -8,10 +8,13 @@ from dataclasses import replace
 from datetime import date
 
 import pytest
+from botocore.exceptions import ClientError
+from eic_guard.aws.gateway import RemediationRefused
 from eic_guard.checks import CheckContext, check_ids_for, endpoint_present, endpoint_ssh_egress, endpoint_ssh_ingress
 from eic_guard.checks import network_acl as network_acl_check
 from eic_guard.checks.connect_path import connect_path
-from eic_guard.engine import evaluate_instance, hold_blocked_fixes
+from eic_guard.checks.guidance import guidance_for
+from eic_guard.engine import evaluate_instance, hold_blocked_fixes, remediate_instance
 from eic_guard.models import IngressPermission, InstanceConnectEndpoint, SecurityGroup
 from eic_guard.settings import Settings
 
@@ -373,3 +376,74 @@ def test_instance_id_and_account_are_kept():
     inst = private()
     outcome = evaluate_instance(inst, ctx_of(inst, endpoints=(endpoint(),)), TODAY)
     assert (outcome.instance_id, outcome.account_id, outcome.region) == (INSTANCE_ID, ACCOUNT, REGION)
+
+
+# ---- the checks that pass only through the endpoint (NEEDS) -------------------------------------------------------
+class _Remediator:
+    """The endpoint path's remediator as the checks' fixes call it: every write succeeds (or is planned), except
+    the endpoint's creation when `creation` is an exception."""
+
+    def __init__(self, *, dry_run: bool = False, creation: Exception | None = None):
+        self.dry_run, self.creation = dry_run, creation
+
+    def created_endpoint(self, vpc_id, subnet_id, client_token, actions):
+        if self.creation is not None:
+            raise self.creation
+        return "eice-0new"
+
+    def endpoint_instance_group(self, vpc_id, actions):
+        return "sg-0eicessh"
+
+    def endpoint_egress(self, vpc_id, actions):
+        return EICE_GROUP
+
+    def attach(self, eni_id, gathered, group_id, actions):
+        return None
+
+
+INTERNAL_ERROR = ClientError({"Error": {"Code": "InternalError", "Message": "x"}}, "CreateInstanceConnectEndpoint")
+REFUSED = RemediationRefused("a group named eic-guard-eice exists in vpc-0a without the ManagedBy=eic-guard tag")
+
+
+@pytest.mark.parametrize(
+    ("dry_run", "creation", "present", "others", "change"),
+    [
+        (False, None, "fixed", "fixed", None),
+        (True, None, "would-fix", "would-fix", None),
+        (False, INTERNAL_ERROR, "error", "fail", "was made"),
+        (False, REFUSED, "fail", "fail", "was made"),
+        (True, REFUSED, "fail", "fail", "is planned"),
+    ],
+)
+def test_ingress_and_egress_are_fixed_only_with_the_endpoint(dry_run, creation, present, others, change):
+    # Given a private instance of a VPC without an endpoint, CreateEndpoints on: three fixes, the endpoint's first
+    inst = private()
+    settings = Settings.build(regions=(REGION,), create_endpoints=True)
+    outcome = evaluate_instance(inst, ctx_of(inst, settings=settings), TODAY)
+    before = {c: outcome.checks[c].reason for c in ("endpoint-ssh-ingress", "endpoint-ssh-egress")}
+
+    # When the fixes run, the endpoint's creation failing, refused or not
+    remediate_instance(inst, outcome, _Remediator(dry_run=dry_run, creation=creation))
+
+    # Then endpoint-ssh-ingress and -egress are fixed (or would be) only when the endpoint is; otherwise they stay
+    # `fail`, saying that their own change was made (or planned) and what they wait for
+    assert outcome.checks["endpoint-present"].status == present
+    for check_id, reason in before.items():
+        result = outcome.checks[check_id]
+        if change is None:
+            assert (result.status, result.reason) == (others, reason)
+            continue
+        assert (result.status, result.fix) == ("fail", None)
+        assert (
+            result.reason
+            == f"{reason}; not fixed: its change {change} (see the actions), but endpoint-present is {present}"
+        )
+        assert result.fact("waiting_for") == "endpoint-present"
+    if change is not None:
+        did = "attached" if change == "was made" else "will attach"
+        assert guidance_for("endpoint-ssh-ingress", outcome.checks["endpoint-ssh-ingress"]) == (
+            f"eic-guard {did} its eic-guard-eice-ssh group (TCP 22 from the endpoint's security group by reference) to "
+            f"{PRIMARY_ENI}, but this passes only once endpoint-present does: fix endpoint-present first (see its "
+            "guidance); nothing else to do here. See "
+            "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/connect-with-ec2-instance-connect-endpoint.html"
+        )

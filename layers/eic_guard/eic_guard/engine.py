@@ -37,6 +37,7 @@ QUOTA_REASONS = {
     "Region by default, see Service Quotas)",
 }
 QUOTA_KINDS = {"ResourceLimitExceeded": "endpoint-quota"}
+NEEDS_MET = ("pass", "fixed", "would-fix")  # a check another one NEEDS lets it be fixed (or planned) in these
 # Why fixes were held, by the `held` of the Deadline (or DeadlineExceeded) that stopped them.
 HELD = {"out-of-time": "out of time in this round", "interrupted": "the run was interrupted"}
 # Only the documented form: date.fromisoformat also takes 20260101 or 2026-W01-1, which must keep the exclusion.
@@ -154,6 +155,37 @@ def remediate_instance(instance: Instance, outcome: InstanceOutcome, remediator:
 
     Returns False when the invocation's time ran out on the way: the fixes not made are held for the next round.
     """
+    finished = _run_fixes(instance, outcome, remediator)
+    _unfixed_while_needs_fail(outcome)
+    return finished
+
+
+def _unfixed_while_needs_fail(outcome: InstanceOutcome) -> None:
+    """A check that passes only with another (`NEEDS`: endpoint-ssh-ingress and endpoint-ssh-egress need the VPC's
+    endpoint, endpoint-present) is not fixed by its own change while that one is neither passing nor fixed, e.g. the
+    endpoint's creation failed: its change was made (the actions say so) but no endpoint reaches the instance, so it
+    stays `fail` (docs/architecture.md §13)."""
+    for check_id, result in list(outcome.checks.items()):
+        if result.status not in ("fixed", "would-fix"):
+            continue
+        unmet = {
+            needed: found.status
+            for needed in getattr(CHECKS_BY_ID[check_id], "NEEDS", ())
+            if (found := outcome.checks.get(needed)) is not None and found.status not in NEEDS_MET
+        }
+        if not unmet:
+            continue
+        change = "was made" if result.status == "fixed" else "is planned"
+        waiting = ", ".join(f"{needed} is {status}" for needed, status in unmet.items())
+        outcome.checks[check_id] = replace(
+            result,
+            status="fail",
+            reason=f"{result.reason}; not fixed: its change {change} (see the actions), but {waiting}",
+            facts=result.with_facts(waiting_for=",".join(unmet), change=change.split()[-1]),
+        )
+
+
+def _run_fixes(instance: Instance, outcome: InstanceOutcome, remediator: Remediator) -> bool:
     for check_id, result in list(outcome.checks.items()):
         if result.status != "fail" or result.fix is None:
             continue

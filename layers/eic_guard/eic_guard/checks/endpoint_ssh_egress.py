@@ -16,6 +16,7 @@ import ipaddress
 
 from ..models import CheckResult, Fix, Instance, InstanceConnectEndpoint
 from ..settings import ENDPOINT_GROUP_NAME, ENDPOINT_INSTANCE_GROUP_NAME, MANAGED_BY_TAG
+from . import endpoint_present
 from .base import CheckContext
 from .connect_path import ENDPOINT, connect_path, elsewhere
 from .eic_ssh_ingress import SSH_PORT
@@ -24,6 +25,9 @@ from .endpoint_ssh_ingress import instance_groups
 ID = "endpoint-ssh-egress"
 TITLE = "The EC2 Instance Connect Endpoint's security groups allow TCP 22 out to the instance"
 PATHS = (ENDPOINT,)  # reported only for endpoint-path instances: public-path reports stay as they were
+# It passes only with the VPC's endpoint: while endpoint-present is neither passing nor fixed (the endpoint's creation
+# failed or was refused), a change this fix made leaves it `fail`, not `fixed` (engine.py).
+NEEDS = (endpoint_present.ID,)
 PERMISSIONS = ("ec2:DescribeSecurityGroups",)
 REMEDIATION_PERMISSIONS = (
     "ec2:AuthorizeSecurityGroupEgress",

@@ -18,6 +18,7 @@ import ipaddress
 
 from ..models import CheckResult, Fix, Instance, InstanceConnectEndpoint
 from ..settings import ENDPOINT_INSTANCE_GROUP_NAME
+from . import endpoint_present
 from .base import CheckContext
 from .connect_path import ENDPOINT, connect_path, elsewhere
 from .eic_ssh_ingress import OPEN_TO_INTERNET, SSH_PORT
@@ -25,6 +26,9 @@ from .eic_ssh_ingress import OPEN_TO_INTERNET, SSH_PORT
 ID = "endpoint-ssh-ingress"
 TITLE = "The instance's security groups allow TCP 22 from its VPC's EC2 Instance Connect Endpoint"
 PATHS = (ENDPOINT,)  # reported only for endpoint-path instances: public-path reports stay as they were
+# It passes only with the VPC's endpoint: while endpoint-present is neither passing nor fixed (the endpoint's creation
+# failed or was refused), a change this fix made leaves it `fail`, not `fixed` (engine.py).
+NEEDS = (endpoint_present.ID,)
 PERMISSIONS = ("ec2:DescribeSecurityGroups",)
 REMEDIATION_PERMISSIONS = (
     "ec2:CreateSecurityGroup",

@@ -5,8 +5,9 @@ prefix...), ending with " See <AWS documentation URL>". Every URL below was chec
 add none that was not.
 
 The engine's rewrites come first, whatever the check: an instance gone, a bug, a security-group quota, a fix that
-failed or was refused, a fix blocked by a network prerequisite, a fix left for the next round; then `fixed` and
-`would-fix` say what eic-guard did or will do; then each check's own failure kinds.
+failed or was refused, a fix made while a check it needs still fails, a fix blocked by a network prerequisite, a fix
+left for the next round; then `fixed` and `would-fix` say what eic-guard did or will do; then each check's own
+failure kinds.
 """
 
 from __future__ import annotations
@@ -210,6 +211,14 @@ def _rewritten(check_id: str, result: CheckResult, fix: FixWords | None) -> str 
     if refused := result.fact("refused"):
         return _see(
             f"eic-guard did not {fix.verb} {fix.what(result)}: {refused}. {_capital(fix.by_hand(result))}.", url
+        )
+    if waiting_for := result.fact("waiting_for"):  # its own change is made (or planned); another check is not
+        needed = " and ".join(w for w in waiting_for.split(",") if w)
+        did = f"{fix.past}" if result.fact("change") == "made" else f"will {fix.verb}"
+        return _see(
+            f"eic-guard {did} {fix.what(result)}, but this passes only once {needed} does: fix {needed} first (see "
+            "its guidance); nothing else to do here.",
+            DOCS.get(needed, url),
         )
     if blocked_by := result.fact("blocked_by"):
         blockers = [b for b in blocked_by.split(",") if b] or ["the network prerequisites"]
