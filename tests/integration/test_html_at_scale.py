@@ -8,8 +8,11 @@ import shutil
 from datetime import UTC, datetime
 
 import pytest
+from eic_guard.checks import CHECK_IDS, check_ids_for
+from eic_guard.checks.connect_path import elsewhere
+from eic_guard.models import CheckResult
 from eic_guard.outputs.html import PAGE_INSTANCES, render_html, render_pages
-from eic_guard.outputs.report import Report, build_report
+from eic_guard.outputs.report import Report, build_report, instance_entry
 
 from benchmarks import synthetic
 from tests.integration.test_html_report import (
@@ -17,6 +20,7 @@ from tests.integration.test_html_report import (
     _all_nodes,
     _chromium,
     _headless,
+    column_names,
     instance_rows,
     parse,
     without_csp,
@@ -31,6 +35,10 @@ class _Ranges:
 
 
 def synthetic_report(instances: int, accounts: int) -> Report:
+    return report_of(list(synthetic.documents(instances, accounts)))
+
+
+def report_of(documents: list[dict]) -> Report:
     return build_report(
         run_id="run-100k",
         mode="remediate",
@@ -39,8 +47,41 @@ def synthetic_report(instances: int, accounts: int) -> Report:
         started=datetime(2026, 12, 7, 3, 0, tzinfo=UTC),
         finished=datetime(2026, 12, 7, 3, 9, tzinfo=UTC),
         ip_ranges=_Ranges(),
-        targets=list(synthetic.documents(instances, accounts)),
+        targets=documents,
     )
+
+
+def on_the_endpoint_path(document: dict) -> dict:
+    """The target's instances (but the excluded) on the EC2 Instance Connect Endpoint path (docs/architecture.md §13)
+    as the engine reports them: the public path's own checks not applicable, the others passing, but every fourth
+    instance's VPC has no endpoint (endpoint-present fails, report mode)."""
+    account, region = document["account_id"], document["region"]
+    entries = []
+    for n in range(len(document["instances"])):
+        outcome = synthetic.outcome(account, region, n, "report")
+        if outcome.excluded_reason is None:
+            outcome.connect_path = "endpoint"
+            outcome.checks = {c: elsewhere("endpoint") for c in check_ids_for("public") if c not in ENDPOINT_TOO}
+            outcome.checks |= {c: CheckResult("pass") for c in CHECK_IDS if c not in outcome.checks}
+            outcome.actions, outcome.warnings = [], []
+            if n % 4 == 0:
+                vpc = outcome.vpc_id
+                facts = (("vpc_id", vpc), ("subnet_id", ""), ("create_endpoints", "false"))
+                no_endpoint = f"no EC2 Instance Connect Endpoint in {vpc}"
+                outcome.checks["endpoint-present"] = CheckResult("fail", no_endpoint, kind="no-endpoint", facts=facts)
+        entries.append(instance_entry(outcome))
+    return {**document, "instances": entries}
+
+
+ENDPOINT_TOO = ("al2023-ami", "imds-enabled", "network-acl")  # the checks of both paths
+FRAME = ("account / region / vpc", "instance", "name / owner", "verdict")  # an instance table's columns, its checks
+REASONS = "reasons, what to do, actions"  # ... and its last
+
+
+def instances_header(page: str) -> list[str]:
+    """The instance table's column names as the page writes them (a check by its full id)."""
+    [table] = [t for t in parse(page).find_all("table") if t.attrs.get("id") == "instances"]
+    return column_names(table)
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +196,48 @@ def test_beyond_the_page_limit_each_account_has_its_page_linked_from_the_summary
         assert '<a href="../run-1.html">all accounts</a>' in page
     # And under the limit there is one page, the same as render_html's
     assert render_pages(report, page_instances=PAGE_INSTANCES, stem="run-1") == {"run-1.html": render_html(report)}
+
+
+def test_an_account_page_has_the_endpoint_paths_columns_when_one_of_its_instances_takes_it(tmp_path):
+    # Given a run of 3 accounts split by account (limit 50, 60 instances), whose second account's instances in its
+    # third region take the endpoint path (the first two regions': the public path), one in four failing
+    # endpoint-present, and whose other accounts' instances all take the public path
+    documents = list(synthetic.documents(3 * 5 * 4, 3))
+    documents[7] = on_the_endpoint_path(documents[7])
+    report = report_of(documents)
+    mixed = documents[7]["account_id"]
+    failing = [
+        e.instance_id
+        for e in report.instances
+        if "endpoint-present" in e.checks and e.checks["endpoint-present"].status == "fail"
+    ]
+    assert len(failing) == 1 and report.summary.connect_paths == {"endpoint": 4}
+
+    # When its pages are rendered
+    pages = render_pages(report, page_instances=50, stem="run-1")
+
+    # Then that account's page has every check's column, the endpoint path's included; each other account's page
+    # the public path's checks only
+    for account in report.accounts:
+        checks = CHECK_IDS if account == mixed else check_ids_for("public")
+        assert instances_header(pages[f"run-1.accounts/{account}.html"]) == [*FRAME, *checks, REASONS]
+    assert list(CHECK_IDS) != list(check_ids_for("public"))
+    # And in a browser the failing instance's endpoint-present cell says fail, its reason named by the check
+    workdir = tmp_path / "mixed"
+    workdir.mkdir()
+    html_file = workdir / "page.html"
+    html_file.write_text(pages[f"run-1.accounts/{mixed}.html"], encoding="utf-8")
+    dumped = _headless(_chromium(), workdir / "profile", "--dump-dom", html_file.as_uri())
+    assert dumped.returncode == 0, dumped.stderr[-2000:]
+    header, rows, _order = instance_rows(parse(dumped.stdout))
+    assert header == [*FRAME, *CHECK_IDS, REASONS]
+    assert len(rows) == 20
+    cells = dict(zip(header, rows[failing[0]].find_all("td"), strict=True))
+    assert (cells["endpoint-present"].text(), cells["endpoint-present"].attrs["class"]) == ("FAIL", "check fail")
+    assert cells["verdict"].text() == "noncompliant"
+    [vpc] = [e.vpc_id for e in report.instances if e.instance_id == failing[0]]
+    [reason] = [li for li in cells[REASONS].find_all("li") if li.text().startswith("endpoint-present: ")]
+    assert reason.text().startswith(f"endpoint-present: no EC2 Instance Connect Endpoint in {vpc}")
 
 
 def dump_rows(page: str, workdir) -> list[str]:

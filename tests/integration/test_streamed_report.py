@@ -1,7 +1,9 @@
 """The streamed Aggregate (issue 20, item 1; docs/architecture.md §15) writes the report the in-memory one did, byte
 for byte: the JSON report, the HTML page (or the summary page and one page per account beyond PAGE_INSTANCES) and
-the alert, on a synthetic organization with every verdict, warnings, a target error, an unreadable and a lost result;
-a report in parts goes through an S3 multipart upload, and one that fails leaves no object and no upload behind."""
+the alert, on a synthetic organization with every verdict, warnings, a target error, an unreadable and a lost result,
+and two accounts with endpoint-path instances (docs/architecture.md §13; one of them after public-path ones), whose
+pages show the endpoint path's columns when split by account; a report in parts goes through an S3 multipart upload,
+and one that fails leaves no object and no upload behind."""
 
 from __future__ import annotations
 
@@ -11,21 +13,24 @@ from datetime import UTC, datetime
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from eic_guard.checks import CHECK_IDS, check_ids_for
 from eic_guard.fanout.aggregate import aggregate_run, merge_targets, stream_run
 from eic_guard.fanout.plan import RunPlan
 from eic_guard.fanout.results import LostResult, UnreadableResult
 from eic_guard.fanout.targets import Target
 from eic_guard.outputs import stream as streaming
 from eic_guard.outputs.alerts import AlertState, ProblemTally, problems_of, quiet_alert, read_previous
-from eic_guard.outputs.html import render_pages
+from eic_guard.outputs.html import StringTable, _json, encoded_rows, instance_row, render_pages
 from eic_guard.outputs.publish import store_scan_report
-from eic_guard.outputs.stream import S3Upload
+from eic_guard.outputs.report import InstanceEntry
+from eic_guard.outputs.stream import S3Upload, Spool
 from eic_guard.ranges import ip_ranges
 from eic_guard.settings import Settings
 from moto import mock_aws
 
 from benchmarks import synthetic
 from tests.conftest import FIXTURES, REGION
+from tests.integration.test_html_at_scale import FRAME, REASONS, instances_header, on_the_endpoint_path
 
 BUCKET = "eic-guard-streamed"
 STARTED = datetime(2026, 12, 7, 3, 0, tzinfo=UTC)
@@ -48,8 +53,12 @@ class _Store:
 
 def _run(instances: int) -> tuple[RunPlan, list[dict], list]:
     """A synthetic organization (benchmarks/synthetic.py: real entries, guidance, every verdict and warnings) whose
-    first target could not be entered, whose second's object is unreadable and whose third's result was lost."""
+    first target could not be entered, whose second's object is unreadable and whose third's result was lost; the
+    third account's third target and the fourth account's first take the endpoint path (one instance in four failing
+    endpoint-present), the other targets the public path."""
     documents = list(synthetic.documents(instances, ACCOUNTS))
+    for n in (12, 15):  # 5 targets (regions) an account
+        documents[n] = on_the_endpoint_path(documents[n])
     targets = [Target(d["account_id"], d["region"]) for d in documents]
     documents[0] |= {"status": "error", "error": "AssumeRole: AccessDenied", "instances": []}
     documents[3]["account_alias"] = "prod-web"
@@ -117,6 +126,15 @@ def test_the_streamed_report_is_the_in_memory_report_byte_for_byte(instances, pa
     pages = render_pages(report, page_instances, stem=stem)
     assert {name: body.decode() for name, body in stored.items()} == pages
     assert len(pages) == (1 if page_instances is None else ACCOUNTS + 1)
+    # and a page has the endpoint path's check columns when one of its instances takes that path: an account's page
+    # when split by account (the third and fourth accounts'), the one page otherwise
+    endpoint = sorted({e.account_id for e in report.instances if e.connect_path == "endpoint"})
+    assert endpoint == synthetic.account_ids(ACCOUNTS)[2:]
+    if page_instances is None:
+        assert instances_header(pages[f"{stem}.html"]) == [*FRAME, *CHECK_IDS, REASONS]
+    for account in report.accounts if page_instances else ():
+        checks = CHECK_IDS if account in endpoint else check_ids_for("public")
+        assert instances_header(pages[f"{stem}.accounts/{account}.html"]) == [*FRAME, *checks, REASONS]
     assert skeleton == report.model_copy(update={"instances": []})
     assert streamed_refresh == refresh
     assert all(t["instances"] == [] for t in light)
@@ -203,6 +221,51 @@ def test_a_small_report_is_one_put_and_a_large_one_a_multipart_upload_of_whole_p
         assert large["Body"].read() == b"".join(bytes([48 + n]) * (1024 * 1024) for n in range(12))
         assert large["ContentType"] == "application/json"
         assert large["ETag"].endswith('-3"')  # three parts: 5, 5 and 2 MiB
+
+
+@pytest.mark.parametrize(
+    ("cut", "kept"), [(1300, b"a" * 600 + b"b" * 600 + b"c" * 100), (900, b"a" * 600 + b"b" * 300)]
+)
+def test_a_spool_cut_back_keeps_what_precedes_the_cut_and_goes_on_from_it(cut, kept, monkeypatch, tmp_path):
+    # Given a spool (an account page's rows: its column set not shown is cut off) written through a buffer of 1,000
+    # bytes: 1,200 bytes in its file, 300 in its buffer
+    monkeypatch.setattr(streaming, "BUFFER_BYTES", 1000)
+    spool = Spool(str(tmp_path))
+    for data in (b"a" * 600, b"b" * 600, b"c" * 300):
+        spool.write(data)
+
+    # When it is cut back to 1,300 bytes (in its buffer) or to 900 (in its file), then written to
+    spool.truncate(cut)
+    spool.write(b"d" * 50)
+
+    # Then it holds what preceded the cut and what came after, its file no longer than that
+    assert b"".join(spool.chunks()) == kept + b"d" * 50
+    assert spool.size == len(kept) + 50
+    spool.file.seek(0, 2)
+    assert spool.file.tell() == len(kept) + 50
+    spool.close()
+
+
+def test_a_row_encoded_for_several_column_sets_is_the_row_encoded_for_each():
+    # Given instances of every synthetic profile on both connect paths, and column sets: the public path's checks and
+    # every check (a page's two), in either order, and sets that are no part of one another
+    documents = list(synthetic.documents(400, 1))
+    entries = [
+        InstanceEntry.model_validate(e)
+        for d in (documents[0], on_the_endpoint_path(documents[1]))
+        for e in d["instances"]
+    ]
+    public, odd = check_ids_for("public"), (("endpoint-present", "al2023-ami"), ("public-ipv4",))
+    column_sets = [(public, CHECK_IDS), (CHECK_IDS, public), (public,), odd, (*odd, CHECK_IDS)]
+    assert {e.connect_path for e in entries} == {None, "endpoint"}
+
+    # When each instance's rows are encoded at once (the streamed pages') and one set at a time (the in-memory pages')
+    together, apart = StringTable(), StringTable()
+    for entry in entries:
+        for sets in column_sets:
+            # Then they are the same rows, and the string tables are the same
+            assert encoded_rows(entry, together, sets) == [_json(instance_row(entry, apart, c)) for c in sets]
+    assert together.texts() == apart.texts()
 
 
 @pytest.mark.parametrize("mode", ["report", "remediate"])

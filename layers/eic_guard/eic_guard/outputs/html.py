@@ -22,6 +22,7 @@ linked from the accounts table.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 from collections import Counter, defaultdict
@@ -29,7 +30,7 @@ from collections.abc import Iterable, Iterator
 from html import escape
 
 from ..checks import CHECK_IDS, check_ids_for
-from .report import DOC_URL, SHORT_IDS, STATUS_LABEL, WARNING_CHECKS, InstanceEntry, Report, Summary
+from .report import DOC_URL, SHORT_IDS, STATUS_LABEL, WARNING_CHECKS, InstanceEntry, Report, Summary, path_counts
 
 PAGE_INSTANCES = 100_000  # beyond this, one page per account (a 100,000-instance page is ~20 MB)
 ROWS_PER_SCREEN = 100
@@ -220,6 +221,7 @@ class PageCounts:
         self.by_account: dict[str, Counter[str]] = defaultdict(Counter)
         self.by_region: dict[str, Counter[str]] = defaultdict(Counter)
         self.by_path: dict[str, Counter[str]] = defaultdict(Counter)
+        self.paths_by_account: dict[str, Counter[str]] = defaultdict(Counter)  # instances per connect path
         # The public path's checks always (a chart bar each); the endpoint path's as instances report them.
         self.by_check: dict[str, Counter[str]] = {check_id: Counter() for check_id in check_ids_for("public")}
         self.instances = 0
@@ -230,6 +232,7 @@ class PageCounts:
         path = getattr(entry, "connect_path", None)  # docs/architecture.md §13, where the report carries it
         if path:
             keys.append(self.by_path[path])
+            self.paths_by_account[entry.account_id][path] += 1
         for counts in keys:
             counts["instances"] += 1
             counts[entry.verdict] += 1
@@ -271,12 +274,7 @@ _VERDICT_INDEX = {verdict: n for n, verdict in enumerate(VERDICT_ORDER)}
 def instance_row(entry: InstanceEntry, strings: StringTable, checks: tuple[str, ...] = CHECK_IDS) -> list:
     """One instance as the page's script reads it (numbers index `strings`; trailing empty fields dropped)."""
     of = strings.of
-    statuses = "".join(STATUS_CODES[entry.checks[c].status] if c in entry.checks else "-" for c in checks)
-    details = [
-        [checks.index(cid) if cid in checks else -1, of(check.reason), of(check.guidance)]
-        for cid, check in entry.checks.items()
-        if check.status not in ("pass", "not-applicable")
-    ]
+    statuses, details = _check_fields(entry, strings, checks)
     row = [
         of(entry.account_id),
         of(entry.region),
@@ -298,9 +296,60 @@ def instance_row(entry: InstanceEntry, strings: StringTable, checks: tuple[str, 
     return row
 
 
+def _check_fields(entry: InstanceEntry, strings: StringTable, checks: tuple[str, ...]) -> tuple[str, list]:
+    """A row's fields that depend on the page's check columns: the status of each of `checks`, and each check not
+    passing as [its column (-1: not shown), reason, guidance]."""
+    of = strings.of
+    statuses = "".join(STATUS_CODES[entry.checks[c].status] if c in entry.checks else "-" for c in checks)
+    details = [
+        [checks.index(cid) if cid in checks else -1, of(check.reason), of(check.guidance)]
+        for cid, check in entry.checks.items()
+        if check.status not in ("pass", "not-applicable")
+    ]
+    return statuses, details
+
+
+def encoded_rows(entry: InstanceEntry, strings: StringTable, column_sets: tuple[tuple[str, ...], ...]) -> list[str]:
+    """`_json(instance_row(entry, strings, checks))` for each of `column_sets` (a page's rows while it is not known
+    which columns it shows: outputs/stream.py): the row built once, with the most columns; another set's check fields
+    read from it (a set of its columns) and only they encoded again."""
+    widest = max(column_sets, key=len)
+    row = instance_row(entry, strings, widest)
+    if len(column_sets) == 1:
+        return [_json(row)]
+    # A row is [7 fields, statuses, details, more...]: statuses is never empty (so never dropped), details is empty
+    # (and dropped with what follows it) whatever the columns.
+    head, more = _json(row[:7])[:-1], ("," + _json(row[9:])[1:] if len(row) > 9 else "]")
+    widest_statuses, widest_details = row[7], (row[8] if len(row) > 8 else [])
+    encoded = []
+    for checks in column_sets:
+        statuses, details = widest_statuses, widest_details
+        read = None if checks == widest else _columns_of(widest, checks)
+        if read is not None:
+            picks, moves = read
+            statuses = "".join(widest_statuses[i] for i in picks)
+            details = [[moves[c] if c >= 0 else -1, reason, guidance] for c, reason, guidance in widest_details]
+        elif checks != widest:
+            statuses, details = _check_fields(entry, strings, checks)
+        encoded.append(head + "," + _json(statuses) + ("," + _json(details) if len(row) > 8 else "") + more)
+    return encoded
+
+
+@functools.cache
+def _columns_of(widest: tuple[str, ...], checks: tuple[str, ...]) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """How a row of `checks` is read from a row of `widest`: each of its columns' index in `widest`, and each of
+    `widest`'s columns' index in `checks` (-1: not shown); None when `checks` has a column `widest` lacks."""
+    if not set(checks) <= set(widest):
+        return None
+    return tuple(widest.index(c) for c in checks), tuple(checks.index(c) if c in checks else -1 for c in widest)
+
+
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # json.dumps' own, built once
+
+
 def _json(value: object) -> str:
     """JSON for a data island: `<`, `>` and `&` escaped so no text can close the element or open a comment."""
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    text = _ENCODE(value)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
@@ -695,7 +744,8 @@ def render_pages(report: Report, page_instances: int | None = None, stem: str = 
 
 
 def account_part(report: Report, account: str, counts: PageCounts) -> Report:
-    """The report narrowed to one account's targets and counts (its instances are given apart)."""
+    """The report narrowed to one account's targets and counts (its instances are given apart), its connect paths
+    its own: its page shows the endpoint path's checks when one of its instances takes it (`page_checks`)."""
     mine = counts.by_account[account]
     errors = [e for e in report.target_errors if e.account_id == account]
     summary = Summary(
@@ -706,6 +756,7 @@ def account_part(report: Report, account: str, counts: PageCounts) -> Report:
         excluded=mine["excluded"],
         errors=mine["error"] + len(errors),
         warnings=mine["warnings"],
+        connect_paths=path_counts(counts.paths_by_account.get(account, {})),
     )
     return report.model_copy(
         update={

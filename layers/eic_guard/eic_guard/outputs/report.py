@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -248,12 +249,7 @@ def build_report(
                 "instances": len(entries),
                 "errors": sum(1 for e in entries if e["verdict"] == "error") + len(errors),
                 "warnings": sum(1 for e in entries if e.get("warnings")),
-                "connect_paths": dict(
-                    sorted(
-                        Counter(e["connect_path"] for e in entries if e.get("connect_path")).items(),
-                        key=lambda item: ("public", "endpoint").index(item[0]),
-                    )
-                ),
+                "connect_paths": path_counts(Counter(e["connect_path"] for e in entries if e.get("connect_path"))),
                 **counts,
             },
             "accounts": sorted({t["account_id"] for t in targets}),
@@ -266,6 +262,11 @@ def build_report(
             "target_errors": errors,
         }
     )
+
+
+def path_counts(instances: Mapping[str, int]) -> dict[str, int]:
+    """A summary's `connect_paths`: instances per connect path present, the public path first."""
+    return dict(sorted(instances.items(), key=lambda item: ("public", "endpoint").index(item[0])))
 
 
 def account_label(aliases: dict[str, str], account_id: str) -> str:
@@ -301,4 +302,4 @@ def target_entry(target: dict) -> dict:
     }
 
 
-__all__ = ["CHECK_IDS", "Report", "build_report", "report_header", "target_entry", "verdict"]
+__all__ = ["CHECK_IDS", "Report", "build_report", "path_counts", "report_header", "target_entry", "verdict"]

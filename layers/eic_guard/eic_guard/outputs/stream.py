@@ -6,7 +6,9 @@ instance, once encoded, to spool files in the function's ephemeral storage (/tmp
 
 - the JSON report's instance entries, encoded from the report model (the bytes `Report.to_json_bytes` gives them);
 - the HTML rows of the one-page report (while the run is within outputs.html.PAGE_INSTANCES instances) and of each
-  account's page (a run beyond it is split by account).
+  account's page (a run beyond it is split by account), each in both column sets (outputs.html.page_checks: the
+  public path's checks, or every check when an instance takes the endpoint path) until the page's last instance is
+  read, the one not shown then dropped.
 
 When every target is read, the summary, the targets and the rest of the report are known: `store` writes the JSON
 report as its head, the spooled entries and its tail, and the HTML page(s), each through an S3 multipart upload of
@@ -35,24 +37,24 @@ from .html import (
     ROWS_OPEN,
     PageCounts,
     StringTable,
-    _json,
     account_pages,
     account_part,
     assembled_page,
     back_link,
-    instance_row,
+    encoded_rows,
+    page_checks,
     page_chunks,
     strings_island,
     summary_page,
     visible_part,
 )
-from .report import InstanceEntry, Report, account_label, report_header, target_entry
+from .report import InstanceEntry, Report, account_label, path_counts, report_header, target_entry
 
 PART_BYTES = 8 * 1024 * 1024  # S3 multipart: every part but the last at least 5 MiB
 BUFFER_BYTES = 1024 * 1024  # a spool's writes are gathered into this much before they reach the file
 _INSTANCES = b'\n  "instances": [],\n'  # where the instance entries go in the report's indented JSON
 _ENTRY_SERIALIZER = InstanceEntry.__pydantic_serializer__
-_PUBLIC_CHECKS = check_ids_for("public")
+_COLUMN_SETS = (check_ids_for("public"), CHECK_IDS)  # a page's: outputs.html.page_checks
 _SEPARATOR = ROW_SEPARATOR.encode()
 
 
@@ -151,17 +153,26 @@ class Spool:
             start += len(chunk)
             yield chunk
 
+    def truncate(self, size: int) -> None:
+        """What was written from `size` on dropped."""
+        flushed = self.size - len(self.buffer)
+        if size >= flushed:
+            del self.buffer[size - flushed :]
+        else:
+            self.buffer = bytearray()
+            self.file.truncate(size)
+        self.size = size
+
     def close(self) -> None:
         self.file.close()
 
 
 class _Rows:
-    """One page's rows as they are encoded: its string table, its counts, its stretches of the spool; once its
-    account is done (`close`), its strings island and visible part are spooled too and the table and counts let go."""
+    """One page's rows as they are encoded: its string table, its stretches of the spool; once its account is done
+    (`close`), its strings island and visible part are spooled too and the table let go."""
 
     def __init__(self) -> None:
         self.strings = StringTable()
-        self.counts = PageCounts()
         self.segments: list[tuple[int, int]] = []
         self.rows = 0
         self.closed: tuple[tuple[int, int], tuple[int, int]] | None = None  # (strings island, visible part)
@@ -172,11 +183,12 @@ class _Rows:
         middle = spool.size
         spool.write(visible.encode())
         self.closed = ((start, middle), (middle, spool.size))
-        self.strings, self.counts = StringTable(), PageCounts()
+        self.strings = StringTable()
 
-    def add(self, spool: Spool, entry: InstanceEntry, checks: tuple[str, ...]) -> None:
+    def add(self, spool: Spool, encoded: str) -> None:
+        """One row, encoded with this page's string table (outputs.html.encoded_rows)."""
         start = spool.size
-        row = _json(instance_row(entry, self.strings, checks)).encode()
+        row = encoded.encode()
         spool.write(_SEPARATOR + row if self.rows else row)
         if self.segments and self.segments[-1][1] == start:
             self.segments[-1] = (self.segments[-1][0], spool.size)
@@ -193,6 +205,49 @@ class _Rows:
     def spooled(self, spool: Spool, which: int) -> Iterator[bytes]:
         assert self.closed is not None
         yield from spool.chunks(*self.closed[which])
+
+    def drop(self, spool: Spool) -> None:
+        """Its rows taken back from the spool (they are the spool's last stretch: its account's, still open)."""
+        if self.segments:
+            spool.truncate(self.segments[0][0])
+        self.segments, self.rows = [], 0
+
+
+class _AccountPage:
+    """An account's page while its targets are read: its counts, and its rows in both column sets (public checks;
+    every check), one string table, until it is known which the page shows (outputs.html.page_checks of its
+    outputs.html.account_part): the public set is dropped at its first endpoint-path instance, the set not shown
+    when the account is done (`close`)."""
+
+    def __init__(self) -> None:
+        self.counts = PageCounts()
+        self.public: _Rows | None = _Rows()
+        self.every: _Rows | None = _Rows()
+        self.every.strings = self.public.strings
+        self.shown: tuple[_Rows, int] | None = None  # once closed: its rows and the index of their spool
+
+    def add(self, spools: tuple[Spool, Spool], entry: InstanceEntry) -> None:
+        self.counts.add(entry)
+        assert self.every is not None
+        if self.public is not None and entry.connect_path == "endpoint":
+            self.public.drop(spools[0])
+            self.public = None
+        if self.public is None:
+            [every] = encoded_rows(entry, self.every.strings, (CHECK_IDS,))
+        else:
+            public, every = encoded_rows(entry, self.every.strings, _COLUMN_SETS)
+            self.public.add(spools[0], public)
+        self.every.add(spools[1], every)
+
+    def close(self, spools: tuple[Spool, Spool], visible: str, checks: tuple[str, ...]) -> None:
+        """Its page shows `checks`: those rows get the strings island and the visible part, the others are dropped."""
+        which = 1 if checks == CHECK_IDS else 0
+        rows, other = (self.public, self.every) if which == 0 else (self.every, self.public)
+        assert rows is not None, "the public checks after an endpoint-path instance"
+        if other is not None:
+            other.drop(spools[1 - which])
+        rows.close(spools[which], visible)
+        self.shown, self.public, self.every, self.counts = (rows, which), None, None, PageCounts()
 
 
 class ReportStream:
@@ -217,12 +272,12 @@ class ReportStream:
         self.tally = tally
         self.page_instances = page_instances or PAGE_INSTANCES
         self.entries = Spool(directory)  # the JSON report's instance entries, indented as in the report
-        self.pages = Spool(directory)  # every account's page rows
+        self.pages = (Spool(directory), Spool(directory))  # every account's page rows: public checks; every check
         self.main_spools = (Spool(directory), Spool(directory))  # the one page's rows: public checks; every check
         self.main = (_Rows(), _Rows())
         self.main[1].strings = self.main[0].strings  # one string table: the two encodings differ in checks only
         self.counts = PageCounts()  # the whole run's: the summary, the pages' summaries and the metrics count on it
-        self.by_account: dict[str, _Rows] = {}
+        self.by_account: dict[str, _AccountPage] = {}
         self.instances = 0
         self.targets: list[dict] = []
         self.target_actions: list[dict] = []
@@ -250,7 +305,7 @@ class ReportStream:
             "target_errors": self.target_errors[self.opened[2] :],
         }
         part = account_part(Report.model_validate(mine), account, self.counts)
-        page.close(self.pages, visible_part(part, page.counts))
+        page.close(self.pages, visible_part(part, page.counts), page_checks(part))
 
     # ---- reading ----------------------------------------------------------------------------------------------
     def add_target(self, target: dict) -> None:
@@ -290,18 +345,18 @@ class ReportStream:
         self.entries.write((b"    " if self.instances == 1 else b",\n    ") + body)
         self.counts.add(entry)
         if self.instances <= self.page_instances:  # the one page, while the run fits it
-            for spool, rows, checks in zip(self.main_spools, self.main, (_PUBLIC_CHECKS, CHECK_IDS), strict=True):
-                rows.add(spool, entry, checks)
+            encoded = encoded_rows(entry, self.main[0].strings, _COLUMN_SETS)
+            for spool, rows, row in zip(self.main_spools, self.main, encoded, strict=True):
+                rows.add(spool, row)
         elif self.main_spools:  # split by account: the one page's rows are not needed
             for spool in self.main_spools:
                 spool.close()
             self.main_spools = ()
         page = self.by_account.get(entry.account_id)
         if page is None:
-            page = self.by_account[entry.account_id] = _Rows()
-        assert page.closed is None, "a run's targets come account by account (fanout.targets)"
-        page.counts.add(entry)
-        page.add(self.pages, entry, _PUBLIC_CHECKS)  # an account page's columns: outputs.html.account_part
+            page = self.by_account[entry.account_id] = _AccountPage()
+        assert page.shown is None, "a run's targets come account by account (fanout.targets)"
+        page.add(self.pages, entry)
         for action in entry.actions:
             self.applied += action.status == "done"
             self.failed += action.status == "failed"
@@ -323,7 +378,6 @@ class ReportStream:
         self._close_account()
         self.open_account = None
         totals = sum(self.counts.by_account.values(), Counter())  # every instance is counted under its account
-        paths = sorted(self.counts.by_path.items(), key=lambda item: ("public", "endpoint").index(item[0]))
         self.report = Report.model_validate(
             {
                 **self.header,
@@ -331,7 +385,7 @@ class ReportStream:
                     "instances": self.instances,
                     "errors": totals["error"] + len(self.target_errors),
                     "warnings": totals["warnings"],
-                    "connect_paths": {path: by["instances"] for path, by in paths},
+                    "connect_paths": path_counts({path: by["instances"] for path, by in self.counts.by_path.items()}),
                     **{v: totals[v] for v in ("compliant", "fixed", "noncompliant", "excluded")},
                 },
                 "accounts": sorted({t["account_id"] for t in self.targets}),
@@ -370,11 +424,14 @@ class ReportStream:
         yield f"{stem}.html", [summary_page(report, self.counts, pages)]
         for account in report.accounts:
             part = account_part(report, account, self.counts)
-            rows = self.by_account.get(account)
-            if rows is None:  # no instance: nothing spooled
-                yield pages[account], page_chunks(part, PageCounts(), _Rows().island(self.pages), StringTable(), back)
+            page = self.by_account.get(account)
+            if page is None:  # no instance: nothing spooled
+                empty = _Rows().island(self.pages[0])
+                yield pages[account], page_chunks(part, PageCounts(), empty, StringTable(), back)
                 continue
-            island, strings, visible = rows.island(self.pages), rows.spooled(self.pages, 0), rows.spooled(self.pages, 1)
+            assert page.shown is not None
+            rows, spool = page.shown[0], self.pages[page.shown[1]]
+            island, strings, visible = rows.island(spool), rows.spooled(spool, 0), rows.spooled(spool, 1)
             yield pages[account], assembled_page(part, island, strings, visible, back)
 
     def store(self, s3: Any, bucket: str, key: str) -> None:
@@ -389,7 +446,7 @@ class ReportStream:
                     upload.write(chunk)
 
     def close(self) -> None:
-        for spool in (self.entries, self.pages, *self.main_spools):
+        for spool in (self.entries, *self.pages, *self.main_spools):
             spool.close()
 
 
