@@ -145,7 +145,7 @@ def test_create_endpoints_makes_one_endpoint_per_vpc_with_its_own_group(account,
     # And the report says each change once: the VPC's on its first instance, each ENI's attach once (both
     # endpoint-ssh-ingress and endpoint-ssh-egress attach eic-guard-eice-ssh, the second has nothing to add)
     eice_id, eice_ssh_id, endpoint_id = eice["GroupId"], eice_ssh["GroupId"], endpoint["InstanceConnectEndpointId"]
-    first, second = (entry(report, i) for i in instances)
+    first, second = report.instances  # in the order they were acted on (EC2's, not always id order)
     assert actions(first) == [
         ("create-security-group", eice_id, "done", f"create {EICE} in {network.vpc_id} tagged ManagedBy=eic-guard"),
         ("revoke-egress", eice_id, "done", "revoke the default egress rule (all traffic to 0.0.0.0/0)"),
@@ -164,9 +164,9 @@ def test_create_endpoints_makes_one_endpoint_per_vpc_with_its_own_group(account,
             f"create an EC2 Instance Connect Endpoint in {network.private_subnet_id} with {eice_id}, "
             "PreserveClientIp=false, tagged ManagedBy=eic-guard (create-in-progress, ready in minutes)",
         ),
-        attached(ec2, instances[0], eice_ssh_id, network.app_group_id),
+        attached(ec2, first.instance_id, eice_ssh_id, network.app_group_id),
     ]
-    assert actions(second) == [attached(ec2, instances[1], eice_ssh_id, network.app_group_id)]
+    assert actions(second) == [attached(ec2, second.instance_id, eice_ssh_id, network.app_group_id)]
     assert_second_run_changes_nothing(ec2, ranges_2026, api_calls, instances, create_endpoints=True)
 
 
