@@ -215,6 +215,70 @@ def test_an_endpoint_eic_guard_made_that_failed_is_replaced_without_re_authorizi
     assert_second_run_changes_nothing(ec2, ranges_2026, api_calls, [instance_id], create_endpoints=True)
 
 
+@pytest.mark.parametrize(
+    ("state", "message"), [("delete-in-progress", None), ("delete-failed", "The network interface is in use")]
+)
+def test_an_endpoint_being_deleted_is_reported_and_no_creation_is_tried_until_it_is_gone(
+    account, ec2, api_calls, ranges_2026, state, message
+):
+    # Given a private instance whose VPC's only endpoint (theirs) is being deleted, or failed to be: not usable, but
+    # it holds the VPC's endpoint quota (one per VPC), so a CreateInstanceConnectEndpoint would be refused
+    network = account.network()
+    theirs = their_endpoint(account, network)["InstanceConnectEndpointId"]
+    ec2.delete_instance_connect_endpoint(InstanceConnectEndpointId=theirs)
+    simulated_eice.set_state(ACCOUNT, REGION, theirs, state, message)
+    instance_id = private_instance(account, network)
+    before = aws_state(ec2)
+    # When a remediate scan with CreateEndpoints runs, twice
+    for _ in range(2):
+        api_calls.clear()
+        report = scan(ranges_2026, create_endpoints=True)
+        # Then nothing is written (no creation that the quota refuses, no group for an endpoint that is not coming)
+        assert api_calls.writes() == []
+        assert aws_state(ec2) == before
+        # ... and the report names the endpoint and its state
+        found = entry(report, instance_id)
+        assert (found.verdict, found.actions) == ("noncompliant", [])
+        doing = "is being deleted" if state == "delete-in-progress" else "could not be deleted"
+        said = f"{state}: {message}" if message else state
+        assert {c: (r.status, r.reason) for c, r in found.checks.items() if r.status != "not-applicable"} == {
+            "endpoint-present": (
+                "fail",
+                f"{theirs} in {network.vpc_id} {doing} ({said}): it serves no connection but holds the VPC's endpoint "
+                "quota (one per VPC), so no endpoint can be created until it is gone",
+            ),
+            "endpoint-ssh-ingress": (
+                "fail",
+                f"no EC2 Instance Connect Endpoint in {network.vpc_id} to allow TCP 22 from (endpoint-present)",
+            ),
+            "endpoint-ssh-egress": (
+                "fail",
+                f"no EC2 Instance Connect Endpoint in {network.vpc_id} to allow TCP 22 out of (endpoint-present)",
+            ),
+            "al2023-ami": ("pass", "al2023-ami-2023.12.20260930.0-kernel-6.18-x86_64"),
+            "imds-enabled": ("pass", "metadata endpoint enabled (HttpTokens=required)"),
+            "network-acl": (
+                "fail",
+                f"no EC2 Instance Connect Endpoint in {network.vpc_id}: the network ACLs are checked once it exists",
+            ),
+        }
+        wait = "wait for the deletion" if state == "delete-in-progress" else "delete it by hand"
+        assert wait in found.checks["endpoint-present"].guidance
+    # When the deletion finishes (a delete-failed one deleted by hand), the next run creates eic-guard's endpoint
+    if state == "delete-in-progress":
+        simulated_eice.release(ACCOUNT, REGION, theirs)
+    else:
+        ec2.delete_instance_connect_endpoint(InstanceConnectEndpointId=theirs)
+    api_calls.clear()
+    report = scan(ranges_2026, create_endpoints=True)
+    assert api_calls.count("CreateInstanceConnectEndpoint") == 1
+    assert entry(report, instance_id).verdict == "fixed"
+    [new] = [e for e in endpoints(ec2) if e["InstanceConnectEndpointId"] != theirs]
+    assert {"Key": "ManagedBy", "Value": "eic-guard"} in new["Tags"]
+    # And the run after that changes nothing
+    assert_second_run_changes_nothing(ec2, ranges_2026, api_calls, [instance_id], create_endpoints=True)
+
+
 def test_report_mode_writes_nothing_and_plans_the_endpoint(account, ec2, api_calls, ranges_2026):
     network = account.network()
     instance_id = private_instance(account, network)

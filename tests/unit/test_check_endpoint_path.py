@@ -172,7 +172,21 @@ def test_each_path_reports_its_checks_and_the_public_ones_are_not_applicable_on_
             "no-endpoint",
             f"no EC2 Instance Connect Endpoint in {VPC} ({ENDPOINT_ID} is create-failed: Subnet has no free address)",
         ),
-        (endpoint(state="delete-in-progress"), "fail", "no-endpoint", f"({ENDPOINT_ID} is delete-in-progress)"),
+        (
+            endpoint(state="delete-in-progress"),
+            "fail",
+            "endpoint-deleting",
+            f"{ENDPOINT_ID} in {VPC} is being deleted (delete-in-progress): it serves no connection but holds the "
+            "VPC's endpoint quota (one per VPC), so no endpoint can be created until it is gone",
+        ),
+        (
+            endpoint(state="delete-failed", message="Network interface in use"),
+            "fail",
+            "endpoint-deleting",
+            f"{ENDPOINT_ID} in {VPC} could not be deleted (delete-failed: Network interface in use): it serves no "
+            "connection but holds",
+        ),
+        (endpoint(state="delete-complete"), "fail", "no-endpoint", f"({ENDPOINT_ID} is delete-complete)"),
         (None, "fail", "no-endpoint", f"no EC2 Instance Connect Endpoint in {VPC}"),
     ],
 )
@@ -181,6 +195,67 @@ def test_endpoint_present(found, status, kind, reason):
     result = endpoint_present.evaluate(inst, ctx_of(inst, endpoints=(found,) if found else ()))
     assert (result.status, result.kind, result.fix) == (status, kind, None)
     assert reason in result.reason
+
+
+EICE_DELETE = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/delete-ec2-instance-connect-endpoint.html"
+
+
+@pytest.mark.parametrize("state", ["delete-in-progress", "delete-failed"])
+@pytest.mark.parametrize("create", [True, False])
+def test_an_endpoint_being_deleted_holds_the_quota_so_no_creation_is_planned(state, create):
+    # Given a private instance whose VPC's only endpoint is being deleted (or failed to be): it is not usable, but it
+    # holds the VPC's endpoint quota, so a CreateInstanceConnectEndpoint would be refused
+    inst = private(http_endpoint="disabled", tags={"eic-guard:connect-path": "endpoint"})
+    settings = Settings.build(regions=(REGION,), create_endpoints=create)
+    ctx = ctx_of(inst, endpoints=(endpoint(state=state, subnet_id=SUBNET, tags=OWNED),), settings=settings)
+    # When its checks are evaluated and the fixes that cannot work are held
+    outcome = evaluate_instance(inst, ctx, TODAY)
+    hold_blocked_fixes(outcome)
+    # Then endpoint-present names the endpoint and its state, and asks for no creation, with CreateEndpoints or not
+    present = outcome.checks["endpoint-present"]
+    doing = "is being deleted" if state == "delete-in-progress" else "could not be deleted"
+    assert (present.status, present.kind, present.fix) == ("fail", "endpoint-deleting", None)
+    assert present.reason == (
+        f"{ENDPOINT_ID} in {VPC} {doing} ({state}): it serves no connection but holds the VPC's endpoint quota (one "
+        "per VPC), so no endpoint can be created until it is gone"
+    )
+    after = "once it is gone, " + (
+        "eic-guard creates a new one on its next run"
+        if create
+        else "create one (or set CreateEndpoints=true and eic-guard does it)"
+    )
+    if state == "delete-in-progress":
+        says = (
+            f"{ENDPOINT_ID} in {VPC} is being deleted and holds the VPC's endpoint quota until it is gone: wait for "
+            f"the deletion to finish (minutes); {after}."
+        )
+    else:
+        says = (
+            f"The deletion of {ENDPOINT_ID} in {VPC} failed (its state message says why) and it still holds the VPC's "
+            f"endpoint quota: delete it by hand (aws ec2 delete-instance-connect-endpoint "
+            f"--instance-connect-endpoint-id {ENDPOINT_ID}); {after}."
+        )
+    assert guidance_for("endpoint-present", present) == f"{says} See {EICE_DELETE}"
+    # And nothing is planned for the endpoint that is not coming: no group change, no network-acl pass on it, and the
+    # instance's other fixes are held as without CreateEndpoints
+    assert {c: (r.status, r.kind, r.fix) for c, r in outcome.checks.items() if r.status != "not-applicable"} == {
+        "endpoint-present": ("fail", "endpoint-deleting", None),
+        "endpoint-ssh-ingress": ("fail", "no-endpoint", None),
+        "endpoint-ssh-egress": ("fail", "no-endpoint", None),
+        "al2023-ami": ("pass", None, None),
+        "imds-enabled": ("fail", "imds-disabled", None),
+        "network-acl": ("fail", "nacl-endpoint-unknown", None),
+    }
+    assert outcome.checks["imds-enabled"].reason.endswith(
+        "not fixed: blocked by network-acl, endpoint-present, endpoint-ssh-egress"
+    )
+
+
+def test_a_live_endpoint_beside_one_being_deleted_serves_the_vpc():
+    inst = private()
+    ctx = ctx_of(inst, endpoints=(endpoint(state="delete-in-progress", endpoint_id="eice-0old"), endpoint()))
+    result = endpoint_present.evaluate(inst, ctx)
+    assert (result.status, result.reason) == ("pass", f"{ENDPOINT_ID} (create-complete, ipv4) in {OTHER_SUBNET}")
 
 
 def test_endpoint_present_plans_one_endpoint_per_vpc_in_the_first_instances_subnet_with_a_stable_token():

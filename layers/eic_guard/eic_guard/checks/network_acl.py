@@ -6,6 +6,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from ..models import CheckResult, Instance, IPNetwork, NaclEntry, NetworkAcl
+from . import endpoint_present
 from .base import CheckContext, passed, ranges_unavailable
 from .connect_path import ENDPOINT, connect_path
 from .endpoint_present import planned_subnet
@@ -164,7 +165,8 @@ def _evaluate_endpoint_path(instance: Instance, ctx: CheckContext) -> CheckResul
     subnet_id = instance.connect_subnet_id
     endpoint = ctx.snapshot.endpoint_for(instance.vpc_id)
     if endpoint is None:
-        if ctx.settings.create_endpoints and subnet_id and subnet_id == planned_subnet(instance.vpc_id or "", ctx):
+        vpc_id = instance.vpc_id or ""
+        if endpoint_present.creates_endpoint(vpc_id, ctx) and subnet_id and subnet_id == planned_subnet(vpc_id, ctx):
             return passed(f"the endpoint eic-guard creates will be in {subnet_id}: no network ACL between them")
         reason = f"no EC2 Instance Connect Endpoint in {instance.vpc_id}: the network ACLs are checked once it exists"
         return CheckResult("fail", reason, kind=ENDPOINT_UNKNOWN, facts=(("vpc_id", instance.vpc_id or ""),))
