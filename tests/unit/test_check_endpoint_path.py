@@ -522,3 +522,44 @@ def test_ingress_and_egress_are_fixed_only_with_the_endpoint(dry_run, creation, 
             "guidance); nothing else to do here. See "
             "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/connect-with-ec2-instance-connect-endpoint.html"
         )
+
+
+@pytest.mark.parametrize(
+    ("dry_run", "creation", "present"),
+    [
+        (False, None, None),
+        (True, None, None),
+        (False, INTERNAL_ERROR, "error"),
+        (False, REFUSED, "fail"),
+        (True, REFUSED, "fail"),
+    ],
+)
+def test_network_acl_passes_on_the_endpoint_eic_guard_creates_only_while_it_is_created(dry_run, creation, present):
+    # Given a private instance in the subnet eic-guard creates its VPC's endpoint in: network-acl passes on that plan
+    inst = private()
+    settings = Settings.build(regions=(REGION,), create_endpoints=True)
+    outcome = evaluate_instance(inst, ctx_of(inst, settings=settings), TODAY)
+    planned = f"the endpoint eic-guard creates will be in {SUBNET}: no network ACL between them"
+    assert (outcome.checks["network-acl"].status, outcome.checks["network-acl"].reason) == ("pass", planned)
+
+    # When the fixes run, the endpoint's creation failing, refused or not
+    remediate_instance(inst, outcome, _Remediator(dry_run=dry_run, creation=creation))
+
+    # Then the pass stands while the endpoint is created (or planned); once its creation failed or was refused, no
+    # endpoint exists to check the network ACLs against: network-acl fails as it does without an endpoint, saying why
+    result = outcome.checks["network-acl"]
+    if present is None:
+        assert (result.status, result.reason, result.kind) == ("pass", planned, None)
+        return
+    assert outcome.checks["endpoint-present"].status == present
+    assert (result.status, result.kind, result.fix) == ("fail", "nacl-endpoint-unknown", None)
+    assert result.reason == (
+        f"no EC2 Instance Connect Endpoint in {VPC}: the one eic-guard was to create in {SUBNET} was not created "
+        f"(endpoint-present is {present}); the network ACLs are checked once it exists"
+    )
+    assert guidance_for("network-acl", result) == (
+        "The network ACLs between the EC2 Instance Connect Endpoint and the instance are checked once the VPC's "
+        "endpoint exists and has its address (endpoint-present); nothing to do here until then. See "
+        "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/connect-with-ec2-instance-connect-endpoint.html and "
+        "https://docs.aws.amazon.com/vpc/latest/userguide/nacl-rules.html"
+    )
