@@ -4,9 +4,11 @@ for racing runs, the endpoint quota as a per-instance error (docs/architecture.m
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from eic_guard import engine, simulated_eice
-from eic_guard.aws import inventory
+from eic_guard.aws import gateway, inventory
 from eic_guard.aws.clients import AwsClients
 from eic_guard.fanout.local import run_scan
 from eic_guard.settings import Settings
@@ -332,8 +334,30 @@ def test_racing_runs_create_one_endpoint(account, ec2, api_calls, ranges_2026, m
     assert len(endpoints(ec2)) == 1
     assert len(named(ec2, network.vpc_id, EICE)) == len(named(ec2, network.vpc_id, EICE_SSH)) == 1
     assert entry(first, instance_id).verdict == entry(second, instance_id).verdict == "fixed"
-    # ... and its records say that the rules it asked for were there already, not that it added them
+    # ... and its records say that the rules and the endpoint it asked for were there already, not that it made them
     [eice], [eice_ssh] = named(ec2, network.vpc_id, EICE), named(ec2, network.vpc_id, EICE_SSH)
+    [endpoint] = endpoints(ec2)
+    endpoint_id = endpoint["InstanceConnectEndpointId"]
+    created = [a for a in actions(entry(first, instance_id)) if a[0] == "create-instance-connect-endpoint"]
+    assert created == [
+        (
+            "create-instance-connect-endpoint",
+            endpoint_id,
+            "done",
+            f"create an EC2 Instance Connect Endpoint in {network.private_subnet_id} with {eice['GroupId']}, "
+            "PreserveClientIp=false, tagged ManagedBy=eic-guard (create-in-progress, ready in minutes)",
+        )
+    ]
+    raced = [a for a in actions(entry(second, instance_id)) if a[0] == "create-instance-connect-endpoint"]
+    assert raced == [
+        (
+            "create-instance-connect-endpoint",
+            endpoint_id,
+            "done",
+            f"EC2 Instance Connect Endpoint {endpoint_id} in {network.private_subnet_id} already created by a "
+            "concurrent run (create-complete)",
+        )
+    ]
     rules = [a for a in actions(entry(second, instance_id)) if a[0] in ("authorize-ingress", "authorize-egress")]
     assert rules == [
         (
@@ -349,6 +373,51 @@ def test_racing_runs_create_one_endpoint(account, ec2, api_calls, ranges_2026, m
             f"TCP 22 out to {eice_ssh['GroupId']} (by reference) already allowed (added meanwhile)",
         ),
     ]
+
+
+def test_a_racing_runs_endpoint_still_being_created_is_recorded_as_theirs(
+    account, ec2, api_calls, ranges_2026, monkeypatch
+):
+    # Given two runs that both gathered the VPC before either wrote; the first creates the endpoint, which is still
+    # being created (create-in-progress) when the second sends its request, a minute later
+    network = account.network()
+    instance_id = private_instance(account, network)
+    stale = inventory.gather(ec2, ACCOUNT, REGION, Settings.build(regions=(REGION,), create_endpoints=True))
+    real_gather = engine.gather
+    monkeypatch.setattr(engine, "gather", lambda *args, **kwargs: stale)
+    first = scan(ranges_2026, create_endpoints=True)
+    [endpoint] = endpoints(ec2)
+    endpoint_id = endpoint["InstanceConnectEndpointId"]
+    simulated_eice.set_state(ACCOUNT, REGION, endpoint_id, "create-in-progress")
+    real_now = gateway.now
+    monkeypatch.setattr(gateway, "now", lambda: real_now() + timedelta(minutes=1))
+    # When the second run remediates: its CreateInstanceConnectEndpoint (the same ClientToken) returns that endpoint
+    api_calls.clear()
+    second = scan(ranges_2026, create_endpoints=True)
+    # Then one endpoint; the first run says it created it, the second that a concurrent run did
+    assert api_calls.count("CreateInstanceConnectEndpoint") == 1
+    assert [e["InstanceConnectEndpointId"] for e in endpoints(ec2)] == [endpoint_id]
+    records = {
+        run: [a[3] for a in actions(entry(report, instance_id)) if a[0] == "create-instance-connect-endpoint"]
+        for run, report in (("first", first), ("second", second))
+    }
+    eice_id = named(ec2, network.vpc_id, EICE)[0]["GroupId"]
+    assert records == {
+        "first": [
+            f"create an EC2 Instance Connect Endpoint in {network.private_subnet_id} with {eice_id}, "
+            "PreserveClientIp=false, tagged ManagedBy=eic-guard (create-in-progress, ready in minutes)"
+        ],
+        "second": [
+            f"EC2 Instance Connect Endpoint {endpoint_id} in {network.private_subnet_id} already created by a "
+            "concurrent run (create-in-progress)"
+        ],
+    }
+    assert entry(second, instance_id).checks["endpoint-present"].status == "fixed"
+    # And once it is ready, a run that gathers afresh changes nothing
+    monkeypatch.setattr(engine, "gather", real_gather)
+    monkeypatch.setattr(gateway, "now", real_now)
+    simulated_eice.release(ACCOUNT, REGION, endpoint_id)
+    assert_second_run_changes_nothing(ec2, ranges_2026, api_calls, [instance_id], create_endpoints=True)
 
 
 def test_the_endpoint_quota_is_an_error_of_that_vpcs_instances_and_the_run_goes_on(

@@ -5,10 +5,11 @@ subnet, dualstack, PreserveClientIp on and off, group reference vs CIDR, protoco
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from botocore.exceptions import ClientError
+from eic_guard.aws import gateway as gateway_module
 from eic_guard.aws.gateway import RemediationRefused
 from eic_guard.checks import CheckContext, check_ids_for, endpoint_present, endpoint_ssh_egress, endpoint_ssh_ingress
 from eic_guard.checks import network_acl as network_acl_check
@@ -562,4 +563,51 @@ def test_network_acl_passes_on_the_endpoint_eic_guard_creates_only_while_it_is_c
         "endpoint exists and has its address (endpoint-present); nothing to do here until then. See "
         "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/connect-with-ec2-instance-connect-endpoint.html and "
         "https://docs.aws.amazon.com/vpc/latest/userguide/nacl-rules.html"
+    )
+
+
+# ---- CreateInstanceConnectEndpoint answered with a racing run's endpoint (the same ClientToken) ---------------------
+class _Ec2:
+    def __init__(self, answer: dict):
+        self.answer = answer
+
+    def create_instance_connect_endpoint(self, **_):
+        return {"InstanceConnectEndpoint": self.answer}
+
+
+SENT = datetime(2026, 12, 7, 6, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("state", "created_at", "concurrent"),
+    [
+        ("create-in-progress", SENT + timedelta(seconds=1), False),  # this request made it
+        ("create-in-progress", SENT - timedelta(seconds=2), False),  # within the clocks' margin: counted as made
+        ("create-in-progress", None, False),
+        ("create-in-progress", SENT - timedelta(minutes=1), True),  # a racing run made it a minute before
+        ("create-in-progress", (SENT - timedelta(minutes=1)).replace(tzinfo=None), True),
+        ("create-complete", SENT + timedelta(seconds=1), True),  # a new endpoint is never ready at once
+        ("update-complete", None, True),
+    ],
+)
+def test_an_endpoint_the_client_token_returns_is_recorded_as_made_only_by_this_request(
+    state, created_at, concurrent, monkeypatch
+):
+    answer = {"InstanceConnectEndpointId": "eice-0new", "State": state}
+    if created_at is not None:
+        answer["CreatedAt"] = created_at
+    monkeypatch.setattr(gateway_module, "now", lambda: SENT)
+    gw = gateway_module.Ec2Gateway(_Ec2(answer), REGION, dry_run=False)
+    endpoint_id, record = gw.create_instance_connect_endpoint(SUBNET, EICE_GROUP, f"eic-guard-{VPC}")
+    assert (endpoint_id, record.action, record.resource, record.status) == (
+        "eice-0new",
+        "create-instance-connect-endpoint",
+        "eice-0new",
+        "done",
+    )
+    assert record.detail == (
+        f"EC2 Instance Connect Endpoint eice-0new in {SUBNET} already created by a concurrent run ({state})"
+        if concurrent
+        else f"create an EC2 Instance Connect Endpoint in {SUBNET} with {EICE_GROUP}, PreserveClientIp=false, tagged "
+        f"ManagedBy=eic-guard ({state}, ready in minutes)"
     )
