@@ -164,9 +164,11 @@ def _unfixed_while_needs_fail(outcome: InstanceOutcome) -> None:
     """A check that passes only with another (`NEEDS`: endpoint-ssh-ingress and endpoint-ssh-egress need the VPC's
     endpoint, endpoint-present) is not fixed by its own change while that one is neither passing nor fixed, e.g. the
     endpoint's creation failed: its change was made (the actions say so) but no endpoint reaches the instance, so it
-    stays `fail` (docs/architecture.md §13)."""
+    stays `fail` (docs/architecture.md §13). Likewise a pass on the strength of that planned change (fact `planned`:
+    network-acl on the endpoint eic-guard creates) becomes the check's `unplanned` failure."""
     for check_id, result in list(outcome.checks.items()):
-        if result.status not in ("fixed", "would-fix"):
+        planned = result.status == "pass" and result.fact("planned") == "true"
+        if result.status not in ("fixed", "would-fix") and not planned:
             continue
         unmet = {
             needed: found.status
@@ -175,8 +177,11 @@ def _unfixed_while_needs_fail(outcome: InstanceOutcome) -> None:
         }
         if not unmet:
             continue
-        change = "was made" if result.status == "fixed" else "is planned"
         waiting = ", ".join(f"{needed} is {status}" for needed, status in unmet.items())
+        if planned:
+            outcome.checks[check_id] = CHECKS_BY_ID[check_id].unplanned(result, waiting)
+            continue
+        change = "was made" if result.status == "fixed" else "is planned"
         outcome.checks[check_id] = replace(
             result,
             status="fail",
