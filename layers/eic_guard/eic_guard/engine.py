@@ -12,6 +12,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .aws.gateway import QUOTA_CODES, VANISHED_CODES, Ec2Gateway, error_code
 from .aws.inventory import gather
+from .aws.retries import ThrottledOutOfTime
 from .budget import Deadline, DeadlineExceeded
 from .checks import ALL_CHECKS, CheckContext, eic_ssh_ingress, endpoint_ssh_egress, endpoint_ssh_ingress
 from .checks.connect_path import ENDPOINT, PUBLIC, connect_path, tag_error
@@ -38,8 +39,13 @@ QUOTA_REASONS = {
 }
 QUOTA_KINDS = {"ResourceLimitExceeded": "endpoint-quota"}
 NEEDS_MET = ("pass", "fixed", "would-fix")  # a check another one NEEDS lets it be fixed (or planned) in these
-# Why fixes were held, by the `held` of the Deadline (or DeadlineExceeded) that stopped them.
-HELD = {"out-of-time": "out of time in this round", "interrupted": "the run was interrupted"}
+# Why fixes were held, by the `held` of the Deadline (or DeadlineExceeded) that stopped them; "throttled": a call
+# throttled until the target's time ran out (aws/retries.ThrottledOutOfTime).
+HELD = {
+    "out-of-time": "out of time in this round",
+    "interrupted": "the run was interrupted",
+    "throttled": "throttled by AWS until its time in this round ran out",
+}
 # Only the documented form: date.fromisoformat also takes 20260101 or 2026-W01-1, which must keep the exclusion.
 _YYYY_MM_DD = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -255,9 +261,16 @@ def scan_target(
     """Scan one (account, region): gather once, evaluate every instance, then remediate or plan.
 
     With a `deadline`, no new fix starts once the worker's time is inside its reserve (or the CLI run was
-    interrupted): the result is `incomplete`. `progress` hears of every instance once it is done.
+    interrupted), and a gather still throttled when that time is used up is given up: the result is `incomplete`.
+    `progress` hears of every instance once it is done.
     """
-    snapshot = gather(ec2, account_id, region, settings, instance_ids)
+    try:
+        snapshot = gather(ec2, account_id, region, settings, instance_ids)
+    except ThrottledOutOfTime as exc:  # out of time, not failed: the next round gathers again
+        logger.warning("target not scanned: throttled until its time ran out", extra={"region": region})
+        return TargetResult(
+            region, account_id=account_id, incomplete=True, notes=[f"not scanned: {HELD[exc.held]} ({exc})"]
+        )
     if progress is not None:
         progress.found(len(snapshot.instances))
     ctx = CheckContext(snapshot, ip_ranges.for_region(region), settings)

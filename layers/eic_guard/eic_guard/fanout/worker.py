@@ -17,8 +17,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..aws.credentials import AccountUnreachable
 from ..aws.gateway import error_code
+from ..aws.retries import ThrottledOutOfTime
 from ..budget import FINISH_RESERVE, Deadline
-from ..engine import InstanceProgress, TargetResult, scan_target
+from ..engine import HELD, InstanceProgress, TargetResult, scan_target
 from ..observability import logger
 from ..outputs.publish import tag_entries
 from ..outputs.report import instance_entry
@@ -74,6 +75,9 @@ def run_target(
             result.notes.extend(refresh.notes)
         if phase == "apply" and plan.job == "scan":
             alias = clients.account_alias()
+    except ThrottledOutOfTime as exc:  # out of time, not failed (a gather's: engine.scan_target): the next round
+        result.incomplete = True
+        result.notes.append(f"not finished: {HELD[exc.held]} ({exc})")
     except Exception as exc:  # noqa: BLE001 - one target's failure is its error, never the others' loss
         result.error = target_error(target, exc)
     security_hub = None
