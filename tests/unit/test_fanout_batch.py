@@ -25,6 +25,7 @@ from eic_guard.settings import Settings
 from eic_guard.simulated import SimulatedAccount
 
 from tests.aws_views import metadata_options
+from tests.faults.conftest import managed_group
 from tests.faults.injector import FaultInjector
 from tests.integration.org_fixtures import share_botocore_loader
 from tests.lambda_runtime import event
@@ -292,16 +293,20 @@ THROTTLED = HELD["throttled"]  # "throttled by AWS until its time in this round 
 
 @pytest.fixture
 def throttled_world(aws, ranges_2026, monkeypatch):
-    """A drifted instance in each of three regions of this account (one batch of three targets), the run's manifest in
-    the reports bucket, a fake clock (time.monotonic and the invocation's remaining time; throttling backoffs advance
-    it instead of sleeping) and a FaultInjector on the clients the batch builds."""
+    """A drifted instance in each of three regions of this account (one batch of three targets; the second region's VPC
+    has eic-guard's managed group, without the EIC prefixes yet), the run's manifest in the reports bucket, a fake
+    clock (time.monotonic and the invocation's remaining time; throttling backoffs advance it instead of sleeping) and
+    a FaultInjector on the clients the batch builds. Security Hub findings are on."""
     share_botocore_loader(monkeypatch)
     s3 = boto3.client("s3", REGIONS[0])
     s3.create_bucket(Bucket=SHARED["bucket"])
-    instances = {}
+    instances, managed = {}, {}
     for region in REGIONS:
         account = SimulatedAccount(boto3.client("ec2", region), boto3.client("ssm", region))
-        instances[region] = account.launch_drifted(account.network())
+        net = account.network()
+        if region == REGIONS[1]:
+            managed[region] = managed_group(boto3.client("ec2", region), net.vpc_id)
+        instances[region] = account.launch_drifted(net)
     targets = [Target(OWN, region) for region in REGIONS]
 
     def manifest(apply_ranges: bool) -> None:
@@ -329,7 +334,7 @@ def throttled_world(aws, ranges_2026, monkeypatch):
 
     monkeypatch.setattr(batch, "TargetShare", share)
     faults = FaultInjector().install(monkeypatch)
-    settings = Settings.build(regions=REGIONS)
+    settings = Settings.build(regions=REGIONS, security_hub_findings="enabled", reports_bucket=SHARED["bucket"])
 
     def run(items: list[Target], round_: int = 1) -> dict:
         """One batched invocation of 900 s (a new container: the run's clients built again) of `items`."""
@@ -351,25 +356,24 @@ def throttled_world(aws, ranges_2026, monkeypatch):
             return metadata_options(boto3.client("ec2", region), instances[region])["HttpEndpoint"]
 
     return SimpleNamespace(
-        run=run, result=result, imds=imds, manifest=manifest, targets=targets, clock=clock, shares=shares, faults=faults
+        run=run,
+        result=result,
+        imds=imds,
+        manifest=manifest,
+        targets=targets,
+        shares=shares,
+        faults=faults,
+        managed=managed,
     )
 
 
-@pytest.mark.parametrize(
-    ("operation", "apply_ranges", "note"),
-    [
-        ("DescribeInstances", False, f"not scanned: {THROTTLED} (DescribeInstances throttled (RequestLimitExceeded)"),
-        ("DescribeSecurityGroups", True, f"not finished: {THROTTLED} (DescribeSecurityGroups throttled ("),
-    ],
-    ids=["gather", "managed-groups"],
-)
-def test_a_target_throttled_past_its_share_is_incomplete_and_its_next_round_completes_it(
-    throttled_world, operation, apply_ranges, note
-):
-    # Given a batch of three targets, and EC2 throttling the second target's `operation` for as long as it runs in
-    # round 1 (its gather's DescribeInstances; or, applying the ranges, its managed groups' DescribeSecurityGroups)
+@pytest.mark.parametrize("operation", ["DescribeInstances", "DescribeSecurityGroups"], ids=["gather", "managed-groups"])
+def test_a_target_throttled_past_its_share_is_incomplete_and_its_next_round_completes_it(throttled_world, operation):
+    # Given a batch of three targets of a scan that applies the ranges, and EC2 throttling the second target's
+    # `operation` for as long as it runs in round 1 (its gather's DescribeInstances, after its managed group got the
+    # prefixes; or the first read of its managed groups)
     world = throttled_world
-    world.manifest(apply_ranges)
+    world.manifest(apply_ranges=True)
     first, second, third = world.targets
     storm = world.faults.respond(operation, "RequestLimitExceeded", status=503, when=lambda _: len(world.shares) == 2)
 
@@ -382,12 +386,18 @@ def test_a_target_throttled_past_its_share_is_incomplete_and_its_next_round_comp
     [(_, _), (started, share), (ended, rest)] = world.shares
     assert share == 420 and share - retries.MAX_BACKOFF < ended - started <= share
     assert rest == 840 - ended
-    # And it is incomplete, not an error: its result object says it was throttled until its time ran out, nothing
-    # was changed in its region; the next round's items are that target alone
+    # And it is incomplete, not an error: its result object says it was throttled until its time ran out; its
+    # instance is untouched, no findings were imported for it (it was not scanned); the next round's items are that
+    # target alone
     document = world.result(second, 1)
     assert (document["status"], document["error"], document["instances"]) == ("incomplete", None, [])
-    assert [n for n in document["notes"] if n.startswith(note)], document["notes"]
+    reason = f"not finished: {THROTTLED} ({operation} throttled (RequestLimitExceeded) "
+    assert [n for n in document["notes"] if n.startswith(reason)], document["notes"]
     assert world.imds(second.region) == "disabled"
+    assert document["security_hub"] is None and world.result(first, 1)["security_hub"] is not None
+    # And the prefixes its managed group got before a throttled gather stay recorded
+    authorized = [a["resource"] for a in document["actions"] if a["action"] == "authorize-ingress"]
+    assert authorized == ([world.managed[second.region]] if operation == "DescribeInstances" else [])
     assert (output["status"], output["ok"], output["error"], output["incomplete"]) == ("incomplete", 2, 0, 1)
     assert output["incomplete_targets"] == [second.to_dict()]
     # And the first and third targets are ok, their instances fixed (the third had the rest of the time)

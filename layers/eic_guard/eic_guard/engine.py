@@ -12,7 +12,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .aws.gateway import QUOTA_CODES, VANISHED_CODES, Ec2Gateway, error_code
 from .aws.inventory import gather
-from .aws.retries import ThrottledOutOfTime
 from .budget import Deadline, DeadlineExceeded
 from .checks import ALL_CHECKS, CheckContext, eic_ssh_ingress, endpoint_ssh_egress, endpoint_ssh_ingress
 from .checks.connect_path import ENDPOINT, PUBLIC, connect_path, tag_error
@@ -261,16 +260,9 @@ def scan_target(
     """Scan one (account, region): gather once, evaluate every instance, then remediate or plan.
 
     With a `deadline`, no new fix starts once the worker's time is inside its reserve (or the CLI run was
-    interrupted), and a gather still throttled when that time is used up is given up: the result is `incomplete`.
-    `progress` hears of every instance once it is done.
+    interrupted): the result is `incomplete`. `progress` hears of every instance once it is done.
     """
-    try:
-        snapshot = gather(ec2, account_id, region, settings, instance_ids)
-    except ThrottledOutOfTime as exc:  # out of time, not failed: the next round gathers again
-        logger.warning("target not scanned: throttled until its time ran out", extra={"region": region})
-        return TargetResult(
-            region, account_id=account_id, incomplete=True, notes=[f"not scanned: {HELD[exc.held]} ({exc})"]
-        )
+    snapshot = gather(ec2, account_id, region, settings, instance_ids)
     if progress is not None:
         progress.found(len(snapshot.instances))
     ctx = CheckContext(snapshot, ip_ranges.for_region(region), settings)
