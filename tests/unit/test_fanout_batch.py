@@ -418,3 +418,41 @@ def test_a_target_throttled_past_its_share_is_incomplete_and_its_next_round_comp
     world.faults.clear()
     night = world.run(world.targets)
     assert (night["ok"], world.faults.writes(service="ec2")) == (3, [])
+
+
+def test_a_fix_throttled_past_its_targets_share_is_held_for_the_next_round_and_the_others_are_made(throttled_world):
+    # Given a batch of three targets, and EC2 throttling the second target's ModifyInstanceMetadataOptions (its
+    # instance's last fix, after its SSH rule is attached) for as long as it runs in round 1
+    world = throttled_world
+    world.manifest(apply_ranges=False)
+    first, second, third = world.targets
+    storm = world.faults.respond(
+        "ModifyInstanceMetadataOptions", "RequestLimitExceeded", status=503, when=lambda _: len(world.shares) == 2
+    )
+
+    # When round 1 of the batch runs
+    output = world.run(world.targets)
+
+    # Then that fix is held for the next round, saying it was throttled until the target's time ran out (not a failed
+    # fix); the instance's other fixes are made; the target is incomplete, the other two ok
+    assert len(storm.hits) > MAX_ATTEMPTS
+    document = world.result(second, 1)
+    assert (document["status"], document["error"]) == ("incomplete", None)
+    [entry] = document["instances"]
+    imds = entry["checks"]["imds-enabled"]
+    assert (imds["status"], entry["checks"]["eic-ssh-ingress"]["status"]) == ("fail", "fixed")
+    assert imds["reason"].endswith(f"; not fixed: {THROTTLED}")
+    assert [a["action"] for a in entry["actions"] if a["status"] == "failed"] == []
+    assert world.imds(second.region) == "disabled"
+    assert (output["ok"], output["incomplete_targets"]) == (2, [second.to_dict()])
+    assert [world.result(t, 1)["status"] for t in (first, third)] == ["ok", "ok"]
+
+    # When its next round runs, EC2 no longer throttling
+    storm.times = len(storm.hits)
+    again = world.run([second], round_=2)
+
+    # Then the held fix is made; a second night of the three targets changes nothing
+    assert (again["ok"], world.result(second, 2)["instances"][0]["checks"]["imds-enabled"]["status"]) == (1, "fixed")
+    assert world.imds(second.region) == "enabled"
+    world.faults.clear()
+    assert (world.run(world.targets)["ok"], world.faults.writes(service="ec2")) == (3, [])
