@@ -38,6 +38,13 @@ LAYER = "EicGuardLayer"
 IMPORT_RUNS = 5
 # What the python3.13 managed runtime provides (distribution names as pinned in requirements-dev.txt).
 RUNTIME_SDK = ("boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "six", "urllib3")
+# What AWS's published Powertools layer (AWSLambdaPowertoolsPythonV3-python313-arm64) would provide in place of the
+# same packages in EicGuardLayer. It is `aws-lambda-powertools[all]` installed with pip, its extras' dependencies
+# (cryptography, aws-encryption-sdk, jsonpath-ng, fastjsonschema: 15 MB eic-guard never imports) included, and its
+# build's clean-up deletes every `__pycache__` and `.pyc` (aws-powertools/powertools-lambda-layer-cdk,
+# layer/Pythonv3/Dockerfile): it ships sources, which Lambda compiles at every cold start (/opt is read-only).
+AWS_LAYER_PROVIDES = frozenset({"aws-lambda-powertools", "aws-xray-sdk", "wrapt", "pydantic", "pydantic-core",
+                                "annotated-types", "typing-extensions", "typing-inspection"})  # fmt: skip
 RUNTIME_TOP_LEVEL = frozenset({"boto3", "botocore", "s3transfer", "jmespath", "dateutil", "python_dateutil", "six",
                                "urllib3"})  # fmt: skip
 LAMBDA_ENV = {  # what the Lambda runtime sets before it imports the handler module
@@ -277,6 +284,63 @@ def _handler_imports(python: str, overlay: Path | None, sdk: Path, log: Callable
     return results
 
 
+def aws_powertools_layer(python: str, sdk: Path, log: Callable[[str], None], runs: int = 9) -> dict:
+    """Weigh AWS's Powertools layer beneath a small eic-guard layer: the size eic-guard's own layer would have, and
+    `import app` as deployed when Powertools, pydantic and the X-Ray SDK come as AWS ships them (the same pinned
+    versions, installed for this host, sources without bytecode) and the rest of EicGuardLayer as built; against
+    EicGuardLayer as built, the runs interleaved (CPU and wall: min and median of `runs` fresh processes each).
+    Lambda extracts every layer into /opt, so both layers go into one directory."""
+    layer_site = BUILD_DIR / LAYER / "python"
+    pins = _dist_pins(layer_site, wanted=set(AWS_LAYER_PROVIDES))
+    aws = _pip_target(python, pins, "aws-powertools-layer", compile_=False, log=log)
+    overlay, _ = native_overlay(python, layer_site, log)
+    provided = {p.name.removesuffix(".py") for p in aws.iterdir() if not p.name.startswith(".")}
+    result: dict = {"pins": pins, "runs": runs, "imports": {}}
+    with tempfile.TemporaryDirectory(prefix="eic-bench-aws-layer-") as tmp:
+        deployed, opt = Path(tmp, "deployed"), Path(tmp, "opt", "python")
+        for name in (LAYER, *FUNCTIONS):
+            _as_deployed(BUILD_DIR / name, deployed / name)
+        if overlay is not None:  # EicGuardLayer as built, its aarch64 extensions replaced as _handler_imports does
+            shutil.copytree(overlay, deployed / "overlay")
+            run = [python, "-c", _SHIP_LIKE_LAYER, str(deployed / "overlay"), str(deployed / LAYER / "python")]
+            subprocess.run(run, capture_output=True, timeout=600, check=True)
+        opt.mkdir(parents=True)
+        for entry in (deployed / LAYER / "python").iterdir():  # eic-guard's own layer: the rest of EicGuardLayer
+            if entry.name.removesuffix(".pyc") not in provided:
+                (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, opt / entry.name)
+        result["own_layer_bytes"] = tree_size(opt)
+        result["provided_bytes"] = tree_size(aws)
+        shutil.copytree(aws, opt, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".complete"))
+        for function in FUNCTIONS:
+            task = deployed / function
+            variants = {
+                "EicGuardLayer as built": [
+                    task,
+                    *([deployed / "overlay"] if overlay else []),
+                    deployed / LAYER / "python",
+                    sdk,
+                ],
+                "AWS's Powertools layer + eic-guard's own": [task, opt, sdk],
+            }
+            times: dict[str, dict[str, list[float]]] = {v: {"cpu": [], "wall": []} for v in variants}
+            try:
+                for _ in range(runs):
+                    for variant, path in variants.items():
+                        one = import_times(python, task, path, runs=1)
+                        times[variant]["cpu"].append(one["cpu_ms"])
+                        times[variant]["wall"].append(one["median_ms"])
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                result["imports"][function] = {"error": str(exc)}
+                continue
+            result["imports"][function] = {
+                variant: {f"{kind}_{stat.__name__}_ms": stat(values) for kind, values in t.items()
+                          for stat in (min, statistics.median)}
+                for variant, t in times.items()
+            }  # fmt: skip
+            log(f"import app in {function}: {result['imports'][function]}")
+    return result
+
+
 def measure(log: Callable[[str], None]) -> dict:
     python = python313()
     if python is None:
@@ -295,6 +359,10 @@ def measure(log: Callable[[str], None]) -> dict:
         result["imports_error"] = str(exc)
         return result
     result["imports"] = _handler_imports(python, overlay, sdk, log)
+    try:
+        result["aws_powertools_layer"] = aws_powertools_layer(python, sdk, log)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        result["aws_powertools_layer"] = {"error": str(exc)}
     return result
 
 
@@ -339,9 +407,19 @@ if __name__ == "__main__":
     parser.add_argument("--compare", nargs="+", type=Path, metavar="BUILD_DIR", help="CPU of import app per build")
     parser.add_argument("--function", default="ScanTargetFunction", help="with --compare (default the worker)")
     parser.add_argument("--runs", type=int, default=15, help="with --compare: processes per build (default 15)")
+    parser.add_argument(
+        "--aws-powertools-layer",
+        action="store_true",
+        help="only weigh AWS's Powertools layer beneath a small eic-guard layer (see AWS_LAYER_PROVIDES)",
+    )
     args = parser.parse_args()
     quiet = lambda m: print(m, file=sys.stderr)  # noqa: E731
-    if args.compare:
+    if args.aws_powertools_layer:
+        py = python313()
+        if py is None or build(py, quiet) is not None:
+            raise SystemExit("python3.13 and a sam build are needed")
+        print(json.dumps(aws_powertools_layer(py, runtime_sdk(py, quiet)[0], quiet), indent=1))
+    elif args.compare:
         print(json.dumps(compare(args.compare, args.function, args.runs, quiet), indent=1))
     else:
         print(json.dumps(measure(quiet), indent=1))

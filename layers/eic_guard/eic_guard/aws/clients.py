@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-from botocore.parsers import DEFAULT_TIMESTAMP_PARSER
+from botocore.parsers import DEFAULT_TIMESTAMP_PARSER, ResponseParserFactory
 
 from ..budget import Deadline
 from ..errors import ConfigurationError
@@ -32,6 +32,10 @@ RETRY_CONFIG = Config(
     max_pool_connections=50,  # one client is shared by the CLI's target threads and Aggregate's readers
     user_agent_extra="eic-guard",
 )
+
+
+# A response body at least this large is parsed while no other large one is (one at a time in the process).
+LARGE_RESPONSE_BYTES = 1 << 20
 
 
 class CallLog(Protocol):
@@ -57,7 +61,13 @@ class AwsClients:
         self.session = session or boto3.Session()
         # Every response's timestamps parsed by the standard library, not dateutil (botocore's default): a fifth of a
         # 5,000-instance scan's CPU went into parsing LaunchTime and AttachTime, which nothing reads. Same values.
-        parsers = self.session._session.get_component("response_parser_factory")
+        # And large responses parsed one at a time (OneLargeParseAtATime). Set before any client of the session is
+        # built: a client keeps the factory it was built with.
+        botocore_session = self.session._session
+        parsers = botocore_session.get_component("response_parser_factory")
+        if not isinstance(parsers, OneLargeParseAtATime):
+            parsers = OneLargeParseAtATime(parsers)
+            botocore_session.register_component("response_parser_factory", parsers)
         parsers.set_parser_defaults(timestamp_parser=parse_timestamp)
         self.config = config
         self.deadline = deadline
@@ -121,6 +131,38 @@ class AwsClients:
             raise ConfigurationError("no AWS credentials found (set AWS_PROFILE or the AWS_* variables)") from None
         except (ClientError, BotoCoreError) as exc:
             raise ConfigurationError(f"cannot identify the AWS account: {exc}") from None
+
+
+class OneLargeParseAtATime(ResponseParserFactory):
+    """botocore's parser factory, whose parsers take a large response (a DescribeInstances page of thousands of
+    instances) only while no other thread of the process parses one. Parsing is Python work under the GIL, so two
+    threads parsing at once take as long as one after the other, but hold both answers' XML trees at the same time:
+    the peak memory of a scan of several regions (the CLI's threads) was the sum of its two largest answers. The
+    network waits stay concurrent; only the parsing of large answers is serialized (docs/architecture.md §15)."""
+
+    _lock = threading.Lock()  # one for the process: the memory it bounds is the process's
+
+    def __init__(self, wrapped: ResponseParserFactory | None = None):
+        super().__init__()
+        self._defaults.update(getattr(wrapped, "_defaults", {}))
+
+    def create_parser(self, protocol_name: str) -> Any:
+        return _SerialLargeParser(super().create_parser(protocol_name), self._lock)
+
+
+class _SerialLargeParser:
+    def __init__(self, parser: Any, lock: threading.Lock):
+        self._parser, self._lock = parser, lock
+
+    def parse(self, response: dict, shape: Any) -> Any:
+        body = response.get("body")
+        if not isinstance(body, bytes | bytearray) or len(body) < LARGE_RESPONSE_BYTES:
+            return self._parser.parse(response, shape)
+        with self._lock:
+            return self._parser.parse(response, shape)
+
+    def __getattr__(self, name: str) -> Any:  # anything else botocore asks of a parser
+        return getattr(self._parser, name)
 
 
 def parse_timestamp(value: Any) -> Any:
