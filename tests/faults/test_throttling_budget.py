@@ -17,7 +17,8 @@ import boto3
 import pytest
 import responses
 from eic_guard.aws import retries
-from eic_guard.aws.clients import MAX_ATTEMPTS
+from eic_guard.aws.clients import MAX_ATTEMPTS, AwsClients
+from eic_guard.aws.gateway import Ec2Gateway
 from eic_guard.budget import WORKER_RESERVE, Deadline, DeadlineExceeded
 from eic_guard.engine import HELD
 from eic_guard.settings import IP_RANGES_URL
@@ -217,3 +218,27 @@ def test_a_call_still_throttled_when_its_deadline_leaves_no_time_for_the_backoff
         "DescribeInstances throttled (RequestLimitExceeded) 9 time(s) until its time in this round ran out: 10 s "
         "left, not enough for the next backoff (20 s)"
     )
+
+
+def test_an_address_whose_association_is_throttled_until_the_deadline_is_released_not_left_behind(
+    faults: FaultInjector, account, ec2, monkeypatch
+):
+    # Given an instance's network interface, and clients whose deadline leaves 10 s of work time, EC2 throttling
+    # every AssociateAddress (the backoff recorded instead of slept, so the time never passes)
+    launch(account, account.network())
+    [eni] = [i["NetworkInterfaceId"] for i in ec2.describe_network_interfaces()["NetworkInterfaces"]]
+    monkeypatch.setattr(retries, "backoff_sleep", lambda seconds: None)
+    monkeypatch.setattr(retries, "random", random.Random(19))
+    throttled = faults.respond("AssociateAddress", "RequestLimitExceeded", status=503)
+    faults.clear()
+    gateway = Ec2Gateway(AwsClients(deadline=Deadline(lambda: 70.0, 60)).ec2(REGION), REGION, dry_run=False)
+
+    # When eic-guard gives the interface an Elastic IP
+    with pytest.raises(retries.ThrottledOutOfTime):
+        gateway.associate_elastic_ip(eni)
+
+    # Then the association was retried until the next backoff no longer fitted the time left, and the address it
+    # allocated was released: nothing paid is left unattached
+    assert len(throttled.hits) > 1
+    assert faults.writes(service="ec2") == ["AllocateAddress", "AssociateAddress", "ReleaseAddress"]
+    assert ec2.describe_addresses()["Addresses"] == []

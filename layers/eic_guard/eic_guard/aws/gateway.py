@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from ..models import ActionRecord, ManagedAddress, SecurityGroup
 from ..observability import logger
@@ -277,8 +277,9 @@ class Ec2Gateway:
         )
         try:
             self.ec2.associate_address(AllocationId=address["AllocationId"], NetworkInterfaceId=eni_id)
-        except ClientError:
-            # Never leave a paid, unattached address behind.
+        except (ClientError, BotoCoreError):
+            # Never leave a paid, unattached address behind (nor when throttled until the target's time ran out:
+            # aws/retries.ThrottledOutOfTime).
             self.ec2.release_address(AllocationId=address["AllocationId"])
             raise
         return self._record(
