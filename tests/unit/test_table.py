@@ -20,7 +20,11 @@ from eic_guard.outputs.report import (
     TargetEntry,
     TargetError,
 )
-from eic_guard.outputs.table import render
+from eic_guard.outputs.table import MeasuredByWidestCells, render
+from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
+from rich.text import Text
 
 from tests.report_entries import every_check
 
@@ -396,3 +400,56 @@ def test_a_report_without_paths_has_no_path_column():
 
     # Then nothing about paths is shown
     assert " path " not in instance_table(output) and "connect paths" not in output
+
+
+# ---- measuring on the widest cells (MeasuredByWidestCells) ---------------------------------------------------------
+def _twin_tables(rows: list[tuple], **table_options) -> tuple[Table, MeasuredByWidestCells]:
+    """The same columns and rows in rich's Table and in the table that measures on the widest cells."""
+    tables = (Table(**table_options), MeasuredByWidestCells(**table_options))
+    for each in tables:
+        each.add_column("id", no_wrap=True)
+        each.add_column("name", overflow="fold", max_width=12)
+        each.add_column("reason", overflow="fold", ratio=1)
+        for row in rows:
+            each.add_row(*row)
+    return tables
+
+
+def _rendered(table: Table, width: int) -> str:
+    stream = io.StringIO()
+    Console(file=stream, width=width, force_terminal=True, highlight=False).print(table)
+    return stream.getvalue()
+
+
+def test_measuring_on_the_widest_cells_measures_and_renders_as_every_cell_does():
+    # Given rows whose widest word and widest line are in different rows of each column, wide characters and markup
+    # in plain strings included
+    rows = [
+        ("i-0a", Text("short"), Text("a reason of several words\nand a second line")),
+        ("i-0123456789abcdef0", Text("a name much longer than twelve"), "x"),
+        ("[bold]i-2[/bold]", Text("名前の長い名前", style="dim"), Text("averyveryverylongwordthatcannotwrap")),
+        ("i-3", Text(""), Text("")),
+        ("i-4", Text("two\nlines here"), Text("what to do: " + "words " * 30)),
+    ]
+    every_cell, widest_cells = _twin_tables(rows, title="t", show_lines=True, expand=True)
+    console = Console(width=10_000)
+
+    # Then the table's measurement and its rendering at every width are the ones rich gives measuring every cell
+    assert Measurement.get(console, console.options, widest_cells) == Measurement.get(
+        console, console.options, every_cell
+    )
+    for width in (20, 40, 60, 80, 120, 200):
+        assert _rendered(widest_cells, width) == _rendered(every_cell, width)
+
+
+def test_a_column_with_a_cell_that_is_not_text_is_measured_on_every_cell():
+    # Given a column holding a nested table (rich measures it its own way)
+    inner = Table()
+    inner.add_column("x")
+    inner.add_row("a fairly long cell inside")
+    rows = [("i-1", Text("n"), inner), ("i-2", Text("m"), Text("short")), ("i-3", Text("o"), Text("tiny"))]
+    every_cell, widest_cells = _twin_tables(rows)
+
+    # Then it renders as rich's table does
+    for width in (30, 60, 100):
+        assert _rendered(widest_cells, width) == _rendered(every_cell, width)

@@ -28,8 +28,10 @@ if TYPE_CHECKING:
 MIN_FREE_BYTES = 1 << 20  # less than this free beside a destination is a full disk (a report is 2 kB per instance)
 
 
-def _json(report: Report, warnings_fail: bool = False) -> str:
-    return json.dumps(report.to_dict(), indent=2) + "\n"
+def _json(report: Report, warnings_fail: bool = False) -> bytes:
+    """The report's JSON as it always was (`json.dumps(report.to_dict(), indent=2)`, ASCII), encoded by pydantic-core
+    from the model: at 5,000 instances 0.3 s of CPU and a dict, a str and their bytes less."""
+    return report.to_json_bytes(ensure_ascii=True) + b"\n"
 
 
 def _table(report: Report, warnings_fail: bool = False) -> str:
@@ -75,9 +77,9 @@ def _junit(report: Report, warnings_fail: bool = False) -> str:
 
 @dataclass(frozen=True)
 class Format:
-    # (report, warnings_fail) -> text; warnings_fail: a warning fails the build (--fail-on warning), so the formats
-    # that have a failure of their own (JUnit) show it as one
-    render: Callable[[Report, bool], str]
+    # (report, warnings_fail) -> text (or its UTF-8); warnings_fail: a warning fails the build (--fail-on warning), so
+    # the formats that have a failure of their own (JUnit) show it as one
+    render: Callable[[Report, bool], str | bytes]
     suffix: str  # the fallback file's
     help: str
 
@@ -127,12 +129,12 @@ def _shared_mode() -> int:
     return 0o666 & ~umask
 
 
-def save(text: str, path: str, fallback: Path) -> str | None:
-    """Write `text` to `path` atomically; if that fails, to `fallback`. None when `path` was written, else one line
-    saying what went wrong and where the text is."""
+def save(text: str | bytes, path: str, fallback: Path) -> str | None:
+    """Write `text` (or its UTF-8) to `path` atomically; if that fails, to `fallback`. None when `path` was written,
+    else one line saying what went wrong and where the text is."""
     from ..local_files import replace_file
 
-    body = text.encode("utf-8")
+    body = text if isinstance(text, bytes) else text.encode("utf-8")
     try:
         replace_file(Path(path), body, create_folders=False, mode=_shared_mode())
         return None
@@ -151,7 +153,8 @@ def emit(report: Report, fmt: str, output: str | None, *, warnings_fail: bool = 
         if fmt == "table":
             _table_to(report, sys.stdout, color=None)
         else:
-            sys.stdout.write(FORMATS[fmt].render(report, warnings_fail))
+            text = FORMATS[fmt].render(report, warnings_fail)
+            sys.stdout.write(text.decode("utf-8") if isinstance(text, bytes) else text)
         sys.stdout.flush()
         return None
     return save(FORMATS[fmt].render(report, warnings_fail), output, fallback_path(report.run_id, FORMATS[fmt].suffix))

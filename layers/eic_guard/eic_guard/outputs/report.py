@@ -124,11 +124,13 @@ class Report(_Model):
     def to_dict(self) -> dict:
         return self.model_dump(mode="json", by_alias=True, exclude=None if self.interrupted else {"interrupted"})
 
-    def to_json_bytes(self) -> bytes:
+    def to_json_bytes(self, *, ensure_ascii: bool = False) -> bytes:
         """The document to_dict() gives, as indented JSON in UTF-8, encoded by pydantic-core straight from the model
-        (no dict, no str: at 100,000 instances each would be another copy of the report)."""
+        (no dict, no str: at 100,000 instances each would be another copy of the report). `ensure_ascii`: every
+        character past ASCII escaped, the bytes `json.dumps(report.to_dict(), indent=2)` gives (the CLI's file)."""
         exclude = None if self.interrupted else {"interrupted"}
-        return type(self).__pydantic_serializer__.to_json(self, indent=2, by_alias=True, exclude=exclude)
+        serializer = type(self).__pydantic_serializer__
+        return serializer.to_json(self, indent=2, by_alias=True, exclude=exclude, ensure_ascii=ensure_ascii)
 
     def account_label(self, account_id: str) -> str:
         """`alias (id)` when the account has an alias, else the id."""

@@ -27,12 +27,13 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import IO
+from dataclasses import dataclass, replace
+from typing import IO, Any
 
-from rich.console import Console
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions
 from rich.measure import Measurement
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from ..checks import CHECK_IDS, check_ids_for
@@ -52,6 +53,42 @@ STATUS_STYLE = {
 VERDICT_STYLE = {"compliant": "green", "fixed": "cyan", "noncompliant": "red", "excluded": "dim", "error": "magenta"}
 NAME_WIDTH = 24  # the most a name, owner or account column takes before it wraps
 MEASURE_WIDTH = 10_000  # wide enough that rich reports a table's true minimum width
+
+
+class MeasuredByWidestCells(Table):
+    """A rich Table that measures each column on the two cells that decide its width, not on every cell.
+
+    Rich measures a Text cell as (its longest word, its longest line) and a column as the largest of each over its
+    cells, padded and clamped alike for every cell (Text.__rich_measure__, Table._measure_column): so the cell with
+    the longest word and the one with the longest line give the column the measurement all of them give. Rich measures
+    every column of a table at each print and each Measurement.get, which for 5,000 instances was about 10 s of CPU
+    (most of `eic-guard scan`'s). The rendering is rich's own, unchanged; tests/unit/test_table.py holds the output to
+    the one measured on every cell."""
+
+    def _measure_column(self, console: Console, options: ConsoleOptions, column: Column) -> Measurement:
+        cells = column._cells
+        if column.width is not None or len(cells) <= 2:
+            return super()._measure_column(console, options, column)
+        widths = [_text_measure(console, cell) for cell in cells]
+        if any(w is None for w in widths):  # a renderable that is not text: measure them all, as rich does
+            return super()._measure_column(console, options, column)
+        longest_word = max(range(len(cells)), key=lambda i: widths[i][0])
+        longest_line = max(range(len(cells)), key=lambda i: widths[i][1])
+        deciding = [cells[i] for i in sorted({longest_word, longest_line})]
+        return super()._measure_column(console, options, replace(column, _cells=deciding))
+
+
+def _text_measure(console: Console, cell: Any) -> tuple[int, int] | None:
+    """(longest word, longest line) of a text cell, in cells, as Text.__rich_measure__ counts them; None otherwise."""
+    if isinstance(cell, str):
+        cell = console.render_str(cell)
+    if not isinstance(cell, Text):
+        return None
+    plain = cell.plain
+    lines = plain.splitlines()
+    longest_line = max(map(cell_len, lines)) if lines else 0
+    words = plain.split()
+    return (max(map(cell_len, words)) if words else longest_line), longest_line
 
 
 @dataclass(frozen=True)
@@ -137,7 +174,7 @@ def _instance_table(report: Report, entries: list[InstanceEntry], layout: Layout
     named, owned = any(e.name for e in entries), any(e.tags for e in entries)
     # docs/architecture.md §13: the connect path of each instance, once a report carries it
     pathed = any(e.connect_path for e in entries)
-    table = Table(title=f"eic-guard {report.mode}: {report.summary.instances} opted-in instances")
+    table = MeasuredByWidestCells(title=f"eic-guard {report.mode}: {report.summary.instances} opted-in instances")
     if layout.stacked:
         table.add_column("instance", overflow="fold")
     else:
@@ -186,7 +223,7 @@ def _instance_table(report: Report, entries: list[InstanceEntry], layout: Layout
 
 # ---- the details table --------------------------------------------------------------------------------------------
 def _details(entries: list[InstanceEntry], *, short_ids: bool) -> Table:
-    table = Table(title="what is wrong, what to do, what was done", show_lines=True, expand=True)
+    table = MeasuredByWidestCells(title="what is wrong, what to do, what was done", show_lines=True, expand=True)
     # as wide as the longest id: a name under it folds rather than take the reason's room
     table.add_column("instance", overflow="fold", max_width=max((len(e.instance_id) for e in entries), default=None))
     table.add_column("check", no_wrap=True)
