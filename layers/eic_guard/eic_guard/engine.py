@@ -38,8 +38,13 @@ QUOTA_REASONS = {
 }
 QUOTA_KINDS = {"ResourceLimitExceeded": "endpoint-quota"}
 NEEDS_MET = ("pass", "fixed", "would-fix")  # a check another one NEEDS lets it be fixed (or planned) in these
-# Why fixes were held, by the `held` of the Deadline (or DeadlineExceeded) that stopped them.
-HELD = {"out-of-time": "out of time in this round", "interrupted": "the run was interrupted"}
+# Why fixes were held, by the `held` of the Deadline (or DeadlineExceeded) that stopped them; "throttled": a call
+# throttled until the target's time ran out (aws/retries.ThrottledOutOfTime).
+HELD = {
+    "out-of-time": "out of time in this round",
+    "interrupted": "the run was interrupted",
+    "throttled": "throttled by AWS until its time in this round ran out",
+}
 # Only the documented form: date.fromisoformat also takes 20260101 or 2026-W01-1, which must keep the exclusion.
 _YYYY_MM_DD = re.compile(r"\d{4}-\d{2}-\d{2}")
 

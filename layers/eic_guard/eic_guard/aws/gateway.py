@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from ..models import ActionRecord, ManagedAddress, SecurityGroup
 from ..observability import logger
@@ -288,8 +288,9 @@ class Ec2Gateway:
         )
         try:
             self.ec2.associate_address(AllocationId=address["AllocationId"], NetworkInterfaceId=eni_id)
-        except ClientError:
-            # Never leave a paid, unattached address behind.
+        except (ClientError, BotoCoreError):
+            # Never leave a paid, unattached address behind (nor when throttled until the target's time ran out:
+            # aws/retries.ThrottledOutOfTime).
             self.ec2.release_address(AllocationId=address["AllocationId"])
             raise
         return self._record(
