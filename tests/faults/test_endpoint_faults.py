@@ -108,6 +108,12 @@ def test_their_endpoint_created_between_gather_and_write_is_not_duplicated(
         assert found.checks[check].reason.endswith(
             "; not fixed: its change was made (see the actions), but endpoint-present is fail"
         )
+    # ... nor does network-acl pass on the endpoint eic-guard was to create
+    assert (found.checks["network-acl"].status, found.checks["network-acl"].reason) == (
+        "fail",
+        f"no EC2 Instance Connect Endpoint in {net.vpc_id}: the one eic-guard was to create in {net.private_subnet_id} "
+        "was not created (endpoint-present is fail); the network ACLs are checked once it exists",
+    )
 
     # And the next run sees their endpoint and creates none
     endpoint_scan(faults, ranges_2026)
@@ -136,7 +142,8 @@ def test_a_failed_endpoint_creation_leaves_the_checks_that_need_the_endpoint_fai
     assert eni_groups(ec2, instance) == [net.app_group_id, eice_ssh_id]
 
     # And the report says what happened: the endpoint's creation failed (error); the rules and the attach that were
-    # made are done actions, but the checks that pass only through the endpoint stay `fail`, never `fixed`
+    # made are done actions, but the checks that pass only through the endpoint stay `fail`, never `fixed`, and
+    # network-acl does not pass on the strength of the endpoint that was not created
     found = entry(report, instance)
     assert found.verdict == "error"
     not_fixed = "not fixed: its change was made (see the actions), but endpoint-present is error"
@@ -156,9 +163,12 @@ def test_a_failed_endpoint_creation_leaves_the_checks_that_need_the_endpoint_fai
         "al2023-ami": ("pass", "al2023-ami-2023.12.20260930.0-kernel-6.18-x86_64"),
         "imds-enabled": ("pass", "metadata endpoint enabled (HttpTokens=required)"),
         "internet-route": ("not-applicable", endpoint_path),
+        # no endpoint was created: network-acl does not pass on the strength of the planned one
         "network-acl": (
-            "pass",
-            f"the endpoint eic-guard creates will be in {net.private_subnet_id}: no network ACL between them",
+            "fail",
+            f"no EC2 Instance Connect Endpoint in {net.vpc_id}: the one eic-guard was to create in "
+            f"{net.private_subnet_id} was not created (endpoint-present is error); the network ACLs are checked once "
+            "it exists",
         ),
     }
     assert actions(found) == [
@@ -204,6 +214,10 @@ def test_a_failed_endpoint_creation_leaves_the_checks_that_need_the_endpoint_fai
         "endpoint-ssh-ingress": "fixed",
         "endpoint-ssh-egress": "fixed",
     }
+    assert (found.checks["network-acl"].status, found.checks["network-acl"].reason) == (
+        "pass",
+        f"the endpoint eic-guard creates will be in {net.private_subnet_id}: no network ACL between them",
+    )
     assert actions(found) == [
         (
             "create-instance-connect-endpoint",

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import json
 import random
+from types import SimpleNamespace
 
 import boto3
 import pytest
 import responses
 from eic_guard.aws import retries
-from eic_guard.aws.clients import MAX_ATTEMPTS
-from eic_guard.budget import WORKER_RESERVE, Deadline
+from eic_guard.aws.clients import MAX_ATTEMPTS, AwsClients
+from eic_guard.aws.gateway import Ec2Gateway
+from eic_guard.budget import WORKER_RESERVE, Deadline, DeadlineExceeded
+from eic_guard.engine import HELD
 from eic_guard.settings import IP_RANGES_URL
 
 from tests.aws_views import metadata_endpoint
@@ -126,7 +129,7 @@ def test_a_30_second_throttling_storm_is_waited_out_and_the_target_is_scanned_an
     assert [e["verdict"] for e in result_of(again)["instances"]] == ["compliant"]
 
 
-def test_a_storm_longer_than_the_budget_ends_as_a_target_error_before_the_reserve_with_its_result_written(
+def test_a_storm_longer_than_the_budget_leaves_the_target_incomplete_before_the_reserve_and_the_next_round_fixes_it(
     faults: FaultInjector, account, ec2, deployed, clock
 ):
     # Given an instance to fix, and EC2 throttling every DescribeInstances
@@ -143,12 +146,25 @@ def test_a_storm_longer_than_the_budget_ends_as_a_target_error_before_the_reserv
     assert len(storm.hits) > MAX_ATTEMPTS
     work_time = WORKER_TIMEOUT - WORKER_RESERVE
     assert work_time - retries.MAX_BACKOFF < clock.now < work_time
-    # And the target is an error naming the throttling, its result object written, nothing changed in EC2
-    assert output["status"] == "error"
-    assert "RequestLimitExceeded" in result_of(output)["error"]
+    # And the target ran out of time, it did not fail: it is incomplete (its map item runs it again), its result
+    # object written and naming the throttling, nothing changed in EC2
+    assert output["status"] == "incomplete"
+    document = result_of(output)
+    assert document["error"] is None
+    assert [n for n in document["notes"] if n.startswith(f"not finished: {HELD['throttled']} (DescribeInstances")]
+    assert "RequestLimitExceeded" in " ".join(document["notes"])
     assert faults.writes(service="ec2") == []
     with faults.paused():  # the test's own look is not throttled
         assert metadata_endpoint(ec2, instance) == "disabled"
+
+    # And the next round, the storm over, fixes the instance; the one after changes nothing
+    storm.times = len(storm.hits)
+    again = worker({**request, "round": 2}, ClockedContext(FakeClock()))
+    assert (again["status"], [e["verdict"] for e in result_of(again)["instances"]]) == ("ok", ["fixed"])
+    assert metadata_endpoint(ec2, instance) == "enabled"
+    faults.clear()
+    worker({**request, "round": 3}, ClockedContext(FakeClock()))
+    assert faults.writes(service="ec2") == []
 
 
 # ---- the handler's decisions ---------------------------------------------------------------------------------------
@@ -165,10 +181,9 @@ def throttled(code: str = "RequestLimitExceeded") -> tuple:
         (Deadline(lambda: 600.0, 60), None, 1, None),  # a connection error: botocore decides
         (Deadline(lambda: 600.0, 60), throttled(), 9, 0),  # throttled with time left: retried after a backoff
         (Deadline(lambda: 600.0, 60), throttled("SlowDown"), 9, 0),
-        (Deadline(lambda: 70.0, 60), throttled(), 9, False),  # the backoff would end inside the reserve: stop
         (Deadline(lambda: 600.0, 60), throttled(), retries.MAX_THROTTLED_ATTEMPTS, False),  # the backstop
     ],
-    ids=["no-deadline", "unlimited", "not-throttling", "no-response", "time-left", "s3-slow-down", "reserve", "cap"],
+    ids=["no-deadline", "unlimited", "not-throttling", "no-response", "time-left", "s3-slow-down", "cap"],
 )
 def test_throttle_retries_decides_from_the_deadline(monkeypatch, deadline, response, attempts, answer):
     # Given the handler, with the largest jitter and the backoff recorded instead of slept
@@ -183,3 +198,47 @@ def test_throttle_retries_decides_from_the_deadline(monkeypatch, deadline, respo
     assert result == answer and type(result) is type(answer)
     expected_sleeps = [min(2 ** (attempts - 1), retries.MAX_BACKOFF)] if type(answer) is int else []
     assert slept == expected_sleeps
+
+
+def test_a_call_still_throttled_when_its_deadline_leaves_no_time_for_the_backoff_is_out_of_time_not_failed(monkeypatch):
+    # Given the handler with the largest jitter, and 10 s of work time left (70 s remain, 60 s reserve)
+    slept: list[float] = []
+    monkeypatch.setattr(retries, "backoff_sleep", slept.append)
+    handler = retries.ThrottleRetries(lambda: Deadline(lambda: 70.0, 60), jitter=lambda: 1.0)
+
+    # When the 9th attempt of a DescribeInstances is throttled (its backoff, 20 s, would end inside the reserve)
+    with pytest.raises(retries.ThrottledOutOfTime) as raised:
+        handler(attempts=9, response=throttled(), operation=SimpleNamespace(name="DescribeInstances"))
+
+    # Then it is not retried, and what it raises is a DeadlineExceeded held as "throttled" (the out-of-time path:
+    # a fix held for the next round, its target incomplete), naming the call, the code and the time
+    assert slept == []
+    assert isinstance(raised.value, DeadlineExceeded) and raised.value.held == "throttled"
+    assert str(raised.value) == (
+        "DescribeInstances throttled (RequestLimitExceeded) 9 time(s) until its time in this round ran out: 10 s "
+        "left, not enough for the next backoff (20 s)"
+    )
+
+
+def test_an_address_whose_association_is_throttled_until_the_deadline_is_released_not_left_behind(
+    faults: FaultInjector, account, ec2, monkeypatch
+):
+    # Given an instance's network interface, and clients whose deadline leaves 10 s of work time, EC2 throttling
+    # every AssociateAddress (the backoff recorded instead of slept, so the time never passes)
+    launch(account, account.network())
+    [eni] = [i["NetworkInterfaceId"] for i in ec2.describe_network_interfaces()["NetworkInterfaces"]]
+    monkeypatch.setattr(retries, "backoff_sleep", lambda seconds: None)
+    monkeypatch.setattr(retries, "random", random.Random(19))
+    throttled = faults.respond("AssociateAddress", "RequestLimitExceeded", status=503)
+    faults.clear()
+    gateway = Ec2Gateway(AwsClients(deadline=Deadline(lambda: 70.0, 60)).ec2(REGION), REGION, dry_run=False)
+
+    # When eic-guard gives the interface an Elastic IP
+    with pytest.raises(retries.ThrottledOutOfTime):
+        gateway.associate_elastic_ip(eni)
+
+    # Then the association was retried until the next backoff no longer fitted the time left, and the address it
+    # allocated was released: nothing paid is left unattached
+    assert len(throttled.hits) > 1
+    assert faults.writes(service="ec2") == ["AllocateAddress", "AssociateAddress", "ReleaseAddress"]
+    assert ec2.describe_addresses()["Addresses"] == []

@@ -4,9 +4,11 @@ for racing runs, the endpoint quota as a per-instance error (docs/architecture.m
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from eic_guard import engine, simulated_eice
-from eic_guard.aws import inventory
+from eic_guard.aws import gateway, inventory
 from eic_guard.aws.clients import AwsClients
 from eic_guard.fanout.local import run_scan
 from eic_guard.settings import Settings
@@ -145,7 +147,7 @@ def test_create_endpoints_makes_one_endpoint_per_vpc_with_its_own_group(account,
     # And the report says each change once: the VPC's on its first instance, each ENI's attach once (both
     # endpoint-ssh-ingress and endpoint-ssh-egress attach eic-guard-eice-ssh, the second has nothing to add)
     eice_id, eice_ssh_id, endpoint_id = eice["GroupId"], eice_ssh["GroupId"], endpoint["InstanceConnectEndpointId"]
-    first, second = (entry(report, i) for i in instances)
+    first, second = report.instances  # in the order they were acted on (EC2's, not always id order)
     assert actions(first) == [
         ("create-security-group", eice_id, "done", f"create {EICE} in {network.vpc_id} tagged ManagedBy=eic-guard"),
         ("revoke-egress", eice_id, "done", "revoke the default egress rule (all traffic to 0.0.0.0/0)"),
@@ -164,9 +166,9 @@ def test_create_endpoints_makes_one_endpoint_per_vpc_with_its_own_group(account,
             f"create an EC2 Instance Connect Endpoint in {network.private_subnet_id} with {eice_id}, "
             "PreserveClientIp=false, tagged ManagedBy=eic-guard (create-in-progress, ready in minutes)",
         ),
-        attached(ec2, instances[0], eice_ssh_id, network.app_group_id),
+        attached(ec2, first.instance_id, eice_ssh_id, network.app_group_id),
     ]
-    assert actions(second) == [attached(ec2, instances[1], eice_ssh_id, network.app_group_id)]
+    assert actions(second) == [attached(ec2, second.instance_id, eice_ssh_id, network.app_group_id)]
     assert_second_run_changes_nothing(ec2, ranges_2026, api_calls, instances, create_endpoints=True)
 
 
@@ -212,6 +214,70 @@ def test_an_endpoint_eic_guard_made_that_failed_is_replaced_without_re_authorizi
         ("attach-security-group", eni, "done", f"{eice_ssh['GroupId']} already attached"),
     ]
     # And the next run writes nothing
+    assert_second_run_changes_nothing(ec2, ranges_2026, api_calls, [instance_id], create_endpoints=True)
+
+
+@pytest.mark.parametrize(
+    ("state", "message"), [("delete-in-progress", None), ("delete-failed", "The network interface is in use")]
+)
+def test_an_endpoint_being_deleted_is_reported_and_no_creation_is_tried_until_it_is_gone(
+    account, ec2, api_calls, ranges_2026, state, message
+):
+    # Given a private instance whose VPC's only endpoint (theirs) is being deleted, or failed to be: not usable, but
+    # it holds the VPC's endpoint quota (one per VPC), so a CreateInstanceConnectEndpoint would be refused
+    network = account.network()
+    theirs = their_endpoint(account, network)["InstanceConnectEndpointId"]
+    ec2.delete_instance_connect_endpoint(InstanceConnectEndpointId=theirs)
+    simulated_eice.set_state(ACCOUNT, REGION, theirs, state, message)
+    instance_id = private_instance(account, network)
+    before = aws_state(ec2)
+    # When a remediate scan with CreateEndpoints runs, twice
+    for _ in range(2):
+        api_calls.clear()
+        report = scan(ranges_2026, create_endpoints=True)
+        # Then nothing is written (no creation that the quota refuses, no group for an endpoint that is not coming)
+        assert api_calls.writes() == []
+        assert aws_state(ec2) == before
+        # ... and the report names the endpoint and its state
+        found = entry(report, instance_id)
+        assert (found.verdict, found.actions) == ("noncompliant", [])
+        doing = "is being deleted" if state == "delete-in-progress" else "could not be deleted"
+        said = f"{state}: {message}" if message else state
+        assert {c: (r.status, r.reason) for c, r in found.checks.items() if r.status != "not-applicable"} == {
+            "endpoint-present": (
+                "fail",
+                f"{theirs} in {network.vpc_id} {doing} ({said}): it serves no connection but holds the VPC's endpoint "
+                "quota (one per VPC), so no endpoint can be created until it is gone",
+            ),
+            "endpoint-ssh-ingress": (
+                "fail",
+                f"no EC2 Instance Connect Endpoint in {network.vpc_id} to allow TCP 22 from (endpoint-present)",
+            ),
+            "endpoint-ssh-egress": (
+                "fail",
+                f"no EC2 Instance Connect Endpoint in {network.vpc_id} to allow TCP 22 out of (endpoint-present)",
+            ),
+            "al2023-ami": ("pass", "al2023-ami-2023.12.20260930.0-kernel-6.18-x86_64"),
+            "imds-enabled": ("pass", "metadata endpoint enabled (HttpTokens=required)"),
+            "network-acl": (
+                "fail",
+                f"no EC2 Instance Connect Endpoint in {network.vpc_id}: the network ACLs are checked once it exists",
+            ),
+        }
+        wait = "wait for the deletion" if state == "delete-in-progress" else "delete it by hand"
+        assert wait in found.checks["endpoint-present"].guidance
+    # When the deletion finishes (a delete-failed one deleted by hand), the next run creates eic-guard's endpoint
+    if state == "delete-in-progress":
+        simulated_eice.release(ACCOUNT, REGION, theirs)
+    else:
+        ec2.delete_instance_connect_endpoint(InstanceConnectEndpointId=theirs)
+    api_calls.clear()
+    report = scan(ranges_2026, create_endpoints=True)
+    assert api_calls.count("CreateInstanceConnectEndpoint") == 1
+    assert entry(report, instance_id).verdict == "fixed"
+    [new] = [e for e in endpoints(ec2) if e["InstanceConnectEndpointId"] != theirs]
+    assert {"Key": "ManagedBy", "Value": "eic-guard"} in new["Tags"]
+    # And the run after that changes nothing
     assert_second_run_changes_nothing(ec2, ranges_2026, api_calls, [instance_id], create_endpoints=True)
 
 
@@ -268,8 +334,30 @@ def test_racing_runs_create_one_endpoint(account, ec2, api_calls, ranges_2026, m
     assert len(endpoints(ec2)) == 1
     assert len(named(ec2, network.vpc_id, EICE)) == len(named(ec2, network.vpc_id, EICE_SSH)) == 1
     assert entry(first, instance_id).verdict == entry(second, instance_id).verdict == "fixed"
-    # ... and its records say that the rules it asked for were there already, not that it added them
+    # ... and its records say that the rules and the endpoint it asked for were there already, not that it made them
     [eice], [eice_ssh] = named(ec2, network.vpc_id, EICE), named(ec2, network.vpc_id, EICE_SSH)
+    [endpoint] = endpoints(ec2)
+    endpoint_id = endpoint["InstanceConnectEndpointId"]
+    created = [a for a in actions(entry(first, instance_id)) if a[0] == "create-instance-connect-endpoint"]
+    assert created == [
+        (
+            "create-instance-connect-endpoint",
+            endpoint_id,
+            "done",
+            f"create an EC2 Instance Connect Endpoint in {network.private_subnet_id} with {eice['GroupId']}, "
+            "PreserveClientIp=false, tagged ManagedBy=eic-guard (create-in-progress, ready in minutes)",
+        )
+    ]
+    raced = [a for a in actions(entry(second, instance_id)) if a[0] == "create-instance-connect-endpoint"]
+    assert raced == [
+        (
+            "create-instance-connect-endpoint",
+            endpoint_id,
+            "done",
+            f"EC2 Instance Connect Endpoint {endpoint_id} in {network.private_subnet_id} already created by a "
+            "concurrent run (create-complete)",
+        )
+    ]
     rules = [a for a in actions(entry(second, instance_id)) if a[0] in ("authorize-ingress", "authorize-egress")]
     assert rules == [
         (
@@ -285,6 +373,51 @@ def test_racing_runs_create_one_endpoint(account, ec2, api_calls, ranges_2026, m
             f"TCP 22 out to {eice_ssh['GroupId']} (by reference) already allowed (added meanwhile)",
         ),
     ]
+
+
+def test_a_racing_runs_endpoint_still_being_created_is_recorded_as_theirs(
+    account, ec2, api_calls, ranges_2026, monkeypatch
+):
+    # Given two runs that both gathered the VPC before either wrote; the first creates the endpoint, which is still
+    # being created (create-in-progress) when the second sends its request, a minute later
+    network = account.network()
+    instance_id = private_instance(account, network)
+    stale = inventory.gather(ec2, ACCOUNT, REGION, Settings.build(regions=(REGION,), create_endpoints=True))
+    real_gather = engine.gather
+    monkeypatch.setattr(engine, "gather", lambda *args, **kwargs: stale)
+    first = scan(ranges_2026, create_endpoints=True)
+    [endpoint] = endpoints(ec2)
+    endpoint_id = endpoint["InstanceConnectEndpointId"]
+    simulated_eice.set_state(ACCOUNT, REGION, endpoint_id, "create-in-progress")
+    real_now = gateway.now
+    monkeypatch.setattr(gateway, "now", lambda: real_now() + timedelta(minutes=1))
+    # When the second run remediates: its CreateInstanceConnectEndpoint (the same ClientToken) returns that endpoint
+    api_calls.clear()
+    second = scan(ranges_2026, create_endpoints=True)
+    # Then one endpoint; the first run says it created it, the second that a concurrent run did
+    assert api_calls.count("CreateInstanceConnectEndpoint") == 1
+    assert [e["InstanceConnectEndpointId"] for e in endpoints(ec2)] == [endpoint_id]
+    records = {
+        run: [a[3] for a in actions(entry(report, instance_id)) if a[0] == "create-instance-connect-endpoint"]
+        for run, report in (("first", first), ("second", second))
+    }
+    eice_id = named(ec2, network.vpc_id, EICE)[0]["GroupId"]
+    assert records == {
+        "first": [
+            f"create an EC2 Instance Connect Endpoint in {network.private_subnet_id} with {eice_id}, "
+            "PreserveClientIp=false, tagged ManagedBy=eic-guard (create-in-progress, ready in minutes)"
+        ],
+        "second": [
+            f"EC2 Instance Connect Endpoint {endpoint_id} in {network.private_subnet_id} already created by a "
+            "concurrent run (create-in-progress)"
+        ],
+    }
+    assert entry(second, instance_id).checks["endpoint-present"].status == "fixed"
+    # And once it is ready, a run that gathers afresh changes nothing
+    monkeypatch.setattr(engine, "gather", real_gather)
+    monkeypatch.setattr(gateway, "now", real_now)
+    simulated_eice.release(ACCOUNT, REGION, endpoint_id)
+    assert_second_run_changes_nothing(ec2, ranges_2026, api_calls, [instance_id], create_endpoints=True)
 
 
 def test_the_endpoint_quota_is_an_error_of_that_vpcs_instances_and_the_run_goes_on(

@@ -4,6 +4,7 @@ one answer's parse, not the sum; small answers and every request stay concurrent
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
@@ -100,3 +101,108 @@ def test_the_session_keeps_one_factory_and_its_timestamp_parser():
     assert isinstance(factory, OneLargeParseAtATime)
     assert session._session.get_component("response_parser_factory") is factory
     assert factory._defaults["timestamp_parser"] is clients_module.parse_timestamp
+
+
+class CollectorSeen:
+    """Wraps EC2QueryParser.parse: whether the cyclic collector was enabled during each parse."""
+
+    def __init__(self, parse):
+        self._parse, self.enabled = parse, []
+
+    def __call__(self, parser, response, shape):
+        self.enabled.append(gc.isenabled())
+        return self._parse(parser, response, shape)
+
+
+@pytest.fixture
+def two_regions():
+    with mock_aws():
+        for region in REGIONS:
+            ec2 = boto3.client("ec2", region_name=region)
+            image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+            ec2.run_instances(ImageId=image, MinCount=3, MaxCount=3)
+        yield
+
+
+def test_a_large_answer_is_parsed_with_the_collector_paused_and_restored(two_regions, monkeypatch):
+    # Given a large answer (threshold lowered), and a small one
+    seen = CollectorSeen(EC2QueryParser.parse)
+    monkeypatch.setattr(EC2QueryParser, "parse", lambda self, response, shape: seen(self, response, shape))
+    monkeypatch.setattr(clients_module, "LARGE_RESPONSE_BYTES", 1024)
+    ec2 = AwsClients(boto3.Session(region_name="us-east-1")).ec2("us-east-1")
+
+    # When each is parsed
+    ec2.describe_instances()
+    ec2.describe_key_pairs()
+
+    # Then the collector was paused for the large one only, and is on again
+    assert seen.enabled == [False, True]
+    assert gc.isenabled()
+
+
+def test_a_collector_paused_by_someone_else_stays_paused(two_regions, monkeypatch):
+    monkeypatch.setattr(clients_module, "LARGE_RESPONSE_BYTES", 1024)
+    ec2 = AwsClients(boto3.Session(region_name="us-east-1")).ec2("us-east-1")
+    gc.disable()
+    try:
+        ec2.describe_instances()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_a_page_read_keeps_the_turn_until_the_next_request_or_the_end_of_the_read(two_regions, monkeypatch):
+    # Given a large answer read inside reading_large_answers() (the inventory's DescribeInstances pages)
+    monkeypatch.setattr(clients_module, "LARGE_RESPONSE_BYTES", 1024)
+    ec2 = AwsClients(boto3.Session(region_name="us-east-1")).ec2("us-east-1")
+    turn = OneLargeParseAtATime._turn
+
+    with OneLargeParseAtATime.reading_large_answers():
+        ec2.describe_instances()
+        # Then the thread keeps the turn while it makes its records of the page
+        assert turn.locked()
+        # and gives it back as it sends its next request (a small answer takes no turn)
+        ec2.describe_key_pairs()
+        assert not turn.locked()
+        ec2.describe_instances()
+        assert turn.locked()
+    # and at the end of the read
+    assert not turn.locked()
+
+
+def test_another_threads_large_answer_waits_until_the_page_is_read(two_regions, monkeypatch):
+    # Given thread A reading a large page and making its records for 0.3 s, thread B asking for its own large answer
+    monkeypatch.setattr(clients_module, "LARGE_RESPONSE_BYTES", 1024)
+    clients = AwsClients(boto3.Session(region_name="us-east-1"))
+    parsed, events = threading.Event(), []
+    b_started = threading.Event()
+    original = EC2QueryParser.parse
+
+    def recording(self, response, shape):
+        events.append(("parse", threading.current_thread().name))
+        return original(self, response, shape)
+
+    monkeypatch.setattr(EC2QueryParser, "parse", recording)
+
+    def a():
+        with OneLargeParseAtATime.reading_large_answers():
+            clients.ec2("us-east-1").describe_instances()
+            parsed.set()
+            b_started.wait(5)
+            time.sleep(0.3)
+            events.append(("a done with its page", "a"))
+
+    def b():
+        parsed.wait(5)
+        ec2 = clients.ec2("eu-west-1")
+        b_started.set()
+        ec2.describe_instances()
+
+    threads = [threading.Thread(target=a, name="a"), threading.Thread(target=b, name="b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # Then B's parse came after A was done with its page
+    assert events == [("parse", "a"), ("a done with its page", "a"), ("parse", "b")]

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import boto3
 import pytest
 import responses
+from eic_guard.aws import retries
 from eic_guard.fanout import batch, steps
 from eic_guard.fanout.aggregate import NO_RESULT
 from eic_guard.fanout.batch import WORKER_FAILED
@@ -305,6 +306,56 @@ def test_a_target_that_runs_out_of_its_share_continues_in_the_batchs_next_round_
     report = machine.report(run)
     assert {i["instance_id"]: i["verdict"] for i in report["instances"]} == {fixable: "fixed", compliant: "compliant"}
     assert metadata_endpoint(ec2, fixable) == "enabled"
+
+
+def test_a_target_throttled_past_its_share_continues_in_the_batchs_next_round_and_the_run_reports_it_fixed(
+    state_machine, fleet, ec2, ip_ranges_url, monkeypatch
+):
+    # Given a stack scanning two regions (one batch), and EC2 throttling the first region's DescribeInstances for as
+    # long as that target runs in round 1 (each throttling backoff uses up its share's time instead of sleeping)
+    monkeypatch.setenv("EIC_GUARD_REGIONS", f"{REGION},{OTHER_REGION}")
+    _, fixable, compliant = fleet
+    shares: list[batch.TargetShare] = []
+    real_share = batch.TargetShare
+
+    def share(*args):
+        shares.append(real_share(*args))
+        return shares[-1]
+
+    monkeypatch.setattr(batch, "TargetShare", share)
+    monkeypatch.setattr(
+        retries, "backoff_sleep", lambda seconds: setattr(shares[-1], "_end", shares[-1]._end - seconds)
+    )
+    faults = FaultInjector().install(monkeypatch)
+    storm = faults.respond("DescribeInstances", "RequestLimitExceeded", when=lambda _: len(shares) == 1)
+    machine = state_machine()
+
+    # When the nightly execution runs
+    run = machine.run({"job": "scan"})
+
+    # Then round 1 left the throttled target incomplete (not an error) and finished the other one; the batch's round
+    # 2 carried only that target, which was scanned and fixed; the report has both targets ok, no alert
+    assert run.status == "SUCCEEDED", (run.error, run.cause)
+    assert len(storm.hits) > 1
+    workers = [i.event for i in machine.invocations if i.function == "ScanTargetFunction"]
+    target = {"account_id": "123456789012", "region": REGION}
+    assert [(w["BatchInput"]["round"], w["Items"]) for w in workers] == [
+        (1, [target, {"account_id": "123456789012", "region": OTHER_REGION}]),
+        (2, [target]),
+    ]
+    assert machine.worker_rounds() == [(1, "incomplete"), (2, "ok")]
+    assert run.output["targets"] == {"ok": 2, "error": 0, "incomplete": 0}
+    report = machine.report(run)
+    assert {i["instance_id"]: i["verdict"] for i in report["instances"]} == {fixable: "fixed", compliant: "compliant"}
+    assert metadata_endpoint(ec2, fixable) == "enabled"
+    assert machine.alerts() == []
+
+    # And a second night changes nothing (the status tags aside)
+    faults.clear()
+    again = machine.run({"job": "scan"})
+    assert again.status == "SUCCEEDED" and again.output["targets"] == {"ok": 2, "error": 0, "incomplete": 0}
+    assert again.output["summary"]["compliant"] == 2 and again.output["summary"]["fixed"] == 0
+    assert [w for w in faults.writes(service="ec2") if w != "CreateTags"] == []
 
 
 def result_keys(machine, run_id: str) -> list[str]:

@@ -5,10 +5,11 @@ subnet, dualstack, PreserveClientIp on and off, group reference vs CIDR, protoco
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from botocore.exceptions import ClientError
+from eic_guard.aws import gateway as gateway_module
 from eic_guard.aws.gateway import RemediationRefused
 from eic_guard.checks import CheckContext, check_ids_for, endpoint_present, endpoint_ssh_egress, endpoint_ssh_ingress
 from eic_guard.checks import network_acl as network_acl_check
@@ -172,7 +173,21 @@ def test_each_path_reports_its_checks_and_the_public_ones_are_not_applicable_on_
             "no-endpoint",
             f"no EC2 Instance Connect Endpoint in {VPC} ({ENDPOINT_ID} is create-failed: Subnet has no free address)",
         ),
-        (endpoint(state="delete-in-progress"), "fail", "no-endpoint", f"({ENDPOINT_ID} is delete-in-progress)"),
+        (
+            endpoint(state="delete-in-progress"),
+            "fail",
+            "endpoint-deleting",
+            f"{ENDPOINT_ID} in {VPC} is being deleted (delete-in-progress): it serves no connection but holds the "
+            "VPC's endpoint quota (one per VPC), so no endpoint can be created until it is gone",
+        ),
+        (
+            endpoint(state="delete-failed", message="Network interface in use"),
+            "fail",
+            "endpoint-deleting",
+            f"{ENDPOINT_ID} in {VPC} could not be deleted (delete-failed: Network interface in use): it serves no "
+            "connection but holds",
+        ),
+        (endpoint(state="delete-complete"), "fail", "no-endpoint", f"({ENDPOINT_ID} is delete-complete)"),
         (None, "fail", "no-endpoint", f"no EC2 Instance Connect Endpoint in {VPC}"),
     ],
 )
@@ -181,6 +196,67 @@ def test_endpoint_present(found, status, kind, reason):
     result = endpoint_present.evaluate(inst, ctx_of(inst, endpoints=(found,) if found else ()))
     assert (result.status, result.kind, result.fix) == (status, kind, None)
     assert reason in result.reason
+
+
+EICE_DELETE = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/delete-ec2-instance-connect-endpoint.html"
+
+
+@pytest.mark.parametrize("state", ["delete-in-progress", "delete-failed"])
+@pytest.mark.parametrize("create", [True, False])
+def test_an_endpoint_being_deleted_holds_the_quota_so_no_creation_is_planned(state, create):
+    # Given a private instance whose VPC's only endpoint is being deleted (or failed to be): it is not usable, but it
+    # holds the VPC's endpoint quota, so a CreateInstanceConnectEndpoint would be refused
+    inst = private(http_endpoint="disabled", tags={"eic-guard:connect-path": "endpoint"})
+    settings = Settings.build(regions=(REGION,), create_endpoints=create)
+    ctx = ctx_of(inst, endpoints=(endpoint(state=state, subnet_id=SUBNET, tags=OWNED),), settings=settings)
+    # When its checks are evaluated and the fixes that cannot work are held
+    outcome = evaluate_instance(inst, ctx, TODAY)
+    hold_blocked_fixes(outcome)
+    # Then endpoint-present names the endpoint and its state, and asks for no creation, with CreateEndpoints or not
+    present = outcome.checks["endpoint-present"]
+    doing = "is being deleted" if state == "delete-in-progress" else "could not be deleted"
+    assert (present.status, present.kind, present.fix) == ("fail", "endpoint-deleting", None)
+    assert present.reason == (
+        f"{ENDPOINT_ID} in {VPC} {doing} ({state}): it serves no connection but holds the VPC's endpoint quota (one "
+        "per VPC), so no endpoint can be created until it is gone"
+    )
+    after = "once it is gone, " + (
+        "eic-guard creates a new one on its next run"
+        if create
+        else "create one (or set CreateEndpoints=true and eic-guard does it)"
+    )
+    if state == "delete-in-progress":
+        says = (
+            f"{ENDPOINT_ID} in {VPC} is being deleted and holds the VPC's endpoint quota until it is gone: wait for "
+            f"the deletion to finish (minutes); {after}."
+        )
+    else:
+        says = (
+            f"The deletion of {ENDPOINT_ID} in {VPC} failed (its state message says why) and it still holds the VPC's "
+            f"endpoint quota: delete it by hand (aws ec2 delete-instance-connect-endpoint "
+            f"--instance-connect-endpoint-id {ENDPOINT_ID}); {after}."
+        )
+    assert guidance_for("endpoint-present", present) == f"{says} See {EICE_DELETE}"
+    # And nothing is planned for the endpoint that is not coming: no group change, no network-acl pass on it, and the
+    # instance's other fixes are held as without CreateEndpoints
+    assert {c: (r.status, r.kind, r.fix) for c, r in outcome.checks.items() if r.status != "not-applicable"} == {
+        "endpoint-present": ("fail", "endpoint-deleting", None),
+        "endpoint-ssh-ingress": ("fail", "no-endpoint", None),
+        "endpoint-ssh-egress": ("fail", "no-endpoint", None),
+        "al2023-ami": ("pass", None, None),
+        "imds-enabled": ("fail", "imds-disabled", None),
+        "network-acl": ("fail", "nacl-endpoint-unknown", None),
+    }
+    assert outcome.checks["imds-enabled"].reason.endswith(
+        "not fixed: blocked by network-acl, endpoint-present, endpoint-ssh-egress"
+    )
+
+
+def test_a_live_endpoint_beside_one_being_deleted_serves_the_vpc():
+    inst = private()
+    ctx = ctx_of(inst, endpoints=(endpoint(state="delete-in-progress", endpoint_id="eice-0old"), endpoint()))
+    result = endpoint_present.evaluate(inst, ctx)
+    assert (result.status, result.reason) == ("pass", f"{ENDPOINT_ID} (create-complete, ipv4) in {OTHER_SUBNET}")
 
 
 def test_endpoint_present_plans_one_endpoint_per_vpc_in_the_first_instances_subnet_with_a_stable_token():
@@ -447,3 +523,91 @@ def test_ingress_and_egress_are_fixed_only_with_the_endpoint(dry_run, creation, 
             "guidance); nothing else to do here. See "
             "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/connect-with-ec2-instance-connect-endpoint.html"
         )
+
+
+@pytest.mark.parametrize(
+    ("dry_run", "creation", "present"),
+    [
+        (False, None, None),
+        (True, None, None),
+        (False, INTERNAL_ERROR, "error"),
+        (False, REFUSED, "fail"),
+        (True, REFUSED, "fail"),
+    ],
+)
+def test_network_acl_passes_on_the_endpoint_eic_guard_creates_only_while_it_is_created(dry_run, creation, present):
+    # Given a private instance in the subnet eic-guard creates its VPC's endpoint in: network-acl passes on that plan
+    inst = private()
+    settings = Settings.build(regions=(REGION,), create_endpoints=True)
+    outcome = evaluate_instance(inst, ctx_of(inst, settings=settings), TODAY)
+    planned = f"the endpoint eic-guard creates will be in {SUBNET}: no network ACL between them"
+    assert (outcome.checks["network-acl"].status, outcome.checks["network-acl"].reason) == ("pass", planned)
+
+    # When the fixes run, the endpoint's creation failing, refused or not
+    remediate_instance(inst, outcome, _Remediator(dry_run=dry_run, creation=creation))
+
+    # Then the pass stands while the endpoint is created (or planned); once its creation failed or was refused, no
+    # endpoint exists to check the network ACLs against: network-acl fails as it does without an endpoint, saying why
+    result = outcome.checks["network-acl"]
+    if present is None:
+        assert (result.status, result.reason, result.kind) == ("pass", planned, None)
+        return
+    assert outcome.checks["endpoint-present"].status == present
+    assert (result.status, result.kind, result.fix) == ("fail", "nacl-endpoint-unknown", None)
+    assert result.reason == (
+        f"no EC2 Instance Connect Endpoint in {VPC}: the one eic-guard was to create in {SUBNET} was not created "
+        f"(endpoint-present is {present}); the network ACLs are checked once it exists"
+    )
+    assert guidance_for("network-acl", result) == (
+        "The network ACLs between the EC2 Instance Connect Endpoint and the instance are checked once the VPC's "
+        "endpoint exists and has its address (endpoint-present); nothing to do here until then. See "
+        "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/connect-with-ec2-instance-connect-endpoint.html and "
+        "https://docs.aws.amazon.com/vpc/latest/userguide/nacl-rules.html"
+    )
+
+
+# ---- CreateInstanceConnectEndpoint answered with a racing run's endpoint (the same ClientToken) ---------------------
+class _Ec2:
+    def __init__(self, answer: dict):
+        self.answer = answer
+
+    def create_instance_connect_endpoint(self, **_):
+        return {"InstanceConnectEndpoint": self.answer}
+
+
+SENT = datetime(2026, 12, 7, 6, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("state", "created_at", "concurrent"),
+    [
+        ("create-in-progress", SENT + timedelta(seconds=1), False),  # this request made it
+        ("create-in-progress", SENT - timedelta(seconds=2), False),  # within the clocks' margin: counted as made
+        ("create-in-progress", None, False),
+        ("create-in-progress", SENT - timedelta(minutes=1), True),  # a racing run made it a minute before
+        ("create-in-progress", (SENT - timedelta(minutes=1)).replace(tzinfo=None), True),
+        ("create-complete", SENT + timedelta(seconds=1), True),  # a new endpoint is never ready at once
+        ("update-complete", None, True),
+    ],
+)
+def test_an_endpoint_the_client_token_returns_is_recorded_as_made_only_by_this_request(
+    state, created_at, concurrent, monkeypatch
+):
+    answer = {"InstanceConnectEndpointId": "eice-0new", "State": state}
+    if created_at is not None:
+        answer["CreatedAt"] = created_at
+    monkeypatch.setattr(gateway_module, "now", lambda: SENT)
+    gw = gateway_module.Ec2Gateway(_Ec2(answer), REGION, dry_run=False)
+    endpoint_id, record = gw.create_instance_connect_endpoint(SUBNET, EICE_GROUP, f"eic-guard-{VPC}")
+    assert (endpoint_id, record.action, record.resource, record.status) == (
+        "eice-0new",
+        "create-instance-connect-endpoint",
+        "eice-0new",
+        "done",
+    )
+    assert record.detail == (
+        f"EC2 Instance Connect Endpoint eice-0new in {SUBNET} already created by a concurrent run ({state})"
+        if concurrent
+        else f"create an EC2 Instance Connect Endpoint in {SUBNET} with {EICE_GROUP}, PreserveClientIp=false, tagged "
+        f"ManagedBy=eic-guard ({state}, ready in minutes)"
+    )

@@ -5,13 +5,29 @@ invocation has no time left for is the next round's; the output is counts and th
 from __future__ import annotations
 
 import json
+import random
+from datetime import UTC, datetime
+from types import SimpleNamespace
 
+import boto3
 import pytest
+from eic_guard.aws import retries
+from eic_guard.aws.clients import MAX_ATTEMPTS, AwsClients
 from eic_guard.budget import Deadline, DeadlineExceeded
-from eic_guard.fanout import batch
+from eic_guard.engine import HELD
+from eic_guard.fanout import batch, steps
 from eic_guard.fanout.batch import START_AT_LEAST, WORKER_FAILED, TargetShare, batch_step, is_batch
 from eic_guard.fanout.payloads import PAYLOAD_LIMIT, size_of
+from eic_guard.fanout.plan import RunPlan
+from eic_guard.fanout.results import result_name
+from eic_guard.fanout.targets import Target
+from eic_guard.settings import Settings
+from eic_guard.simulated import SimulatedAccount
 
+from tests.aws_views import metadata_options
+from tests.faults.conftest import managed_group
+from tests.faults.injector import FaultInjector
+from tests.integration.org_fixtures import share_botocore_loader
 from tests.lambda_runtime import event
 
 RESERVE = 60.0
@@ -267,3 +283,176 @@ def test_the_sample_events_are_a_batch_and_one_targets_input():
     request = batch.BatchRequest.model_validate(batch_event)
     assert [t["region"] for t in request.Items] == ["us-east-1", "eu-west-1"]
     assert request.BatchInput.model_dump() == {k: single_event[k] for k in request.BatchInput.model_dump()}
+
+
+# ---- a target throttled past its share (the real worker on moto) ----------------------------------------------------
+OWN = "123456789012"
+REGIONS = ("us-east-1", "eu-west-1", "eu-west-3")
+THROTTLED = HELD["throttled"]  # "throttled by AWS until its time in this round ran out"
+
+
+@pytest.fixture
+def throttled_world(aws, ranges_2026, monkeypatch):
+    """A drifted instance in each of three regions of this account (one batch of three targets; the second region's VPC
+    has eic-guard's managed group, without the EIC prefixes yet), the run's manifest in the reports bucket, a fake
+    clock (time.monotonic and the invocation's remaining time; throttling backoffs advance it instead of sleeping) and
+    a FaultInjector on the clients the batch builds. Security Hub findings are on."""
+    share_botocore_loader(monkeypatch)
+    s3 = boto3.client("s3", REGIONS[0])
+    s3.create_bucket(Bucket=SHARED["bucket"])
+    instances, managed = {}, {}
+    for region in REGIONS:
+        account = SimulatedAccount(boto3.client("ec2", region), boto3.client("ssm", region))
+        net = account.network()
+        if region == REGIONS[1]:
+            managed[region] = managed_group(boto3.client("ec2", region), net.vpc_id)
+        instances[region] = account.launch_drifted(net)
+    targets = [Target(OWN, region) for region in REGIONS]
+
+    def manifest(apply_ranges: bool) -> None:
+        plan = RunPlan(
+            run_id=SHARED["run_id"],
+            job="scan",
+            mode="remediate",
+            started_at=datetime(2026, 8, 22, 16, 0, tzinfo=UTC),
+            own_account=OWN,
+            ranges=ranges_2026,
+            apply_ranges=apply_ranges,
+            targets=targets,
+        )
+        s3.put_object(Bucket=SHARED["bucket"], Key=SHARED["manifest_key"], Body=json.dumps(plan.to_dict()).encode())
+
+    clock = Clock(0)
+    monkeypatch.setattr(batch.time, "monotonic", clock.monotonic)
+    monkeypatch.setattr(retries, "backoff_sleep", lambda seconds: setattr(clock, "now", clock.now + seconds))
+    monkeypatch.setattr(retries, "random", random.Random(20))  # the jitter, reproducible
+    shares: list[tuple[float, float]] = []  # each target's start on the clock and its share's seconds
+
+    def share(deadline: Deadline, seconds: float) -> TargetShare:
+        shares.append((clock.now, seconds))
+        return TargetShare(deadline, seconds)
+
+    monkeypatch.setattr(batch, "TargetShare", share)
+    faults = FaultInjector().install(monkeypatch)
+    settings = Settings.build(regions=REGIONS, security_hub_findings="enabled", reports_bucket=SHARED["bucket"])
+
+    def run(items: list[Target], round_: int = 1) -> dict:
+        """One batched invocation of 900 s (a new container: the run's clients built again) of `items`."""
+        clock.end = clock.now + 900
+        deadline = Deadline(clock.remaining, RESERVE)
+        steps._RUN_ACCOUNTS.clear()
+        shares.clear()
+        event = {"Items": [t.to_dict() for t in items], "BatchInput": {**SHARED, "round": round_}}
+        output = batch_step(event, settings, AwsClients(deadline=deadline), deadline)
+        assert clock.remaining() > RESERVE  # the invocation finished within its work time
+        return output
+
+    def result(target: Target, round_: int) -> dict:
+        key = f"runs/{SHARED['run_id']}/{result_name(target, 'apply', round_)}"
+        return json.loads(s3.get_object(Bucket=SHARED["bucket"], Key=key)["Body"].read())
+
+    def imds(region: str) -> str:
+        with faults.paused():
+            return metadata_options(boto3.client("ec2", region), instances[region])["HttpEndpoint"]
+
+    return SimpleNamespace(
+        run=run,
+        result=result,
+        imds=imds,
+        manifest=manifest,
+        targets=targets,
+        shares=shares,
+        faults=faults,
+        managed=managed,
+    )
+
+
+@pytest.mark.parametrize("operation", ["DescribeInstances", "DescribeSecurityGroups"], ids=["gather", "managed-groups"])
+def test_a_target_throttled_past_its_share_is_incomplete_and_its_next_round_completes_it(throttled_world, operation):
+    # Given a batch of three targets of a scan that applies the ranges, and EC2 throttling the second target's
+    # `operation` for as long as it runs in round 1 (its gather's DescribeInstances, after its managed group got the
+    # prefixes; or the first read of its managed groups)
+    world = throttled_world
+    world.manifest(apply_ranges=True)
+    first, second, third = world.targets
+    storm = world.faults.respond(operation, "RequestLimitExceeded", status=503, when=lambda _: len(world.shares) == 2)
+
+    # When round 1 of the batch runs
+    output = world.run(world.targets)
+
+    # Then the second target's calls were retried until its share (half of 840 s) was used up, and not past it: the
+    # third target started with the rest of the invocation's work time
+    assert len(storm.hits) > MAX_ATTEMPTS
+    [(_, _), (started, share), (ended, rest)] = world.shares
+    assert share == 420 and share - retries.MAX_BACKOFF < ended - started <= share
+    assert rest == 840 - ended
+    # And it is incomplete, not an error: its result object says it was throttled until its time ran out; its
+    # instance is untouched, no findings were imported for it (it was not scanned); the next round's items are that
+    # target alone
+    document = world.result(second, 1)
+    assert (document["status"], document["error"], document["instances"]) == ("incomplete", None, [])
+    reason = f"not finished: {THROTTLED} ({operation} throttled (RequestLimitExceeded) "
+    assert [n for n in document["notes"] if n.startswith(reason)], document["notes"]
+    assert world.imds(second.region) == "disabled"
+    assert document["security_hub"] is None and world.result(first, 1)["security_hub"] is not None
+    # And the prefixes its managed group got before a throttled gather stay recorded
+    authorized = [a["resource"] for a in document["actions"] if a["action"] == "authorize-ingress"]
+    assert authorized == ([world.managed[second.region]] if operation == "DescribeInstances" else [])
+    assert (output["status"], output["ok"], output["error"], output["incomplete"]) == ("incomplete", 2, 0, 1)
+    assert output["incomplete_targets"] == [second.to_dict()]
+    # And the first and third targets are ok, their instances fixed (the third had the rest of the time)
+    for target in (first, third):
+        assert (world.result(target, 1)["status"], world.imds(target.region)) == ("ok", "enabled")
+
+    # When the batch's round 2 runs the second target alone, EC2 no longer throttling
+    storm.times = len(storm.hits)
+    again = world.run([second], round_=2)
+
+    # Then it is scanned and fixed
+    assert (again["status"], again["ok"], again["incomplete_targets"]) == ("ok", 1, [])
+    document = world.result(second, 2)
+    assert (document["status"], [e["verdict"] for e in document["instances"]]) == ("ok", ["fixed"])
+    assert world.imds(second.region) == "enabled"
+
+    # And a second night of the three targets changes nothing
+    world.faults.clear()
+    night = world.run(world.targets)
+    assert (night["ok"], world.faults.writes(service="ec2")) == (3, [])
+
+
+def test_a_fix_throttled_past_its_targets_share_is_held_for_the_next_round_and_the_others_are_made(throttled_world):
+    # Given a batch of three targets, and EC2 throttling the second target's ModifyInstanceMetadataOptions (its
+    # instance's last fix, after its SSH rule is attached) for as long as it runs in round 1
+    world = throttled_world
+    world.manifest(apply_ranges=False)
+    first, second, third = world.targets
+    storm = world.faults.respond(
+        "ModifyInstanceMetadataOptions", "RequestLimitExceeded", status=503, when=lambda _: len(world.shares) == 2
+    )
+
+    # When round 1 of the batch runs
+    output = world.run(world.targets)
+
+    # Then that fix is held for the next round, saying it was throttled until the target's time ran out (not a failed
+    # fix); the instance's other fixes are made; the target is incomplete, the other two ok
+    assert len(storm.hits) > MAX_ATTEMPTS
+    document = world.result(second, 1)
+    assert (document["status"], document["error"]) == ("incomplete", None)
+    [entry] = document["instances"]
+    imds = entry["checks"]["imds-enabled"]
+    assert (imds["status"], entry["checks"]["eic-ssh-ingress"]["status"]) == ("fail", "fixed")
+    assert imds["reason"].endswith(f"; not fixed: {THROTTLED}")
+    assert [a["action"] for a in entry["actions"] if a["status"] == "failed"] == []
+    assert world.imds(second.region) == "disabled"
+    assert (output["ok"], output["incomplete_targets"]) == (2, [second.to_dict()])
+    assert [world.result(t, 1)["status"] for t in (first, third)] == ["ok", "ok"]
+
+    # When its next round runs, EC2 no longer throttling
+    storm.times = len(storm.hits)
+    again = world.run([second], round_=2)
+
+    # Then the held fix is made; a second night of the three targets changes nothing
+    assert (again["ok"], world.result(second, 2)["instances"][0]["checks"]["imds-enabled"]["status"]) == (1, "fixed")
+    assert world.imds(second.region) == "enabled"
+    world.faults.clear()
+    assert (world.run(world.targets)["ok"], world.faults.writes(service="ec2")) == (3, [])

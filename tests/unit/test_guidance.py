@@ -488,6 +488,7 @@ EICE_SG = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/eice-security-gro
 EICE_CREATE = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/create-ec2-instance-connect-endpoints.html"
 EICE_ABOUT = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/connect-with-ec2-instance-connect-endpoint.html"
 EICE_QUOTAS = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/eice-quotas.html"
+EICE_DELETE = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/delete-ec2-instance-connect-endpoint.html"
 
 
 @pytest.mark.parametrize(
@@ -508,6 +509,22 @@ EICE_QUOTAS = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/eice-quotas.h
             EICE_CREATE,
         ),
         ("endpoint-present", "endpoint-ipv6-only", {"endpoint_id": "eice-0c"}, "dualstack", EICE_CREATE),
+        (
+            "endpoint-present",
+            "endpoint-deleting",
+            {"vpc_id": "vpc-0a", "endpoint_id": "eice-0c", "state": "delete-in-progress", "create_endpoints": "true"},
+            "eice-0c in vpc-0a is being deleted and holds the VPC's endpoint quota until it is gone: wait for the "
+            "deletion to finish (minutes); once it is gone, eic-guard creates a new one on its next run.",
+            EICE_DELETE,
+        ),
+        (
+            "endpoint-present",
+            "endpoint-deleting",
+            {"vpc_id": "vpc-0a", "endpoint_id": "eice-0c", "state": "delete-failed", "create_endpoints": "false"},
+            "delete it by hand (aws ec2 delete-instance-connect-endpoint --instance-connect-endpoint-id eice-0c); once "
+            "it is gone, create one (or set CreateEndpoints=true and eic-guard does it).",
+            EICE_DELETE,
+        ),
         ("endpoint-present", "endpoints-unreadable", {}, "ec2:DescribeInstanceConnectEndpoints", EICE_ABOUT),
         ("endpoint-present", "endpoint-quota", {}, "quota is reached", EICE_QUOTAS),
         (

@@ -38,8 +38,13 @@ QUOTA_REASONS = {
 }
 QUOTA_KINDS = {"ResourceLimitExceeded": "endpoint-quota"}
 NEEDS_MET = ("pass", "fixed", "would-fix")  # a check another one NEEDS lets it be fixed (or planned) in these
-# Why fixes were held, by the `held` of the Deadline (or DeadlineExceeded) that stopped them.
-HELD = {"out-of-time": "out of time in this round", "interrupted": "the run was interrupted"}
+# Why fixes were held, by the `held` of the Deadline (or DeadlineExceeded) that stopped them; "throttled": a call
+# throttled until the target's time ran out (aws/retries.ThrottledOutOfTime).
+HELD = {
+    "out-of-time": "out of time in this round",
+    "interrupted": "the run was interrupted",
+    "throttled": "throttled by AWS until its time in this round ran out",
+}
 # Only the documented form: date.fromisoformat also takes 20260101 or 2026-W01-1, which must keep the exclusion.
 _YYYY_MM_DD = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -164,9 +169,11 @@ def _unfixed_while_needs_fail(outcome: InstanceOutcome) -> None:
     """A check that passes only with another (`NEEDS`: endpoint-ssh-ingress and endpoint-ssh-egress need the VPC's
     endpoint, endpoint-present) is not fixed by its own change while that one is neither passing nor fixed, e.g. the
     endpoint's creation failed: its change was made (the actions say so) but no endpoint reaches the instance, so it
-    stays `fail` (docs/architecture.md §13)."""
+    stays `fail` (docs/architecture.md §13). Likewise a pass on the strength of that planned change (fact `planned`:
+    network-acl on the endpoint eic-guard creates) becomes the check's `unplanned` failure."""
     for check_id, result in list(outcome.checks.items()):
-        if result.status not in ("fixed", "would-fix"):
+        planned = result.status == "pass" and result.fact("planned") == "true"
+        if result.status not in ("fixed", "would-fix") and not planned:
             continue
         unmet = {
             needed: found.status
@@ -175,8 +182,11 @@ def _unfixed_while_needs_fail(outcome: InstanceOutcome) -> None:
         }
         if not unmet:
             continue
-        change = "was made" if result.status == "fixed" else "is planned"
         waiting = ", ".join(f"{needed} is {status}" for needed, status in unmet.items())
+        if planned:
+            outcome.checks[check_id] = CHECKS_BY_ID[check_id].unplanned(result, waiting)
+            continue
+        change = "was made" if result.status == "fixed" else "is planned"
         outcome.checks[check_id] = replace(
             result,
             status="fail",

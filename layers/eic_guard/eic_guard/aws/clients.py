@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -85,6 +87,8 @@ class AwsClients:
             # Every attempt of every call checks the deadline in force at that moment (a warm Lambda container
             # reuses these clients across invocations, each with its own deadline).
             client.meta.events.register("before-send", self._check_deadline)
+            # A thread about to wait for an answer lets another parse its large one (OneLargeParseAtATime).
+            client.meta.events.register("before-send", OneLargeParseAtATime.give_turn_back)
             # Throttling is retried while the deadline leaves time (retries.py), ahead of the standard mode's handler.
             service = client.meta.service_model.service_id.hyphenize()
             client.meta.events.register_first(f"needs-retry.{service}", self._throttle_retries)
@@ -134,32 +138,79 @@ class AwsClients:
 
 
 class OneLargeParseAtATime(ResponseParserFactory):
-    """botocore's parser factory, whose parsers take a large response (a DescribeInstances page of thousands of
-    instances) only while no other thread of the process parses one. Parsing is Python work under the GIL, so two
-    threads parsing at once take as long as one after the other, but hold both answers' XML trees at the same time:
-    the peak memory of a scan of several regions (the CLI's threads) was the sum of its two largest answers. The
-    network waits stay concurrent; only the parsing of large answers is serialized (docs/architecture.md §15)."""
+    """botocore's parser factory, whose parsers take a large answer (a DescribeInstances page of thousands of
+    instances) only in the process's turn for large answers, and parse it with the cyclic collector paused.
 
-    _lock = threading.Lock()  # one for the process: the memory it bounds is the process's
+    *The turn.* Parsing is Python under the GIL: two threads parsing at once take as long as one after the other but
+    hold both answers' XML trees, and a scan of two regions (the CLI's threads) peaked at the sum of its two largest
+    answers. A thread takes the turn to parse a large answer and gives it back when the parse is done, or, inside
+    `reading_large_answers()` (the inventory's DescribeInstances pages), when it sends its next request or leaves the
+    block: by then it has made its compact records of the page and let the page go. Requests, network waits and
+    small answers stay concurrent.
+
+    *The collector.* An answer's parse makes no reference cycle (its tree and dictionaries are freed by reference
+    counting), but the collections its hundreds of thousands of allocations set off walk the whole heap: at 5,000
+    instances a third of the parse's CPU. They find nothing, so the collector is paused while a large answer is
+    parsed (and left as it was if someone else paused it). docs/architecture.md §15."""
+
+    _turn = threading.Lock()  # one for the process: the memory it bounds is the process's
+    _thread = threading.local()  # .holds: this thread has the turn; .reading: inside reading_large_answers()
 
     def __init__(self, wrapped: ResponseParserFactory | None = None):
         super().__init__()
         self._defaults.update(getattr(wrapped, "_defaults", {}))
 
     def create_parser(self, protocol_name: str) -> Any:
-        return _SerialLargeParser(super().create_parser(protocol_name), self._lock)
+        return _TurnTakingParser(super().create_parser(protocol_name))
+
+    @classmethod
+    def parse_in_turn(cls, parse: Callable[[], Any]) -> Any:
+        if not getattr(cls._thread, "holds", False):
+            cls._turn.acquire()
+            cls._thread.holds = True
+        try:
+            paused = gc.isenabled()
+            if paused:
+                gc.disable()
+            try:
+                return parse()
+            finally:
+                if paused:
+                    gc.enable()
+        finally:
+            if not getattr(cls._thread, "reading", False):
+                cls.give_turn_back()
+
+    @classmethod
+    def give_turn_back(cls, **_: Any) -> None:
+        """The thread's turn back, if it has it (also a botocore before-send handler: a request about to wait)."""
+        if getattr(cls._thread, "holds", False):
+            cls._thread.holds = False
+            cls._turn.release()
+
+    @classmethod
+    @contextmanager
+    def reading_large_answers(cls) -> Iterator[None]:
+        """Within: a large answer's turn lasts until the thread's next request or the block's end."""
+        outer = getattr(cls._thread, "reading", False)
+        cls._thread.reading = True
+        try:
+            yield
+        finally:
+            cls._thread.reading = outer
+            if not outer:
+                cls.give_turn_back()
 
 
-class _SerialLargeParser:
-    def __init__(self, parser: Any, lock: threading.Lock):
-        self._parser, self._lock = parser, lock
+class _TurnTakingParser:
+    def __init__(self, parser: Any):
+        self._parser = parser
 
     def parse(self, response: dict, shape: Any) -> Any:
         body = response.get("body")
         if not isinstance(body, bytes | bytearray) or len(body) < LARGE_RESPONSE_BYTES:
             return self._parser.parse(response, shape)
-        with self._lock:
-            return self._parser.parse(response, shape)
+        return OneLargeParseAtATime.parse_in_turn(lambda: self._parser.parse(response, shape))
 
     def __getattr__(self, name: str) -> Any:  # anything else botocore asks of a parser
         return getattr(self._parser, name)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from ..models import ActionRecord, ManagedAddress, SecurityGroup
 from ..observability import logger
@@ -24,6 +25,11 @@ QUOTA_CODES = frozenset(
     {"SecurityGroupsPerInterfaceLimitExceeded", "RulesPerSecurityGroupLimitExceeded", "ResourceLimitExceeded"}
 )
 CREATE_ENDPOINT_ACTION = "create-instance-connect-endpoint"
+# A fresh CreateInstanceConnectEndpoint answers create-in-progress (creation takes minutes), created at or after the
+# request was sent. The same ClientToken returns the endpoint a racing run created first: one in another live state,
+# or created before the request by more than this margin (CreatedAt is AWS's clock, to the second; ours may differ
+# slightly), was not created by this request.
+CREATED_BEFORE_MARGIN = timedelta(seconds=5)
 # Metadata token settings eic-guard can restate; anything else (a value a newer API adds) is left untouched.
 KNOWN_HTTP_TOKENS = ("required", "optional")
 # AuthorizeSecurityGroupIngress fails whole on one duplicate: re-read and retry with what is missing, bounded.
@@ -151,6 +157,7 @@ class Ec2Gateway:
         if self.dry_run:
             return f"(new endpoint in {subnet_id})", self._record(CREATE_ENDPOINT_ACTION, subnet_id, detail)
         key, value = MANAGED_BY_TAG
+        sent_at = now()
         response = self.ec2.create_instance_connect_endpoint(
             SubnetId=subnet_id,
             SecurityGroupIds=[group_id],
@@ -171,6 +178,10 @@ class Ec2Gateway:
                 f"the ClientToken {client_token} returned {endpoint_id}, which is {state}: AWS keeps a token for a "
                 "while, a later run creates a new endpoint"
             )
+        if _created_before(endpoint, sent_at):
+            # Like a rule "already allowed (added meanwhile)": the fix is in place, this run did not make it.
+            detail = f"EC2 Instance Connect Endpoint {endpoint_id} in {subnet_id} already created by a concurrent run"
+            return endpoint_id, self._record(CREATE_ENDPOINT_ACTION, endpoint_id, f"{detail} ({state})")
         return endpoint_id, self._record(CREATE_ENDPOINT_ACTION, endpoint_id, f"{detail} ({state}, ready in minutes)")
 
     def authorize(self, group_id: str, rules: RuleSet) -> tuple[ActionRecord, RuleSet]:
@@ -277,8 +288,9 @@ class Ec2Gateway:
         )
         try:
             self.ec2.associate_address(AllocationId=address["AllocationId"], NetworkInterfaceId=eni_id)
-        except ClientError:
-            # Never leave a paid, unattached address behind.
+        except (ClientError, BotoCoreError):
+            # Never leave a paid, unattached address behind (nor when throttled until the target's time ran out:
+            # aws/retries.ThrottledOutOfTime).
             self.ec2.release_address(AllocationId=address["AllocationId"])
             raise
         return self._record(
@@ -295,6 +307,21 @@ class Ec2Gateway:
             address.allocation_id,
             f"release {address.public_ip}: its instance is gone, no longer opted in or no longer allowed a public IP",
         )
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _created_before(endpoint: dict, sent_at: datetime) -> bool:
+    """Whether CreateInstanceConnectEndpoint returned an endpoint that existed before the request: its ClientToken is
+    that of a racing run, which created it first."""
+    if endpoint.get("State") != "create-in-progress":
+        return True
+    created = endpoint.get("CreatedAt")
+    if not isinstance(created, datetime):
+        return False
+    return (created if created.tzinfo else created.replace(tzinfo=UTC)) < sent_at - CREATED_BEFORE_MARGIN
 
 
 def ssh_by_reference(group_id: str) -> dict:

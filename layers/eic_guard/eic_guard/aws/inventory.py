@@ -37,7 +37,7 @@ from ..settings import (
     MANAGED_GROUP_NAME,
     Settings,
 )
-from .clients import PERMISSION_DENIED
+from .clients import PERMISSION_DENIED, OneLargeParseAtATime
 
 SCANNED_STATES = ("pending", "running", "stopping", "stopped")
 FILTER_VALUES_PER_CALL = 200  # EC2 accepts at most 200 values in one filter
@@ -57,7 +57,8 @@ def gather(
 ) -> TargetSnapshot:
     """Read everything the checks need for the opted-in instances of one region (only `instance_ids`, when given:
     an event-driven check; one DescribeInstances per 200 ids, still filtered by the opt-in tag)."""
-    instances = tuple(_instances(ec2, settings, instance_ids))
+    with OneLargeParseAtATime.reading_large_answers():  # a page's turn lasts until its records are made
+        instances = tuple(_instances(ec2, settings, instance_ids))
     notes: list[str] = []
     if instance_ids is None:  # an event-driven check of given instances has nothing to say about the others
         notes.extend(_opt_in_near_misses_if_allowed(ec2, account_id, region, settings, len(instances)))

@@ -6,7 +6,8 @@ endpoint-path instances; the public path's own checks are `not-applicable` on th
 Every check module has the same interface: `ID`, `TITLE` (what it asks, in a line: SARIF rules), `PERMISSIONS`
 (reads), `REMEDIATION_PERMISSIONS` (writes) and a pure `evaluate(instance, ctx) -> CheckResult`; a failing result
 may carry a `Fix` the gateway executes. A check that passes only with another one names it in `NEEDS`: its fix does
-not make it `fixed` while that one is neither passing nor fixed (engine.py).
+not make it `fixed` while that one is neither passing nor fixed, and a pass on the strength of that one's planned fix
+(fact `planned`) becomes the check's `unplanned(result, waiting)` failure (engine.py).
 """
 
 from . import (

@@ -11,6 +11,12 @@ endpoint-path instance in id order, with eic-guard's own group `eic-guard-eice`,
 `ManagedBy=eic-guard`, and a `ClientToken` derived from the VPC id (a retried or concurrent run creates one endpoint,
 not two). The token also counts the endpoints eic-guard created there before (e.g. one `cleanup` deleted), so that a
 new one is created after a deletion rather than the deleted one returned.
+
+An endpoint that is `delete-in-progress` or `delete-failed` serves nobody but still holds the VPC's endpoint quota
+(one per VPC; the EC2 User Guide's "Delete an EC2 Instance Connect Endpoint",
+https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/delete-ec2-instance-connect-endpoint.html): while the VPC has one
+and no live endpoint, this check fails naming it and no creation is attempted (it would be refused); once it is gone,
+the next run creates one.
 """
 
 from __future__ import annotations
@@ -39,9 +45,13 @@ CREATE_ENDPOINT = "create-instance-connect-endpoint"
 # Failure kinds (CheckResult.kind).
 NO_ENDPOINT = "no-endpoint"
 ENDPOINT_CREATING = "endpoint-creating"
+ENDPOINT_DELETING = "endpoint-deleting"
 ENDPOINT_IPV6_ONLY = "endpoint-ipv6-only"
 ENDPOINTS_UNREADABLE = "endpoints-unreadable"
 NO_VPC = "no-vpc"
+
+# Not usable, but held against the VPC's endpoint quota until it is gone: no endpoint can be created beside it.
+DELETING_STATES = ("delete-in-progress", "delete-failed")
 
 
 def evaluate(instance: Instance, ctx: CheckContext) -> CheckResult:
@@ -66,6 +76,17 @@ def evaluate(instance: Instance, ctx: CheckContext) -> CheckResult:
         facts.append(("endpoint_id", endpoint.endpoint_id))
         reason = f"{endpoint.endpoint_id} in {vpc_id} is being created ({endpoint.state}): ready in a few minutes"
         return CheckResult("fail", reason, kind=ENDPOINT_CREATING, facts=tuple(facts))
+    facts.append(("create_endpoints", str(ctx.settings.create_endpoints).lower()))
+    deleting = being_deleted(vpc_id, ctx)
+    if deleting is not None:
+        facts += [("endpoint_id", deleting.endpoint_id), ("state", deleting.state)]
+        doing = "is being deleted" if deleting.state == "delete-in-progress" else "could not be deleted"
+        message = f": {deleting.state_message}" if deleting.state_message else ""
+        reason = (
+            f"{deleting.endpoint_id} in {vpc_id} {doing} ({deleting.state}{message}): it serves no connection but "
+            "holds the VPC's endpoint quota (one per VPC), so no endpoint can be created until it is gone"
+        )
+        return CheckResult("fail", reason, kind=ENDPOINT_DELETING, facts=tuple(facts))
     reason = f"no EC2 Instance Connect Endpoint in {vpc_id}"
     gone = [_named(e) for e in snapshot.endpoints_in(vpc_id)]
     if gone:
@@ -81,13 +102,33 @@ def evaluate(instance: Instance, ctx: CheckContext) -> CheckResult:
             "tagged ManagedBy=eic-guard",
             (("vpc_id", vpc_id), ("subnet_id", subnet_id), ("client_token", token)),
         )
-    facts.append(("create_endpoints", str(ctx.settings.create_endpoints).lower()))
     return CheckResult("fail", reason, fix, kind=NO_ENDPOINT, facts=tuple(facts))
 
 
 def _named(endpoint: InstanceConnectEndpoint) -> str:
     message = f": {endpoint.state_message}" if endpoint.state_message else ""
     return f"{endpoint.endpoint_id} is {endpoint.state}{message}"
+
+
+def being_deleted(vpc_id: str | None, ctx: CheckContext) -> InstanceConnectEndpoint | None:
+    """The VPC's endpoint that is being deleted (or failed to be), when the VPC has no live one: it holds the VPC's
+    endpoint quota, so a creation would be refused."""
+    snapshot = ctx.snapshot
+    if snapshot.endpoint_for(vpc_id) is not None:
+        return None
+    return next((e for e in snapshot.endpoints_in(vpc_id) if e.state in DELETING_STATES), None)
+
+
+def creates_endpoint(vpc_id: str | None, ctx: CheckContext) -> bool:
+    """Whether eic-guard creates the VPC's endpoint in this run (plans it, in report mode): CreateEndpoints is on and
+    the VPC has neither a live endpoint nor one being deleted. The checks that pass through that endpoint plan their
+    changes for it only then."""
+    return (
+        bool(vpc_id)
+        and ctx.settings.create_endpoints
+        and ctx.snapshot.endpoint_for(vpc_id) is None
+        and being_deleted(vpc_id, ctx) is None
+    )
 
 
 def planned_subnet(vpc_id: str, ctx: CheckContext) -> str:

@@ -48,7 +48,7 @@ def evaluate(instance: Instance, ctx: CheckContext) -> CheckResult:
     groups = instance_groups(instance)
     eni = instance.primary_eni
     if endpoint is None:
-        if ctx.settings.create_endpoints and eni is not None and instance.vpc_id:
+        if endpoint_present.creates_endpoint(instance.vpc_id, ctx) and eni is not None:
             # The endpoint eic-guard creates carries eic-guard-eice, whose only egress is TCP 22 to eic-guard-eice-ssh.
             return CheckResult(
                 "fail",

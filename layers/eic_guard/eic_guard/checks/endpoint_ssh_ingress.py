@@ -58,7 +58,7 @@ def evaluate(instance: Instance, ctx: CheckContext) -> CheckResult:
     groups = instance_groups(instance)
     warnings = _warnings(groups, ctx)
     endpoint = ctx.snapshot.endpoint_for(instance.vpc_id)
-    if endpoint is None and not ctx.settings.create_endpoints:
+    if endpoint is None and not endpoint_present.creates_endpoint(instance.vpc_id, ctx):
         reason = f"no EC2 Instance Connect Endpoint in {instance.vpc_id} to allow TCP 22 from (endpoint-present)"
         return CheckResult("fail", reason, kind=NO_ENDPOINT, warnings=warnings)
     if endpoint is not None:

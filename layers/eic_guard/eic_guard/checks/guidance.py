@@ -25,6 +25,7 @@ EIC_ENDPOINT = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/connect-with
 EICE_SECURITY_GROUPS = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/eice-security-groups.html"
 EICE_CREATE = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/create-ec2-instance-connect-endpoints.html"
 EICE_QUOTAS = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/eice-quotas.html"
+EICE_DELETE = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/delete-ec2-instance-connect-endpoint.html"
 ELASTIC_IP = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/elastic-ip-addresses-eip.html"
 IMDS_OPTIONS = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/configuring-IMDS-existing-instances.html"
 INTERNET_GATEWAY = "https://docs.aws.amazon.com/vpc/latest/userguide/VPC_Internet_Gateway.html"
@@ -468,6 +469,24 @@ def _endpoint_present(result: CheckResult) -> str:
             f"{endpoint} in {vpc} is being created and is usually ready within minutes: nothing to do, eic-guard "
             "checks again on its CreateInstanceConnectEndpoint event and on the next run.",
             EICE_CREATE,
+        )
+    if result.kind == "endpoint-deleting":
+        after = "once it is gone, " + (
+            "eic-guard creates a new one on its next run"
+            if result.fact("create_endpoints") == "true"
+            else "create one (or set CreateEndpoints=true and eic-guard does it)"
+        )
+        if result.fact("state") == "delete-failed":
+            return _see(
+                f"The deletion of {endpoint} in {vpc} failed (its state message says why) and it still holds the "
+                f"VPC's endpoint quota: delete it by hand (aws ec2 delete-instance-connect-endpoint "
+                f"--instance-connect-endpoint-id {endpoint}); {after}.",
+                EICE_DELETE,
+            )
+        return _see(
+            f"{endpoint} in {vpc} is being deleted and holds the VPC's endpoint quota until it is gone: wait for the "
+            f"deletion to finish (minutes); {after}.",
+            EICE_DELETE,
         )
     if result.kind == "endpoint-ipv6-only":
         return _see(

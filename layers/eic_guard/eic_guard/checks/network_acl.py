@@ -6,6 +6,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from ..models import CheckResult, Instance, IPNetwork, NaclEntry, NetworkAcl
+from . import endpoint_present
 from .base import CheckContext, passed, ranges_unavailable
 from .connect_path import ENDPOINT, connect_path
 from .endpoint_present import planned_subnet
@@ -14,6 +15,10 @@ ID = "network-acl"
 TITLE = "The subnet's network ACL allows TCP 22 in from the EC2 Instance Connect prefixes and the replies out"
 PERMISSIONS = ("ec2:DescribeNetworkAcls",)
 REMEDIATION_PERMISSIONS: tuple[str, ...] = ()
+# On the endpoint path it may pass on the strength of the endpoint eic-guard creates (in the instance's own subnet):
+# that pass (fact `planned`) holds only while endpoint-present is passing, fixed or planned; after a failed or refused
+# creation it becomes `unplanned(...)`, a failure (engine.py).
+NEEDS = (endpoint_present.ID,)
 SSH = (22, 22)
 EPHEMERAL = (1024, 65535)
 
@@ -164,10 +169,13 @@ def _evaluate_endpoint_path(instance: Instance, ctx: CheckContext) -> CheckResul
     subnet_id = instance.connect_subnet_id
     endpoint = ctx.snapshot.endpoint_for(instance.vpc_id)
     if endpoint is None:
-        if ctx.settings.create_endpoints and subnet_id and subnet_id == planned_subnet(instance.vpc_id or "", ctx):
-            return passed(f"the endpoint eic-guard creates will be in {subnet_id}: no network ACL between them")
+        vpc_id = instance.vpc_id or ""
+        if endpoint_present.creates_endpoint(vpc_id, ctx) and subnet_id and subnet_id == planned_subnet(vpc_id, ctx):
+            reason = f"the endpoint eic-guard creates will be in {subnet_id}: no network ACL between them"
+            facts = (("vpc_id", vpc_id), ("subnet_id", subnet_id), ("planned", "true"))
+            return CheckResult("pass", reason, facts=facts)
         reason = f"no EC2 Instance Connect Endpoint in {instance.vpc_id}: the network ACLs are checked once it exists"
-        return CheckResult("fail", reason, kind=ENDPOINT_UNKNOWN, facts=(("vpc_id", instance.vpc_id or ""),))
+        return CheckResult("fail", reason, kind=ENDPOINT_UNKNOWN, facts=(("vpc_id", vpc_id),))
     if endpoint.subnet_id == subnet_id:
         return passed(f"{endpoint.endpoint_id} is in the instance's subnet {subnet_id}: no network ACL between them")
     if not endpoint.address or not instance.private_ip:
@@ -208,6 +216,17 @@ def _evaluate_endpoint_path(instance: Instance, ctx: CheckContext) -> CheckResul
         f"the network ACLs of {subnet_id} and {endpoint.subnet_id} allow TCP 22 from {endpoint.address} to "
         f"{instance.private_ip} and the replies"
     )
+
+
+def unplanned(result: CheckResult, waiting: str) -> CheckResult:
+    """The pass about the endpoint eic-guard creates, once that endpoint was not created in this run (`waiting`, e.g.
+    "endpoint-present is error": its creation failed or was refused): no endpoint, no network path to check yet."""
+    vpc_id, subnet_id = result.fact("vpc_id") or "", result.fact("subnet_id") or ""
+    reason = (
+        f"no EC2 Instance Connect Endpoint in {vpc_id}: the one eic-guard was to create in {subnet_id} was not "
+        f"created ({waiting}); the network ACLs are checked once it exists"
+    )
+    return CheckResult("fail", reason, kind=ENDPOINT_UNKNOWN, facts=(("vpc_id", vpc_id), ("subnet_id", subnet_id)))
 
 
 def remediate(fix, instance, remediator, actions) -> None:  # pragma: no cover - never asked: no Fix is returned

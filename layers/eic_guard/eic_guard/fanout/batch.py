@@ -9,7 +9,9 @@ batch adds:
 
 - **A fair share of the time.** Target k of n starts with `remaining / (n - k)` of the invocation's work time as its
   own deadline (`TargetShare`): past it no new fix starts and throttled calls are no longer retried, so the target
-  says `incomplete` and its next round continues it (alone or with fewer companions, so with more time). What a
+  says `incomplete` and its next round continues it (alone or with fewer companions, so with more time). A call still
+  throttled when the share ends is out of time, not failed (aws/retries.ThrottledOutOfTime, a DeadlineExceeded: its
+  fix is held, or, a read, its target left unscanned and `incomplete`: fanout/worker.run_target). What a
   target leaves unused goes to the ones after it. Calls themselves are refused only at the invocation's reserve, as
   for a single target, so a gather that has started finishes. One slow target therefore delays the others by at most
   its share plus its finishing (the status tags and its result object: FINISH_RESERVE), never starves them.

@@ -17,8 +17,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..aws.credentials import AccountUnreachable
 from ..aws.gateway import error_code
+from ..aws.retries import ThrottledOutOfTime
 from ..budget import FINISH_RESERVE, Deadline
-from ..engine import InstanceProgress, TargetResult, scan_target
+from ..engine import HELD, InstanceProgress, TargetResult, scan_target
 from ..observability import logger
 from ..outputs.publish import tag_entries
 from ..outputs.report import instance_entry
@@ -48,6 +49,7 @@ def run_target(
     result = TargetResult(target.region, account_id=target.account_id)
     refresh: RegionRefresh | None = None
     alias = None
+    unscanned: ThrottledOutOfTime | None = None
     try:
         clients = clients_for(target.account_id)
         ec2 = clients.ec2(target.region)
@@ -74,10 +76,21 @@ def run_target(
             result.notes.extend(refresh.notes)
         if phase == "apply" and plan.job == "scan":
             alias = clients.account_alias()
+    except ThrottledOutOfTime as exc:
+        # Out of its time (in a batch, its share) while AWS throttled a read: not failed, the next round continues it
+        # (engine.HELD). Nothing was scanned: no findings are imported (none would mean every instance gone).
+        unscanned = exc
+        logger.warning("target out of its time while throttled: the next round continues it", extra={"error": str(exc)})
+        result.incomplete = True
+        result.notes.append(f"not finished: {HELD[exc.held]} ({exc})")
+        if refresh is not None:  # the managed groups' changes made before the scan stay recorded
+            result.actions[:0] = refresh.actions
+            result.notes.extend(refresh.notes)
     except Exception as exc:  # noqa: BLE001 - one target's failure is its error, never the others' loss
         result.error = target_error(target, exc)
     security_hub = None
-    if phase == "apply" and plan.job == "scan" and settings.security_hub_findings == "enabled" and not result.error:
+    findings = settings.security_hub_findings == "enabled" and not result.error and unscanned is None
+    if phase == "apply" and plan.job == "scan" and findings:
         from ..outputs.security_hub import publish_target_findings  # only when enabled: a cold start pays for it then
 
         # In both modes (a finding reports a state), and within the work budget: the finishing reserve stays for
