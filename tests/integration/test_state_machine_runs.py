@@ -265,13 +265,8 @@ def test_a_batch_invocation_that_is_killed_runs_each_target_alone_so_each_gets_i
     assert OTHER_REGION in alert and NO_RESULT in alert
 
 
-def test_a_target_that_runs_out_of_its_share_continues_in_the_batchs_next_round_alone_and_the_other_is_done(
-    state_machine, fleet, ec2, ip_ranges_url, monkeypatch
-):
-    # Given a stack scanning two regions (one batch), and the first region's target using up its share of the
-    # invocation's time right after its gather (a slow target: its fixes are held for the next round)
-    monkeypatch.setenv("EIC_GUARD_REGIONS", f"{REGION},{OTHER_REGION}")
-    _, fixable, compliant = fleet
+def recorded_shares(monkeypatch) -> list[batch.TargetShare]:
+    """Every TargetShare the batch worker gives a target, in order (a test moves a share's end to spend its time)."""
     shares: list[batch.TargetShare] = []
     real_share = batch.TargetShare
 
@@ -280,6 +275,17 @@ def test_a_target_that_runs_out_of_its_share_continues_in_the_batchs_next_round_
         return shares[-1]
 
     monkeypatch.setattr(batch, "TargetShare", share)
+    return shares
+
+
+def test_a_target_that_runs_out_of_its_share_continues_in_the_batchs_next_round_alone_and_the_other_is_done(
+    state_machine, fleet, ec2, ip_ranges_url, monkeypatch
+):
+    # Given a stack scanning two regions (one batch), and the first region's target using up its share of the
+    # invocation's time right after its gather (a slow target: its fixes are held for the next round)
+    monkeypatch.setenv("EIC_GUARD_REGIONS", f"{REGION},{OTHER_REGION}")
+    _, fixable, compliant = fleet
+    shares = recorded_shares(monkeypatch)
     faults = FaultInjector().install(monkeypatch)
     faults.after_gather(lambda region, snapshot: setattr(shares[-1], "_end", time.monotonic() - 1), times=1)
     machine = state_machine()
@@ -315,14 +321,7 @@ def test_a_target_throttled_past_its_share_continues_in_the_batchs_next_round_an
     # long as that target runs in round 1 (each throttling backoff uses up its share's time instead of sleeping)
     monkeypatch.setenv("EIC_GUARD_REGIONS", f"{REGION},{OTHER_REGION}")
     _, fixable, compliant = fleet
-    shares: list[batch.TargetShare] = []
-    real_share = batch.TargetShare
-
-    def share(*args):
-        shares.append(real_share(*args))
-        return shares[-1]
-
-    monkeypatch.setattr(batch, "TargetShare", share)
+    shares = recorded_shares(monkeypatch)
     monkeypatch.setattr(
         retries, "backoff_sleep", lambda seconds: setattr(shares[-1], "_end", shares[-1]._end - seconds)
     )
