@@ -265,6 +265,17 @@ def test_a_batch_invocation_that_is_killed_runs_each_target_alone_so_each_gets_i
     assert OTHER_REGION in alert and NO_RESULT in alert
 
 
+def assert_round_two_carried_only_the_first_region(machine) -> None:
+    """The batch's round 1 held both regions' targets and left REGION's incomplete; round 2 held it alone, ok."""
+    workers = [i.event for i in machine.invocations if i.function == "ScanTargetFunction"]
+    target = {"account_id": "123456789012", "region": REGION}
+    assert [(w["BatchInput"]["round"], w["Items"]) for w in workers] == [
+        (1, [target, {"account_id": "123456789012", "region": OTHER_REGION}]),
+        (2, [target]),
+    ]
+    assert machine.worker_rounds() == [(1, "incomplete"), (2, "ok")]
+
+
 def recorded_shares(monkeypatch) -> list[batch.TargetShare]:
     """Every TargetShare the batch worker gives a target, in order (a test moves a share's end to spend its time)."""
     shares: list[batch.TargetShare] = []
@@ -296,13 +307,7 @@ def test_a_target_that_runs_out_of_its_share_continues_in_the_batchs_next_round_
     # Then round 1 of the batch left that target incomplete (its fix held) and finished the other one; the batch's
     # round 2 carried only the incomplete target, which made the fix; the report has both targets ok
     assert run.status == "SUCCEEDED", (run.error, run.cause)
-    workers = [i.event for i in machine.invocations if i.function == "ScanTargetFunction"]
-    target = {"account_id": "123456789012", "region": REGION}
-    assert [(w["BatchInput"]["round"], w["Items"]) for w in workers] == [
-        (1, [target, {"account_id": "123456789012", "region": OTHER_REGION}]),
-        (2, [target]),
-    ]
-    assert machine.worker_rounds() == [(1, "incomplete"), (2, "ok")]
+    assert_round_two_carried_only_the_first_region(machine)
     results = sorted(k.split("/results/")[1] for k in result_keys(machine, run.output["run_id"]))
     assert results == [
         f"123456789012/{OTHER_REGION}/apply-r1.json",
@@ -336,13 +341,7 @@ def test_a_target_throttled_past_its_share_continues_in_the_batchs_next_round_an
     # 2 carried only that target, which was scanned and fixed; the report has both targets ok, no alert
     assert run.status == "SUCCEEDED", (run.error, run.cause)
     assert len(storm.hits) > 1
-    workers = [i.event for i in machine.invocations if i.function == "ScanTargetFunction"]
-    target = {"account_id": "123456789012", "region": REGION}
-    assert [(w["BatchInput"]["round"], w["Items"]) for w in workers] == [
-        (1, [target, {"account_id": "123456789012", "region": OTHER_REGION}]),
-        (2, [target]),
-    ]
-    assert machine.worker_rounds() == [(1, "incomplete"), (2, "ok")]
+    assert_round_two_carried_only_the_first_region(machine)
     assert run.output["targets"] == {"ok": 2, "error": 0, "incomplete": 0}
     report = machine.report(run)
     assert {i["instance_id"]: i["verdict"] for i in report["instances"]} == {fixable: "fixed", compliant: "compliant"}
