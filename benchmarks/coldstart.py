@@ -254,6 +254,17 @@ for source in overlay.rglob("*.py"):
 """
 
 
+def _ship_overlay(python: str, overlay: Path | None, root: Path) -> list[Path]:
+    """The host builds `overlay` copied into `root`, shipped the way root's layer ships those packages (as bytecode
+    where the layer has bytecode only); the sys.path entries that go before the layer (none without an overlay)."""
+    if overlay is None:
+        return []
+    shutil.copytree(overlay, root / "overlay")
+    run = [python, "-c", _SHIP_LIKE_LAYER, str(root / "overlay"), str(root / LAYER / "python")]
+    subprocess.run(run, capture_output=True, timeout=600, check=True)
+    return [root / "overlay"]
+
+
 def _handler_imports(python: str, overlay: Path | None, sdk: Path, log: Callable[[str], None]) -> dict:
     """Per handler: import time as deployed (sam's zip round trip) and with every module precompiled."""
     results: dict = {}
@@ -261,10 +272,7 @@ def _handler_imports(python: str, overlay: Path | None, sdk: Path, log: Callable
         deployed, compiled = Path(tmp, "deployed"), Path(tmp, "compiled")
         for name in (LAYER, *FUNCTIONS):
             _as_deployed(BUILD_DIR / name, deployed / name)
-        if overlay is not None:  # the host builds, shipped the way the layer ships those packages
-            shutil.copytree(overlay, deployed / "overlay")
-            run = [python, "-c", _SHIP_LIKE_LAYER, str(deployed / "overlay"), str(deployed / LAYER / "python")]
-            subprocess.run(run, capture_output=True, timeout=600, check=True)
+        _ship_overlay(python, overlay, deployed)
         shutil.copytree(deployed, compiled)
         subprocess.run([python, "-m", "compileall", "-q", str(compiled)], capture_output=True, timeout=600, check=True)
         for function in FUNCTIONS:
@@ -300,10 +308,9 @@ def aws_powertools_layer(python: str, sdk: Path, log: Callable[[str], None], run
         deployed, opt = Path(tmp, "deployed"), Path(tmp, "opt", "python")
         for name in (LAYER, *FUNCTIONS):
             _as_deployed(BUILD_DIR / name, deployed / name)
-        if overlay is not None:  # EicGuardLayer as built, its aarch64 extensions replaced as _handler_imports does
-            shutil.copytree(overlay, deployed / "overlay")
-            run = [python, "-c", _SHIP_LIKE_LAYER, str(deployed / "overlay"), str(deployed / LAYER / "python")]
-            subprocess.run(run, capture_output=True, timeout=600, check=True)
+        host_builds = _ship_overlay(
+            python, overlay, deployed
+        )  # EicGuardLayer as built, its aarch64 extensions replaced
         opt.mkdir(parents=True)
         for entry in (deployed / LAYER / "python").iterdir():  # eic-guard's own layer: the rest of EicGuardLayer
             if entry.name.removesuffix(".pyc") not in provided:
@@ -314,12 +321,7 @@ def aws_powertools_layer(python: str, sdk: Path, log: Callable[[str], None], run
         for function in FUNCTIONS:
             task = deployed / function
             variants = {
-                "EicGuardLayer as built": [
-                    task,
-                    *([deployed / "overlay"] if overlay else []),
-                    deployed / LAYER / "python",
-                    sdk,
-                ],
+                "EicGuardLayer as built": [task, *host_builds, deployed / LAYER / "python", sdk],
                 "AWS's Powertools layer + eic-guard's own": [task, opt, sdk],
             }
             times: dict[str, dict[str, list[float]]] = {v: {"cpu": [], "wall": []} for v in variants}
@@ -373,11 +375,7 @@ def _deployed_tree(
     for name in (LAYER, function):
         _as_deployed(build / name, target / name)
     overlay, _ = native_overlay(python, build / LAYER / "python", log)
-    if overlay is not None:
-        shutil.copytree(overlay, target / "overlay")
-        run = [python, "-c", _SHIP_LIKE_LAYER, str(target / "overlay"), str(target / LAYER / "python")]
-        subprocess.run(run, capture_output=True, timeout=600, check=True)
-    return [target / function, *([target / "overlay"] if overlay else []), target / LAYER / "python", sdk]
+    return [target / function, *_ship_overlay(python, overlay, target), target / LAYER / "python", sdk]
 
 
 def compare(builds: list[Path], function: str, runs: int, log: Callable[[str], None]) -> dict:
