@@ -33,7 +33,6 @@ RAW = Path(__file__).resolve().parent / "org_scale_results.json"
 CACHE = Path("/tmp/eic-guard-bench-scale")
 BUCKET = "eic-guard-bench-scale"
 REGION = "us-east-1"
-STARTED = datetime(2026, 12, 7, 3, 0, tzinfo=UTC)
 FINISHED = datetime(2026, 12, 7, 3, 9, tzinfo=UTC)  # the report's finished_at in both paths, so they can be compared
 
 
@@ -63,7 +62,6 @@ def _environment() -> None:
 
 def _fleet(instances: int, per_target: int):
     """(accounts, results directory, plan) of a size, its result files seeded once."""
-    from eic_guard.fanout.plan import RunPlan
     from eic_guard.fanout.targets import Target
     from eic_guard.ranges import ip_ranges
 
@@ -77,15 +75,10 @@ def _fleet(instances: int, per_target: int):
         started = time.perf_counter()
         size = file_s3.seed(directory / "results", synthetic.documents(instances, accounts))
         marker.write_text(json.dumps({"bytes": size, "seed_s": time.perf_counter() - started}))
-    plan = RunPlan(
-        run_id=f"scale-{instances}",
-        job="scan",
-        mode="remediate",
-        started_at=STARTED,
-        own_account=synthetic.account_ids(1)[0],
-        ranges=ip_ranges.load(str(ROOT / "tests" / "fixtures" / "ip-ranges" / "ip-ranges-2026-08-22.json")),
-        apply_ranges=False,
-        targets=[Target(a, r) for a, r, _ in synthetic.organization(instances, accounts)],
+    plan = synthetic.run_plan(
+        f"scale-{instances}",
+        [Target(a, r) for a, r, _ in synthetic.organization(instances, accounts)],
+        ip_ranges.load(str(ROOT / "tests" / "fixtures" / "ip-ranges" / "ip-ranges-2026-08-22.json")),
     )
     return accounts, directory, plan, json.loads(marker.read_text())
 

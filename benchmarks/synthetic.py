@@ -16,9 +16,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from eic_guard.checks import CHECK_IDS
+from eic_guard.fanout.plan import RunPlan
+from eic_guard.fanout.targets import Target
 from eic_guard.models import ActionRecord, CheckResult, InstanceOutcome
 from eic_guard.outputs.report import instance_entry
 
+STARTED = datetime(2026, 12, 7, 3, 0, tzinfo=UTC)  # when the synthetic runs start
 REGIONS = ("us-east-1", "us-west-2", "eu-west-1", "eu-central-1", "ap-southeast-2")
 EIC_CIDR = {"us-east-1": "18.206.107.24/29", "us-west-2": "18.237.140.160/29", "eu-west-1": "18.202.216.48/29"}
 TEAMS = ("payments", "data-platform", "search", "identity", "checkout", "ml-infra", "billing", "web")
@@ -196,3 +199,17 @@ def documents(instances: int, accounts: int, regions: tuple[str, ...] = REGIONS,
     """Every target's worker result, one at a time (a million instances never sit in memory at once)."""
     for account, region, count in organization(instances, accounts, regions):
         yield target_document(account, region, count, mode)
+
+
+def run_plan(run_id: str, targets: list[Target], ranges: Any, mode: str = "remediate") -> RunPlan:
+    """The plan of a scan of the synthetic organization from its first account, started at STARTED."""
+    return RunPlan(
+        run_id=run_id,
+        job="scan",
+        mode=mode,
+        started_at=STARTED,
+        own_account=account_ids(1)[0],
+        ranges=ranges,
+        apply_ranges=False,
+        targets=targets,
+    )

@@ -33,7 +33,6 @@ from tests.conftest import FIXTURES, REGION
 from tests.integration.test_html_at_scale import FRAME, REASONS, instances_header, on_the_endpoint_path
 
 BUCKET = "eic-guard-streamed"
-STARTED = datetime(2026, 12, 7, 3, 0, tzinfo=UTC)
 FINISHED = datetime(2026, 12, 7, 3, 9, tzinfo=UTC)
 ACCOUNTS = 4
 
@@ -77,15 +76,8 @@ def _run(instances: int) -> tuple[RunPlan, list[dict], list]:
             ({"action": "authorize-ingress", "resource": "sg-0abc", "status": "done", "detail": "tcp/22"},),
         ),
     ]
-    plan = RunPlan(
-        run_id=f"streamed-{instances}",
-        job="scan",
-        mode="remediate",
-        started_at=STARTED,
-        own_account=synthetic.account_ids(1)[0],
-        ranges=ip_ranges.load(str(FIXTURES / "ip-ranges" / "ip-ranges-2026-08-22.json")),
-        apply_ranges=False,
-        targets=targets,
+    plan = synthetic.run_plan(
+        f"streamed-{instances}", targets, ip_ranges.load(str(FIXTURES / "ip-ranges" / "ip-ranges-2026-08-22.json"))
     )
     return plan, documents, problems
 
@@ -311,16 +303,7 @@ def test_a_run_without_instances_streams_the_in_memory_report(planned, ranges_20
     # Given a run with no target (an organization whose accounts are all skipped) or one whose only target left no
     # result
     targets = [Target(synthetic.account_ids(1)[0], REGION)][:planned]
-    plan = RunPlan(
-        run_id="empty-run",
-        job="scan",
-        mode="report",
-        started_at=STARTED,
-        own_account=synthetic.account_ids(1)[0],
-        ranges=ranges_2026,
-        apply_ranges=False,
-        targets=targets,
-    )
+    plan = synthetic.run_plan("empty-run", targets, ranges_2026, mode="report")
     settings = Settings.build(regions=(REGION,))
     report, _, _ = aggregate_run(plan, [], settings, FINISHED)
 
