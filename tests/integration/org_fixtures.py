@@ -40,6 +40,13 @@ def share_botocore_loader(monkeypatch) -> None:
     monkeypatch.setattr(boto3.Session, "__init__", init)
 
 
+def fast_member_accounts(monkeypatch) -> None:
+    """Speed only: one parsed copy of botocore's models for every session (share_botocore_loader), and moto skips
+    loading its AMI catalogue into each account's EC2 backend (for tests that use no AMI)."""
+    share_botocore_loader(monkeypatch)
+    monkeypatch.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+
+
 def role_arn(account_id: str, role_name: str = MEMBER_ROLE) -> str:
     return f"arn:aws:iam::{account_id}:role/{role_name}"
 

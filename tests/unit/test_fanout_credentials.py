@@ -25,7 +25,7 @@ from eic_guard.settings import Settings
 
 from tests.conftest import REGION
 from tests.faults.injector import FaultInjector
-from tests.integration.org_fixtures import share_botocore_loader
+from tests.integration.org_fixtures import fast_member_accounts
 
 OWN = "123456789012"  # moto's default account
 MEMBER = "111111111111"
@@ -42,15 +42,8 @@ def assume_role_calls(faults: FaultInjector) -> list[dict]:
 
 
 @pytest.fixture(autouse=True)
-def fast_sessions(monkeypatch):
-    """Speed only: one parsed copy of botocore's models for every session of the test."""
-    share_botocore_loader(monkeypatch)
-
-
-@pytest.fixture(autouse=True)
-def no_ami_catalogue(monkeypatch):
-    """Speed only: moto skips loading its AMI catalogue into each account's EC2 backend (no AMI is used here)."""
-    monkeypatch.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+def fast_accounts(monkeypatch):
+    fast_member_accounts(monkeypatch)
 
 
 @pytest.fixture

@@ -16,22 +16,15 @@ from eic_guard.fanout import local
 from eic_guard.settings import Settings
 
 from tests.conftest import REGION
-from tests.integration.org_fixtures import share_botocore_loader
+from tests.integration.org_fixtures import fast_member_accounts
 
 MEMBERS = ("111111111111", "222222222222", "333333333333", "444444444444", "555555555555")
 REGIONS = (REGION, "us-west-2")
 
 
 @pytest.fixture(autouse=True)
-def fast_sessions(monkeypatch):
-    """Speed only: one parsed copy of botocore's models for every session of the test."""
-    share_botocore_loader(monkeypatch)
-
-
-@pytest.fixture(autouse=True)
-def no_ami_catalogue(monkeypatch):
-    """Speed only: moto skips loading its AMI catalogue into each account's EC2 backend (no AMI is used here)."""
-    monkeypatch.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+def fast_accounts(monkeypatch):
+    fast_member_accounts(monkeypatch)
 
 
 class Followed:
